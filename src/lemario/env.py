@@ -73,8 +73,9 @@ class MarioState:
     backend: str
     buttons: bytes  # controller byte of every frame since boot
     snapshot: bytes | None  # the backend's own state (retro), None where it has none (nes-py)
-    stack: np.ndarray  # (frame_stack, *frame_shape) observation at that moment
+    stack: np.ndarray = field(repr=False)  # (frame_stack, *frame_shape) observation at that moment
     ram: np.ndarray = field(repr=False)  # (2048,) RAM at that moment
+    rgb: np.ndarray = field(repr=False)  # (224, 240, 3) last emulator frame as the backend drew it (not in snapshots)
 
 
 class SuperMarioBros(gym.Env):
@@ -94,10 +95,13 @@ class SuperMarioBros(gym.Env):
         self._boot_snapshot = self.emu.snapshot()
         if self._boot_snapshot is None:
             self.emu.backup()  # nes-py: its single backup slot holds the level start
+        # Emulator states do not include the screen buffer: keep the level-start picture for every reset.
+        self._boot_rgb = self.emu.screen().copy()
+        self._boot_frame = self._convert(self._boot_rgb)
         self._stack: deque[np.ndarray] = deque(maxlen=config.frame_stack)
         self._log = bytearray()
         self._read_ram()
-        self._rgb = self.emu.screen().copy()
+        self._rgb = self._boot_rgb
         self._steps = 0
 
     # ---- episode ------------------------------------------------------------------------------------------------
@@ -109,9 +113,9 @@ class SuperMarioBros(gym.Env):
         else:
             self._to_level_start()
             self._stack.clear()
-            frame = self._convert(self.emu.screen())
-            first = frames.pool_resize(frame, frame, self.config.resize)
+            first = frames.pool_resize(self._boot_frame, self._boot_frame, self.config.resize)
             self._stack.extend([first] * self.config.frame_stack)
+            self._rgb = self._boot_rgb
             self._read_ram()
             for _ in range(int(self.np_random.integers(0, self.config.noop_max + 1))):
                 self._advance(0)
@@ -168,7 +172,7 @@ class SuperMarioBros(gym.Env):
     def save_state(self) -> MarioState:
         return MarioState(
             level=self.config.level, backend=self.config.backend, buttons=bytes(self._log),
-            snapshot=self.emu.snapshot(), stack=self._obs(), ram=self._ram.copy(),
+            snapshot=self.emu.snapshot(), stack=self._obs(), ram=self._ram.copy(), rgb=np.array(self._rgb),
         )
 
     def _restore(self, state: MarioState) -> None:
@@ -178,15 +182,16 @@ class SuperMarioBros(gym.Env):
             raise LemarioError(f"the state's frames have shape {state.stack.shape}, this env's {self.observation_space.shape}: use the same frame settings")
         if state.snapshot is not None and state.backend == self.config.backend:
             self.emu.restore(state.snapshot)
+            self._rgb = state.rgb
         else:  # replay the button log from the level start (deterministic on both backends)
             self._to_level_start()
             for byte in state.buttons:
                 self.emu.step(byte)
+            self._rgb = self.emu.screen().copy()
         self._log = bytearray(state.buttons)
         self._stack.clear()
         self._stack.extend(state.stack)
         self._read_ram()
-        self._rgb = self.emu.screen()
 
     # ---- frames for people --------------------------------------------------------------------------------------
     def rgb_frame(self) -> np.ndarray:
@@ -195,6 +200,11 @@ class SuperMarioBros(gym.Env):
 
     def render(self):
         return self.rgb_frame() if self.render_mode == "rgb_array" else None
+
+    @property
+    def last_frame(self) -> np.ndarray:
+        """The newest preprocessed frame (H, W[, 3]), what the corpus stores per step."""
+        return self._stack[-1]
 
     @property
     def ram(self) -> np.ndarray:

@@ -34,6 +34,11 @@ LABELS = (
 )
 
 
+# y_pos is the height above the bottom of the screen: 255 - y_pixel while Mario is on screen (viewport 1, as
+# gym-super-mario-bros reports it), continuing above the top (viewport 0) and below the bottom (viewport 2,
+# negative: falling into a pit) instead of wrapping around.
+
+
 def _digits(ram: np.ndarray, where: slice) -> np.ndarray:
     """Decimal number stored one digit per byte, most significant first."""
     d = ram[..., where].astype(np.int64)  # (..., n)
@@ -48,8 +53,7 @@ def labels(ram: np.ndarray) -> dict[str, np.ndarray]:
         raise ValueError(f"RAM must have {RAM_SIZE} bytes in its last axis, got shape {ram.shape}")
     r = ram.astype(np.int64)
     y_pixel, viewport = r[..., Y_PIXEL], r[..., Y_VIEWPORT]
-    # Above the top of the screen (viewport 0) the byte wraps: continue counting upward.
-    y_pos = np.where(viewport < 1, 255 + (255 - y_pixel), 255 - y_pixel)
+    y_pos = 511 - 256 * viewport - y_pixel
     player_state, float_state = r[..., PLAYER_STATE], r[..., FLOAT_STATE]
     return {
         "x_pos": r[..., X_PAGE] * 256 + r[..., X_SCREEN],
@@ -94,7 +98,7 @@ def info_from_ram(ram: np.ndarray | bytes) -> dict[str, int]:
     signed = lambda v: v - 256 if v > 127 else v  # noqa: E731
     return {
         "x_pos": b[X_PAGE] * 256 + b[X_SCREEN],
-        "y_pos": 255 + (255 - b[Y_PIXEL]) if viewport < 1 else 255 - b[Y_PIXEL],
+        "y_pos": 511 - 256 * viewport - b[Y_PIXEL],
         "x_vel": signed(b[X_VEL]),
         "y_vel": signed(b[Y_VEL]),
         "on_ground": int(float_state == 0),

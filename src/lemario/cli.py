@@ -1,0 +1,81 @@
+"""The `lemario` command: `lemario SUBCOMMAND [--preset NAME] [--field value ...]`.
+
+Each subcommand parses one frozen dataclass config with tyro; `--preset` picks the defaults that the other
+flags then override (`tiny` for tests and CI, `cpu` for this kind of machine, `gpu` for a big one).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from .errors import LemarioError
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    corpus: tyro.conf.Positional[Path]
+    """Corpus folder."""
+    rebuild: bool = False
+    """Reopen every file instead of trusting the cached index rows."""
+
+
+def corpus_main(cfg: CorpusConfig) -> None:
+    from .corpus import INDEX_NAME, format_summary, scan
+
+    if cfg.rebuild:
+        (cfg.corpus / INDEX_NAME).unlink(missing_ok=True)
+    print(format_summary(scan(cfg.corpus), title=str(cfg.corpus)))
+
+
+def _commands() -> dict:
+    from . import collect
+
+    return {
+        "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
+        "corpus": ("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
+    }
+
+
+def _usage(commands: dict) -> str:
+    lines = ["usage: lemario COMMAND [--preset NAME] [OPTIONS]", "", "commands:"]
+    lines += [f"  {name:<10}{help_}" for name, (help_, *_rest) in commands.items()]
+    lines.append("\n`lemario COMMAND --help` lists a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(commands))
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        sys.exit(f"lemario: unknown command {name!r}\n\n{_usage(commands)}")
+    help_, config_cls, presets, run = commands[name]
+    default = None
+    if "--preset" in rest:
+        i = rest.index("--preset")
+        preset = rest[i + 1] if i + 1 < len(rest) else ""
+        if not presets or preset not in presets:
+            sys.exit(f"lemario {name}: unknown preset {preset!r}: use one of {', '.join(presets or [])}")
+        default = presets[preset]
+        rest = rest[:i] + rest[i + 2:]
+    description = help_ + (f" (presets: {', '.join(presets)}; pick one with --preset NAME)" if presets else "")
+    cfg = tyro.cli(config_cls, args=rest, default=default, prog=f"lemario {name}", description=description)
+    try:
+        run(cfg)
+    except LemarioError as e:
+        print(f"lemario {name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"lemario {name}: interrupted; everything already written is intact, re-run the command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

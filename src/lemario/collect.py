@@ -1,0 +1,232 @@
+"""Parallel episode collection into a corpus folder: `lemario collect`.
+
+A collection is a *run* (`DIR/runs/<run>.json` holds its resolved config, seed and commit). Episode i of a run
+is played with seed SeedSequence([seed, run number, i]) and saved as `DIR/<run>-<i>.h5`, so a run is fully
+determined by its config. Re-running the same command resumes the newest unfinished run with that config
+(after a crash or kill it plays exactly the missing episodes); once a run is complete, the same command starts
+a new run and adds episodes. Nothing is ever overwritten, and one process at a time writes to a folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .corpus import (
+    SPACE_ERRNOS, Episode, Index, atomic_write_text, check_writable, format_summary, now_iso, scan, write_episode,
+    writer_lock,
+)
+from .env import EnvConfig, SuperMarioBros
+from .errors import LemarioError
+from .policies import POLICIES, make_policy
+from .provenance import provenance
+from .ram import LABELS, label_table
+from .rewards import REWARD_SPEC_VERSION, reward_triple
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    out: Path = Path("runs/corpus-1-1")
+    """Corpus folder (created if missing; episodes are added, never overwritten)."""
+    episodes: int = 20
+    """Episodes to collect in this run."""
+    workers: int = 2
+    """Worker processes, one emulator each (1 plays in this process)."""
+    policy: str = "biased"
+    """'biased' (right-biased random with held jumps) or 'uniform'."""
+    seed: int = 0
+    """Base seed of the run; episode seeds derive from it, the run number and the episode index."""
+    level: str = "1-1"
+    """Level W-S."""
+    backend: str = "retro"
+    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
+    action_set: str = "complex"
+    """'right-only', 'simple' or 'complex'."""
+    max_steps: int = 1500
+    """Agent steps before an episode is truncated."""
+    frame_skip: int = 4
+    resize: int = 84
+    grayscale: bool = True
+    progress: bool = True
+    """Show the live progress bar."""
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(
+            level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps,
+            frame_skip=self.frame_skip, resize=self.resize, grayscale=self.grayscale,
+        )
+
+    def validate(self) -> None:
+        self.env_config.validate()
+        if self.policy not in POLICIES:
+            raise LemarioError(f"unknown policy {self.policy!r}: use one of {', '.join(POLICIES)}")
+        if self.episodes < 1 or self.workers < 1:
+            raise LemarioError("--episodes and --workers must be at least 1")
+
+    def run_key(self) -> dict:
+        """The settings that define a run's episodes (not where they go or how fast)."""
+        d = asdict(self)
+        for k in ("out", "workers", "progress"):
+            d.pop(k)
+        return d
+
+
+PRESETS = {
+    "tiny": CollectConfig(out=Path("runs/corpus-tiny"), episodes=2, workers=1, max_steps=60),
+    "cpu": CollectConfig(),
+    "gpu": CollectConfig(episodes=2000, workers=16),
+}
+
+
+def episode_seed(seed: int, run_number: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
+
+
+def play_episode(env: SuperMarioBros, policy_name: str, seed: int) -> Episode:
+    """One episode from the level start; returns it with labels and rewards computed from its RAM."""
+    policy = make_policy(policy_name, env.config.action_set, np.random.default_rng(seed))
+    _, info = env.reset(seed=seed)
+    frames, rams, actions = [env.last_frame], [env.ram], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        a = policy.act(info)
+        _, _, terminated, truncated, info = env.step(a)
+        actions.append(a)
+        frames.append(env.last_frame)
+        rams.append(env.ram)
+    ram = np.stack(rams)  # (T+1, 2048)
+    labels = label_table(ram)  # (T+1, L)
+    x = labels[:, LABELS.index("x_pos")]
+    dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
+    meta = {
+        "seed": seed, "policy": policy_name, "n_steps": len(actions), "max_x": int(x.max()),
+        "flag_get": int(labels[:, LABELS.index("flag_get")].max()), "terminated": int(terminated), "truncated": int(truncated),
+        "death_x": int(x[dying[0]]) if len(dying) else -1, **_env_meta(env.config),
+    }
+    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, reward_triple(labels), meta)
+
+
+def _env_meta(cfg: EnvConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("rom")
+    return d
+
+
+# ---- workers ----------------------------------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the collector dies (even by SIGKILL), so no orphan plays on."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _init_worker(env_cfg: EnvConfig, policy: str, out: Path, extra_meta: dict) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
+    _worker.update(env=SuperMarioBros(env_cfg), policy=policy, out=out, meta=extra_meta)
+
+
+def _play_and_write(task: tuple[str, int, int]) -> dict:
+    name, run_index, seed = task
+    t0 = time.perf_counter()
+    ep = play_episode(_worker["env"], _worker["policy"], seed)
+    ep.meta.update(_worker["meta"], run_index=run_index, created=now_iso())
+    path = _worker["out"] / name
+    try:
+        size = write_episode(path, ep)
+    except OSError as e:
+        if e.errno in SPACE_ERRNOS:
+            return {"error": f"out of disk space writing {path} ({e.strerror})"}
+        raise
+    return {"file": name, "n_steps": ep.n_steps, "max_x": ep.meta["max_x"], "flag_get": ep.meta["flag_get"],
+            "bytes": size, "seconds": time.perf_counter() - t0}
+
+
+# ---- runs -------------------------------------------------------------------------------------------------------
+def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
+    """(run id, run number, episode indices still to play): resume the newest unfinished identical run, or start one."""
+    runs_dir = cfg.out / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    manifests = sorted(runs_dir.glob("run-*.json"))
+    key = cfg.run_key()
+    for path in reversed(manifests):
+        m = json.loads(path.read_text())
+        if m["key"] == json.loads(json.dumps(key, default=str)):
+            done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{m['run']}-*.h5")}
+            todo = [i for i in range(m["key"]["episodes"]) if i not in done]
+            if todo:
+                return m["run"], m["number"], todo
+            break
+    number = len(manifests) + 1
+    run = f"run-{number:04d}"
+    manifest = {"run": run, "number": number, "key": key, "created": now_iso(), "reward_spec_version": REWARD_SPEC_VERSION, **provenance()}
+    atomic_write_text(runs_dir / f"{run}.json", json.dumps(manifest, indent=2, default=str))
+    return run, number, list(range(cfg.episodes))
+
+
+def collect(cfg: CollectConfig) -> Index:
+    """Run (or resume) a collection; returns the corpus index afterwards."""
+    cfg.validate()
+    check_writable(cfg.out)
+    with writer_lock(cfg.out):
+        run, number, todo = _plan_run(cfg)
+        done = cfg.episodes - len(todo)
+        if done:
+            print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
+        tasks = [(f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i)) for i in todo]
+        extra = {"run": run, **provenance()}
+        bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+        steps, best, t0 = 0, 0, time.perf_counter()
+        for result in _results(cfg, tasks, extra):
+            if "error" in result:
+                bar.close()
+                written = len(list(cfg.out.glob("*.h5")))
+                raise LemarioError(f"{result['error']}: free space or use another --out; the {written} episodes already written are intact")
+            steps += result["n_steps"] + 1
+            best = max(best, result["max_x"])
+            bar.set_postfix({"frames/s": f"{steps / (time.perf_counter() - t0):.0f}", "best_x": best}, refresh=False)
+            bar.update(1)
+        bar.close()
+    return scan(cfg.out)
+
+
+def _results(cfg: CollectConfig, tasks: list, extra: dict):
+    if not tasks:
+        return
+    if cfg.workers == 1:
+        _init_worker(cfg.env_config, cfg.policy, cfg.out, extra)
+        try:
+            for t in tasks:
+                yield _play_and_write(t)
+        finally:
+            _worker.pop("env").close()
+        return
+    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
+    pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.out, extra))
+    try:
+        yield from pool.imap_unordered(_play_and_write, tasks)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def collect_main(cfg: CollectConfig) -> None:
+    index = collect(cfg)
+    print(format_summary(index, title=str(cfg.out)))
+
+

@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lemario.env import EnvConfig, SuperMarioBros
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def make_env():
+    """Envs made through this fixture are closed after the test (stable-retro allows one emulator per process)."""
+    envs = []
+
+    def _make(**overrides) -> SuperMarioBros:
+        env = SuperMarioBros(EnvConfig(**overrides))
+        envs.append(env)
+        return env
+
+    yield _make
+    for env in envs:
+        env.close()
+
+
+def scripted_actions(name: str) -> list[int]:
+    """Actions from a run-length file in tests/data ('AxN' tokens, '#' comments)."""
+    actions = []
+    for line in (DATA / name).read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        for token in line.split():
+            a, n = token.split("x")
+            actions += [int(a)] * int(n)
+    return actions
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "lemario.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)

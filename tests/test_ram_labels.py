@@ -1,0 +1,101 @@
+"""RAM labels against scripted situations on 1-1: standing, jumping, falling into the first pit, dying."""
+
+import numpy as np
+
+from conftest import scripted_actions
+from lemario import ram as R
+from lemario.rewards import reward_triple, step_triple
+
+NOOP, RIGHT, RIGHT_A, A = 0, 1, 2, 5  # complex action set indices
+
+
+def play(env, actions):
+    _, info = env.reset()
+    infos, rams, done = [info], [env.ram], (False, False)
+    for a in actions:
+        _, _, *done, info = env.step(a)
+        infos.append(info)
+        rams.append(env.ram)
+        if any(done):
+            break
+    return infos, np.stack(rams), done
+
+
+def test_standing_still(make_env):
+    infos, _, _ = play(make_env(), [NOOP] * 20)
+    assert {i["x_pos"] for i in infos} == {40}
+    assert all(i["on_ground"] == 1 and i["x_vel"] == 0 and i["y_vel"] == 0 and i["is_dying"] == 0 for i in infos)
+    assert infos[0]["y_pos"] == infos[-1]["y_pos"]
+    assert infos[-1]["time"] < 400, "the level clock runs while standing"
+
+
+def test_jump_velocity_changes_sign_at_the_top(make_env):
+    infos, _, _ = play(make_env(), [NOOP] * 3 + [A] * 12 + [NOOP] * 15)
+    y = np.array([i["y_pos"] for i in infos])
+    vy = np.array([i["y_vel"] for i in infos])
+    ground = y[0]
+    top = int(np.argmax(y))
+    assert y[top] > ground + 40, "holding A for 12 steps is a high jump"
+    assert (vy[4:top] < 0).all(), "y_vel is negative while rising"
+    assert (vy[top + 1:top + 4] > 0).all(), "and positive while falling"
+    assert infos[top]["on_ground"] == 0 and infos[-1]["on_ground"] == 1 and y[-1] == ground
+    assert infos[top]["float_state"] in (1, 2)
+
+
+def test_running_right_moves_x_with_positive_velocity(make_env):
+    infos, _, _ = play(make_env(), [RIGHT] * 15)
+    x = [i["x_pos"] for i in infos]
+    assert all(b >= a for a, b in zip(x, x[1:])) and x[-1] > 60
+    assert infos[-1]["x_vel"] > 0
+
+
+def test_walking_into_the_first_goomba_kills(make_env):
+    infos, rams, (term, trunc) = play(make_env(), [RIGHT] * 200)
+    assert term and not trunc
+    last = infos[-1]
+    assert last["is_dying"] == 1 and last["player_state"] == R.PLAYER_DYING and last["death"] == 1
+    assert 250 < last["x_pos"] < 500
+    assert all(i["is_dying"] == 0 for i in infos[:-1])
+
+
+def test_falling_into_the_first_pit(make_env):
+    infos, rams, (term, _) = play(make_env(), scripted_actions("pit_1-1.txt"))
+    last = infos[-1]
+    assert term and last["is_dying"] == 1 and last["death"] == 1
+    assert last["player_state"] == R.PLAYER_NORMAL, "a pit death is seen through the viewport, not the player state"
+    assert rams[-1][R.Y_VIEWPORT] > 1 and last["y_pos"] < infos[0]["y_pos"]
+    assert 1000 < last["x_pos"] < 1300
+
+
+def test_coin_block_gives_a_coin_and_200_points(make_env):
+    # walk to x = 251, under the first ? block of 1-1, stop, and jump into it from below
+    infos, _, _ = play(make_env(), [RIGHT] * 30 + [NOOP] * 8 + [A] * 10 + [NOOP] * 10)
+    before = infos[38]
+    assert before["x_pos"] == 251 and before["coins"] == 0 and before["score"] == 0
+    assert infos[-1]["coins"] == 1 and infos[-1]["score"] == 200
+
+
+def test_fast_and_vectorized_labels_agree(make_env):
+    infos, rams, _ = play(make_env(), scripted_actions("pit_1-1.txt"))
+    table = R.label_table(rams)
+    for t, row in enumerate(table):
+        fast = R.info_from_ram(rams[t])
+        assert dict(zip(R.LABELS, row.tolist())) == fast
+        assert all(infos[t][k] == v for k, v in fast.items())
+    triple = reward_triple(table)
+    for t in range(len(infos) - 1):
+        assert tuple(triple[t]) == step_triple(infos[t], infos[t + 1])
+    assert triple[:, 2].sum() == 1 and triple[-1, 2] == 1
+    assert abs(triple[:, 0].sum() - (infos[-1]["x_pos"] - infos[0]["x_pos"])) < 1e-6
+
+
+def test_retro_variables_agree_with_ram_map(make_env):
+    """stable-retro reads lemario's integration data.json itself: its values must match ram.py's decoding."""
+    env = make_env()
+    play(env, [RIGHT] * 12 + [RIGHT_A] * 6)
+    lab = R.labels(env.ram)
+    emu = env.emu
+    assert emu.lookup("x_page") * 256 + emu.lookup("x_screen") == lab["x_pos"]
+    assert emu.lookup("y_vel") == lab["y_vel"] and emu.lookup("x_vel") == lab["x_vel"]
+    assert emu.lookup("time") == lab["time"] and emu.lookup("lives") == lab["lives"]
+    assert emu.lookup("score") * 10 == lab["score"]
