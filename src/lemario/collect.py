@@ -24,6 +24,7 @@ from .corpus import (
     SPACE_ERRNOS, Episode, Index, atomic_write_text, check_writable, format_summary, now_iso, scan, write_episode,
     writer_lock,
 )
+from .emulator import resolve_rom
 from .env import EnvConfig, SuperMarioBros
 from .errors import LemarioError
 from .policies import POLICIES, make_policy
@@ -55,6 +56,8 @@ class CollectConfig:
     frame_skip: int = 4
     resize: int = 84
     grayscale: bool = True
+    rom: str | None = None
+    """ROM path; default: the one shipped inside gym-super-mario-bros."""
     progress: bool = True
     """Show the live progress bar."""
 
@@ -62,11 +65,12 @@ class CollectConfig:
     def env_config(self) -> EnvConfig:
         return EnvConfig(
             level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps,
-            frame_skip=self.frame_skip, resize=self.resize, grayscale=self.grayscale,
+            frame_skip=self.frame_skip, resize=self.resize, grayscale=self.grayscale, rom=self.rom,
         )
 
     def validate(self) -> None:
         self.env_config.validate()
+        resolve_rom(self.rom, self.backend)
         if self.policy not in POLICIES:
             raise LemarioError(f"unknown policy {self.policy!r}: use one of {', '.join(POLICIES)}")
         if self.episodes < 1 or self.workers < 1:
@@ -137,10 +141,15 @@ def _init_worker(env_cfg: EnvConfig, policy: str, out: Path, extra_meta: dict) -
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
-    _worker.update(env=SuperMarioBros(env_cfg), policy=policy, out=out, meta=extra_meta)
+    try:
+        _worker.update(env=SuperMarioBros(env_cfg), policy=policy, out=out, meta=extra_meta)
+    except Exception as e:  # noqa: BLE001 - reported by the first task: a failing Pool initializer respawns forever
+        _worker["init_error"] = f"a worker could not start its env: {e}"
 
 
 def _play_and_write(task: tuple[str, int, int]) -> dict:
+    if "init_error" in _worker:
+        return {"error": _worker["init_error"]}
     name, run_index, seed = task
     t0 = time.perf_counter()
     ep = play_episode(_worker["env"], _worker["policy"], seed)
@@ -195,7 +204,8 @@ def collect(cfg: CollectConfig) -> Index:
             if "error" in result:
                 bar.close()
                 written = len(list(cfg.out.glob("*.h5")))
-                raise LemarioError(f"{result['error']}: free space or use another --out; the {written} episodes already written are intact")
+                hint = "free space or use another --out; " if "disk space" in result["error"] else ""
+                raise LemarioError(f"{result['error']}: {hint}the {written} episodes already written are intact")
             steps += result["n_steps"] + 1
             best = max(best, result["max_x"])
             bar.set_postfix({"frames/s": f"{steps / (time.perf_counter() - t0):.0f}", "best_x": best}, refresh=False)
@@ -213,7 +223,9 @@ def _results(cfg: CollectConfig, tasks: list, extra: dict):
             for t in tasks:
                 yield _play_and_write(t)
         finally:
-            _worker.pop("env").close()
+            if "env" in _worker:
+                _worker["env"].close()
+            _worker.clear()
         return
     ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
     pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.out, extra))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import time
@@ -76,33 +77,42 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_episode(path: Path, ep: Episode) -> int:
-    """Write one episode atomically; returns its size in bytes. Raises OSError (e.g. disk full) untouched."""
+    """Write one episode atomically; returns its size in bytes. Raises OSError (e.g. disk full) untouched.
+
+    The HDF5 file is built in memory and written with plain file I/O: HDF5's own writer can crash the process
+    when the disk fills up, a plain write fails with a clean OSError.
+    """
     T = ep.n_steps
     assert ep.frames.shape[0] == T + 1 and ep.labels.shape[0] == T + 1 and ep.rewards.shape == (T, len(REWARD_CHANNELS))
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        chunk = min(64, T + 1)
+        f.create_dataset("frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:]))
+        f.create_dataset("actions", data=ep.actions.astype(np.uint8))
+        f.create_dataset("ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1]))
+        f.create_dataset("labels", data=ep.labels.astype(np.int32)).attrs["names"] = json.dumps(list(LABELS))
+        rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
+        rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
+        meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
+        for k, v in meta.items():
+            f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+    data = image.getbuffer()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
-            chunk = min(64, T + 1)
-            f.create_dataset("frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:]))
-            f.create_dataset("actions", data=ep.actions.astype(np.uint8))
-            f.create_dataset("ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1]))
-            f.create_dataset("labels", data=ep.labels.astype(np.int32)).attrs["names"] = json.dumps(list(LABELS))
-            rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
-            rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
-            rw.attrs["spec_version"] = ep.meta.get("reward_spec_version", REWARD_SPEC_VERSION)
-            meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
-            for k, v in meta.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path.stat().st_size
+    return len(data)
 
 
 def _attrs(f: h5py.File) -> dict:
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    meta["label_names"] = json.loads(f["labels"].attrs["names"])
+    return meta
 
 
 def read_episode(path: Path, *, ram: bool = False) -> Episode:

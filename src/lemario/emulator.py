@@ -38,10 +38,16 @@ def default_rom_path() -> Path:
     return Path(spec.origin).parent / "_roms" / "super-mario-bros.nes"
 
 
-def resolve_rom(rom: str | None) -> Path:
+def resolve_rom(rom: str | None, backend: str = "nes-py") -> Path:
+    """The ROM path, checked to exist (and, for retro, to be the ROM its integration was written for)."""
     path = Path(rom) if rom else default_rom_path()
     if not path.is_file():
         raise LemarioError(f"ROM not found at {path}: reinstall gym-super-mario-bros==7.4.0 (scripts/setup.sh) or pass --rom PATH")
+    if backend == "retro":
+        expected = (INTEGRATION_DIR / "rom.sha").read_text().strip()
+        found = hashlib.sha1(path.read_bytes()).hexdigest()
+        if found != expected:
+            raise LemarioError(f"ROM {path} has sha1 {found}, lemario's retro integration expects {expected}: use the ROM from gym-super-mario-bros 7.4.0")
     return path
 
 
@@ -105,10 +111,6 @@ class RetroEmulator:
     def __init__(self, rom: Path):
         import stable_retro
 
-        expected = (INTEGRATION_DIR / "rom.sha").read_text().strip()
-        found = hashlib.sha1(rom.read_bytes()).hexdigest()
-        if found != expected:
-            raise LemarioError(f"ROM {rom} has sha1 {found}, lemario's retro integration expects {expected}: use the ROM from gym-super-mario-bros 7.4.0")
         try:
             self._em = stable_retro.RetroEmulator(str(rom))
         except RuntimeError as e:
@@ -157,7 +159,7 @@ class RetroEmulator:
 def make_emulator(backend: str, rom: str | None = None) -> NesPyEmulator | RetroEmulator:
     if backend not in BACKENDS:
         raise LemarioError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    path = resolve_rom(rom)
+    path = resolve_rom(rom, backend)
     return RetroEmulator(path) if backend == "retro" else NesPyEmulator(path)
 
 

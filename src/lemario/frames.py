@@ -103,8 +103,8 @@ def measure_palette(emu) -> np.ndarray:
         emu.write(0x773, 0)  # use VRAM buffer 1
         emu.step(0)
         emu.step(0)
-        found = np.unique(emu.screen().reshape(-1, 3), axis=0)
-        if len(found) != 1:
-            raise RuntimeError(f"palette colour {c}: the screen shows {len(found)} colours, expected 1")
-        colours[c] = found[0]
+        pixels = emu.screen().reshape(-1, 3)
+        if not (pixels == pixels[0]).all():
+            raise RuntimeError(f"palette colour {c}: the screen is not one colour")
+        colours[c] = pixels[0]
     return colours

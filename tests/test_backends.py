@@ -1,0 +1,75 @@
+"""nes-py (reference) and stable-retro (fast) give the same game from the same buttons."""
+
+import numpy as np
+import pytest
+
+from lemario import frames
+from lemario import ram as R
+from lemario.emulator import boot, make_emulator
+
+# Bytes the two cores may legitimately disagree on: the cores cut frames at different points of the NMI
+# handler and lag on different frames, so scratch bytes, the frame counter and the timers/RNG it drives,
+# the CPU stack, the sprite/VRAM staging buffers, the sound engine and the joypad shadow differ in timing.
+# Everything the game's physics and the labels use is compared exactly.
+TIMING_BYTES = np.zeros(R.RAM_SIZE, bool)
+for lo, hi in [(0x00, 0x08), (0x09, 0x0A), (0xE7, 0x100), (0x100, 0x200), (0x200, 0x300), (0x300, 0x320), (0x340, 0x342),
+               (0x6FC, 0x6FD), (0x74A, 0x74B), (0x71F, 0x720), (0x747, 0x748), (0x772, 0x775), (0x778, 0x77A), (0x77F, 0x780),
+               (0x781, 0x790), (0x795, 0x796), (0x7A0, 0x7A1), (0x7A7, 0x7AE), (0x7B0, 0x7D0)]:
+    TIMING_BYTES[lo:hi] = True
+
+
+def run_frames(backend, buttons):
+    emu = make_emulator(backend)
+    boot(emu, 1, 1)
+    rams, screens = [emu.ram.copy()], [frames.gray(emu.screen(), backend)]
+    for b in buttons:
+        emu.step(int(b))
+        rams.append(emu.ram.copy())
+        screens.append(frames.gray(emu.screen(), backend))
+    emu.close()
+    return np.stack(rams), np.stack(screens)
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    rng = np.random.default_rng(0)
+    buttons = np.repeat(rng.choice([0x00, 0x80, 0x81, 0x82, 0x83, 0x01, 0x40], 100, p=[.05, .3, .25, .15, .15, .05, .05]), 4)
+    return {b: run_frames(b, buttons) for b in ("nes-py", "retro")}
+
+
+def test_same_buttons_same_physics_every_frame(trajectories):
+    ram_ref, _ = trajectories["nes-py"]
+    ram_fast, _ = trajectories["retro"]
+    assert len(ram_ref) == 401
+    lab_ref, lab_fast = R.label_table(ram_ref), R.label_table(ram_fast)
+    np.testing.assert_array_equal(lab_ref, lab_fast)
+    assert lab_ref[:, R.LABELS.index("x_pos")].max() > 300, "the sequence should travel"
+
+
+def test_same_buttons_same_ram_outside_timing_bytes(trajectories):
+    ram_ref, _ = trajectories["nes-py"]
+    ram_fast, _ = trajectories["retro"]
+    differ = (ram_ref != ram_fast).any(axis=0)
+    assert not (differ & ~TIMING_BYTES).any(), [hex(a) for a in np.flatnonzero(differ & ~TIMING_BYTES)]
+    assert (ram_ref[:, ~TIMING_BYTES] == ram_fast[:, ~TIMING_BYTES]).all()
+    assert (~TIMING_BYTES).sum() >= 1400, "over two thirds of RAM is compared byte for byte"
+
+
+def test_same_buttons_same_frames(trajectories):
+    _, scr_ref = trajectories["nes-py"]
+    _, scr_fast = trajectories["retro"]
+    np.testing.assert_array_equal(scr_ref, scr_fast)
+
+
+@pytest.mark.parametrize("backend,table", [("nes-py", frames.NESPY_PALETTE), ("retro", frames.RETRO_PALETTE)])
+def test_palette_tables_match_the_emulators(backend, table):
+    emu = make_emulator(backend)
+    boot(emu, 1, 1)
+    measured = frames.measure_palette(emu)
+    emu.close()
+    np.testing.assert_array_equal(measured, table)
+
+
+def test_nespy_palette_maps_to_the_canonical_one():
+    canon = frames.canonical_rgb(frames.NESPY_PALETTE[None], "nes-py")[0]
+    np.testing.assert_array_equal(canon, frames.RETRO_PALETTE)

@@ -1,0 +1,139 @@
+"""`lemario collect` and `lemario corpus` end to end: runs, resume after SIGKILL, one writer, bad input."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from lemario.collect import CollectConfig, collect, episode_seed
+from lemario.corpus import read_episode, scan, writer_lock
+
+FAST = ["--max-steps", "80", "--no-progress"]
+
+
+def test_cli_collect_and_summary(tmp_path):
+    out = tmp_path / "c"
+    r = run_cli("collect", "--preset", "tiny", "--out", str(out), "--episodes", "3", "--workers", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "3 episodes" in r.stdout and "tier (max_x)" in r.stdout and "500-1000" in r.stdout
+    files = sorted(p.name for p in out.glob("*.h5"))
+    assert files == ["run-0001-00000.h5", "run-0001-00001.h5", "run-0001-00002.h5"]
+    ep = read_episode(out / files[1])
+    assert ep.meta["seed"] == episode_seed(0, 1, 1) and ep.meta["policy"] == "biased" and ep.n_steps <= 60
+    r = run_cli("corpus", str(out), "--rebuild")
+    assert r.returncode == 0 and "3 episodes" in r.stdout
+
+
+def test_rerun_adds_a_new_run(tmp_path):
+    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, max_steps=40, progress=False)
+    collect(cfg)
+    index = collect(cfg)
+    assert sorted(e["file"] for e in index.episodes) == [
+        "run-0001-00000.h5", "run-0001-00001.h5", "run-0002-00000.h5", "run-0002-00001.h5"]
+    seeds = {e["seed"] for e in index.episodes}
+    assert len(seeds) == 4, "a new run plays new episodes"
+
+
+def test_sigkill_then_rerun_completes_the_same_corpus(tmp_path):
+    args = ["collect", "--out", str(tmp_path / "killed"), "--episodes", "10", "--workers", "2", "--max-steps", "300", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "lemario.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len(list((tmp_path / "killed").glob("run-*.h5"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the workers die with their parent (PR_SET_PDEATHSIG)
+    index = scan(tmp_path / "killed")
+    assert not index.bad and 3 <= len(index.episodes) < 10
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "resuming run-0001" in r.stdout
+    killed = sorted((tmp_path / "killed").glob("*.h5"))
+    assert [p.name for p in killed] == [f"run-0001-{i:05d}.h5" for i in range(10)]
+    assert not list((tmp_path / "killed").glob(".*.tmp"))
+    # the interrupted-then-resumed corpus equals an uninterrupted one
+    straight = collect(CollectConfig(out=tmp_path / "straight", episodes=10, workers=2, max_steps=300, progress=False))
+    assert len(straight.episodes) == 10
+    for p in killed:
+        a, b = read_episode(p), read_episode(tmp_path / "straight" / p.name)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_second_writer_is_refused(tmp_path):
+    with writer_lock(tmp_path):
+        r = run_cli("collect", "--out", str(tmp_path), "--episodes", "1", *FAST)
+    assert r.returncode == 2
+    assert "being written by another lemario process" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--level", "9-9"], "unknown level '9-9'"),
+    (["--backend", "snes"], "unknown backend 'snes'"),
+    (["--action-set", "all"], "unknown action set 'all'"),
+    (["--policy", "smart"], "unknown policy 'smart'"),
+    (["--rom", "/nonexistent/smb.nes"], "ROM not found at /nonexistent/smb.nes"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    r = run_cli("collect", "--out", str(tmp_path / "c"), "--episodes", "1", *FAST, *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_unwritable_output_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = run_cli("collect", "--out", str(tmp_path / "file" / "corpus"), "--episodes", "1", *FAST)
+    assert r.returncode == 2 and "cannot write to" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_rom_is_refused(tmp_path):
+    rom = tmp_path / "other.nes"
+    rom.write_bytes(b"NES\x1a" + bytes(40000))
+    r = run_cli("collect", "--out", str(tmp_path / "c"), "--episodes", "1", *FAST, "--rom", str(rom))
+    assert r.returncode == 2 and "sha1" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _assert_full_disk_run(out: Path, r: subprocess.CompletedProcess):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "out of disk space" in lines[0] and "already written are intact" in lines[0], r.stderr
+    index = scan(out, write=False)
+    assert index.episodes and not index.bad, "episodes written before the disk filled stay readable"
+    for e in index.episodes:
+        read_episode(out / e["file"], ram=True)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_file_size_limit_mid_run_keeps_written_episodes(tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse writes past a size (EFBIG), like a full disk, without root."""
+    out = tmp_path / "c"
+    limit = 150_000  # a few short episodes fit, a long one does not
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    r = run_cli("collect", "--out", str(out), "--episodes", "40", "--workers", "1", "--max-steps", "1500", "--no-progress",
+                "--policy", "biased", preexec_fn=limit_file_size)
+    _assert_full_disk_run(out, r)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_fills_up_mid_run(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("tmpfs mount not permitted here (the RLIMIT_FSIZE test covers the same path)")
+    try:
+        out = mnt / "c"
+        r = run_cli("collect", "--out", str(out), "--episodes", "40", "--workers", "2", "--max-steps", "1500", "--no-progress")
+        _assert_full_disk_run(out, r)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

@@ -1,0 +1,132 @@
+"""Episode files round-trip; the index rebuilds and skips damaged files; the buffer samples correct windows."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from lemario.buffer import EpisodeBuffer
+from lemario.collect import play_episode
+from lemario.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
+from lemario.errors import LemarioError
+from lemario.ram import LABELS
+from lemario.rewards import REWARD_SPEC_VERSION
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    from lemario.env import EnvConfig, SuperMarioBros
+
+    env = SuperMarioBros(EnvConfig(max_steps=80))
+    eps = [play_episode(env, "biased", seed) for seed in range(3)]
+    env.close()
+    for i, ep in enumerate(eps):
+        ep.meta.update(run="run-0001", run_index=i)
+    return eps
+
+
+def test_round_trip(tmp_path, episodes):
+    ep = episodes[0]
+    size = write_episode(tmp_path / "a.h5", ep)
+    assert size > 0 and not list(tmp_path.glob(".*"))
+    back = read_episode(tmp_path / "a.h5", ram=True)
+    for k in ("frames", "actions", "ram", "labels", "rewards"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(ep, k))
+    assert back.frames.shape == (ep.n_steps + 1, 84, 84)
+    assert back.meta["level"] == "1-1" and back.meta["backend"] == "retro" and back.meta["policy"] == "biased"
+    assert back.meta["reward_spec_version"] == REWARD_SPEC_VERSION and back.meta["lemario_version"]
+    assert back.meta["label_names"] == list(LABELS)
+    row = summarize(tmp_path / "a.h5")
+    assert row["n_steps"] == ep.n_steps and row["max_x"] == ep.labels[:, 0].max()
+
+
+def test_frames_compress(tmp_path, episodes):
+    ep = episodes[0]
+    size = write_episode(tmp_path / "a.h5", ep)
+    raw = ep.frames.nbytes + ep.ram.nbytes
+    assert size < raw / 5
+
+
+def test_index_rebuilds_and_skips_damaged_files(tmp_path, episodes):
+    for i, ep in enumerate(episodes):
+        write_episode(tmp_path / f"run-0001-{i:05d}.h5", ep)
+    index = scan(tmp_path)
+    assert len(index.episodes) == 3 and not index.bad
+    assert index.frames == sum(e.n_steps + 1 for e in episodes)
+    # truncate one file, garble another's index row, add junk
+    path = tmp_path / "run-0001-00001.h5"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    index = scan(tmp_path)
+    assert [e["file"] for e in index.episodes] == ["run-0001-00000.h5", "run-0001-00002.h5"]
+    assert {b["file"] for b in index.bad} == {"run-0001-00001.h5", "junk.h5"}
+    (tmp_path / INDEX_NAME).write_text("{ not json")
+    assert len(scan(tmp_path).episodes) == 2
+    (tmp_path / INDEX_NAME).unlink()
+    assert len(scan(tmp_path).episodes) == 2
+    buf = EpisodeBuffer.load(tmp_path)  # a loader skips them too
+    assert len(buf.lengths) == 2
+
+
+def test_audit_table_shares():
+    rows = audit_table([{"max_x": 100, "flag_get": 0, "n_steps": 9}, {"max_x": 700, "flag_get": 0, "n_steps": 29},
+                        {"max_x": 3161, "flag_get": 1, "n_steps": 59}])
+    share = {r["tier"]: r["share"] for r in rows}
+    assert share["<200"] == pytest.approx(10 / 100) and share["500-1000"] == pytest.approx(30 / 100)
+    assert share["flag"] == pytest.approx(60 / 100) and share[">=1500"] == 0
+    assert sum(share.values()) == pytest.approx(1)
+
+
+def test_buffer_windows(tmp_path, episodes):
+    for i, ep in enumerate(episodes):
+        write_episode(tmp_path / f"run-0001-{i:05d}.h5", ep)
+    buf = EpisodeBuffer.load(tmp_path)
+    assert len(buf) == sum(e.n_steps + 1 for e in episodes)
+    k, stack = 4, 4
+    batch = buf.sample(64, k, stack, np.random.default_rng(0))
+    assert batch["obs"].shape == (64, k + 1, stack, 84, 84) and batch["obs"].dtype == np.uint8
+    assert batch["actions"].shape == (64, k) and (batch["actions"] >= 0).all()
+    assert batch["rewards"].shape == (64, k, 3) and batch["labels"].shape == (64, k + 1, len(LABELS))
+    # check every window against the episodes themselves
+    rng = np.random.default_rng(1)
+    valid = buf.window_starts(k)
+    for i in rng.choice(valid, 30):
+        e = int(np.searchsorted(buf.starts, i, side="right") - 1)
+        ep, t0 = episodes[e], i - buf.starts[e]
+        one = buf.sample(1, k, stack, rng, valid=np.array([i]))
+        for t in range(k + 1):
+            for s in range(stack):
+                src = max(t0 + t - (stack - 1 - s), 0)
+                np.testing.assert_array_equal(one["obs"][0, t, s], ep.frames[src])
+        np.testing.assert_array_equal(one["actions"][0], ep.actions[t0:t0 + k])
+        np.testing.assert_array_equal(one["rewards"][0], ep.rewards[t0:t0 + k])
+
+
+def test_old_reward_spec_is_relabelled_or_refused(tmp_path, episodes):
+    ep = episodes[0]
+    write_episode(tmp_path / "old.h5", ep)
+    with h5py.File(tmp_path / "old.h5", "r+") as f:
+        f.attrs["reward_spec_version"] = 0
+        f["rewards"][...] = 99.0
+    with pytest.raises(LemarioError, match="reward spec"):
+        EpisodeBuffer.load(tmp_path, relabel=False)
+    buf = EpisodeBuffer.load(tmp_path)
+    np.testing.assert_array_equal(buf.rewards[:-1], ep.rewards)
+
+
+def test_changed_label_schema_is_relabelled_from_ram(tmp_path, episodes):
+    ep = episodes[1]
+    write_episode(tmp_path / "e.h5", ep)
+    with h5py.File(tmp_path / "e.h5", "r+") as f:
+        f["labels"].attrs["names"] = json.dumps(["old"] * len(LABELS))
+        f["labels"][...] = -1
+    buf = EpisodeBuffer.load(tmp_path)
+    np.testing.assert_array_equal(buf.labels, ep.labels)
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(LemarioError, match="no readable episodes"):
+        EpisodeBuffer.load(tmp_path)
+    with pytest.raises(LemarioError, match="does not exist"):
+        scan(tmp_path / "nope")
