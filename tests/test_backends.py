@@ -21,11 +21,11 @@ for lo, hi in [(0x00, 0x08), (0x09, 0x0A), (0xE7, 0x100), (0x100, 0x200), (0x200
 def run_frames(backend, buttons):
     emu = make_emulator(backend)
     boot(emu, 1, 1)
-    rams, screens = [emu.ram.copy()], [frames.gray(emu.screen(), backend)]
+    rams, screens = [emu.ram.copy()], [frames.canonical_rgb(emu.screen(), backend)]
     for b in buttons:
         emu.step(int(b))
         rams.append(emu.ram.copy())
-        screens.append(frames.gray(emu.screen(), backend))
+        screens.append(frames.canonical_rgb(emu.screen(), backend))
     emu.close()
     return np.stack(rams), np.stack(screens)
 
@@ -56,6 +56,7 @@ def test_same_buttons_same_ram_outside_timing_bytes(trajectories):
 
 
 def test_same_buttons_same_frames(trajectories):
+    """In the canonical palette the two cores draw identical pictures, pixel for pixel."""
     _, scr_ref = trajectories["nes-py"]
     _, scr_fast = trajectories["retro"]
     np.testing.assert_array_equal(scr_ref, scr_fast)

@@ -107,7 +107,8 @@ def test_old_reward_spec_is_relabelled_or_refused(tmp_path, episodes):
     ep = episodes[0]
     write_episode(tmp_path / "old.h5", ep)
     with h5py.File(tmp_path / "old.h5", "r+") as f:
-        f.attrs["reward_spec_version"] = 0
+        meta = json.loads(f.attrs["meta"])
+        f.attrs["meta"] = json.dumps({**meta, "reward_spec_version": 0})
         f["rewards"][...] = 99.0
     with pytest.raises(LemarioError, match="reward spec"):
         EpisodeBuffer.load(tmp_path, relabel=False)

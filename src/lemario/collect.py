@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .corpus import (
-    SPACE_ERRNOS, Episode, Index, atomic_write_text, check_writable, format_summary, now_iso, scan, write_episode,
-    writer_lock,
+    SPACE_ERRNOS, Episode, Index, add_to_index, atomic_write_text, check_writable, format_summary, index_row, now_iso,
+    scan, write_episode, writer_lock,
 )
 from .emulator import resolve_rom
 from .env import EnvConfig, SuperMarioBros
@@ -156,13 +156,12 @@ def _play_and_write(task: tuple[str, int, int]) -> dict:
     ep.meta.update(_worker["meta"], run_index=run_index, created=now_iso())
     path = _worker["out"] / name
     try:
-        size = write_episode(path, ep)
+        write_episode(path, ep)
     except OSError as e:
         if e.errno in SPACE_ERRNOS:
             return {"error": f"out of disk space writing {path} ({e.strerror})"}
         raise
-    return {"file": name, "n_steps": ep.n_steps, "max_x": ep.meta["max_x"], "flag_get": ep.meta["flag_get"],
-            "bytes": size, "seconds": time.perf_counter() - t0}
+    return {"row": index_row(path, ep.meta, ep.n_steps), "seconds": time.perf_counter() - t0}
 
 
 # ---- runs -------------------------------------------------------------------------------------------------------
@@ -199,18 +198,25 @@ def collect(cfg: CollectConfig) -> Index:
         tasks = [(f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i)) for i in todo]
         extra = {"run": run, **provenance()}
         bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
-        steps, best, t0 = 0, 0, time.perf_counter()
+        steps, best, t0, rows, saved = 0, 0, time.perf_counter(), [], time.perf_counter()
         for result in _results(cfg, tasks, extra):
             if "error" in result:
+                add_to_index(cfg.out, rows)
                 bar.close()
                 written = len(list(cfg.out.glob("*.h5")))
                 hint = "free space or use another --out; " if "disk space" in result["error"] else ""
                 raise LemarioError(f"{result['error']}: {hint}the {written} episodes already written are intact")
-            steps += result["n_steps"] + 1
-            best = max(best, result["max_x"])
+            row = result["row"]
+            rows.append(row)
+            if time.perf_counter() - saved > 10:
+                add_to_index(cfg.out, rows)
+                rows, saved = [], time.perf_counter()
+            steps += row["n_steps"] + 1
+            best = max(best, row["max_x"])
             bar.set_postfix({"frames/s": f"{steps / (time.perf_counter() - t0):.0f}", "best_x": best}, refresh=False)
             bar.update(1)
         bar.close()
+        add_to_index(cfg.out, rows)
     return scan(cfg.out)
 
 

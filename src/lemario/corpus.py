@@ -94,8 +94,7 @@ def write_episode(path: Path, ep: Episode) -> int:
         rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
         rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
         meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
-        for k, v in meta.items():
-            f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+        f.attrs["meta"] = json.dumps(meta, default=_jsonable)
     data = image.getbuffer()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -109,8 +108,14 @@ def write_episode(path: Path, ep: Episode) -> int:
     return len(data)
 
 
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
 def _attrs(f: h5py.File) -> dict:
-    meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    meta = json.loads(f.attrs["meta"])
     meta["label_names"] = json.loads(f["labels"].attrs["names"])
     return meta
 
@@ -133,12 +138,18 @@ def summarize(path: Path) -> dict:
         if any(n != T + 1 for n in shapes.values()) or f["rewards"].shape[0] != T:
             raise ValueError(f"inconsistent lengths: {T} actions, {shapes}, {f['rewards'].shape[0]} rewards")
         f["frames"][-1]  # the last chunk decompresses: the file is complete
+    return index_row(path, meta, T)
+
+
+def index_row(path: Path, meta: dict, n_steps: int) -> dict:
+    """The index's summary of an episode file (its size and mtime tell whether the row is still current)."""
     stat = path.stat()
     return {
-        "file": path.name, "n_steps": int(T), "max_x": int(meta["max_x"]), "flag_get": int(meta["flag_get"]),
+        "file": path.name, "n_steps": int(n_steps), "max_x": int(meta["max_x"]), "flag_get": int(meta["flag_get"]),
         "level": meta["level"], "policy": meta["policy"], "backend": meta["backend"], "run": meta.get("run", ""),
         "run_index": int(meta.get("run_index", -1)), "seed": int(meta["seed"]),
-        "reward_spec_version": int(meta["reward_spec_version"]), "bytes": stat.st_size, "mtime": stat.st_mtime,
+        "reward_spec_version": int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)), "bytes": stat.st_size,
+        "mtime": stat.st_mtime,
     }
 
 
@@ -156,18 +167,33 @@ def episode_files(corpus: Path) -> list[Path]:
     return sorted(p for p in corpus.glob("*.h5") if not p.name.startswith("."))
 
 
+def _cached_rows(corpus: Path) -> dict[str, dict]:
+    try:
+        return {e["file"]: e for e in json.loads((corpus / INDEX_NAME).read_text())["episodes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no index yet, or a damaged one: it is rebuilt from the files
+
+
+def _write_index(corpus: Path, episodes: list[dict], bad: list[dict]) -> None:
+    try:
+        atomic_write_text(corpus / INDEX_NAME, json.dumps({"version": SCHEMA_VERSION, "episodes": episodes, "bad": bad}))
+    except OSError:
+        pass  # the index is a cache; a full or read-only disk must not stop a reader
+
+
+def add_to_index(corpus: Path, rows: list[dict]) -> None:
+    """Record rows of newly written episodes (the writer knows them; nobody reopens the files)."""
+    cached = _cached_rows(corpus)
+    cached.update({r["file"]: r for r in rows})
+    _write_index(corpus, sorted(cached.values(), key=lambda r: r["file"]), [])
+
+
 def scan(corpus: Path, *, write: bool = True) -> Index:
     """Index of every episode file in `corpus`, reusing cached rows of unchanged files; bad files are listed."""
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise LemarioError(f"corpus folder {corpus} does not exist: collect one with `lemario collect --out {corpus}`")
-    cached = {}
-    index_path = corpus / INDEX_NAME
-    if index_path.exists():
-        try:
-            cached = {e["file"]: e for e in json.loads(index_path.read_text())["episodes"]}
-        except (ValueError, KeyError):
-            cached = {}  # a damaged index is rebuilt from the files
+    cached = _cached_rows(corpus)
     episodes, bad = [], []
     for path in episode_files(corpus):
         stat = path.stat()
@@ -179,13 +205,9 @@ def scan(corpus: Path, *, write: bool = True) -> Index:
             episodes.append(summarize(path))
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
             bad.append({"file": path.name, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]})
-    index = Index(episodes, bad)
     if write:
-        try:
-            atomic_write_text(index_path, json.dumps({"version": SCHEMA_VERSION, "episodes": episodes, "bad": bad}))
-        except OSError:
-            pass  # the index is a cache; a full or read-only disk must not stop a reader
-    return index
+        _write_index(corpus, episodes, bad)
+    return Index(episodes, bad)
 
 
 def tier_of(max_x: int, flag: int) -> str:

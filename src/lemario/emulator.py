@@ -4,7 +4,7 @@
 - `retro` (FCEUmm, via stable-retro 1.0.1): several times faster. It runs the ROM shipped inside
   gym-super-mario-bros through lemario's own integration (`retro_integration/`), so nothing is downloaded.
 
-Both expose one frame at a time: `step(buttons)`, the live `ram` (2048 bytes), the `screen` (224x240 RGB: the
+Both expose one frame at a time: `step(buttons)`, the live `ram` (2048 bytes), `screen()` (a new 224x240 RGB array: the
 picture FCEUmm shows, i.e. nes-py's 240x256 frame without its 8-pixel border), `write(addr, value)`, and
 `snapshot()`/`restore()`. The two cores end a frame at different points of the NMI handler: FCEUmm applies a
 button one frame earlier than LaiNES. `RetroEmulator` delays its input by one frame, which makes the game state
@@ -86,7 +86,7 @@ class NesPyEmulator:
         self.ram[address] = value
 
     def screen(self) -> np.ndarray:
-        return self._env.screen[_NESPY_CROP]  # (224, 240, 3) view
+        return self._env.screen[_NESPY_CROP].copy()  # (224, 240, 3); the emulator reuses its buffer
 
     def snapshot(self) -> bytes | None:
         return None  # LaiNES has one backup slot and no serializable state: states are restored by replay

@@ -1,7 +1,8 @@
 """`SuperMarioBros`: a Gymnasium environment for any level W-S on either emulator backend.
 
 Each agent step holds one action's buttons for `frame_skip` frames; the observation is the stack of the last
-`frame_stack` preprocessed frames (max of the last two emulator frames, canonical grayscale, area-resized).
+`frame_stack` preprocessed frames (max of the last two emulator frames, canonical palette, grayscale,
+area-resized: `lemario.frames.process`).
 `info` carries the RAM labels of `lemario.ram` plus the reward triple of `lemario.rewards`.
 
 States: `save_state()` returns a `MarioState` from which `reset(options={"state": s})` starts an episode. On
@@ -96,8 +97,7 @@ class SuperMarioBros(gym.Env):
         if self._boot_snapshot is None:
             self.emu.backup()  # nes-py: its single backup slot holds the level start
         # Emulator states do not include the screen buffer: keep the level-start picture for every reset.
-        self._boot_rgb = self.emu.screen().copy()
-        self._boot_frame = self._convert(self._boot_rgb)
+        self._boot_rgb = self.emu.screen()
         self._stack: deque[np.ndarray] = deque(maxlen=config.frame_stack)
         self._log = bytearray()
         self._read_ram()
@@ -113,7 +113,7 @@ class SuperMarioBros(gym.Env):
         else:
             self._to_level_start()
             self._stack.clear()
-            first = frames.pool_resize(self._boot_frame, self._boot_frame, self.config.resize)
+            first = self._process(self._boot_rgb, self._boot_rgb)
             self._stack.extend([first] * self.config.frame_stack)
             self._rgb = self._boot_rgb
             self._read_ram()
@@ -144,10 +144,9 @@ class SuperMarioBros(gym.Env):
         for i in range(skip):
             self.emu.step(byte)
             if i == skip - 2:
-                prev = self._convert(self.emu.screen())
+                prev = self.emu.screen()
         self._rgb = self.emu.screen()
-        last = self._convert(self._rgb)
-        self._stack.append(frames.pool_resize(prev, last, self.config.resize))
+        self._stack.append(self._process(prev, self._rgb))
         self._log += bytes((byte,)) * skip
         self._read_ram()
 
@@ -155,8 +154,8 @@ class SuperMarioBros(gym.Env):
         self._ram = self.emu.ram.copy()
         self._labels = info_from_ram(self._ram)
 
-    def _convert(self, screen: np.ndarray) -> np.ndarray:
-        return frames.convert(screen, self.config.backend, self.config.grayscale)
+    def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
+        return frames.process(prev, last, self.config.backend, self.config.grayscale, self.config.resize)
 
     def _obs(self) -> np.ndarray:
         return np.stack(self._stack)  # (frame_stack, H, W[, 3])
@@ -187,7 +186,7 @@ class SuperMarioBros(gym.Env):
             self._to_level_start()
             for byte in state.buttons:
                 self.emu.step(byte)
-            self._rgb = self.emu.screen().copy()
+            self._rgb = self.emu.screen()
         self._log = bytearray(state.buttons)
         self._stack.clear()
         self._stack.extend(state.stack)

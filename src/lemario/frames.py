@@ -41,46 +41,33 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-class _NesPyToCanonical:
-    """Maps nes-py colours to the canonical palette by exact colour lookup (nes-py is slow anyway)."""
-
-    def __init__(self):
-        keys = _pack(NESPY_PALETTE)
-        self.keys, first = np.unique(keys, return_index=True)  # duplicate entries (blacks) are identical in both
-        self.rgb = RETRO_PALETTE[first]  # (K, 3)
-        self.gray = cv2.cvtColor(self.rgb[None], cv2.COLOR_RGB2GRAY)[0]  # (K,)
-
-    def index(self, screen: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(self.keys, _pack(screen))  # (H, W)
-        idx = np.minimum(idx, len(self.keys) - 1)
-        return idx
-
-
-_NESPY = _NesPyToCanonical()
+_NESPY_KEYS, _FIRST = np.unique(_pack(NESPY_PALETTE), return_index=True)  # duplicate entries (blacks) agree
+_NESPY_TO_CANONICAL = RETRO_PALETTE[_FIRST]  # (K, 3)
 
 
 def canonical_rgb(screen: np.ndarray, backend: str) -> np.ndarray:
-    """(224, 240, 3) screen of a backend -> the same picture in the canonical palette."""
-    return screen if backend == "retro" else _NESPY.rgb[_NESPY.index(screen)]
-
-
-def gray(screen: np.ndarray, backend: str) -> np.ndarray:
-    """(224, 240, 3) screen -> (224, 240) canonical grayscale."""
+    """(224, 240, 3) screen of a backend -> the same picture in the canonical palette (exact colour lookup)."""
     if backend == "retro":
-        return cv2.cvtColor(screen, cv2.COLOR_RGB2GRAY)
-    return _NESPY.gray[_NESPY.index(screen)]
+        return screen
+    idx = np.minimum(np.searchsorted(_NESPY_KEYS, _pack(screen)), len(_NESPY_KEYS) - 1)
+    return _NESPY_TO_CANONICAL[idx]
 
 
-def convert(screen: np.ndarray, backend: str, grayscale: bool) -> np.ndarray:
-    return gray(screen, backend) if grayscale else canonical_rgb(screen, backend)
+def process(prev: np.ndarray, last: np.ndarray, backend: str, grayscale: bool, size: int) -> np.ndarray:
+    """The last two emulator frames -> one observation frame (H, W) or (H, W, 3), uint8.
 
-
-def pool_resize(prev: np.ndarray, last: np.ndarray, size: int) -> np.ndarray:
-    """Max over the last two frames (sprites flicker), then area-resize to size x size (0 keeps 224 x 240)."""
-    pooled = np.maximum(prev, last)
+    Max over the two frames in RGB (sprites flicker between frames), grayscale, then area-resize to
+    size x size (0 keeps 224 x 240). Down to half size or less an exact 2x2 box average runs first: OpenCV's
+    integer-factor path makes the two stages 2.3x faster than one fractional area resize (80 vs 180 us).
+    """
+    pooled = np.maximum(canonical_rgb(prev, backend), canonical_rgb(last, backend))  # (224, 240, 3)
+    image = cv2.cvtColor(pooled, cv2.COLOR_RGB2GRAY) if grayscale else pooled
     if size == 0:
-        return pooled
-    return cv2.resize(pooled, (size, size), interpolation=cv2.INTER_AREA)
+        return image
+    h, w = image.shape[:2]
+    if h >= 2 * size and w >= 2 * size:
+        image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def frame_shape(size: int, grayscale: bool) -> tuple[int, ...]:
