@@ -99,3 +99,12 @@ def test_retro_variables_agree_with_ram_map(make_env):
     assert emu.lookup("y_vel") == lab["y_vel"] and emu.lookup("x_vel") == lab["x_vel"]
     assert emu.lookup("time") == lab["time"] and emu.lookup("lives") == lab["lives"]
     assert emu.lookup("score") * 10 == lab["score"]
+
+
+def test_touching_the_flagpole_ends_the_episode(make_env):
+    infos, _, (term, trunc) = play(make_env(), scripted_actions("flag_1-1.txt"))
+    last = infos[-1]
+    assert term and not trunc
+    assert last["flag_get"] == 1 and last["is_dying"] == 0 and last["death"] == 0
+    assert last["x_pos"] >= 3150, "the 1-1 flagpole stands at x = 3161"
+    assert all(i["flag_get"] == 0 for i in infos[:-1])

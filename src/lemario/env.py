@@ -22,7 +22,7 @@ from . import frames
 from .actions import action_bytes, action_set
 from .emulator import BACKENDS, boot, make_emulator, parse_level
 from .errors import LemarioError
-from .ram import LABELS, info_from_ram
+from .ram import info_from_ram
 from .rewards import DEATH_PENALTY, step_triple
 
 
@@ -92,7 +92,7 @@ class SuperMarioBros(gym.Env):
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = gym.spaces.Box(0, 255, (config.frame_stack, *config.frame_shape), np.uint8)
         self.emu = make_emulator(config.backend, config.rom)
-        self._boot_frames = boot(self.emu, self.world, self.stage)
+        boot(self.emu, self.world, self.stage)
         self._boot_snapshot = self.emu.snapshot()
         if self._boot_snapshot is None:
             self.emu.backup()  # nes-py: its single backup slot holds the level start
@@ -214,10 +214,3 @@ class SuperMarioBros(gym.Env):
         if getattr(self, "emu", None) is not None:
             self.emu.close()
             self.emu = None
-
-
-def make_env(**overrides) -> SuperMarioBros:
-    return SuperMarioBros(EnvConfig(**overrides))
-
-
-__all__ = ["EnvConfig", "MarioState", "SuperMarioBros", "make_env", "LABELS"]
