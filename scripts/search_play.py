@@ -51,14 +51,15 @@ def main(args: Args) -> None:
     rng = np.random.default_rng(args.seed)
     policy = BiasedPolicy(env.config.action_set, rng)
     _, info = env.reset()
-    archive = {info["x_pos"] // 32: (env.save_state(), [], info)}  # column -> (state, actions, info)
+    cell = (lambda i: i["x_pos"] // 32) if args.goal == "flag" else (lambda i: (i["x_pos"] // 16, i["y_pos"] // 32, i["score"]))
+    archive = {cell(info): (env.save_state(), [], info)}  # cell -> (state, actions, info)
     t0 = time.time()
     for round_ in range(args.rounds):
         columns = sorted(archive)
         if args.goal == "flag":
             col = columns[-1 - min(int(rng.exponential(2.0)), len(columns) - 1)]  # mostly the frontier
-        else:  # 1-1's first mushroom block sits near x = 336: explore the first screens evenly
-            near = [c for c in columns if c * 32 < 700] or columns
+        else:  # 1-1's first mushroom block sits near x = 336: explore the first screens evenly, by x, height, score
+            near = [c for c in columns if archive[c][2]["x_pos"] < 700] or columns
             col = near[int(rng.integers(len(near)))]
         state, actions, info = archive[col]
         env.reset(options={"state": state})
@@ -78,11 +79,11 @@ def main(args: Args) -> None:
                 return
             if term or trunc:
                 break
-            c = info["x_pos"] // 32
+            c = cell(info)
             if c not in archive or len(actions) < len(archive[c][1]):
                 archive[c] = (env.save_state(), list(actions), info)
         if round_ % 500 == 0:
-            print(f"round {round_}: frontier x={max(archive) * 32}, {len(archive)} cells, {time.time() - t0:.0f} s", flush=True)
+            print(f"round {round_}: frontier x={max(v[2]['x_pos'] for v in archive.values())}, {len(archive)} cells, {time.time() - t0:.0f} s", flush=True)
     raise SystemExit(f"goal not reached in {args.rounds} rounds")
 
 
