@@ -32,11 +32,15 @@ def corpus_main(cfg: CorpusConfig) -> None:
 
 
 def _commands() -> dict:
-    from . import collect
+    """name -> (help, config class, presets, main)."""
+    from . import collect, diagnose, probes, train
 
     return {
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
         "corpus": ("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
+        "train": ("train the JEPA world model on a corpus (resumes its --out folder)", train.TrainConfig, train.PRESETS, train.train_main),
+        "probe": ("linear and MLP probes from a checkpoint's embeddings to RAM physics", probes.ProbeConfig, None, probes.probe_main),
+        "diagnose": ("collapse diagnostics of a world-model checkpoint", diagnose.DiagnoseConfig, None, diagnose.diagnose_main),
     }
 
 

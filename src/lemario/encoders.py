@@ -1,0 +1,80 @@
+"""Frame encoders, each followed by LeWorldModel's BatchNorm projector.
+
+- `CNNEncoder`: convolutions over a stack of frames as channels. `nature` is the DQN network (3 convs down to
+  7x7, ~0.9M weights with its trunk; ~320 img/s training on this 2-core CPU); `drqv2` is DrQ-v2's
+  (stride-2 then three stride-1 3x3 convs, a 35x35x32 map: the seed's encoder, ~48 img/s here).
+- `ViTEncoder`: a small ViT on plain torch; the frame is its CLS token after the final LayerNorm.
+- `Projector`: Linear -> BatchNorm1d -> GELU -> Linear. SIGReg needs it: the ViT's final LayerNorm pins
+  features to a shell that no isotropic Gaussian fits, and BatchNorm gives the embedding free scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Projector(nn.Module):
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, d_in) -> (N, d_out)
+        return self.net(x)
+
+
+class CNNEncoder(nn.Module):
+    def __init__(self, in_channels: int, out_dim: int, kind: str = "nature", size: int = 84):
+        super().__init__()
+        if kind == "nature":
+            convs = [nn.Conv2d(in_channels, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(), nn.Conv2d(64, 64, 3, 1), nn.ReLU()]
+        elif kind == "drqv2":
+            convs = [nn.Conv2d(in_channels, 32, 3, 2), nn.ReLU()]
+            for _ in range(3):
+                convs += [nn.Conv2d(32, 32, 3, 1), nn.ReLU()]
+        else:
+            raise ValueError(f"unknown CNN kind {kind!r}: use 'nature' or 'drqv2'")
+        self.convs = nn.Sequential(*convs, nn.Flatten())
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, in_channels, size, size)).shape[1]
+        self.trunk = nn.Sequential(nn.Linear(flat, out_dim), nn.LayerNorm(out_dim), nn.GELU())
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, out_dim)
+        return self.trunk(self.convs(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # (N, L, dim)
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTEncoder(nn.Module):
+    def __init__(self, in_channels: int, out_dim: int, size: int = 84, patch: int = 12, depth: int = 4, heads: int = 3):
+        super().__init__()
+        if size % patch:
+            raise ValueError(f"frame size {size} is not a multiple of the patch size {patch}")
+        self.patchify = nn.Conv2d(in_channels, out_dim, patch, patch)
+        n_patches = (size // patch) ** 2
+        self.cls = nn.Parameter(torch.zeros(1, 1, out_dim))
+        self.pos = nn.Parameter(torch.randn(1, n_patches + 1, out_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(out_dim, heads, 4 * out_dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, out_dim)
+        tokens = self.patchify(x).flatten(2).transpose(1, 2)  # (N, P, D)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos  # (N, P+1, D)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens[:, 0])  # CLS token

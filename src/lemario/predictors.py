@@ -1,0 +1,81 @@
+"""Action-conditioned latent predictors. Both map a history of latents and the actions taken after each
+(B, T, D), (B, T) -> (B, T, D): output t predicts the latent of frame t+1.
+
+- `MLPPredictor`: the seed's "V2": residual blocks with LayerNorm on [z_t, embed(a_t)] (only z_t is used).
+  The residual + LayerNorm design fixed the seed's dying-unit collapse to a constant output.
+- `TransformerPredictor`: LeWorldModel's causal transformer over a window of `history` latents, with the action
+  injected in every block by AdaLN-zero (modulation initialised to zero: conditioning starts as a no-op).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class MLPPredictor(nn.Module):
+    history = 1
+
+    def __init__(self, dim: int, n_actions: int, hidden: int = 512, depth: int = 3, action_dim: int = 32):
+        super().__init__()
+        self.action = nn.Embedding(n_actions, action_dim)
+        self.inp = nn.Linear(dim + action_dim, hidden)
+        self.blocks = nn.Sequential(*(ResidualBlock(hidden, 2 * hidden) for _ in range(depth)))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        h = self.inp(torch.cat([z, self.action(actions)], dim=-1))  # (B, T, hidden)
+        return self.out(self.blocks(h))
+
+
+class AdaLNBlock(nn.Module):
+    """Transformer block whose LayerNorms are shifted, scaled and gated by the action (AdaLN-zero)."""
+
+    def __init__(self, dim: int, heads: int, mlp: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, D) x2
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).chunk(6, dim=-1)  # each (B, T, D)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        x = x + gate1 * self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+class TransformerPredictor(nn.Module):
+    """Takes at most `history` latents (positions 0.. in the window); `world_model` slides the window."""
+
+    def __init__(self, dim: int, n_actions: int, history: int = 3, depth: int = 6, heads: int = 4, mlp: int = 1024,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.history = history
+        self.action = nn.Sequential(nn.Embedding(n_actions, dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.pos = nn.Parameter(torch.randn(1, history, dim) * 0.02)
+        self.blocks = nn.ModuleList(AdaLNBlock(dim, heads, mlp, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+        T = z.shape[1]
+        assert T <= self.history, f"the predictor takes at most {self.history} latents, got {T}"
+        mask = torch.ones(T, T, dtype=torch.bool, device=z.device).triu(1)  # (T, T), True = not attended
+        x = z + self.pos[:, :T]
+        cond = self.action(actions)  # (B, T, D)
+        for block in self.blocks:
+            x = block(x, cond, mask)
+        return self.norm(x)
