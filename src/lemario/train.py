@@ -81,7 +81,7 @@ _TINY_MODEL = ModelConfig(encoder_dim=64, latent_dim=32, projector_hidden=64, pr
 PRESETS = {
     "tiny": TrainConfig(model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), steps=30, batch_size=8, warmup=5,
                         val_every=10, diag_every=15, ckpt_every=10, log_every=5, out=Path("runs/wm-tiny")),
-    "cpu": TrainConfig(minutes=55.0, steps=4000),
+    "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
     "gpu": TrainConfig(model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
                        batch_size=128, steps=60000, lr=5e-4, warmup=2000, val_every=1000, diag_every=2000, ckpt_every=2000),
 }
@@ -145,11 +145,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict(sd)
 
 
-def _any_rank(flag: bool, world: int) -> bool:
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     """True when the flag is set on any rank (so all ranks stop at the same step)."""
     if world == 1:
         return flag
-    t = torch.tensor(float(flag))
+    t = torch.tensor(float(flag), device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -249,7 +249,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
 
     module.train()
     while step < cfg.steps:
-        if cfg.minutes and _any_rank(time.time() - t_start > cfg.minutes * 60, world):
+        if cfg.minutes and _any_rank(time.time() - t_start > cfg.minutes * 60, world, device):
             if rank == 0:
                 print(f"time budget of {cfg.minutes} min reached at step {step}")
             break

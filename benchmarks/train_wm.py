@@ -1,0 +1,98 @@
+"""World-model training throughput for each encoder x predictor combination: optimizer steps/s and frames
+encoded/s (a step encodes batch x (K+1) frame stacks), on this machine's CPU and on CUDA when present.
+
+    .venv/bin/python benchmarks/train_wm.py                 # ~5 minutes on 2 cores
+    .venv/bin/python benchmarks/train_wm.py --device cuda   # on a GPU machine
+
+Batches are random frames of the training shape (throughput does not depend on the pixels). Each figure is
+the mean +- sd over `reps` timed blocks after a warm-up.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import tyro
+
+from lemario.train import PRESETS
+from lemario.world_model import WorldModel, world_model_loss
+
+
+@dataclass(frozen=True)
+class Args:
+    preset: str = "cpu"
+    """Model and batch sizes of this training preset."""
+    device: str = "cpu"
+    reps: int = 3
+    steps: int = 4
+    """Timed steps per repetition."""
+    warmup: int = 2
+
+
+COMBOS = [("cnn", "nature", "mlp"), ("cnn", "nature", "transformer"), ("cnn", "drqv2", "mlp"), ("vit", "nature", "mlp"),
+          ("vit", "nature", "transformer")]
+
+
+def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
+    cfg = PRESETS[args.preset]
+    model_cfg = replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = WorldModel(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    B, K = cfg.batch_size, cfg.k
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "obs": torch.randint(0, 256, (B, K + 1, model_cfg.frame_stack, 84, 84), dtype=torch.uint8, generator=g).to(device),
+        "actions": torch.randint(0, model_cfg.n_actions, (B, K), generator=g).to(device),
+        "rewards": torch.zeros(B, K, 3).to(device),
+    }
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def step():
+        with autocast:
+            loss, _ = world_model_loss(model, batch, cfg.loss, torch.Generator(device=device).manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    rates = []
+    for _ in range(args.reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(args.steps / (time.perf_counter() - t0))
+    return rates
+
+
+def main(args: Args) -> None:
+    cfg = PRESETS[args.preset]
+    frames_per_step = cfg.batch_size * (cfg.k + 1)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
+    print(f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"preset {args.preset}: batch {cfg.batch_size} windows x (K+1={cfg.k + 1}) = {frames_per_step} frame stacks per step, "
+          f"latent {cfg.model.latent_dim}, free-running {cfg.loss.free_running}")
+    print(f"{'encoder':<14}{'predictor':<13}{'params':>9}{'steps/s':>10}{'sd':>7}{'frames/s':>10}{'sd':>7}")
+    for encoder, cnn, predictor in COMBOS:
+        rates = measure(encoder, cnn, predictor, args)
+        params = sum(p.numel() for p in WorldModel(replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)).parameters())
+        label = f"{encoder}-{cnn}" if encoder == "cnn" else encoder
+        m, s = float(np.mean(rates)), float(np.std(rates, ddof=1))
+        print(f"{label:<14}{predictor:<13}{params / 1e6:>8.2f}M{m:>10.2f}{s:>7.2f}{m * frames_per_step:>10.0f}{s * frames_per_step:>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
