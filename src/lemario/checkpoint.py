@@ -8,13 +8,13 @@ written atomically. Never pickles: a checkpoint loads without running any code f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from .corpus import atomic_write_text, fsync_dir
+from .corpus import atomic_write_bytes, atomic_write_text
 from .errors import LemarioError
 from .provenance import provenance
 
@@ -28,15 +28,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     checkpoint whose sidecar exists is complete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
     atomic_write_text(sidecar_path(path), json.dumps({**provenance(), **meta}, indent=2, default=str))
 
 

@@ -62,18 +62,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file so that a crash leaves either the old or the new content."""
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write a file so that a crash leaves either the old content or the new, never a mix: a temporary
+    name, fsync, rename, fsync of the folder. Errors (a full disk) propagate as OSError, nothing left behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 def write_episode(path: Path, ep: Episode) -> int:
@@ -96,15 +101,7 @@ def write_episode(path: Path, ep: Episode) -> int:
         meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
         f.attrs["meta"] = json.dumps(meta, default=_jsonable)
     data = image.getbuffer()
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
     return len(data)
 
 
