@@ -4,7 +4,7 @@
 - fast backend end to end >= 4x the nes-py backend end to end;
 - fast backend end to end per worker >= 75% of its raw frames/s / frame skip.
 
-    .venv/bin/python benchmarks/collect.py            # ~6 minutes on 2 cores
+    .venv/bin/python benchmarks/collect.py            # ~12 minutes on 2 cores
     .venv/bin/python benchmarks/collect.py --reps 1 --retro-episodes 8 --nespy-episodes 2   # quick look
 
 Each figure is the mean +- sd over `reps` repetitions (different policy seeds).
@@ -36,9 +36,10 @@ class Args:
     """Frames per raw-emulator measurement on stable-retro."""
     nespy_frames: int = 2000
     """Frames per raw-emulator measurement on nes-py."""
-    retro_episodes: int = 96
-    """Episodes per end-to-end measurement on stable-retro (biased policy, ~90 steps each)."""
-    nespy_episodes: int = 16
+    retro_episodes: int = 300
+    """Episodes per end-to-end measurement on stable-retro (biased policy, ~90 steps each; long enough that
+    spawning the workers, ~0.6 s, and the last episode's tail weigh little)."""
+    nespy_episodes: int = 24
     """Episodes per end-to-end measurement on nes-py."""
     frame_skip: int = 4
     json_out: Path | None = None

@@ -74,3 +74,17 @@ def test_palette_tables_match_the_emulators(backend, table):
 def test_nespy_palette_maps_to_the_canonical_one():
     canon = frames.canonical_rgb(frames.NESPY_PALETTE[None], "nes-py")[0]
     np.testing.assert_array_equal(canon, frames.RETRO_PALETTE)
+
+
+def test_a_clear_found_on_retro_replays_on_nespy(make_env):
+    """The 514-step clear of 1-1 in tests/data was found on the fast backend; the reference plays it out too."""
+    from conftest import scripted_actions
+
+    for backend in ("retro", "nes-py"):
+        env = make_env(backend=backend)
+        _, info = env.reset()
+        for a in scripted_actions("flag_1-1.txt"):
+            *_, term, trunc, info = env.step(a)
+            if term or trunc:
+                break
+        assert info["flag_get"] == 1 and info["x_pos"] == 3161 and info["steps"] == 514, (backend, info)

@@ -96,8 +96,8 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     pred = [r["loss/pred"] for r in rows if "loss/pred" in r]
     assert np.mean(pred[-5:]) < 0.5 * np.mean(pred[:3])
-    val = [r for r in rows if "val/pred" in r]
-    assert val[-1]["val/pred"] < val[0]["val/pred"]
+    val = [r for r in rows if "val/loss/pred" in r]
+    assert val[-1]["val/loss/pred"] < val[0]["val/loss/pred"]
     report = run_probes(ProbeConfig(checkpoint=trained / "model.safetensors", corpus=corpus, mlp_steps=300))
     probes = report["probes"]  # chance is R2 0 and balanced accuracy 0.5
     assert probes["x_pos"]["linear"]["r2"] > 0.15 and probes["x_pos"]["mlp"]["r2"] > 0.6

@@ -7,7 +7,6 @@ repeating the episode's first frame before its start (exactly what the env showe
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ class EpisodeBuffer:
     files: list[str]
 
     @classmethod
-    def load(cls, corpus: Path, *, max_episodes: int | None = None, relabel: bool = True, threads: int = 2) -> "EpisodeBuffer":
+    def load(cls, corpus: Path, *, max_episodes: int | None = None, relabel: bool = True) -> "EpisodeBuffer":
         """Read a corpus folder (unreadable files are skipped with the index's report).
 
         Episodes labelled with another reward-spec version are relabelled from their RAM labels, or refused
@@ -44,8 +43,7 @@ class EpisodeBuffer:
         stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]
         if stale and not relabel:
             raise LemarioError(f"{len(stale)} episodes (e.g. {stale[0]}) use another reward spec than v{REWARD_SPEC_VERSION}: load with relabel=True to relabel them from RAM")
-        with ThreadPoolExecutor(threads) as pool:
-            episodes = list(pool.map(lambda r: _read_current(Path(corpus) / r["file"]), rows))
+        episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
         parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
         for ep, labels, rewards in episodes:
             parts["frames"].append(ep.frames)

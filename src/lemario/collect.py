@@ -54,8 +54,11 @@ class CollectConfig:
     max_steps: int = 1500
     """Agent steps before an episode is truncated."""
     frame_skip: int = 4
+    """Emulator frames per agent step."""
     resize: int = 84
+    """Stored frame side in pixels (0 keeps 224x240)."""
     grayscale: bool = True
+    """Store grayscale frames (False: RGB)."""
     rom: str | None = None
     """ROM path; default: the one shipped inside gym-super-mario-bros."""
     progress: bool = True

@@ -272,6 +272,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                          "reward": f"{metrics['loss/reward']:.3f}"}, refresh=False)
         bar.update(1)
         held_out = val_starts if len(val_starts) else train_starts
+        evaluate_now = step % cfg.val_every == 0 or step % cfg.diag_every == 0 or step == cfg.steps
+        if evaluate_now:
+            recalibrate_batchnorm(model, buffer, train_starts, cfg, device)
         if step % cfg.val_every == 0 or step == cfg.steps:
             last_val = validate(model, buffer, held_out, cfg, device, val_rng_seed)
             log(last_val, step)
@@ -285,6 +288,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         if step % cfg.ckpt_every == 0:
             save_latest()
     bar.close()
+    recalibrate_batchnorm(model, buffer, train_starts, cfg, device)  # the saved model's eval mode uses these
+    last_val = validate(model, buffer, val_starts if len(val_starts) else train_starts, cfg, device, val_rng_seed)
+    log(last_val, step)
     save_latest()
     if rank == 0:
         checkpoint.save(cfg.out / "model.safetensors", model.state_dict(),
@@ -293,6 +299,33 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         if writer:
             writer.close()
     return last_val
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: WorldModel, buffer: EpisodeBuffer, starts: np.ndarray, cfg: TrainConfig, device: torch.device,
+                          batches: int = 16, seed: int = 777) -> None:
+    """Recompute every BatchNorm's running statistics as the exact average over `batches` training batches with
+    the current weights.
+
+    The running averages kept during training lag behind the weights they describe: measured on a held-out
+    batch at step 500 of the cpu preset, eval mode gave prediction MSE 0.31 and SIGReg 11.5 where the batch
+    statistics gave 0.08 and 2.2. Planning, probes and validation all use eval mode, so they get these.
+    The training trajectory is unaffected (train mode never reads running statistics).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was = model.training
+    model.train()
+    rng = np.random.default_rng(seed)
+    for i in range(batches):
+        batch = to_torch(buffer.sample(cfg.batch_size, cfg.k, cfg.model.frame_stack, rng, valid=starts), device)
+        world_model_loss(model, batch, cfg.loss, torch.Generator(device=device).manual_seed(i))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was)
 
 
 @torch.no_grad()
@@ -308,7 +341,7 @@ def validate(model: WorldModel, buffer: EpisodeBuffer, starts: np.ndarray, cfg: 
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.val_batches
     model.train(was)
-    return {f"val/{k.split('/', 1)[1]}": v for k, v in sums.items()}
+    return {f"val/{k}": v for k, v in sums.items()}
 
 
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:
