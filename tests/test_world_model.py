@@ -119,6 +119,18 @@ def test_collapsed_predictor_is_flagged(trained, corpus):
     assert any("IGNORES ITS INPUT LATENT" in w for w in warnings)
 
 
+def test_recalibrated_batchnorm_matches_batch_statistics(trained, corpus):
+    """Eval mode (running statistics) must score a batch like train mode (its own statistics) does."""
+    model, _ = load_world_model(trained / "model.safetensors")
+    cfg = replace(PRESETS["tiny"], corpus=corpus)
+    batch = batch_of(corpus, b=32, seed=5)
+    with torch.no_grad():
+        eval_loss = world_model_loss(model.eval(), batch, cfg.loss, torch.Generator().manual_seed(0))[1]
+        train_loss = world_model_loss(model.train(), batch, cfg.loss, torch.Generator().manual_seed(0))[1]
+    assert eval_loss["loss/pred"] == pytest.approx(train_loss["loss/pred"], rel=0.3)
+    assert eval_loss["loss/sigreg"] == pytest.approx(train_loss["loss/sigreg"], rel=0.3)
+
+
 def test_save_load_identical_outputs(trained, corpus, tmp_path):
     model, meta = load_world_model(trained / "model.safetensors")
     assert meta["kind"] == "world_model" and meta["step"] == 300 and meta["git_commit"]
@@ -208,3 +220,15 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     assert cfg["world_size"] == 2
     model, meta = load_world_model(tmp_path / "ddp" / "model.safetensors")
     assert meta["step"] == 8
+
+
+def test_planner_agent_plays_through_the_harness(trained, tmp_path):
+    from lemario.evaluate import EvalConfig, evaluate
+    from lemario.planner import PlannerConfig
+
+    s = evaluate(EvalConfig(agents=(f"planner:{trained / 'model.safetensors'}",), episodes=2, workers=1, max_steps=15,
+                            out=tmp_path / "ev", planner=PlannerConfig(samples=32, elites=4, iterations=2, horizon=5)))
+    agg = next(iter(s["per_agent"].values()))
+    assert agg["episodes"] == 2 and 0 <= agg["planned_standing_share"] <= 1
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "episodes.jsonl").read_text().splitlines()]
+    assert all(r["steps"] <= 15 and "realized_dx_mean" in r for r in rows)

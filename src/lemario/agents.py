@@ -1,0 +1,117 @@
+"""Agents for the evaluation harness, built from a spec string: one interface for every controller.
+
+    random                    uniform over the action set
+    biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
+    planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
+
+An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .actions import action_set
+from .env import EnvConfig
+from .errors import LemarioError
+from .planner import LatentPlanner, PlannerConfig
+from .policies import make_policy
+
+SCRIPTED = {"random": "uniform", "biased": "biased"}
+MODEL_AGENTS = ("planner",)
+
+
+def validate_spec(spec: str) -> None:
+    kind, _, path = spec.partition(":")
+    if spec in SCRIPTED:
+        return
+    if kind in MODEL_AGENTS:
+        if not path:
+            raise LemarioError(f"agent {spec!r} needs a checkpoint: write {kind}:PATH")
+        from .checkpoint import load
+
+        load(Path(path), kind="world_model")  # a missing or wrong-kind checkpoint fails here, with its message
+        return
+    raise LemarioError(f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS))
+
+
+class ScriptedAgent:
+    def __init__(self, policy: str, env_config: EnvConfig):
+        self.policy_name, self.action_set = policy, env_config.action_set
+
+    def reset(self, seed: int) -> None:
+        self.policy = make_policy(self.policy_name, self.action_set, np.random.default_rng(seed))
+
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        return self.policy.act(info)
+
+
+class PlannerAgent:
+    """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
+    `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
+    still, and predicted against realized progress of each executed action."""
+
+    def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
+        actions = action_set(env_config.action_set)
+        if len(actions) != model.cfg.n_actions:
+            raise LemarioError(f"the world model knows {model.cfg.n_actions} actions, the env's {env_config.action_set} set has "
+                               f"{len(actions)}: evaluate with the action set it was trained on")
+        self.model, self.cfg = model, cfg
+        self.planner = LatentPlanner(model, cfg, actions)
+        self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
+
+    def reset(self, seed: int) -> None:
+        self.stats = {"planned": 0, "planned_standing": 0, "predicted_dx": [], "realized_dx": []}
+        self.pending = None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.latents: list[torch.Tensor] = []
+        self.past: list[int] = []
+        self.plan: list[int] = []
+        self.expected: list[float] = []
+        self.last_x = None
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        if self.last_x is not None and self.pending is not None:
+            self.stats["predicted_dx"].append(self.pending)
+            self.stats["realized_dx"].append(info["x_pos"] - self.last_x)
+        self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history:]
+        if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
+            context = torch.stack(self.latents)[None]  # (1, c, D)
+            past = torch.tensor(self.past[len(self.past) - (len(self.latents) - 1):] if len(self.latents) > 1 else [], dtype=torch.int64)[None]
+            keep = torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
+            seq, _ = self.planner.plan(context, past, self.generator, keep)
+            _, rewards = self.planner.rewards(context, past, seq[None])
+            self.plan, self.expected = seq.tolist(), rewards[0, :, 0].tolist()
+            self.stats["planned"] += len(self.plan)
+            self.stats["planned_standing"] += int(self.standing[seq].sum())
+        action = self.plan.pop(0)
+        self.pending = self.expected.pop(0)
+        self.past.append(action)
+        self.last_x = info["x_pos"]
+        return action
+
+    def episode_stats(self) -> dict:
+        """The predictability-bias diagnostic of the last episode."""
+        s = self.stats
+        pred, real = np.array(s["predicted_dx"]), np.array(s["realized_dx"])
+        return {
+            "planned_standing_share": s["planned_standing"] / max(1, s["planned"]),
+            "predicted_dx_mean": float(pred.mean()) if len(pred) else 0.0,
+            "realized_dx_mean": float(real.mean()) if len(real) else 0.0,
+            "dx_correlation": float(np.corrcoef(pred, real)[0, 1]) if len(pred) > 2 and pred.std() > 0 and real.std() > 0 else 0.0,
+        }
+
+
+def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig = PlannerConfig()):
+    validate_spec(spec)
+    if spec in SCRIPTED:
+        return ScriptedAgent(SCRIPTED[spec], env_config)
+    from .train import load_world_model
+
+    kind, _, path = spec.partition(":")
+    model, _ = load_world_model(Path(path))
+    return PlannerAgent(model, planner, env_config)

@@ -1,0 +1,155 @@
+"""`lemario eval AGENT [AGENT ...]`: one harness for every agent, with multi-seed statistics.
+
+Each agent plays N stochastic episodes from the level's spawn on evaluation seeds disjoint from every
+training/collection seed (EVAL_SEED_BASE + i). Per episode: max_x, final x, flag, steps, and where and how
+Mario's episode ended (pit, enemy, time, step limit, flag). Per agent: mean/median/max of max_x, flag rate,
+bootstrap 95% CI, and the mode-collapse flag. Several agents given together are treated as K independently
+trained seeds: mean of their means with the sd between seeds (`lemario.stats`).
+
+Agents (`lemario.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from . import ram as R
+from .agents import make_agent, validate_spec
+from .collect import _die_with_parent
+from .corpus import atomic_write_text, check_writable, writer_lock
+from .env import EnvConfig, SuperMarioBros
+from .planner import PlannerConfig
+from .provenance import provenance
+from .stats import aggregate, kseed_summary
+
+EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, run, i]); training seeds are small ints
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    agents: tyro.conf.Positional[tuple[str, ...]]
+    """Agent specs: random, biased, planner:PATH (several = K seeds of one method)."""
+    episodes: int = 30
+    level: str = "1-1"
+    backend: str = "retro"
+    action_set: str = "complex"
+    max_steps: int = 1500
+    workers: int = 2
+    out: Path | None = None
+    """Folder for episodes.jsonl and summary.json (default: runs/eval/<time>)."""
+    seed_offset: int = 0
+    """Added to the evaluation seeds (use another offset for an independent re-evaluation)."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """Settings of `planner:PATH` agents."""
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps)
+
+
+def death_cause(info: dict, ram: np.ndarray, truncated: bool) -> str:
+    if info["flag_get"]:
+        return "flag"
+    if truncated:
+        return "step_limit"
+    if info["is_dying"]:
+        if ram[R.Y_VIEWPORT] > 1:
+            return "pit"
+        return "time" if info["time"] == 0 else "enemy"
+    return "none"
+
+
+def play(env: SuperMarioBros, agent, seed: int) -> dict:
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    max_x, ret, term, trunc = info["x_pos"], 0.0, False, False
+    while not (term or trunc):
+        obs, r, term, trunc, info = env.step(agent.act(obs, info))
+        ret += r
+        max_x = max(max_x, info["x_pos"])
+    cause = death_cause(info, env.ram, trunc)
+    return {"eval_seed": seed, "max_x": int(max_x), "final_x": int(info["x_pos"]), "flag_get": int(info["flag_get"]),
+            "steps": int(info["steps"]), "end": cause, "end_x": int(info["x_pos"]), "return": float(ret)}
+
+
+_worker: dict = {}
+
+
+def _init(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
+    _die_with_parent()
+    torch.set_num_threads(1)  # one worker per core
+    _worker.update(env=SuperMarioBros(env_cfg), agents={}, planner=planner)
+
+
+def _episode(task: tuple[str, int, int]) -> dict:
+    spec, index, seed = task
+    agents = _worker["agents"]
+    if spec not in agents:
+        agents[spec] = make_agent(spec, _worker["env"].config, _worker["planner"])
+    agent = agents[spec]
+    row = play(_worker["env"], agent, seed)
+    extra = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
+    return {"agent": spec, "episode": index, **row, **extra}
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    for spec in cfg.agents:
+        validate_spec(spec)
+    cfg.env_config.validate()
+    out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
+    check_writable(out)
+    with writer_lock(out):
+        tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)]
+        if cfg.workers == 1:
+            _init(cfg.env_config, cfg.planner)
+            rows = [_episode(t) for t in tasks]
+            _worker.pop("env").close()
+        else:
+            with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
+                rows = pool.map(_episode, tasks, chunksize=1)
+        rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
+        per_agent = {spec: aggregate([r for r in rows if r["agent"] == spec]) for spec in cfg.agents}
+        for spec, agg in per_agent.items():
+            mine = [r for r in rows if r["agent"] == spec]
+            ends = [r["end"] for r in mine]
+            agg["ends"] = {e: ends.count(e) for e in sorted(set(ends))}
+            if "planned_standing_share" in mine[0]:
+                for k in ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation"):
+                    agg[k] = float(np.mean([r[k] for r in mine]))
+        summary = {"per_agent": per_agent, "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,
+                   "config": json.loads(json.dumps(asdict(cfg), default=str)), **provenance()}
+        atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    summary["out"] = str(out)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'agent':<40}{'n':>4}{'mean':>8}{'95% CI':>16}{'median':>8}{'max':>7}{'flag':>7}  ends"]
+    for spec, a in summary["per_agent"].items():
+        ci = f"[{a['ci95_low']:.0f}, {a['ci95_high']:.0f}]"
+        ends = ", ".join(f"{k} {v}" for k, v in a["ends"].items())
+        flag = "  MODE COLLAPSE at x=%d" % a["mode_final_x"] if a["mode_collapse"] else ""
+        if "planned_standing_share" in a:
+            flag += (f"  [planned standing {a['planned_standing_share']:.0%}, predicted dx {a['predicted_dx_mean']:.1f} "
+                     f"vs realized {a['realized_dx_mean']:.1f}, corr {a['dx_correlation']:.2f}]")
+        lines.append(f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
+                     f"{a['max_max_x']:>7.0f}{a['flag_rate']:>7.2f}  {ends}{flag}")
+    k = summary.get("kseed")
+    if k:
+        lines.append(f"K={k['seeds']} seeds: mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} (sd between seeds), "
+                     f"best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: {k['mode_collapsed_seeds'] or 'none'}")
+    lines.append(f"saved {summary['out']}/episodes.jsonl and summary.json")
+    return "\n".join(lines)
+
+
+def eval_main(cfg: EvalConfig) -> None:
+    print(format_summary(evaluate(cfg)))

@@ -1,0 +1,108 @@
+"""Latent MPC: the cross-entropy method over discrete action sequences, rolled out through the world model.
+
+`cem` is the optimizer alone: a categorical distribution per step (H, A), N sequences sampled from it, the
+top-k refit it (mixed with the previous distribution by `smoothing`), and the best sequence seen is returned.
+`LatentPlanner` scores sequences with the world model: the predictor rolls all N sequences forward in one
+batch, the reward head turns each predicted latent into progress, score and death, and an optional value
+function scores the last latent; or, for goal tasks, the cost is the distance of the last latent to a goal
+latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans every `replan_every` steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .world_model import WorldModel, decode_reward
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    horizon: int = 15
+    samples: int = 256
+    elites: int = 32
+    iterations: int = 3
+    smoothing: float = 0.1
+    """Weight of the previous distribution when refitting (0: the elites' frequencies alone)."""
+    prior: str = "biased"
+    """Initial per-step distribution: 'uniform', or 'biased' towards running right and jumping."""
+    death_penalty: float = 50.0
+    """Pixels of progress a certain death costs."""
+    score_weight: float = 0.0
+    """Pixels of progress worth 100 points of score."""
+    discount: float = 0.99
+    replan_every: int = 1
+
+
+def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
+        generator: torch.Generator, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maximize score(actions (N, H) int64) -> (N,) over sequences.
+
+    prior (H, A) initial probabilities; keep (H,) an extra candidate (the previous plan, shifted) scored in the
+    first round. Returns the best sequence (H,), its score, and the final distribution (H, A).
+    """
+    probs = prior.clone()
+    H, A = probs.shape
+    best_seq, best_score = None, -float("inf")
+    for it in range(cfg.iterations):
+        seqs = torch.multinomial(probs, cfg.samples, replacement=True, generator=generator).T  # (N, H)
+        if it == 0 and keep is not None:
+            seqs[0] = keep
+        scores = score(seqs)  # (N,)
+        top = scores.topk(min(cfg.elites, len(scores))).indices
+        if scores[top[0]] > best_score:
+            best_score, best_seq = float(scores[top[0]]), seqs[top[0]].clone()
+        counts = torch.zeros(H, A).scatter_add_(1, seqs[top].T, torch.ones(H, len(top)))  # (H, A)
+        probs = (1 - cfg.smoothing) * counts / len(top) + cfg.smoothing * probs
+    return best_seq, torch.tensor(best_score), probs
+
+
+def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
+    """(horizon, A) initial distribution."""
+    if cfg.prior == "uniform":
+        p = torch.ones(len(actions))
+    elif cfg.prior == "biased":
+        p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])  # favour right, rarely noop
+    else:
+        raise ValueError(f"unknown prior {cfg.prior!r}: use 'uniform' or 'biased'")
+    return (p / p.sum()).expand(cfg.horizon, -1).clone()
+
+
+class LatentPlanner:
+    def __init__(self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None):
+        self.model, self.cfg, self.value = model.eval(), cfg, value
+        self.prior = prior_probs(cfg, actions)
+        self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
+
+    @torch.no_grad()
+    def rewards(self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
+        (c, D) with the c-1 actions taken between its latents."""
+        N = len(seqs)
+        ctx = context.expand(N, -1, -1)  # (N, c, D)
+        acts = torch.cat([past.expand(N, -1), seqs], dim=1)  # (N, c-1+H)
+        z = self.model.rollout(ctx, acts)  # (N, H, D)
+        return z, decode_reward(self.model.reward(z))
+
+    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None):
+        cfg = self.cfg
+
+        def score(seqs: torch.Tensor) -> torch.Tensor:
+            z, r = self.rewards(context, past, seqs)
+            if goal is not None:
+                return -(z[:, -1] - goal).square().sum(-1)  # LeWM: squared distance of the last latent to the goal
+            per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
+            total = (per_step * self.discounts).sum(-1)
+            if self.value is not None:
+                total = total + cfg.discount ** cfg.horizon * self.value(z[:, -1])
+            return total
+
+        return score
+
+    def plan(self, context: torch.Tensor, past: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None,
+             goal: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """Best action sequence (H,) and its score."""
+        best, value, _ = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
+        return best, float(value)

@@ -1,0 +1,76 @@
+"""Statistics for evaluations: per-agent aggregates with a bootstrap CI, and the K-seed table.
+
+Pure functions on plain lists, checked against hand-computed values in tests/test_stats.py. The seed project
+announced a breakthrough that was a 3-sigma draw; these are what keep a single lucky seed from looking like one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+# A seed whose episodes (at least MODE_MIN_EPISODES) end within MODE_TOLERANCE px of one x this often has
+# collapsed to one behaviour.
+MODE_SHARE, MODE_TOLERANCE, MODE_MIN_EPISODES = 0.8, 8, 5
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def mode_share(final_x, tolerance: int = MODE_TOLERANCE) -> tuple[int, float]:
+    """The most common ending x (to within `tolerance`) and the share of episodes ending there."""
+    xs = [int(v) for v in final_x]
+    if not xs:
+        return 0, 0.0
+    counts = Counter(xs)
+    best_x, best_n = 0, -1
+    for x in counts:
+        n = sum(c for v, c in counts.items() if abs(v - x) <= tolerance)
+        if n > best_n or (n == best_n and x < best_x):
+            best_x, best_n = x, n
+    return best_x, best_n / len(xs)
+
+
+def aggregate(episodes: list[dict]) -> dict:
+    """Summary of one agent's episodes (each with max_x, final_x, flag_get, steps)."""
+    max_x = np.array([e["max_x"] for e in episodes], dtype=np.float64)
+    lo, hi = bootstrap_ci(max_x)
+    mode_x, share = mode_share([e["final_x"] for e in episodes])
+    return {
+        "episodes": len(episodes),
+        "mean_max_x": float(max_x.mean()) if len(max_x) else float("nan"),
+        "median_max_x": float(np.median(max_x)) if len(max_x) else float("nan"),
+        "max_max_x": float(max_x.max()) if len(max_x) else float("nan"),
+        "ci95_low": lo, "ci95_high": hi,
+        "flag_rate": float(np.mean([e["flag_get"] for e in episodes])) if episodes else float("nan"),
+        "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else float("nan"),
+        "mode_final_x": mode_x, "mode_share": share,
+        "mode_collapse": bool(share >= MODE_SHARE and len(episodes) >= MODE_MIN_EPISODES),
+    }
+
+
+def kseed_summary(per_seed: dict[str, dict]) -> dict:
+    """Across K independently trained agents: the mean of their means and the sd between seeds."""
+    means = np.array([s["mean_max_x"] for s in per_seed.values()], dtype=np.float64)
+    return {
+        "seeds": len(means),
+        "mean_of_means": float(means.mean()) if len(means) else float("nan"),
+        "sd_between_seeds": float(means.std(ddof=1)) if len(means) > 1 else float("nan"),
+        "best_seed": max(per_seed, key=lambda k: per_seed[k]["mean_max_x"]) if per_seed else None,
+        "mode_collapsed_seeds": [k for k, s in per_seed.items() if s["mode_collapse"]],
+        "flag_rate": float(np.mean([s["flag_rate"] for s in per_seed.values()])) if per_seed else float("nan"),
+    }
+
+
+def z_score(value: float, mean: float, sd: float) -> float:
+    """How many between-seed sds a value lies from a mean (the seed's iter 13 was at +3.06)."""
+    return float((value - mean) / sd) if sd > 0 else float("inf")

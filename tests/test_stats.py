@@ -1,0 +1,49 @@
+"""Evaluation statistics against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from lemario.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, z_score
+
+
+def ep(max_x, final_x=None, flag=0, steps=100):
+    return {"max_x": max_x, "final_x": max_x if final_x is None else final_x, "flag_get": flag, "steps": steps}
+
+
+def test_aggregate_by_hand():
+    rows = [ep(100), ep(200), ep(300, flag=1, steps=50), ep(1000)]
+    a = aggregate(rows)
+    assert a["mean_max_x"] == 400 and a["median_max_x"] == 250 and a["max_max_x"] == 1000
+    assert a["flag_rate"] == 0.25 and a["mean_steps"] == 87.5 and a["episodes"] == 4
+    assert a["ci95_low"] < 400 < a["ci95_high"]
+
+
+def test_bootstrap_ci_of_a_constant_and_of_a_known_spread():
+    assert bootstrap_ci([5, 5, 5, 5]) == (5.0, 5.0)
+    x = np.random.default_rng(0).normal(100, 10, 400)
+    lo, hi = bootstrap_ci(x)
+    se = 10 / np.sqrt(400)  # 0.5
+    assert lo == pytest.approx(x.mean() - 1.96 * se, abs=0.15) and hi == pytest.approx(x.mean() + 1.96 * se, abs=0.15)
+    assert bootstrap_ci(x, seed=1) != bootstrap_ci(x, seed=2) and bootstrap_ci(x, seed=1) == bootstrap_ci(x, seed=1)
+
+
+def test_mode_collapse_like_the_seeds_seed_400():
+    stuck = [ep(682)] * 30  # every episode ended at exactly x = 682
+    a = aggregate(stuck)
+    assert a["mode_collapse"] and a["mode_final_x"] == 682 and a["mode_share"] == 1.0
+    varied = [ep(x) for x in range(300, 1800, 50)]
+    assert not aggregate(varied)["mode_collapse"]
+    assert mode_share([100, 104, 108, 500]) == (100, 0.75)  # within 8 px of 100: 100, 104, 108
+
+
+def test_kseed_summary_by_hand():
+    per_seed = {"s1": aggregate([ep(600), ep(800)]), "s2": aggregate([ep(900), ep(900)]), "s3": aggregate([ep(682)] * 5)}
+    k = kseed_summary(per_seed)
+    assert k["mean_of_means"] == pytest.approx((700 + 900 + 682) / 3)
+    assert k["sd_between_seeds"] == pytest.approx(np.std([700, 900, 682], ddof=1))
+    assert k["best_seed"] == "s2" and k["mode_collapsed_seeds"] == ["s3"]
+
+
+def test_z_score_of_the_seeds_false_breakthrough():
+    # the seed's five seeds: 682-876, sd 99; iter 13 reported 1066 at +3.06 sd
+    assert z_score(1066, 1066 - 3.06 * 99, 99) == pytest.approx(3.06)
