@@ -21,8 +21,8 @@ from lemario.diagnose import diagnose
 from lemario.encoders import CNNEncoder, ViTEncoder
 from lemario.errors import LemarioError
 from lemario.probes import ProbeConfig, run_probes
-from lemario.train import PRESETS, TrainConfig, load_world_model, to_torch, train
-from lemario.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
+from lemario.train import PRESETS, load_world_model, to_torch, train
+from lemario.world_model import LossConfig, WorldModel, world_model_loss
 from synthetic import write_corpus
 
 TINY = PRESETS["tiny"].model

@@ -106,7 +106,7 @@ class PlannerAgent:
         }
 
 
-def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig = PlannerConfig()):
+def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None):
     validate_spec(spec)
     if spec in SCRIPTED:
         return ScriptedAgent(SCRIPTED[spec], env_config)
@@ -114,4 +114,4 @@ def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig = Planne
 
     kind, _, path = spec.partition(":")
     model, _ = load_world_model(Path(path))
-    return PlannerAgent(model, planner, env_config)
+    return PlannerAgent(model, planner or PlannerConfig(), env_config)
