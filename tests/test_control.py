@@ -72,3 +72,62 @@ def test_bad_agent_specs(tmp_path):
         evaluate(EvalConfig(agents=("planner",), episodes=1, workers=1, out=tmp_path / "x"))
     r = run_cli("eval", "planner:/nonexistent/model.safetensors", "--episodes", "1")
     assert r.returncode == 2 and "no checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- imagination actor-critic ----------------------------------------------------------------------------------
+from lemario.imagination import ActorCritic, ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
+
+
+def test_symlog_symexp_round_trip():
+    x = torch.tensor([-1e6, -100.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 100.0, 1e6])
+    assert torch.allclose(symexp(symlog(x)), x, rtol=1e-5)
+    assert symlog(torch.tensor(0.0)) == 0 and torch.allclose(symlog(torch.tensor(1.0)), torch.log(torch.tensor(2.0)))
+
+
+def test_lambda_returns_by_hand():
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    v = torch.tensor([[0.5, 1.0, 1.5, 4.0]])
+    c = torch.tensor([[1.0, 0.5, 1.0]])
+    g, lam = 0.9, 0.8
+    R2 = 3 + g * 1.0 * ((1 - lam) * 4.0 + lam * 4.0)  # R_H = V_H
+    R1 = 2 + g * 0.5 * ((1 - lam) * 1.5 + lam * R2)
+    R0 = 1 + g * 1.0 * ((1 - lam) * 1.0 + lam * R1)
+    assert torch.allclose(lambda_returns(r, v, c, g, lam), torch.tensor([[R0, R1, R2]]))
+    # lambda = 1 with no deaths: the discounted sum plus the discounted last value
+    full = lambda_returns(r, v, torch.ones(1, 3), 0.9, 1.0)
+    assert full[0, 0].item() == pytest.approx(1 + 0.9 * 2 + 0.81 * 3 + 0.729 * 4.0)
+
+
+class _LineWorld(torch.nn.Module):
+    """A latent MDP with a known optimum: action 1 moves right (reward 1 per step), action 3 kills, others idle."""
+
+    history = 1
+
+    class cfg:  # noqa: N801 - mimics WorldModel.cfg
+        latent_dim, frame_stack = 4, 1
+
+    def predict(self, z, actions):  # (B, 1, 4), (B, 1) -> (B, 1, 4)
+        a = actions[:, -1]
+        nxt = z[:, -1].clone()
+        nxt[:, 0] += (a == 1).float()
+        nxt[:, 1] = (a == 1).float() * 8.0  # progress channel, PROGRESS_SCALE px
+        nxt[:, 2] = torch.where(a == 3, 10.0, -10.0)  # death logit
+        return nxt[:, None]
+
+    def reward(self, z):  # (..., 4) -> (..., 3): progress / 8, score / 100, death logit
+        return torch.stack([z[..., 1] / 8.0, torch.zeros_like(z[..., 0]), z[..., 2]], dim=-1)
+
+
+def test_actor_critic_learns_the_optimal_action():
+    world = _LineWorld()
+
+    def starts(rng):
+        z = torch.zeros(64, 1, 4)
+        z[:, 0, 0] = torch.from_numpy(rng.normal(size=64)).float()
+        return z, torch.zeros(64, 0, dtype=torch.int64)
+
+    cfg = ImagineConfig(updates=150, batch=64, horizon=8, hidden=32, entropy=1e-3, actor_lr=3e-3, critic_lr=3e-3, progress=False)
+    ac = train_policy(world, starts, cfg, n_actions=4)
+    probs = ac.dist(torch.zeros(16, 4)).probs.mean(0)
+    assert probs[1] > 0.8, probs
+    assert probs[3] < 0.05, "the deadly action is avoided"

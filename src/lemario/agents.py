@@ -3,6 +3,7 @@
     random                    uniform over the action set
     biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
     planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
+    policy:PATH               an imagination actor-critic policy (`lemario.imagination`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
 """
@@ -21,7 +22,7 @@ from .planner import LatentPlanner, PlannerConfig
 from .policies import make_policy
 
 SCRIPTED = {"random": "uniform", "biased": "biased"}
-MODEL_AGENTS = ("planner",)
+MODEL_AGENTS = {"planner": "world_model", "policy": "policy"}
 
 
 def validate_spec(spec: str) -> None:
@@ -33,7 +34,7 @@ def validate_spec(spec: str) -> None:
             raise LemarioError(f"agent {spec!r} needs a checkpoint: write {kind}:PATH")
         from .checkpoint import load
 
-        load(Path(path), kind="world_model")  # a missing or wrong-kind checkpoint fails here, with its message
+        load(Path(path), kind=MODEL_AGENTS[kind])  # a missing or wrong-kind checkpoint fails here, with its message
         return
     raise LemarioError(f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS))
 
@@ -106,6 +107,23 @@ class PlannerAgent:
         }
 
 
+class PolicyAgent:
+    """Encodes the observation with the policy's world model and samples pi(a|z)."""
+
+    def __init__(self, path: Path):
+        from .imagination import load_policy
+
+        self.ac, self.model, _ = load_policy(path)
+
+    def reset(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        z = self.model.encode(torch.from_numpy(obs)[None])  # (1, D)
+        return int(torch.multinomial(self.ac.dist(z).probs, 1, generator=self.generator)[0, 0])
+
+
 def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None):
     validate_spec(spec)
     if spec in SCRIPTED:
@@ -113,5 +131,7 @@ def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None =
     from .train import load_world_model
 
     kind, _, path = spec.partition(":")
+    if kind == "policy":
+        return PolicyAgent(Path(path))
     model, _ = load_world_model(Path(path))
     return PlannerAgent(model, planner or PlannerConfig(), env_config)

@@ -33,7 +33,7 @@ def corpus_main(cfg: CorpusConfig) -> None:
 
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
-    from . import collect, diagnose, evaluate, probes, train
+    from . import collect, diagnose, evaluate, imagination, probes, train
 
     return {
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
@@ -41,6 +41,8 @@ def _commands() -> dict:
         "train": ("train the JEPA world model on a corpus (resumes its --out folder)", train.TrainConfig, train.PRESETS, train.train_main),
         "probe": ("linear and MLP probes from a checkpoint's embeddings to RAM physics", probes.ProbeConfig, None, probes.probe_main),
         "diagnose": ("collapse diagnostics of a world-model checkpoint", diagnose.DiagnoseConfig, None, diagnose.diagnose_main),
+        "imagine": ("train an actor-critic policy inside a frozen world model", imagination.ImagineConfig, imagination.PRESETS,
+                    imagination.imagine_main),
         "eval": ("evaluate agents over N stochastic episodes with multi-seed statistics", evaluate.EvalConfig, None, evaluate.eval_main),
     }
 
