@@ -75,7 +75,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.imagination import ActorCritic, ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
+from lemario.imagination import ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
 def test_symlog_symexp_round_trip():
