@@ -131,3 +131,22 @@ def test_actor_critic_learns_the_optimal_action():
     probs = ac.dist(torch.zeros(16, 4)).probs.mean(0)
     assert probs[1] > 0.8, probs
     assert probs[3] < 0.05, "the deadly action is avoided"
+
+
+# ---- videos ----------------------------------------------------------------------------------------------------
+def test_render_writes_playable_mp4_and_gif(tmp_path):
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    from lemario.render import RenderConfig, render
+
+    s = render(RenderConfig(agent="biased", episodes=2, max_steps=40, out=tmp_path, fps=15))
+    steps = s["chosen"]["steps"]
+    assert s["frames"] == steps + 1
+    reader = imageio.get_reader(tmp_path / "best.mp4")
+    n = sum(1 for _ in reader)
+    first = reader.get_data(0)
+    assert n == steps + 1 and first.shape == (224 * 2 + 64, 240 * 2, 3)
+    with Image.open(tmp_path / "best.gif") as gif:
+        assert gif.n_frames == s["gif_frames"] == len(range(0, steps + 1, 2)) and gif.width == 256
+    assert s["chosen"]["max_x"] == max(c["max_x"] for c in s["candidates"])

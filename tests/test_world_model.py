@@ -232,3 +232,12 @@ def test_planner_agent_plays_through_the_harness(trained, tmp_path):
     assert agg["episodes"] == 2 and 0 <= agg["planned_standing_share"] <= 1
     rows = [json.loads(x) for x in (tmp_path / "ev" / "episodes.jsonl").read_text().splitlines()]
     assert all(r["steps"] <= 15 and "realized_dx_mean" in r for r in rows)
+
+
+def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
+    from lemario.render import RenderConfig, render
+
+    s = render(RenderConfig(agent="biased", episodes=1, max_steps=20, drift_k=5, out=tmp_path,
+                            world_model=trained / "model.safetensors"))
+    assert s["mean_drift"] is not None and s["mean_drift"] >= 0
+    assert (tmp_path / "best.mp4").stat().st_size > 0 and (tmp_path / "render.json").exists()

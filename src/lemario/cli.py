@@ -33,7 +33,7 @@ def corpus_main(cfg: CorpusConfig) -> None:
 
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
-    from . import collect, diagnose, evaluate, imagination, probes, train
+    from . import collect, diagnose, evaluate, imagination, probes, render, train
 
     return {
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
@@ -43,6 +43,8 @@ def _commands() -> dict:
         "diagnose": ("collapse diagnostics of a world-model checkpoint", diagnose.DiagnoseConfig, None, diagnose.diagnose_main),
         "imagine": ("train an actor-critic policy inside a frozen world model", imagination.ImagineConfig, imagination.PRESETS,
                     imagination.imagine_main),
+        "render": ("the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift", render.RenderConfig, None,
+                   render.render_main),
         "eval": ("evaluate agents over N stochastic episodes with multi-seed statistics", evaluate.EvalConfig, None, evaluate.eval_main),
     }
 
