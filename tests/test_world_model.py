@@ -241,3 +241,20 @@ def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
                             world_model=trained / "model.safetensors"))
     assert s["mean_drift"] is not None and s["mean_drift"] >= 0
     assert (tmp_path / "best.mp4").stat().st_size > 0 and (tmp_path / "render.json").exists()
+
+
+def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
+    r = run_cli("imagine", "--preset", "tiny", "--world-model", str(trained / "model.safetensors"), "--corpus", str(corpus),
+                "--out", str(tmp_path / "pi"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    tensors, meta = checkpoint.load(tmp_path / "pi" / "policy.safetensors", kind="policy")
+    assert meta["updates"] == 20 and meta["world_model"].endswith("model.safetensors")
+    rows = [json.loads(x) for x in (tmp_path / "pi" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "imag/return" in rows[0]
+    from lemario.evaluate import EvalConfig, evaluate
+
+    s = evaluate(EvalConfig(agents=(f"policy:{tmp_path / 'pi' / 'policy.safetensors'}",), episodes=2, workers=1, max_steps=20,
+                            out=tmp_path / "ev"))
+    assert next(iter(s["per_agent"].values()))["episodes"] == 2
+    with pytest.raises(LemarioError, match="'world_model' checkpoint, expected 'policy'"):
+        evaluate(EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x"))
