@@ -108,3 +108,13 @@ def test_touching_the_flagpole_ends_the_episode(make_env):
     assert last["flag_get"] == 1 and last["is_dying"] == 0 and last["death"] == 0
     assert last["x_pos"] >= 3150, "the 1-1 flagpole stands at x = 3161"
     assert all(i["flag_get"] == 0 for i in infos[:-1])
+
+
+def test_eating_the_mushroom_makes_mario_big(make_env):
+    infos, rams, _ = play(make_env(), scripted_actions("mushroom_1-1.txt"))
+    power = [i["powerup"] for i in infos]
+    assert power[0] == 0 and power[-1] == 1, "0 small -> 1 big"
+    grew = power.index(1)
+    assert all(p == 0 for p in power[:grew]) and 300 < infos[grew]["x_pos"] < 500
+    assert rams[-1][0x754] == 0, "PlayerSize (0x754) agrees once the growing animation ends: 0 is big"
+    assert infos[-1]["score"] - infos[grew]["score"] == 1000, "a mushroom is worth 1000 points"
