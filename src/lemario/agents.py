@@ -4,6 +4,7 @@
     biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
     planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
     policy:PATH               an imagination actor-critic policy (`lemario.imagination`), sampling its actions
+    ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
 """
@@ -22,7 +23,7 @@ from .planner import LatentPlanner, PlannerConfig
 from .policies import make_policy
 
 SCRIPTED = {"random": "uniform", "biased": "biased"}
-MODEL_AGENTS = {"planner": "world_model", "policy": "policy"}
+MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
 
 
 def validate_spec(spec: str) -> None:
@@ -32,6 +33,10 @@ def validate_spec(spec: str) -> None:
     if kind in MODEL_AGENTS:
         if not path:
             raise LemarioError(f"agent {spec!r} needs a checkpoint: write {kind}:PATH")
+        if kind == "ppo":
+            if not Path(path).is_file():
+                raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
+            return
         from .checkpoint import load
 
         load(Path(path), kind=MODEL_AGENTS[kind])  # a missing or wrong-kind checkpoint fails here, with its message
@@ -124,6 +129,25 @@ class PolicyAgent:
         return int(torch.multinomial(self.ac.dist(z).probs, 1, generator=self.generator)[0, 0])
 
 
+class PPOAgent:
+    """A Stable-Baselines3 PPO policy; actions sampled (the seed-001 lesson: its argmax lags the stochastic policy)."""
+
+    def __init__(self, path: Path):
+        from .ppo import PPO
+
+        self.model = PPO.load(path, device="cpu")
+
+    def reset(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        policy = self.model.policy
+        obs_t, _ = policy.obs_to_tensor(obs)
+        probs = policy.get_distribution(obs_t).distribution.probs  # (1, A)
+        return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
+
+
 def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None):
     validate_spec(spec)
     if spec in SCRIPTED:
@@ -133,5 +157,7 @@ def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None =
     kind, _, path = spec.partition(":")
     if kind == "policy":
         return PolicyAgent(Path(path))
+    if kind == "ppo":
+        return PPOAgent(Path(path))
     model, _ = load_world_model(Path(path))
     return PlannerAgent(model, planner or PlannerConfig(), env_config)

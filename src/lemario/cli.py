@@ -34,6 +34,7 @@ def corpus_main(cfg: CorpusConfig) -> None:
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
     from . import collect, diagnose, evaluate, imagination, probes, render, train
+    from . import ppo
 
     return {
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
@@ -45,13 +46,15 @@ def _commands() -> dict:
                     imagination.imagine_main),
         "render": ("the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift", render.RenderConfig, None,
                    render.render_main),
+        "baseline ppo": ("the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1", ppo.PPOConfig, ppo.PRESETS,
+                         ppo.ppo_main),
         "eval": ("evaluate agents over N stochastic episodes with multi-seed statistics", evaluate.EvalConfig, None, evaluate.eval_main),
     }
 
 
 def _usage(commands: dict) -> str:
     lines = ["usage: lemario COMMAND [--preset NAME] [OPTIONS]", "", "commands:"]
-    lines += [f"  {name:<10}{help_}" for name, (help_, *_rest) in commands.items()]
+    lines += [f"  {name:<14}{help_}" for name, (help_, *_rest) in commands.items()]
     lines.append("\n`lemario COMMAND --help` lists a command's options.")
     return "\n".join(lines)
 
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage(commands))
         return
     name, rest = argv[0], argv[1:]
+    if name == "baseline" and rest and not rest[0].startswith("-"):  # two-word commands: `lemario baseline ppo`
+        name, rest = f"{name} {rest[0]}", rest[1:]
     if name not in commands:
         sys.exit(f"lemario: unknown command {name!r}\n\n{_usage(commands)}")
     help_, config_cls, presets, run = commands[name]

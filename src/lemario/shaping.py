@@ -71,5 +71,5 @@ class ShapedReward(gym.Wrapper):
             parts["stall"] = -cfg.stall_penalty
         if info["death"]:
             parts["death"] = -cfg.death_penalty
-        info = dict(info, shaping=parts)
+        info = dict(info, shaping=parts, max_x=self.max_x)
         return obs, float(sum(parts.values())), terminated, truncated, info

@@ -1,0 +1,240 @@
+"""`lemario baseline ppo`: the model-free baseline, Stable-Baselines3 PPO with the recipe that cleared 1-1.
+
+The seed-001 recipe's defaults: simple action set, 8 parallel envs on the fast backend, gamma 0.9 (the knob
+that got PPO past the first pit), GAE 0.95, lr 2.5e-4, 512 steps x 8 envs per update, batch 256, 4 epochs,
+clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shaping of `lemario.shaping`,
++1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3) whose state is saved with
+every checkpoint. Every `eval_every` env steps the current policy is evaluated with lemario's harness
+(stochastic actions, eval-only seeds); `best_eval` keeps the best, and the run resumes from its latest
+checkpoint. metrics.jsonl records training episodes, evaluations and the first env step at which training
+episodes reached x >= 700 / 1500 / 2000 and the flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .actions import action_set
+from .corpus import atomic_write_text, check_writable, writer_lock
+from .env import EnvConfig, SuperMarioBros
+from .errors import LemarioError
+from .provenance import provenance
+from .shaping import ShapedReward, ShapingConfig
+
+with contextlib.redirect_stderr(io.StringIO()):  # SB3 imports gym when it is installed; silence its notice
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+MILESTONES = (700, 1500, 2000)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    out: Path = Path("runs/ppo-1-1")
+    """Run folder (resumed when it holds a checkpoint)."""
+    timesteps: int = 2_000_000
+    """Total environment (agent) steps, over all envs."""
+    level: str = "1-1"
+    backend: str = "retro"
+    action_set: str = "simple"
+    max_steps: int = 2000
+    n_envs: int = 8
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    learning_rate: float = 2.5e-4
+    n_steps: int = 512
+    batch_size: int = 256
+    n_epochs: int = 4
+    clip_range: float = 0.2
+    ent_coef: float = 0.05
+    normalize_reward: bool = True
+    norm_reward_clip: float = 10.0
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    action_bias_jump: float = 1.0
+    """Added to the initial logits of actions that press A."""
+    rnd_coef: float = 0.3
+    """Weight of the RND curiosity bonus (0 disables it)."""
+    eval_every: int = 50_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 100_000
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+PRESETS = {
+    "tiny": PPOConfig(out=Path("runs/ppo-tiny"), timesteps=128, n_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_steps=60,
+                      eval_every=64, eval_episodes=1, checkpoint_every=64),
+    "cpu": PPOConfig(),
+    "gpu": PPOConfig(timesteps=10_000_000, n_envs=16),
+}
+
+
+def _make_env(cfg: PPOConfig, rank: int):
+    def thunk():
+        env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
+        env.reset(seed=cfg.seed * 1000 + rank)
+        return Monitor(ShapedReward(env, cfg.shaping), info_keywords=("max_x", "flag_get"))
+
+    return thunk
+
+
+def make_vec_env(cfg: PPOConfig):
+    from .rnd import RND, RNDBonus
+
+    thunks = [_make_env(cfg, i) for i in range(cfg.n_envs)]
+    venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.n_envs > 1 else DummyVecEnv(thunks)
+    rnd = None
+    if cfg.rnd_coef > 0:
+        rnd = RND(seed=cfg.seed)
+        venv = RNDBonus(venv, rnd, cfg.rnd_coef)
+    venv = VecNormalize(venv, norm_obs=False, norm_reward=cfg.normalize_reward, clip_reward=cfg.norm_reward_clip, gamma=cfg.gamma)
+    return venv, rnd
+
+
+def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
+    """PATH.zip (SB3), PATH.vecnorm.json (reward normalization statistics, no pickle), PATH.rnd.{safetensors,json}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.zip")
+    model.save(tmp)
+    tmp.replace(path.with_suffix(".zip"))
+    r = venv.ret_rms
+    atomic_write_text(path.with_suffix(".vecnorm.json"), json.dumps(
+        {"mean": r.mean.tolist(), "var": r.var.tolist(), "count": float(r.count), "returns": venv.returns.tolist()}))
+    if rnd is not None:
+        rnd.save(path.with_suffix(".rnd.safetensors"))
+
+
+def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
+    model = PPO.load(path.with_suffix(".zip"), env=venv, device=device)
+    v = json.loads(path.with_suffix(".vecnorm.json").read_text())
+    venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = np.array(v["mean"]), np.array(v["var"]), v["count"]
+    if rnd is not None:
+        rnd.load(path.with_suffix(".rnd.safetensors"))
+    return model
+
+
+class LemarioCallback(BaseCallback):
+    """metrics.jsonl rows, milestones, periodic checkpoints and harness evaluations (keeping best_eval)."""
+
+    def __init__(self, cfg: PPOConfig, venv, rnd, state: dict):
+        super().__init__()
+        self.cfg, self.venv, self.rnd, self.state = cfg, venv, rnd, state
+        self.t0 = time.time()
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.cfg.timesteps, initial=int(self.num_timesteps), disable=not self.cfg.progress, unit="step",
+                        dynamic_ncols=True)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _log(self, row: dict) -> None:
+        with open(self.cfg.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"env_steps": int(self.num_timesteps), "time": round(time.time() - self.t0, 1), **row}) + "\n")
+
+    def _on_step(self) -> bool:
+        self.bar.update(int(self.num_timesteps) - self.bar.n)
+        for info in self.locals["infos"]:
+            ep = info.get("episode")
+            if ep is None:
+                continue
+            x, flag = int(ep["max_x"]), int(ep["flag_get"])
+            self._log({"episode/max_x": x, "episode/return": float(ep["r"]), "episode/steps": int(ep["l"]), "episode/flag": flag})
+            self.state["best_train_x"] = max(self.state["best_train_x"], x)
+            self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
+            for m in MILESTONES:
+                if x >= m and str(m) not in self.state["first_reached"]:
+                    self.state["first_reached"][str(m)] = int(self.num_timesteps)
+            if flag and "flag" not in self.state["first_reached"]:
+                self.state["first_reached"]["flag"] = int(self.num_timesteps)
+        if self.num_timesteps >= self.state["next_checkpoint"]:
+            self.state["next_checkpoint"] += self.cfg.checkpoint_every
+            self._checkpoint()
+        if self.num_timesteps >= self.state["next_eval"]:
+            self.state["next_eval"] += self.cfg.eval_every
+            self._checkpoint()
+            self._evaluate()
+        return True
+
+    def _checkpoint(self) -> None:
+        save_run_state(self.model, self.venv, self.rnd, self.cfg.out / "checkpoints" / "latest")
+        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+
+    def _evaluate(self) -> None:
+        from .evaluate import EvalConfig, evaluate
+
+        latest = self.cfg.out / "checkpoints" / "latest.zip"
+        s = evaluate(EvalConfig(agents=(f"ppo:{latest}",), episodes=self.cfg.eval_episodes, workers=1, level=self.cfg.level,
+                                backend=self.cfg.backend, action_set=self.cfg.action_set, max_steps=self.cfg.max_steps,
+                                out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}"))
+        agg = next(iter(s["per_agent"].values()))
+        self._log({"eval/mean_max_x": agg["mean_max_x"], "eval/max_max_x": agg["max_max_x"], "eval/flag_rate": agg["flag_rate"],
+                   "eval/ci95_low": agg["ci95_low"], "eval/ci95_high": agg["ci95_high"]})
+        if agg["mean_max_x"] > self.state["best_eval"]:
+            self.state["best_eval"] = agg["mean_max_x"]
+            best = self.cfg.out / "checkpoints" / "best_eval"
+            for suffix in (".zip", ".vecnorm.json", ".rnd.safetensors", ".rnd.json"):
+                src = latest.with_suffix(suffix)
+                if src.exists():
+                    shutil.copyfile(src, best.with_suffix(suffix))
+        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+
+
+def train_ppo(cfg: PPOConfig) -> dict:
+    EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps).validate()
+    check_writable(cfg.out)
+    with writer_lock(cfg.out):
+        config_path = cfg.out / "config.json"
+        key = json.loads(json.dumps(asdict(replace(cfg, progress=True, device="auto", timesteps=0)), default=str))  # a run may be extended
+        if config_path.exists() and json.loads(config_path.read_text())["config"] != key:
+            raise LemarioError(f"{cfg.out} holds a PPO run with another config: use a new --out folder")
+        atomic_write_text(config_path, json.dumps({"config": key, **provenance()}, indent=2))
+        venv, rnd = make_vec_env(cfg)
+        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+        latest = cfg.out / "checkpoints" / "latest"
+        state_path = cfg.out / "state.json"
+        state = {"first_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
+                 "next_checkpoint": cfg.checkpoint_every}
+        try:
+            if latest.with_suffix(".zip").exists():
+                model = load_run_state(latest, venv, rnd, device)
+                state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
+                print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
+            else:
+                model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                            n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                            ent_coef=cfg.ent_coef, seed=cfg.seed, device=device, tensorboard_log=str(cfg.out / "tb"), verbose=0)
+                jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
+                with torch.no_grad():
+                    model.policy.action_net.bias[jumps] += cfg.action_bias_jump
+            callback = LemarioCallback(cfg, venv, rnd, state)
+            remaining = cfg.timesteps - model.num_timesteps
+            if remaining > 0:
+                model.learn(remaining, callback=callback, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo")
+            save_run_state(model, venv, rnd, cfg.out / "checkpoints" / "final")
+            state["env_steps"] = int(model.num_timesteps)
+            atomic_write_text(state_path, json.dumps(state))
+        finally:
+            venv.close()
+    return state
+
+
+def ppo_main(cfg: PPOConfig) -> None:
+    state = train_ppo(cfg)
+    print(f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}, "
+          f"first reached: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}")

@@ -1,0 +1,61 @@
+"""The PPO baseline: a tiny run through the CLI, checkpoint round trips, the RND state across save/load."""
+
+import json
+
+import numpy as np
+import torch
+
+from conftest import run_cli
+from lemario.agents import PPOAgent
+from lemario.ppo import PRESETS, load_run_state, make_vec_env, save_run_state
+from lemario.rnd import RND
+
+
+def test_tiny_ppo_run_through_the_cli(tmp_path):
+    out = tmp_path / "ppo"
+    r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("latest.zip", "final.zip", "best_eval.zip", "final.vecnorm.json", "final.rnd.safetensors"):
+        assert (out / "checkpoints" / name).exists(), name
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/mean_max_x" in r for r in rows)
+    state = json.loads((out / "state.json").read_text())
+    assert state["env_steps"] >= 128 and state["best_eval"] >= 40
+    # re-running resumes and, with the budget spent, trains no further
+    r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+
+
+def test_checkpoint_load_same_actions(tmp_path):
+    cfg = PRESETS["tiny"]
+    venv, rnd = make_vec_env(cfg)
+    try:
+        from lemario.ppo import PPO
+
+        model = PPO("CnnPolicy", venv, n_steps=32, batch_size=32, seed=0, device="cpu")
+        obs = np.random.default_rng(0).integers(0, 255, (6, 4, 84, 84), dtype=np.uint8)
+        before, _ = model.predict(obs, deterministic=True)
+        save_run_state(model, venv, rnd, tmp_path / "ck")
+        loaded = load_run_state(tmp_path / "ck", venv, rnd, "cpu")
+        after, _ = loaded.predict(obs, deterministic=True)
+        assert np.array_equal(before, after)
+    finally:
+        venv.close()
+    a, b = PPOAgent(tmp_path / "ck.zip"), PPOAgent(tmp_path / "ck.zip")
+    a.reset(3), b.reset(3)
+    assert [a.act(o, {}) for o in obs] == [b.act(o, {}) for o in obs], "same seed, same sampled actions"
+
+
+def test_rnd_state_survives_save_and_load(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (16, 84, 84), dtype=np.uint8)
+    rnd = RND(seed=1)
+    for _ in range(5):
+        rnd.bonus_and_update(frames)
+    rnd.save(tmp_path / "rnd.safetensors")
+    other = RND(seed=2)
+    other.load(tmp_path / "rnd.safetensors")
+    assert torch.equal(other.var, rnd.var) and other.count == rnd.count
+    assert np.allclose(other.bonus_and_update(frames), rnd.bonus_and_update(frames))
+    x = torch.from_numpy(frames).float()[:, None] / 255
+    with torch.no_grad():
+        assert other.error(x).mean() < RND(seed=1).error(x).mean(), "the restored predictor has learned these frames"
