@@ -33,9 +33,9 @@ class ShapingConfig:
 
 
 class ShapedReward(gym.Wrapper):
-    def __init__(self, env: gym.Env, cfg: ShapingConfig = ShapingConfig()):
+    def __init__(self, env: gym.Env, cfg: ShapingConfig | None = None):
         super().__init__(env)
-        self.cfg = cfg
+        self.cfg = cfg or ShapingConfig()
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
