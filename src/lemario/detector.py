@@ -1,0 +1,79 @@
+"""The flywheel's improvement detector (the seed's M4): commit, branch or halt after each iteration.
+
+An iteration is K policies trained with different seeds on one world model, each evaluated on the harness;
+its score is the mean of the K means, its noise the sd between the K seeds (measured, never a constant).
+Against the best iteration so far:
+
+    z = (mean - best_mean) / pooled between-seed sd
+    z >  threshold            -> commit   (a real improvement: the iteration becomes the new best)
+    otherwise, and fewer than `patience` iterations since the last commit
+                              -> branch   (re-run with one variable flipped)
+    otherwise                 -> halt     (no improvement the noise cannot explain: an operator decides)
+
+Every decision carries its evidence (means, sds, K, z, threshold, the flipped variable), so the log shows why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# What a branch flips, in turn (the flywheel knows how to apply each).
+FLIPS = ("exploration", "entropy", "warm_start", "replay_caps")
+
+
+@dataclass(frozen=True)
+class IterationScore:
+    iteration: int
+    mean: float  # mean over the K seeds of each seed's mean max_x
+    sd: float  # sd between the K seeds
+    k: int
+    decision: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # commit | branch | halt
+    reason: str
+    z: float
+    threshold: float
+    pooled_sd: float
+    best_iteration: int | None
+    best_mean: float | None
+    mean: float
+    sd: float
+    k: int
+    flip: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def pooled_sd(a: IterationScore, b: IterationScore) -> float:
+    return math.sqrt((a.sd ** 2 + b.sd ** 2) / 2)
+
+
+def decide(history: list[IterationScore], current: IterationScore, threshold: float = 1.0, patience: int = 3) -> Decision:
+    if current.k < 2 or not math.isfinite(current.sd):
+        raise ValueError(f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}")
+    committed = [h for h in history if h.decision == "commit"]
+    if not committed:
+        return Decision("commit", "first iteration", math.inf, threshold, current.sd, None, None, current.mean, current.sd, current.k)
+    best = max(committed, key=lambda h: h.mean)
+    sd = pooled_sd(current, best)
+    z = (current.mean - best.mean) / sd if sd > 0 else math.copysign(math.inf, current.mean - best.mean)
+    evidence = dict(z=z, threshold=threshold, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean,
+                    mean=current.mean, sd=current.sd, k=current.k)
+    if z > threshold:
+        return Decision("commit", f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
+                                  f"{z:.2f} pooled sd > {threshold}", **evidence)
+    since = 0
+    for h in reversed(history):
+        if h.decision == "commit":
+            break
+        since += 1
+    if since + 1 >= patience:
+        return Decision("halt", f"{since + 1} iterations without an improvement beyond {threshold} sd (z now {z:.2f})", **evidence)
+    flip = FLIPS[since % len(FLIPS)]
+    return Decision("branch", f"z {z:.2f} <= {threshold}: within the seeds' noise or worse; re-run with {flip} flipped",
+                    flip=flip, **evidence)

@@ -1,0 +1,74 @@
+"""The flywheel's pure parts: the improvement detector on constructed score sets, the stratified replay caps."""
+
+import math
+
+import pytest
+
+from lemario.detector import IterationScore, decide
+from lemario.replay import ReplayConfig, Tier, audit, select
+
+
+def it(i, mean, sd, k=4, decision=""):
+    return IterationScore(i, mean, sd, k, decision)
+
+
+def test_first_iteration_commits():
+    d = decide([], it(1, 650, 90))
+    assert d.decision == "commit" and d.best_mean is None
+
+
+def test_commit_when_the_gain_beats_the_measured_noise():
+    history = [it(1, 700, 100, decision="commit")]
+    d = decide(history, it(2, 850, 80))
+    assert d.decision == "commit"
+    assert d.pooled_sd == pytest.approx(math.sqrt((100 ** 2 + 80 ** 2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
+
+
+def test_a_gain_inside_the_seeds_noise_branches():
+    # +80 looks like progress, but with the seed's between-seed sd of 99 it is under one sd
+    history = [it(1, 780, 99, decision="commit")]
+    d = decide(history, it(2, 860, 99))
+    assert d.decision == "branch" and d.z == pytest.approx(80 / 99)
+    assert d.flip == "exploration" and d.best_iteration == 1
+
+
+def test_threshold_follows_the_measured_sd_not_a_constant():
+    history = [it(1, 700, 10, decision="commit")]
+    assert decide(history, it(2, 730, 10)).decision == "commit", "+30 is 3 sd when the seeds agree"
+    history = [it(1, 700, 200, decision="commit")]
+    assert decide(history, it(2, 730, 200)).decision == "branch", "+30 is noise when they do not"
+
+
+def test_halt_after_patience_runs_out():
+    history = [it(1, 800, 50, decision="commit"), it(2, 790, 50, decision="branch"), it(3, 760, 60, decision="branch")]
+    d = decide(history, it(4, 805, 50), patience=3)
+    assert d.decision == "halt" and "3 iterations" in d.reason
+    assert decide(history[:2], it(3, 760, 60), patience=3).flip == "entropy", "branches flip a different variable in turn"
+
+
+def test_needs_k_at_least_2():
+    with pytest.raises(ValueError, match="K >= 2"):
+        decide([], it(1, 700, float("nan"), k=1))
+
+
+def row(i, max_x, steps, flag=0):
+    return {"file": f"ep{i:04d}", "max_x": max_x, "n_steps": steps, "flag_get": flag}
+
+
+def test_replay_caps_the_stuck_tier_share_of_frames():
+    rows = [row(i, 650, 999) for i in range(20)] + [row(100 + i, 900, 199) for i in range(20)] + [row(200, 1600, 299)]
+    chosen = select(rows, ReplayConfig())
+    table = {r["tier"]: r for r in audit(chosen)}
+    assert table["stuck 200-700"]["share"] <= 0.30 + 1e-9
+    assert table["stuck 200-700"]["trajectories"] > 0, "the cap trims the tier, it does not empty it"
+    kept_stuck = [r["file"] for r in chosen if r["max_x"] == 650]
+    assert kept_stuck == [f"ep{i:04d}" for i in range(20 - len(kept_stuck), 20)], "the newest stuck trajectories stay"
+    assert table["mid 700-1500"]["trajectories"] == 20 and table["elite >=1500"]["trajectories"] == 1
+
+
+def test_replay_capacity_keeps_the_elite():
+    rows = [row(0, 2000, 500)] + [row(i, 900, 100) for i in range(1, 30)] + [row(99, 100, 10, flag=1)]
+    chosen = select(rows, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500), Tier("elite", 1500, None, protected=True))))
+    files = [r["file"] for r in chosen]
+    assert "ep0000" in files and "ep0099" in files, "elite and flag episodes are never evicted"
+    assert len(files) == 12 and files[1:-1] == [f"ep{i:04d}" for i in range(20, 30)], "otherwise the newest 10"
