@@ -72,3 +72,46 @@ def test_replay_capacity_keeps_the_elite():
     files = [r["file"] for r in chosen]
     assert "ep0000" in files and "ep0099" in files, "elite and flag episodes are never evicted"
     assert len(files) == 12 and files[1:-1] == [f"ep{i:04d}" for i in range(20, 30)], "otherwise the newest 10"
+
+
+# ---- hall of fame ----------------------------------------------------------------------------------------------
+import json  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
+from lemario import checkpoint, hof  # noqa: E402
+from lemario.errors import LemarioError  # noqa: E402
+
+
+def _artifacts(tmp, i, mean, mx):
+    import torch
+
+    checkpoint.save(tmp / f"wm{i}.safetensors", {"w": torch.ones(2) * i}, {"kind": "world_model"})
+    checkpoint.save(tmp / f"pi{i}.safetensors", {"w": torch.ones(2) * i}, {"kind": "policy"})
+    ev = tmp / f"ev{i}"
+    ev.mkdir()
+    agg = {"mean_max_x": mean, "max_max_x": mx, "flag_rate": 0.0, "ci95_low": mean - 50, "ci95_high": mean + 50}
+    (ev / "summary.json").write_text(json.dumps({"per_agent": {"policy:x": agg}}))
+    (ev / "episodes.jsonl").write_text("{}\n")
+    return tmp / f"wm{i}.safetensors", tmp / f"pi{i}.safetensors", ev
+
+
+def test_hall_of_fame_copies_ranks_and_never_overwrites(tmp_path):
+    run = tmp_path / "run"
+    for i, mean in [(1, 650.0), (2, 820.0), (3, 700.0)]:
+        wm, pi, ev = _artifacts(tmp_path, i, mean, mean + 400)
+        hof.add(run, i, wm, pi, ev, {"seeds": [i * 1000 + 1]})
+    assert [e["iteration"] for e in hof.catalog(run)] == [2, 3, 1]
+    best = hof.top(run)[0]
+    assert best["name"] == "iter2_meanx820_maxx1220"
+    entry = run / "hof" / best["name"]
+    (tmp_path / "wm2.safetensors").unlink()  # the working copy goes away; the entry keeps its own
+    assert checkpoint.load(entry / "world_model.safetensors", kind="world_model")[0]["w"].tolist() == [2.0, 2.0]
+    wm, pi, ev = _artifacts(tmp_path, 4, 900.0, 1000.0)
+    with pytest.raises(LemarioError, match="never overwritten"):
+        hof.add(run, 2, wm, pi, ev, {})
+    r = run_cli("hof", "list", str(run))
+    assert r.returncode == 0 and r.stdout.index("iter2_") < r.stdout.index("iter3_") < r.stdout.index("iter1_")
+    r = run_cli("hof", "export", str(run), "--iteration", "3", "--to", str(tmp_path / "exported"))
+    assert r.returncode == 0 and (tmp_path / "exported" / "policy.safetensors").exists()
+    r = run_cli("hof", "show", str(tmp_path / "empty"))
+    assert r.returncode == 2 and "no hall of fame" in r.stderr

@@ -34,7 +34,7 @@ def corpus_main(cfg: CorpusConfig) -> None:
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
     from . import collect, diagnose, evaluate, imagination, probes, render, train
-    from . import ppo
+    from . import hof, ppo
 
     return {
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
@@ -48,6 +48,7 @@ def _commands() -> dict:
                    render.render_main),
         "baseline ppo": ("the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1", ppo.PPOConfig, ppo.PRESETS,
                          ppo.ppo_main),
+        "hof": ("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),
         "eval": ("evaluate agents over N stochastic episodes with multi-seed statistics", evaluate.EvalConfig, None, evaluate.eval_main),
     }
 
