@@ -166,8 +166,11 @@ def test_same_seed_same_first_steps(corpus, tmp_path):
     cfg = replace(PRESETS["tiny"], corpus=corpus, steps=6, log_every=1, progress=False, tensorboard=False)
     train(replace(cfg, out=tmp_path / "a"))
     train(replace(cfg, out=tmp_path / "b"))
-    la = [json.loads(x)["loss/total"] for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines() if "loss/total" in x]
-    lb = [json.loads(x)["loss/total"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines() if "loss/total" in x]
+    def losses(run):
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss/total"] for r in rows if "loss/total" in r]
+
+    la, lb = losses("a"), losses("b")
     assert la == lb and len(la) == 6
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
