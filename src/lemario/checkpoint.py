@@ -63,3 +63,23 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: 
             detail += f" shape of {k}: checkpoint {tuple(tensors[k].shape)}, model {tuple(own[k].shape)}"
         raise LemarioError(f"{path} does not fit this model ({detail.strip()}): use the config it was trained with")
     module.load_state_dict(tensors)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state as named tensors (PREFIX/<param id>/<name>); hyperparameters stay in code."""
+    out = {}
+    for pid, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"{prefix}/{pid}/{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)

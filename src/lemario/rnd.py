@@ -60,22 +60,11 @@ class RND(nn.Module):
         self.count = total
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"rnd/{k}": v for k, v in self.state_dict().items()}
-        for pid, st in self.opt.state_dict()["state"].items():
-            for name, v in st.items():
-                t[f"rnd_optim/{pid}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        return t
+        return {**{f"rnd/{k}": v for k, v in self.state_dict().items()}, **checkpoint.optimizer_tensors(self.opt, "rnd_optim")}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rnd/")})
-        sd = self.opt.state_dict()
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("rnd_optim/"):
-                _, pid, name = k.split("/", 2)
-                state.setdefault(int(pid), {})[name] = v
-        sd["state"] = state
-        self.opt.load_state_dict(sd)
+        checkpoint.load_optimizer(self.opt, tensors, "rnd_optim")
 
     def save(self, path: Path) -> None:
         checkpoint.save(path, self.state_tensors(), {"kind": "rnd"})

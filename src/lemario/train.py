@@ -126,25 +126,6 @@ def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, to
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for pid, state in opt.state_dict()["state"].items():
-        for name, value in state.items():
-            out[f"optim/{pid}/{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return out
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            _, pid, name = key.split("/", 2)
-            state.setdefault(int(pid), {})[name] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     """True when the flag is set on any rank (so all ranks stop at the same step)."""
     if world == 1:
@@ -205,7 +186,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     if latest.exists():
         tensors, meta = checkpoint.load(latest, kind="world_model_training")
         checkpoint.load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, latest)
-        _load_optimizer(opt, tensors)
+        checkpoint.load_optimizer(opt, tensors, "optim")
         torch.set_rng_state(tensors["rng/torch"])
         step = meta["step"]
         if rank == 0:
@@ -233,7 +214,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         if rank != 0:
             return
         tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-        tensors.update(_optimizer_tensors(opt))
+        tensors.update(checkpoint.optimizer_tensors(opt, "optim"))
         tensors["rng/torch"] = torch.get_rng_state()
         checkpoint.save(latest, tensors, {"kind": "world_model_training", "step": step, "numpy_rng": rng.bit_generator.state,
                                           "model_config": asdict(cfg.model), "metrics": last_val})
