@@ -213,9 +213,14 @@ def test_cli_probe_and_diagnose(trained, corpus):
 
 
 def test_ddp_two_cpu_processes(corpus, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", "29517",
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
                         "-m", "lemario.cli", "train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(tmp_path / "ddp"),
                         "--steps", "8", "--no-progress", "--no-tensorboard"], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
