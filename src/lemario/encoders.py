@@ -1,8 +1,9 @@
 """Frame encoders, each followed by LeWorldModel's BatchNorm projector.
 
 - `CNNEncoder`: convolutions over a stack of frames as channels. `nature` is the DQN network (3 convs down to
-  7x7, ~0.9M weights with its trunk; ~320 img/s training on this 2-core CPU); `drqv2` is DrQ-v2's
-  (stride-2 then three stride-1 3x3 convs, a 35x35x32 map: the seed's encoder, ~48 img/s here).
+  7x7); `drqv2` is DrQ-v2's (stride-2 then three stride-1 3x3 convs, a 35x35x32 map: the seed's encoder).
+  Whole-model training throughput on this 2-core CPU (benchmarks/train_wm.py, docs/RESULTS.md): nature + MLP
+  predictor 808 frames/s, drqv2 + MLP 166, ViT + MLP 100.
 - `ViTEncoder`: a small ViT on plain torch; the frame is its CLS token after the final LayerNorm.
 - `Projector`: Linear -> BatchNorm1d -> GELU -> Linear. SIGReg needs it: the ViT's final LayerNorm pins
   features to a shell that no isotropic Gaussian fits, and BatchNorm gives the embedding free scale.
