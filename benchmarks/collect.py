@@ -4,7 +4,7 @@
 - fast backend end to end >= 4x the nes-py backend end to end;
 - fast backend end to end per worker >= 75% of its raw frames/s / frame skip.
 
-    .venv/bin/python benchmarks/collect.py            # ~12 minutes on 2 cores
+    .venv/bin/python benchmarks/collect.py            # ~9 minutes on 2 cores (measured 2026-11-22)
     .venv/bin/python benchmarks/collect.py --reps 1 --retro-episodes 8 --nespy-episodes 2   # quick look
 
 Each figure is the mean +- sd over `reps` repetitions (different policy seeds).
