@@ -78,7 +78,7 @@ def test_second_writer_is_refused(tmp_path):
     (["--level", "9-9"], "unknown level '9-9'"),
     (["--backend", "snes"], "unknown backend 'snes'"),
     (["--action-set", "all"], "unknown action set 'all'"),
-    (["--policy", "smart"], "unknown policy 'smart'"),
+    (["--policy", "smart"], "unknown agent 'smart'"),
     (["--rom", "/nonexistent/smb.nes"], "ROM not found at /nonexistent/smb.nes"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

@@ -66,6 +66,19 @@ def test_replay_caps_the_stuck_tier_share_of_frames():
     assert table["mid 700-1500"]["trajectories"] == 20 and table["elite >=1500"]["trajectories"] == 1
 
 
+def test_a_corpus_of_only_the_capped_tier_is_kept_whole():
+    rows = [row(i, 650, 99) for i in range(5)]
+    assert select(rows, ReplayConfig()) == rows
+    rows.append(row(9, 100, 99))  # one dead trajectory: now the cap binds (100 frames of others -> 42 stuck frames)
+    assert [r["file"] for r in select(rows, ReplayConfig())] == ["ep0009"]
+
+
+def test_equal_means_with_noiseless_seeds_are_no_improvement():
+    d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0))
+    assert d.decision == "branch" and d.z == 0.0
+    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0)).decision == "commit"
+
+
 def test_replay_capacity_keeps_the_elite():
     rows = [row(0, 2000, 500)] + [row(i, 900, 100) for i in range(1, 30)] + [row(99, 100, 10, flag=1)]
     chosen = select(rows, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500), Tier("elite", 1500, None, protected=True))))

@@ -1,12 +1,14 @@
 """Agents for the evaluation harness, built from a spec string: one interface for every controller.
 
-    random                    uniform over the action set
+    random (or uniform)       uniform over the action set
     biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
     planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
     policy:PATH               an imagination actor-critic policy (`lemario.imagination`), sampling its actions
     ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
+`make_agent(..., explore=eps)` wraps any agent in `ExploringAgent`: at each step, with probability eps, a macro of
+the biased-random policy (a run, a held jump or a pause) takes over for its few steps (the flywheel's exploration).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from .actions import action_set
 from .env import EnvConfig
 from .errors import LemarioError
 from .planner import LatentPlanner, PlannerConfig
-from .policies import make_policy
+from .policies import BiasedPolicy, make_policy
 
-SCRIPTED = {"random": "uniform", "biased": "biased"}
+SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
 
 
@@ -148,7 +150,43 @@ class PPOAgent:
         return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
 
 
-def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None):
+class ExploringAgent:
+    """Any agent, with biased-random macros mixed in: each step, with probability `epsilon`, a whole macro of
+    `BiasedPolicy` (held for its 1-13 steps) replaces the agent's actions. The agent still sees every
+    observation (planners keep their history); its own choice is overridden while a macro runs."""
+
+    def __init__(self, agent, epsilon: float, action_set_name: str):
+        if not 0 <= epsilon <= 1:
+            raise LemarioError(f"exploration rate {epsilon} is not a probability: pass a value in [0, 1]")
+        self.agent, self.epsilon, self.action_set = agent, epsilon, action_set_name
+
+    def reset(self, seed: int) -> None:
+        self.agent.reset(seed)
+        self.rng = np.random.default_rng([seed, 0xE])
+        self.macros = BiasedPolicy(self.action_set, self.rng)
+        self.queue: list[int] = []
+        self.explored = 0
+
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        own = self.agent.act(obs, info)
+        if not self.queue and self.rng.random() < self.epsilon:
+            self.queue = self.macros.macro()
+        if self.queue:
+            self.explored += 1
+            return self.queue.pop()
+        return own
+
+    def episode_stats(self) -> dict:
+        inner = self.agent.episode_stats() if hasattr(self.agent, "episode_stats") else {}
+        return {**inner, "explored_steps": self.explored}
+
+
+def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None, explore: float = 0.0):
+    agent = _make_agent(spec, env_config, planner)
+    return ExploringAgent(agent, explore, env_config.action_set) if explore else agent
+
+
+def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None):
     validate_spec(spec)
     if spec in SCRIPTED:
         return ScriptedAgent(SCRIPTED[spec], env_config)

@@ -30,14 +30,24 @@ class EpisodeBuffer:
     files: list[str]
 
     @classmethod
-    def load(cls, corpus: Path, *, max_episodes: int | None = None, relabel: bool = True) -> "EpisodeBuffer":
-        """Read a corpus folder (unreadable files are skipped with the index's report).
+    def load(cls, corpus: Path, *, max_episodes: int | None = None, files: list[str] | None = None,
+             relabel: bool = True) -> "EpisodeBuffer":
+        """Read a corpus folder (unreadable files are skipped with the index's report), or only the episode
+        `files` named (in the corpus's order; a name the corpus lacks is an error).
 
         Episodes labelled with another reward-spec version are relabelled from their RAM labels, or refused
         when relabel=False.
         """
         index = scan(Path(corpus))
-        rows = index.episodes[:max_episodes] if max_episodes else index.episodes
+        rows = index.episodes
+        if files is not None:
+            wanted = set(files)
+            rows = [r for r in rows if r["file"] in wanted]
+            if len(rows) < len(wanted):
+                missing = sorted(wanted - {r["file"] for r in rows})
+                raise LemarioError(f"{len(missing)} selected episodes (e.g. {missing[0]}) are not readable in {corpus}: "
+                                   "re-run the selection on the corpus as it is")
+        rows = rows[:max_episodes] if max_episodes else rows
         if not rows:
             raise LemarioError(f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`")
         stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]

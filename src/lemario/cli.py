@@ -34,9 +34,11 @@ def corpus_main(cfg: CorpusConfig) -> None:
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
     from . import collect, diagnose, evaluate, imagination, probes, render, train
-    from . import hof, ppo
+    from . import flywheel, hof, ppo
 
     return {
+        "flywheel": ("lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
+                     flywheel.FlywheelConfig, flywheel.PRESETS, flywheel.flywheel_main),
         "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
         "corpus": ("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
         "train": ("train the JEPA world model on a corpus (resumes its --out folder)", train.TrainConfig, train.PRESETS, train.train_main),

@@ -4,7 +4,12 @@ A collection is a *run* (`DIR/runs/<run>.json` holds its resolved config, seed a
 is played with seed SeedSequence([seed, run number, i]) and saved as `DIR/<run>-<i>.h5`, so a run is fully
 determined by its config. Re-running the same command resumes the newest unfinished run with that config
 (after a crash or kill it plays exactly the missing episodes); once a run is complete, the same command starts
-a new run and adds episodes. Nothing is ever overwritten, and one process at a time writes to a folder.
+a new run and adds episodes. A run given a name (`--run NAME`, as the flywheel does per iteration) is played
+once: re-running resumes it until complete, then does nothing. Nothing is ever overwritten, and one process at a
+time writes to a folder.
+
+The player is any evaluation agent (`lemario.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
+`--explore EPS` mixing in biased-random macros.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .corpus import (
@@ -26,8 +32,9 @@ from .corpus import (
 )
 from .emulator import resolve_rom
 from .env import EnvConfig, SuperMarioBros
+from .executor import torch_threads
 from .errors import LemarioError
-from .policies import POLICIES, make_policy
+from .agents import make_agent, validate_spec
 from .provenance import provenance
 from .ram import LABELS, label_table
 from .rewards import REWARD_SPEC_VERSION, reward_triple
@@ -42,7 +49,11 @@ class CollectConfig:
     workers: int = 2
     """Worker processes, one emulator each (1 plays in this process)."""
     policy: str = "biased"
-    """'biased' (right-biased random with held jumps) or 'uniform'."""
+    """Agent spec: 'biased' (right-biased random with held jumps), 'uniform', 'policy:PATH' or 'planner:PATH'."""
+    explore: float = 0.0
+    """Per-step probability of a biased-random macro overriding the agent (exploration)."""
+    run: str = ""
+    """Run name (default: the next run-NNNN). A named run is played once: re-running resumes it, never repeats it."""
     seed: int = 0
     """Base seed of the run; episode seeds derive from it, the run number and the episode index."""
     level: str = "1-1"
@@ -63,6 +74,10 @@ class CollectConfig:
     """ROM path; default: the one shipped inside gym-super-mario-bros."""
     progress: bool = True
     """Show the live progress bar."""
+    executor: str = "local"
+    """'local' (worker processes) or 'ray' (one Ray actor per worker; the corpus folder must be shared)."""
+    ray_address: str = ""
+    """Ray cluster to join ('auto' or HOST:PORT); empty: a private local instance on 127.0.0.1."""
 
     @property
     def env_config(self) -> EnvConfig:
@@ -74,15 +89,20 @@ class CollectConfig:
     def validate(self) -> None:
         self.env_config.validate()
         resolve_rom(self.rom, self.backend)
-        if self.policy not in POLICIES:
-            raise LemarioError(f"unknown policy {self.policy!r}: use one of {', '.join(POLICIES)}")
+        validate_spec(self.policy)
+        if not 0 <= self.explore <= 1:
+            raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
+        if self.run and (not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith("-")):
+            raise LemarioError(f"run name {self.run!r} must be letters, digits, '-' or '_'")
+        if self.executor not in ("local", "ray"):
+            raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
         if self.episodes < 1 or self.workers < 1:
             raise LemarioError("--episodes and --workers must be at least 1")
 
     def run_key(self) -> dict:
         """The settings that define a run's episodes (not where they go or how fast)."""
         d = asdict(self)
-        for k in ("out", "workers", "progress"):
+        for k in ("out", "workers", "progress", "executor", "ray_address"):
             d.pop(k)
         return d
 
@@ -98,15 +118,18 @@ def episode_seed(seed: int, run_number: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
 
 
-def play_episode(env: SuperMarioBros, policy_name: str, seed: int) -> Episode:
-    """One episode from the level start; returns it with labels and rewards computed from its RAM."""
-    policy = make_policy(policy_name, env.config.action_set, np.random.default_rng(seed))
-    _, info = env.reset(seed=seed)
+def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None) -> Episode:
+    """One episode from the level start; returns it with labels and rewards computed from its RAM.
+    agent: a `lemario.agents` agent (recorded as `name`) or the spec string of one."""
+    if isinstance(agent, str):
+        name, agent = agent, make_agent(agent, env.config)
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
     frames, rams, actions = [env.last_frame], [env.ram], []
     terminated = truncated = False
     while not (terminated or truncated):
-        a = policy.act(info)
-        _, _, terminated, truncated, info = env.step(a)
+        a = agent.act(obs, info)
+        obs, _, terminated, truncated, info = env.step(a)
         actions.append(a)
         frames.append(env.last_frame)
         rams.append(env.ram)
@@ -115,7 +138,7 @@ def play_episode(env: SuperMarioBros, policy_name: str, seed: int) -> Episode:
     x = labels[:, LABELS.index("x_pos")]
     dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
     meta = {
-        "seed": seed, "policy": policy_name, "n_steps": len(actions), "max_x": int(x.max()),
+        "seed": seed, "policy": name or type(agent).__name__, "n_steps": len(actions), "max_x": int(x.max()),
         "flag_get": int(labels[:, LABELS.index("flag_get")].max()), "terminated": int(terminated), "truncated": int(truncated),
         "death_x": int(x[dying[0]]) if len(dying) else -1, **_env_meta(env.config),
     }
@@ -140,12 +163,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(env_cfg: EnvConfig, policy: str, out: Path, extra_meta: dict) -> None:
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
+def _init_worker(env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True) -> None:
+    if own_process:
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
+        torch.set_num_threads(1)  # model agents: one worker per core
     try:
-        _worker.update(env=SuperMarioBros(env_cfg), policy=policy, out=out, meta=extra_meta)
+        agent = make_agent(policy, env_cfg, explore=explore)
+        _worker.update(env=SuperMarioBros(env_cfg), agent=agent, name=policy, out=out, meta=dict(extra_meta, explore=explore))
     except Exception as e:  # noqa: BLE001 - reported by the first task: a failing Pool initializer respawns forever
         _worker["init_error"] = f"a worker could not start its env: {e}"
 
@@ -155,7 +181,7 @@ def _play_and_write(task: tuple[str, int, int]) -> dict:
         return {"error": _worker["init_error"]}
     name, run_index, seed = task
     t0 = time.perf_counter()
-    ep = play_episode(_worker["env"], _worker["policy"], seed)
+    ep = play_episode(_worker["env"], _worker["agent"], seed, _worker["name"])
     ep.meta.update(_worker["meta"], run_index=run_index, created=now_iso())
     path = _worker["out"] / name
     try:
@@ -172,9 +198,15 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
     """(run id, run number, episode indices still to play): resume the newest unfinished identical run, or start one."""
     runs_dir = cfg.out / "runs"
     runs_dir.mkdir(exist_ok=True)
-    manifests = sorted(runs_dir.glob("run-*.json"))
+    manifests = sorted(runs_dir.glob("*.json"))
     key = cfg.run_key()
-    for path in reversed(manifests):
+    if cfg.run and (runs_dir / f"{cfg.run}.json").exists():
+        m = json.loads((runs_dir / f"{cfg.run}.json").read_text())
+        if m["key"] != json.loads(json.dumps(key, default=str)):
+            raise LemarioError(f"run {cfg.run} of {cfg.out} was started with another config: give the new one another --run name")
+        done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{cfg.run}-*.h5")}
+        return cfg.run, m["number"], [i for i in range(cfg.episodes) if i not in done]
+    for path in [] if cfg.run else reversed([m for m in manifests if m.stem.startswith("run-")]):
         m = json.loads(path.read_text())
         if m["key"] == json.loads(json.dumps(key, default=str)):
             done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{m['run']}-*.h5")}
@@ -183,7 +215,7 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
                 return m["run"], m["number"], todo
             break
     number = len(manifests) + 1
-    run = f"run-{number:04d}"
+    run = cfg.run or f"run-{number:04d}"
     manifest = {"run": run, "number": number, "key": key, "created": now_iso(), "reward_spec_version": REWARD_SPEC_VERSION, **provenance()}
     atomic_write_text(runs_dir / f"{run}.json", json.dumps(manifest, indent=2, default=str))
     return run, number, list(range(cfg.episodes))
@@ -196,7 +228,9 @@ def collect(cfg: CollectConfig) -> Index:
     with writer_lock(cfg.out):
         run, number, todo = _plan_run(cfg)
         done = cfg.episodes - len(todo)
-        if done:
+        if done and not todo:
+            print(f"run {run} is complete ({done} episodes)")
+        elif done:
             print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
         tasks = [(f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i)) for i in todo]
         extra = {"run": run, **provenance()}
@@ -223,21 +257,47 @@ def collect(cfg: CollectConfig) -> Index:
     return scan(cfg.out)
 
 
+class _RayCollector:
+    """One Ray actor: a worker process with its own emulator and agent."""
+
+    def __init__(self, *init_args):
+        _init_worker(*init_args)
+
+    def play(self, task: tuple[str, int, int]) -> dict:
+        return _play_and_write(task)
+
+
 def _results(cfg: CollectConfig, tasks: list, extra: dict):
     if not tasks:
         return
-    if cfg.workers == 1:
-        _init_worker(cfg.env_config, cfg.policy, cfg.out, extra)
+    if cfg.executor == "ray":
+        import ray
+        from ray.util import ActorPool
+
+        from .executor import ray_init
+
+        ray_init(cfg.ray_address)
+        actor = ray.remote(num_cpus=1)(_RayCollector)
+        actors = [actor.remote(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra) for _ in range(min(cfg.workers, len(tasks)))]
         try:
-            for t in tasks:
-                yield _play_and_write(t)
+            yield from ActorPool(actors).map_unordered(lambda a, t: a.play.remote(t), tasks)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return
+    if cfg.workers == 1:
+        _init_worker(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra, own_process=False)
+        try:
+            with torch_threads(1):
+                for t in tasks:
+                    yield _play_and_write(t)
         finally:
             if "env" in _worker:
                 _worker["env"].close()
             _worker.clear()
         return
     ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
-    pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.out, extra))
+    pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra))
     try:
         yield from pool.imap_unordered(_play_and_write, tasks)
         pool.close()

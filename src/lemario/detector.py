@@ -61,7 +61,8 @@ def decide(history: list[IterationScore], current: IterationScore, threshold: fl
         return Decision("commit", "first iteration", math.inf, threshold, current.sd, None, None, current.mean, current.sd, current.k)
     best = max(committed, key=lambda h: h.mean)
     sd = pooled_sd(current, best)
-    z = (current.mean - best.mean) / sd if sd > 0 else math.copysign(math.inf, current.mean - best.mean)
+    diff = current.mean - best.mean
+    z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
     evidence = dict(z=z, threshold=threshold, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean,
                     mean=current.mean, sd=current.sd, k=current.k)
     if z > threshold:

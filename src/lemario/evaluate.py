@@ -26,6 +26,7 @@ from .agents import make_agent, validate_spec
 from .collect import _die_with_parent
 from .corpus import atomic_write_text, check_writable, writer_lock
 from .env import EnvConfig, SuperMarioBros
+from .executor import torch_threads
 from .planner import PlannerConfig
 from .provenance import provenance
 from .stats import aggregate, kseed_summary
@@ -86,6 +87,10 @@ _worker: dict = {}
 def _init(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
     _die_with_parent()
     torch.set_num_threads(1)  # one worker per core
+    _init_env(env_cfg, planner)
+
+
+def _init_env(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
     _worker.update(env=SuperMarioBros(env_cfg), agents={}, planner=planner)
 
 
@@ -109,9 +114,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     with writer_lock(out):
         tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)]
         if cfg.workers == 1:
-            _init(cfg.env_config, cfg.planner)
-            rows = [_episode(t) for t in tasks]
-            _worker.pop("env").close()
+            _init_env(cfg.env_config, cfg.planner)
+            try:
+                with torch_threads(1):
+                    rows = [_episode(t) for t in tasks]
+            finally:
+                _worker.pop("env").close()
+                _worker.clear()
         else:
             with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
                 rows = pool.map(_episode, tasks, chunksize=1)

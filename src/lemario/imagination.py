@@ -93,6 +93,12 @@ class ImagineConfig:
     seed: int = 0
     max_episodes: int = 0
     """Read at most this many corpus episodes (0: all)."""
+    episodes: Path | None = None
+    """A JSON list of corpus file names to start from (the flywheel's replay selection; default: all)."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'. The saved policy is always loadable on CPU."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default; the flywheel gives each of its parallel policies a share)."""
     progress: bool = True
 
 
@@ -170,14 +176,16 @@ def actor_critic_loss(ac: ActorCritic, slow: ActorCritic, z: torch.Tensor, actio
 
 
 def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None) -> ActorCritic:
-    """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), past actions (B, c-1))."""
+    """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), past actions (B, c-1)),
+    on the world model's device."""
+    device = next(world_model.parameters()).device
     torch.manual_seed(cfg.seed)
-    ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden)
+    ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden).to(device)
     slow = copy.deepcopy(ac).requires_grad_(False)
     opt = torch.optim.Adam([{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}])
     rng = np.random.default_rng(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    scale = torch.tensor(1.0)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    scale = torch.tensor(1.0, device=device)
     bar = tqdm(range(cfg.updates), disable=not cfg.progress, dynamic_ncols=True, unit="upd")
     for i in bar:
         start, past = starts_fn(rng)
@@ -202,23 +210,30 @@ def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int):
     c = world_model.history
     valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
 
+    device = next(world_model.parameters()).device
+
     def starts(rng: np.random.Generator):
         sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
         with torch.no_grad():
-            z = world_model.encode(torch.from_numpy(sample["obs"]))  # (B, c, D)
-        return z, torch.from_numpy(sample["actions"])  # (B, c-1)
+            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device))  # (B, c, D)
+        return z, torch.from_numpy(sample["actions"]).to(device)  # (B, c-1)
 
     return starts
 
 
-def imagine_main(cfg: ImagineConfig) -> None:
+def run_imagine(cfg: ImagineConfig) -> Path:
+    """Train one policy in the frozen world model; returns the path of policy.safetensors."""
+    from .executor import torch_threads
     from .train import load_world_model
 
-    model, wm_meta = load_world_model(cfg.world_model)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, wm_meta = load_world_model(cfg.world_model, device)
     check_writable(cfg.out)
-    with writer_lock(cfg.out):
-        buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None)
+    with writer_lock(cfg.out), torch_threads(cfg.threads):
+        files = json.loads(Path(cfg.episodes).read_text()) if cfg.episodes is not None else None
+        buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
         metrics_path = cfg.out / "metrics.jsonl"
+        metrics_path.unlink(missing_ok=True)  # a policy is trained in one go: an interrupted attempt's log goes
         t0 = time.time()
 
         def log(step, m):
@@ -226,11 +241,17 @@ def imagine_main(cfg: ImagineConfig) -> None:
                 f.write(json.dumps({"update": step, "time": round(time.time() - t0, 2), **m}) + "\n")
 
         ac = train_policy(model, corpus_starts(model, buffer, cfg.batch), cfg, model.cfg.n_actions, log)
-        checkpoint.save(cfg.out / "policy.safetensors", ac.state_dict(), {
+        path = cfg.out / "policy.safetensors"
+        checkpoint.save(path, ac.state_dict(), {
             "kind": "policy", "config": {"latent_dim": model.cfg.latent_dim, "n_actions": model.cfg.n_actions, "hidden": cfg.hidden},
             "world_model": str(cfg.world_model), "world_model_commit": wm_meta.get("git_commit"),
-            "train_config": json.loads(json.dumps(asdict(cfg), default=str)), "updates": cfg.updates})
-    print(f"policy saved to {cfg.out / 'policy.safetensors'}")
+            "train_config": json.loads(json.dumps(asdict(cfg), default=str)), "updates": cfg.updates,
+            "seconds": round(time.time() - t0, 1)})
+    return path
+
+
+def imagine_main(cfg: ImagineConfig) -> None:
+    print(f"policy saved to {run_imagine(cfg)}")
 
 
 def load_policy(path: Path):
@@ -242,7 +263,7 @@ def load_policy(path: Path):
     ac = ActorCritic(c["latent_dim"], c["n_actions"], c["hidden"])
     checkpoint.load_state(ac, tensors, Path(path))
     wm_path = Path(meta["world_model"])
-    if not wm_path.is_absolute() and not wm_path.exists():
+    if not wm_path.is_absolute() and (Path(path).parent / wm_path).exists():  # relative to the policy's folder first
         wm_path = Path(path).parent / wm_path
     model, _ = load_world_model(wm_path)
     if model.cfg.latent_dim != c["latent_dim"]:

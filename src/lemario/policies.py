@@ -61,7 +61,7 @@ class BiasedPolicy:
     def reset(self) -> None:
         self._queue: list[int] = []
 
-    def _macro(self) -> list[int]:
+    def macro(self) -> list[int]:
         u = self.rng.random()
         if u < self.RUN[0]:
             return [self.run[self.rng.integers(2)]] * int(self.rng.integers(self.RUN[1], self.RUN[2] + 1))
@@ -72,7 +72,7 @@ class BiasedPolicy:
 
     def act(self, info: dict) -> int:
         if not self._queue:
-            self._queue = self._macro()
+            self._queue = self.macro()
         return self._queue.pop()
 
 

@@ -4,7 +4,8 @@ The corpus keeps every episode; what the world model trains on is a selection of
 - at most `capacity` trajectories, newest first, except that tiers marked `protected` (the elite, max_x >= 1500
   by default) are never evicted;
 - each tier may cap its share of the selected *frames* (one stuck trajectory is ~1500 frames, one early death
-  ~50): the stuck tier 200-700 at 30% by default. Over-cap tiers lose their oldest trajectories first.
+  ~50): the stuck tier 200-700 at 30% by default. Over-cap tiers lose their oldest trajectories first. A
+  corpus holding nothing but a capped tier keeps it whole (there is no mix to balance).
 The audit table (share of frames by tier) of every selection is printed and saved by the flywheel.
 """
 
@@ -57,6 +58,8 @@ def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
             continue
         mine = [r for r in chosen if tier_of(r, tiers) is tier]  # oldest first
         others = frames(chosen) - frames(mine)
+        if others == 0:  # a share of a mix: with nothing else to train on, the tier is kept whole
+            continue
         # keep the newest of this tier while its share stays within the cap: f / (others + f) <= cap
         budget = tier.max_frame_share * others / (1 - tier.max_frame_share) if tier.max_frame_share < 1 else float("inf")
         kept, used = [], 0

@@ -62,6 +62,10 @@ class TrainConfig:
     log_every: int = 10
     max_episodes: int = 0
     """Use at most this many episodes of the corpus (0: all)."""
+    episodes: Path | None = None
+    """A JSON list of corpus file names to train on (the flywheel's replay selection; default: the whole corpus)."""
+    init_from: Path | None = None
+    """Warm start: the weights of this world-model checkpoint (same architecture) instead of a random init."""
     seed: int = 0
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
@@ -158,7 +162,13 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
-    buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None)
+    files = None
+    if cfg.episodes is not None:
+        try:
+            files = json.loads(Path(cfg.episodes).read_text())
+        except (OSError, ValueError) as e:
+            raise LemarioError(f"cannot read the episode list {cfg.episodes} ({e}): pass a JSON list of corpus file names") from None
+    buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
     train_starts, val_starts = split_windows(buffer, cfg.k, cfg.val_fraction)
     n_actions = int(buffer.actions.max()) + 1
     if n_actions > cfg.model.n_actions:
@@ -195,7 +205,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             rng = np.random.default_rng([cfg.seed, rank, step])
         if rank == 0:
             print(f"resuming {cfg.out} at step {step}")
-    elif rank == 0:
+    else:
+        if cfg.init_from is not None:
+            init, _ = checkpoint.load(cfg.init_from, kind="world_model")
+            checkpoint.load_state(model, init, cfg.init_from)
+            if rank == 0:
+                print(f"warm start from {cfg.init_from}")
+    if not latest.exists() and rank == 0:
         atomic_write_text(config_path, json.dumps({"run_key": key, "config": json.loads(json.dumps(asdict(cfg), default=str)),
                                                    "corpus_episodes": len(buffer.files), "train_windows": len(train_starts),
                                                    "val_windows": len(val_starts), "world_size": world}, indent=2))

@@ -1,0 +1,113 @@
+"""The flywheel end to end on the tiny preset: two full iterations on the real emulator, kill-and-resume, the
+writer lock, the Ray executor on 2 local CPUs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+from lemario import hof
+from lemario.corpus import scan, writer_lock
+from lemario.imagination import load_policy
+
+TINY = ("flywheel", "--preset", "tiny")
+
+
+def _catalog(run):
+    """The catalog with the run folder's own path taken out (two runs live in two folders)."""
+    return json.loads((run / "hof" / "catalog.json").read_text().replace(str(run), "RUN"))
+
+
+def _corpus(run):
+    return [(r["file"], r["n_steps"], r["max_x"], r["policy"].replace(str(run), "RUN")) for r in scan(run / "corpus").episodes]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("fw") / "run"
+    r = run_cli(*TINY, "--out", str(run), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run, r.stdout
+
+
+def test_two_iterations_end_to_end(uninterrupted):
+    run, stdout = uninterrupted
+    cat = hof.catalog(run)
+    assert sorted(e["iteration"] for e in cat) == [1, 2]
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "done" and state["iterations_done"] == 2
+    assert "K-seed mean" in stdout and "[iter 2] collect 3 episodes: policy:" in stdout
+    corpus = _corpus(run)
+    assert len(corpus) == 6 + 3, "bootstrap episodes, then the iteration's own"
+    assert {p for *_, p in corpus[:6]} == {"biased"}
+    assert all(p.startswith("policy:RUN/hof/iter1_") for *_, p in corpus[6:]), "iteration 2 collects with the HOF best"
+    for n in (1, 2):
+        d = run / f"iter{n:03d}"
+        s = json.loads((d / "summary.json").read_text())
+        assert set(s["seed_scores"]) == {str(n * 1000 + 1), str(n * 1000 + 2)}, "policy seeds are iter*1000 + 1..K"
+        assert s["decision"]["decision"] in ("commit", "branch", "halt") and "z" in s["decision"]
+        assert {"collect", "train", "imagine", "eval"} <= set(s["timing"])
+        assert s["probes"]["x_pos"]["linear"]["r2"] is not None and s["audit"]["selection"]
+        for seed in s["seed_scores"]:
+            assert (d / "policies" / f"s{seed}" / "policy.safetensors").exists()
+    assert json.loads((run / "iter001" / "decision.json").read_text())["decision"] == "commit"
+    plan2 = json.loads((run / "iter002" / "plan.json").read_text())
+    assert plan2["init_from"].endswith("world_model.safetensors") and "hof/iter1_" in plan2["init_from"], "warm start from the HOF"
+    # a hall-of-fame entry stands alone: its policy loads with the entry's own world model
+    entry = hof.folder(run, cat[0])
+    ac, model, meta = load_policy(entry / "policy.safetensors")
+    assert meta["world_model"] == "world_model.safetensors" and model.cfg.latent_dim == ac.actor.net[0].in_features
+    r = run_cli("hof", "list", str(run))
+    assert r.returncode == 0 and cat[0]["name"] in r.stdout
+    # re-running a finished run does nothing new
+    r = run_cli(*TINY, "--out", str(run))
+    assert r.returncode == 0 and "2 iterations finished" in r.stdout and _corpus(run) == corpus
+
+
+def test_kills_then_resume_give_the_same_catalog(uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lemario.cli", *TINY, "--out", str(run)]
+    # SIGKILL mid-training of iteration 1, mid-collection of iteration 2, then just after its policies
+    for marker in ("iter001/wm/ckpt_latest.json", "iter002/plan.json", "iter002/policies"):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while not (run / marker).exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, f"the run ended before {marker} appeared"
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    r = run_cli(*TINY, "--out", str(run), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming" in r.stdout
+    assert _catalog(run) == _catalog(reference), "the resumed run's hall of fame equals the uninterrupted one's"
+    assert _corpus(run) == _corpus(reference), "no episode lost or duplicated"
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with writer_lock(run):
+        r = run_cli(*TINY, "--out", str(run))
+    assert r.returncode == 2 and "being written by another lemario process" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
+    run, _ = uninterrupted
+    r = run_cli(*TINY, "--out", str(run), "--k", "3")
+    assert r.returncode == 2 and "another config" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "1"], "at least 2 policies"),
+    (["--executor", "slurm"], "unknown executor 'slurm'"),
+    (["--level", "9-9"], "unknown level '9-9'"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
