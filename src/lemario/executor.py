@@ -36,6 +36,11 @@ def torch_threads(n: int):
 
 def ray_init(address: str = "", cpus: int | None = None) -> None:
     """Start (or join) Ray once per process."""
+    if not address:
+        # a private instance on the loopback interface, no token: Ray reads these when it is first imported
+        # (its defaults bind every interface)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         import ray
     except ImportError:
@@ -45,11 +50,12 @@ def ray_init(address: str = "", cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    # a private instance on the loopback interface only, no dashboard, no token (FACTS.md: Ray's defaults bind
-    # every interface)
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise LemarioError("Ray was imported before lemario could keep it on 127.0.0.1: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                           "in the environment, or pass --ray-address to join a cluster")
+    ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
 def ray_gpus() -> int:

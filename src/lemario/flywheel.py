@@ -44,7 +44,7 @@ import tyro
 from . import hof
 from .collect import CollectConfig, collect
 from .corpus import atomic_write_text, check_writable, scan, writer_lock
-from .detector import FLIPS, IterationScore, decide
+from .detector import IterationScore, decide
 from .errors import LemarioError
 from .evaluate import EvalConfig, evaluate
 from .executor import EXECUTORS, run_parallel
