@@ -111,3 +111,23 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
+    run, _ = uninterrupted
+    r = run_cli("report", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = run / "report"
+    for png in ("kseed.png", "hof.png", "tiers.png", "world_model.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"src='{png}'" in (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Detector decisions" in md and "| 2 |" in md and "between-seed sd" in md
+    # the video is the HOF best policy's furthest evaluation episode, replayed exactly
+    entry = hof.folder(run, hof.top(run)[0])
+    rows = [json.loads(line) for line in (entry / "eval" / "episodes.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["agent"] == hof.top(run)[0]["best_agent"]]
+    chosen = json.loads((out / "render.json").read_text())["chosen"]
+    assert chosen["max_x"] == max(row["max_x"] for row in rows) and (out / "best.mp4").stat().st_size > 1000
+    r = run_cli("report", str(run.parent / "nothing"))
+    assert r.returncode == 2 and "no finished flywheel iteration" in r.stderr

@@ -142,8 +142,8 @@ PRESETS = {
 }
 
 
-def iter_dir(cfg: FlywheelConfig, n: int) -> Path:
-    return cfg.out / f"iter{n:03d}"
+def iter_dir(run: Path, n: int) -> Path:
+    return Path(run) / f"iter{n:03d}"
 
 
 def _read(path: Path) -> dict:
@@ -209,7 +209,7 @@ def _log(n: int, msg: str) -> None:
 
 
 def run_iteration(cfg: FlywheelConfig, n: int, decisions: list[dict]) -> dict:
-    d = iter_dir(cfg, n)
+    d = iter_dir(cfg.out, n)
     d.mkdir(parents=True, exist_ok=True)
     plan = _read(d / "plan.json") if (d / "plan.json").exists() else plan_iteration(cfg, n, decisions)
     _write(d / "plan.json", plan)
@@ -316,11 +316,11 @@ def run_iteration(cfg: FlywheelConfig, n: int, decisions: list[dict]) -> dict:
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
-def finished(cfg: FlywheelConfig) -> list[dict]:
-    """Summaries of the finished iterations, in order."""
+def finished(run: Path) -> list[dict]:
+    """Summaries of the finished iterations of a run folder, in order."""
     out, n = [], 1
-    while (iter_dir(cfg, n) / "summary.json").exists():
-        out.append(_read(iter_dir(cfg, n) / "summary.json"))
+    while (iter_dir(run, n) / "summary.json").exists():
+        out.append(_read(iter_dir(run, n) / "summary.json"))
         n += 1
     return out
 
@@ -353,7 +353,7 @@ def flywheel(cfg: FlywheelConfig) -> list[dict]:
         else:
             _write(cfg.out / "config.json", {"run_key": key, "config": json.loads(json.dumps(asdict(cfg), default=str)),
                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **provenance()})
-        summaries = finished(cfg)
+        summaries = finished(cfg.out)
         if summaries:
             print(f"resuming {cfg.out}: {len(summaries)} iterations finished")
         while len(summaries) < cfg.iterations:

@@ -34,6 +34,8 @@ class RenderConfig:
     """Agent spec: random, biased, planner:PATH, policy:PATH."""
     episodes: int = 5
     """Candidates; the best is rendered."""
+    eval_seed: int | None = None
+    """Render exactly the episode of this evaluation seed (e.g. one from an eval's episodes.jsonl) instead."""
     rank_by: str = "max_x"
     """'max_x' (furthest) or 'fastest_clear' (fewest steps among flag episodes, else furthest)."""
     level: str = "1-1"
@@ -94,7 +96,8 @@ def render(cfg: RenderConfig) -> dict:
     env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
     try:
         agent = make_agent(cfg.agent, env.config)
-        rows = [play(env, agent, EVAL_SEED_BASE + i) for i in range(cfg.episodes)]
+        seeds = [cfg.eval_seed] if cfg.eval_seed is not None else [EVAL_SEED_BASE + i for i in range(cfg.episodes)]
+        rows = [play(env, agent, seed) for seed in seeds]
         best = choose(rows, cfg.rank_by)
         # replay the chosen episode, recording frames
         obs, info = env.reset(seed=best["eval_seed"])
