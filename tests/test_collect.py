@@ -14,6 +14,7 @@ import pytest
 from conftest import run_cli
 from lemario.collect import CollectConfig, collect, episode_seed
 from lemario.corpus import read_episode, scan, writer_lock
+from lemario.errors import LemarioError
 
 FAST = ["--max-steps", "80", "--no-progress"]
 
@@ -39,6 +40,35 @@ def test_rerun_adds_a_new_run(tmp_path):
         "run-0001-00000.h5", "run-0001-00001.h5", "run-0002-00000.h5", "run-0002-00001.h5"]
     seeds = {e["seed"] for e in index.episodes}
     assert len(seeds) == 4, "a new run plays new episodes"
+
+
+def test_a_named_run_is_played_once(tmp_path):
+    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, max_steps=30, progress=False, run="iter001")
+    first = [e["file"] for e in collect(cfg).episodes]
+    assert first == ["iter001-00000.h5", "iter001-00001.h5"]
+    assert [e["file"] for e in collect(cfg).episodes] == first, "complete: re-running adds nothing"
+    with pytest.raises(LemarioError, match="run iter001 .* another config"):
+        collect(CollectConfig(out=tmp_path, episodes=3, workers=1, max_steps=30, progress=False, run="iter001"))
+    index = collect(CollectConfig(out=tmp_path, episodes=1, workers=1, max_steps=30, progress=False))
+    assert "run-0002-00000.h5" in [e["file"] for e in index.episodes], "unnamed runs number on after named ones"
+
+
+def test_exploring_agent_mixes_in_biased_macros(make_env):
+    from lemario.agents import ExploringAgent, ScriptedAgent
+    from lemario.collect import play_episode
+
+    env = make_env(max_steps=120)
+    uniform = play_episode(env, "uniform", 5)
+    same = play_episode(env, ExploringAgent(ScriptedAgent("uniform", env.config), 0.0, "complex"), 5, "uniform")
+    assert np.array_equal(same.actions, uniform.actions), "epsilon 0 is the agent itself"
+    explored = play_episode(env, ExploringAgent(ScriptedAgent("uniform", env.config), 0.3, "complex"), 5, "uniform+explore")
+    n = min(len(explored.actions), len(uniform.actions))
+    assert (explored.actions[:n] != uniform.actions[:n]).any() and explored.meta["policy"] == "uniform+explore"
+    always = ExploringAgent(ScriptedAgent("uniform", env.config), 1.0, "complex")
+    always.reset(0)
+    acts = [always.act(None, {}) for _ in range(200)]
+    right = {1, 2, 3, 4}  # complex set: right, right+A, right+B, right+A+B
+    assert np.mean([a in right for a in acts]) > 0.8, "epsilon 1 plays the right-biased macros only"
 
 
 def test_sigkill_then_rerun_completes_the_same_corpus(tmp_path):

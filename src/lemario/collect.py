@@ -92,8 +92,8 @@ class CollectConfig:
         validate_spec(self.policy)
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
-        if self.run and (not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith("-")):
-            raise LemarioError(f"run name {self.run!r} must be letters, digits, '-' or '_'")
+        if self.run and (not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith(("-", "run-"))):
+            raise LemarioError(f"run name {self.run!r}: use letters, digits, '-' or '_', not starting with 'run-' (kept for numbered runs)")
         if self.executor not in ("local", "ray"):
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
         if self.episodes < 1 or self.workers < 1:

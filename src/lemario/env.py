@@ -12,7 +12,6 @@ nes-py (and the other backend) restores by replaying from the level start.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -98,7 +97,7 @@ class SuperMarioBros(gym.Env):
             self.emu.backup()  # nes-py: its single backup slot holds the level start
         # Emulator states do not include the screen buffer: keep the level-start picture for every reset.
         self._boot_rgb = self.emu.screen()
-        self._stack: deque[np.ndarray] = deque(maxlen=config.frame_stack)
+        self._frames = np.zeros((config.frame_stack, *config.frame_shape), np.uint8)  # the stack, oldest first
         self._log = bytearray()
         self._read_ram()
         self._rgb = self._boot_rgb
@@ -112,9 +111,7 @@ class SuperMarioBros(gym.Env):
             self._restore(state)
         else:
             self._to_level_start()
-            self._stack.clear()
-            first = self._process(self._boot_rgb, self._boot_rgb)
-            self._stack.extend([first] * self.config.frame_stack)
+            self._frames[:] = self._process(self._boot_rgb, self._boot_rgb)
             self._rgb = self._boot_rgb
             self._read_ram()
             for _ in range(int(self.np_random.integers(0, self.config.noop_max + 1))):
@@ -146,7 +143,8 @@ class SuperMarioBros(gym.Env):
             if i == skip - 2:
                 prev = self.emu.screen()
         self._rgb = self.emu.screen()
-        self._stack.append(self._process(prev, self._rgb))
+        self._frames[:-1] = self._frames[1:]  # numpy copies overlapping slices correctly
+        self._frames[-1] = self._process(prev, self._rgb)
         self._log += bytes((byte,)) * skip
         self._read_ram()
 
@@ -158,7 +156,7 @@ class SuperMarioBros(gym.Env):
         return frames.process(prev, last, self.config.backend, self.config.grayscale, self.config.resize)
 
     def _obs(self) -> np.ndarray:
-        return np.stack(self._stack)  # (frame_stack, H, W[, 3])
+        return self._frames.copy()  # (frame_stack, H, W[, 3])
 
     # ---- states -------------------------------------------------------------------------------------------------
     def _to_level_start(self) -> None:
@@ -188,8 +186,7 @@ class SuperMarioBros(gym.Env):
                 self.emu.step(byte)
             self._rgb = self.emu.screen()
         self._log = bytearray(state.buttons)
-        self._stack.clear()
-        self._stack.extend(state.stack)
+        self._frames[:] = state.stack
         self._read_ram()
 
     # ---- frames for people --------------------------------------------------------------------------------------
@@ -203,7 +200,7 @@ class SuperMarioBros(gym.Env):
     @property
     def last_frame(self) -> np.ndarray:
         """The newest preprocessed frame (H, W[, 3]), what the corpus stores per step."""
-        return self._stack[-1]
+        return self._frames[-1].copy()
 
     @property
     def ram(self) -> np.ndarray:

@@ -28,6 +28,12 @@ from .errors import LemarioError
 from .world_model import PROGRESS_SCALE, decode_reward
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU for one without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def symlog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
@@ -178,7 +184,7 @@ def actor_critic_loss(ac: ActorCritic, slow: ActorCritic, z: torch.Tensor, actio
 def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None) -> ActorCritic:
     """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), past actions (B, c-1)),
     on the world model's device."""
-    device = next(world_model.parameters()).device
+    device = module_device(world_model)
     torch.manual_seed(cfg.seed)
     ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden).to(device)
     slow = copy.deepcopy(ac).requires_grad_(False)
@@ -210,7 +216,7 @@ def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int):
     c = world_model.history
     valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
 
-    device = next(world_model.parameters()).device
+    device = module_device(world_model)
 
     def starts(rng: np.random.Generator):
         sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
