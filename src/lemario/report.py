@@ -78,7 +78,7 @@ def plot_kseed(summaries: list[dict], reference: float | None, path: Path) -> No
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean max_x over evaluation episodes")
     ax.set_xticks(its)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title("K policies per iteration")
     _save(fig, path)
 
@@ -109,7 +109,7 @@ def plot_hof(curve: list[dict], reference: float | None, path: Path) -> None:
     ax.set_xlabel("after iteration")
     ax.set_ylabel("max_x")
     ax.set_xticks(x)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(fig, path)
 
 
