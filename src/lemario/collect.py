@@ -14,7 +14,6 @@ The player is any evaluation agent (`lemario.agents`): `biased`, `uniform`, `pol
 
 from __future__ import annotations
 
-import ctypes
 import json
 import multiprocessing as mp
 import signal
@@ -32,7 +31,7 @@ from .corpus import (
 )
 from .emulator import resolve_rom
 from .env import EnvConfig, SuperMarioBros
-from .executor import torch_threads
+from .executor import die_with_parent, torch_threads
 from .errors import LemarioError
 from .agents import make_agent, validate_spec
 from .provenance import provenance
@@ -155,17 +154,9 @@ def _env_meta(cfg: EnvConfig) -> dict:
 _worker: dict = {}
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the collector dies (even by SIGKILL), so no orphan plays on."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _init_worker(env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True) -> None:
     if own_process:
-        _die_with_parent()
+        die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
         torch.set_num_threads(1)  # model agents: one worker per core

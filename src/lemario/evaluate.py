@@ -23,10 +23,9 @@ import tyro
 
 from . import ram as R
 from .agents import make_agent, validate_spec
-from .collect import _die_with_parent
 from .corpus import atomic_write_text, check_writable, writer_lock
 from .env import EnvConfig, SuperMarioBros
-from .executor import torch_threads
+from .executor import die_with_parent, torch_threads
 from .planner import PlannerConfig
 from .provenance import provenance
 from .stats import aggregate, kseed_summary
@@ -85,7 +84,7 @@ _worker: dict = {}
 
 
 def _init(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
-    _die_with_parent()
+    die_with_parent()
     torch.set_num_threads(1)  # one worker per core
     _init_env(env_cfg, planner)
 

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 from contextlib import contextmanager
 from typing import Callable
 
@@ -19,6 +21,14 @@ import torch
 from .errors import LemarioError
 
 EXECUTORS = ("local", "ray")
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent dies (even by SIGKILL), so no orphan plays on."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -65,9 +75,7 @@ def ray_gpus() -> int:
 
 
 def _call(payload: tuple[Callable, object]):
-    from .collect import _die_with_parent
-
-    _die_with_parent()
+    die_with_parent()
     fn, arg = payload
     return fn(arg)
 
