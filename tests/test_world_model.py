@@ -176,6 +176,22 @@ def test_same_seed_same_first_steps(corpus, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_stop_at_ends_early_on_the_full_schedule(corpus, tmp_path):
+    """`stop_at` replays a time-budgeted run's length: same steps, same learning rates, as the full run's start."""
+    cfg = replace(PRESETS["tiny"], corpus=corpus, steps=8, warmup=2, log_every=1, progress=False, tensorboard=False)
+    train(replace(cfg, out=tmp_path / "full"))
+    train(replace(cfg, out=tmp_path / "stopped", stop_at=5))
+
+    def rows(run):
+        return [r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines()) if "loss/total" in r]
+
+    full, stopped = rows("full"), rows("stopped")
+    assert [r["step"] for r in stopped] == [1, 2, 3, 4, 5]
+    assert [(r["loss/total"], r["train/lr"]) for r in stopped] == [(r["loss/total"], r["train/lr"]) for r in full[:5]]
+    assert stopped[-1]["train/lr"] > 0.5 * cfg.lr  # mid-cosine over 8 steps, not the end of a 5-step schedule
+    assert json.loads((tmp_path / "stopped" / "model.json").read_text())["step"] == 5
+
+
 def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
     args = ["train", "--preset", "tiny", "--corpus", str(corpus), "--steps", "40", "--ckpt-every", "10", "--no-progress", "--no-tensorboard"]
     proc = subprocess.Popen([sys.executable, "-m", "lemario.cli", *args, "--out", str(tmp_path / "killed")],

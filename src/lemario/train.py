@@ -44,7 +44,10 @@ class TrainConfig:
     steps: int = 4000
     """Optimizer steps (the cosine schedule spans them)."""
     minutes: float = 0.0
-    """Wall-clock budget: stop and checkpoint after this many minutes (0: none)."""
+    """Wall-clock budget: stop and checkpoint after this many minutes (0: none). The step it stopped at is saved
+    (`step` in model.json); `--stop-at` that step replays the same run on any machine, at any load."""
+    stop_at: int = 0
+    """Stop and checkpoint at this step without changing the schedule, which still spans `steps` (0: at `steps`)."""
     batch_size: int = 64
     """Windows per step (per process under DDP)."""
     k: int = 4
@@ -75,7 +78,7 @@ class TrainConfig:
     def run_key(self) -> dict:
         """What makes two invocations the same run (not where it logs or how it shows progress)."""
         d = json.loads(json.dumps(asdict(self), default=str))
-        for k in ("out", "progress", "tensorboard", "device", "minutes"):
+        for k in ("out", "progress", "tensorboard", "device", "minutes", "stop_at"):
             d.pop(k)
         return d
 
@@ -224,7 +227,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     val_rng_seed = 12345
     t_start, last_val = time.time(), {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
+    bar = tqdm(total=end, initial=step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
 
     def save_latest():
         if rank != 0:
@@ -245,7 +249,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                 writer.add_scalar(k, v, at)
 
     module.train()
-    while step < cfg.steps:
+    while step < end:
         if cfg.minutes and _any_rank(time.time() - t_start > cfg.minutes * 60, world, device):
             if rank == 0:
                 print(f"time budget of {cfg.minutes} min reached at step {step}")
