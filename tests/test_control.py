@@ -10,7 +10,8 @@ from conftest import run_cli
 from lemario.actions import action_set
 from lemario.errors import LemarioError
 from lemario.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
-from lemario.planner import PlannerConfig, cem, prior_probs
+from lemario.planner import LatentPlanner, PlannerConfig, cem, planning_dtype, prior_probs
+from lemario.world_model import ModelConfig, WorldModel
 
 
 def test_cem_finds_a_hidden_sequence():
@@ -48,6 +49,24 @@ def test_biased_prior_favours_right():
     assert p.shape == (4, 12) and torch.allclose(p.sum(1), torch.ones(4))
     right = [i for i, a in enumerate(actions) if "right" in a]
     assert p[0, right].sum() > 0.5
+
+
+def test_bf16_planning_ranks_sequences_like_fp32():
+    torch.manual_seed(0)
+    model = WorldModel(ModelConfig(latent_dim=32, encoder_dim=64, projector_hidden=64, pred_hidden=64, pred_depth=2, reward_hidden=32))
+    model.eval()
+    actions = action_set("complex")
+    p32, p16 = (LatentPlanner(model, PlannerConfig(precision=p), actions) for p in ("fp32", "bf16"))
+    assert p16.rollout_model is not model and next(p16.rollout_model.predictor.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the agent's own model is untouched
+    seqs = torch.randint(0, 12, (256, 15), generator=torch.Generator().manual_seed(1))
+    context, past = torch.randn(1, 1, 32), torch.zeros(1, 0, dtype=torch.int64)
+    s32, s16 = p32.objective(context, past)(seqs), p16.objective(context, past)(seqs)
+    assert s16.dtype == torch.float32 and s32.std() > 0
+    assert np.corrcoef(s32, s16)[0, 1] > 0.99
+    assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
+    with pytest.raises(ValueError, match="unknown planner precision 'fp8'"):
+        planning_dtype("fp8", torch.device("cpu"))
 
 
 def test_harness_rows_and_determinism(tmp_path):

@@ -10,7 +10,10 @@ latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -34,6 +37,9 @@ class PlannerConfig:
     """Pixels of progress worth 100 points of score."""
     discount: float = 0.99
     replan_every: int = 1
+    precision: str = "auto"
+    """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
+    matmuls on CPUs with AMX); 'auto' is bf16 where the hardware computes it natively (AMX CPUs, CUDA), else fp32."""
 
 
 def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
@@ -59,6 +65,27 @@ def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg:
     return best_seq, torch.tensor(best_score), probs
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX bf16 tiles (Linux flags), where oneDNN's bf16 matmuls run ~5x faster than fp32."""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return "amx_bf16" in flags.split()
+
+
+def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+        return torch.bfloat16 if native else torch.float32
+    raise ValueError(f"unknown planner precision {precision!r}: use 'auto', 'fp32' or 'bf16'")
+
+
 def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
     """(horizon, A) initial distribution."""
     if cfg.prior == "uniform":
@@ -73,6 +100,9 @@ def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Ten
 class LatentPlanner:
     def __init__(self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None):
         self.model, self.cfg, self.value = model.eval(), cfg, value
+        self.dtype = planning_dtype(cfg.precision, next(model.parameters()).device)
+        # the rollouts' own copy in the planning dtype (the encoder stays fp32: it runs once per step)
+        self.rollout_model = self.model if self.dtype == torch.float32 else copy.deepcopy(self.model).to(self.dtype)
         self.prior = prior_probs(cfg, actions)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
 
@@ -81,10 +111,10 @@ class LatentPlanner:
         """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
         (c, D) with the c-1 actions taken between its latents."""
         N = len(seqs)
-        ctx = context.expand(N, -1, -1)  # (N, c, D)
+        ctx = context.to(self.dtype).expand(N, -1, -1)  # (N, c, D)
         acts = torch.cat([past.expand(N, -1), seqs], dim=1)  # (N, c-1+H)
-        z = self.model.rollout(ctx, acts)  # (N, H, D)
-        return z, decode_reward(self.model.reward(z))
+        z = self.rollout_model.rollout(ctx, acts)  # (N, H, D)
+        return z.float(), decode_reward(self.rollout_model.reward(z).float())
 
     def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None):
         cfg = self.cfg
