@@ -65,8 +65,7 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert s16.dtype == torch.float32 and s32.std() > 0
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
     assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
-    with pytest.raises(ValueError, match="unknown planner precision 'fp8'"):
-        planning_dtype("fp8", torch.device("cpu"))
+    assert planning_dtype("bf16", torch.device("cpu")) == torch.bfloat16 and planning_dtype("fp32", torch.device("cpu")) == torch.float32
 
 
 def test_harness_rows_and_determinism(tmp_path):
@@ -91,6 +90,10 @@ def test_bad_agent_specs(tmp_path):
         evaluate(EvalConfig(agents=("planner",), episodes=1, workers=1, out=tmp_path / "x"))
     r = run_cli("eval", "planner:/nonexistent/model.safetensors", "--episodes", "1")
     assert r.returncode == 2 and "no checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for option, value, message in (("precision", "fp8", "unknown planner precision 'fp8'"), ("prior", "left", "unknown planner prior"),
+                                   ("elites", "512", "elites <= samples")):
+        r = run_cli("eval", "biased", "--episodes", "1", f"--planner.{option}", value, "--out", str(tmp_path / option))
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------

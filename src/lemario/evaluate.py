@@ -108,6 +108,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     for spec in cfg.agents:
         validate_spec(spec)
     cfg.env_config.validate()
+    cfg.planner.validate()  # here, not in the workers: a failing Pool initializer respawns forever
     out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
     check_writable(out)
     with writer_lock(out):

@@ -18,7 +18,11 @@ from typing import Callable
 
 import torch
 
+from .errors import LemarioError
 from .world_model import WorldModel, decode_reward
+
+PRIORS = ("uniform", "biased")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class PlannerConfig:
     precision: str = "auto"
     """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
     matmuls on CPUs with AMX); 'auto' is bf16 where the hardware computes it natively (AMX CPUs, CUDA), else fp32."""
+
+    def validate(self) -> None:
+        if self.prior not in PRIORS:
+            raise LemarioError(f"unknown planner prior {self.prior!r}: use {' or '.join(PRIORS)}")
+        if self.precision not in PRECISIONS:
+            raise LemarioError(f"unknown planner precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        if min(self.horizon, self.samples, self.iterations, self.replan_every) < 1 or not 1 <= self.elites <= self.samples:
+            raise LemarioError(f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
+                               f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples")
 
 
 def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
@@ -76,32 +89,29 @@ def cpu_has_native_bf16() -> bool:
 
 
 def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
+    """The rollouts' dtype for a validated PlannerConfig.precision."""
     if precision == "auto":
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         return torch.bfloat16 if native else torch.float32
-    raise ValueError(f"unknown planner precision {precision!r}: use 'auto', 'fp32' or 'bf16'")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
 def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
-    """(horizon, A) initial distribution."""
+    """(horizon, A) initial distribution of a validated config."""
     if cfg.prior == "uniform":
         p = torch.ones(len(actions))
-    elif cfg.prior == "biased":
-        p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])  # favour right, rarely noop
-    else:
-        raise ValueError(f"unknown prior {cfg.prior!r}: use 'uniform' or 'biased'")
+    else:  # biased: favour right, rarely noop
+        p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])
     return (p / p.sum()).expand(cfg.horizon, -1).clone()
 
 
 class LatentPlanner:
     def __init__(self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None):
+        cfg.validate()
         self.model, self.cfg, self.value = model.eval(), cfg, value
         self.dtype = planning_dtype(cfg.precision, next(model.parameters()).device)
-        # the rollouts' own copy in the planning dtype (the encoder stays fp32: it runs once per step)
+        # the rollouts' own copy in the planning dtype (only its predictor and reward head run; the agent encodes
+        # with the fp32 model)
         self.rollout_model = self.model if self.dtype == torch.float32 else copy.deepcopy(self.model).to(self.dtype)
         self.prior = prior_probs(cfg, actions)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
