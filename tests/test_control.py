@@ -83,6 +83,35 @@ def test_harness_rows_and_determinism(tmp_path):
     assert again["per_agent"] == s["per_agent"], "same eval seeds, same results, whatever the worker count"
 
 
+def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypatch):
+    import lemario.evaluate as E
+
+    cfg = EvalConfig(agents=("biased", "random"), episodes=3, workers=1, max_steps=120, out=tmp_path / "e")
+    full = evaluate(EvalConfig(**{**cfg.__dict__, "out": tmp_path / "full"}))
+    real_play, played = E.play, []
+
+    def crashing_play(env, agent, seed):
+        if len(played) == 5:
+            raise KeyboardInterrupt  # killed during the sixth and last episode
+        played.append(seed)
+        return real_play(env, agent, seed)
+
+    monkeypatch.setattr(E, "play", crashing_play)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg)
+    assert not (cfg.out / "summary.json").exists()
+    with open(cfg.out / E.PARTIAL, "a") as f:
+        f.write('{"agent": "random", "epis')  # a torn last line
+    with pytest.raises(LemarioError, match="differs in max_steps"):
+        evaluate(EvalConfig(**{**cfg.__dict__, "max_steps": 200}))
+    played.clear()
+    monkeypatch.setattr(E, "play", lambda env, agent, seed: played.append(seed) or real_play(env, agent, seed))
+    resumed = evaluate(EvalConfig(**{**cfg.__dict__, "workers": 2}))  # the worker count may change
+    assert played == [EVAL_SEED_BASE + 2], "only the missing episode is played"
+    assert resumed["per_agent"] == full["per_agent"]
+    assert not (cfg.out / E.PARTIAL).exists() and len((cfg.out / "episodes.jsonl").read_text().splitlines()) == 6
+
+
 def test_bad_agent_specs(tmp_path):
     with pytest.raises(LemarioError, match="unknown agent"):
         evaluate(EvalConfig(agents=("smart",), episodes=1, workers=1, out=tmp_path / "x"))

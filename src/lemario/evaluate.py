@@ -4,7 +4,8 @@ Each agent plays N stochastic episodes from the level's spawn on evaluation seed
 training/collection seed (EVAL_SEED_BASE + i). Per episode: max_x, final x, flag, steps, and where and how
 Mario's episode ended (pit, enemy, time, step limit, flag). Per agent: mean/median/max of max_x, flag rate,
 bootstrap 95% CI, and the mode-collapse flag. Several agents given together are treated as K independently
-trained seeds: mean of their means with the sd between seeds (`lemario.stats`).
+trained seeds: mean of their means with the sd between seeds (`lemario.stats`). Finished episodes are
+appended to OUT/episodes.partial.jsonl as they come, so a killed evaluation re-run with the same settings resumes.
 
 Agents (`lemario.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from . import ram as R
 from .agents import make_agent, validate_spec
 from .corpus import atomic_write_text, check_writable, writer_lock
 from .env import EnvConfig, SuperMarioBros
+from .errors import LemarioError
 from .executor import die_with_parent, torch_threads
 from .planner import PlannerConfig
 from .provenance import provenance
@@ -104,7 +107,41 @@ def _episode(task: tuple[str, int, int]) -> dict:
     return {"agent": spec, "episode": index, **row, **extra}
 
 
+PARTIAL = "episodes.partial.jsonl"
+
+
+def _resume_key(cfg: EvalConfig) -> dict:
+    """What makes two evaluations' episodes interchangeable (not the worker count or the folder)."""
+    d = json.loads(json.dumps(asdict(cfg), default=str))
+    return {k: v for k, v in d.items() if k not in ("workers", "out")}
+
+
+def _load_partial(path: Path, key: dict) -> list[dict]:
+    """Episodes finished by an interrupted run of the same evaluation; a torn last line (a kill mid-write) is dropped."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    try:
+        header = json.loads(lines[0])["resume_key"] if lines else None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        header = None
+    if header != key:
+        changed = sorted(k for k in set(key) | set(header or {}) if (header or {}).get(k) != key.get(k))
+        raise LemarioError(f"{path} holds episodes of another evaluation (differs in {', '.join(changed) or 'its header'}): "
+                           "use another --out or delete that file")
+    rows = []
+    for line in lines[1:]:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def evaluate(cfg: EvalConfig) -> dict:
+    """Play every (agent, episode) task and aggregate. Each finished episode is appended to
+    OUT/episodes.partial.jsonl at once, so an interrupted evaluation re-run with the same settings and --out
+    plays only the episodes it lacks; the sorted episodes.jsonl and summary.json replace it at the end."""
     for spec in cfg.agents:
         validate_spec(spec)
     cfg.env_config.validate()
@@ -112,18 +149,34 @@ def evaluate(cfg: EvalConfig) -> dict:
     out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
     check_writable(out)
     with writer_lock(out):
-        tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)]
-        if cfg.workers == 1:
-            _init_env(cfg.env_config, cfg.planner)
-            try:
-                with torch_threads(1):
-                    rows = [_episode(t) for t in tasks]
-            finally:
-                _worker.pop("env").close()
-                _worker.clear()
-        else:
-            with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
-                rows = pool.map(_episode, tasks, chunksize=1)
+        key, partial = _resume_key(cfg), out / PARTIAL
+        rows = _load_partial(partial, key)
+        done = {(r["agent"], r["episode"]) for r in rows}
+        tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)
+                 if (spec, i) not in done]
+        if rows:
+            print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
+        atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
+        with open(partial, "a") as log:
+            def record(row: dict) -> None:
+                rows.append(row)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+
+            if tasks and (cfg.workers == 1 or len(tasks) == 1):
+                _init_env(cfg.env_config, cfg.planner)
+                try:
+                    with torch_threads(1):
+                        for t in tasks:
+                            record(_episode(t))
+                finally:
+                    _worker.pop("env").close()
+                    _worker.clear()
+            elif tasks:
+                with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
+                    for row in pool.imap_unordered(_episode, tasks, chunksize=1):
+                        record(row)
         rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
         per_agent = {spec: aggregate([r for r in rows if r["agent"] == spec]) for spec in cfg.agents}
         for spec, agg in per_agent.items():
@@ -137,6 +190,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                    "config": json.loads(json.dumps(asdict(cfg), default=str)), **provenance()}
         atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        partial.unlink()
     summary["out"] = str(out)
     return summary
 
