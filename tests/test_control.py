@@ -66,6 +66,10 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
     assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
     assert planning_dtype("bf16", torch.device("cpu")) == torch.bfloat16 and planning_dtype("fp32", torch.device("cpu")) == torch.float32
+    seq, value, rewards = p32.plan(context, past, torch.Generator().manual_seed(2))
+    _, again = p32.rewards(context, past, seq[None])
+    torch.testing.assert_close(rewards, again[0], rtol=1e-4, atol=1e-4)  # those of its best sequence (batched vs alone)
+    assert value == pytest.approx(float(p32.objective(context, past)(seq[None])[0]), rel=1e-4)
 
 
 def test_harness_rows_and_determinism(tmp_path):

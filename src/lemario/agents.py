@@ -91,9 +91,8 @@ class PlannerAgent:
             context = torch.stack(self.latents)[None]  # (1, c, D)
             past = torch.tensor(self.past[len(self.past) - (len(self.latents) - 1):] if len(self.latents) > 1 else [], dtype=torch.int64)[None]
             keep = torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
-            seq, _ = self.planner.plan(context, past, self.generator, keep)
-            _, rewards = self.planner.rewards(context, past, seq[None])
-            self.plan, self.expected = seq.tolist(), rewards[0, :, 0].tolist()
+            seq, _, rewards = self.planner.plan(context, past, self.generator, keep)
+            self.plan, self.expected = seq.tolist(), rewards[:, 0].tolist()
             self.stats["planned"] += len(self.plan)
             self.stats["planned_standing"] += int(self.standing[seq].sum())
         action = self.plan.pop(0)

@@ -126,23 +126,31 @@ class LatentPlanner:
         z = self.rollout_model.rollout(ctx, acts)  # (N, H, D)
         return z.float(), decode_reward(self.rollout_model.reward(z).float())
 
-    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None):
+    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None, best: dict | None = None):
+        """score(seqs (N, H)) -> (N,). When `best` is a dict, the best-scoring sequence seen so far is kept in it
+        with its predicted rewards (H, 3), so the executed plan's expectations need no second rollout."""
         cfg = self.cfg
 
         def score(seqs: torch.Tensor) -> torch.Tensor:
             z, r = self.rewards(context, past, seqs)
             if goal is not None:
-                return -(z[:, -1] - goal).square().sum(-1)  # LeWM: squared distance of the last latent to the goal
-            per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
-            total = (per_step * self.discounts).sum(-1)
-            if self.value is not None:
-                total = total + cfg.discount ** cfg.horizon * self.value(z[:, -1])
+                total = -(z[:, -1] - goal).square().sum(-1)  # LeWM: squared distance of the last latent to the goal
+            else:
+                per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
+                total = (per_step * self.discounts).sum(-1)
+                if self.value is not None:
+                    total = total + cfg.discount ** cfg.horizon * self.value(z[:, -1])
+            if best is not None:
+                i = int(total.argmax())
+                if float(total[i]) > best.get("score", -float("inf")):
+                    best.update(score=float(total[i]), seq=seqs[i].clone(), rewards=r[i])
             return total
 
         return score
 
     def plan(self, context: torch.Tensor, past: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None,
-             goal: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-        """Best action sequence (H,) and its score."""
-        best, value, _ = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
-        return best, float(value)
+             goal: torch.Tensor | None = None) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """Best action sequence (H,), its score, and its predicted (progress px, score points, death prob.) (H, 3)."""
+        best: dict = {}
+        cem(self.objective(context, past, goal, best), self.prior, self.cfg, generator, keep)  # its best (up to ties) is ours
+        return best["seq"], best["score"], best["rewards"]
