@@ -124,7 +124,7 @@ def test_bad_agent_specs(tmp_path):
     r = run_cli("eval", "planner:/nonexistent/model.safetensors", "--episodes", "1")
     assert r.returncode == 2 and "no checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     for option, value, message in (("precision", "fp8", "unknown planner precision 'fp8'"), ("prior", "left", "unknown planner prior"),
-                                   ("elites", "512", "elites <= samples")):
+                                   ("elites", "512", "elites <= samples"), ("value", "/nonexistent/policy.safetensors", "no policy checkpoint")):
         r = run_cli("eval", "biased", "--episodes", "1", f"--planner.{option}", value, "--out", str(tmp_path / option))
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

@@ -282,3 +282,27 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     assert next(iter(s["per_agent"].values()))["episodes"] == 2
     with pytest.raises(LemarioError, match="'world_model' checkpoint, expected 'policy'"):
         evaluate(EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x"))
+    # the planner with the policy's critic as its value beyond the horizon
+    from lemario.actions import action_set
+    from lemario.planner import LatentPlanner, PlannerConfig, critic_value
+
+    policy = tmp_path / "pi" / "policy.safetensors"
+    model, _ = load_world_model(trained / "model.safetensors")
+    value = critic_value(policy, model)
+    cfg = PlannerConfig(horizon=4, precision="fp32")
+    with_value, without = (LatentPlanner(model, cfg, action_set("complex"), v) for v in (value, None))
+    seqs = torch.randint(0, model.cfg.n_actions, (8, 4), generator=torch.Generator().manual_seed(0))
+    context, past = torch.randn(1, 1, model.cfg.latent_dim), torch.zeros(1, 0, dtype=torch.int64)
+    z, _ = without.rewards(context, past, seqs)
+    v = value(z[:, -1])
+    assert v.shape == (8,) and v.std() > 0
+    torch.testing.assert_close(with_value.objective(context, past)(seqs) - without.objective(context, past)(seqs), 0.99 ** 4 * v)
+    s = evaluate(EvalConfig(agents=(f"planner:{trained / 'model.safetensors'}",), episodes=1, workers=1, max_steps=12, out=tmp_path / "pv",
+                            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy))))
+    assert next(iter(s["per_agent"].values()))["episodes"] == 1
+    tensors, meta = checkpoint.load(trained / "model.safetensors")
+    tensors = {k: (t + 0.01 if k.startswith("predictor.") and t.is_floating_point() else t) for k, t in tensors.items()}
+    checkpoint.save(tmp_path / "other.safetensors", tensors, meta)
+    with pytest.raises(LemarioError, match="trained on another world model"):
+        evaluate(EvalConfig(agents=(f"planner:{tmp_path / 'other.safetensors'}",), episodes=1, workers=1, out=tmp_path / "pw",
+                            planner=PlannerConfig(value=str(policy))))

@@ -21,7 +21,7 @@ import torch
 from .actions import action_set
 from .env import EnvConfig
 from .errors import LemarioError
-from .planner import LatentPlanner, PlannerConfig
+from .planner import LatentPlanner, PlannerConfig, critic_value
 from .policies import BiasedPolicy, make_policy
 
 SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
@@ -68,7 +68,7 @@ class PlannerAgent:
             raise LemarioError(f"the world model knows {model.cfg.n_actions} actions, the env's {env_config.action_set} set has "
                                f"{len(actions)}: evaluate with the action set it was trained on")
         self.model, self.cfg = model, cfg
-        self.planner = LatentPlanner(model, cfg, actions)
+        self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
 
     def reset(self, seed: int) -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from .errors import LemarioError
-from .world_model import WorldModel, decode_reward
+from .world_model import PROGRESS_SCALE, WorldModel, decode_reward
 
 PRIORS = ("uniform", "biased")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -44,6 +44,9 @@ class PlannerConfig:
     precision: str = "auto"
     """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
     matmuls on CPUs with AMX); 'auto' is bf16 where the hardware computes it natively (AMX CPUs, CUDA), else fp32."""
+    value: str = ""
+    """A policy checkpoint (`lemario imagine`) trained on the same world model: its critic scores the last
+    predicted latent, the value beyond the horizon ('' for none)."""
 
     def validate(self) -> None:
         if self.prior not in PRIORS:
@@ -53,6 +56,8 @@ class PlannerConfig:
         if min(self.horizon, self.samples, self.iterations, self.replan_every) < 1 or not 1 <= self.elites <= self.samples:
             raise LemarioError(f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
                                f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples")
+        if self.value and not Path(self.value).exists():
+            raise LemarioError(f"no policy checkpoint at {self.value} for the planner's value: pass a policy.safetensors of `lemario imagine`")
 
 
 def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
@@ -94,6 +99,18 @@ def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         return torch.bfloat16 if native else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The critic of a policy trained on `model`, as latents (N, D) -> value in pixels of progress (N,)."""
+    from .imagination import load_policy
+
+    ac, policy_model, _ = load_policy(path)
+    theirs, ours = policy_model.state_dict(), model.state_dict()
+    if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
+        raise LemarioError(f"the policy {path} was trained on another world model than the planner's: pass a policy of this one")
+    ac = ac.to(next(model.parameters()).device)
+    return lambda z: ac.value(z.float()) * PROGRESS_SCALE  # the critic's unit is PROGRESS_SCALE px
 
 
 def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
