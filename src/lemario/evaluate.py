@@ -16,7 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -108,22 +108,19 @@ def _episode(task: tuple[str, int, int]) -> dict:
 
 
 PARTIAL = "episodes.partial.jsonl"
-NOT_IN_RESUME_KEY = ("workers", "out")
 
 
 def _resume_key(cfg: EvalConfig) -> dict:
     """What makes two evaluations' episodes interchangeable (not the worker count or the folder)."""
     d = json.loads(json.dumps(asdict(cfg), default=str))
-    return {k: v for k, v in d.items() if k not in NOT_IN_RESUME_KEY}
+    return {k: v for k, v in d.items() if k not in ("workers", "out")}
 
 
-def _with_defaults(header: dict) -> dict:
-    """An older lemario's key: options it did not have yet played as their defaults (a new option's default is the
-    old behaviour), so its episodes stay resumable."""
-    defaults = json.loads(json.dumps({f.name: f.default for f in fields(EvalConfig)
-                                     if f.default is not MISSING and f.name not in NOT_IN_RESUME_KEY}, default=str))
-    planner = json.loads(json.dumps(asdict(PlannerConfig()), default=str))
-    return {**defaults, **header, "planner": {**planner, **header.get("planner", {})}}
+def _with_defaults(header: dict, defaults: dict) -> dict:
+    """An older lemario's key, completed with today's defaults: options it did not have yet played as their defaults
+    (a new option's default is the old behaviour), so its episodes stay resumable. Nested configs are completed alike."""
+    return {**defaults, **{k: _with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+                           for k, v in header.items()}}
 
 
 def _load_partial(path: Path, key: dict) -> list[dict]:
@@ -132,7 +129,7 @@ def _load_partial(path: Path, key: dict) -> list[dict]:
         return []
     lines = path.read_text().splitlines()
     try:
-        header = _with_defaults(json.loads(lines[0])["resume_key"]) if lines else None
+        header = _with_defaults(json.loads(lines[0])["resume_key"], _resume_key(EvalConfig(agents=()))) if lines else None
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         header = None
     if header != key:
