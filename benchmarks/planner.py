@@ -1,11 +1,13 @@
 """Latent CEM planning latency for several budgets (samples x iterations x horizon), on this machine's CPU.
 
     .venv/bin/python benchmarks/planner.py                        # the cpu preset's model (random weights)
-    .venv/bin/python benchmarks/planner.py --checkpoint runs/wm-cpu-s0/model.safetensors
+    .venv/bin/python benchmarks/planner.py --checkpoint runs/wm-cpu-s0/model.safetensors --corpus runs/corpus-1-1-probe
 
-Latency does not depend on the weights, only on the architecture; a checkpoint just fixes it. Target from
-the control issue: 256 samples x 3 iterations x horizon 15 under 100 ms. Each figure is the median over
-`reps` plans, with the 10th-90th percentile range.
+A plan's cost is set by the architecture and by how many distinct action prefixes CEM samples (each is
+predicted once), which depends on how the scores concentrate its distribution: so time a trained model from
+real encoded frames (`--checkpoint` and `--corpus`) for figures an agent sees. Without a corpus the contexts
+are Gaussian latents. Target from the control issue: 256 samples x 3 iterations x horizon 15 under 100 ms.
+Each figure is the median over `reps` plans (each from another context), with the 10th-90th percentile range.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import tyro
 
 from lemario.actions import action_set
+from lemario.buffer import EpisodeBuffer
 from lemario.planner import LatentPlanner, PlannerConfig, cpu_has_native_bf16
 from lemario.train import PRESETS, load_world_model
 from lemario.world_model import WorldModel
@@ -28,8 +31,10 @@ from lemario.world_model import WorldModel
 @dataclass(frozen=True)
 class Args:
     checkpoint: Path | None = None
-    """A world model whose architecture to time (default: the cpu preset's)."""
-    reps: int = 10
+    """A world model to time (default: the cpu preset's architecture, random weights)."""
+    corpus: Path | None = None
+    """Plan from the encoded frames of this corpus's first episodes (default: Gaussian latents)."""
+    reps: int = 20
     threads: int = 0
     """torch threads (0: torch's default)."""
     precisions: tuple[str, ...] = ("fp32", "bf16")
@@ -44,15 +49,25 @@ def small_predictor(model_cfg):
     return replace(model_cfg, pred_hidden=192, pred_depth=2, projector_hidden=256, reward_hidden=128)
 
 
-def time_plans(model: WorldModel, samples: int, iters: int, horizon: int, precision: str, reps: int) -> tuple[float, float, float]:
+def contexts(model: WorldModel, corpus: Path | None, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """n planning contexts: (1, c, D) latents and the (1, c-1) actions between them."""
+    c, g = model.history, torch.Generator().manual_seed(0)
+    if corpus is None:
+        return [(torch.randn(1, c, model.cfg.latent_dim, generator=g), torch.zeros(1, c - 1, dtype=torch.int64)) for _ in range(n)]
+    buf = EpisodeBuffer.load(corpus, max_episodes=20)
+    batch = buf.sample(n, c - 1, model.cfg.frame_stack, np.random.default_rng(0))  # obs (n, c, S, H, W)
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(batch["obs"]))  # (n, c, D)
+    return [(z[i:i + 1], torch.from_numpy(batch["actions"][i:i + 1])) for i in range(n)]
+
+
+def time_plans(model: WorldModel, ctxs: list, samples: int, iters: int, horizon: int, precision: str) -> tuple[float, float, float]:
     cfg = PlannerConfig(samples=samples, iterations=iters, horizon=horizon, elites=max(4, samples // 8), precision=precision)
     planner = LatentPlanner(model.eval(), cfg, action_set("complex"))
-    context = torch.randn(1, model.history if model.history > 1 else 1, model.cfg.latent_dim)
-    past = torch.zeros(1, context.shape[1] - 1, dtype=torch.int64)
     g = torch.Generator().manual_seed(0)
-    planner.plan(context, past, g)  # warm-up
+    planner.plan(*ctxs[0], g)  # warm-up
     times = []
-    for _ in range(reps):
+    for context, past in ctxs:
         t0 = time.perf_counter()
         planner.plan(context, past, g)
         times.append((time.perf_counter() - t0) * 1000)
@@ -69,14 +84,15 @@ def main(args: Args) -> None:
         cfg = PRESETS["cpu"].model
         models = {"cpu preset": WorldModel(cfg), "cpu preset, small predictor": WorldModel(small_predictor(cfg))}
     print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, AMX bf16 {cpu_has_native_bf16()}; "
-          f"median [p10, p90] ms per plan over {args.reps} plans")
+          f"median [p10, p90] ms per plan over {args.reps} plans from {args.corpus or 'Gaussian latents'}")
     for name, model in models.items():
+        ctxs = contexts(model.eval(), args.corpus, args.reps)
         pred_params = sum(p.numel() for m in (model.predictor, model.pred_proj, model.reward_head) for p in m.parameters())
         print(f"\n{name}: predictor + projector + reward head {pred_params / 1e6:.2f} M parameters")
         print(f"{'precision':>10}{'samples':>8}{'iters':>7}{'horizon':>9}{'ms':>9}{'p10':>8}{'p90':>8}")
         for precision in args.precisions:
             for samples, iters, horizon in BUDGETS:
-                med, lo, hi = time_plans(model, samples, iters, horizon, precision, args.reps)
+                med, lo, hi = time_plans(model, ctxs, samples, iters, horizon, precision)
                 mark = "  <- target (< 100 ms)" if (samples, iters, horizon) == (256, 3, 15) else ""
                 print(f"{precision:>10}{samples:>8}{iters:>7}{horizon:>9}{med:>9.1f}{lo:>8.1f}{hi:>8.1f}{mark}", flush=True)
 

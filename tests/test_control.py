@@ -10,7 +10,8 @@ from conftest import run_cli
 from lemario.actions import action_set
 from lemario.errors import LemarioError
 from lemario.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
-from lemario.planner import LatentPlanner, PlannerConfig, cem, planning_dtype, prior_probs
+from lemario.encoders import Projector
+from lemario.planner import LatentPlanner, PlannerConfig, cem, fold_batchnorm, planning_dtype, prior_probs, rollout_shared
 from lemario.world_model import ModelConfig, WorldModel
 
 
@@ -49,6 +50,37 @@ def test_biased_prior_favours_right():
     assert p.shape == (4, 12) and torch.allclose(p.sum(1), torch.ones(4))
     right = [i for i, a in enumerate(actions) if "right" in a]
     assert p[0, right].sum() > 0.5
+
+
+@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
+def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor):
+    torch.manual_seed(0)
+    model = WorldModel(ModelConfig(latent_dim=16, encoder_dim=32, projector_hidden=32, pred_hidden=32, pred_depth=1, reward_hidden=16,
+                                   predictor=predictor, history=3)).eval()
+    g = torch.Generator().manual_seed(1)
+    seqs = torch.randint(0, 3, (50, 6), generator=g)  # 3 of the 12 actions: many shared prefixes
+    seqs[7] = seqs[8]
+    for c in (1, 2, 4):  # contexts shorter than and longer than a transformer's history
+        context, past = torch.randn(1, c, 16, generator=g), torch.randint(0, 12, (1, c - 1), generator=g)
+        w = min(c, model.history)
+        with torch.no_grad():
+            want = model.rollout(context[:, -w:].expand(50, -1, -1), torch.cat([past[:, c - w:].expand(50, -1), seqs], 1))  # (50, 6, D)
+            for pad in (1, 32):
+                torch.testing.assert_close(rollout_shared(model, context, past, seqs, pad), want)
+
+
+def test_folded_batchnorm_projects_like_the_eval_mode_projector():
+    torch.manual_seed(0)
+    proj = Projector(8, 16, 4)
+    bn = proj.net[1]
+    bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.normal_(), bn.bias.data.normal_()
+    proj.eval()
+    x = torch.randn(10, 8)
+    want = proj(x)
+    with torch.no_grad():
+        fold_batchnorm(proj.net)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in proj.modules())
+    torch.testing.assert_close(proj(x), want)
 
 
 def test_bf16_planning_ranks_sequences_like_fp32():

@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_cli
 from lemario.agents import PPOAgent
-from lemario.ppo import PRESETS, load_run_state, make_vec_env, save_run_state
+from lemario.ppo import PRESETS, load_run_state, make_vec_env, record_milestones, save_run_state
 from lemario.rnd import RND
 
 
@@ -20,10 +20,20 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/mean_max_x" in r for r in rows)
     state = json.loads((out / "state.json").read_text())
-    assert state["env_steps"] >= 128 and state["best_eval"] >= 40
+    assert state["env_steps"] >= 128 and state["best_eval"] >= 40 and state["first_eval_reached"] == {}  # 60-step episodes
     # re-running resumes and, with the budget spent, trains no further
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+
+
+def test_milestones_keep_the_first_step_that_passed_them():
+    reached = {}
+    record_milestones(reached, 100, 650, False)
+    assert reached == {}
+    record_milestones(reached, 200, 1600, False)
+    record_milestones(reached, 300, 2100, True)
+    record_milestones(reached, 400, 3161, True)
+    assert reached == {"700": 200, "1500": 200, "2000": 300, "flag": 300}
 
 
 def test_checkpoint_load_same_actions(tmp_path):

@@ -6,8 +6,10 @@ clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shapin
 +1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3) whose state is saved with
 every checkpoint. Every `eval_every` env steps the current policy is evaluated with lemario's harness
 (stochastic actions, eval-only seeds); `best_eval` keeps the best, and the run resumes from its latest
-checkpoint. metrics.jsonl records training episodes, evaluations and the first env step at which training
-episodes reached x >= 700 / 1500 / 2000 and the flag.
+checkpoint. metrics.jsonl records training episodes and evaluations; state.json the first env step at which
+a training episode reached x >= 700 / 1500 / 2000 and the flag (`first_reached`: exploration, and luck: a
+near-random policy can stumble far), and at which an evaluation's mean max_x reached them and half of its
+episodes took the flag (`first_eval_reached`: what the policy does).
 """
 
 from __future__ import annotations
@@ -126,6 +128,15 @@ def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
     return model
 
 
+def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) -> None:
+    """Note `step` for each milestone ('700', '1500', '2000', 'flag') passed by x / flag that `reached` lacks."""
+    for m in MILESTONES:
+        if x >= m:
+            reached.setdefault(str(m), step)
+    if flag:
+        reached.setdefault("flag", step)
+
+
 class LemarioCallback(BaseCallback):
     """metrics.jsonl rows, milestones, periodic checkpoints and harness evaluations (keeping best_eval)."""
 
@@ -157,11 +168,7 @@ class LemarioCallback(BaseCallback):
             self._log({"episode/max_x": x, "episode/return": float(ep["r"]), "episode/steps": int(ep["l"]), "episode/flag": flag})
             self.state["best_train_x"] = max(self.state["best_train_x"], x)
             self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
-            for m in MILESTONES:
-                if x >= m and str(m) not in self.state["first_reached"]:
-                    self.state["first_reached"][str(m)] = int(self.num_timesteps)
-            if flag and "flag" not in self.state["first_reached"]:
-                self.state["first_reached"]["flag"] = int(self.num_timesteps)
+            record_milestones(self.state["first_reached"], int(self.num_timesteps), x, bool(flag))
         if self.num_timesteps >= self.state["next_checkpoint"]:
             self.state["next_checkpoint"] += self.cfg.checkpoint_every
             self._checkpoint()
@@ -185,6 +192,7 @@ class LemarioCallback(BaseCallback):
         agg = next(iter(s["per_agent"].values()))
         self._log({"eval/mean_max_x": agg["mean_max_x"], "eval/max_max_x": agg["max_max_x"], "eval/flag_rate": agg["flag_rate"],
                    "eval/ci95_low": agg["ci95_low"], "eval/ci95_high": agg["ci95_high"]})
+        record_milestones(self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5)
         if agg["mean_max_x"] > self.state["best_eval"]:
             self.state["best_eval"] = agg["mean_max_x"]
             best = self.cfg.out / "checkpoints" / "best_eval"
@@ -208,7 +216,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
         device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
         latest = cfg.out / "checkpoints" / "latest"
         state_path = cfg.out / "state.json"
-        state = {"first_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
+        state = {"first_reached": {}, "first_eval_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
                  "next_checkpoint": cfg.checkpoint_every}
         try:
             if latest.with_suffix(".zip").exists():
@@ -236,5 +244,5 @@ def train_ppo(cfg: PPOConfig) -> dict:
 
 def ppo_main(cfg: PPOConfig) -> None:
     state = train_ppo(cfg)
-    print(f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}, "
-          f"first reached: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}")
+    print(f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}; first reached by a training "
+          f"episode: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}; by an evaluation's mean: {state['first_eval_reached'] or 'none'}")
