@@ -1,0 +1,83 @@
+"""PPO baseline throughput on this machine: environment steps per second of whole training (rollouts and
+updates), and how the time splits between collecting a rollout and the PPO update that follows it.
+
+    .venv/bin/python benchmarks/ppo.py                     # the cpu preset's recipe, 2 rollouts of 8 x 512 steps
+    .venv/bin/python benchmarks/ppo.py --n-envs 4 --threads 1
+
+The recipe is `lemario baseline ppo`'s (`lemario.ppo.make_vec_env`: the shaped, RND-rewarded, normalized vector
+env; PPO's CnnPolicy), minus harness evaluations and checkpoints. Each rollout is timed separately after one
+warm-up rollout, and the script prints mean +- sd over the timed ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import tyro
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from lemario.ppo import PPO, PRESETS, make_vec_env
+
+
+@dataclass(frozen=True)
+class Args:
+    n_envs: int = 8
+    rollouts: int = 3
+    """Rollouts of n_envs x n_steps env steps; the first is a warm-up."""
+    threads: int = 0
+    """torch threads of the learner (0: torch's default)."""
+    device: str = "cpu"
+
+
+class Timer(BaseCallback):
+    """Wall time of each rollout and of each update (from a rollout's end to the next one's start)."""
+
+    def __init__(self):
+        super().__init__()
+        self.marks: list[tuple[str, float]] = []
+
+    def _on_rollout_start(self) -> None:
+        self.marks.append(("rollout_start", time.perf_counter()))
+
+    def _on_rollout_end(self) -> None:
+        self.marks.append(("rollout_end", time.perf_counter()))
+
+    def _on_training_end(self) -> None:
+        self.marks.append(("rollout_start", time.perf_counter()))  # the last update ends here
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def main(args: Args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = replace(PRESETS["cpu"], n_envs=args.n_envs, progress=False)
+    venv, _ = make_vec_env(cfg)
+    try:
+        model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    ent_coef=cfg.ent_coef, seed=0, device=args.device, verbose=0)
+        timer = Timer()
+        steps = cfg.n_envs * cfg.n_steps
+        model.learn(steps * args.rollouts, callback=timer)
+    finally:
+        venv.close()
+    t = [m[1] for m in timer.marks]  # start, end, start, end, ..., start
+    rollout = np.array([t[i + 1] - t[i] for i in range(0, len(t) - 1, 2)])[1:]  # warm-up dropped
+    update = np.array([t[i + 1] - t[i] for i in range(1, len(t) - 1, 2)])[1:]
+    total = steps / (rollout + update)
+    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cfg.n_envs} envs ({cfg.backend}), "
+          f"{steps} env steps per rollout, {len(rollout)} timed rollouts")
+    print(f"rollout: {rollout.mean():.1f} +- {rollout.std():.1f} s ({steps / rollout.mean():.0f} env steps/s while collecting)")
+    print(f"update:  {update.mean():.1f} +- {update.std():.1f} s ({cfg.n_epochs} epochs of {steps // cfg.batch_size} minibatches)")
+    print(f"training throughput: {total.mean():.0f} +- {total.std():.0f} env steps/s")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
