@@ -156,18 +156,24 @@ def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor,
     N, A, h = len(seqs), model.cfg.n_actions, model.history
     win_z, win_a = context[:, -h:], past[:, past.shape[1] - min(h, context.shape[1]) + 1:]  # (1, w, D), (1, w-1)
     node = torch.zeros(N, dtype=torch.int64, device=seqs.device)  # each sequence's node at the current depth
-    out = []
+    preds, rows, first = [], [], 0  # per step: the distinct latents (U', D); each sequence's row among all of them
     for t in range(seqs.shape[1]):
         children, node = torch.unique(node * A + seqs[:, t], return_inverse=True)  # (U,), (N,)
         padded = min(N, -(-len(children) // pad) * pad)  # few distinct batch sizes: oneDNN builds a kernel per shape
         children = torch.cat([children, children[:1].expand(padded - len(children))])  # (U',): the repeats are never read
         parent, action = children // A, children % A
-        z, a = win_z[parent], torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w, D), (U', w)
+        z = win_z[parent]  # (U', w, D)
+        a = action[:, None] if h == 1 else torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
         nxt = model.predict(z, a)[:, -1]  # (U', D)
-        win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
-        win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
-        out.append(nxt[node])
-    return torch.stack(out, dim=1)
+        if h == 1:
+            win_z = nxt[:, None]
+        else:
+            win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
+            win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
+        preds.append(nxt)
+        rows.append(node + first)
+        first += padded
+    return torch.cat(preds)[torch.stack(rows, dim=1)]  # (N, H, D)
 
 
 class LatentPlanner:
