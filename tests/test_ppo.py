@@ -3,10 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import run_cli
 from lemario.agents import PPOAgent
+from lemario.env import EnvConfig
+from lemario.errors import LemarioError
 from lemario.ppo import PRESETS, load_run_state, make_vec_env, record_milestones, save_run_state
 from lemario.rnd import RND
 
@@ -51,9 +54,12 @@ def test_checkpoint_load_same_actions(tmp_path):
         assert np.array_equal(before, after)
     finally:
         venv.close()
-    a, b = PPOAgent(tmp_path / "ck.zip"), PPOAgent(tmp_path / "ck.zip")
+    simple = EnvConfig(action_set="simple")
+    a, b = PPOAgent(tmp_path / "ck.zip", simple), PPOAgent(tmp_path / "ck.zip", simple)
     a.reset(3), b.reset(3)
     assert [a.act(o, {}) for o in obs] == [b.act(o, {}) for o in obs], "same seed, same sampled actions"
+    with pytest.raises(LemarioError, match="7 actions, the env's complex set has 12: pass --action-set simple"):
+        PPOAgent(tmp_path / "ck.zip", EnvConfig(action_set="complex"))  # index 5 would press other buttons
 
 
 def test_rnd_state_survives_save_and_load(tmp_path):

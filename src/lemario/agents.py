@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .actions import action_set
+from .actions import ACTION_SETS, action_set
 from .env import EnvConfig
 from .errors import LemarioError
 from .planner import LatentPlanner, PlannerConfig, critic_value
@@ -57,16 +57,24 @@ class ScriptedAgent:
         return self.policy.act(info)
 
 
+def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
+    """An agent that chooses among n actions plays only the env's action set of that size (an index means
+    other buttons in another set)."""
+    have = len(action_set(env_config.action_set))
+    if n != have:
+        same = [name for name, acts in ACTION_SETS.items() if len(acts) == n]
+        fix = f"pass --action-set {same[0]}" if same else "evaluate with the action set it was trained on"
+        raise LemarioError(f"{what} chooses among {n} actions, the env's {env_config.action_set} set has {have}: {fix}")
+
+
 class PlannerAgent:
     """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
     `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
     still, and predicted against realized progress of each executed action."""
 
     def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
+        check_action_count(model.cfg.n_actions, env_config, "the world model")
         actions = action_set(env_config.action_set)
-        if len(actions) != model.cfg.n_actions:
-            raise LemarioError(f"the world model knows {model.cfg.n_actions} actions, the env's {env_config.action_set} set has "
-                               f"{len(actions)}: evaluate with the action set it was trained on")
         self.model, self.cfg = model, cfg
         self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
@@ -116,10 +124,11 @@ class PlannerAgent:
 class PolicyAgent:
     """Encodes the observation with the policy's world model and samples pi(a|z)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, env_config: EnvConfig):
         from .imagination import load_policy
 
         self.ac, self.model, _ = load_policy(path)
+        check_action_count(self.model.cfg.n_actions, env_config, f"the policy {path}")
 
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
@@ -133,10 +142,11 @@ class PolicyAgent:
 class PPOAgent:
     """A Stable-Baselines3 PPO policy; actions sampled (the seed-001 lesson: its argmax lags the stochastic policy)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, env_config: EnvConfig):
         from .ppo import PPO
 
         self.model = PPO.load(path, device="cpu")
+        check_action_count(int(self.model.action_space.n), env_config, f"the PPO policy {path}")
 
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
@@ -193,8 +203,8 @@ def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None)
 
     kind, _, path = spec.partition(":")
     if kind == "policy":
-        return PolicyAgent(Path(path))
+        return PolicyAgent(Path(path), env_config)
     if kind == "ppo":
-        return PPOAgent(Path(path))
+        return PPOAgent(Path(path), env_config)
     model, _ = load_world_model(Path(path))
     return PlannerAgent(model, planner or PlannerConfig(), env_config)
