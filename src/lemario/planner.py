@@ -111,7 +111,12 @@ def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torc
     if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
         raise LemarioError(f"the policy {path} was trained on another world model than the planner's: pass a policy of this one")
     ac = ac.to(next(model.parameters()).device)
-    return lambda z: ac.value(z.float()) * PROGRESS_SCALE  # the critic's unit is PROGRESS_SCALE px
+
+    @torch.no_grad()
+    def value(z: torch.Tensor) -> torch.Tensor:
+        return ac.value(z.float()) * PROGRESS_SCALE  # the critic's unit is PROGRESS_SCALE px
+
+    return value
 
 
 def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
@@ -185,7 +190,7 @@ class LatentPlanner:
         self.prior = prior_probs(cfg, actions)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (plan() runs it in inference mode; a direct call returns ordinary tensors)
     def rewards(self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
         (1, c, D) with the (1, c-1) actions taken between its latents."""
