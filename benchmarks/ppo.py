@@ -1,11 +1,11 @@
 """PPO baseline throughput on this machine: environment steps per second of whole training (rollouts and
 updates), and how the time splits between collecting a rollout and the PPO update that follows it.
 
-    .venv/bin/python benchmarks/ppo.py                     # the cpu preset's recipe, 2 rollouts of 8 x 512 steps
+    .venv/bin/python benchmarks/ppo.py                     # the cpu preset's recipe: 3 rollouts of 8 x 512 steps, 2 timed
     .venv/bin/python benchmarks/ppo.py --n-envs 4 --threads 1
 
 The recipe is `lemario baseline ppo`'s (`lemario.ppo.make_vec_env`: the shaped, RND-rewarded, normalized vector
-env; PPO's CnnPolicy), minus harness evaluations and checkpoints. Each rollout is timed separately after one
+env; `new_model`, PPO's CnnPolicy with the jump bias), minus harness evaluations and checkpoints. Each rollout is timed separately after one
 warm-up rollout, and the script prints mean +- sd over the timed ones.
 """
 
@@ -21,7 +21,7 @@ import tyro
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from lemario.ppo import PPO, PRESETS, make_vec_env
+from lemario.ppo import PRESETS, make_vec_env, new_model
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,20 @@ class Args:
 
 
 class Timer(BaseCallback):
-    """Wall time of each rollout and of each update (from a rollout's end to the next one's start)."""
+    """Times of each rollout's start and end, and of training's end (where the last update ends)."""
 
     def __init__(self):
         super().__init__()
-        self.marks: list[tuple[str, float]] = []
+        self.marks: list[float] = []
 
     def _on_rollout_start(self) -> None:
-        self.marks.append(("rollout_start", time.perf_counter()))
+        self.marks.append(time.perf_counter())
 
     def _on_rollout_end(self) -> None:
-        self.marks.append(("rollout_end", time.perf_counter()))
+        self.marks.append(time.perf_counter())
 
     def _on_training_end(self) -> None:
-        self.marks.append(("rollout_start", time.perf_counter()))  # the last update ends here
+        self.marks.append(time.perf_counter())
 
     def _on_step(self) -> bool:
         return True
@@ -60,15 +60,13 @@ def main(args: Args) -> None:
     cfg = replace(PRESETS["cpu"], n_envs=args.n_envs, progress=False)
     venv, _ = make_vec_env(cfg)
     try:
-        model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                    ent_coef=cfg.ent_coef, seed=0, device=args.device, verbose=0)
+        model = new_model(cfg, venv, args.device)
         timer = Timer()
         steps = cfg.n_envs * cfg.n_steps
         model.learn(steps * args.rollouts, callback=timer)
     finally:
         venv.close()
-    t = [m[1] for m in timer.marks]  # start, end, start, end, ..., start
+    t = timer.marks  # start, end, start, end, ..., end of the last update
     rollout = np.array([t[i + 1] - t[i] for i in range(0, len(t) - 1, 2)])[1:]  # warm-up dropped
     update = np.array([t[i + 1] - t[i] for i in range(1, len(t) - 1, 2)])[1:]
     total = steps / (rollout + update)

@@ -168,13 +168,10 @@ def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor,
         children = torch.cat([children, children[:1].expand(padded - len(children))])  # (U',): the repeats are never read
         parent, action = children // A, children % A
         z = win_z[parent]  # (U', w, D)
-        a = action[:, None] if h == 1 else torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
+        a = torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
         nxt = model.predict(z, a)[:, -1]  # (U', D)
-        if h == 1:
-            win_z = nxt[:, None]
-        else:
-            win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
-            win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
+        win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
+        win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
         preds.append(nxt)
         rows.append(node + first)
         first += padded

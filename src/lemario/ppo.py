@@ -106,6 +106,17 @@ def make_vec_env(cfg: PPOConfig):
     return venv, rnd
 
 
+def new_model(cfg: PPOConfig, venv, device: str, tensorboard_log: str | None = None) -> PPO:
+    """A fresh PPO of the recipe, the jump bias added to its initial logits."""
+    model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                ent_coef=cfg.ent_coef, seed=cfg.seed, device=device, tensorboard_log=tensorboard_log, verbose=0)
+    jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
+    with torch.no_grad():
+        model.policy.action_net.bias[jumps] += cfg.action_bias_jump
+    return model
+
+
 def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
     """PATH.zip (SB3), PATH.vecnorm.json (reward normalization statistics, no pickle), PATH.rnd.{safetensors,json}."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,12 +235,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
                 state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
                 print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
             else:
-                model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                            n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                            ent_coef=cfg.ent_coef, seed=cfg.seed, device=device, tensorboard_log=str(cfg.out / "tb"), verbose=0)
-                jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
-                with torch.no_grad():
-                    model.policy.action_net.bias[jumps] += cfg.action_bias_jump
+                model = new_model(cfg, venv, device, tensorboard_log=str(cfg.out / "tb"))
             callback = LemarioCallback(cfg, venv, rnd, state)
             remaining = cfg.timesteps - model.num_timesteps
             if remaining > 0:
