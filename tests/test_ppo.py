@@ -10,7 +10,7 @@ from conftest import run_cli
 from lemario.agents import PPOAgent
 from lemario.env import EnvConfig
 from lemario.errors import LemarioError
-from lemario.ppo import PRESETS, load_run_state, make_vec_env, record_milestones, save_run_state
+from lemario.ppo import PRESETS, drop_lost_rows, load_run_state, make_vec_env, record_milestones, save_run_state
 from lemario.rnd import RND
 
 
@@ -24,9 +24,27 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     assert any("eval/mean_max_x" in r for r in rows)
     state = json.loads((out / "state.json").read_text())
     assert state["env_steps"] >= 128 and state["best_eval"] >= 40 and state["first_eval_reached"] == {}  # 60-step episodes
-    # re-running resumes and, with the budget spent, trains no further
+    assert state["elapsed"] > 0 and rows[-1]["time"] <= state["elapsed"]
+    # re-running resumes from latest and, with the budget spent, trains no further; rows a killed run logged
+    # past that checkpoint (here a made-up one, and a line the kill cut) go
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"env_steps": state["env_steps"] + 8, "episode/max_x": 99}) + "\n" + '{"env_st')
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
-    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == 0 and f"resuming {out} at {state['env_steps']} env steps" in r.stdout, r.stderr[-2000:]
+    assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == rows
+
+
+def test_resume_drops_the_rows_of_the_lost_timeline(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"env_steps": 10, "episode/max_x": 300}, {"env_steps": 16, "eval/mean_max_x": 500.0},
+            {"env_steps": 20, "episode/max_x": 400}, {"env_steps": 20, "eval/mean_max_x": 600.0},
+            {"env_steps": 28, "episode/max_x": 700}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"env_steps": 3')
+    drop_lost_rows(path, env_steps=20, next_eval=20)  # checkpoint at 20 with its evaluation still due
+    assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:3]
+    drop_lost_rows(path, env_steps=20, next_eval=70)
+    assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:3]
+    drop_lost_rows(tmp_path / "none.jsonl", 5, 5)  # a run killed before its first row
 
 
 def test_milestones_keep_the_first_step_that_passed_them():

@@ -34,7 +34,7 @@ def corpus_main(cfg: CorpusConfig) -> None:
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
     from . import collect, diagnose, evaluate, imagination, probes, render, train
-    from . import flywheel, hof, ppo, report
+    from . import flywheel, hof, ppo, ppo_summary, report
 
     return {
         "flywheel": ("lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
@@ -50,6 +50,8 @@ def _commands() -> dict:
                    render.render_main),
         "baseline ppo": ("the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1", ppo.PPOConfig, ppo.PRESETS,
                          ppo.ppo_main),
+        "baseline summary": ("PPO runs (one per seed) side by side: learning curves and the env steps to each milestone",
+                             ppo_summary.SummaryConfig, None, ppo_summary.summary_main),
         "report": ("a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",
                    report.ReportConfig, None, report.report_main),
         "hof": ("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),

@@ -148,13 +148,29 @@ def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) 
         reached.setdefault("flag", step)
 
 
+def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:
+    """Rewrite metrics.jsonl as of a checkpoint at `env_steps`: the rows a killed run logged after it are of a
+    timeline the resumed run replaces, and an evaluation row at or past `next_eval` is one the resume re-runs."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # a last line without its newline was cut by the kill
+    keep = []
+    for line in lines:
+        r = json.loads(line)
+        if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval):
+            keep.append(line + "\n")
+    if sum(map(len, keep)) < len(text):
+        atomic_write_text(path, "".join(keep))
+
+
 class LemarioCallback(BaseCallback):
     """metrics.jsonl rows, milestones, periodic checkpoints and harness evaluations (keeping best_eval)."""
 
     def __init__(self, cfg: PPOConfig, venv, rnd, state: dict):
         super().__init__()
         self.cfg, self.venv, self.rnd, self.state = cfg, venv, rnd, state
-        self.t0 = time.time()
+        self.t0 = time.time() - state["elapsed"]  # metrics' time: training seconds behind these env steps, over resumes
         self.bar = None
 
     def _on_training_start(self) -> None:
@@ -180,18 +196,23 @@ class LemarioCallback(BaseCallback):
             self.state["best_train_x"] = max(self.state["best_train_x"], x)
             self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
             record_milestones(self.state["first_reached"], int(self.num_timesteps), x, bool(flag))
+        due_eval = self.num_timesteps >= self.state["next_eval"]
         if self.num_timesteps >= self.state["next_checkpoint"]:
             self.state["next_checkpoint"] += self.cfg.checkpoint_every
             self._checkpoint()
-        if self.num_timesteps >= self.state["next_eval"]:
-            self.state["next_eval"] += self.cfg.eval_every
-            self._checkpoint()
+        elif due_eval:
+            self._checkpoint()  # state.json still names the evaluation due: a kill during it re-runs it on resume
+        if due_eval:
             self._evaluate()
         return True
 
+    def _write_state(self) -> None:
+        self.state["elapsed"] = round(time.time() - self.t0, 1)
+        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+
     def _checkpoint(self) -> None:
         save_run_state(self.model, self.venv, self.rnd, self.cfg.out / "checkpoints" / "latest")
-        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+        self._write_state()
 
     def _evaluate(self) -> None:
         from .evaluate import EvalConfig, evaluate
@@ -203,6 +224,7 @@ class LemarioCallback(BaseCallback):
         agg = next(iter(s["per_agent"].values()))
         self._log({"eval/mean_max_x": agg["mean_max_x"], "eval/max_max_x": agg["max_max_x"], "eval/flag_rate": agg["flag_rate"],
                    "eval/ci95_low": agg["ci95_low"], "eval/ci95_high": agg["ci95_high"]})
+        self.state["next_eval"] += self.cfg.eval_every
         record_milestones(self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5)
         if agg["mean_max_x"] > self.state["best_eval"]:
             self.state["best_eval"] = agg["mean_max_x"]
@@ -211,7 +233,7 @@ class LemarioCallback(BaseCallback):
                 src = latest.with_suffix(suffix)
                 if src.exists():
                     shutil.copyfile(src, best.with_suffix(suffix))
-        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+        self._write_state()
 
 
 def train_ppo(cfg: PPOConfig) -> dict:
@@ -228,11 +250,12 @@ def train_ppo(cfg: PPOConfig) -> dict:
         latest = cfg.out / "checkpoints" / "latest"
         state_path = cfg.out / "state.json"
         state = {"first_reached": {}, "first_eval_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
-                 "next_checkpoint": cfg.checkpoint_every}
+                 "next_checkpoint": cfg.checkpoint_every, "elapsed": 0.0}
         try:
             if latest.with_suffix(".zip").exists():
                 model = load_run_state(latest, venv, rnd, device)
                 state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
+                drop_lost_rows(cfg.out / "metrics.jsonl", int(model.num_timesteps), state["next_eval"])
                 print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
             else:
                 model = new_model(cfg, venv, device, tensorboard_log=str(cfg.out / "tb"))
@@ -241,7 +264,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
             if remaining > 0:
                 model.learn(remaining, callback=callback, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo")
             save_run_state(model, venv, rnd, cfg.out / "checkpoints" / "final")
-            state["env_steps"] = int(model.num_timesteps)
+            state["env_steps"], state["elapsed"] = int(model.num_timesteps), round(time.time() - callback.t0, 1)
             atomic_write_text(state_path, json.dumps(state))
         finally:
             venv.close()
