@@ -18,7 +18,7 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     out = tmp_path / "ppo"
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("latest.zip", "final.zip", "best_eval.zip", "final.vecnorm.json", "final.rnd.safetensors"):
+    for name in ("latest.zip", "final.zip", "best_eval.zip", "final.vecnorm.json", "final.rnd.safetensors", "step_64.zip", "step_128.zip"):
         assert (out / "checkpoints" / name).exists(), name
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/mean_max_x" in r for r in rows)
@@ -32,6 +32,9 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
     assert r.returncode == 0 and f"resuming {out} at {state['env_steps']} env steps" in r.stdout, r.stderr[-2000:]
     assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == rows
+    # bookkeeping (budget, checkpoint cadence) may change between invocations; what the run learns may not
+    r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", "--gamma", "0.5", "--timesteps", "256")
+    assert r.returncode == 2 and "(gamma differ)" in r.stderr, r.stderr[-2000:]
 
 
 def test_resume_drops_the_rows_of_the_lost_timeline(tmp_path):

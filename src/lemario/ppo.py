@@ -19,7 +19,7 @@ import io
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,9 @@ class PPOConfig:
     eval_every: int = 50_000
     eval_episodes: int = 10
     checkpoint_every: int = 100_000
+    """Env steps between saves of checkpoints/latest (what a resume starts from)."""
+    keep_every: int = 100_000
+    """Env steps between policies kept as checkpoints/step_N.zip, to evaluate later at equal env steps (0: none)."""
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -78,10 +81,12 @@ class PPOConfig:
 
 PRESETS = {
     "tiny": PPOConfig(out=Path("runs/ppo-tiny"), timesteps=128, n_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_steps=60,
-                      eval_every=64, eval_episodes=1, checkpoint_every=64),
+                      eval_every=64, eval_episodes=1, checkpoint_every=64, keep_every=64),
     "cpu": PPOConfig(),
-    "gpu": PPOConfig(timesteps=10_000_000, n_envs=16),
+    "gpu": PPOConfig(timesteps=10_000_000, n_envs=16, keep_every=500_000),
 }
+BOOKKEEPING = ("out", "timesteps", "checkpoint_every", "keep_every", "progress", "device")
+"""Fields a run's later invocations may change: they do not change what it learns."""
 
 
 def _make_env(cfg: PPOConfig, rank: int):
@@ -197,11 +202,12 @@ class LemarioCallback(BaseCallback):
             self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
             record_milestones(self.state["first_reached"], int(self.num_timesteps), x, bool(flag))
         due_eval = self.num_timesteps >= self.state["next_eval"]
-        if self.num_timesteps >= self.state["next_checkpoint"]:
+        due_keep = self.cfg.keep_every > 0 and self.num_timesteps >= self.state["next_keep"]
+        due_checkpoint = self.num_timesteps >= self.state["next_checkpoint"]
+        if due_checkpoint:
             self.state["next_checkpoint"] += self.cfg.checkpoint_every
-            self._checkpoint()
-        elif due_eval:
-            self._checkpoint()  # state.json still names the evaluation due: a kill during it re-runs it on resume
+        if due_checkpoint or due_eval or due_keep:
+            self._checkpoint()  # state.json still names a due evaluation due: a kill during it re-runs it on resume
         if due_eval:
             self._evaluate()
         return True
@@ -211,7 +217,13 @@ class LemarioCallback(BaseCallback):
         atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
 
     def _checkpoint(self) -> None:
-        save_run_state(self.model, self.venv, self.rnd, self.cfg.out / "checkpoints" / "latest")
+        ckpt = self.cfg.out / "checkpoints"
+        save_run_state(self.model, self.venv, self.rnd, ckpt / "latest")
+        if self.cfg.keep_every > 0 and self.num_timesteps >= self.state["next_keep"]:
+            self.state["next_keep"] = (self.num_timesteps // self.cfg.keep_every + 1) * self.cfg.keep_every
+            tmp = ckpt / f".step_{self.num_timesteps}.tmp.zip"
+            shutil.copyfile(ckpt / "latest.zip", tmp)
+            tmp.replace(ckpt / f"step_{self.num_timesteps}.zip")
         self._write_state()
 
     def _evaluate(self) -> None:
@@ -241,16 +253,20 @@ def train_ppo(cfg: PPOConfig) -> dict:
     check_writable(cfg.out)
     with writer_lock(cfg.out):
         config_path = cfg.out / "config.json"
-        key = json.loads(json.dumps(asdict(replace(cfg, progress=True, device="auto", timesteps=0)), default=str))  # a run may be extended
-        if config_path.exists() and json.loads(config_path.read_text())["config"] != key:
-            raise LemarioError(f"{cfg.out} holds a PPO run with another config: use a new --out folder")
-        atomic_write_text(config_path, json.dumps({"config": key, **provenance()}, indent=2))
+        resolved = json.loads(json.dumps(asdict(cfg), default=str))
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())["config"]
+            differ = sorted(k for k in set(stored) | set(resolved) if k not in BOOKKEEPING and stored.get(k) != resolved.get(k))
+            if differ:
+                raise LemarioError(f"{cfg.out} holds a PPO run with another config ({', '.join(differ)} differ): use a new --out "
+                                   f"folder, or the run's own settings (its config.json)")
+        atomic_write_text(config_path, json.dumps({"config": resolved, **provenance()}, indent=2))
         venv, rnd = make_vec_env(cfg)
         device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
         latest = cfg.out / "checkpoints" / "latest"
         state_path = cfg.out / "state.json"
         state = {"first_reached": {}, "first_eval_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
-                 "next_checkpoint": cfg.checkpoint_every, "elapsed": 0.0}
+                 "next_checkpoint": cfg.checkpoint_every, "next_keep": cfg.keep_every, "elapsed": 0.0}
         try:
             if latest.with_suffix(".zip").exists():
                 model = load_run_state(latest, venv, rnd, device)
