@@ -5,8 +5,8 @@ that got PPO past the first pit), GAE 0.95, lr 2.5e-4, 512 steps x 8 envs per up
 clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shaping of `lemario.shaping`,
 +1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3) whose state is saved with
 every checkpoint. Every `eval_every` env steps the current policy is evaluated with lemario's harness
-(stochastic actions, eval-only seeds); `best_eval` keeps the best, and the run resumes from its latest
-checkpoint. metrics.jsonl records training episodes and evaluations; state.json the first env step at which
+(stochastic actions, eval-only seeds); `best_eval` keeps the best, `step_N.zip` every `keep_every` env steps,
+and the run resumes from its latest checkpoint. metrics.jsonl records training episodes and evaluations; state.json the first env step at which
 a training episode reached x >= 700 / 1500 / 2000 and the flag (`first_reached`: exploration, and luck: a
 near-random policy can stumble far), and at which an evaluation's mean max_x reached them and half of its
 episodes took the flag (`first_eval_reached`: what the policy does).
@@ -175,7 +175,7 @@ class LemarioCallback(BaseCallback):
     def __init__(self, cfg: PPOConfig, venv, rnd, state: dict):
         super().__init__()
         self.cfg, self.venv, self.rnd, self.state = cfg, venv, rnd, state
-        self.t0 = time.time() - state["elapsed"]  # metrics' time: training seconds behind these env steps, over resumes
+        self.t0 = time.time() - state["elapsed"]  # metrics' time: wall seconds of training behind these env steps, over resumes
         self.bar = None
 
     def _on_training_start(self) -> None:
