@@ -111,7 +111,7 @@ def build(cfg: SummaryConfig) -> str:
                         " / ".join(f"{s['first_eval_reached'][k]:,}" if k in s["first_eval_reached"] else "-" for k in KEYS),
                         f"{s['best_eval']:.0f}"])
     seeds = [f"seed {r['config']['seed']}" for r in runs]
-    runs_md = _table(["seed", "env steps", "wall hours", "env steps/s", "training episode first at x >= 700 / 1500 / 2000 / flag",
+    runs_md = _table(["seed", "env steps", "wall hours", "env steps per wall second", "training episode first at x >= 700 / 1500 / 2000 / flag",
                       "evaluation mean first at x >= 700 / 1500 / 2000 / flag", "best eval mean"], per_run)[0]
     train_md = _table(["training episode first at"] + seeds + ["over the seeds"],
                       [milestone_row(k, [r["state"]["first_reached"].get(k) for r in runs]) for k in KEYS])[0]
