@@ -2,12 +2,12 @@
 
     OUT/curve.png     per seed: the harness evaluations' mean max_x with their 95% CI, and the training episodes'
                       max_x (rolling median), against env steps; the 1-1 flagpole and an optional reference line
-    OUT/summary.md    per seed: env steps, training hours, env steps/s, the first env step at which a training
+    OUT/summary.md    per seed: env steps, wall hours, env steps per wall second, the first env step at which a training
                       episode / an evaluation's mean reached x >= 700 / 1500 / 2000 / the flag, the best evaluation;
                       then each milestone over the seeds (mean +- sd where every seed reached it), and the
                       evaluations by env step
 
-Everything is read from the run folders (metrics.jsonl, state.json, config.json); rebuild it at any time.
+Everything is read from the run folders (metrics.jsonl, state.json, config.json), live or finished; rebuild it at any time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def load_run(run: Path) -> dict:
     if missing:
         raise LemarioError(f"{run} is not a PPO run folder (missing {', '.join(missing)}): pass folders written by "
                            f"`lemario baseline ppo --out`")
-    rows = [json.loads(x) for x in files["metrics.jsonl"].read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in files["metrics.jsonl"].read_text().split("\n")[:-1]]  # a live run may be mid-line
     return {"run": run, "config": json.loads(files["config.json"].read_text())["config"],
             "state": json.loads(files["state.json"].read_text()), "episodes": [r for r in rows if "episode/max_x" in r],
             "evals": [r for r in rows if "eval/mean_max_x" in r]}
