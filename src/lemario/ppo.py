@@ -153,20 +153,21 @@ def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) 
         reached.setdefault("flag", step)
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows; a last line without its newline (a kill, or a live run, mid-write) is left out."""
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1]] if path.exists() else []
+
+
 def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:
     """Rewrite metrics.jsonl as of a checkpoint at `env_steps`: the rows a killed run logged after it are of a
     timeline the resumed run replaces, and an evaluation row at or past `next_eval` is one the resume re-runs."""
     if not path.exists():
         return
-    text = path.read_text()
-    lines = text.split("\n")[:-1]  # a last line without its newline was cut by the kill
-    keep = []
-    for line in lines:
-        r = json.loads(line)
-        if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval):
-            keep.append(line + "\n")
-    if sum(map(len, keep)) < len(text):
-        atomic_write_text(path, "".join(keep))
+    keep = [r for r in read_metrics(path)
+            if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)]
+    text = "".join(json.dumps(r) + "\n" for r in keep)
+    if text != path.read_text():
+        atomic_write_text(path, text)
 
 
 class LemarioCallback(BaseCallback):
@@ -207,7 +208,7 @@ class LemarioCallback(BaseCallback):
         if due_checkpoint:
             self.state["next_checkpoint"] += self.cfg.checkpoint_every
         if due_checkpoint or due_eval or due_keep:
-            self._checkpoint()  # state.json still names a due evaluation due: a kill during it re-runs it on resume
+            self._checkpoint(keep=due_keep)  # state.json still names a due evaluation due: a kill during it re-runs it
         if due_eval:
             self._evaluate()
         return True
@@ -216,10 +217,10 @@ class LemarioCallback(BaseCallback):
         self.state["elapsed"] = round(time.time() - self.t0, 1)
         atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, keep: bool) -> None:
         ckpt = self.cfg.out / "checkpoints"
         save_run_state(self.model, self.venv, self.rnd, ckpt / "latest")
-        if self.cfg.keep_every > 0 and self.num_timesteps >= self.state["next_keep"]:
+        if keep:
             self.state["next_keep"] = (self.num_timesteps // self.cfg.keep_every + 1) * self.cfg.keep_every
             tmp = ckpt / f".step_{self.num_timesteps}.tmp.zip"
             shutil.copyfile(ckpt / "latest.zip", tmp)

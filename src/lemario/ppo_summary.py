@@ -21,7 +21,7 @@ import tyro
 
 from .corpus import atomic_write_text
 from .errors import LemarioError
-from .ppo import MILESTONES
+from .ppo import MILESTONES, read_metrics
 from .report import _figure, _save, _table
 
 KEYS = tuple(str(m) for m in MILESTONES) + ("flag",)
@@ -46,7 +46,7 @@ def load_run(run: Path) -> dict:
     if missing:
         raise LemarioError(f"{run} is not a PPO run folder (missing {', '.join(missing)}): pass folders written by "
                            f"`lemario baseline ppo --out`")
-    rows = [json.loads(x) for x in files["metrics.jsonl"].read_text().split("\n")[:-1]]  # a live run may be mid-line
+    rows = read_metrics(files["metrics.jsonl"])
     return {"run": run, "config": json.loads(files["config.json"].read_text())["config"],
             "state": json.loads(files["state.json"].read_text()), "episodes": [r for r in rows if "episode/max_x" in r],
             "evals": [r for r in rows if "eval/mean_max_x" in r]}
