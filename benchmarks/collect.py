@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.collect import CollectConfig, collect
-from lemario.emulator import boot, make_emulator
+from lemario.play.collect import CollectConfig, collect
+from lemario.games.mario.emulator import boot, make_emulator
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.actions import action_set
-from lemario.buffer import EpisodeBuffer
-from lemario.planner import LatentPlanner, PlannerConfig, cpu_has_native_bf16
-from lemario.train import PRESETS, load_world_model
-from lemario.world_model import WorldModel
+from lemario.games.mario.actions import action_set
+from lemario.data.buffer import EpisodeBuffer
+from lemario.control.planner import LatentPlanner, PlannerConfig
+from lemario.core.device import cpu_has_native_bf16
+from lemario.model.train import PRESETS
+from lemario.model.world_model import load_world_model
+from lemario.model.world_model import WorldModel
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import tyro
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from lemario.ppo import PRESETS, make_vec_env, new_model
+from lemario.baselines.ppo import PRESETS, make_vec_env, new_model
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.train import PRESETS
-from lemario.world_model import WorldModel, world_model_loss
+from lemario.model.train import PRESETS
+from lemario.model.world_model import WorldModel, world_model_loss
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.env import EnvConfig, SuperMarioBros
-from lemario.policies import BiasedPolicy
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.control.policies import BiasedPolicy
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lemario.env import EnvConfig, SuperMarioBros
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
 
 DATA = Path(__file__).parent / "data"
 

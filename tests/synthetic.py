@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lemario.corpus import Episode, write_episode
-from lemario.ram import LABELS
-from lemario.rewards import reward_triple
+from lemario.data.corpus import Episode, write_episode
+from lemario.games.mario.ram import LABELS
+from lemario.games.mario.rewards import reward_triple
 
 PUSH = {0: (0, 0), 1: (1, 0), 2: (-1, 0), 3: (0, 1), 4: (0, -1)}  # action -> velocity change
 

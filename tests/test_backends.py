@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from lemario import frames
-from lemario import ram as R
-from lemario.emulator import boot, make_emulator
+from lemario.games.mario import frames
+from lemario.games.mario import ram as R
+from lemario.games.mario.emulator import boot, make_emulator
 
 # Bytes the two cores may legitimately disagree on: the cores cut frames at different points of the NMI
 # handler and lag on different frames, so scratch bytes, the frame counter and the timers/RNG it drives,

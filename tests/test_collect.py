@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from lemario.collect import CollectConfig, collect, episode_seed
-from lemario.corpus import read_episode, scan, writer_lock
-from lemario.errors import LemarioError
+from lemario.play.collect import CollectConfig, collect, episode_seed
+from lemario.data.corpus import read_episode, scan
+from lemario.core.files import writer_lock
+from lemario.core.errors import LemarioError
 
 FAST = ["--max-steps", "80", "--no-progress"]
 
@@ -54,8 +55,8 @@ def test_a_named_run_is_played_once(tmp_path):
 
 
 def test_exploring_agent_mixes_in_biased_macros(make_env):
-    from lemario.agents import ExploringAgent, ScriptedAgent
-    from lemario.collect import play_episode
+    from lemario.control.agents import ExploringAgent, ScriptedAgent
+    from lemario.play.collect import play_episode
 
     env = make_env(max_steps=120)
     uniform = play_episode(env, "uniform", 5)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import run_cli
-from lemario.actions import action_set
-from lemario.errors import LemarioError
-from lemario.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
-from lemario.encoders import Projector
-from lemario.planner import LatentPlanner, PlannerConfig, cem, fold_batchnorm, planning_dtype, prior_probs, rollout_shared
-from lemario.world_model import ModelConfig, WorldModel
+from lemario.games.mario.actions import action_set
+from lemario.core.errors import LemarioError
+from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
+from lemario.model.encoders import Projector
+from lemario.control.planner import LatentPlanner, PlannerConfig, cem, fold_batchnorm, planning_dtype, prior_probs, rollout_shared
+from lemario.model.world_model import ModelConfig, WorldModel
 
 
 def test_cem_finds_a_hidden_sequence():
@@ -120,7 +120,7 @@ def test_harness_rows_and_determinism(tmp_path):
 
 
 def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypatch):
-    import lemario.evaluate as E
+    import lemario.play.evaluate as E
 
     cfg = EvalConfig(agents=("biased", "random"), episodes=3, workers=1, max_steps=120, out=tmp_path / "e")
     full = evaluate(EvalConfig(**{**cfg.__dict__, "out": tmp_path / "full"}))
@@ -140,7 +140,7 @@ def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypat
     header = json.loads(lines[0])
     del header["resume_key"]["planner"]["value"]  # written by a lemario without that option: it played the default
     (cfg.out / E.PARTIAL).write_text("\n".join([json.dumps(header)] + lines[1:]) + '\n{"agent": "random", "epis')  # + a torn line
-    with pytest.raises(LemarioError, match="differs in max_steps"):
+    with pytest.raises(LemarioError, match="max_steps: 120 -> 200"):
         evaluate(EvalConfig(**{**cfg.__dict__, "max_steps": 200}))
     played.clear()
     monkeypatch.setattr(E, "play", lambda env, agent, seed: played.append(seed) or real_play(env, agent, seed))
@@ -164,7 +164,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.imagination import ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
+from lemario.control.imagination import ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
 def test_symlog_symexp_round_trip():
@@ -227,7 +227,7 @@ def test_render_writes_playable_mp4_and_gif(tmp_path):
     import imageio.v2 as imageio
     from PIL import Image
 
-    from lemario.render import RenderConfig, render
+    from lemario.play.render import RenderConfig, render
 
     s = render(RenderConfig(agent="biased", episodes=2, max_steps=40, out=tmp_path, fps=15))
     steps = s["chosen"]["steps"]

@@ -6,17 +6,17 @@ import h5py
 import numpy as np
 import pytest
 
-from lemario.buffer import EpisodeBuffer
-from lemario.collect import play_episode
-from lemario.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
-from lemario.errors import LemarioError
-from lemario.ram import LABELS
-from lemario.rewards import REWARD_SPEC_VERSION
+from lemario.data.buffer import EpisodeBuffer
+from lemario.play.collect import play_episode
+from lemario.data.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
+from lemario.core.errors import LemarioError
+from lemario.games.mario.ram import LABELS
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 
 
 @pytest.fixture(scope="module")
 def episodes():
-    from lemario.env import EnvConfig, SuperMarioBros
+    from lemario.games.mario.env import EnvConfig, SuperMarioBros
 
     env = SuperMarioBros(EnvConfig(max_steps=80))
     eps = [play_episode(env, "biased", seed) for seed in range(3)]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from lemario.actions import ACTION_SETS
-from lemario.env import EnvConfig, SuperMarioBros
-from lemario.errors import LemarioError
+from lemario.games.mario.actions import ACTION_SETS
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.core.errors import LemarioError
 
 
 def rollout(env, actions, seed=0):

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from conftest import run_cli
-from lemario.corpus import scan
-from lemario.errors import LemarioError
-from lemario.executor import run_parallel, torch_threads
+from lemario.data.corpus import scan
+from lemario.core.errors import LemarioError
+from lemario.core.executor import run_parallel, torch_threads
 
 
 def _pid_and_square(x):
@@ -18,7 +18,7 @@ def _pid_and_square(x):
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_run_parallel_runs_elsewhere_and_keeps_order(executor):
     if executor == "ray":  # Ray workers cannot import a test module: ship this function by value
-        from lemario.executor import ray_init
+        from lemario.core.executor import ray_init
 
         ray_init()
         import ray.cloudpickle

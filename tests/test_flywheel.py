@@ -12,9 +12,10 @@ import time
 import pytest
 
 from conftest import run_cli
-from lemario import hof
-from lemario.corpus import scan, writer_lock
-from lemario.imagination import load_policy
+from lemario.flywheel import hof
+from lemario.data.corpus import scan
+from lemario.core.files import writer_lock
+from lemario.control.imagination import load_policy
 
 TINY = ("flywheel", "--preset", "tiny")
 

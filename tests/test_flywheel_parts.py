@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lemario.detector import IterationScore, decide
-from lemario.replay import ReplayConfig, Tier, audit, select
+from lemario.flywheel.detector import IterationScore, decide
+from lemario.data.replay import ReplayConfig, Tier, audit, select
 
 
 def it(i, mean, sd, k=4, decision=""):
@@ -91,8 +91,9 @@ def test_replay_capacity_keeps_the_elite():
 import json  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
-from lemario import checkpoint, hof  # noqa: E402
-from lemario.errors import LemarioError  # noqa: E402
+from lemario.core import checkpoint  # noqa: E402
+from lemario.flywheel import hof  # noqa: E402
+from lemario.core.errors import LemarioError  # noqa: E402
 
 
 def _artifacts(tmp, i, mean, mx):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from lemario.agents import PPOAgent
-from lemario.env import EnvConfig
-from lemario.errors import LemarioError
-from lemario.ppo import PRESETS, drop_lost_rows, load_run_state, make_vec_env, record_milestones, save_run_state
-from lemario.rnd import RND
+from lemario.control.agents import PPOAgent
+from lemario.games.mario.env import EnvConfig
+from lemario.core.errors import LemarioError
+from lemario.baselines.ppo import PRESETS, drop_lost_rows, load_run_state, make_vec_env, record_milestones, save_run_state
+from lemario.baselines.rnd import RND
 
 
 def test_tiny_ppo_run_through_the_cli(tmp_path):
@@ -34,7 +34,7 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == rows
     # bookkeeping (budget, checkpoint cadence) may change between invocations; what the run learns may not
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", "--gamma", "0.5", "--timesteps", "256")
-    assert r.returncode == 2 and "(gamma differ)" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "(gamma: 0.9 -> 0.5)" in r.stderr, r.stderr[-2000:]
 
 
 def test_resume_drops_the_rows_of_the_lost_timeline(tmp_path):
@@ -64,7 +64,7 @@ def test_checkpoint_load_same_actions(tmp_path):
     cfg = PRESETS["tiny"]
     venv, rnd = make_vec_env(cfg)
     try:
-        from lemario.ppo import PPO
+        from lemario.baselines.ppo import PPO
 
         model = PPO("CnnPolicy", venv, n_steps=32, batch_size=32, seed=0, device="cpu")
         obs = np.random.default_rng(0).integers(0, 255, (6, 4, 84, 84), dtype=np.uint8)

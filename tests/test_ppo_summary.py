@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from lemario.errors import LemarioError
-from lemario.ppo_summary import SummaryConfig, build, milestone_row, rolling_median
+from lemario.core.errors import LemarioError
+from lemario.baselines.summary import SummaryConfig, build, milestone_row, rolling_median
 
 
 def _fake_run(path, seed, first_reached, first_eval_reached, evals):

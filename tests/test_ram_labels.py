@@ -3,8 +3,8 @@
 import numpy as np
 
 from conftest import scripted_actions
-from lemario import ram as R
-from lemario.rewards import reward_triple, step_triple
+from lemario.games.mario import ram as R
+from lemario.games.mario.rewards import reward_triple, step_triple
 
 NOOP, RIGHT, RIGHT_A, A = 0, 1, 2, 5  # complex action set indices
 

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import scripted_actions
-from lemario.shaping import ShapedReward, ShapingConfig
+from lemario.baselines.shaping import ShapedReward, ShapingConfig
 
 RIGHT, LEFT, NOOP = 1, 6, 0  # complex action set
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lemario.sigreg import epps_pulley_weights, sigreg
+from lemario.model.sigreg import epps_pulley_weights, sigreg
 
 
 def mean_stat(make, n=10, seed=0, **kw):

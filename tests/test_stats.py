@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lemario.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, z_score
+from lemario.play.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, z_score
 
 
 def ep(max_x, final_x=None, flag=0, steps=100):

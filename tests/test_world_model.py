@@ -15,14 +15,16 @@ import pytest
 import torch
 
 from conftest import run_cli
-from lemario import checkpoint
-from lemario.buffer import EpisodeBuffer
-from lemario.diagnose import diagnose
-from lemario.encoders import CNNEncoder, ViTEncoder
-from lemario.errors import LemarioError
-from lemario.probes import ProbeConfig, run_probes
-from lemario.train import PRESETS, load_world_model, to_torch, train
-from lemario.world_model import LossConfig, WorldModel, world_model_loss
+from lemario.core import checkpoint
+from lemario.data.buffer import EpisodeBuffer
+from lemario.model.diagnose import diagnose
+from lemario.model.encoders import CNNEncoder, ViTEncoder
+from lemario.core.errors import LemarioError
+from lemario.model.probes import ProbeConfig, run_probes
+from lemario.core.device import to_torch
+from lemario.model.train import PRESETS, train
+from lemario.model.world_model import load_world_model
+from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
 from synthetic import write_corpus
 
 TINY = PRESETS["tiny"].model
@@ -216,7 +218,8 @@ def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
 
 def test_other_config_in_run_folder_is_refused(trained, corpus):
     r = run_cli("train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(trained), "--lr", "0.1", "--no-progress")
-    assert r.returncode == 2 and "holds a run with another config" in r.stderr
+    assert r.returncode == 2 and "holds a world-model run with another config (" in r.stderr
+    assert "lr: 0.0003 -> 0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_probe_and_diagnose(trained, corpus):
@@ -247,8 +250,8 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
 
 
 def test_planner_agent_plays_through_the_harness(trained, tmp_path):
-    from lemario.evaluate import EvalConfig, evaluate
-    from lemario.planner import PlannerConfig
+    from lemario.play.evaluate import EvalConfig, evaluate
+    from lemario.control.planner import PlannerConfig
 
     s = evaluate(EvalConfig(agents=(f"planner:{trained / 'model.safetensors'}",), episodes=2, workers=1, max_steps=15,
                             out=tmp_path / "ev", planner=PlannerConfig(samples=32, elites=4, iterations=2, horizon=5)))
@@ -259,7 +262,7 @@ def test_planner_agent_plays_through_the_harness(trained, tmp_path):
 
 
 def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
-    from lemario.render import RenderConfig, render
+    from lemario.play.render import RenderConfig, render
 
     s = render(RenderConfig(agent="biased", episodes=1, max_steps=20, drift_k=5, out=tmp_path,
                             world_model=trained / "model.safetensors"))
@@ -275,7 +278,7 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     assert meta["updates"] == 20 and meta["world_model"].endswith("model.safetensors")
     rows = [json.loads(x) for x in (tmp_path / "pi" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "imag/return" in rows[0]
-    from lemario.evaluate import EvalConfig, evaluate
+    from lemario.play.evaluate import EvalConfig, evaluate
 
     s = evaluate(EvalConfig(agents=(f"policy:{tmp_path / 'pi' / 'policy.safetensors'}",), episodes=2, workers=1, max_steps=20,
                             out=tmp_path / "ev"))
@@ -283,8 +286,8 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     with pytest.raises(LemarioError, match="'world_model' checkpoint, expected 'policy'"):
         evaluate(EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x"))
     # the planner with the policy's critic as its value beyond the horizon
-    from lemario.actions import action_set
-    from lemario.planner import LatentPlanner, PlannerConfig, critic_value
+    from lemario.games.mario.actions import action_set
+    from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
 
     policy = tmp_path / "pi" / "policy.safetensors"
     model, _ = load_world_model(trained / "model.safetensors")

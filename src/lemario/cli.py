@@ -12,7 +12,15 @@ from pathlib import Path
 
 import tyro
 
-from .errors import LemarioError
+from lemario.baselines import ppo
+from lemario.baselines import summary as ppo_summary
+from lemario.control import imagination
+from lemario.core.errors import LemarioError
+from lemario.data.corpus import INDEX_NAME, format_summary, scan
+from lemario.flywheel import hof, report
+from lemario.flywheel import run as flywheel
+from lemario.model import diagnose, probes, train
+from lemario.play import collect, evaluate, render
 
 
 @dataclass(frozen=True)
@@ -24,8 +32,6 @@ class CorpusConfig:
 
 
 def corpus_main(cfg: CorpusConfig) -> None:
-    from .corpus import INDEX_NAME, format_summary, scan
-
     if cfg.rebuild:
         (cfg.corpus / INDEX_NAME).unlink(missing_ok=True)
     print(format_summary(scan(cfg.corpus), title=str(cfg.corpus)))
@@ -33,9 +39,6 @@ def corpus_main(cfg: CorpusConfig) -> None:
 
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
-    from . import collect, diagnose, evaluate, imagination, probes, render, train
-    from . import flywheel, hof, ppo, ppo_summary, report
-
     return {
         "flywheel": ("lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
                      flywheel.FlywheelConfig, flywheel.PRESETS, flywheel.flywheel_main),

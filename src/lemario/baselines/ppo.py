@@ -1,0 +1,285 @@
+"""`lemario baseline ppo`: the model-free baseline, Stable-Baselines3 PPO with the recipe that cleared 1-1.
+
+The seed-001 recipe's defaults: simple action set, 8 parallel envs on the fast backend, gamma 0.9 (the knob
+that got PPO past the first pit), GAE 0.95, lr 2.5e-4, 512 steps x 8 envs per update, batch 256, 4 epochs,
+clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shaping of `lemario.shaping`,
++1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3) whose state is saved with
+every checkpoint. Every `eval_every` env steps the current policy is evaluated with lemario's harness
+(stochastic actions, eval-only seeds); `best_eval` keeps the best, `step_N.zip` every `keep_every` env steps,
+and the run resumes from its latest checkpoint. metrics.jsonl records training episodes and evaluations; state.json the first env step at which
+a training episode reached x >= 700 / 1500 / 2000 and the flag (`first_reached`: exploration, and luck: a
+near-random policy can stumble far), and at which an evaluation's mean max_x reached them and half of its
+episodes took the flag (`first_eval_reached`: what the policy does).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lemario.games.mario.actions import action_set
+from lemario.core.files import atomic_write_text, check_writable, writer_lock
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.core.device import resolve_device
+from lemario.core.errors import LemarioError
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import as_json, check_same_run, run_key
+from lemario.baselines.rnd import RND, RNDBonus
+from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, SubprocVecEnv, VecNormalize
+from lemario.baselines.shaping import ShapedReward, ShapingConfig
+from lemario.play.evaluate import EvalConfig, evaluate
+
+
+MILESTONES = (700, 1500, 2000)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    out: Path = Path("runs/ppo-1-1")
+    """Run folder (resumed when it holds a checkpoint)."""
+    timesteps: int = 2_000_000
+    """Total environment (agent) steps, over all envs."""
+    level: str = "1-1"
+    backend: str = "retro"
+    action_set: str = "simple"
+    max_steps: int = 2000
+    n_envs: int = 8
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    learning_rate: float = 2.5e-4
+    n_steps: int = 512
+    batch_size: int = 256
+    n_epochs: int = 4
+    clip_range: float = 0.2
+    ent_coef: float = 0.05
+    normalize_reward: bool = True
+    norm_reward_clip: float = 10.0
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    action_bias_jump: float = 1.0
+    """Added to the initial logits of actions that press A."""
+    rnd_coef: float = 0.3
+    """Weight of the RND curiosity bonus (0 disables it)."""
+    eval_every: int = 50_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 100_000
+    """Env steps between saves of checkpoints/latest (what a resume starts from)."""
+    keep_every: int = 100_000
+    """Env steps between policies kept as checkpoints/step_N.zip, to evaluate later at equal env steps (0: none)."""
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+PRESETS = {
+    "tiny": PPOConfig(out=Path("runs/ppo-tiny"), timesteps=128, n_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_steps=60,
+                      eval_every=64, eval_episodes=1, checkpoint_every=64, keep_every=64),
+    "cpu": PPOConfig(),
+    "gpu": PPOConfig(timesteps=10_000_000, n_envs=16, keep_every=500_000),
+}
+BOOKKEEPING = ("out", "timesteps", "checkpoint_every", "keep_every", "progress", "device")
+"""Fields a run's later invocations may change: they do not change what it learns."""
+
+
+def _make_env(cfg: PPOConfig, rank: int):
+    def thunk():
+        env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
+        env.reset(seed=cfg.seed * 1000 + rank)
+        return Monitor(ShapedReward(env, cfg.shaping), info_keywords=("max_x", "flag_get"))
+
+    return thunk
+
+
+def make_vec_env(cfg: PPOConfig):
+    thunks = [_make_env(cfg, i) for i in range(cfg.n_envs)]
+    venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.n_envs > 1 else DummyVecEnv(thunks)
+    rnd = None
+    if cfg.rnd_coef > 0:
+        rnd = RND(seed=cfg.seed)
+        venv = RNDBonus(venv, rnd, cfg.rnd_coef)
+    venv = VecNormalize(venv, norm_obs=False, norm_reward=cfg.normalize_reward, clip_reward=cfg.norm_reward_clip, gamma=cfg.gamma)
+    return venv, rnd
+
+
+def new_model(cfg: PPOConfig, venv, device: str, tensorboard_log: str | None = None) -> PPO:
+    """A fresh PPO of the recipe, the jump bias added to its initial logits."""
+    model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                ent_coef=cfg.ent_coef, seed=cfg.seed, device=device, tensorboard_log=tensorboard_log, verbose=0)
+    jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
+    with torch.no_grad():
+        model.policy.action_net.bias[jumps] += cfg.action_bias_jump
+    return model
+
+
+def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
+    """PATH.zip (SB3), PATH.vecnorm.json (reward normalization statistics, no pickle), PATH.rnd.{safetensors,json}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.zip")
+    model.save(tmp)
+    tmp.replace(path.with_suffix(".zip"))
+    r = venv.ret_rms
+    atomic_write_text(path.with_suffix(".vecnorm.json"), json.dumps(
+        {"mean": r.mean.tolist(), "var": r.var.tolist(), "count": float(r.count), "returns": venv.returns.tolist()}))
+    if rnd is not None:
+        rnd.save(path.with_suffix(".rnd.safetensors"))
+
+
+def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
+    model = PPO.load(path.with_suffix(".zip"), env=venv, device=device)
+    v = json.loads(path.with_suffix(".vecnorm.json").read_text())
+    venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = np.array(v["mean"]), np.array(v["var"]), v["count"]
+    if rnd is not None:
+        rnd.load(path.with_suffix(".rnd.safetensors"))
+    return model
+
+
+def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) -> None:
+    """Note `step` for each milestone ('700', '1500', '2000', 'flag') passed by x / flag that `reached` lacks."""
+    for m in MILESTONES:
+        if x >= m:
+            reached.setdefault(str(m), step)
+    if flag:
+        reached.setdefault("flag", step)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows; a last line without its newline (a kill, or a live run, mid-write) is left out."""
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1]] if path.exists() else []
+
+
+def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:
+    """Rewrite metrics.jsonl as of a checkpoint at `env_steps`: the rows a killed run logged after it are of a
+    timeline the resumed run replaces, and an evaluation row at or past `next_eval` is one the resume re-runs."""
+    if not path.exists():
+        return
+    keep = [r for r in read_metrics(path)
+            if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)]
+    text = "".join(json.dumps(r) + "\n" for r in keep)
+    if text != path.read_text():
+        atomic_write_text(path, text)
+
+
+class LemarioCallback(BaseCallback):
+    """metrics.jsonl rows, milestones, periodic checkpoints and harness evaluations (keeping best_eval)."""
+
+    def __init__(self, cfg: PPOConfig, venv, rnd, state: dict):
+        super().__init__()
+        self.cfg, self.venv, self.rnd, self.state = cfg, venv, rnd, state
+        self.t0 = time.time() - state["elapsed"]  # metrics' time: wall seconds of training behind these env steps, over resumes
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.cfg.timesteps, initial=int(self.num_timesteps), disable=not self.cfg.progress, unit="step",
+                        dynamic_ncols=True)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _log(self, row: dict) -> None:
+        with open(self.cfg.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"env_steps": int(self.num_timesteps), "time": round(time.time() - self.t0, 1), **row}) + "\n")
+
+    def _on_step(self) -> bool:
+        self.bar.update(int(self.num_timesteps) - self.bar.n)
+        for info in self.locals["infos"]:
+            ep = info.get("episode")
+            if ep is None:
+                continue
+            x, flag = int(ep["max_x"]), int(ep["flag_get"])
+            self._log({"episode/max_x": x, "episode/return": float(ep["r"]), "episode/steps": int(ep["l"]), "episode/flag": flag})
+            self.state["best_train_x"] = max(self.state["best_train_x"], x)
+            self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
+            record_milestones(self.state["first_reached"], int(self.num_timesteps), x, bool(flag))
+        due_eval = self.num_timesteps >= self.state["next_eval"]
+        due_keep = self.cfg.keep_every > 0 and self.num_timesteps >= self.state["next_keep"]
+        due_checkpoint = self.num_timesteps >= self.state["next_checkpoint"]
+        if due_checkpoint:
+            self.state["next_checkpoint"] += self.cfg.checkpoint_every
+        if due_checkpoint or due_eval or due_keep:
+            self._checkpoint(keep=due_keep)  # state.json still names a due evaluation due: a kill during it re-runs it
+        if due_eval:
+            self._evaluate()
+        return True
+
+    def _write_state(self) -> None:
+        self.state["elapsed"] = round(time.time() - self.t0, 1)
+        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+
+    def _checkpoint(self, keep: bool) -> None:
+        ckpt = self.cfg.out / "checkpoints"
+        save_run_state(self.model, self.venv, self.rnd, ckpt / "latest")
+        if keep:
+            self.state["next_keep"] = (self.num_timesteps // self.cfg.keep_every + 1) * self.cfg.keep_every
+            tmp = ckpt / f".step_{self.num_timesteps}.tmp.zip"
+            shutil.copyfile(ckpt / "latest.zip", tmp)
+            tmp.replace(ckpt / f"step_{self.num_timesteps}.zip")
+        self._write_state()
+
+    def _evaluate(self) -> None:
+        latest = self.cfg.out / "checkpoints" / "latest.zip"
+        s = evaluate(EvalConfig(agents=(f"ppo:{latest}",), episodes=self.cfg.eval_episodes, workers=1, level=self.cfg.level,
+                                backend=self.cfg.backend, action_set=self.cfg.action_set, max_steps=self.cfg.max_steps,
+                                out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}"))
+        agg = next(iter(s["per_agent"].values()))
+        self._log({"eval/mean_max_x": agg["mean_max_x"], "eval/max_max_x": agg["max_max_x"], "eval/flag_rate": agg["flag_rate"],
+                   "eval/ci95_low": agg["ci95_low"], "eval/ci95_high": agg["ci95_high"]})
+        self.state["next_eval"] += self.cfg.eval_every
+        record_milestones(self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5)
+        if agg["mean_max_x"] > self.state["best_eval"]:
+            self.state["best_eval"] = agg["mean_max_x"]
+            best = self.cfg.out / "checkpoints" / "best_eval"
+            for suffix in (".zip", ".vecnorm.json", ".rnd.safetensors", ".rnd.json"):
+                src = latest.with_suffix(suffix)
+                if src.exists():
+                    shutil.copyfile(src, best.with_suffix(suffix))
+        self._write_state()
+
+
+def train_ppo(cfg: PPOConfig) -> dict:
+    EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps).validate()
+    check_writable(cfg.out)
+    with writer_lock(cfg.out):
+        config_path = cfg.out / "config.json"
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())["config"]
+            stored_key = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
+            check_same_run(stored_key, run_key(cfg, BOOKKEEPING), run_key(PPOConfig(), BOOKKEEPING), cfg.out, "PPO run")
+        atomic_write_text(config_path, json.dumps({"config": as_json(cfg), **provenance()}, indent=2))
+        venv, rnd = make_vec_env(cfg)
+        device = str(resolve_device(cfg.device))
+        latest = cfg.out / "checkpoints" / "latest"
+        state_path = cfg.out / "state.json"
+        state = {"first_reached": {}, "first_eval_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
+                 "next_checkpoint": cfg.checkpoint_every, "next_keep": cfg.keep_every, "elapsed": 0.0}
+        try:
+            if latest.with_suffix(".zip").exists():
+                model = load_run_state(latest, venv, rnd, device)
+                state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
+                drop_lost_rows(cfg.out / "metrics.jsonl", int(model.num_timesteps), state["next_eval"])
+                print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
+            else:
+                model = new_model(cfg, venv, device, tensorboard_log=str(cfg.out / "tb"))
+            callback = LemarioCallback(cfg, venv, rnd, state)
+            remaining = cfg.timesteps - model.num_timesteps
+            if remaining > 0:
+                model.learn(remaining, callback=callback, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo")
+            save_run_state(model, venv, rnd, cfg.out / "checkpoints" / "final")
+            state["env_steps"], state["elapsed"] = int(model.num_timesteps), round(time.time() - callback.t0, 1)
+            atomic_write_text(state_path, json.dumps(state))
+        finally:
+            venv.close()
+    return state
+
+
+def ppo_main(cfg: PPOConfig) -> None:
+    state = train_ppo(cfg)
+    print(f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}; first reached by a training "
+          f"episode: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}; by an evaluation's mean: {state['first_eval_reached'] or 'none'}")

@@ -1,0 +1,210 @@
+"""Agents for the evaluation harness, built from a spec string: one interface for every controller.
+
+    random (or uniform)       uniform over the action set
+    biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
+    planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
+    policy:PATH               an imagination actor-critic policy (`lemario.imagination`), sampling its actions
+    ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
+
+An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
+`make_agent(..., explore=eps)` wraps any agent in `ExploringAgent`: at each step, with probability eps, a macro of
+the biased-random policy (a run, a held jump or a pause) takes over for its few steps (the flywheel's exploration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lemario.games.mario.actions import ACTION_SETS, action_set
+from lemario.games.mario.env import EnvConfig
+from lemario.core import checkpoint
+from lemario.core.errors import LemarioError
+from lemario.model.world_model import load_world_model
+from lemario.control.imagination import load_policy
+from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
+from lemario.control.policies import BiasedPolicy, make_policy
+
+SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
+MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
+
+
+def validate_spec(spec: str) -> None:
+    kind, _, path = spec.partition(":")
+    if spec in SCRIPTED:
+        return
+    if kind in MODEL_AGENTS:
+        if not path:
+            raise LemarioError(f"agent {spec!r} needs a checkpoint: write {kind}:PATH")
+        if kind == "ppo":
+            if not Path(path).is_file():
+                raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
+            return
+        checkpoint.load(Path(path), kind=MODEL_AGENTS[kind])  # a missing or wrong-kind checkpoint fails here, with its message
+        return
+    raise LemarioError(f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS))
+
+
+class ScriptedAgent:
+    def __init__(self, policy: str, env_config: EnvConfig):
+        self.policy_name, self.action_set = policy, env_config.action_set
+
+    def reset(self, seed: int) -> None:
+        self.policy = make_policy(self.policy_name, self.action_set, np.random.default_rng(seed))
+
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        return self.policy.act(info)
+
+
+def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
+    """An agent that chooses among n actions plays only the env's action set of that size (an index means
+    other buttons in another set)."""
+    have = len(action_set(env_config.action_set))
+    if n != have:
+        same = [name for name, acts in ACTION_SETS.items() if len(acts) == n]
+        fix = f"pass --action-set {same[0]}" if same else "evaluate with the action set it was trained on"
+        raise LemarioError(f"{what} chooses among {n} actions, the env's {env_config.action_set} set has {have}: {fix}")
+
+
+class PlannerAgent:
+    """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
+    `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
+    still, and predicted against realized progress of each executed action."""
+
+    def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
+        check_action_count(model.cfg.n_actions, env_config, "the world model")
+        actions = action_set(env_config.action_set)
+        self.model, self.cfg = model, cfg
+        self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
+        self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
+
+    def reset(self, seed: int) -> None:
+        self.stats = {"planned": 0, "planned_standing": 0, "predicted_dx": [], "realized_dx": []}
+        self.pending = None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.latents: list[torch.Tensor] = []
+        self.past: list[int] = []
+        self.plan: list[int] = []
+        self.expected: list[float] = []
+        self.last_x = None
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        if self.last_x is not None and self.pending is not None:
+            self.stats["predicted_dx"].append(self.pending)
+            self.stats["realized_dx"].append(info["x_pos"] - self.last_x)
+        self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history:]
+        if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
+            context = torch.stack(self.latents)[None]  # (1, c, D)
+            past = torch.tensor(self.past[len(self.past) - (len(self.latents) - 1):] if len(self.latents) > 1 else [], dtype=torch.int64)[None]
+            keep = torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
+            seq, _, rewards = self.planner.plan(context, past, self.generator, keep)
+            self.plan, self.expected = seq.tolist(), rewards[:, 0].tolist()
+            self.stats["planned"] += len(self.plan)
+            self.stats["planned_standing"] += int(self.standing[seq].sum())
+        action = self.plan.pop(0)
+        self.pending = self.expected.pop(0)
+        self.past.append(action)
+        self.last_x = info["x_pos"]
+        return action
+
+    def episode_stats(self) -> dict:
+        """The predictability-bias diagnostic of the last episode."""
+        s = self.stats
+        pred, real = np.array(s["predicted_dx"]), np.array(s["realized_dx"])
+        return {
+            "planned_standing_share": s["planned_standing"] / max(1, s["planned"]),
+            "predicted_dx_mean": float(pred.mean()) if len(pred) else 0.0,
+            "realized_dx_mean": float(real.mean()) if len(real) else 0.0,
+            "dx_correlation": float(np.corrcoef(pred, real)[0, 1]) if len(pred) > 2 and pred.std() > 0 and real.std() > 0 else 0.0,
+        }
+
+
+class PolicyAgent:
+    """Encodes the observation with the policy's world model and samples pi(a|z)."""
+
+    def __init__(self, path: Path, env_config: EnvConfig):
+        self.ac, self.model, _ = load_policy(path)
+        check_action_count(self.model.cfg.n_actions, env_config, f"the policy {path}")
+
+    def reset(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        z = self.model.encode(torch.from_numpy(obs)[None])  # (1, D)
+        return int(torch.multinomial(self.ac.dist(z).probs, 1, generator=self.generator)[0, 0])
+
+
+class PPOAgent:
+    """A Stable-Baselines3 PPO policy; actions sampled (the seed-001 lesson: its argmax lags the stochastic policy)."""
+
+    def __init__(self, path: Path, env_config: EnvConfig):
+        with contextlib.redirect_stderr(io.StringIO()):  # SB3 imports gym when it is installed; silence its notice
+            from stable_baselines3 import PPO  # a heavy import, only for PPO agents
+
+        self.model = PPO.load(path, device="cpu")
+        check_action_count(int(self.model.action_space.n), env_config, f"the PPO policy {path}")
+
+    def reset(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        policy = self.model.policy
+        obs_t, _ = policy.obs_to_tensor(obs)
+        probs = policy.get_distribution(obs_t).distribution.probs  # (1, A)
+        return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
+
+
+class ExploringAgent:
+    """Any agent, with biased-random macros mixed in: each step, with probability `epsilon`, a whole macro of
+    `BiasedPolicy` (held for its 1-13 steps) replaces the agent's actions. The agent still sees every
+    observation (planners keep their history); its own choice is overridden while a macro runs."""
+
+    def __init__(self, agent, epsilon: float, action_set_name: str):
+        if not 0 <= epsilon <= 1:
+            raise LemarioError(f"exploration rate {epsilon} is not a probability: pass a value in [0, 1]")
+        self.agent, self.epsilon, self.action_set = agent, epsilon, action_set_name
+
+    def reset(self, seed: int) -> None:
+        self.agent.reset(seed)
+        self.rng = np.random.default_rng([seed, 0xE])
+        self.macros = BiasedPolicy(self.action_set, self.rng)
+        self.queue: list[int] = []
+        self.explored = 0
+
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        own = self.agent.act(obs, info)
+        if not self.queue and self.rng.random() < self.epsilon:
+            self.queue = self.macros.macro()
+        if self.queue:
+            self.explored += 1
+            return self.queue.pop()
+        return own
+
+    def episode_stats(self) -> dict:
+        inner = self.agent.episode_stats() if hasattr(self.agent, "episode_stats") else {}
+        return {**inner, "explored_steps": self.explored}
+
+
+def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None, explore: float = 0.0):
+    agent = _make_agent(spec, env_config, planner)
+    return ExploringAgent(agent, explore, env_config.action_set) if explore else agent
+
+
+def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None):
+    validate_spec(spec)
+    if spec in SCRIPTED:
+        return ScriptedAgent(SCRIPTED[spec], env_config)
+    kind, _, path = spec.partition(":")
+    if kind == "policy":
+        return PolicyAgent(Path(path), env_config)
+    if kind == "ppo":
+        return PPOAgent(Path(path), env_config)
+    model, _ = load_world_model(Path(path))
+    return PlannerAgent(model, planner or PlannerConfig(), env_config)

@@ -1,0 +1,274 @@
+"""`lemario imagine`: a Dreamer-style actor-critic trained only inside the frozen world model.
+
+pi(a|z) and V(z) are small MLPs on latents. Each update starts from real encoded states of the corpus,
+imagines `horizon` steps with the predictor (actions sampled from pi) and the reward head (progress, score,
+death), and computes lambda-returns with the death probability as the continuation flag. The critic regresses
+symlog returns; a slow copy of it (EMA) supplies the bootstrap values. Returns are normalized by the EMA of
+their 5th-95th percentile range (at least 1) before the REINFORCE advantage; an entropy bonus keeps pi
+from collapsing. Policies are checkpointed like world models (safetensors + JSON sidecar, kind "policy").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lemario.core import checkpoint
+from lemario.data.buffer import EpisodeBuffer
+from lemario.core.files import check_writable, writer_lock
+from lemario.core.device import resolve_device
+from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
+from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU for one without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """DreamerV3's lambda-returns. rewards (B, H): reward of step t; continues (B, H): 1 - P(episode ends at t);
+    values (B, H+1): V of the latents before each step and after the last.
+
+        R_t = r_t + gamma c_t ((1 - lam) V_{t+1} + lam R_{t+1}),   R_H = V_H
+    """
+    H = rewards.shape[1]
+    out = torch.empty_like(rewards)
+    nxt = values[:, H]
+    for t in reversed(range(H)):
+        nxt = rewards[:, t] + gamma * continues[:, t] * ((1 - lam) * values[:, t + 1] + lam * nxt)
+        out[:, t] = nxt
+    return out
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int, d_out: int, hidden: int = 256, layers: int = 2):
+        super().__init__()
+        mods, d = [], d_in
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+            d = hidden
+        mods.append(nn.Linear(d, d_out))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass(frozen=True)
+class ImagineConfig:
+    world_model: Path = Path("runs/wm-1-1/model.safetensors")
+    """Frozen world model (model.safetensors of a `lemario train` run)."""
+    corpus: Path = Path("runs/corpus-1-1")
+    """Real states to start imagination from."""
+    out: Path = Path("runs/policy-1-1")
+    """Policy run folder (policy.safetensors + .json, metrics.jsonl)."""
+    updates: int = 2000
+    batch: int = 256
+    """Imagined trajectories per update."""
+    horizon: int = 15
+    gamma: float = 0.97
+    lam: float = 0.95
+    entropy: float = 3e-3
+    """Entropy bonus (advantages are normalized, so this is relative to ~1)."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    slow_critic: float = 0.02
+    """EMA rate of the bootstrap critic."""
+    hidden: int = 256
+    death_penalty: float = 5.0
+    """Reward units (1 = PROGRESS_SCALE px of progress) lost by a certain death."""
+    score_weight: float = 0.0
+    """Reward units per 100 points of score."""
+    seed: int = 0
+    max_episodes: int = 0
+    """Read at most this many corpus episodes (0: all)."""
+    episodes: Path | None = None
+    """A JSON list of corpus file names to start from (the flywheel's replay selection; default: all)."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'. The saved policy is always loadable on CPU."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default; the flywheel gives each of its parallel policies a share)."""
+    progress: bool = True
+
+
+PRESETS = {
+    "tiny": ImagineConfig(updates=20, batch=16, horizon=5, hidden=32, out=Path("runs/policy-tiny")),
+    "cpu": ImagineConfig(),
+    "gpu": ImagineConfig(updates=20000, batch=1024),
+}
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, latent_dim: int, n_actions: int, hidden: int):
+        super().__init__()
+        self.actor = MLP(latent_dim, n_actions, hidden)
+        self.critic = MLP(latent_dim, 1, hidden)
+        nn.init.zeros_(self.actor.net[-1].weight)  # start uniform
+        nn.init.zeros_(self.actor.net[-1].bias)
+
+    def dist(self, z: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.actor(z))
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        return symexp(self.critic(z)[..., 0])
+
+
+def imagine(world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tensor, horizon: int, generator: torch.Generator):
+    """Roll the policy forward in the world model from start latents (B, c, D) with the c-1 actions between them.
+    Returns latents (B, H+1, D) (the start's last and H imagined), actions (B, H), reward-head outputs (B, H, 3)."""
+    seq = list(start.unbind(1))
+    actions = list(past.unbind(1))
+    h = world_model.history
+    zs, acts = [seq[-1]], []
+    for _ in range(horizon):
+        with torch.no_grad():
+            probs = ac.dist(seq[-1]).probs
+        a = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        actions.append(a)
+        window = torch.stack(seq[-h:], dim=1)
+        acts_window = torch.stack(actions[-window.shape[1]:], dim=1)
+        with torch.no_grad():
+            nxt = world_model.predict(window, acts_window)[:, -1]
+        seq.append(nxt)
+        zs.append(nxt)
+        acts.append(a)
+    z = torch.stack(zs, dim=1)
+    with torch.no_grad():
+        out = world_model.reward(z[:, 1:])
+    return z, torch.stack(acts, dim=1), out
+
+
+def actor_critic_loss(ac: ActorCritic, slow: ActorCritic, z: torch.Tensor, actions: torch.Tensor, reward_out: torch.Tensor,
+                      cfg: ImagineConfig, scale: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Losses of one imagined batch; returns (loss, metrics, the new 5-95% return range)."""
+    r = decode_reward(reward_out)  # (B, H, 3): px, points, P(death)
+    rewards = r[..., 0] / PROGRESS_SCALE + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]
+    continues = 1 - r[..., 2]
+    with torch.no_grad():
+        values = slow.value(z)  # (B, H+1)
+        returns = lambda_returns(rewards, values, continues, cfg.gamma, cfg.lam)  # (B, H)
+        # weight of each step: the probability the imagined episode is still running there
+        alive = torch.cumprod(torch.cat([torch.ones_like(continues[:, :1]), continues[:, :-1]], dim=1), dim=1)
+        spread = torch.quantile(returns, 0.95) - torch.quantile(returns, 0.05)
+    critic_out = ac.critic(z[:, :-1])[..., 0]  # (B, H) symlog values
+    critic_loss = (alive * (critic_out - symlog(returns)).square()).mean()
+    dist = ac.dist(z[:, :-1])
+    baseline = symexp(critic_out.detach())
+    advantage = (returns - baseline) / scale.clamp_min(1.0)
+    logp = dist.log_prob(actions)
+    entropy = dist.entropy()
+    actor_loss = -(alive * (logp * advantage + cfg.entropy * entropy)).mean()
+    metrics = {"imag/reward": rewards.mean().item(), "imag/return": returns.mean().item(), "imag/death": r[..., 2].mean().item(),
+               "imag/progress_px": r[..., 0].mean().item(), "loss/actor": actor_loss.item(), "loss/critic": critic_loss.item(),
+               "policy/entropy": entropy.mean().item(), "policy/return_scale": float(scale)}
+    return actor_loss + critic_loss, metrics, spread
+
+
+def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None) -> ActorCritic:
+    """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), past actions (B, c-1)),
+    on the world model's device."""
+    device = module_device(world_model)
+    torch.manual_seed(cfg.seed)
+    ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden).to(device)
+    slow = copy.deepcopy(ac).requires_grad_(False)
+    opt = torch.optim.Adam([{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}])
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    scale = torch.tensor(1.0, device=device)
+    bar = tqdm(range(cfg.updates), disable=not cfg.progress, dynamic_ncols=True, unit="upd")
+    for i in bar:
+        start, past = starts_fn(rng)
+        z, actions, reward_out = imagine(world_model, ac, start, past, cfg.horizon, generator)
+        loss, metrics, spread = actor_critic_loss(ac, slow, z, actions, reward_out, cfg, scale)
+        scale = 0.99 * scale + 0.01 * spread if i else spread.clamp_min(1.0)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(ac.parameters(), 10.0)
+        opt.step()
+        with torch.no_grad():
+            for p, q in zip(slow.parameters(), ac.parameters()):
+                p.lerp_(q, cfg.slow_critic)
+        bar.set_postfix({"return": f"{metrics['imag/return']:.2f}", "entropy": f"{metrics['policy/entropy']:.2f}"}, refresh=False)
+        if log and (i + 1) % 10 == 0:
+            log(i + 1, metrics)
+    return ac
+
+
+def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int):
+    """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus."""
+    c = world_model.history
+    valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
+
+    device = module_device(world_model)
+
+    def starts(rng: np.random.Generator):
+        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
+        with torch.no_grad():
+            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device))  # (B, c, D)
+        return z, torch.from_numpy(sample["actions"]).to(device)  # (B, c-1)
+
+    return starts
+
+
+def run_imagine(cfg: ImagineConfig) -> Path:
+    """Train one policy in the frozen world model; returns the path of policy.safetensors."""
+    device = resolve_device(cfg.device)
+    model, wm_meta = load_world_model(cfg.world_model, device)
+    check_writable(cfg.out)
+    with writer_lock(cfg.out), torch_threads(cfg.threads):
+        files = json.loads(Path(cfg.episodes).read_text()) if cfg.episodes is not None else None
+        buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
+        metrics_path = cfg.out / "metrics.jsonl"
+        metrics_path.unlink(missing_ok=True)  # a policy is trained in one go: an interrupted attempt's log goes
+        t0 = time.time()
+
+        def log(step, m):
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps({"update": step, "time": round(time.time() - t0, 2), **m}) + "\n")
+
+        ac = train_policy(model, corpus_starts(model, buffer, cfg.batch), cfg, model.cfg.n_actions, log)
+        path = cfg.out / "policy.safetensors"
+        checkpoint.save(path, ac.state_dict(), {
+            "kind": "policy", "config": {"latent_dim": model.cfg.latent_dim, "n_actions": model.cfg.n_actions, "hidden": cfg.hidden},
+            "world_model": str(cfg.world_model), "world_model_commit": wm_meta.get("git_commit"),
+            "train_config": json.loads(json.dumps(asdict(cfg), default=str)), "updates": cfg.updates,
+            "seconds": round(time.time() - t0, 1)})
+    return path
+
+
+def imagine_main(cfg: ImagineConfig) -> None:
+    print(f"policy saved to {run_imagine(cfg)}")
+
+
+def load_policy(path: Path):
+    """(ActorCritic, its world model, sidecar) of a policy checkpoint."""
+    tensors, meta = checkpoint.load(path, kind="policy")
+    c = meta["config"]
+    ac = ActorCritic(c["latent_dim"], c["n_actions"], c["hidden"])
+    checkpoint.load_state(ac, tensors, Path(path))
+    wm_path = Path(meta["world_model"])
+    if not wm_path.is_absolute() and (Path(path).parent / wm_path).exists():  # relative to the policy's folder first
+        wm_path = Path(path).parent / wm_path
+    model, _ = load_world_model(wm_path)
+    if model.cfg.latent_dim != c["latent_dim"]:
+        raise LemarioError(f"policy {path} expects latents of {c['latent_dim']} dims, its world model gives {model.cfg.latent_dim}")
+    return ac.eval(), model, meta

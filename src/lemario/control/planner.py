@@ -1,0 +1,213 @@
+"""Latent MPC: the cross-entropy method over discrete action sequences, rolled out through the world model.
+
+`cem` is the optimizer alone: a categorical distribution per step (H, A), N sequences sampled from it, the
+top-k refit it (mixed with the previous distribution by `smoothing`), and the best sequence seen is returned.
+`LatentPlanner` scores sequences with the world model: the predictor rolls the N sequences forward in one
+batch per step, predicting each distinct action prefix once (`rollout_shared`), the reward head turns each predicted latent into progress, score and death, and an optional value
+function scores the last latent; or, for goal tasks, the cost is the distance of the last latent to a goal
+latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans every `replan_every` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lemario.control.imagination import load_policy
+from lemario.core.device import native_bf16
+from lemario.core.errors import LemarioError
+from lemario.model.world_model import PROGRESS_SCALE, WorldModel, decode_reward
+
+PRIORS = ("uniform", "biased")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    horizon: int = 15
+    samples: int = 256
+    elites: int = 32
+    iterations: int = 3
+    smoothing: float = 0.1
+    """Weight of the previous distribution when refitting (0: the elites' frequencies alone)."""
+    prior: str = "biased"
+    """Initial per-step distribution: 'uniform', or 'biased' towards running right and jumping."""
+    death_penalty: float = 50.0
+    """Pixels of progress a certain death costs."""
+    score_weight: float = 0.0
+    """Pixels of progress worth 100 points of score."""
+    discount: float = 0.99
+    replan_every: int = 1
+    precision: str = "auto"
+    """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
+    matmuls on CPUs with AMX); 'auto' is bf16 where the hardware computes it natively (AMX CPUs, CUDA), else fp32."""
+    value: str = ""
+    """A policy checkpoint (`lemario imagine`) trained on the same world model: its critic scores the last
+    predicted latent, the value beyond the horizon ('' for none)."""
+
+    def validate(self) -> None:
+        if self.prior not in PRIORS:
+            raise LemarioError(f"unknown planner prior {self.prior!r}: use {' or '.join(PRIORS)}")
+        if self.precision not in PRECISIONS:
+            raise LemarioError(f"unknown planner precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        if min(self.horizon, self.samples, self.iterations, self.replan_every) < 1 or not 1 <= self.elites <= self.samples:
+            raise LemarioError(f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
+                               f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples")
+        if self.value and not Path(self.value).exists():
+            raise LemarioError(f"no policy checkpoint at {self.value} for the planner's value: pass a policy.safetensors of `lemario imagine`")
+
+
+def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
+        generator: torch.Generator, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maximize score(actions (N, H) int64) -> (N,) over sequences.
+
+    prior (H, A) initial probabilities; keep (H,) an extra candidate (the previous plan, shifted) scored in the
+    first round. Returns the best sequence (H,), its score, and the final distribution (H, A).
+    """
+    probs = prior.clone()
+    H, A = probs.shape
+    best_seq, best_score = None, -float("inf")
+    for it in range(cfg.iterations):
+        seqs = torch.multinomial(probs, cfg.samples, replacement=True, generator=generator).T  # (N, H)
+        if it == 0 and keep is not None:
+            seqs[0] = keep
+        scores = score(seqs)  # (N,)
+        top = scores.topk(min(cfg.elites, len(scores))).indices
+        if scores[top[0]] > best_score:
+            best_score, best_seq = float(scores[top[0]]), seqs[top[0]].clone()
+        counts = torch.zeros(H, A).scatter_add_(1, seqs[top].T, torch.ones(H, len(top)))  # (H, A)
+        probs = (1 - cfg.smoothing) * counts / len(top) + cfg.smoothing * probs
+    return best_seq, torch.tensor(best_score), probs
+
+
+def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The rollouts' dtype for a validated PlannerConfig.precision."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The critic of a policy trained on `model`, as latents (N, D) -> value in pixels of progress (N,)."""
+    ac, policy_model, _ = load_policy(path)
+    theirs, ours = policy_model.state_dict(), model.state_dict()
+    if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
+        raise LemarioError(f"the policy {path} was trained on another world model than the planner's: pass a policy of this one")
+    ac = ac.to(next(model.parameters()).device)
+
+    @torch.no_grad()
+    def value(z: torch.Tensor) -> torch.Tensor:
+        return ac.value(z.float()) * PROGRESS_SCALE  # the critic's unit is PROGRESS_SCALE px
+
+    return value
+
+
+def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
+    """(horizon, A) initial distribution of a validated config."""
+    if cfg.prior == "uniform":
+        p = torch.ones(len(actions))
+    else:  # biased: favour right, rarely noop
+        p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])
+    return (p / p.sum()).expand(cfg.horizon, -1).clone()
+
+
+def fold_batchnorm(net: nn.Sequential) -> None:
+    """In place: every eval-mode BatchNorm1d that follows a Linear in `net` is folded into that Linear's weights
+    (y = gamma * (Wx + b - mean) / sqrt(var + eps) + beta is again linear) and replaced by an Identity."""
+    for i in range(1, len(net)):
+        lin, bn = net[i - 1], net[i]
+        if isinstance(lin, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+            scale = bn.weight / (bn.running_var + bn.eps).sqrt()  # (out,)
+            lin.weight.data.mul_(scale[:, None])
+            lin.bias.data.sub_(bn.running_mean).mul_(scale).add_(bn.bias)
+            net[i] = nn.Identity()
+
+
+def planning_copy(model: WorldModel, dtype: torch.dtype) -> WorldModel:
+    """The rollouts' own copy of a world model: eval mode, the predictor's projector BatchNorm folded into its Linear
+    (one op fewer per predicted step), in the planning dtype."""
+    rollout = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        fold_batchnorm(rollout.pred_proj.net)
+    return rollout.to(dtype).requires_grad_(False)
+
+
+def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor, pad: int = 32) -> torch.Tensor:
+    """`model.rollout` of N sequences from one context, predicting each distinct action prefix once.
+
+    context (1, c, D) real latents, past (1, c-1) the actions between them, seqs (N, H) -> (N, H, D). CEM samples
+    share prefixes (at most A distinct first actions; later iterations concentrate), so a step predicts the
+    distinct (window, action) pairs only: a tree of prefixes, each node holding its window of <= history latents
+    and the actions between them. The batch of distinct pairs is padded to a multiple of `pad` rows: a new batch
+    size per step costs more in kernel set-up than the rows it saves.
+    """
+    N, A, h = len(seqs), model.cfg.n_actions, model.history
+    win_z, win_a = context[:, -h:], past[:, past.shape[1] - min(h, context.shape[1]) + 1:]  # (1, w, D), (1, w-1)
+    node = torch.zeros(N, dtype=torch.int64, device=seqs.device)  # each sequence's node at the current depth
+    preds, rows, first = [], [], 0  # per step: the distinct latents (U', D); each sequence's row among all of them
+    for t in range(seqs.shape[1]):
+        children, node = torch.unique(node * A + seqs[:, t], return_inverse=True)  # (U,), (N,)
+        padded = min(N, -(-len(children) // pad) * pad)  # few distinct batch sizes: oneDNN builds a kernel per shape
+        children = torch.cat([children, children[:1].expand(padded - len(children))])  # (U',): the repeats are never read
+        parent, action = children // A, children % A
+        z = win_z[parent]  # (U', w, D)
+        a = torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
+        nxt = model.predict(z, a)[:, -1]  # (U', D)
+        win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
+        win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
+        preds.append(nxt)
+        rows.append(node + first)
+        first += padded
+    return torch.cat(preds)[torch.stack(rows, dim=1)]  # (N, H, D)
+
+
+class LatentPlanner:
+    def __init__(self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None):
+        cfg.validate()
+        self.model, self.cfg, self.value = model.eval(), cfg, value
+        self.dtype = planning_dtype(cfg.precision, next(model.parameters()).device)
+        self.rollout_model = planning_copy(self.model, self.dtype)  # only its predictor and reward head run
+        self.prior = prior_probs(cfg, actions)
+        self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
+
+    @torch.no_grad()  # (plan() runs it in inference mode; a direct call returns ordinary tensors)
+    def rewards(self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
+        (1, c, D) with the (1, c-1) actions taken between its latents."""
+        z = rollout_shared(self.rollout_model, context.to(self.dtype), past, seqs)  # (N, H, D)
+        return z.float(), decode_reward(self.rollout_model.reward(z).float())
+
+    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None, best: dict | None = None):
+        """score(seqs (N, H)) -> (N,). When `best` is a dict, the best-scoring sequence seen so far is kept in it
+        with its predicted rewards (H, 3), so the executed plan's expectations need no second rollout."""
+        cfg = self.cfg
+
+        def score(seqs: torch.Tensor) -> torch.Tensor:
+            z, r = self.rewards(context, past, seqs)
+            if goal is not None:
+                total = -(z[:, -1] - goal).square().sum(-1)  # LeWM: squared distance of the last latent to the goal
+            else:
+                per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
+                total = (per_step * self.discounts).sum(-1)
+                if self.value is not None:
+                    total = total + cfg.discount ** cfg.horizon * self.value(z[:, -1])
+            if best is not None:
+                i = int(total.argmax())
+                if float(total[i]) > best.get("score", -float("inf")):
+                    best.update(score=float(total[i]), seq=seqs[i].clone(), rewards=r[i])
+            return total
+
+        return score
+
+    @torch.inference_mode()
+    def plan(self, context: torch.Tensor, past: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None,
+             goal: torch.Tensor | None = None) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """Best action sequence (H,), its score, and its predicted (progress px, score points, death prob.) (H, 3)."""
+        best: dict = {}
+        cem(self.objective(context, past, goal, best), self.prior, self.cfg, generator, keep)  # its best (up to ties) is ours
+        return best["seq"], best["score"], best["rewards"]

@@ -1,0 +1,98 @@
+"""Where the flywheel's parallel work runs: a local process pool (default) or Ray tasks.
+
+`run_parallel(fn, configs, ...)` runs fn(config) for each config and returns the results in order.
+- local: spawned processes (fresh interpreters, killed with their parent), at most `processes` at a time;
+- ray: one Ray task each, asking for `cpus` CPUs and, where the cluster has GPUs, one GPU. `ray_address` ""
+  starts a private local instance bound to 127.0.0.1; "auto" or "HOST:PORT" joins a running cluster (whose
+  nodes must see the run folder at the same path, e.g. a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+
+from lemario.core.errors import LemarioError
+
+EXECUTORS = ("local", "ray")
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent dies (even by SIGKILL), so no orphan plays on."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's CPU thread count set to n (0: unchanged) for a block, then restored: work run in-process must not
+    change the numerics of what the process does next (the thread count changes float reduction order)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def ray_init(address: str = "", cpus: int | None = None) -> None:
+    """Start (or join) Ray once per process."""
+    if not address:
+        # a private instance on the loopback interface, no token: Ray reads these when it is first imported
+        # (its defaults bind every interface)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError:
+        raise LemarioError("--executor ray needs Ray: pip install ray==2.60.0") from None
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise LemarioError("Ray was imported before lemario could keep it on 127.0.0.1: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                           "in the environment, or pass --ray-address to join a cluster")
+    ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def ray_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _call(payload: tuple[Callable, object]):
+    die_with_parent()
+    fn, arg = payload
+    return fn(arg)
+
+
+def run_parallel(fn: Callable, args: list, executor: str = "local", processes: int = 2, cpus: int = 1,
+                 ray_address: str = "") -> list:
+    if executor not in EXECUTORS:
+        raise LemarioError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if not args:
+        return []
+    if executor == "ray":
+        ray_init(ray_address)  # before Ray is first imported: it reads where to listen at import time
+        import ray
+
+        task = ray.remote(fn).options(num_cpus=cpus, num_gpus=1 if ray_gpus() else 0, max_retries=0)
+        return ray.get([task.remote(a) for a in args])
+    if processes <= 1 or len(args) == 1:
+        return [fn(a) for a in args]
+    with mp.get_context("spawn").Pool(min(processes, len(args))) as pool:
+        return pool.map(_call, [(fn, a) for a in args], chunksize=1)

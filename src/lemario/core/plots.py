@@ -1,0 +1,36 @@
+"""Figures and tables for reports: matplotlib without a display, PNGs written atomically, Markdown + HTML tables."""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+
+from lemario.core.files import atomic_write_bytes
+
+
+def figure():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a figure as PNG atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    figure().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def table(header: list[str], rows: list[list]) -> tuple[str, str]:
+    """(markdown, html) of one table."""
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    h = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"
+    h += "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    return "\n".join(md), h

@@ -1,0 +1,54 @@
+"""What makes two invocations of a command the same run, and a clear refusal when a folder holds another one.
+
+A run folder stores its config's *key*: the resolved config without its bookkeeping fields (where it writes, how
+long it runs, how it shows progress). Re-running a command on the folder compares keys. A key written by an older
+lemario lacks the options added since; they are compared at their defaults, which by convention are the old
+behaviour, so old runs still resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from lemario.core.errors import LemarioError
+
+
+def as_json(cfg) -> dict:
+    """A (nested) dataclass config as plain JSON values (paths as strings)."""
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def run_key(cfg, bookkeeping: tuple[str, ...]) -> dict:
+    """The config as JSON without its top-level `bookkeeping` fields."""
+    return {k: v for k, v in as_json(cfg).items() if k not in bookkeeping}
+
+
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """`stored` with the keys it lacks filled from `defaults`, at every level of nesting."""
+    merged = {**defaults}
+    for k, v in stored.items():
+        merged[k] = with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+    return merged
+
+
+def differences(stored: dict, key: dict, prefix: str = "") -> list[str]:
+    """'field: stored -> new' for every field that differs (dotted names for nested configs)."""
+    out = []
+    for k in sorted(set(stored) | set(key)):
+        a, b = stored.get(k, "<absent>"), key.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a} -> {b}")
+    return out
+
+
+def check_same_run(stored: dict, key: dict, defaults: dict, folder: Path, what: str) -> None:
+    """Refuse, in one line naming the fields and both values, a folder whose stored key is not `key`."""
+    diff = differences(with_defaults(stored, defaults), key)
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise LemarioError(f"{folder} holds a {what} with another config ({shown}): use a new --out folder, "
+                           f"or the run's own settings (its config.json)")

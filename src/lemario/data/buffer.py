@@ -1,0 +1,124 @@
+"""The corpus in RAM, and fast sampling of K-step windows for world-model training.
+
+All episodes' frames are concatenated into one (N, H, W) uint8 array. A window starting at frame i covers
+frames i..i+K of one episode; each of its K+1 observations is the stack of the `stack` frames ending there,
+repeating the episode's first frame before its start (exactly what the env showed at reset).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lemario.data.corpus import read_episode, scan
+from lemario.core.errors import LemarioError
+from lemario.games.mario.ram import LABELS, label_table
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+
+
+@dataclass
+class EpisodeBuffer:
+    frames: np.ndarray  # (N, H, W[, 3]) uint8, all episodes back to back
+    actions: np.ndarray  # (N,) int64, action taken after frame i (-1 on an episode's last frame)
+    rewards: np.ndarray  # (N, 3) float32, reward of that action (0 on an episode's last frame)
+    labels: np.ndarray  # (N, L) int32, RAM labels of frame i
+    episode_start: np.ndarray  # (N,) int64, index of the first frame of frame i's episode
+    starts: np.ndarray  # (E,) first frame of each episode
+    lengths: np.ndarray  # (E,) frames per episode (steps + 1)
+    files: list[str]
+
+    @classmethod
+    def load(cls, corpus: Path, *, max_episodes: int | None = None, files: list[str] | None = None,
+             relabel: bool = True) -> "EpisodeBuffer":
+        """Read a corpus folder (unreadable files are skipped with the index's report), or only the episode
+        `files` named (in the corpus's order; a name the corpus lacks is an error).
+
+        Episodes labelled with another reward-spec version are relabelled from their RAM labels, or refused
+        when relabel=False.
+        """
+        index = scan(Path(corpus))
+        rows = index.episodes
+        if files is not None:
+            wanted = set(files)
+            rows = [r for r in rows if r["file"] in wanted]
+            if len(rows) < len(wanted):
+                missing = sorted(wanted - {r["file"] for r in rows})
+                raise LemarioError(f"{len(missing)} selected episodes (e.g. {missing[0]}) are not readable in {corpus}: "
+                                   "re-run the selection on the corpus as it is")
+        rows = rows[:max_episodes] if max_episodes else rows
+        if not rows:
+            raise LemarioError(f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`")
+        stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]
+        if stale and not relabel:
+            raise LemarioError(f"{len(stale)} episodes (e.g. {stale[0]}) use another reward spec than v{REWARD_SPEC_VERSION}: load with relabel=True to relabel them from RAM")
+        episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
+        parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
+        for ep, labels, rewards in episodes:
+            parts["frames"].append(ep.frames)
+            parts["actions"].append(np.append(ep.actions.astype(np.int64), -1))
+            parts["rewards"].append(np.concatenate([rewards, np.zeros((1, rewards.shape[1]), np.float32)]))
+            parts["labels"].append(labels)
+        lengths = np.array([len(f) for f in parts["frames"]], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return cls(
+            frames=np.concatenate(parts["frames"]), actions=np.concatenate(parts["actions"]),
+            rewards=np.concatenate(parts["rewards"]), labels=np.concatenate(parts["labels"]),
+            episode_start=np.repeat(starts, lengths), starts=starts, lengths=lengths, files=[r["file"] for r in rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def window_starts(self, k: int) -> np.ndarray:
+        """Every frame from which k more frames of the same episode follow."""
+        per_episode = [np.arange(s, s + n - k) for s, n in zip(self.starts, self.lengths) if n > k]
+        if not per_episode:
+            raise LemarioError(f"no episode is longer than {k} steps: collect longer episodes or use a shorter window")
+        return np.concatenate(per_episode)
+
+    def sample(self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """A batch of K-step windows:
+        obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64, rewards (B, K, 3) float32, labels (B, K+1, L) int32.
+        """
+        valid = self.window_starts(k) if valid is None else valid
+        i = rng.choice(valid, size=batch)  # (B,)
+        t = i[:, None] + np.arange(k + 1)  # (B, K+1) frame of each step
+        frame_idx = t[:, :, None] - np.arange(stack - 1, -1, -1)  # (B, K+1, stack), oldest first
+        frame_idx = np.maximum(frame_idx, self.episode_start[i][:, None, None])
+        return {
+            "obs": self.frames[frame_idx],
+            "actions": self.actions[t[:, :-1]],
+            "rewards": self.rewards[t[:, :-1]],
+            "labels": self.labels[t],
+        }
+
+
+def _read_current(path: Path):
+    """An episode with labels and rewards in the current schema: recomputed from its RAM when they are not."""
+    ep = read_episode(path)
+    labels = ep.labels
+    if ep.meta.get("label_names", list(LABELS)) != list(LABELS):
+        labels = label_table(read_episode(path, ram=True).ram)
+    rewards = ep.rewards if int(ep.meta["reward_spec_version"]) == REWARD_SPEC_VERSION else reward_triple(labels)
+    return ep, labels, rewards
+
+
+def is_val_episode(file: str, fraction: float) -> bool:
+    """Whether an episode file is held out: a hash of its name, so the split is stable as the corpus grows."""
+    return zlib.crc32(file.encode()) % 10_000 < fraction * 10_000
+
+
+def split_windows(buffer: EpisodeBuffer, k: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts of training and held-out episodes."""
+    val_eps = np.array([is_val_episode(f, fraction) for f in buffer.files])
+    if fraction > 0 and not val_eps.any() and len(val_eps) > 1:
+        val_eps[-1] = True  # tiny corpora: hold out at least one episode
+    starts = buffer.window_starts(k)
+    episode_of = np.searchsorted(buffer.starts, starts, side="right") - 1
+    train, val = starts[~val_eps[episode_of]], starts[val_eps[episode_of]]
+    if len(train) == 0:
+        raise LemarioError(f"no training windows of {k} steps: collect more or longer episodes")
+    return train, val

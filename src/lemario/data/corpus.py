@@ -1,0 +1,211 @@
+"""The episode corpus: one HDF5 file per episode, written atomically, and an index that is always rebuildable.
+
+Layout of `DIR/<run>-<index>.h5` (schema 1):
+    frames   (T+1, H, W[, 3]) uint8, gzip-1  preprocessed single frames; frames[0] is the reset frame
+    actions  (T,)             uint8          action index taken after frames[t]
+    ram      (T+1, 2048)      uint8, gzip-1  full RAM after each step (relabelling needs nothing else)
+    labels   (T+1, L)         int32          `lemario.ram.LABELS` columns (attr `names`)
+    rewards  (T, 3)           float32        `lemario.rewards.REWARD_CHANNELS` (attr `spec_version`)
+    attrs: level, seed, backend, policy, action_set, frame settings, lemario_version, reward_spec_version, run, ...
+
+A file is written under a temporary name, fsynced, then renamed: a reader sees a whole episode or none.
+`index.json` caches each file's summary; `scan()` rebuilds it from the files (only new or changed files are
+opened), and reports a truncated or corrupt file instead of failing on it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lemario import __version__
+from lemario.core.errors import LemarioError
+from lemario.core.files import atomic_write_bytes, atomic_write_text
+from lemario.games.mario.ram import LABELS
+from lemario.games.mario.rewards import REWARD_CHANNELS, REWARD_SPEC_VERSION
+
+SCHEMA_VERSION = 1
+INDEX_NAME = "index.json"
+# The seed's audit table: the share of frames by how far their episode got.
+TIERS = (("<200", 0, 200), ("200-500", 200, 500), ("500-1000", 500, 1000), ("1000-1500", 1000, 1500), (">=1500", 1500, None))
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray  # (T+1, H, W[, 3]) uint8
+    actions: np.ndarray  # (T,) uint8
+    ram: np.ndarray | None  # (T+1, 2048) uint8, None when read without it
+    labels: np.ndarray  # (T+1, L) int32
+    rewards: np.ndarray  # (T, 3) float32
+    meta: dict
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.actions)
+
+
+def write_episode(path: Path, ep: Episode) -> int:
+    """Write one episode atomically; returns its size in bytes. Raises OSError (e.g. disk full) untouched.
+
+    The HDF5 file is built in memory and written with plain file I/O: HDF5's own writer can crash the process
+    when the disk fills up, a plain write fails with a clean OSError.
+    """
+    T = ep.n_steps
+    assert ep.frames.shape[0] == T + 1 and ep.labels.shape[0] == T + 1 and ep.rewards.shape == (T, len(REWARD_CHANNELS))
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        chunk = min(64, T + 1)
+        f.create_dataset("frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:]))
+        f.create_dataset("actions", data=ep.actions.astype(np.uint8))
+        f.create_dataset("ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1]))
+        f.create_dataset("labels", data=ep.labels.astype(np.int32)).attrs["names"] = json.dumps(list(LABELS))
+        rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
+        rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
+        meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
+        f.attrs["meta"] = json.dumps(meta, default=_jsonable)
+    data = image.getbuffer()
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _attrs(f: h5py.File) -> dict:
+    meta = json.loads(f.attrs["meta"])
+    meta["label_names"] = json.loads(f["labels"].attrs["names"])
+    return meta
+
+
+def read_episode(path: Path, *, ram: bool = False) -> Episode:
+    """Read one episode (RAM only when asked: it is the largest dataset after the frames)."""
+    with h5py.File(path, "r") as f:
+        return Episode(
+            frames=f["frames"][()], actions=f["actions"][()], ram=f["ram"][()] if ram else None,
+            labels=f["labels"][()], rewards=f["rewards"][()], meta=_attrs(f),
+        )
+
+
+def summarize(path: Path) -> dict:
+    """The index row of one episode file; raises on a truncated or inconsistent file."""
+    with h5py.File(path, "r") as f:
+        meta = _attrs(f)
+        T = f["actions"].shape[0]
+        shapes = {k: f[k].shape[0] for k in ("frames", "ram", "labels")}
+        if any(n != T + 1 for n in shapes.values()) or f["rewards"].shape[0] != T:
+            raise ValueError(f"inconsistent lengths: {T} actions, {shapes}, {f['rewards'].shape[0]} rewards")
+        f["frames"][-1]  # the last chunk decompresses: the file is complete
+    return index_row(path, meta, T)
+
+
+def index_row(path: Path, meta: dict, n_steps: int) -> dict:
+    """The index's summary of an episode file (its size and mtime tell whether the row is still current)."""
+    stat = path.stat()
+    return {
+        "file": path.name, "n_steps": int(n_steps), "max_x": int(meta["max_x"]), "flag_get": int(meta["flag_get"]),
+        "level": meta["level"], "policy": meta["policy"], "backend": meta["backend"], "run": meta.get("run", ""),
+        "run_index": int(meta.get("run_index", -1)), "seed": int(meta["seed"]),
+        "reward_spec_version": int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)), "bytes": stat.st_size,
+        "mtime": stat.st_mtime,
+    }
+
+
+@dataclass
+class Index:
+    episodes: list[dict]
+    bad: list[dict]
+
+    @property
+    def frames(self) -> int:
+        return sum(e["n_steps"] + 1 for e in self.episodes)
+
+
+def episode_files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.glob("*.h5") if not p.name.startswith("."))
+
+
+def _cached_rows(corpus: Path) -> dict[str, dict]:
+    try:
+        return {e["file"]: e for e in json.loads((corpus / INDEX_NAME).read_text())["episodes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no index yet, or a damaged one: it is rebuilt from the files
+
+
+def _write_index(corpus: Path, episodes: list[dict], bad: list[dict]) -> None:
+    try:
+        atomic_write_text(corpus / INDEX_NAME, json.dumps({"version": SCHEMA_VERSION, "episodes": episodes, "bad": bad}))
+    except OSError:
+        pass  # the index is a cache; a full or read-only disk must not stop a reader
+
+
+def add_to_index(corpus: Path, rows: list[dict]) -> None:
+    """Record rows of newly written episodes (the writer knows them; nobody reopens the files)."""
+    cached = _cached_rows(corpus)
+    cached.update({r["file"]: r for r in rows})
+    _write_index(corpus, sorted(cached.values(), key=lambda r: r["file"]), [])
+
+
+def scan(corpus: Path, *, write: bool = True) -> Index:
+    """Index of every episode file in `corpus`, reusing cached rows of unchanged files; bad files are listed."""
+    corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise LemarioError(f"corpus folder {corpus} does not exist: collect one with `lemario collect --out {corpus}`")
+    cached = _cached_rows(corpus)
+    episodes, bad = [], []
+    for path in episode_files(corpus):
+        stat = path.stat()
+        row = cached.get(path.name)
+        if row and row["bytes"] == stat.st_size and row["mtime"] == stat.st_mtime:
+            episodes.append(row)
+            continue
+        try:
+            episodes.append(summarize(path))
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
+            bad.append({"file": path.name, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]})
+    if write:
+        _write_index(corpus, episodes, bad)
+    return Index(episodes, bad)
+
+
+def tier_of(max_x: int, flag: int) -> str:
+    if flag:
+        return "flag"
+    for name, lo, hi in TIERS:
+        if max_x >= lo and (hi is None or max_x < hi):
+            return name
+    raise ValueError(max_x)
+
+
+def audit_table(episodes: list[dict]) -> list[dict]:
+    """Rows (tier, episodes, frames, share of frames) over the tiers and the flag, the seed's audit table."""
+    names = [t[0] for t in TIERS] + ["flag"]
+    counts = {n: [0, 0] for n in names}
+    for e in episodes:
+        c = counts[tier_of(e["max_x"], e["flag_get"])]
+        c[0] += 1
+        c[1] += e["n_steps"] + 1
+    total = max(1, sum(c[1] for c in counts.values()))
+    return [{"tier": n, "episodes": counts[n][0], "frames": counts[n][1], "share": counts[n][1] / total} for n in names]
+
+
+def format_summary(index: Index, title: str = "corpus") -> str:
+    eps = index.episodes
+    lines = [f"{title}: {len(eps)} episodes, {index.frames} frames"]
+    if eps:
+        xs = np.array([e["max_x"] for e in eps])
+        flags = sum(e["flag_get"] for e in eps)
+        lines.append(f"max_x: mean {xs.mean():.0f}, median {np.median(xs):.0f}, max {xs.max()}; flags {flags}")
+    lines.append(f"{'tier (max_x)':<14}{'episodes':>10}{'frames':>10}{'share':>9}")
+    for row in audit_table(eps):
+        lines.append(f"{row['tier']:<14}{row['episodes']:>10}{row['frames']:>10}{row['share']:>8.1%}")
+    for b in index.bad:
+        lines.append(f"skipped unreadable file {b['file']}: {b['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""The hall of fame (the seed's M2): every iteration's world model, policy and evaluation, copied, never overwritten.
+
+    RUN/hof/iter{N}_meanx{mean}_maxx{max}/   world_model.{safetensors,json}, policy.{safetensors,json},
+                                             eval/summary.json, eval/episodes.jsonl, entry.json
+                                             confirm/... (the re-evaluation on fresh seeds, when given)
+    RUN/hof/catalog.json                     entries ranked by score (best first)
+
+An entry's score is the mean max_x of its confirmation evaluation when there is one: the iteration's policy is
+the best of K on the evaluation seeds, so its own mean there is biased upwards (the winner's curse); the
+confirmation replays it on seeds nothing was selected on. Files are copied (not linked), so deleting a run's
+working files never loses an entry; the policy's sidecar points at the entry's own world model. Warm starts
+come from `top(run, k)`. `lemario hof list|show|export RUN`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from lemario.core.files import atomic_write_text
+from lemario.core.errors import LemarioError
+
+CATALOG = "catalog.json"
+
+
+def entry_name(iteration: int, mean_max_x: float, max_max_x: float) -> str:
+    return f"iter{iteration}_meanx{mean_max_x:.0f}_maxx{max_max_x:.0f}"
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """NAME.safetensors and its NAME.json sidecar."""
+    shutil.copyfile(src, dst)
+    shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
+
+
+def add(run: Path, iteration: int, world_model: Path, policy: Path, eval_dir: Path, extra: dict,
+        confirm_dir: Path | None = None) -> dict:
+    """Copy an iteration's artifacts into the hall of fame and re-rank the catalog. Refuses to overwrite."""
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    best = summary["per_agent"][extra["best_agent"]] if "best_agent" in extra else next(iter(summary["per_agent"].values()))
+    confirm = None
+    if confirm_dir is not None:
+        confirm = next(iter(json.loads((confirm_dir / "summary.json").read_text())["per_agent"].values()))
+    hof = run / "hof"
+    name = entry_name(iteration, best["mean_max_x"], best["max_max_x"])
+    folder = hof / name
+    if any(e["iteration"] == iteration for e in catalog(run)):
+        raise LemarioError(f"hall of fame already holds iteration {iteration} ({folder}): entries are never overwritten")
+    if (folder / "entry.json").exists():  # copied, then killed before the catalog was updated: finish that
+        entry = json.loads((folder / "entry.json").read_text())
+        _write_catalog(run, catalog(run) + [entry])
+        return entry
+    tmp = hof / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "eval").mkdir(parents=True)
+    _copy_checkpoint(world_model, tmp / "world_model.safetensors")
+    _copy_checkpoint(policy, tmp / "policy.safetensors")
+    sidecar = json.loads((tmp / "policy.json").read_text())
+    atomic_write_text(tmp / "policy.json", json.dumps({**sidecar, "world_model": "world_model.safetensors",
+                                                       "trained_with": sidecar.get("world_model")}, indent=2))
+    for src, dst in [(eval_dir, "eval")] + ([(confirm_dir, "confirm")] if confirm_dir else []):
+        (tmp / dst).mkdir(exist_ok=True)
+        for f in ("summary.json", "episodes.jsonl"):
+            shutil.copyfile(src / f, tmp / dst / f)
+    entry = {"iteration": iteration, "name": name, "mean_max_x": best["mean_max_x"], "max_max_x": best["max_max_x"],
+             "flag_rate": best["flag_rate"], "ci95": [best["ci95_low"], best["ci95_high"]],
+             "score": confirm["mean_max_x"] if confirm else best["mean_max_x"], **extra}
+    if confirm:
+        entry["confirm"] = {k: confirm[k] for k in ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high", "episodes")}
+    atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=2))
+    tmp.rename(folder)
+    _write_catalog(run, catalog(run) + [entry])
+    return entry
+
+
+def _write_catalog(run: Path, entries: list[dict]) -> None:
+    entries = sorted(entries, key=lambda e: -e.get("score", e["mean_max_x"]))
+    atomic_write_text(Path(run) / "hof" / CATALOG, json.dumps(entries, indent=2))
+
+
+def catalog(run: Path) -> list[dict]:
+    path = Path(run) / "hof" / CATALOG
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def top(run: Path, k: int = 1) -> list[dict]:
+    return catalog(run)[:k]
+
+
+def folder(run: Path, entry: dict) -> Path:
+    return Path(run) / "hof" / entry["name"]
+
+
+@dataclass(frozen=True)
+class HofConfig:
+    action: tyro.conf.Positional[Literal["list", "show", "export"]]
+    run: tyro.conf.Positional[Path]
+    """Flywheel run folder."""
+    iteration: int | None = None
+    """Entry to show or export (default: the best)."""
+    to: Path | None = None
+    """Export destination folder."""
+
+
+def hof_main(cfg: HofConfig) -> None:
+    entries = catalog(cfg.run)
+    if not entries:
+        raise LemarioError(f"{cfg.run} has no hall of fame yet: run `lemario flywheel --out {cfg.run}` first")
+    if cfg.action == "list":
+        print(f"{'rank':>4}  {'iter':>4}  {'score':>6}  {'mean max_x':>10}  {'95% CI':>14}  {'max':>6}  {'flag':>5}  entry")
+        for i, e in enumerate(entries, 1):
+            print(f"{i:>4}  {e['iteration']:>4}  {e.get('score', e['mean_max_x']):>6.0f}  {e['mean_max_x']:>10.0f}  "
+                  f"[{e['ci95'][0]:>5.0f}, {e['ci95'][1]:>5.0f}]  {e['max_max_x']:>6.0f}  {e['flag_rate']:>5.2f}  {e['name']}")
+        print("score: mean max_x on the confirmation seeds (the eval columns are the best of K: biased upwards)")
+        return
+    chosen = entries[0] if cfg.iteration is None else next((e for e in entries if e["iteration"] == cfg.iteration), None)
+    if chosen is None:
+        raise LemarioError(f"no iteration {cfg.iteration} in the hall of fame of {cfg.run}: see `lemario hof list {cfg.run}`")
+    if cfg.action == "show":
+        print(json.dumps(chosen, indent=2))
+        return
+    if cfg.to is None:
+        raise LemarioError("export needs a destination: pass --to FOLDER")
+    if cfg.to.exists():
+        raise LemarioError(f"{cfg.to} exists: export to a new folder")
+    shutil.copytree(folder(cfg.run, chosen), cfg.to)
+    print(f"exported {chosen['name']} to {cfg.to}")

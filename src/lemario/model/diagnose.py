@@ -1,0 +1,111 @@
+"""Collapse diagnostics: does the world model use its inputs, and is its latent space alive?
+
+The seed lost hundreds of hours to a predictor that output a constant while its loss curve looked clean. These
+numbers catch that from held-out windows:
+
+- sensitivity to the latent: spread of the predictor's output when its input latent changes (other samples'
+  latents, same actions), relative to the spread of the real next latents. ~0 means it ignores the state.
+- sensitivity to the action: spread of the output over all actions for a fixed latent, relative to the same.
+- prediction loss against two trivial predictors: the mean next latent, and "no change" (z_{t+1} = z_t).
+- effective rank (exp of the entropy of the normalized singular values) and per-dimension spread of the
+  embeddings; the SIGReg statistic on held-out data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lemario.model.sigreg import sigreg
+from lemario.core.device import to_torch
+from lemario.data.buffer import EpisodeBuffer
+from lemario.model.world_model import WorldModel, load_world_model
+
+# A predictor whose output moves less than this fraction of the targets' spread ignores that input.
+MIN_SENSITIVITY = 0.05
+
+
+@torch.no_grad()
+def diagnose(model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int | None = None) -> tuple[dict[str, float], list[str]]:
+    """Metrics and warnings on a held-out batch (obs (B, K+1, S, H, W), actions (B, K))."""
+    was_training = model.training
+    model.eval()
+    try:
+        emb = model.encode(batch["obs"]).float()  # (B, K+1, D)
+        actions = batch["actions"]
+        z, a, target = emb[:, :1], actions[:, :1], emb[:, 1]  # (B, 1, D), (B, 1), (B, D)
+        out = model.predict(z, a)[:, 0]  # (B, D)
+        target_spread = target.std(dim=0).mean().clamp_min(1e-8)
+
+        shuffled = model.predict(z[torch.roll(torch.arange(len(z)), 1)], a)[:, 0]  # other states, same actions
+        sens_z = (out - shuffled).norm(dim=-1).mean() / (2 ** 0.5 * target_spread * target.shape[-1] ** 0.5)
+
+        n_actions = n_actions or model.cfg.n_actions
+        per_action = torch.stack([model.predict(z, torch.full_like(a, i))[:, 0] for i in range(n_actions)], dim=1)  # (B, A, D)
+        sens_a = per_action.std(dim=1).mean() / target_spread
+
+        pred_mse = F.mse_loss(out, target).item()
+        mean_mse = F.mse_loss(target.mean(0, keepdim=True).expand_as(target), target).item()
+        still_mse = F.mse_loss(z[:, 0], target).item()
+
+        flat = emb.reshape(-1, emb.shape[-1])
+        s = torch.linalg.svdvals(flat - flat.mean(0))
+        p = s / s.sum()
+        eff_rank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()).item()
+        dim_std = flat.std(0)
+        metrics = {
+            "diag/sensitivity_latent": sens_z.item(), "diag/sensitivity_action": sens_a.item(),
+            "diag/pred_mse": pred_mse, "diag/mean_baseline_mse": mean_mse, "diag/no_change_mse": still_mse,
+            "diag/pred_vs_best_baseline": pred_mse / max(min(mean_mse, still_mse), 1e-12),
+            "diag/effective_rank": eff_rank, "diag/latent_dim": float(flat.shape[-1]),
+            "diag/dim_std_min": dim_std.min().item(), "diag/dim_std_median": dim_std.median().item(), "diag/dim_std_max": dim_std.max().item(),
+            "diag/sigreg": sigreg(emb.transpose(0, 1), generator=torch.Generator(device=emb.device).manual_seed(0)).item(),
+        }
+    finally:
+        model.train(was_training)
+    return metrics, warnings_from(metrics)
+
+
+def warnings_from(m: dict[str, float]) -> list[str]:
+    out = []
+    if m["diag/sensitivity_latent"] < MIN_SENSITIVITY:
+        out.append(f"PREDICTOR IGNORES ITS INPUT LATENT: output moves {m['diag/sensitivity_latent']:.3f} of the targets' spread "
+                   f"(< {MIN_SENSITIVITY}): it has collapsed towards a constant")
+    if m["diag/sensitivity_action"] < MIN_SENSITIVITY:
+        out.append(f"predictor ignores the action: output moves {m['diag/sensitivity_action']:.3f} of the targets' spread over actions")
+    if m["diag/pred_vs_best_baseline"] >= 1.0:
+        out.append(f"prediction is no better than a trivial predictor (mean or no-change): ratio {m['diag/pred_vs_best_baseline']:.2f}")
+    if m["diag/effective_rank"] < 0.1 * m["diag/latent_dim"]:
+        out.append(f"embeddings span few dimensions: effective rank {m['diag/effective_rank']:.1f} of {m['diag/latent_dim']:.0f}")
+    return out
+
+
+def format_report(metrics: dict[str, float], warnings: list[str]) -> str:
+    lines = [f"{k.removeprefix('diag/'):<24}{v:>12.4f}" for k, v in metrics.items()]
+    lines += [f"WARNING: {w}" for w in warnings] or ["no collapse detected"]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    checkpoint: tyro.conf.Positional[Path]
+    """World-model checkpoint (model.safetensors)."""
+    corpus: Path = Path("runs/corpus-1-1")
+    """Corpus to draw held-out windows from."""
+    windows: int = 256
+    k: int = 4
+    seed: int = 0
+
+
+def diagnose_main(cfg: DiagnoseConfig) -> None:
+    model, _ = load_world_model(cfg.checkpoint)
+    buffer = EpisodeBuffer.load(cfg.corpus)
+    batch = to_torch(buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu"))
+    metrics, warnings = diagnose(model, batch)
+    print(format_report(metrics, warnings))

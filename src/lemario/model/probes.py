@@ -1,0 +1,182 @@
+"""`lemario probe CKPT`: does the frozen encoder's embedding hold the game's physics?
+
+Linear (ridge, regularization chosen on a validation fold) and small-MLP probes from embeddings to RAM labels,
+fitted on some episodes and scored on others (a split by episode file). Regression targets report R^2;
+binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone would flatter a constant).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+import numpy as np
+import torch
+from torch import nn
+
+from lemario.data.buffer import EpisodeBuffer, is_val_episode
+from lemario.core.files import atomic_write_text
+from lemario.core.errors import LemarioError
+from lemario.games.mario.ram import LABELS
+from lemario.model.world_model import load_world_model
+
+REGRESSION = ("x_pos", "y_pos", "x_vel", "y_vel")
+BINARY = ("on_ground", "is_dying")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    checkpoint: tyro.conf.Positional[Path]
+    """World-model checkpoint (model.safetensors of a `lemario train` run)."""
+    corpus: Path = Path("runs/corpus-1-1")
+    """Corpus whose frames are embedded (episodes are split for fitting and scoring)."""
+    score_fraction: float = 0.3
+    """Share of episodes the probes are scored on (never fitted on)."""
+    max_frames: int = 40000
+    """Embed at most this many frames (spread over the episodes)."""
+    mlp_steps: int = 1500
+    seed: int = 0
+    out: Path | None = None
+    """Where to write the JSON table (default: probe.json beside the checkpoint)."""
+
+
+@torch.no_grad()
+def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Embeddings (N, D) of the frame stacks ending at frames idx."""
+    stack = model.cfg.frame_stack
+    out = []
+    for i in range(0, len(idx), batch):
+        j = idx[i:i + batch]
+        frame_idx = np.maximum(j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None])  # (n, stack)
+        out.append(model.encode(torch.from_numpy(buffer.frames[frame_idx])).float().numpy())
+    return np.concatenate(out)
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Weights (D+1,) of ridge regression on standardized inputs with a bias column (not penalized)."""
+    xb = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    reg = lam * np.eye(xb.shape[1])
+    reg[-1, -1] = 0
+    return np.linalg.solve(xb.T @ xb + reg, xb.T @ y)
+
+
+def ridge_predict(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return x @ w[:-1] + w[-1]
+
+
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    ss = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - pred) ** 2).sum() / ss) if ss > 0 else float("nan")
+
+
+def ridge_probe(x_fit, y_fit, x_score, binary: bool, groups: np.ndarray) -> np.ndarray:
+    """Ridge with lambda chosen on held-out episodes of the fitting set (a fifth of its episodes: frames of
+    one episode are too alike to validate on each other); returns predictions on x_score."""
+    episodes = np.unique(groups)
+    held = episodes[-max(1, len(episodes) // 5):]
+    val = np.isin(groups, held)
+    tr = ~val
+    if not tr.any():
+        tr = val
+    best = None
+    for lam in (1e-3, 1e-2, 1e-1, 1, 10, 100, 1000):
+        w = ridge_fit(x_fit[tr], y_fit[tr], lam)
+        p = ridge_predict(x_fit[val], w)
+        score = ((p > 0.5) == (y_fit[val] > 0.5)).mean() if binary else r2(y_fit[val], p)
+        if best is None or score > best[0]:
+            best = (score, lam)
+    return ridge_predict(x_score, ridge_fit(x_fit, y_fit, best[1]))
+
+
+def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.ndarray:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(x_fit.shape[1], 256), nn.ReLU(), nn.Linear(256, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    xf, yf = torch.from_numpy(x_fit).float(), torch.from_numpy(y_fit).float()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(len(xf), (min(512, len(xf)),), generator=g)
+        out = net(xf[i])[:, 0]
+        loss = nn.functional.binary_cross_entropy_with_logits(out, yf[i]) if binary else nn.functional.mse_loss(out, yf[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = net(torch.from_numpy(x_score).float())[:, 0]
+        return (out.sigmoid() if binary else out).numpy()
+
+
+def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
+    if not binary:
+        return {"r2": r2(y, pred)}
+    hit = (pred > 0.5) == (y > 0.5)
+    pos, neg = y > 0.5, y <= 0.5
+    bal = float(0.5 * (hit[pos].mean() + hit[neg].mean())) if pos.any() and neg.any() else None  # undefined without both classes
+    return {"accuracy": float(hit.mean()), "balanced_accuracy": bal, "positives": int(pos.sum())}
+
+
+def run_probes(cfg: ProbeConfig) -> dict:
+    model, meta = load_world_model(cfg.checkpoint)
+    buffer = EpisodeBuffer.load(cfg.corpus)
+    scored_eps = np.array([is_val_episode("probe:" + f, cfg.score_fraction) for f in buffer.files])
+    if scored_eps.all() or not scored_eps.any():
+        if len(buffer.files) < 2:
+            raise LemarioError(f"probing needs at least 2 episodes in {cfg.corpus} (fit on some, score on others)")
+        scored_eps[:] = False
+        scored_eps[-max(1, len(scored_eps) // 3):] = True
+    rng = np.random.default_rng(cfg.seed)
+    frame_episode = np.repeat(np.arange(len(buffer.starts)), buffer.lengths)
+    idx = np.arange(len(buffer))
+    if len(idx) > cfg.max_frames:
+        idx = np.sort(rng.choice(idx, cfg.max_frames, replace=False))
+    emb = embed_frames(model, buffer, idx)
+    mu, sd = emb.mean(0), emb.std(0) + 1e-6
+    emb = (emb - mu) / sd
+    is_score = scored_eps[frame_episode[idx]]
+    results = {}
+    for name in REGRESSION + BINARY:
+        y = buffer.labels[idx, LABELS.index(name)].astype(np.float64)
+        binary = name in BINARY
+        yf, ys = y[~is_score], y[is_score]
+        groups = frame_episode[idx][~is_score]
+        if binary:
+            lin = ridge_probe(emb[~is_score], yf, emb[is_score], True, groups)
+        else:
+            m, s = yf.mean(), yf.std() + 1e-9
+            lin = ridge_probe(emb[~is_score], (yf - m) / s, emb[is_score], False, groups) * s + m
+        mlp_y = yf if binary else (yf - yf.mean()) / (yf.std() + 1e-9)
+        mlp = mlp_probe(emb[~is_score], mlp_y, emb[is_score], binary, cfg.mlp_steps, cfg.seed)
+        if not binary:
+            mlp = mlp * (yf.std() + 1e-9) + yf.mean()
+        results[name] = {"linear": score(ys, lin, binary), "mlp": score(ys, mlp, binary)}
+    report = {"checkpoint": str(cfg.checkpoint), "corpus": str(cfg.corpus), "frames": int(len(idx)),
+              "fit_episodes": int((~scored_eps).sum()), "score_episodes": int(scored_eps.sum()), "step": meta.get("step"),
+              "probes": results}
+    out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
+    atomic_write_text(out, json.dumps(report, indent=2))
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"probes on {report['score_episodes']} held-out episodes (fitted on {report['fit_episodes']}), {report['frames']} frames",
+             f"{'label':<12}{'linear':>22}{'mlp':>22}"]
+    for name, r in report["probes"].items():
+        cells = []
+        for kind in ("linear", "mlp"):
+            s = r[kind]
+            if "r2" in s:
+                cells.append(f"R2 {s['r2']:.3f}")
+            else:
+                bal = "n/a" if s["balanced_accuracy"] is None else f"{s['balanced_accuracy']:.3f}"
+                cells.append(f"acc {s['accuracy']:.3f} bal {bal}")
+        lines.append(f"{name:<12}{cells[0]:>22}{cells[1]:>22}")
+    return "\n".join(lines)
+
+
+def probe_main(cfg: ProbeConfig) -> None:
+    report = run_probes(cfg)
+    print(format_table(report))
+    print(f"saved {cfg.out or Path(cfg.checkpoint).with_name('probe.json')}")

@@ -1,0 +1,169 @@
+"""`lemario train`: the world model from a corpus, end to end from pixels.
+
+AdamW, gradient clipping, linear warm-up then cosine decay, bf16 autocast on CUDA, a held-out split by episode.
+The run folder holds config.json (resolved), metrics.jsonl, tb/ (TensorBoard), ckpt_latest.{safetensors,json}
+(model + optimizer + RNG states, to resume) and model.{safetensors,json} (the final weights). Re-running the
+same command on the folder resumes from the last checkpoint; a folder holding a different run is refused.
+Multi-GPU: `torchrun --nproc_per_node N -m lemario.cli train ...` (DDP, SyncBatchNorm on CUDA, SIGReg over the
+global batch); the same command runs on CPU processes with gloo. The run's parts are in `lemario.model.trainer`;
+this module holds its config, presets and the loop that logs, evaluates and saves on their clocks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from lemario.core import runlog
+from lemario.core.device import resolve_device
+from lemario.core.files import check_writable, writer_lock
+from lemario.model.trainer import Trainer
+from lemario.model.world_model import LossConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: Path = Path("runs/corpus-1-1")
+    """Corpus folder (from `lemario collect`)."""
+    out: Path = Path("runs/wm-1-1")
+    """Run folder: checkpoints, metrics, TensorBoard; re-running resumes it."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    steps: int = 4000
+    """Optimizer steps (the cosine schedule spans them)."""
+    minutes: float = 0.0
+    """Wall-clock budget: stop and checkpoint after this many minutes (0: none). The step it stopped at is saved
+    (`step` in model.json); `--stop-at` that step replays the same run on any machine, at any load."""
+    stop_at: int = 0
+    """Stop and checkpoint at this step without changing the schedule, which still spans `steps` (0: at `steps`)."""
+    batch_size: int = 64
+    """Windows per step (per process under DDP)."""
+    k: int = 4
+    """Steps per window: the predictor is trained over K-step rollouts."""
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    warmup: int = 200
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    """Share of episodes held out (chosen by a hash of the file name, so stable as the corpus grows)."""
+    val_every: int = 250
+    val_batches: int = 4
+    diag_every: int = 500
+    ckpt_every: int = 500
+    log_every: int = 10
+    max_episodes: int = 0
+    """Use at most this many episodes of the corpus (0: all)."""
+    episodes: Path | None = None
+    """A JSON list of corpus file names to train on (the flywheel's replay selection; default: the whole corpus)."""
+    init_from: Path | None = None
+    """Warm start: the weights of this world-model checkpoint (same architecture) instead of a random init."""
+    seed: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    progress: bool = True
+    tensorboard: bool = True
+
+
+_TINY_MODEL = ModelConfig(encoder_dim=64, latent_dim=32, projector_hidden=64, pred_hidden=64, pred_depth=2, reward_hidden=32,
+                          vit_depth=1, vit_heads=2)
+PRESETS = {
+    "tiny": TrainConfig(model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), steps=30, batch_size=8, warmup=5,
+                        val_every=10, diag_every=15, ckpt_every=10, log_every=5, out=Path("runs/wm-tiny")),
+    "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
+    "gpu": TrainConfig(model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
+                       batch_size=128, steps=60000, lr=5e-4, warmup=2000, val_every=1000, diag_every=2000, ckpt_every=2000),
+}
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """True when the flag is set on any rank (so all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor(float(flag), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) a world model; returns the last validation metrics."""
+    rank, world = _dist_info()
+    device = resolve_device(cfg.device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if rank == 0:
+        check_writable(cfg.out)
+    with writer_lock(cfg.out) if rank == 0 else nullcontext():
+        trainer = Trainer(cfg, device, rank, world)
+        trainer.resume_or_init()
+        return _run(trainer)
+
+
+def _run(trainer: Trainer) -> dict:
+    """The loop: a step, then whatever is due on the step clocks (log, validation, diagnostics, checkpoint)."""
+    cfg, rank = trainer.cfg, trainer.rank
+    writer = None
+    if rank == 0 and cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
+
+        writer = SummaryWriter(str(cfg.out / "tb"))
+    t_start = time.time()
+
+    def log(metrics: dict, step: int) -> None:
+        if rank == 0:
+            runlog.append_row(cfg.out / runlog.NAME, {"step": step, "time": round(time.time() - t_start, 2), **metrics})
+            for k, v in metrics.items():
+                if writer:
+                    writer.add_scalar(k, v, step)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if trainer.device.type == "cuda" else nullcontext()
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
+    bar = tqdm(total=end, initial=trainer.step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
+    trainer.module.train()
+    while trainer.step < end:
+        if cfg.minutes and _any_rank(time.time() - t_start > cfg.minutes * 60, trainer.world, trainer.device):
+            if rank == 0:
+                print(f"time budget of {cfg.minutes} min reached at step {trainer.step}")
+            break
+        metrics = trainer.train_step(autocast)
+        step, last = trainer.step, trainer.step == cfg.steps
+        if step % cfg.log_every == 0 or last:
+            log(metrics, step)
+        losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward")}
+        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+        bar.update(1)
+        held_out, warnings = trainer.evaluate(val=step % cfg.val_every == 0 or last, diag=step % cfg.diag_every == 0 or last)
+        if held_out:
+            log(held_out, step)
+        for w in warnings if rank == 0 else ():
+            tqdm.write(f"step {step}: WARNING: {w}")
+        if step % cfg.ckpt_every == 0:
+            trainer.save_latest()
+    bar.close()
+    last_val, _ = trainer.evaluate(val=True, diag=False)
+    log(last_val, trainer.step)
+    trainer.save_latest()
+    trainer.save_model()
+    if writer:
+        writer.close()
+    return last_val
+
+
+def train_main(cfg: TrainConfig) -> None:
+    val = train(cfg)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"world model saved to {cfg.out / 'model.safetensors'}")
+        for k, v in val.items():
+            print(f"  {k:<22}{v:.4f}")

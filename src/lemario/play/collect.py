@@ -1,0 +1,297 @@
+"""Parallel episode collection into a corpus folder: `lemario collect`.
+
+A collection is a *run* (`DIR/runs/<run>.json` holds its resolved config, seed and commit). Episode i of a run
+is played with seed SeedSequence([seed, run number, i]) and saved as `DIR/<run>-<i>.h5`, so a run is fully
+determined by its config. Re-running the same command resumes the newest unfinished run with that config
+(after a crash or kill it plays exactly the missing episodes); once a run is complete, the same command starts
+a new run and adds episodes. A run given a name (`--run NAME`, as the flywheel does per iteration) is played
+once: re-running resumes it until complete, then does nothing. Nothing is ever overwritten, and one process at a
+time writes to a folder.
+
+The player is any evaluation agent (`lemario.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
+`--explore EPS` mixing in biased-random macros.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lemario.data.corpus import Episode, Index, add_to_index, format_summary, index_row, scan, write_episode
+from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
+from lemario.games.mario.emulator import resolve_rom
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.core.executor import die_with_parent, ray_init, torch_threads
+from lemario.core.errors import LemarioError
+from lemario.control.agents import make_agent, validate_spec
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import differences, run_key, with_defaults
+from lemario.games.mario.ram import LABELS, label_table
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    out: Path = Path("runs/corpus-1-1")
+    """Corpus folder (created if missing; episodes are added, never overwritten)."""
+    episodes: int = 20
+    """Episodes to collect in this run."""
+    workers: int = 2
+    """Worker processes, one emulator each (1 plays in this process)."""
+    policy: str = "biased"
+    """Agent spec: 'biased' (right-biased random with held jumps), 'uniform', 'policy:PATH' or 'planner:PATH'."""
+    explore: float = 0.0
+    """Per-step probability of a biased-random macro overriding the agent (exploration)."""
+    run: str = ""
+    """Run name (default: the next run-NNNN). A named run is played once: re-running resumes it, never repeats it."""
+    seed: int = 0
+    """Base seed of the run; episode seeds derive from it, the run number and the episode index."""
+    level: str = "1-1"
+    """Level W-S."""
+    backend: str = "retro"
+    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
+    action_set: str = "complex"
+    """'right-only', 'simple' or 'complex'."""
+    max_steps: int = 1500
+    """Agent steps before an episode is truncated."""
+    frame_skip: int = 4
+    """Emulator frames per agent step."""
+    resize: int = 84
+    """Stored frame side in pixels (0 keeps 224x240)."""
+    grayscale: bool = True
+    """Store grayscale frames (False: RGB)."""
+    rom: str | None = None
+    """ROM path; default: the one shipped inside gym-super-mario-bros."""
+    progress: bool = True
+    """Show the live progress bar."""
+    executor: str = "local"
+    """'local' (worker processes) or 'ray' (one Ray actor per worker; the corpus folder must be shared)."""
+    ray_address: str = ""
+    """Ray cluster to join ('auto' or HOST:PORT); empty: a private local instance on 127.0.0.1."""
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(
+            level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps,
+            frame_skip=self.frame_skip, resize=self.resize, grayscale=self.grayscale, rom=self.rom,
+        )
+
+    def validate(self) -> None:
+        self.env_config.validate()
+        resolve_rom(self.rom, self.backend)
+        validate_spec(self.policy)
+        if not 0 <= self.explore <= 1:
+            raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
+        if self.run and (not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith(("-", "run-"))):
+            raise LemarioError(f"run name {self.run!r}: use letters, digits, '-' or '_', not starting with 'run-' (kept for numbered runs)")
+        if self.executor not in ("local", "ray"):
+            raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
+        if self.episodes < 1 or self.workers < 1:
+            raise LemarioError("--episodes and --workers must be at least 1")
+
+
+BOOKKEEPING = ("out", "workers", "progress", "executor", "ray_address")
+"""CollectConfig fields that do not change a run's episodes (where they go, how fast)."""
+PRESETS = {
+    "tiny": CollectConfig(out=Path("runs/corpus-tiny"), episodes=2, workers=1, max_steps=60),
+    "cpu": CollectConfig(),
+    "gpu": CollectConfig(episodes=2000, workers=16),
+}
+
+
+def episode_seed(seed: int, run_number: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
+
+
+def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None) -> Episode:
+    """One episode from the level start; returns it with labels and rewards computed from its RAM.
+    agent: a `lemario.agents` agent (recorded as `name`) or the spec string of one."""
+    if isinstance(agent, str):
+        name, agent = agent, make_agent(agent, env.config)
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    frames, rams, actions = [env.last_frame], [env.ram], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        a = agent.act(obs, info)
+        obs, _, terminated, truncated, info = env.step(a)
+        actions.append(a)
+        frames.append(env.last_frame)
+        rams.append(env.ram)
+    ram = np.stack(rams)  # (T+1, 2048)
+    labels = label_table(ram)  # (T+1, L)
+    x = labels[:, LABELS.index("x_pos")]
+    dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
+    meta = {
+        "seed": seed, "policy": name or type(agent).__name__, "n_steps": len(actions), "max_x": int(x.max()),
+        "flag_get": int(labels[:, LABELS.index("flag_get")].max()), "terminated": int(terminated), "truncated": int(truncated),
+        "death_x": int(x[dying[0]]) if len(dying) else -1, **_env_meta(env.config),
+    }
+    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, reward_triple(labels), meta)
+
+
+def _env_meta(cfg: EnvConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("rom")
+    return d
+
+
+# ---- workers ----------------------------------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True) -> None:
+    if own_process:
+        die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
+        torch.set_num_threads(1)  # model agents: one worker per core
+    try:
+        agent = make_agent(policy, env_cfg, explore=explore)
+        _worker.update(env=SuperMarioBros(env_cfg), agent=agent, name=policy, out=out, meta=dict(extra_meta, explore=explore))
+    except Exception as e:  # noqa: BLE001 - reported by the first task: a failing Pool initializer respawns forever
+        _worker["init_error"] = f"a worker could not start its env: {e}"
+
+
+def _play_and_write(task: tuple[str, int, int]) -> dict:
+    if "init_error" in _worker:
+        return {"error": _worker["init_error"]}
+    name, run_index, seed = task
+    t0 = time.perf_counter()
+    ep = play_episode(_worker["env"], _worker["agent"], seed, _worker["name"])
+    ep.meta.update(_worker["meta"], run_index=run_index, created=now_iso())
+    path = _worker["out"] / name
+    try:
+        write_episode(path, ep)
+    except OSError as e:
+        if e.errno in SPACE_ERRNOS:
+            return {"error": f"out of disk space writing {path} ({e.strerror})"}
+        raise
+    return {"row": index_row(path, ep.meta, ep.n_steps), "seconds": time.perf_counter() - t0}
+
+
+# ---- runs -------------------------------------------------------------------------------------------------------
+def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
+    """(run id, run number, episode indices still to play): resume the newest unfinished identical run, or start one."""
+    runs_dir = cfg.out / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    manifests = sorted(runs_dir.glob("*.json"))
+    key, defaults = run_key(cfg, BOOKKEEPING), run_key(CollectConfig(), BOOKKEEPING)
+    if cfg.run and (runs_dir / f"{cfg.run}.json").exists():
+        m = json.loads((runs_dir / f"{cfg.run}.json").read_text())
+        if diff := differences(with_defaults(m["key"], defaults), key):
+            raise LemarioError(f"run {cfg.run} of {cfg.out} was started with another config ({'; '.join(diff)}): "
+                               "give the new one another --run name")
+        done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{cfg.run}-*.h5")}
+        return cfg.run, m["number"], [i for i in range(cfg.episodes) if i not in done]
+    for path in [] if cfg.run else reversed([m for m in manifests if m.stem.startswith("run-")]):
+        m = json.loads(path.read_text())
+        if with_defaults(m["key"], defaults) == key:
+            done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{m['run']}-*.h5")}
+            todo = [i for i in range(m["key"]["episodes"]) if i not in done]
+            if todo:
+                return m["run"], m["number"], todo
+            break
+    number = len(manifests) + 1
+    run = cfg.run or f"run-{number:04d}"
+    manifest = {"run": run, "number": number, "key": key, "created": now_iso(), "reward_spec_version": REWARD_SPEC_VERSION, **provenance()}
+    atomic_write_text(runs_dir / f"{run}.json", json.dumps(manifest, indent=2, default=str))
+    return run, number, list(range(cfg.episodes))
+
+
+def collect(cfg: CollectConfig) -> Index:
+    """Run (or resume) a collection; returns the corpus index afterwards."""
+    cfg.validate()
+    check_writable(cfg.out)
+    with writer_lock(cfg.out):
+        run, number, todo = _plan_run(cfg)
+        done = cfg.episodes - len(todo)
+        if done and not todo:
+            print(f"run {run} is complete ({done} episodes)")
+        elif done:
+            print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
+        tasks = [(f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i)) for i in todo]
+        extra = {"run": run, **provenance()}
+        bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+        steps, best, t0, rows, saved = 0, 0, time.perf_counter(), [], time.perf_counter()
+        for result in _results(cfg, tasks, extra):
+            if "error" in result:
+                add_to_index(cfg.out, rows)
+                bar.close()
+                written = len(list(cfg.out.glob("*.h5")))
+                hint = "free space or use another --out; " if "disk space" in result["error"] else ""
+                raise LemarioError(f"{result['error']}: {hint}the {written} episodes already written are intact")
+            row = result["row"]
+            rows.append(row)
+            if time.perf_counter() - saved > 10:
+                add_to_index(cfg.out, rows)
+                rows, saved = [], time.perf_counter()
+            steps += row["n_steps"] + 1
+            best = max(best, row["max_x"])
+            bar.set_postfix({"frames/s": f"{steps / (time.perf_counter() - t0):.0f}", "best_x": best}, refresh=False)
+            bar.update(1)
+        bar.close()
+        add_to_index(cfg.out, rows)
+    return scan(cfg.out)
+
+
+class _RayCollector:
+    """One Ray actor: a worker process with its own emulator and agent."""
+
+    def __init__(self, *init_args):
+        _init_worker(*init_args)
+
+    def play(self, task: tuple[str, int, int]) -> dict:
+        return _play_and_write(task)
+
+
+def _results(cfg: CollectConfig, tasks: list, extra: dict):
+    if not tasks:
+        return
+    if cfg.executor == "ray":
+        ray_init(cfg.ray_address)  # before Ray is first imported: it reads where to listen at import time
+        import ray
+        from ray.util import ActorPool
+
+        actor = ray.remote(num_cpus=1)(_RayCollector)
+        actors = [actor.remote(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra) for _ in range(min(cfg.workers, len(tasks)))]
+        try:
+            yield from ActorPool(actors).map_unordered(lambda a, t: a.play.remote(t), tasks)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return
+    if cfg.workers == 1:
+        _init_worker(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra, own_process=False)
+        try:
+            with torch_threads(1):
+                for t in tasks:
+                    yield _play_and_write(t)
+        finally:
+            if "env" in _worker:
+                _worker["env"].close()
+            _worker.clear()
+        return
+    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
+    pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra))
+    try:
+        yield from pool.imap_unordered(_play_and_write, tasks)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def collect_main(cfg: CollectConfig) -> None:
+    index = collect(cfg)
+    print(format_summary(index, title=str(cfg.out)))
+
+

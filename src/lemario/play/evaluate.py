@@ -1,0 +1,217 @@
+"""`lemario eval AGENT [AGENT ...]`: one harness for every agent, with multi-seed statistics.
+
+Each agent plays N stochastic episodes from the level's spawn on evaluation seeds disjoint from every
+training/collection seed (EVAL_SEED_BASE + i). Per episode: max_x, final x, flag, steps, and where and how
+Mario's episode ended (pit, enemy, time, step limit, flag). Per agent: mean/median/max of max_x, flag rate,
+bootstrap 95% CI, and the mode-collapse flag. Several agents given together are treated as K independently
+trained seeds: mean of their means with the sd between seeds (`lemario.stats`). Finished episodes are
+appended to OUT/episodes.partial.jsonl as they come, so a killed evaluation re-run with the same settings resumes.
+
+Agents (`lemario.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from lemario.games.mario import ram as R
+from lemario.control.agents import make_agent, validate_spec
+from lemario.core.files import atomic_write_text, check_writable, writer_lock
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.core.errors import LemarioError
+from lemario.core.executor import die_with_parent, torch_threads
+from lemario.control.planner import PlannerConfig
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import differences, run_key, with_defaults
+from lemario.play.stats import aggregate, kseed_summary
+
+EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, run, i]); training seeds are small ints
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    agents: tyro.conf.Positional[tuple[str, ...]]
+    """Agent specs: random, biased, planner:PATH (several = K seeds of one method)."""
+    episodes: int = 30
+    level: str = "1-1"
+    backend: str = "retro"
+    action_set: str = "complex"
+    max_steps: int = 1500
+    workers: int = 2
+    out: Path | None = None
+    """Folder for episodes.jsonl and summary.json (default: runs/eval/<time>)."""
+    seed_offset: int = 0
+    """Added to the evaluation seeds (use another offset for an independent re-evaluation)."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """Settings of `planner:PATH` agents."""
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps)
+
+
+def death_cause(info: dict, ram: np.ndarray, truncated: bool) -> str:
+    if info["flag_get"]:
+        return "flag"
+    if truncated:
+        return "step_limit"
+    if info["is_dying"]:
+        if ram[R.Y_VIEWPORT] > 1:
+            return "pit"
+        return "time" if info["time"] == 0 else "enemy"
+    return "none"
+
+
+def play(env: SuperMarioBros, agent, seed: int) -> dict:
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    max_x, ret, term, trunc = info["x_pos"], 0.0, False, False
+    while not (term or trunc):
+        obs, r, term, trunc, info = env.step(agent.act(obs, info))
+        ret += r
+        max_x = max(max_x, info["x_pos"])
+    cause = death_cause(info, env.ram, trunc)
+    return {"eval_seed": seed, "max_x": int(max_x), "final_x": int(info["x_pos"]), "flag_get": int(info["flag_get"]),
+            "steps": int(info["steps"]), "end": cause, "end_x": int(info["x_pos"]), "return": float(ret)}
+
+
+_worker: dict = {}
+
+
+def _init(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
+    die_with_parent()
+    torch.set_num_threads(1)  # one worker per core
+    _init_env(env_cfg, planner)
+
+
+def _init_env(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
+    _worker.update(env=SuperMarioBros(env_cfg), agents={}, planner=planner)
+
+
+def _episode(task: tuple[str, int, int]) -> dict:
+    spec, index, seed = task
+    agents = _worker["agents"]
+    if spec not in agents:
+        agents[spec] = make_agent(spec, _worker["env"].config, _worker["planner"])
+    agent = agents[spec]
+    row = play(_worker["env"], agent, seed)
+    extra = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
+    return {"agent": spec, "episode": index, **row, **extra}
+
+
+PARTIAL = "episodes.partial.jsonl"
+
+
+def _resume_key(cfg: EvalConfig) -> dict:
+    """What makes two evaluations' episodes interchangeable (not the worker count or the folder)."""
+    return run_key(cfg, ("workers", "out"))
+
+
+def _load_partial(path: Path, key: dict) -> list[dict]:
+    """Episodes finished by an interrupted run of the same evaluation; a torn last line (a kill mid-write) is dropped."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    try:
+        header = with_defaults(json.loads(lines[0])["resume_key"], _resume_key(EvalConfig(agents=()))) if lines else None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        header = None
+    if header != key:
+        changed = "; ".join(differences(header, key)) if header else "its header is unreadable"
+        raise LemarioError(f"{path} holds episodes of another evaluation ({changed}): use another --out or delete that file")
+    rows = []
+    for line in lines[1:]:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Play every (agent, episode) task and aggregate. Each finished episode is appended to
+    OUT/episodes.partial.jsonl at once, so an interrupted evaluation re-run with the same settings and --out
+    plays only the episodes it lacks; the sorted episodes.jsonl and summary.json replace it at the end."""
+    for spec in cfg.agents:
+        validate_spec(spec)
+    cfg.env_config.validate()
+    cfg.planner.validate()  # here, not in the workers: a failing Pool initializer respawns forever
+    out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
+    check_writable(out)
+    with writer_lock(out):
+        key, partial = _resume_key(cfg), out / PARTIAL
+        rows = _load_partial(partial, key)
+        done = {(r["agent"], r["episode"]) for r in rows}
+        tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)
+                 if (spec, i) not in done]
+        if rows:
+            print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
+        atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
+        with open(partial, "a") as log:
+            def record(row: dict) -> None:
+                rows.append(row)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+
+            if tasks and (cfg.workers == 1 or len(tasks) == 1):
+                _init_env(cfg.env_config, cfg.planner)
+                try:
+                    with torch_threads(1):
+                        for t in tasks:
+                            record(_episode(t))
+                finally:
+                    _worker.pop("env").close()
+                    _worker.clear()
+            elif tasks:
+                with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
+                    for row in pool.imap_unordered(_episode, tasks, chunksize=1):
+                        record(row)
+        rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
+        per_agent = {spec: aggregate([r for r in rows if r["agent"] == spec]) for spec in cfg.agents}
+        for spec, agg in per_agent.items():
+            mine = [r for r in rows if r["agent"] == spec]
+            ends = [r["end"] for r in mine]
+            agg["ends"] = {e: ends.count(e) for e in sorted(set(ends))}
+            if "planned_standing_share" in mine[0]:
+                for k in ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation"):
+                    agg[k] = float(np.mean([r[k] for r in mine]))
+        summary = {"per_agent": per_agent, "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,
+                   "config": json.loads(json.dumps(asdict(cfg), default=str)), **provenance()}
+        atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        partial.unlink()
+    summary["out"] = str(out)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'agent':<40}{'n':>4}{'mean':>8}{'95% CI':>16}{'median':>8}{'max':>7}{'flag':>7}  ends"]
+    for spec, a in summary["per_agent"].items():
+        ci = f"[{a['ci95_low']:.0f}, {a['ci95_high']:.0f}]"
+        ends = ", ".join(f"{k} {v}" for k, v in a["ends"].items())
+        flag = "  MODE COLLAPSE at x=%d" % a["mode_final_x"] if a["mode_collapse"] else ""
+        if "planned_standing_share" in a:
+            flag += (f"  [planned standing {a['planned_standing_share']:.0%}, predicted dx {a['predicted_dx_mean']:.1f} "
+                     f"vs realized {a['realized_dx_mean']:.1f}, corr {a['dx_correlation']:.2f}]")
+        lines.append(f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
+                     f"{a['max_max_x']:>7.0f}{a['flag_rate']:>7.2f}  {ends}{flag}")
+    k = summary.get("kseed")
+    if k:
+        lines.append(f"K={k['seeds']} seeds: mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} (sd between seeds), "
+                     f"best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: {k['mode_collapsed_seeds'] or 'none'}")
+    lines.append(f"saved {summary['out']}/episodes.jsonl and summary.json")
+    return "\n".join(lines)
+
+
+def eval_main(cfg: EvalConfig) -> None:
+    print(format_summary(evaluate(cfg)))

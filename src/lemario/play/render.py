@@ -1,0 +1,148 @@
+"""`lemario render AGENT`: the best of N episodes as MP4 and GIF, with an overlay and a latent-drift strip.
+
+The agent plays N episodes on the evaluation seeds; the best one (furthest max_x, or the fastest clear) is
+replayed exactly (same seed, deterministic emulator and agent) and drawn: the game at 2x, x, the chosen
+action and, for world-model agents, the predicted progress of that action; below it a strip of how far the
+world model's imagined latent drifts from the real one, k steps after the imagination starts
+(||z_hat(t | t-k) - z(t)|| / ||z(t)||, k = the planner's horizon), with the current step marked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+import tyro
+from PIL import Image, ImageDraw
+
+from lemario.games.mario.actions import action_label, action_set
+from lemario.control.agents import make_agent, validate_spec
+from lemario.core.files import atomic_write_text, check_writable
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.model.world_model import load_world_model
+from lemario.play.evaluate import EVAL_SEED_BASE, play
+
+SCALE, PANEL = 2, 64
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    agent: tyro.conf.Positional[str]
+    """Agent spec: random, biased, planner:PATH, policy:PATH."""
+    episodes: int = 5
+    """Candidates; the best is rendered."""
+    eval_seed: int | None = None
+    """Render exactly the episode of this evaluation seed (e.g. one from an eval's episodes.jsonl) instead."""
+    rank_by: str = "max_x"
+    """'max_x' (furthest) or 'fastest_clear' (fewest steps among flag episodes, else furthest)."""
+    level: str = "1-1"
+    backend: str = "retro"
+    action_set: str = "complex"
+    max_steps: int = 1500
+    drift_k: int = 15
+    """Steps of imagination before the drift is measured."""
+    world_model: Path | None = None
+    """World model for the drift strip of agents that have none (random, biased)."""
+    out: Path = Path("runs/render")
+    fps: int = 15
+    gif_width: int = 256
+
+
+def choose(rows: list[dict], rank_by: str) -> dict:
+    if rank_by == "fastest_clear" and any(r["flag_get"] for r in rows):
+        return min((r for r in rows if r["flag_get"]), key=lambda r: r["steps"])
+    if rank_by not in ("max_x", "fastest_clear"):
+        raise ValueError(rank_by)
+    return max(rows, key=lambda r: (r["max_x"], -r["steps"]))
+
+
+@torch.no_grad()
+def latent_drift(model, latents: torch.Tensor, actions: torch.Tensor, k: int) -> np.ndarray:
+    """(T,) relative error of the k-step open-loop prediction of each latent (nan for the first k)."""
+    T = len(latents)
+    drift = np.full(T, np.nan)
+    for t in range(k, T):
+        pred = model.rollout(latents[None, t - k:t - k + 1], actions[None, t - k:t])[0, -1]
+        drift[t] = float((pred - latents[t]).norm() / latents[t].norm().clamp_min(1e-6))
+    return drift
+
+
+def compose(rgb: np.ndarray, text: str, drift: np.ndarray | None, t: int) -> np.ndarray:
+    """One video frame: the game at SCALE x, a text line and the drift strip."""
+    h, w = rgb.shape[0] * SCALE, rgb.shape[1] * SCALE
+    canvas = Image.new("RGB", (w, h + PANEL), (16, 16, 16))
+    canvas.paste(Image.fromarray(rgb).resize((w, h), Image.NEAREST), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, h + 4), text, fill=(240, 240, 240))
+    if drift is not None and np.isfinite(drift).any():
+        top, height = h + 22, PANEL - 28
+        scale = max(np.nanmax(drift), 1e-6)
+        xs = np.linspace(4, w - 4, len(drift))
+        for i, d in enumerate(drift):
+            if np.isfinite(d):
+                bar = int(height * d / scale)
+                draw.line([(xs[i], top + height), (xs[i], top + height - bar)], fill=(90, 170, 250))
+        draw.line([(xs[t], top - 2), (xs[t], top + height)], fill=(250, 80, 80))
+        draw.text((w - 150, h + 4), f"drift {drift[t]:.2f}" if np.isfinite(drift[t]) else "drift -", fill=(90, 170, 250))
+    return np.asarray(canvas)
+
+
+def render(cfg: RenderConfig) -> dict:
+    validate_spec(cfg.agent)
+    check_writable(cfg.out)
+    env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
+    try:
+        agent = make_agent(cfg.agent, env.config)
+        seeds = [cfg.eval_seed] if cfg.eval_seed is not None else [EVAL_SEED_BASE + i for i in range(cfg.episodes)]
+        rows = [play(env, agent, seed) for seed in seeds]
+        best = choose(rows, cfg.rank_by)
+        # replay the chosen episode, recording frames
+        obs, info = env.reset(seed=best["eval_seed"])
+        agent.reset(best["eval_seed"])
+        labels = [action_label(a) for a in action_set(cfg.action_set)]
+        frames, observations, actions, texts = [env.rgb_frame()], [obs], [], []
+        term = trunc = False
+        while not (term or trunc):
+            a = agent.act(obs, info)
+            expected = getattr(agent, "pending", None)
+            texts.append(f"x {info['x_pos']:>4}  {labels[a]:<10}" + (f" pred dx {expected:+.1f}" if expected is not None else ""))
+            obs, _, term, trunc, info = env.step(a)
+            frames.append(env.rgb_frame())
+            observations.append(obs)
+            actions.append(a)
+        texts.append(f"x {info['x_pos']:>4}  end: {'flag' if info['flag_get'] else 'over'}")
+        if info["x_pos"] != best["final_x"] or len(actions) != best["steps"]:
+            raise RuntimeError(f"the replay of seed {best['eval_seed']} did not reproduce its episode")
+    finally:
+        env.close()
+
+    model = getattr(agent, "model", None)
+    if model is None and cfg.world_model is not None:
+        model, _ = load_world_model(cfg.world_model)
+    drift = None
+    if model is not None:
+        with torch.no_grad():
+            z = model.encode(torch.from_numpy(np.stack(observations)))  # (T+1, D)
+        drift = latent_drift(model, z, torch.tensor(actions), cfg.drift_k)
+
+    video = [compose(f, txt, drift, t) for t, (f, txt) in enumerate(zip(frames, texts))]
+    mp4, gif = cfg.out / "best.mp4", cfg.out / "best.gif"
+    imageio.mimwrite(mp4, video, fps=cfg.fps, codec="libx264", quality=7, macro_block_size=16)
+    step = max(1, round(cfg.fps / 8))  # ~8 fps GIF
+    small = [np.asarray(Image.fromarray(f).resize((cfg.gif_width, int(f.shape[0] * cfg.gif_width / f.shape[1])))) for f in video[::step]]
+    imageio.mimwrite(gif, small, duration=1000 * step / cfg.fps, loop=0)
+    summary = {"agent": cfg.agent, "candidates": rows, "chosen": best, "frames": len(video), "gif_frames": len(small),
+               "mp4": str(mp4), "gif": str(gif), "mean_drift": float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None}
+    atomic_write_text(cfg.out / "render.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def render_main(cfg: RenderConfig) -> None:
+    s = render(cfg)
+    c = s["chosen"]
+    print(f"best of {len(s['candidates'])}: seed {c['eval_seed']}, max_x {c['max_x']}, {c['steps']} steps, end {c['end']}")
+    print(f"wrote {s['mp4']} ({s['frames']} frames) and {s['gif']} ({s['gif_frames']} frames)")
