@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.play.collect import CollectConfig, collect
 from lemario.games.mario.emulator import boot, make_emulator
+from lemario.play.collect import CollectConfig, collect
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,15 @@ def raw_fps_concurrent(backend: str, frames: int, processes: int = 2) -> float:
 
 def end_to_end(backend: str, workers: int, episodes: int, seed: int, frame_skip: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = CollectConfig(out=Path(tmp), episodes=episodes, workers=workers, seed=seed, backend=backend,
-                            frame_skip=frame_skip, progress=False)
+        cfg = CollectConfig(
+            out=Path(tmp),
+            episodes=episodes,
+            workers=workers,
+            seed=seed,
+            backend=backend,
+            frame_skip=frame_skip,
+            progress=False,
+        )
         t0 = time.perf_counter()
         index = collect(cfg)
         seconds = time.perf_counter() - t0
@@ -80,7 +87,10 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
 
 
 def main(args: Args) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; reps {args.reps}")
     figures: dict[str, tuple[float, float]] = {}
     for backend, frames in (("retro", args.retro_frames), ("nes-py", args.nespy_frames)):
@@ -96,14 +106,19 @@ def main(args: Args) -> None:
         print(f"{k:<34}{m:>10.1f}{s:>9.1f}")
     ratios = {}
     for w in (1, 2):
-        ratios[f"retro/nes-py e2e, {w} worker(s)"] = figures[f"e2e_steps_per_s/retro/w{w}"][0] / figures[f"e2e_steps_per_s/nes-py/w{w}"][0]
+        ratios[f"retro/nes-py e2e, {w} worker(s)"] = (
+            figures[f"e2e_steps_per_s/retro/w{w}"][0] / figures[f"e2e_steps_per_s/nes-py/w{w}"][0]
+        )
     ideal = figures["raw_fps/retro"][0] / args.frame_skip
     ratios["retro e2e per worker / (raw fps / skip), 1 worker"] = figures["e2e_steps_per_s/retro/w1"][0] / ideal
     ratios["retro e2e per worker / (raw fps / skip), 2 workers"] = figures["e2e_steps_per_s/retro/w2"][0] / 2 / ideal
     ideal2 = figures["raw_fps_2proc/retro"][0] / args.frame_skip
-    ratios["retro e2e per worker / (2-process raw fps / skip), 2 workers"] = figures["e2e_steps_per_s/retro/w2"][0] / 2 / ideal2
-    ratios["nes-py e2e per worker / (raw fps / skip), 1 worker"] = (
-        figures["e2e_steps_per_s/nes-py/w1"][0] / (figures["raw_fps/nes-py"][0] / args.frame_skip))
+    ratios["retro e2e per worker / (2-process raw fps / skip), 2 workers"] = (
+        figures["e2e_steps_per_s/retro/w2"][0] / 2 / ideal2
+    )
+    ratios["nes-py e2e per worker / (raw fps / skip), 1 worker"] = figures["e2e_steps_per_s/nes-py/w1"][0] / (
+        figures["raw_fps/nes-py"][0] / args.frame_skip
+    )
     print("\nratios (targets: retro/nes-py >= 4; retro e2e per worker >= 0.75 of raw/skip)")
     for k, v in ratios.items():
         print(f"  {k:<64}{v:>6.2f}")

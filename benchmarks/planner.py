@@ -21,13 +21,12 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.games.mario.actions import action_set
-from lemario.data.buffer import EpisodeBuffer
 from lemario.control.planner import LatentPlanner, PlannerConfig
 from lemario.core.device import cpu_has_native_bf16
+from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.actions import action_set
 from lemario.model.train import PRESETS
-from lemario.model.world_model import load_world_model
-from lemario.model.world_model import WorldModel
+from lemario.model.world_model import WorldModel, load_world_model
 
 
 @dataclass(frozen=True)
@@ -55,16 +54,23 @@ def contexts(model: WorldModel, corpus: Path | None, n: int) -> list[tuple[torch
     """n planning contexts: (1, c, D) latents and the (1, c-1) actions between them."""
     c, g = model.history, torch.Generator().manual_seed(0)
     if corpus is None:
-        return [(torch.randn(1, c, model.cfg.latent_dim, generator=g), torch.zeros(1, c - 1, dtype=torch.int64)) for _ in range(n)]
+        return [
+            (torch.randn(1, c, model.cfg.latent_dim, generator=g), torch.zeros(1, c - 1, dtype=torch.int64))
+            for _ in range(n)
+        ]
     buf = EpisodeBuffer.load(corpus, max_episodes=20)
     batch = buf.sample(n, c - 1, model.cfg.frame_stack, np.random.default_rng(0))  # obs (n, c, S, H, W)
     with torch.no_grad():
         z = model.encode(torch.from_numpy(batch["obs"]))  # (n, c, D)
-    return [(z[i:i + 1], torch.from_numpy(batch["actions"][i:i + 1])) for i in range(n)]
+    return [(z[i : i + 1], torch.from_numpy(batch["actions"][i : i + 1])) for i in range(n)]
 
 
-def time_plans(model: WorldModel, ctxs: list, samples: int, iters: int, horizon: int, precision: str) -> tuple[float, float, float]:
-    cfg = PlannerConfig(samples=samples, iterations=iters, horizon=horizon, elites=max(4, samples // 8), precision=precision)
+def time_plans(
+    model: WorldModel, ctxs: list, samples: int, iters: int, horizon: int, precision: str
+) -> tuple[float, float, float]:
+    cfg = PlannerConfig(
+        samples=samples, iterations=iters, horizon=horizon, elites=max(4, samples // 8), precision=precision
+    )
     planner = LatentPlanner(model.eval(), cfg, action_set("complex"))
     g = torch.Generator().manual_seed(0)
     planner.plan(*ctxs[0], g)  # warm-up
@@ -85,18 +91,25 @@ def main(args: Args) -> None:
     else:
         cfg = PRESETS["cpu"].model
         models = {"cpu preset": WorldModel(cfg), "cpu preset, small predictor": WorldModel(small_predictor(cfg))}
-    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, AMX bf16 {cpu_has_native_bf16()}; "
-          f"median [p10, p90] ms per plan over {args.reps} plans from {args.corpus or 'Gaussian latents'}")
+    print(
+        f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, AMX bf16 {cpu_has_native_bf16()}; "
+        f"median [p10, p90] ms per plan over {args.reps} plans from {args.corpus or 'Gaussian latents'}"
+    )
     for name, model in models.items():
         ctxs = contexts(model.eval(), args.corpus, args.reps)
-        pred_params = sum(p.numel() for m in (model.predictor, model.pred_proj, model.reward_head) for p in m.parameters())
+        pred_params = sum(
+            p.numel() for m in (model.predictor, model.pred_proj, model.reward_head) for p in m.parameters()
+        )
         print(f"\n{name}: predictor + projector + reward head {pred_params / 1e6:.2f} M parameters")
         print(f"{'precision':>10}{'samples':>8}{'iters':>7}{'horizon':>9}{'ms':>9}{'p10':>8}{'p90':>8}")
         for precision in args.precisions:
             for samples, iters, horizon in BUDGETS:
                 med, lo, hi = time_plans(model, ctxs, samples, iters, horizon, precision)
                 mark = "  <- target (< 100 ms)" if (samples, iters, horizon) == (256, 3, 15) else ""
-                print(f"{precision:>10}{samples:>8}{iters:>7}{horizon:>9}{med:>9.1f}{lo:>8.1f}{hi:>8.1f}{mark}", flush=True)
+                print(
+                    f"{precision:>10}{samples:>8}{iters:>7}{horizon:>9}{med:>9.1f}{lo:>8.1f}{hi:>8.1f}{mark}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

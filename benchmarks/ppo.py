@@ -1,12 +1,12 @@
 """PPO baseline throughput on this machine: environment steps per second of whole training (rollouts and
 updates), and how the time splits between collecting a rollout and the PPO update that follows it.
 
-    .venv/bin/python benchmarks/ppo.py                     # the cpu preset's recipe: 3 rollouts of 8 x 512 steps, 2 timed
+    .venv/bin/python benchmarks/ppo.py        # the cpu preset's recipe: 3 rollouts of 8 x 512 steps, 2 timed
     .venv/bin/python benchmarks/ppo.py --n-envs 4 --threads 1
 
-The recipe is `lemario baseline ppo`'s (`lemario.ppo.make_vec_env`: the shaped, RND-rewarded, normalized vector
-env; `new_model`, PPO's CnnPolicy with the jump bias), minus harness evaluations and checkpoints. Each rollout is timed separately after one
-warm-up rollout, and the script prints mean +- sd over the timed ones.
+The recipe is `lemario baseline ppo`'s (`lemario.baselines.ppo.make_vec_env`: the shaped, RND-rewarded,
+normalized vector env; `new_model`, PPO's CnnPolicy with the jump bias), minus harness evaluations and checkpoints.
+Each rollout is timed separately after one warm-up rollout, and the script prints mean +- sd over the timed ones.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import tyro
-
 from stable_baselines3.common.callbacks import BaseCallback
 
 from lemario.baselines.ppo import PRESETS, make_vec_env, new_model
@@ -70,10 +69,18 @@ def main(args: Args) -> None:
     rollout = np.array([t[i + 1] - t[i] for i in range(0, len(t) - 1, 2)])[1:]  # warm-up dropped
     update = np.array([t[i + 1] - t[i] for i in range(1, len(t) - 1, 2)])[1:]
     total = steps / (rollout + update)
-    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cfg.n_envs} envs ({cfg.backend}), "
-          f"{steps} env steps per rollout, {len(rollout)} timed rollouts")
-    print(f"rollout: {rollout.mean():.1f} +- {rollout.std():.1f} s ({steps / rollout.mean():.0f} env steps/s while collecting)")
-    print(f"update:  {update.mean():.1f} +- {update.std():.1f} s ({cfg.n_epochs} epochs of {steps // cfg.batch_size} minibatches)")
+    print(
+        f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cfg.n_envs} envs ({cfg.backend}), "
+        f"{steps} env steps per rollout, {len(rollout)} timed rollouts"
+    )
+    print(
+        f"rollout: {rollout.mean():.1f} +- {rollout.std():.1f} s ({steps / rollout.mean():.0f} env steps/s while "
+        "collecting)"
+    )
+    print(
+        f"update:  {update.mean():.1f} +- {update.std():.1f} s ({cfg.n_epochs} epochs of "
+        f"{steps // cfg.batch_size} minibatches)"
+    )
     print(f"training throughput: {total.mean():.0f} +- {total.std():.0f} env steps/s")
 
 

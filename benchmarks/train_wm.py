@@ -35,8 +35,13 @@ class Args:
     warmup: int = 2
 
 
-COMBOS = [("cnn", "nature", "mlp"), ("cnn", "nature", "transformer"), ("cnn", "drqv2", "mlp"), ("vit", "nature", "mlp"),
-          ("vit", "nature", "transformer")]
+COMBOS = [
+    ("cnn", "nature", "mlp"),
+    ("cnn", "nature", "transformer"),
+    ("cnn", "drqv2", "mlp"),
+    ("vit", "nature", "mlp"),
+    ("vit", "nature", "transformer"),
+]
 
 
 def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
@@ -49,7 +54,9 @@ def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
     B, K = cfg.batch_size, cfg.k
     g = torch.Generator().manual_seed(0)
     batch = {
-        "obs": torch.randint(0, 256, (B, K + 1, model_cfg.frame_stack, 84, 84), dtype=torch.uint8, generator=g).to(device),
+        "obs": torch.randint(0, 256, (B, K + 1, model_cfg.frame_stack, 84, 84), dtype=torch.uint8, generator=g).to(
+            device
+        ),
         "actions": torch.randint(0, model_cfg.n_actions, (B, K), generator=g).to(device),
         "rewards": torch.zeros(B, K, 3).to(device),
     }
@@ -80,18 +87,31 @@ def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
 def main(args: Args) -> None:
     cfg = PRESETS[args.preset]
     frames_per_step = cfg.batch_size * (cfg.k + 1)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
-    print(f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"preset {args.preset}: batch {cfg.batch_size} windows x (K+1={cfg.k + 1}) = {frames_per_step} frame stacks per step, "
-          f"latent {cfg.model.latent_dim}, free-running {cfg.loss.free_running}")
+    print(
+        f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}"
+    )
+    print(
+        f"preset {args.preset}: batch {cfg.batch_size} windows x (K+1={cfg.k + 1}) = {frames_per_step} frame "
+        "stacks per step, "
+        f"latent {cfg.model.latent_dim}, free-running {cfg.loss.free_running}"
+    )
     print(f"{'encoder':<14}{'predictor':<13}{'params':>9}{'steps/s':>10}{'sd':>7}{'frames/s':>10}{'sd':>7}")
     for encoder, cnn, predictor in COMBOS:
         rates = measure(encoder, cnn, predictor, args)
-        params = sum(p.numel() for p in WorldModel(replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)).parameters())
+        params = sum(
+            p.numel()
+            for p in WorldModel(replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)).parameters()
+        )
         label = f"{encoder}-{cnn}" if encoder == "cnn" else encoder
         m, s = float(np.mean(rates)), float(np.std(rates, ddof=1))
-        print(f"{label:<14}{predictor:<13}{params / 1e6:>8.2f}M{m:>10.2f}{s:>7.2f}{m * frames_per_step:>10.0f}{s * frames_per_step:>7.0f}", flush=True)
+        rates_fps = f"{m * frames_per_step:>10.0f}{s * frames_per_step:>7.0f}"
+        print(f"{label:<14}{predictor:<13}{params / 1e6:>8.2f}M{m:>10.2f}{s:>7.2f}{rates_fps}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.control.policies import BiasedPolicy
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,10 @@ def main(args: Args) -> None:
                 text = rle(actions)
                 print(f"cleared {args.level} after {round_} rounds, {time.time() - t0:.0f} s: {len(actions)} steps")
                 if args.out:
-                    args.out.write_text(f"# {env.config.action_set} action set, level {args.level}, from the level start; found by "
-                                        f"scripts/search_play.py --seed {args.seed}\n{text}\n")
+                    args.out.write_text(
+                        f"# {env.config.action_set} action set, level {args.level}, from the level start; found by "
+                        f"scripts/search_play.py --seed {args.seed}\n{text}\n"
+                    )
                 print(text)
                 return
             if term or trunc:
@@ -72,7 +74,10 @@ def main(args: Args) -> None:
             if c not in archive or len(actions) < len(archive[c][1]):
                 archive[c] = (env.save_state(), list(actions), info)
         if round_ % 500 == 0:
-            print(f"round {round_}: frontier x={max(archive) * 32}, {len(archive)} cells, {time.time() - t0:.0f} s", flush=True)
+            print(
+                f"round {round_}: frontier x={max(archive) * 32}, {len(archive)} cells, {time.time() - t0:.0f} s",
+                flush=True,
+            )
     raise SystemExit(f"not cleared in {args.rounds} rounds")
 
 

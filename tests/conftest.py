@@ -39,4 +39,6 @@ def scripted_actions(name: str) -> list[int]:
 
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "lemario.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "lemario.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+    )

@@ -20,7 +20,7 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
     frames, labels, actions = [], [], []
     for t in range(steps + 1):
         frame = np.full((84, 84), 20, np.uint8)
-        frame[70 - y:78 - y, x:x + 8] = 230  # the square, y counted upward from the floor
+        frame[70 - y : 78 - y, x : x + 8] = 230  # the square, y counted upward from the floor
         frames.append(frame)
         row = dict.fromkeys(LABELS, 0)
         row.update(x_pos=x, y_pos=y, x_vel=vx, y_vel=vy, on_ground=int(y == 0), lives=2, time=400 - t, world=1, stage=1)
@@ -37,10 +37,24 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
         if y == 0:
             vy = max(vy, 0)
     labels = np.array(labels, np.int32)
-    meta = {"seed": 0, "policy": "synthetic", "level": "1-1", "backend": "synthetic", "n_steps": steps,
-            "max_x": int(labels[:, 0].max()), "flag_get": 0, "run": "run-0001"}
-    return Episode(np.stack(frames), np.array(actions, np.uint8), np.zeros((steps + 1, 2048), np.uint8), labels,
-                   reward_triple(labels), meta)
+    meta = {
+        "seed": 0,
+        "policy": "synthetic",
+        "level": "1-1",
+        "backend": "synthetic",
+        "n_steps": steps,
+        "max_x": int(labels[:, 0].max()),
+        "flag_get": 0,
+        "run": "run-0001",
+    }
+    return Episode(
+        np.stack(frames),
+        np.array(actions, np.uint8),
+        np.zeros((steps + 1, 2048), np.uint8),
+        labels,
+        reward_triple(labels),
+        meta,
+    )
 
 
 def write_corpus(folder: Path, episodes: int = 12, steps: int = 40, seed: int = 0) -> Path:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from lemario.play.collect import CollectConfig, collect, episode_seed
-from lemario.data.corpus import read_episode, scan
-from lemario.core.files import writer_lock
+
 from lemario.core.errors import LemarioError
+from lemario.core.files import writer_lock
+from lemario.data.corpus import read_episode, scan
+from lemario.play.collect import CollectConfig, collect, episode_seed
 
 FAST = ["--max-steps", "80", "--no-progress"]
 
@@ -38,7 +38,11 @@ def test_rerun_adds_a_new_run(tmp_path):
     collect(cfg)
     index = collect(cfg)
     assert sorted(e["file"] for e in index.episodes) == [
-        "run-0001-00000.h5", "run-0001-00001.h5", "run-0002-00000.h5", "run-0002-00001.h5"]
+        "run-0001-00000.h5",
+        "run-0001-00001.h5",
+        "run-0002-00000.h5",
+        "run-0002-00001.h5",
+    ]
     seeds = {e["seed"] for e in index.episodes}
     assert len(seeds) == 4, "a new run plays new episodes"
 
@@ -62,7 +66,9 @@ def test_exploring_agent_mixes_in_biased_macros(make_env):
     uniform = play_episode(env, "uniform", 5)
     same = play_episode(env, ExploringAgent(ScriptedAgent("uniform", env.config), 0.0, "complex"), 5, "uniform")
     assert np.array_equal(same.actions, uniform.actions), "epsilon 0 is the agent itself"
-    explored = play_episode(env, ExploringAgent(ScriptedAgent("uniform", env.config), 0.3, "complex"), 5, "uniform+explore")
+    explored = play_episode(
+        env, ExploringAgent(ScriptedAgent("uniform", env.config), 0.3, "complex"), 5, "uniform+explore"
+    )
     n = min(len(explored.actions), len(uniform.actions))
     assert (explored.actions[:n] != uniform.actions[:n]).any() and explored.meta["policy"] == "uniform+explore"
     always = ExploringAgent(ScriptedAgent("uniform", env.config), 1.0, "complex")
@@ -73,8 +79,21 @@ def test_exploring_agent_mixes_in_biased_macros(make_env):
 
 
 def test_sigkill_then_rerun_completes_the_same_corpus(tmp_path):
-    args = ["collect", "--out", str(tmp_path / "killed"), "--episodes", "10", "--workers", "2", "--max-steps", "300", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "lemario.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "collect",
+        "--out",
+        str(tmp_path / "killed"),
+        "--episodes",
+        "10",
+        "--workers",
+        "2",
+        "--max-steps",
+        "300",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lemario.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while len(list((tmp_path / "killed").glob("run-*.h5"))) < 3 and time.time() < deadline:
         time.sleep(0.05)
@@ -105,13 +124,16 @@ def test_second_writer_is_refused(tmp_path):
     assert "being written by another lemario process" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--level", "9-9"], "unknown level '9-9'"),
-    (["--backend", "snes"], "unknown backend 'snes'"),
-    (["--action-set", "all"], "unknown action set 'all'"),
-    (["--policy", "smart"], "unknown agent 'smart'"),
-    (["--rom", "/nonexistent/smb.nes"], "ROM not found at /nonexistent/smb.nes"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--level", "9-9"], "unknown level '9-9'"),
+        (["--backend", "snes"], "unknown backend 'snes'"),
+        (["--action-set", "all"], "unknown action set 'all'"),
+        (["--policy", "smart"], "unknown agent 'smart'"),
+        (["--rom", "/nonexistent/smb.nes"], "ROM not found at /nonexistent/smb.nes"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = run_cli("collect", "--out", str(tmp_path / "c"), "--episodes", "1", *FAST, *args)
     assert r.returncode == 2, r.stderr
@@ -151,8 +173,21 @@ def test_file_size_limit_mid_run_keeps_written_episodes(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
-    r = run_cli("collect", "--out", str(out), "--episodes", "40", "--workers", "1", "--max-steps", "1500", "--no-progress",
-                "--policy", "biased", preexec_fn=limit_file_size)
+    r = run_cli(
+        "collect",
+        "--out",
+        str(out),
+        "--episodes",
+        "40",
+        "--workers",
+        "1",
+        "--max-steps",
+        "1500",
+        "--no-progress",
+        "--policy",
+        "biased",
+        preexec_fn=limit_file_size,
+    )
     _assert_full_disk_run(out, r)
 
 
@@ -160,11 +195,16 @@ def test_file_size_limit_mid_run_keeps_written_episodes(tmp_path):
 def test_disk_fills_up_mid_run(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("tmpfs mount not permitted here (the RLIMIT_FSIZE test covers the same path)")
     try:
         out = mnt / "c"
-        r = run_cli("collect", "--out", str(out), "--episodes", "40", "--workers", "2", "--max-steps", "1500", "--no-progress")
+        r = run_cli(
+            "collect", "--out", str(out), "--episodes", "40", "--workers", "2", "--max-steps", "1500", "--no-progress"
+        )
         _assert_full_disk_run(out, r)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])

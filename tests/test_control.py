@@ -5,14 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from lemario.games.mario.actions import action_set
+
+from lemario.control.planner import (
+    LatentPlanner,
+    PlannerConfig,
+    cem,
+    fold_batchnorm,
+    planning_dtype,
+    prior_probs,
+    rollout_shared,
+)
 from lemario.core.errors import LemarioError
-from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
+from lemario.games.mario.actions import action_set
 from lemario.model.encoders import Projector
-from lemario.control.planner import LatentPlanner, PlannerConfig, cem, fold_batchnorm, planning_dtype, prior_probs, rollout_shared
 from lemario.model.world_model import ModelConfig, WorldModel
+from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
 
 
 def test_cem_finds_a_hidden_sequence():
@@ -40,7 +48,9 @@ def test_cem_drives_a_quadratic_cost_to_its_minimum():
 def test_cem_keeps_the_previous_plan_when_it_is_best():
     keep = torch.tensor([2, 2, 2])
     cfg = PlannerConfig(horizon=3, samples=16, elites=4, iterations=1)
-    best, _, _ = cem(lambda s: (s == 2).all(-1).float(), torch.full((3, 12), 1 / 12), cfg, torch.Generator().manual_seed(0), keep)
+    best, _, _ = cem(
+        lambda s: (s == 2).all(-1).float(), torch.full((3, 12), 1 / 12), cfg, torch.Generator().manual_seed(0), keep
+    )
     assert torch.equal(best, keep)
 
 
@@ -55,8 +65,18 @@ def test_biased_prior_favours_right():
 @pytest.mark.parametrize("predictor", ["mlp", "transformer"])
 def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor):
     torch.manual_seed(0)
-    model = WorldModel(ModelConfig(latent_dim=16, encoder_dim=32, projector_hidden=32, pred_hidden=32, pred_depth=1, reward_hidden=16,
-                                   predictor=predictor, history=3)).eval()
+    model = WorldModel(
+        ModelConfig(
+            latent_dim=16,
+            encoder_dim=32,
+            projector_hidden=32,
+            pred_hidden=32,
+            pred_depth=1,
+            reward_hidden=16,
+            predictor=predictor,
+            history=3,
+        )
+    ).eval()
     g = torch.Generator().manual_seed(1)
     seqs = torch.randint(0, 3, (50, 6), generator=g)  # 3 of the 12 actions: many shared prefixes
     seqs[7] = seqs[8]
@@ -64,7 +84,9 @@ def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor):
         context, past = torch.randn(1, c, 16, generator=g), torch.randint(0, 12, (1, c - 1), generator=g)
         w = min(c, model.history)
         with torch.no_grad():
-            want = model.rollout(context[:, -w:].expand(50, -1, -1), torch.cat([past[:, c - w:].expand(50, -1), seqs], 1))  # (50, 6, D)
+            want = model.rollout(
+                context[:, -w:].expand(50, -1, -1), torch.cat([past[:, c - w :].expand(50, -1), seqs], 1)
+            )  # (50, 6, D)
             for pad in (1, 32):
                 torch.testing.assert_close(rollout_shared(model, context, past, seqs, pad), want)
 
@@ -85,7 +107,9 @@ def test_folded_batchnorm_projects_like_the_eval_mode_projector():
 
 def test_bf16_planning_ranks_sequences_like_fp32():
     torch.manual_seed(0)
-    model = WorldModel(ModelConfig(latent_dim=32, encoder_dim=64, projector_hidden=64, pred_hidden=64, pred_depth=2, reward_hidden=32))
+    model = WorldModel(
+        ModelConfig(latent_dim=32, encoder_dim=64, projector_hidden=64, pred_hidden=64, pred_depth=2, reward_hidden=32)
+    )
     model.eval()
     actions = action_set("complex")
     p32, p16 = (LatentPlanner(model, PlannerConfig(precision=p), actions) for p in ("fp32", "bf16"))
@@ -97,7 +121,10 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert s16.dtype == torch.float32 and s32.std() > 0
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
     assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
-    assert planning_dtype("bf16", torch.device("cpu")) == torch.bfloat16 and planning_dtype("fp32", torch.device("cpu")) == torch.float32
+    assert (
+        planning_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+        and planning_dtype("fp32", torch.device("cpu")) == torch.float32
+    )
     seq, value, rewards = p32.plan(context, past, torch.Generator().manual_seed(2))
     _, again = p32.rewards(context, past, seq[None])
     torch.testing.assert_close(rewards, again[0], rtol=1e-4, atol=1e-4)  # those of its best sequence (batched vs alone)
@@ -139,7 +166,9 @@ def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypat
     lines = (cfg.out / E.PARTIAL).read_text().splitlines()
     header = json.loads(lines[0])
     del header["resume_key"]["planner"]["value"]  # written by a lemario without that option: it played the default
-    (cfg.out / E.PARTIAL).write_text("\n".join([json.dumps(header)] + lines[1:]) + '\n{"agent": "random", "epis')  # + a torn line
+    (cfg.out / E.PARTIAL).write_text(
+        "\n".join([json.dumps(header)] + lines[1:]) + '\n{"agent": "random", "epis'
+    )  # + a torn line
     with pytest.raises(LemarioError, match="max_steps: 120 -> 200"):
         evaluate(EvalConfig(**{**cfg.__dict__, "max_steps": 200}))
     played.clear()
@@ -157,8 +186,12 @@ def test_bad_agent_specs(tmp_path):
         evaluate(EvalConfig(agents=("planner",), episodes=1, workers=1, out=tmp_path / "x"))
     r = run_cli("eval", "planner:/nonexistent/model.safetensors", "--episodes", "1")
     assert r.returncode == 2 and "no checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    for option, value, message in (("precision", "fp8", "unknown planner precision 'fp8'"), ("prior", "left", "unknown planner prior"),
-                                   ("elites", "512", "elites <= samples"), ("value", "/nonexistent/policy.safetensors", "no policy checkpoint")):
+    for option, value, message in (
+        ("precision", "fp8", "unknown planner precision 'fp8'"),
+        ("prior", "left", "unknown planner prior"),
+        ("elites", "512", "elites <= samples"),
+        ("value", "/nonexistent/policy.safetensors", "no policy checkpoint"),
+    ):
         r = run_cli("eval", "biased", "--episodes", "1", f"--planner.{option}", value, "--out", str(tmp_path / option))
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -215,7 +248,9 @@ def test_actor_critic_learns_the_optimal_action():
         z[:, 0, 0] = torch.from_numpy(rng.normal(size=64)).float()
         return z, torch.zeros(64, 0, dtype=torch.int64)
 
-    cfg = ImagineConfig(updates=150, batch=64, horizon=8, hidden=32, entropy=1e-3, actor_lr=3e-3, critic_lr=3e-3, progress=False)
+    cfg = ImagineConfig(
+        updates=150, batch=64, horizon=8, hidden=32, entropy=1e-3, actor_lr=3e-3, critic_lr=3e-3, progress=False
+    )
     ac = train_policy(world, starts, cfg, n_actions=4)
     probs = ac.dist(torch.zeros(16, 4)).probs.mean(0)
     assert probs[1] > 0.8, probs

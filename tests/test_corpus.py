@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from lemario.data.buffer import EpisodeBuffer
-from lemario.play.collect import play_episode
-from lemario.data.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
 from lemario.core.errors import LemarioError
+from lemario.data.buffer import EpisodeBuffer
+from lemario.data.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
+from lemario.play.collect import play_episode
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,13 @@ def test_index_rebuilds_and_skips_damaged_files(tmp_path, episodes):
 
 
 def test_audit_table_shares():
-    rows = audit_table([{"max_x": 100, "flag_get": 0, "n_steps": 9}, {"max_x": 700, "flag_get": 0, "n_steps": 29},
-                        {"max_x": 3161, "flag_get": 1, "n_steps": 59}])
+    rows = audit_table(
+        [
+            {"max_x": 100, "flag_get": 0, "n_steps": 9},
+            {"max_x": 700, "flag_get": 0, "n_steps": 29},
+            {"max_x": 3161, "flag_get": 1, "n_steps": 59},
+        ]
+    )
     share = {r["tier"]: r["share"] for r in rows}
     assert share["<200"] == pytest.approx(10 / 100) and share["500-1000"] == pytest.approx(30 / 100)
     assert share["flag"] == pytest.approx(60 / 100) and share[">=1500"] == 0
@@ -99,8 +104,8 @@ def test_buffer_windows(tmp_path, episodes):
             for s in range(stack):
                 src = max(t0 + t - (stack - 1 - s), 0)
                 np.testing.assert_array_equal(one["obs"][0, t, s], ep.frames[src])
-        np.testing.assert_array_equal(one["actions"][0], ep.actions[t0:t0 + k])
-        np.testing.assert_array_equal(one["rewards"][0], ep.rewards[t0:t0 + k])
+        np.testing.assert_array_equal(one["actions"][0], ep.actions[t0 : t0 + k])
+        np.testing.assert_array_equal(one["rewards"][0], ep.rewards[t0 : t0 + k])
 
 
 def test_old_reward_spec_is_relabelled_or_refused(tmp_path, episodes):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
-from lemario.core.errors import LemarioError
 
 
 def rollout(env, actions, seed=0):
@@ -26,8 +26,22 @@ def test_gymnasium_api(make_env):
     obs, info = env.reset(seed=1)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
     assert env.observation_space.contains(obs)
-    assert {"x_pos", "y_pos", "x_vel", "y_vel", "on_ground", "is_dying", "lives", "score", "coins", "time", "powerup",
-            "world", "stage", "flag_get"} <= set(info)
+    assert {
+        "x_pos",
+        "y_pos",
+        "x_vel",
+        "y_vel",
+        "on_ground",
+        "is_dying",
+        "lives",
+        "score",
+        "coins",
+        "time",
+        "powerup",
+        "world",
+        "stage",
+        "flag_get",
+    } <= set(info)
     assert info["x_pos"] == 40 and info["world"] == 1 and info["stage"] == 1 and info["time"] == 400
 
 
@@ -144,8 +158,13 @@ def test_life_loss_not_terminal_plays_on(make_env):
 
 
 def test_config_validation():
-    for bad, match in [({"level": "9-1"}, "unknown level"), ({"level": "one"}, "W-S"), ({"backend": "snes"}, "unknown backend"),
-                       ({"action_set": "all"}, "unknown action set"), ({"frame_skip": 1}, "frame_skip"),
-                       ({"rom": "/nonexistent/smb.nes"}, "ROM not found")]:
+    for bad, match in [
+        ({"level": "9-1"}, "unknown level"),
+        ({"level": "one"}, "W-S"),
+        ({"backend": "snes"}, "unknown backend"),
+        ({"action_set": "all"}, "unknown action set"),
+        ({"frame_skip": 1}, "frame_skip"),
+        ({"rom": "/nonexistent/smb.nes"}, "ROM not found"),
+    ]:
         with pytest.raises(LemarioError, match=match):
             SuperMarioBros(EnvConfig(**bad))

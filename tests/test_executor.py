@@ -4,11 +4,11 @@ import os
 import sys
 
 import pytest
-
 from conftest import run_cli
-from lemario.data.corpus import scan
+
 from lemario.core.errors import LemarioError
 from lemario.core.executor import run_parallel, torch_threads
+from lemario.data.corpus import scan
 
 
 def _pid_and_square(x):
@@ -53,8 +53,20 @@ def test_flywheel_iteration_on_ray_collects_the_same_corpus(tmp_path):
     runs = {}
     for executor in ("local", "ray"):
         run = tmp_path / executor
-        r = run_cli("flywheel", "--preset", "tiny", "--iterations", "1", "--workers", "2", "--executor", executor,
-                    "--out", str(run), timeout=600)
+        r = run_cli(
+            "flywheel",
+            "--preset",
+            "tiny",
+            "--iterations",
+            "1",
+            "--workers",
+            "2",
+            "--executor",
+            executor,
+            "--out",
+            str(run),
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"({executor}, 2 at a time)" in r.stdout
         runs[executor] = [(e["file"], e["n_steps"], e["max_x"]) for e in scan(run / "corpus").episodes]

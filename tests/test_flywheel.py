@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli
-from lemario.flywheel import hof
-from lemario.data.corpus import scan
-from lemario.core.files import writer_lock
+
 from lemario.control.imagination import load_policy
+from lemario.core.files import writer_lock
+from lemario.data.corpus import scan
+from lemario.flywheel import hof
 
 TINY = ("flywheel", "--preset", "tiny")
 
@@ -26,7 +26,10 @@ def _catalog(run):
 
 
 def _corpus(run):
-    return [(r["file"], r["n_steps"], r["max_x"], r["policy"].replace(str(run), "RUN")) for r in scan(run / "corpus").episodes]
+    return [
+        (r["file"], r["n_steps"], r["max_x"], r["policy"].replace(str(run), "RUN"))
+        for r in scan(run / "corpus").episodes
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,9 @@ def test_two_iterations_end_to_end(uninterrupted):
             assert (d / "policies" / f"s{seed}" / "policy.safetensors").exists()
     assert json.loads((run / "iter001" / "decision.json").read_text())["decision"] == "commit"
     plan2 = json.loads((run / "iter002" / "plan.json").read_text())
-    assert plan2["init_from"].endswith("world_model.safetensors") and "hof/iter1_" in plan2["init_from"], "warm start from the HOF"
+    assert plan2["init_from"].endswith("world_model.safetensors") and "hof/iter1_" in plan2["init_from"], (
+        "warm start from the HOF"
+    )
     # a hall-of-fame entry stands alone: its policy loads with the entry's own world model
     entry = hof.folder(run, cat[0])
     ac, model, meta = load_policy(entry / "policy.safetensors")
@@ -105,11 +110,14 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
     assert r.returncode == 2 and "another config" in r.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--k", "1"], "at least 2 policies"),
-    (["--executor", "slurm"], "unknown executor 'slurm'"),
-    (["--level", "9-9"], "unknown level '9-9'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--k", "1"], "at least 2 policies"),
+        (["--executor", "slurm"], "unknown executor 'slurm'"),
+        (["--level", "9-9"], "unknown level '9-9'"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lemario.flywheel.detector import IterationScore, decide
 from lemario.data.replay import ReplayConfig, Tier, audit, select
+from lemario.flywheel.detector import IterationScore, decide
 
 
 def it(i, mean, sd, k=4, decision=""):
@@ -21,7 +21,7 @@ def test_commit_when_the_gain_beats_the_measured_noise():
     history = [it(1, 700, 100, decision="commit")]
     d = decide(history, it(2, 850, 80))
     assert d.decision == "commit"
-    assert d.pooled_sd == pytest.approx(math.sqrt((100 ** 2 + 80 ** 2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
+    assert d.pooled_sd == pytest.approx(math.sqrt((100**2 + 80**2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
 
 
 def test_a_gain_inside_the_seeds_noise_branches():
@@ -43,7 +43,9 @@ def test_halt_after_patience_runs_out():
     history = [it(1, 800, 50, decision="commit"), it(2, 790, 50, decision="branch"), it(3, 760, 60, decision="branch")]
     d = decide(history, it(4, 805, 50), patience=3)
     assert d.decision == "halt" and "3 iterations" in d.reason
-    assert decide(history[:2], it(3, 760, 60), patience=3).flip == "entropy", "branches flip a different variable in turn"
+    assert decide(history[:2], it(3, 760, 60), patience=3).flip == "entropy", (
+        "branches flip a different variable in turn"
+    )
 
 
 def test_needs_k_at_least_2():
@@ -81,7 +83,9 @@ def test_equal_means_with_noiseless_seeds_are_no_improvement():
 
 def test_replay_capacity_keeps_the_elite():
     rows = [row(0, 2000, 500)] + [row(i, 900, 100) for i in range(1, 30)] + [row(99, 100, 10, flag=1)]
-    chosen = select(rows, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500), Tier("elite", 1500, None, protected=True))))
+    chosen = select(
+        rows, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500), Tier("elite", 1500, None, protected=True)))
+    )
     files = [r["file"] for r in chosen]
     assert "ep0000" in files and "ep0099" in files, "elite and flag episodes are never evicted"
     assert len(files) == 12 and files[1:-1] == [f"ep{i:04d}" for i in range(20, 30)], "otherwise the newest 10"
@@ -91,9 +95,10 @@ def test_replay_capacity_keeps_the_elite():
 import json  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
+
 from lemario.core import checkpoint  # noqa: E402
-from lemario.flywheel import hof  # noqa: E402
 from lemario.core.errors import LemarioError  # noqa: E402
+from lemario.flywheel import hof  # noqa: E402
 
 
 def _artifacts(tmp, i, mean, mx):

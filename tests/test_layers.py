@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lemario"
-LAYERS = {"core": 0, "games": 1, "data": 2, "model": 3, "control": 4, "play": 5, "flywheel": 6, "baselines": 6, "cli": 7}
+LAYERS = {
+    "core": 0,
+    "games": 1,
+    "data": 2,
+    "model": 3,
+    "control": 4,
+    "play": 5,
+    "flywheel": 6,
+    "baselines": 6,
+    "cli": 7,
+}
 
 
 def module_name(path: Path) -> str:
@@ -104,11 +114,19 @@ def test_no_import_cycle():
 
 
 def test_the_checks_catch_an_upward_import_and_a_cycle():
-    g = {"lemario.core.a": {"lemario.play.b"}, "lemario.play.b": {"lemario.core.a"},
-         "lemario.flywheel.c": {"lemario.baselines.d"}, "lemario.baselines.d": set(),
-         "lemario.games.mario.e": {"lemario.games.push.f"}, "lemario.games.push.f": set()}
-    assert upward_imports(g) == ["lemario.core.a imports lemario.play.b", "lemario.flywheel.c imports lemario.baselines.d",
-                                 "lemario.games.mario.e imports lemario.games.push.f"]
+    g = {
+        "lemario.core.a": {"lemario.play.b"},
+        "lemario.play.b": {"lemario.core.a"},
+        "lemario.flywheel.c": {"lemario.baselines.d"},
+        "lemario.baselines.d": set(),
+        "lemario.games.mario.e": {"lemario.games.push.f"},
+        "lemario.games.push.f": set(),
+    }
+    assert upward_imports(g) == [
+        "lemario.core.a imports lemario.play.b",
+        "lemario.flywheel.c imports lemario.baselines.d",
+        "lemario.games.mario.e imports lemario.games.push.f",
+    ]
     assert cycles(g) == [["lemario.core.a", "lemario.play.b"]]
 
 
@@ -117,6 +135,9 @@ def test_module_size(path):
     """One concept per module: at most 400 lines, no function over 60."""
     text = path.read_text()
     assert len(text.splitlines()) <= 400
-    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(text))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    long = [
+        f"{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60
+    ]
     assert long == []

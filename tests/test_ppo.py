@@ -5,25 +5,42 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from lemario.control.agents import PPOAgent
-from lemario.games.mario.env import EnvConfig
-from lemario.core.errors import LemarioError
-from lemario.baselines.ppo import PRESETS, drop_lost_rows, load_run_state, make_vec_env, record_milestones, save_run_state
+
+from lemario.baselines.ppo import (
+    PRESETS,
+    drop_lost_rows,
+    load_run_state,
+    make_vec_env,
+    record_milestones,
+    save_run_state,
+)
 from lemario.baselines.rnd import RND
+from lemario.control.agents import PPOAgent
+from lemario.core.errors import LemarioError
+from lemario.games.mario.env import EnvConfig
 
 
 def test_tiny_ppo_run_through_the_cli(tmp_path):
     out = tmp_path / "ppo"
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("latest.zip", "final.zip", "best_eval.zip", "final.vecnorm.json", "final.rnd.safetensors", "step_64.zip", "step_128.zip"):
+    for name in (
+        "latest.zip",
+        "final.zip",
+        "best_eval.zip",
+        "final.vecnorm.json",
+        "final.rnd.safetensors",
+        "step_64.zip",
+        "step_128.zip",
+    ):
         assert (out / "checkpoints" / name).exists(), name
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/mean_max_x" in r for r in rows)
     state = json.loads((out / "state.json").read_text())
-    assert state["env_steps"] >= 128 and state["best_eval"] >= 40 and state["first_eval_reached"] == {}  # 60-step episodes
+    assert (
+        state["env_steps"] >= 128 and state["best_eval"] >= 40 and state["first_eval_reached"] == {}
+    )  # 60-step episodes
     assert state["elapsed"] > 0 and rows[-1]["time"] <= state["elapsed"]
     # re-running resumes from latest and, with the budget spent, trains no further; rows a killed run logged
     # past that checkpoint (here a made-up one, and a line the kill cut) go
@@ -33,15 +50,31 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     assert r.returncode == 0 and f"resuming {out} at {state['env_steps']} env steps" in r.stdout, r.stderr[-2000:]
     assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == rows
     # bookkeeping (budget, checkpoint cadence) may change between invocations; what the run learns may not
-    r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", "--gamma", "0.5", "--timesteps", "256")
+    r = run_cli(
+        "baseline",
+        "ppo",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--gamma",
+        "0.5",
+        "--timesteps",
+        "256",
+    )
     assert r.returncode == 2 and "(gamma: 0.9 -> 0.5)" in r.stderr, r.stderr[-2000:]
 
 
 def test_resume_drops_the_rows_of_the_lost_timeline(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    rows = [{"env_steps": 10, "episode/max_x": 300}, {"env_steps": 16, "eval/mean_max_x": 500.0},
-            {"env_steps": 20, "episode/max_x": 400}, {"env_steps": 20, "eval/mean_max_x": 600.0},
-            {"env_steps": 28, "episode/max_x": 700}]
+    rows = [
+        {"env_steps": 10, "episode/max_x": 300},
+        {"env_steps": 16, "eval/mean_max_x": 500.0},
+        {"env_steps": 20, "episode/max_x": 400},
+        {"env_steps": 20, "eval/mean_max_x": 600.0},
+        {"env_steps": 28, "episode/max_x": 700},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"env_steps": 3')
     drop_lost_rows(path, env_steps=20, next_eval=20)  # checkpoint at 20 with its evaluation still due
     assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:3]

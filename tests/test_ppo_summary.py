@@ -4,20 +4,39 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from lemario.core.errors import LemarioError
+
 from lemario.baselines.summary import SummaryConfig, build, milestone_row, rolling_median
+from lemario.core.errors import LemarioError
 
 
 def _fake_run(path, seed, first_reached, first_eval_reached, evals):
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"config": {"seed": seed, "eval_episodes": 10}, "git_commit": "x"}))
-    (path / "state.json").write_text(json.dumps({"first_reached": first_reached, "first_eval_reached": first_eval_reached,
-                                                 "best_eval": max(m for _, m in evals), "env_steps": 200_000, "elapsed": 7200.0}))
+    (path / "state.json").write_text(
+        json.dumps(
+            {
+                "first_reached": first_reached,
+                "first_eval_reached": first_eval_reached,
+                "best_eval": max(m for _, m in evals),
+                "env_steps": 200_000,
+                "elapsed": 7200.0,
+            }
+        )
+    )
     rows = [{"env_steps": 1000 * i, "time": i, "episode/max_x": 600 + 10 * i, "episode/flag": 0} for i in range(1, 120)]
-    rows += [{"env_steps": n, "time": n / 1000, "eval/mean_max_x": m, "eval/ci95_low": m - 100, "eval/ci95_high": m + 100,
-              "eval/flag_rate": 0.0, "eval/max_max_x": m + 300} for n, m in evals]
+    rows += [
+        {
+            "env_steps": n,
+            "time": n / 1000,
+            "eval/mean_max_x": m,
+            "eval/ci95_low": m - 100,
+            "eval/ci95_high": m + 100,
+            "eval/flag_rate": 0.0,
+            "eval/max_max_x": m + 300,
+        }
+        for n, m in evals
+    ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -31,7 +50,9 @@ def test_summary_of_two_seeds(tmp_path):
     _fake_run(tmp_path / "s0", 0, {"700": 800, "1500": 9000}, {"700": 50_000}, [(50_000, 880.0), (100_000, 1100.0)])
     _fake_run(tmp_path / "s1", 1, {"700": 1200}, {"700": 100_000}, [(50_000, 650.0), (100_000, 760.0)])
     out = tmp_path / "summary"
-    r = run_cli("baseline", "summary", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out), "--reference", "612")
+    r = run_cli(
+        "baseline", "summary", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out), "--reference", "612"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     md = (out / "summary.md").read_text()
     assert (out / "curve.png").stat().st_size > 10_000

@@ -1,8 +1,8 @@
 """RAM labels against scripted situations on 1-1: standing, jumping, falling into the first pit, dying."""
 
 import numpy as np
-
 from conftest import scripted_actions
+
 from lemario.games.mario import ram as R
 from lemario.games.mario.rewards import reward_triple, step_triple
 
@@ -37,7 +37,7 @@ def test_jump_velocity_changes_sign_at_the_top(make_env):
     top = int(np.argmax(y))
     assert y[top] > ground + 40, "holding A for 12 steps is a high jump"
     assert (vy[4:top] < 0).all(), "y_vel is negative while rising"
-    assert (vy[top + 1:top + 4] > 0).all(), "and positive while falling"
+    assert (vy[top + 1 : top + 4] > 0).all(), "and positive while falling"
     assert infos[top]["on_ground"] == 0 and infos[-1]["on_ground"] == 1 and y[-1] == ground
     assert infos[top]["float_state"] in (1, 2)
 

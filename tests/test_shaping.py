@@ -1,8 +1,8 @@
 """The model-free baseline's reward shaping on scripted situations."""
 
 import pytest
-
 from conftest import scripted_actions
+
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
 
 RIGHT, LEFT, NOOP = 1, 6, 0  # complex action set

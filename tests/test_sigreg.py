@@ -31,7 +31,7 @@ def test_high_on_shifted_scaled_uniform_collapsed():
     assert mean_stat(lambda g: torch.randn(1024, 4, generator=g) + 1.0) > 20 * low
     assert mean_stat(lambda g: 3.0 * torch.randn(1024, 4, generator=g)) > 20 * low
     # in few dimensions random projections of a uniform cube stay non-Gaussian (in many they mix to a Gaussian)
-    assert mean_stat(lambda g: (torch.rand(1024, 2, generator=g) - 0.5) * 12 ** 0.5) > 4 * low
+    assert mean_stat(lambda g: (torch.rand(1024, 2, generator=g) - 0.5) * 12**0.5) > 4 * low
     assert mean_stat(lambda g: torch.zeros(1024, 4)) > 100 * low
 
 
@@ -55,7 +55,7 @@ def test_quadrature_weights_integrate_the_window():
     t, w = epps_pulley_weights(17, 3.0)
     assert t[0] == 0 and t[-1] == 3 and len(t) == 17
     # integral over [-3, 3] of exp(-t^2/2) = sqrt(2 pi) * erf(3/sqrt 2)
-    exact = (2 * torch.pi) ** 0.5 * torch.erf(torch.tensor(3 / 2 ** 0.5))
+    exact = (2 * torch.pi) ** 0.5 * torch.erf(torch.tensor(3 / 2**0.5))
     assert w.sum().item() == pytest.approx(exact.item(), rel=1e-3)
 
 

@@ -37,7 +37,11 @@ def test_mode_collapse_like_the_seeds_seed_400():
 
 
 def test_kseed_summary_by_hand():
-    per_seed = {"s1": aggregate([ep(600), ep(800)]), "s2": aggregate([ep(900), ep(900)]), "s3": aggregate([ep(682)] * 5)}
+    per_seed = {
+        "s1": aggregate([ep(600), ep(800)]),
+        "s2": aggregate([ep(900), ep(900)]),
+        "s3": aggregate([ep(682)] * 5),
+    }
     k = kseed_summary(per_seed)
     assert k["mean_of_means"] == pytest.approx((700 + 900 + 682) / 3)
     assert k["sd_between_seeds"] == pytest.approx(np.std([700, 900, 682], ddof=1))

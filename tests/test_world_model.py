@@ -13,19 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+from synthetic import write_corpus
+
 from lemario.core import checkpoint
+from lemario.core.device import to_torch
+from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
-from lemario.core.errors import LemarioError
 from lemario.model.probes import ProbeConfig, run_probes
-from lemario.core.device import to_torch
 from lemario.model.train import PRESETS, train
-from lemario.model.world_model import load_world_model
-from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
-from synthetic import write_corpus
+from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
 
 TINY = PRESETS["tiny"].model
 
@@ -38,8 +37,17 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("wm") / "run"
-    cfg = replace(PRESETS["tiny"], corpus=corpus, out=out, steps=300, val_every=100, diag_every=100, ckpt_every=100,
-                  progress=False, loss=LossConfig(sigreg_projections=64, reward_weight=0.1))
+    cfg = replace(
+        PRESETS["tiny"],
+        corpus=corpus,
+        out=out,
+        steps=300,
+        val_every=100,
+        diag_every=100,
+        ckpt_every=100,
+        progress=False,
+        loss=LossConfig(sigreg_projections=64, reward_weight=0.1),
+    )
     train(cfg)
     return out
 
@@ -88,7 +96,7 @@ def test_transformer_windows_match_rollout_on_real_latents():
     tf = model.teacher_forced(emb, actions)
     for t in range(6):
         lo = max(0, t - 2)
-        direct = model.predict(emb[:, lo:t + 1], actions[:, lo:t + 1])[:, -1]
+        direct = model.predict(emb[:, lo : t + 1], actions[:, lo : t + 1])[:, -1]
         assert torch.allclose(tf[:, t], direct, atol=1e-5)
     # free running from one latent: its first step is the teacher-forced first step
     assert torch.allclose(model.rollout(emb[:, :1], actions)[:, 0], tf[:, 0], atol=1e-5)
@@ -136,7 +144,11 @@ def test_recalibrated_batchnorm_matches_batch_statistics(trained, corpus):
 def test_save_load_identical_outputs(trained, corpus, tmp_path):
     model, meta = load_world_model(trained / "model.safetensors")
     assert meta["kind"] == "world_model" and meta["step"] == 300 and meta["git_commit"]
-    checkpoint.save(tmp_path / "copy.safetensors", model.state_dict(), {k: v for k, v in meta.items() if k not in ("git_commit", "lemario_version")})
+    checkpoint.save(
+        tmp_path / "copy.safetensors",
+        model.state_dict(),
+        {k: v for k, v in meta.items() if k not in ("git_commit", "lemario_version")},
+    )
     again, _ = load_world_model(tmp_path / "copy.safetensors")
     batch = batch_of(corpus)
     with torch.no_grad():
@@ -168,6 +180,7 @@ def test_same_seed_same_first_steps(corpus, tmp_path):
     cfg = replace(PRESETS["tiny"], corpus=corpus, steps=6, log_every=1, progress=False, tensorboard=False)
     train(replace(cfg, out=tmp_path / "a"))
     train(replace(cfg, out=tmp_path / "b"))
+
     def losses(run):
         rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
         return [r["loss/total"] for r in rows if "loss/total" in r]
@@ -185,7 +198,9 @@ def test_stop_at_ends_early_on_the_full_schedule(corpus, tmp_path):
     train(replace(cfg, out=tmp_path / "stopped", stop_at=5))
 
     def rows(run):
-        return [r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines()) if "loss/total" in r]
+        return [
+            r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines()) if "loss/total" in r
+        ]
 
     full, stopped = rows("full"), rows("stopped")
     assert [r["step"] for r in stopped] == [1, 2, 3, 4, 5]
@@ -195,9 +210,24 @@ def test_stop_at_ends_early_on_the_full_schedule(corpus, tmp_path):
 
 
 def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
-    args = ["train", "--preset", "tiny", "--corpus", str(corpus), "--steps", "40", "--ckpt-every", "10", "--no-progress", "--no-tensorboard"]
-    proc = subprocess.Popen([sys.executable, "-m", "lemario.cli", *args, "--out", str(tmp_path / "killed")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--corpus",
+        str(corpus),
+        "--steps",
+        "40",
+        "--ckpt-every",
+        "10",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lemario.cli", *args, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     side = tmp_path / "killed" / "ckpt_latest.json"
     deadline = time.time() + 120
     while time.time() < deadline and not (side.exists() and json.loads(side.read_text())["step"] >= 10):
@@ -217,7 +247,9 @@ def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
 
 
 def test_other_config_in_run_folder_is_refused(trained, corpus):
-    r = run_cli("train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(trained), "--lr", "0.1", "--no-progress")
+    r = run_cli(
+        "train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(trained), "--lr", "0.1", "--no-progress"
+    )
     assert r.returncode == 2 and "holds a world-model run with another config (" in r.stderr
     assert "lr: 0.0003 -> 0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -239,9 +271,34 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
         port = str(sock.getsockname()[1])
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
-                        "-m", "lemario.cli", "train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(tmp_path / "ddp"),
-                        "--steps", "8", "--no-progress", "--no-tensorboard"], capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            port,
+            "-m",
+            "lemario.cli",
+            "train",
+            "--preset",
+            "tiny",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--steps",
+            "8",
+            "--no-progress",
+            "--no-tensorboard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert cfg["world_size"] == 2
@@ -250,11 +307,19 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
 
 
 def test_planner_agent_plays_through_the_harness(trained, tmp_path):
-    from lemario.play.evaluate import EvalConfig, evaluate
     from lemario.control.planner import PlannerConfig
+    from lemario.play.evaluate import EvalConfig, evaluate
 
-    s = evaluate(EvalConfig(agents=(f"planner:{trained / 'model.safetensors'}",), episodes=2, workers=1, max_steps=15,
-                            out=tmp_path / "ev", planner=PlannerConfig(samples=32, elites=4, iterations=2, horizon=5)))
+    s = evaluate(
+        EvalConfig(
+            agents=(f"planner:{trained / 'model.safetensors'}",),
+            episodes=2,
+            workers=1,
+            max_steps=15,
+            out=tmp_path / "ev",
+            planner=PlannerConfig(samples=32, elites=4, iterations=2, horizon=5),
+        )
+    )
     agg = next(iter(s["per_agent"].values()))
     assert agg["episodes"] == 2 and 0 <= agg["planned_standing_share"] <= 1
     rows = [json.loads(x) for x in (tmp_path / "ev" / "episodes.jsonl").read_text().splitlines()]
@@ -264,15 +329,28 @@ def test_planner_agent_plays_through_the_harness(trained, tmp_path):
 def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
     from lemario.play.render import RenderConfig, render
 
-    s = render(RenderConfig(agent="biased", episodes=1, max_steps=20, drift_k=5, out=tmp_path,
-                            world_model=trained / "model.safetensors"))
+    s = render(
+        RenderConfig(
+            agent="biased", episodes=1, max_steps=20, drift_k=5, out=tmp_path, world_model=trained / "model.safetensors"
+        )
+    )
     assert s["mean_drift"] is not None and s["mean_drift"] >= 0
     assert (tmp_path / "best.mp4").stat().st_size > 0 and (tmp_path / "render.json").exists()
 
 
 def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
-    r = run_cli("imagine", "--preset", "tiny", "--world-model", str(trained / "model.safetensors"), "--corpus", str(corpus),
-                "--out", str(tmp_path / "pi"), "--no-progress")
+    r = run_cli(
+        "imagine",
+        "--preset",
+        "tiny",
+        "--world-model",
+        str(trained / "model.safetensors"),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(tmp_path / "pi"),
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     tensors, meta = checkpoint.load(tmp_path / "pi" / "policy.safetensors", kind="policy")
     assert meta["updates"] == 20 and meta["world_model"].endswith("model.safetensors")
@@ -280,14 +358,23 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     assert len(rows) == 2 and "imag/return" in rows[0]
     from lemario.play.evaluate import EvalConfig, evaluate
 
-    s = evaluate(EvalConfig(agents=(f"policy:{tmp_path / 'pi' / 'policy.safetensors'}",), episodes=2, workers=1, max_steps=20,
-                            out=tmp_path / "ev"))
+    s = evaluate(
+        EvalConfig(
+            agents=(f"policy:{tmp_path / 'pi' / 'policy.safetensors'}",),
+            episodes=2,
+            workers=1,
+            max_steps=20,
+            out=tmp_path / "ev",
+        )
+    )
     assert next(iter(s["per_agent"].values()))["episodes"] == 2
     with pytest.raises(LemarioError, match="'world_model' checkpoint, expected 'policy'"):
-        evaluate(EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x"))
+        evaluate(
+            EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x")
+        )
     # the planner with the policy's critic as its value beyond the horizon
-    from lemario.games.mario.actions import action_set
     from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
+    from lemario.games.mario.actions import action_set
 
     policy = tmp_path / "pi" / "policy.safetensors"
     model, _ = load_world_model(trained / "model.safetensors")
@@ -299,13 +386,30 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     z, _ = without.rewards(context, past, seqs)
     v = value(z[:, -1])
     assert v.shape == (8,) and v.std() > 0
-    torch.testing.assert_close(with_value.objective(context, past)(seqs) - without.objective(context, past)(seqs), 0.99 ** 4 * v)
-    s = evaluate(EvalConfig(agents=(f"planner:{trained / 'model.safetensors'}",), episodes=1, workers=1, max_steps=12, out=tmp_path / "pv",
-                            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy))))
+    torch.testing.assert_close(
+        with_value.objective(context, past)(seqs) - without.objective(context, past)(seqs), 0.99**4 * v
+    )
+    s = evaluate(
+        EvalConfig(
+            agents=(f"planner:{trained / 'model.safetensors'}",),
+            episodes=1,
+            workers=1,
+            max_steps=12,
+            out=tmp_path / "pv",
+            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy)),
+        )
+    )
     assert next(iter(s["per_agent"].values()))["episodes"] == 1
     tensors, meta = checkpoint.load(trained / "model.safetensors")
     tensors = {k: (t + 0.01 if k.startswith("predictor.") and t.is_floating_point() else t) for k, t in tensors.items()}
     checkpoint.save(tmp_path / "other.safetensors", tensors, meta)
     with pytest.raises(LemarioError, match="trained on another world model"):
-        evaluate(EvalConfig(agents=(f"planner:{tmp_path / 'other.safetensors'}",), episodes=1, workers=1, out=tmp_path / "pw",
-                            planner=PlannerConfig(value=str(policy))))
+        evaluate(
+            EvalConfig(
+                agents=(f"planner:{tmp_path / 'other.safetensors'}",),
+                episodes=1,
+                workers=1,
+                out=tmp_path / "pw",
+                planner=PlannerConfig(value=str(policy)),
+            )
+        )

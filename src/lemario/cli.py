@@ -40,25 +40,74 @@ def corpus_main(cfg: CorpusConfig) -> None:
 def _commands() -> dict:
     """name -> (help, config class, presets, main)."""
     return {
-        "flywheel": ("lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
-                     flywheel.FlywheelConfig, flywheel.PRESETS, flywheel.flywheel_main),
-        "collect": ("collect episodes into a corpus folder with W worker processes", collect.CollectConfig, collect.PRESETS, collect.collect_main),
+        "flywheel": (
+            "lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
+            flywheel.FlywheelConfig,
+            flywheel.PRESETS,
+            flywheel.flywheel_main,
+        ),
+        "collect": (
+            "collect episodes into a corpus folder with W worker processes",
+            collect.CollectConfig,
+            collect.PRESETS,
+            collect.collect_main,
+        ),
         "corpus": ("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
-        "train": ("train the JEPA world model on a corpus (resumes its --out folder)", train.TrainConfig, train.PRESETS, train.train_main),
-        "probe": ("linear and MLP probes from a checkpoint's embeddings to RAM physics", probes.ProbeConfig, None, probes.probe_main),
-        "diagnose": ("collapse diagnostics of a world-model checkpoint", diagnose.DiagnoseConfig, None, diagnose.diagnose_main),
-        "imagine": ("train an actor-critic policy inside a frozen world model", imagination.ImagineConfig, imagination.PRESETS,
-                    imagination.imagine_main),
-        "render": ("the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift", render.RenderConfig, None,
-                   render.render_main),
-        "baseline ppo": ("the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1", ppo.PPOConfig, ppo.PRESETS,
-                         ppo.ppo_main),
-        "baseline summary": ("PPO runs (one per seed) side by side: learning curves and the env steps to each milestone",
-                             ppo_summary.SummaryConfig, None, ppo_summary.summary_main),
-        "report": ("a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",
-                   report.ReportConfig, None, report.report_main),
+        "train": (
+            "train the JEPA world model on a corpus (resumes its --out folder)",
+            train.TrainConfig,
+            train.PRESETS,
+            train.train_main,
+        ),
+        "probe": (
+            "linear and MLP probes from a checkpoint's embeddings to RAM physics",
+            probes.ProbeConfig,
+            None,
+            probes.probe_main,
+        ),
+        "diagnose": (
+            "collapse diagnostics of a world-model checkpoint",
+            diagnose.DiagnoseConfig,
+            None,
+            diagnose.diagnose_main,
+        ),
+        "imagine": (
+            "train an actor-critic policy inside a frozen world model",
+            imagination.ImagineConfig,
+            imagination.PRESETS,
+            imagination.imagine_main,
+        ),
+        "render": (
+            "the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift",
+            render.RenderConfig,
+            None,
+            render.render_main,
+        ),
+        "baseline ppo": (
+            "the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1",
+            ppo.PPOConfig,
+            ppo.PRESETS,
+            ppo.ppo_main,
+        ),
+        "baseline summary": (
+            "PPO runs (one per seed) side by side: learning curves and the env steps to each milestone",
+            ppo_summary.SummaryConfig,
+            None,
+            ppo_summary.summary_main,
+        ),
+        "report": (
+            "a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",
+            report.ReportConfig,
+            None,
+            report.report_main,
+        ),
         "hof": ("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),
-        "eval": ("evaluate agents over N stochastic episodes with multi-seed statistics", evaluate.EvalConfig, None, evaluate.eval_main),
+        "eval": (
+            "evaluate agents over N stochastic episodes with multi-seed statistics",
+            evaluate.EvalConfig,
+            None,
+            evaluate.eval_main,
+        ),
     }
 
 
@@ -88,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         if not presets or preset not in presets:
             sys.exit(f"lemario {name}: unknown preset {preset!r}: use one of {', '.join(presets or [])}")
         default = presets[preset]
-        rest = rest[:i] + rest[i + 2:]
+        rest = rest[:i] + rest[i + 2 :]
     description = help_ + (f" (presets: {', '.join(presets)}; pick one with --preset NAME)" if presets else "")
     cfg = tyro.cli(config_cls, args=rest, default=default, prog=f"lemario {name}", description=description)
     try:
@@ -97,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lemario {name}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"lemario {name}: interrupted; everything already written is intact, re-run the command to resume", file=sys.stderr)
+        print(
+            f"lemario {name}: interrupted; everything already written is intact, re-run the command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

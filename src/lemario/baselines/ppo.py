@@ -2,14 +2,15 @@
 
 The seed-001 recipe's defaults: simple action set, 8 parallel envs on the fast backend, gamma 0.9 (the knob
 that got PPO past the first pit), GAE 0.95, lr 2.5e-4, 512 steps x 8 envs per update, batch 256, 4 epochs,
-clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shaping of `lemario.shaping`,
-+1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3) whose state is saved with
-every checkpoint. Every `eval_every` env steps the current policy is evaluated with lemario's harness
-(stochastic actions, eval-only seeds); `best_eval` keeps the best, `step_N.zip` every `keep_every` env steps,
-and the run resumes from its latest checkpoint. metrics.jsonl records training episodes and evaluations; state.json the first env step at which
-a training episode reached x >= 700 / 1500 / 2000 and the flag (`first_reached`: exploration, and luck: a
-near-random policy can stumble far), and at which an evaluation's mean max_x reached them and half of its
-episodes took the flag (`first_eval_reached`: what the policy does).
+clip 0.2, entropy 0.05, reward normalization (VecNormalize, clip 10), the shaping of
+`lemario.baselines.shaping`, +1.0 on the initial logits of jump actions, and an RND curiosity bonus (coef 0.3)
+whose state is saved with every checkpoint. Every `eval_every` env steps the current policy is evaluated with
+lemario's harness (stochastic actions, eval-only seeds); `best_eval` keeps the best, `step_N.zip` every
+`keep_every` env steps, and the run resumes from its latest checkpoint. metrics.jsonl records training episodes
+and evaluations; state.json the first env step at which a training episode reached x >= 700 / 1500 / 2000 and
+the flag (`first_reached`: exploration, and luck: a near-random policy can stumble far), and at which an
+evaluation's mean max_x reached them and half of its episodes took the flag (`first_eval_reached`: what the
+policy does).
 """
 
 from __future__ import annotations
@@ -17,25 +18,23 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lemario.games.mario.actions import action_set
-from lemario.core.files import atomic_write_text, check_writable, writer_lock
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
-from lemario.core.device import resolve_device
-from lemario.core.errors import LemarioError
-from lemario.core.provenance import provenance
-from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.baselines.rnd import RND, RNDBonus
 from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, SubprocVecEnv, VecNormalize
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
+from lemario.core.device import resolve_device
+from lemario.core.files import atomic_write_text, check_writable, writer_lock
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import as_json, check_same_run, run_key
+from lemario.games.mario.actions import action_set
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.play.evaluate import EvalConfig, evaluate
-
 
 MILESTONES = (700, 1500, 2000)
 
@@ -78,8 +77,19 @@ class PPOConfig:
 
 
 PRESETS = {
-    "tiny": PPOConfig(out=Path("runs/ppo-tiny"), timesteps=128, n_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_steps=60,
-                      eval_every=64, eval_episodes=1, checkpoint_every=64, keep_every=64),
+    "tiny": PPOConfig(
+        out=Path("runs/ppo-tiny"),
+        timesteps=128,
+        n_envs=2,
+        n_steps=32,
+        batch_size=32,
+        n_epochs=1,
+        max_steps=60,
+        eval_every=64,
+        eval_episodes=1,
+        checkpoint_every=64,
+        keep_every=64,
+    ),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(timesteps=10_000_000, n_envs=16, keep_every=500_000),
 }
@@ -89,7 +99,9 @@ BOOKKEEPING = ("out", "timesteps", "checkpoint_every", "keep_every", "progress",
 
 def _make_env(cfg: PPOConfig, rank: int):
     def thunk():
-        env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
+        env = SuperMarioBros(
+            EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps)
+        )
         env.reset(seed=cfg.seed * 1000 + rank)
         return Monitor(ShapedReward(env, cfg.shaping), info_keywords=("max_x", "flag_get"))
 
@@ -103,15 +115,30 @@ def make_vec_env(cfg: PPOConfig):
     if cfg.rnd_coef > 0:
         rnd = RND(seed=cfg.seed)
         venv = RNDBonus(venv, rnd, cfg.rnd_coef)
-    venv = VecNormalize(venv, norm_obs=False, norm_reward=cfg.normalize_reward, clip_reward=cfg.norm_reward_clip, gamma=cfg.gamma)
+    venv = VecNormalize(
+        venv, norm_obs=False, norm_reward=cfg.normalize_reward, clip_reward=cfg.norm_reward_clip, gamma=cfg.gamma
+    )
     return venv, rnd
 
 
 def new_model(cfg: PPOConfig, venv, device: str, tensorboard_log: str | None = None) -> PPO:
     """A fresh PPO of the recipe, the jump bias added to its initial logits."""
-    model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                ent_coef=cfg.ent_coef, seed=cfg.seed, device=device, tensorboard_log=tensorboard_log, verbose=0)
+    model = PPO(
+        "CnnPolicy",
+        venv,
+        learning_rate=cfg.learning_rate,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        seed=cfg.seed,
+        device=device,
+        tensorboard_log=tensorboard_log,
+        verbose=0,
+    )
     jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
     with torch.no_grad():
         model.policy.action_net.bias[jumps] += cfg.action_bias_jump
@@ -125,8 +152,12 @@ def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
     model.save(tmp)
     tmp.replace(path.with_suffix(".zip"))
     r = venv.ret_rms
-    atomic_write_text(path.with_suffix(".vecnorm.json"), json.dumps(
-        {"mean": r.mean.tolist(), "var": r.var.tolist(), "count": float(r.count), "returns": venv.returns.tolist()}))
+    atomic_write_text(
+        path.with_suffix(".vecnorm.json"),
+        json.dumps(
+            {"mean": r.mean.tolist(), "var": r.var.tolist(), "count": float(r.count), "returns": venv.returns.tolist()}
+        ),
+    )
     if rnd is not None:
         rnd.save(path.with_suffix(".rnd.safetensors"))
 
@@ -159,8 +190,11 @@ def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:
     timeline the resumed run replaces, and an evaluation row at or past `next_eval` is one the resume re-runs."""
     if not path.exists():
         return
-    keep = [r for r in read_metrics(path)
-            if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)]
+    keep = [
+        r
+        for r in read_metrics(path)
+        if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)
+    ]
     text = "".join(json.dumps(r) + "\n" for r in keep)
     if text != path.read_text():
         atomic_write_text(path, text)
@@ -172,12 +206,19 @@ class LemarioCallback(BaseCallback):
     def __init__(self, cfg: PPOConfig, venv, rnd, state: dict):
         super().__init__()
         self.cfg, self.venv, self.rnd, self.state = cfg, venv, rnd, state
-        self.t0 = time.time() - state["elapsed"]  # metrics' time: wall seconds of training behind these env steps, over resumes
+        self.t0 = (
+            time.time() - state["elapsed"]
+        )  # metrics' time: wall seconds of training behind these env steps, over resumes
         self.bar = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.cfg.timesteps, initial=int(self.num_timesteps), disable=not self.cfg.progress, unit="step",
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.cfg.timesteps,
+            initial=int(self.num_timesteps),
+            disable=not self.cfg.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def _on_training_end(self) -> None:
         if self.bar is not None:
@@ -185,7 +226,10 @@ class LemarioCallback(BaseCallback):
 
     def _log(self, row: dict) -> None:
         with open(self.cfg.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"env_steps": int(self.num_timesteps), "time": round(time.time() - self.t0, 1), **row}) + "\n")
+            f.write(
+                json.dumps({"env_steps": int(self.num_timesteps), "time": round(time.time() - self.t0, 1), **row})
+                + "\n"
+            )
 
     def _on_step(self) -> bool:
         self.bar.update(int(self.num_timesteps) - self.bar.n)
@@ -194,9 +238,18 @@ class LemarioCallback(BaseCallback):
             if ep is None:
                 continue
             x, flag = int(ep["max_x"]), int(ep["flag_get"])
-            self._log({"episode/max_x": x, "episode/return": float(ep["r"]), "episode/steps": int(ep["l"]), "episode/flag": flag})
+            self._log(
+                {
+                    "episode/max_x": x,
+                    "episode/return": float(ep["r"]),
+                    "episode/steps": int(ep["l"]),
+                    "episode/flag": flag,
+                }
+            )
             self.state["best_train_x"] = max(self.state["best_train_x"], x)
-            self.bar.set_postfix({"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False)
+            self.bar.set_postfix(
+                {"best_x": self.state["best_train_x"], "best_eval": round(self.state["best_eval"])}, refresh=False
+            )
             record_milestones(self.state["first_reached"], int(self.num_timesteps), x, bool(flag))
         due_eval = self.num_timesteps >= self.state["next_eval"]
         due_keep = self.cfg.keep_every > 0 and self.num_timesteps >= self.state["next_keep"]
@@ -225,14 +278,32 @@ class LemarioCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         latest = self.cfg.out / "checkpoints" / "latest.zip"
-        s = evaluate(EvalConfig(agents=(f"ppo:{latest}",), episodes=self.cfg.eval_episodes, workers=1, level=self.cfg.level,
-                                backend=self.cfg.backend, action_set=self.cfg.action_set, max_steps=self.cfg.max_steps,
-                                out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}"))
+        s = evaluate(
+            EvalConfig(
+                agents=(f"ppo:{latest}",),
+                episodes=self.cfg.eval_episodes,
+                workers=1,
+                level=self.cfg.level,
+                backend=self.cfg.backend,
+                action_set=self.cfg.action_set,
+                max_steps=self.cfg.max_steps,
+                out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}",
+            )
+        )
         agg = next(iter(s["per_agent"].values()))
-        self._log({"eval/mean_max_x": agg["mean_max_x"], "eval/max_max_x": agg["max_max_x"], "eval/flag_rate": agg["flag_rate"],
-                   "eval/ci95_low": agg["ci95_low"], "eval/ci95_high": agg["ci95_high"]})
+        self._log(
+            {
+                "eval/mean_max_x": agg["mean_max_x"],
+                "eval/max_max_x": agg["max_max_x"],
+                "eval/flag_rate": agg["flag_rate"],
+                "eval/ci95_low": agg["ci95_low"],
+                "eval/ci95_high": agg["ci95_high"],
+            }
+        )
         self.state["next_eval"] += self.cfg.eval_every
-        record_milestones(self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5)
+        record_milestones(
+            self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5
+        )
         if agg["mean_max_x"] > self.state["best_eval"]:
             self.state["best_eval"] = agg["mean_max_x"]
             best = self.cfg.out / "checkpoints" / "best_eval"
@@ -257,8 +328,16 @@ def train_ppo(cfg: PPOConfig) -> dict:
         device = str(resolve_device(cfg.device))
         latest = cfg.out / "checkpoints" / "latest"
         state_path = cfg.out / "state.json"
-        state = {"first_reached": {}, "first_eval_reached": {}, "best_eval": -1.0, "best_train_x": 0, "next_eval": cfg.eval_every,
-                 "next_checkpoint": cfg.checkpoint_every, "next_keep": cfg.keep_every, "elapsed": 0.0}
+        state = {
+            "first_reached": {},
+            "first_eval_reached": {},
+            "best_eval": -1.0,
+            "best_train_x": 0,
+            "next_eval": cfg.eval_every,
+            "next_checkpoint": cfg.checkpoint_every,
+            "next_keep": cfg.keep_every,
+            "elapsed": 0.0,
+        }
         try:
             if latest.with_suffix(".zip").exists():
                 model = load_run_state(latest, venv, rnd, device)
@@ -270,7 +349,9 @@ def train_ppo(cfg: PPOConfig) -> dict:
             callback = LemarioCallback(cfg, venv, rnd, state)
             remaining = cfg.timesteps - model.num_timesteps
             if remaining > 0:
-                model.learn(remaining, callback=callback, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo")
+                model.learn(
+                    remaining, callback=callback, reset_num_timesteps=False, progress_bar=False, tb_log_name="ppo"
+                )
             save_run_state(model, venv, rnd, cfg.out / "checkpoints" / "final")
             state["env_steps"], state["elapsed"] = int(model.num_timesteps), round(time.time() - callback.t0, 1)
             atomic_write_text(state_path, json.dumps(state))
@@ -281,5 +362,9 @@ def train_ppo(cfg: PPOConfig) -> dict:
 
 def ppo_main(cfg: PPOConfig) -> None:
     state = train_ppo(cfg)
-    print(f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}; first reached by a training "
-          f"episode: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}; by an evaluation's mean: {state['first_eval_reached'] or 'none'}")
+    print(
+        f"{cfg.out}: {state['env_steps']} env steps, best eval mean max_x {state['best_eval']:.0f}; first reached "
+        "by a training "
+        f"episode: {state['first_reached'] or 'none of x>=700/1500/2000/flag'}; by an evaluation's mean: "
+        f"{state['first_eval_reached'] or 'none'}"
+    )

@@ -21,8 +21,14 @@ from lemario.core import checkpoint
 
 def _cnn(out: int = 128) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 32, 8, 4), nn.LeakyReLU(), nn.Conv2d(32, 64, 4, 2), nn.LeakyReLU(), nn.Conv2d(64, 64, 3, 1), nn.LeakyReLU(),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, out),
+        nn.Conv2d(1, 32, 8, 4),
+        nn.LeakyReLU(),
+        nn.Conv2d(32, 64, 4, 2),
+        nn.LeakyReLU(),
+        nn.Conv2d(64, 64, 3, 1),
+        nn.LeakyReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, out),
     )
 
 
@@ -60,7 +66,10 @@ class RND(nn.Module):
         self.count = total
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**{f"rnd/{k}": v for k, v in self.state_dict().items()}, **checkpoint.optimizer_tensors(self.opt, "rnd_optim")}
+        return {
+            **{f"rnd/{k}": v for k, v in self.state_dict().items()},
+            **checkpoint.optimizer_tensors(self.opt, "rnd_optim"),
+        }
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("rnd/")})

@@ -1,13 +1,13 @@
 """Reward shaping for model-free baselines: the recipe of the PPO project that cleared 1-1 (seed 001).
 
-    forward      forward_scale * (increase of the episode's max x)   -- not raw dx, which Mario farms by wagging
-    backward     -backward_scale * (decrease of x)
-    milestone    milestone_bonus each time the max x passes another multiple of milestone_step
-    hurdle       hurdle_bonus the first time the max x passes each x in hurdles
-    flag         flag_bonus once, when Mario touches the flagpole
-    time         -time_penalty every step
-    stall        -stall_penalty every step once the max x has not grown for stall_steps steps
-    death        -death_penalty when Mario starts dying (life loss ends the episode: the env's default)
+forward      forward_scale * (increase of the episode's max x)   -- not raw dx, which Mario farms by wagging
+backward     -backward_scale * (decrease of x)
+milestone    milestone_bonus each time the max x passes another multiple of milestone_step
+hurdle       hurdle_bonus the first time the max x passes each x in hurdles
+flag         flag_bonus once, when Mario touches the flagpole
+time         -time_penalty every step
+stall        -stall_penalty every step once the max x has not grown for stall_steps steps
+death        -death_penalty when Mario starts dying (life loss ends the episode: the env's default)
 """
 
 from __future__ import annotations
@@ -49,8 +49,16 @@ class ShapedReward(gym.Wrapper):
     def step(self, action):
         obs, _, terminated, truncated, info = self.env.step(action)
         cfg, x = self.cfg, info["x_pos"]
-        parts = {"forward": 0.0, "backward": 0.0, "milestone": 0.0, "hurdle": 0.0, "flag": 0.0, "time": -cfg.time_penalty,
-                 "stall": 0.0, "death": 0.0}
+        parts = {
+            "forward": 0.0,
+            "backward": 0.0,
+            "milestone": 0.0,
+            "hurdle": 0.0,
+            "flag": 0.0,
+            "time": -cfg.time_penalty,
+            "stall": 0.0,
+            "death": 0.0,
+        }
         if x > self.max_x:
             parts["forward"] = cfg.forward_scale * (x - self.max_x)
             self.max_x, self.since_progress = x, 0

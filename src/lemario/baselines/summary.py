@@ -7,7 +7,8 @@
                       then each milestone over the seeds (mean +- sd where every seed reached it), and the
                       evaluations by env step
 
-Everything is read from the run folders (metrics.jsonl, state.json, config.json), live or finished; rebuild it at any time.
+Everything is read from the run folders (metrics.jsonl, state.json, config.json), live or finished; rebuild it at
+any time.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.core.files import atomic_write_text
-from lemario.core.errors import LemarioError
 from lemario.baselines.ppo import MILESTONES, read_metrics
+from lemario.core.errors import LemarioError
+from lemario.core.files import atomic_write_text
 from lemario.core.plots import figure, save_png, table
 
 KEYS = tuple(str(m) for m in MILESTONES) + ("flag",)
@@ -44,17 +45,23 @@ def load_run(run: Path) -> dict:
     files = {name: run / name for name in ("config.json", "state.json", "metrics.jsonl")}
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
-        raise LemarioError(f"{run} is not a PPO run folder (missing {', '.join(missing)}): pass folders written by "
-                           f"`lemario baseline ppo --out`")
+        raise LemarioError(
+            f"{run} is not a PPO run folder (missing {', '.join(missing)}): pass folders written by "
+            f"`lemario baseline ppo --out`"
+        )
     rows = read_metrics(files["metrics.jsonl"])
-    return {"run": run, "config": json.loads(files["config.json"].read_text())["config"],
-            "state": json.loads(files["state.json"].read_text()), "episodes": [r for r in rows if "episode/max_x" in r],
-            "evals": [r for r in rows if "eval/mean_max_x" in r]}
+    return {
+        "run": run,
+        "config": json.loads(files["config.json"].read_text())["config"],
+        "state": json.loads(files["state.json"].read_text()),
+        "episodes": [r for r in rows if "episode/max_x" in r],
+        "evals": [r for r in rows if "eval/mean_max_x" in r],
+    }
 
 
 def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     """Median of the last `window` values at each position (fewer at the start)."""
-    return np.array([np.median(values[max(0, i + 1 - window):i + 1]) for i in range(len(values))])
+    return np.array([np.median(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))])
 
 
 def milestone_row(key: str, steps: list[int | None]) -> list[str]:
@@ -75,13 +82,22 @@ def plot_curve(runs: list[dict], cfg: SummaryConfig, path: Path) -> None:
         if r["evals"]:
             steps = np.array([e["env_steps"] for e in r["evals"]])
             ax_eval.plot(steps, [e["eval/mean_max_x"] for e in r["evals"]], "o-", color=color, label=label)
-            ax_eval.fill_between(steps, [e["eval/ci95_low"] for e in r["evals"]], [e["eval/ci95_high"] for e in r["evals"]],
-                                 color=color, alpha=0.15)
+            ax_eval.fill_between(
+                steps,
+                [e["eval/ci95_low"] for e in r["evals"]],
+                [e["eval/ci95_high"] for e in r["evals"]],
+                color=color,
+                alpha=0.15,
+            )
         if r["episodes"]:
             x = np.array([e["episode/max_x"] for e in r["episodes"]], dtype=float)
-            ax_train.plot([e["env_steps"] for e in r["episodes"]], rolling_median(x, cfg.window), color=color, label=label)
-    for ax, title in ((ax_eval, "harness evaluations: mean max_x, 95% CI"),
-                      (ax_train, f"training episodes: max_x, rolling median of {cfg.window}")):
+            ax_train.plot(
+                [e["env_steps"] for e in r["episodes"]], rolling_median(x, cfg.window), color=color, label=label
+            )
+    for ax, title in (
+        (ax_eval, "harness evaluations: mean max_x, 95% CI"),
+        (ax_train, f"training episodes: max_x, rolling median of {cfg.window}"),
+    ):
         ax.axhline(3161, color="tab:red", linewidth=0.8, label="1-1 flagpole (x 3161)")
         if cfg.reference is not None:
             ax.axhline(cfg.reference, color="gray", linestyle="--", linewidth=0.8, label=cfg.reference_label)
@@ -105,30 +121,72 @@ def build(cfg: SummaryConfig) -> str:
     for r in runs:
         s = r["state"]
         hours = s.get("elapsed", 0.0) / 3600  # 0: a run of a lemario that did not record it
-        per_run.append([r["config"]["seed"], f"{s['env_steps']:,}", f"{hours:.2f}" if hours > 0 else "-",
-                        f"{s['env_steps'] / (hours * 3600):.1f}" if hours > 0 else "-",
-                        " / ".join(f"{s['first_reached'][k]:,}" if k in s["first_reached"] else "-" for k in KEYS),
-                        " / ".join(f"{s['first_eval_reached'][k]:,}" if k in s["first_eval_reached"] else "-" for k in KEYS),
-                        f"{s['best_eval']:.0f}"])
+        per_run.append(
+            [
+                r["config"]["seed"],
+                f"{s['env_steps']:,}",
+                f"{hours:.2f}" if hours > 0 else "-",
+                f"{s['env_steps'] / (hours * 3600):.1f}" if hours > 0 else "-",
+                " / ".join(f"{s['first_reached'][k]:,}" if k in s["first_reached"] else "-" for k in KEYS),
+                " / ".join(f"{s['first_eval_reached'][k]:,}" if k in s["first_eval_reached"] else "-" for k in KEYS),
+                f"{s['best_eval']:.0f}",
+            ]
+        )
     seeds = [f"seed {r['config']['seed']}" for r in runs]
-    runs_md = table(["seed", "env steps", "wall hours", "env steps per wall second", "training episode first at x >= 700 / 1500 / 2000 / flag",
-                      "evaluation mean first at x >= 700 / 1500 / 2000 / flag", "best eval mean"], per_run)[0]
-    train_md = table(["training episode first at"] + seeds + ["over the seeds"],
-                      [milestone_row(k, [r["state"]["first_reached"].get(k) for r in runs]) for k in KEYS])[0]
-    eval_md = table(["evaluation mean first at"] + seeds + ["over the seeds"],
-                     [milestone_row(k, [r["state"]["first_eval_reached"].get(k) for r in runs]) for k in KEYS])[0]
+    runs_md = table(
+        [
+            "seed",
+            "env steps",
+            "wall hours",
+            "env steps per wall second",
+            "training episode first at x >= 700 / 1500 / 2000 / flag",
+            "evaluation mean first at x >= 700 / 1500 / 2000 / flag",
+            "best eval mean",
+        ],
+        per_run,
+    )[0]
+    train_md = table(
+        ["training episode first at"] + seeds + ["over the seeds"],
+        [milestone_row(k, [r["state"]["first_reached"].get(k) for r in runs]) for k in KEYS],
+    )[0]
+    eval_md = table(
+        ["evaluation mean first at"] + seeds + ["over the seeds"],
+        [milestone_row(k, [r["state"]["first_eval_reached"].get(k) for r in runs]) for k in KEYS],
+    )[0]
     steps = sorted({e["env_steps"] for r in runs for e in r["evals"]})
     by_step = {(r["config"]["seed"], e["env_steps"]): e for r in runs for e in r["evals"]}
-    curve_md = table(["env steps"] + [f"{s} mean max_x [95% CI] / flag rate" for s in seeds],
-                      [[f"{n:,}"] + [f"{e['eval/mean_max_x']:.0f} [{e['eval/ci95_low']:.0f}, {e['eval/ci95_high']:.0f}] / "
-                                     f"{e['eval/flag_rate']:.2f}" if (e := by_step.get((r["config"]["seed"], n))) else "-"
-                                     for r in runs] for n in steps])[0]
+    curve_md = table(
+        ["env steps"] + [f"{s} mean max_x [95% CI] / flag rate" for s in seeds],
+        [
+            [f"{n:,}"]
+            + [
+                f"{e['eval/mean_max_x']:.0f} [{e['eval/ci95_low']:.0f}, {e['eval/ci95_high']:.0f}] / "
+                f"{e['eval/flag_rate']:.2f}"
+                if (e := by_step.get((r["config"]["seed"], n)))
+                else "-"
+                for r in runs
+            ]
+            for n in steps
+        ],
+    )[0]
     eval_episodes = "/".join(str(n) for n in sorted({r["config"]["eval_episodes"] for r in runs}))
-    md = "\n".join([
-        "# PPO baseline runs\n", f"Runs: {', '.join(str(r['run']) for r in runs)}. Evaluations: {eval_episodes} stochastic "
-        f"episodes on the harness's eval seeds. Milestones by evaluation: the mean max_x reached x, the flag when half the "
-        f"episodes took it.\n", runs_md, "\n## Milestones of training episodes (env steps)\n", train_md,
-        "\n## Milestones of evaluations (env steps)\n", eval_md, "\n## Evaluations\n", curve_md, "\n![learning curve](curve.png)\n"])
+    md = "\n".join(
+        [
+            "# PPO baseline runs\n",
+            f"Runs: {', '.join(str(r['run']) for r in runs)}. Evaluations: {eval_episodes} stochastic "
+            "episodes on the harness's eval seeds. Milestones by evaluation: the mean max_x reached x, the flag "
+            "when half the "
+            f"episodes took it.\n",
+            runs_md,
+            "\n## Milestones of training episodes (env steps)\n",
+            train_md,
+            "\n## Milestones of evaluations (env steps)\n",
+            eval_md,
+            "\n## Evaluations\n",
+            curve_md,
+            "\n![learning curve](curve.png)\n",
+        ]
+    )
     atomic_write_text(cfg.out / "summary.md", md)
     return md
 

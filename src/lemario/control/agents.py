@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lemario.games.mario.actions import ACTION_SETS, action_set
-from lemario.games.mario.env import EnvConfig
-from lemario.core import checkpoint
-from lemario.core.errors import LemarioError
-from lemario.model.world_model import load_world_model
 from lemario.control.imagination import load_policy
 from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
 from lemario.control.policies import BiasedPolicy, make_policy
+from lemario.core import checkpoint
+from lemario.core.errors import LemarioError
+from lemario.games.mario.actions import ACTION_SETS, action_set
+from lemario.games.mario.env import EnvConfig
+from lemario.model.world_model import load_world_model
 
 SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
@@ -44,9 +44,13 @@ def validate_spec(spec: str) -> None:
             if not Path(path).is_file():
                 raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
             return
-        checkpoint.load(Path(path), kind=MODEL_AGENTS[kind])  # a missing or wrong-kind checkpoint fails here, with its message
+        checkpoint.load(
+            Path(path), kind=MODEL_AGENTS[kind]
+        )  # a missing or wrong-kind checkpoint fails here, with its message
         return
-    raise LemarioError(f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS))
+    raise LemarioError(
+        f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS)
+    )
 
 
 class ScriptedAgent:
@@ -97,11 +101,16 @@ class PlannerAgent:
         if self.last_x is not None and self.pending is not None:
             self.stats["predicted_dx"].append(self.pending)
             self.stats["realized_dx"].append(info["x_pos"] - self.last_x)
-        self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history:]
+        self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history :]
         if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
             context = torch.stack(self.latents)[None]  # (1, c, D)
-            past = torch.tensor(self.past[len(self.past) - (len(self.latents) - 1):] if len(self.latents) > 1 else [], dtype=torch.int64)[None]
-            keep = torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
+            past = torch.tensor(
+                self.past[len(self.past) - (len(self.latents) - 1) :] if len(self.latents) > 1 else [],
+                dtype=torch.int64,
+            )[None]
+            keep = (
+                torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
+            )
             seq, _, rewards = self.planner.plan(context, past, self.generator, keep)
             self.plan, self.expected = seq.tolist(), rewards[:, 0].tolist()
             self.stats["planned"] += len(self.plan)
@@ -120,7 +129,9 @@ class PlannerAgent:
             "planned_standing_share": s["planned_standing"] / max(1, s["planned"]),
             "predicted_dx_mean": float(pred.mean()) if len(pred) else 0.0,
             "realized_dx_mean": float(real.mean()) if len(real) else 0.0,
-            "dx_correlation": float(np.corrcoef(pred, real)[0, 1]) if len(pred) > 2 and pred.std() > 0 and real.std() > 0 else 0.0,
+            "dx_correlation": float(np.corrcoef(pred, real)[0, 1])
+            if len(pred) > 2 and pred.std() > 0 and real.std() > 0
+            else 0.0,
         }
 
 

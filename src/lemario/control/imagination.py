@@ -22,11 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from lemario.core import checkpoint
-from lemario.data.buffer import EpisodeBuffer
-from lemario.core.files import check_writable, writer_lock
 from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
+from lemario.core.files import check_writable, writer_lock
+from lemario.data.buffer import EpisodeBuffer
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
 
 
@@ -44,7 +44,9 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
-def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+def lambda_returns(
+    rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
     """DreamerV3's lambda-returns. rewards (B, H): reward of step t; continues (B, H): 1 - P(episode ends at t);
     values (B, H+1): V of the latents before each step and after the last.
 
@@ -132,7 +134,9 @@ class ActorCritic(nn.Module):
         return symexp(self.critic(z)[..., 0])
 
 
-def imagine(world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tensor, horizon: int, generator: torch.Generator):
+def imagine(
+    world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tensor, horizon: int, generator: torch.Generator
+):
     """Roll the policy forward in the world model from start latents (B, c, D) with the c-1 actions between them.
     Returns latents (B, H+1, D) (the start's last and H imagined), actions (B, H), reward-head outputs (B, H, 3)."""
     seq = list(start.unbind(1))
@@ -145,7 +149,7 @@ def imagine(world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tenso
         a = torch.multinomial(probs, 1, generator=generator)[:, 0]
         actions.append(a)
         window = torch.stack(seq[-h:], dim=1)
-        acts_window = torch.stack(actions[-window.shape[1]:], dim=1)
+        acts_window = torch.stack(actions[-window.shape[1] :], dim=1)
         with torch.no_grad():
             nxt = world_model.predict(window, acts_window)[:, -1]
         seq.append(nxt)
@@ -157,8 +161,15 @@ def imagine(world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tenso
     return z, torch.stack(acts, dim=1), out
 
 
-def actor_critic_loss(ac: ActorCritic, slow: ActorCritic, z: torch.Tensor, actions: torch.Tensor, reward_out: torch.Tensor,
-                      cfg: ImagineConfig, scale: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+def actor_critic_loss(
+    ac: ActorCritic,
+    slow: ActorCritic,
+    z: torch.Tensor,
+    actions: torch.Tensor,
+    reward_out: torch.Tensor,
+    cfg: ImagineConfig,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Losses of one imagined batch; returns (loss, metrics, the new 5-95% return range)."""
     r = decode_reward(reward_out)  # (B, H, 3): px, points, P(death)
     rewards = r[..., 0] / PROGRESS_SCALE + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]
@@ -177,9 +188,16 @@ def actor_critic_loss(ac: ActorCritic, slow: ActorCritic, z: torch.Tensor, actio
     logp = dist.log_prob(actions)
     entropy = dist.entropy()
     actor_loss = -(alive * (logp * advantage + cfg.entropy * entropy)).mean()
-    metrics = {"imag/reward": rewards.mean().item(), "imag/return": returns.mean().item(), "imag/death": r[..., 2].mean().item(),
-               "imag/progress_px": r[..., 0].mean().item(), "loss/actor": actor_loss.item(), "loss/critic": critic_loss.item(),
-               "policy/entropy": entropy.mean().item(), "policy/return_scale": float(scale)}
+    metrics = {
+        "imag/reward": rewards.mean().item(),
+        "imag/return": returns.mean().item(),
+        "imag/death": r[..., 2].mean().item(),
+        "imag/progress_px": r[..., 0].mean().item(),
+        "loss/actor": actor_loss.item(),
+        "loss/critic": critic_loss.item(),
+        "policy/entropy": entropy.mean().item(),
+        "policy/return_scale": float(scale),
+    }
     return actor_loss + critic_loss, metrics, spread
 
 
@@ -190,7 +208,9 @@ def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log
     torch.manual_seed(cfg.seed)
     ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden).to(device)
     slow = copy.deepcopy(ac).requires_grad_(False)
-    opt = torch.optim.Adam([{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}])
+    opt = torch.optim.Adam(
+        [{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}]
+    )
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     scale = torch.tensor(1.0, device=device)
@@ -207,7 +227,9 @@ def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log
         with torch.no_grad():
             for p, q in zip(slow.parameters(), ac.parameters()):
                 p.lerp_(q, cfg.slow_critic)
-        bar.set_postfix({"return": f"{metrics['imag/return']:.2f}", "entropy": f"{metrics['policy/entropy']:.2f}"}, refresh=False)
+        bar.set_postfix(
+            {"return": f"{metrics['imag/return']:.2f}", "entropy": f"{metrics['policy/entropy']:.2f}"}, refresh=False
+        )
         if log and (i + 1) % 10 == 0:
             log(i + 1, metrics)
     return ac
@@ -247,11 +269,19 @@ def run_imagine(cfg: ImagineConfig) -> Path:
 
         ac = train_policy(model, corpus_starts(model, buffer, cfg.batch), cfg, model.cfg.n_actions, log)
         path = cfg.out / "policy.safetensors"
-        checkpoint.save(path, ac.state_dict(), {
-            "kind": "policy", "config": {"latent_dim": model.cfg.latent_dim, "n_actions": model.cfg.n_actions, "hidden": cfg.hidden},
-            "world_model": str(cfg.world_model), "world_model_commit": wm_meta.get("git_commit"),
-            "train_config": json.loads(json.dumps(asdict(cfg), default=str)), "updates": cfg.updates,
-            "seconds": round(time.time() - t0, 1)})
+        checkpoint.save(
+            path,
+            ac.state_dict(),
+            {
+                "kind": "policy",
+                "config": {"latent_dim": model.cfg.latent_dim, "n_actions": model.cfg.n_actions, "hidden": cfg.hidden},
+                "world_model": str(cfg.world_model),
+                "world_model_commit": wm_meta.get("git_commit"),
+                "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
+                "updates": cfg.updates,
+                "seconds": round(time.time() - t0, 1),
+            },
+        )
     return path
 
 
@@ -270,5 +300,7 @@ def load_policy(path: Path):
         wm_path = Path(path).parent / wm_path
     model, _ = load_world_model(wm_path)
     if model.cfg.latent_dim != c["latent_dim"]:
-        raise LemarioError(f"policy {path} expects latents of {c['latent_dim']} dims, its world model gives {model.cfg.latent_dim}")
+        raise LemarioError(
+            f"policy {path} expects latents of {c['latent_dim']} dims, its world model gives {model.cfg.latent_dim}"
+        )
     return ac.eval(), model, meta

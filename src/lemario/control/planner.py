@@ -3,17 +3,17 @@
 `cem` is the optimizer alone: a categorical distribution per step (H, A), N sequences sampled from it, the
 top-k refit it (mixed with the previous distribution by `smoothing`), and the best sequence seen is returned.
 `LatentPlanner` scores sequences with the world model: the predictor rolls the N sequences forward in one
-batch per step, predicting each distinct action prefix once (`rollout_shared`), the reward head turns each predicted latent into progress, score and death, and an optional value
-function scores the last latent; or, for goal tasks, the cost is the distance of the last latent to a goal
-latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans every `replan_every` steps.
+batch per step, predicting each distinct action prefix once (`rollout_shared`), the reward head turns each
+predicted latent into progress, score and death, and an optional value function scores the last latent; or,
+for goal tasks, the cost is the distance of the last latent to a goal latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans every `replan_every` steps.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -55,15 +55,28 @@ class PlannerConfig:
             raise LemarioError(f"unknown planner prior {self.prior!r}: use {' or '.join(PRIORS)}")
         if self.precision not in PRECISIONS:
             raise LemarioError(f"unknown planner precision {self.precision!r}: use {', '.join(PRECISIONS)}")
-        if min(self.horizon, self.samples, self.iterations, self.replan_every) < 1 or not 1 <= self.elites <= self.samples:
-            raise LemarioError(f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
-                               f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples")
+        if (
+            min(self.horizon, self.samples, self.iterations, self.replan_every) < 1
+            or not 1 <= self.elites <= self.samples
+        ):
+            raise LemarioError(
+                f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
+                f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples"
+            )
         if self.value and not Path(self.value).exists():
-            raise LemarioError(f"no policy checkpoint at {self.value} for the planner's value: pass a policy.safetensors of `lemario imagine`")
+            raise LemarioError(
+                f"no policy checkpoint at {self.value} for the planner's value: pass a policy.safetensors of "
+                "`lemario imagine`"
+            )
 
 
-def cem(score: Callable[[torch.Tensor], torch.Tensor], prior: torch.Tensor, cfg: PlannerConfig,
-        generator: torch.Generator, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cem(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    prior: torch.Tensor,
+    cfg: PlannerConfig,
+    generator: torch.Generator,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Maximize score(actions (N, H) int64) -> (N,) over sequences.
 
     prior (H, A) initial probabilities; keep (H,) an extra candidate (the previous plan, shifted) scored in the
@@ -97,7 +110,9 @@ def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torc
     ac, policy_model, _ = load_policy(path)
     theirs, ours = policy_model.state_dict(), model.state_dict()
     if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
-        raise LemarioError(f"the policy {path} was trained on another world model than the planner's: pass a policy of this one")
+        raise LemarioError(
+            f"the policy {path} was trained on another world model than the planner's: pass a policy of this one"
+        )
     ac = ac.to(next(model.parameters()).device)
 
     @torch.no_grad()
@@ -137,7 +152,9 @@ def planning_copy(model: WorldModel, dtype: torch.dtype) -> WorldModel:
     return rollout.to(dtype).requires_grad_(False)
 
 
-def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor, pad: int = 32) -> torch.Tensor:
+def rollout_shared(
+    model: WorldModel, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor, pad: int = 32
+) -> torch.Tensor:
     """`model.rollout` of N sequences from one context, predicting each distinct action prefix once.
 
     context (1, c, D) real latents, past (1, c-1) the actions between them, seqs (N, H) -> (N, H, D). CEM samples
@@ -147,19 +164,21 @@ def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor,
     size per step costs more in kernel set-up than the rows it saves.
     """
     N, A, h = len(seqs), model.cfg.n_actions, model.history
-    win_z, win_a = context[:, -h:], past[:, past.shape[1] - min(h, context.shape[1]) + 1:]  # (1, w, D), (1, w-1)
+    win_z, win_a = context[:, -h:], past[:, past.shape[1] - min(h, context.shape[1]) + 1 :]  # (1, w, D), (1, w-1)
     node = torch.zeros(N, dtype=torch.int64, device=seqs.device)  # each sequence's node at the current depth
     preds, rows, first = [], [], 0  # per step: the distinct latents (U', D); each sequence's row among all of them
     for t in range(seqs.shape[1]):
         children, node = torch.unique(node * A + seqs[:, t], return_inverse=True)  # (U,), (N,)
         padded = min(N, -(-len(children) // pad) * pad)  # few distinct batch sizes: oneDNN builds a kernel per shape
-        children = torch.cat([children, children[:1].expand(padded - len(children))])  # (U',): the repeats are never read
+        children = torch.cat(
+            [children, children[:1].expand(padded - len(children))]
+        )  # (U',): the repeats are never read
         parent, action = children // A, children % A
         z = win_z[parent]  # (U', w, D)
         a = torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
         nxt = model.predict(z, a)[:, -1]  # (U', D)
         win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
-        win_a = a[:, a.shape[1] - win_z.shape[1] + 1:]  # (U', w'-1)
+        win_a = a[:, a.shape[1] - win_z.shape[1] + 1 :]  # (U', w'-1)
         preds.append(nxt)
         rows.append(node + first)
         first += padded
@@ -167,7 +186,9 @@ def rollout_shared(model: WorldModel, context: torch.Tensor, past: torch.Tensor,
 
 
 class LatentPlanner:
-    def __init__(self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None):
+    def __init__(
+        self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None
+    ):
         cfg.validate()
         self.model, self.cfg, self.value = model.eval(), cfg, value
         self.dtype = planning_dtype(cfg.precision, next(model.parameters()).device)
@@ -176,13 +197,17 @@ class LatentPlanner:
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
 
     @torch.no_grad()  # (plan() runs it in inference mode; a direct call returns ordinary tensors)
-    def rewards(self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rewards(
+        self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
         (1, c, D) with the (1, c-1) actions taken between its latents."""
         z = rollout_shared(self.rollout_model, context.to(self.dtype), past, seqs)  # (N, H, D)
         return z.float(), decode_reward(self.rollout_model.reward(z).float())
 
-    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None, best: dict | None = None):
+    def objective(
+        self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None, best: dict | None = None
+    ):
         """score(seqs (N, H)) -> (N,). When `best` is a dict, the best-scoring sequence seen so far is kept in it
         with its predicted rewards (H, 3), so the executed plan's expectations need no second rollout."""
         cfg = self.cfg
@@ -195,7 +220,7 @@ class LatentPlanner:
                 per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
                 total = (per_step * self.discounts).sum(-1)
                 if self.value is not None:
-                    total = total + cfg.discount ** cfg.horizon * self.value(z[:, -1])
+                    total = total + cfg.discount**cfg.horizon * self.value(z[:, -1])
             if best is not None:
                 i = int(total.argmax())
                 if float(total[i]) > best.get("score", -float("inf")):
@@ -205,9 +230,17 @@ class LatentPlanner:
         return score
 
     @torch.inference_mode()
-    def plan(self, context: torch.Tensor, past: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None,
-             goal: torch.Tensor | None = None) -> tuple[torch.Tensor, float, torch.Tensor]:
+    def plan(
+        self,
+        context: torch.Tensor,
+        past: torch.Tensor,
+        generator: torch.Generator,
+        keep: torch.Tensor | None = None,
+        goal: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float, torch.Tensor]:
         """Best action sequence (H,), its score, and its predicted (progress px, score points, death prob.) (H, 3)."""
         best: dict = {}
-        cem(self.objective(context, past, goal, best), self.prior, self.cfg, generator, keep)  # its best (up to ties) is ours
+        cem(
+            self.objective(context, past, goal, best), self.prior, self.cfg, generator, keep
+        )  # its best (up to ties) is ours
         return best["seq"], best["score"], best["rewards"]

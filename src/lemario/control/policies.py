@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lemario.games.mario.actions import action_set
 from lemario.core.errors import LemarioError
+from lemario.games.mario.actions import action_set
 
 POLICIES = ("uniform", "biased")
 

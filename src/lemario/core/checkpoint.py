@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from lemario.core.files import atomic_write_bytes, atomic_write_text
 from lemario.core.errors import LemarioError
+from lemario.core.files import atomic_write_bytes, atomic_write_text
 from lemario.core.provenance import provenance
 
 
@@ -39,14 +39,20 @@ def load(path: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], 
         path = path.with_suffix(".safetensors")
     side = sidecar_path(path)
     if not path.is_file() or not side.is_file():
-        raise LemarioError(f"no checkpoint at {path} (needs {path.name} and {side.name}): check the path or train one first")
+        raise LemarioError(
+            f"no checkpoint at {path} (needs {path.name} and {side.name}): check the path or train one first"
+        )
     meta = json.loads(side.read_text())
     if kind is not None and meta.get("kind") != kind:
-        raise LemarioError(f"{path} is a {meta.get('kind', 'unknown')!r} checkpoint, expected {kind!r}: pass a {kind} checkpoint")
+        raise LemarioError(
+            f"{path} is a {meta.get('kind', 'unknown')!r} checkpoint, expected {kind!r}: pass a {kind} checkpoint"
+        )
     try:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise LemarioError(f"cannot read {path} ({type(e).__name__}: {e}): the file is damaged, use another checkpoint") from None
+        raise LemarioError(
+            f"cannot read {path} ({type(e).__name__}: {e}): the file is damaged, use another checkpoint"
+        ) from None
     return tensors, meta
 
 

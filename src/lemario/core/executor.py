@@ -13,8 +13,8 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 
@@ -63,8 +63,10 @@ def ray_init(address: str = "", cpus: int | None = None) -> None:
     from ray._private import ray_constants
 
     if ray_constants.ENABLE_RAY_CLUSTER:
-        raise LemarioError("Ray was imported before lemario could keep it on 127.0.0.1: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
-                           "in the environment, or pass --ray-address to join a cluster")
+        raise LemarioError(
+            "Ray was imported before lemario could keep it on 127.0.0.1: set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+            "in the environment, or pass --ray-address to join a cluster"
+        )
     ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
@@ -80,8 +82,9 @@ def _call(payload: tuple[Callable, object]):
     return fn(arg)
 
 
-def run_parallel(fn: Callable, args: list, executor: str = "local", processes: int = 2, cpus: int = 1,
-                 ray_address: str = "") -> list:
+def run_parallel(
+    fn: Callable, args: list, executor: str = "local", processes: int = 2, cpus: int = 1, ray_address: str = ""
+) -> list:
     if executor not in EXECUTORS:
         raise LemarioError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if not args:

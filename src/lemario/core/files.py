@@ -52,7 +52,10 @@ def writer_lock(folder: Path):
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise LemarioError(f"{folder} is being written by another lemario process (pid {holder}): wait for it to finish or use another folder") from None
+        raise LemarioError(
+            f"{folder} is being written by another lemario process (pid {holder}): wait for it to finish or use "
+            "another folder"
+        ) from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

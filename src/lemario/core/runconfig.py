@@ -50,5 +50,7 @@ def check_same_run(stored: dict, key: dict, defaults: dict, folder: Path, what: 
     diff = differences(with_defaults(stored, defaults), key)
     if diff:
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-        raise LemarioError(f"{folder} holds a {what} with another config ({shown}): use a new --out folder, "
-                           f"or the run's own settings (its config.json)")
+        raise LemarioError(
+            f"{folder} holds a {what} with another config ({shown}): use a new --out folder, "
+            f"or the run's own settings (its config.json)"
+        )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lemario.data.corpus import read_episode, scan
 from lemario.core.errors import LemarioError
+from lemario.data.corpus import read_episode, scan
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
 
@@ -31,8 +31,9 @@ class EpisodeBuffer:
     files: list[str]
 
     @classmethod
-    def load(cls, corpus: Path, *, max_episodes: int | None = None, files: list[str] | None = None,
-             relabel: bool = True) -> "EpisodeBuffer":
+    def load(
+        cls, corpus: Path, *, max_episodes: int | None = None, files: list[str] | None = None, relabel: bool = True
+    ) -> EpisodeBuffer:
         """Read a corpus folder (unreadable files are skipped with the index's report), or only the episode
         `files` named (in the corpus's order; a name the corpus lacks is an error).
 
@@ -46,14 +47,21 @@ class EpisodeBuffer:
             rows = [r for r in rows if r["file"] in wanted]
             if len(rows) < len(wanted):
                 missing = sorted(wanted - {r["file"] for r in rows})
-                raise LemarioError(f"{len(missing)} selected episodes (e.g. {missing[0]}) are not readable in {corpus}: "
-                                   "re-run the selection on the corpus as it is")
+                raise LemarioError(
+                    f"{len(missing)} selected episodes (e.g. {missing[0]}) are not readable in {corpus}: "
+                    "re-run the selection on the corpus as it is"
+                )
         rows = rows[:max_episodes] if max_episodes else rows
         if not rows:
-            raise LemarioError(f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`")
+            raise LemarioError(
+                f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`"
+            )
         stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]
         if stale and not relabel:
-            raise LemarioError(f"{len(stale)} episodes (e.g. {stale[0]}) use another reward spec than v{REWARD_SPEC_VERSION}: load with relabel=True to relabel them from RAM")
+            raise LemarioError(
+                f"{len(stale)} episodes (e.g. {stale[0]}) use another reward spec than v{REWARD_SPEC_VERSION}: "
+                "load with relabel=True to relabel them from RAM"
+            )
         episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
         parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
         for ep, labels, rewards in episodes:
@@ -64,9 +72,14 @@ class EpisodeBuffer:
         lengths = np.array([len(f) for f in parts["frames"]], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         return cls(
-            frames=np.concatenate(parts["frames"]), actions=np.concatenate(parts["actions"]),
-            rewards=np.concatenate(parts["rewards"]), labels=np.concatenate(parts["labels"]),
-            episode_start=np.repeat(starts, lengths), starts=starts, lengths=lengths, files=[r["file"] for r in rows],
+            frames=np.concatenate(parts["frames"]),
+            actions=np.concatenate(parts["actions"]),
+            rewards=np.concatenate(parts["rewards"]),
+            labels=np.concatenate(parts["labels"]),
+            episode_start=np.repeat(starts, lengths),
+            starts=starts,
+            lengths=lengths,
+            files=[r["file"] for r in rows],
         )
 
     def __len__(self) -> int:
@@ -79,7 +92,9 @@ class EpisodeBuffer:
             raise LemarioError(f"no episode is longer than {k} steps: collect longer episodes or use a shorter window")
         return np.concatenate(per_episode)
 
-    def sample(self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def sample(
+        self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """A batch of K-step windows:
         obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64, rewards (B, K, 3) float32, labels (B, K+1, L) int32.
         """

@@ -32,7 +32,13 @@ from lemario.games.mario.rewards import REWARD_CHANNELS, REWARD_SPEC_VERSION
 SCHEMA_VERSION = 1
 INDEX_NAME = "index.json"
 # The seed's audit table: the share of frames by how far their episode got.
-TIERS = (("<200", 0, 200), ("200-500", 200, 500), ("500-1000", 500, 1000), ("1000-1500", 1000, 1500), (">=1500", 1500, None))
+TIERS = (
+    ("<200", 0, 200),
+    ("200-500", 200, 500),
+    ("500-1000", 500, 1000),
+    ("1000-1500", 1000, 1500),
+    (">=1500", 1500, None),
+)
 
 
 @dataclass
@@ -60,13 +66,20 @@ def write_episode(path: Path, ep: Episode) -> int:
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         chunk = min(64, T + 1)
-        f.create_dataset("frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:]))
+        f.create_dataset(
+            "frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:])
+        )
         f.create_dataset("actions", data=ep.actions.astype(np.uint8))
         f.create_dataset("ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1]))
         f.create_dataset("labels", data=ep.labels.astype(np.int32)).attrs["names"] = json.dumps(list(LABELS))
         rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
         rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
-        meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "reward_spec_version": REWARD_SPEC_VERSION, **ep.meta}
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "lemario_version": __version__,
+            "reward_spec_version": REWARD_SPEC_VERSION,
+            **ep.meta,
+        }
         f.attrs["meta"] = json.dumps(meta, default=_jsonable)
     data = image.getbuffer()
     atomic_write_bytes(path, data)
@@ -89,8 +102,12 @@ def read_episode(path: Path, *, ram: bool = False) -> Episode:
     """Read one episode (RAM only when asked: it is the largest dataset after the frames)."""
     with h5py.File(path, "r") as f:
         return Episode(
-            frames=f["frames"][()], actions=f["actions"][()], ram=f["ram"][()] if ram else None,
-            labels=f["labels"][()], rewards=f["rewards"][()], meta=_attrs(f),
+            frames=f["frames"][()],
+            actions=f["actions"][()],
+            ram=f["ram"][()] if ram else None,
+            labels=f["labels"][()],
+            rewards=f["rewards"][()],
+            meta=_attrs(f),
         )
 
 
@@ -110,10 +127,18 @@ def index_row(path: Path, meta: dict, n_steps: int) -> dict:
     """The index's summary of an episode file (its size and mtime tell whether the row is still current)."""
     stat = path.stat()
     return {
-        "file": path.name, "n_steps": int(n_steps), "max_x": int(meta["max_x"]), "flag_get": int(meta["flag_get"]),
-        "level": meta["level"], "policy": meta["policy"], "backend": meta["backend"], "run": meta.get("run", ""),
-        "run_index": int(meta.get("run_index", -1)), "seed": int(meta["seed"]),
-        "reward_spec_version": int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)), "bytes": stat.st_size,
+        "file": path.name,
+        "n_steps": int(n_steps),
+        "max_x": int(meta["max_x"]),
+        "flag_get": int(meta["flag_get"]),
+        "level": meta["level"],
+        "policy": meta["policy"],
+        "backend": meta["backend"],
+        "run": meta.get("run", ""),
+        "run_index": int(meta.get("run_index", -1)),
+        "seed": int(meta["seed"]),
+        "reward_spec_version": int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)),
+        "bytes": stat.st_size,
         "mtime": stat.st_mtime,
     }
 
@@ -141,7 +166,9 @@ def _cached_rows(corpus: Path) -> dict[str, dict]:
 
 def _write_index(corpus: Path, episodes: list[dict], bad: list[dict]) -> None:
     try:
-        atomic_write_text(corpus / INDEX_NAME, json.dumps({"version": SCHEMA_VERSION, "episodes": episodes, "bad": bad}))
+        atomic_write_text(
+            corpus / INDEX_NAME, json.dumps({"version": SCHEMA_VERSION, "episodes": episodes, "bad": bad})
+        )
     except OSError:
         pass  # the index is a cache; a full or read-only disk must not stop a reader
 

@@ -39,7 +39,7 @@ class ReplayConfig:
 
 
 def tier_of(row: dict, tiers: tuple[Tier, ...]) -> Tier:
-    x = 10 ** 9 if row.get("flag_get") else row["max_x"]
+    x = 10**9 if row.get("flag_get") else row["max_x"]
     for t in tiers:
         if x >= t.lo and (t.hi is None or x < t.hi):
             return t
@@ -50,7 +50,7 @@ def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
     """The episodes to train on. rows: index rows (file, n_steps, max_x, flag_get), oldest first (file order)."""
     tiers = cfg.tiers
     protected = [r for r in rows if tier_of(r, tiers).protected]
-    rest = [r for r in rows if not tier_of(r, tiers).protected][-cfg.capacity:] if cfg.capacity > 0 else []
+    rest = [r for r in rows if not tier_of(r, tiers).protected][-cfg.capacity :] if cfg.capacity > 0 else []
     chosen = protected + rest
     frames = lambda rs: sum(r["n_steps"] + 1 for r in rs)  # noqa: E731
     for tier in tiers:
@@ -61,7 +61,9 @@ def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
         if others == 0:  # a share of a mix: with nothing else to train on, the tier is kept whole
             continue
         # keep the newest of this tier while its share stays within the cap: f / (others + f) <= cap
-        budget = tier.max_frame_share * others / (1 - tier.max_frame_share) if tier.max_frame_share < 1 else float("inf")
+        budget = (
+            tier.max_frame_share * others / (1 - tier.max_frame_share) if tier.max_frame_share < 1 else float("inf")
+        )
         kept, used = [], 0
         for r in reversed(mine):
             if used + r["n_steps"] + 1 <= budget:

@@ -50,31 +50,64 @@ class Decision:
 
 
 def pooled_sd(a: IterationScore, b: IterationScore) -> float:
-    return math.sqrt((a.sd ** 2 + b.sd ** 2) / 2)
+    return math.sqrt((a.sd**2 + b.sd**2) / 2)
 
 
-def decide(history: list[IterationScore], current: IterationScore, threshold: float = 1.0, patience: int = 3) -> Decision:
+def decide(
+    history: list[IterationScore], current: IterationScore, threshold: float = 1.0, patience: int = 3
+) -> Decision:
     if current.k < 2 or not math.isfinite(current.sd):
-        raise ValueError(f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}")
+        raise ValueError(
+            f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}"
+        )
     committed = [h for h in history if h.decision == "commit"]
     if not committed:
-        return Decision("commit", "first iteration", math.inf, threshold, current.sd, None, None, current.mean, current.sd, current.k)
+        return Decision(
+            "commit",
+            "first iteration",
+            math.inf,
+            threshold,
+            current.sd,
+            None,
+            None,
+            current.mean,
+            current.sd,
+            current.k,
+        )
     best = max(committed, key=lambda h: h.mean)
     sd = pooled_sd(current, best)
     diff = current.mean - best.mean
     z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
-    evidence = dict(z=z, threshold=threshold, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean,
-                    mean=current.mean, sd=current.sd, k=current.k)
+    evidence = dict(
+        z=z,
+        threshold=threshold,
+        pooled_sd=sd,
+        best_iteration=best.iteration,
+        best_mean=best.mean,
+        mean=current.mean,
+        sd=current.sd,
+        k=current.k,
+    )
     if z > threshold:
-        return Decision("commit", f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
-                                  f"{z:.2f} pooled sd > {threshold}", **evidence)
+        return Decision(
+            "commit",
+            f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
+            f"{z:.2f} pooled sd > {threshold}",
+            **evidence,
+        )
     since = 0
     for h in reversed(history):
         if h.decision == "commit":
             break
         since += 1
     if since + 1 >= patience:
-        return Decision("halt", f"{since + 1} iterations without an improvement beyond {threshold} sd (z now {z:.2f})", **evidence)
+        return Decision(
+            "halt", f"{since + 1} iterations without an improvement beyond {threshold} sd (z now {z:.2f})", **evidence
+        )
     flip = FLIPS[since % len(FLIPS)]
-    return Decision("branch", f"z {z:.2f} <= {threshold}: within the seeds' noise or worse; re-run with {flip} flipped",
-                    flip=flip, **evidence)
+    return Decision(
+        "branch",
+        f"z {z:.2f} <= {threshold}: within the seeds' noise or worse; re-run with {flip} flipped",
+        flip=flip,
+        **evidence,
+    )

@@ -22,8 +22,8 @@ from typing import Literal
 
 import tyro
 
-from lemario.core.files import atomic_write_text
 from lemario.core.errors import LemarioError
+from lemario.core.files import atomic_write_text
 
 CATALOG = "catalog.json"
 
@@ -38,11 +38,22 @@ def _copy_checkpoint(src: Path, dst: Path) -> None:
     shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
 
 
-def add(run: Path, iteration: int, world_model: Path, policy: Path, eval_dir: Path, extra: dict,
-        confirm_dir: Path | None = None) -> dict:
+def add(
+    run: Path,
+    iteration: int,
+    world_model: Path,
+    policy: Path,
+    eval_dir: Path,
+    extra: dict,
+    confirm_dir: Path | None = None,
+) -> dict:
     """Copy an iteration's artifacts into the hall of fame and re-rank the catalog. Refuses to overwrite."""
     summary = json.loads((eval_dir / "summary.json").read_text())
-    best = summary["per_agent"][extra["best_agent"]] if "best_agent" in extra else next(iter(summary["per_agent"].values()))
+    best = (
+        summary["per_agent"][extra["best_agent"]]
+        if "best_agent" in extra
+        else next(iter(summary["per_agent"].values()))
+    )
     confirm = None
     if confirm_dir is not None:
         confirm = next(iter(json.loads((confirm_dir / "summary.json").read_text())["per_agent"].values()))
@@ -50,7 +61,9 @@ def add(run: Path, iteration: int, world_model: Path, policy: Path, eval_dir: Pa
     name = entry_name(iteration, best["mean_max_x"], best["max_max_x"])
     folder = hof / name
     if any(e["iteration"] == iteration for e in catalog(run)):
-        raise LemarioError(f"hall of fame already holds iteration {iteration} ({folder}): entries are never overwritten")
+        raise LemarioError(
+            f"hall of fame already holds iteration {iteration} ({folder}): entries are never overwritten"
+        )
     if (folder / "entry.json").exists():  # copied, then killed before the catalog was updated: finish that
         entry = json.loads((folder / "entry.json").read_text())
         _write_catalog(run, catalog(run) + [entry])
@@ -61,17 +74,30 @@ def add(run: Path, iteration: int, world_model: Path, policy: Path, eval_dir: Pa
     _copy_checkpoint(world_model, tmp / "world_model.safetensors")
     _copy_checkpoint(policy, tmp / "policy.safetensors")
     sidecar = json.loads((tmp / "policy.json").read_text())
-    atomic_write_text(tmp / "policy.json", json.dumps({**sidecar, "world_model": "world_model.safetensors",
-                                                       "trained_with": sidecar.get("world_model")}, indent=2))
+    atomic_write_text(
+        tmp / "policy.json",
+        json.dumps(
+            {**sidecar, "world_model": "world_model.safetensors", "trained_with": sidecar.get("world_model")}, indent=2
+        ),
+    )
     for src, dst in [(eval_dir, "eval")] + ([(confirm_dir, "confirm")] if confirm_dir else []):
         (tmp / dst).mkdir(exist_ok=True)
         for f in ("summary.json", "episodes.jsonl"):
             shutil.copyfile(src / f, tmp / dst / f)
-    entry = {"iteration": iteration, "name": name, "mean_max_x": best["mean_max_x"], "max_max_x": best["max_max_x"],
-             "flag_rate": best["flag_rate"], "ci95": [best["ci95_low"], best["ci95_high"]],
-             "score": confirm["mean_max_x"] if confirm else best["mean_max_x"], **extra}
+    entry = {
+        "iteration": iteration,
+        "name": name,
+        "mean_max_x": best["mean_max_x"],
+        "max_max_x": best["max_max_x"],
+        "flag_rate": best["flag_rate"],
+        "ci95": [best["ci95_low"], best["ci95_high"]],
+        "score": confirm["mean_max_x"] if confirm else best["mean_max_x"],
+        **extra,
+    }
     if confirm:
-        entry["confirm"] = {k: confirm[k] for k in ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high", "episodes")}
+        entry["confirm"] = {
+            k: confirm[k] for k in ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high", "episodes")
+        }
     atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=2))
     tmp.rename(folder)
     _write_catalog(run, catalog(run) + [entry])
@@ -112,15 +138,25 @@ def hof_main(cfg: HofConfig) -> None:
     if not entries:
         raise LemarioError(f"{cfg.run} has no hall of fame yet: run `lemario flywheel --out {cfg.run}` first")
     if cfg.action == "list":
-        print(f"{'rank':>4}  {'iter':>4}  {'score':>6}  {'mean max_x':>10}  {'95% CI':>14}  {'max':>6}  {'flag':>5}  entry")
+        print(
+            f"{'rank':>4}  {'iter':>4}  {'score':>6}  {'mean max_x':>10}  {'95% CI':>14}  {'max':>6}  {'flag':>5} "
+            " entry"
+        )
         for i, e in enumerate(entries, 1):
-            print(f"{i:>4}  {e['iteration']:>4}  {e.get('score', e['mean_max_x']):>6.0f}  {e['mean_max_x']:>10.0f}  "
-                  f"[{e['ci95'][0]:>5.0f}, {e['ci95'][1]:>5.0f}]  {e['max_max_x']:>6.0f}  {e['flag_rate']:>5.2f}  {e['name']}")
+            print(
+                f"{i:>4}  {e['iteration']:>4}  {e.get('score', e['mean_max_x']):>6.0f}  {e['mean_max_x']:>10.0f}  "
+                f"[{e['ci95'][0]:>5.0f}, {e['ci95'][1]:>5.0f}]  {e['max_max_x']:>6.0f}  {e['flag_rate']:>5.2f}  "
+                f"{e['name']}"
+            )
         print("score: mean max_x on the confirmation seeds (the eval columns are the best of K: biased upwards)")
         return
-    chosen = entries[0] if cfg.iteration is None else next((e for e in entries if e["iteration"] == cfg.iteration), None)
+    chosen = (
+        entries[0] if cfg.iteration is None else next((e for e in entries if e["iteration"] == cfg.iteration), None)
+    )
     if chosen is None:
-        raise LemarioError(f"no iteration {cfg.iteration} in the hall of fame of {cfg.run}: see `lemario hof list {cfg.run}`")
+        raise LemarioError(
+            f"no iteration {cfg.iteration} in the hall of fame of {cfg.run}: see `lemario hof list {cfg.run}`"
+        )
     if cfg.action == "show":
         print(json.dumps(chosen, indent=2))
         return

@@ -16,15 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 
-from lemario.model.sigreg import sigreg
 from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
+from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, load_world_model
 
 # A predictor whose output moves less than this fraction of the targets' spread ignores that input.
@@ -32,7 +31,9 @@ MIN_SENSITIVITY = 0.05
 
 
 @torch.no_grad()
-def diagnose(model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int | None = None) -> tuple[dict[str, float], list[str]]:
+def diagnose(
+    model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int | None = None
+) -> tuple[dict[str, float], list[str]]:
     """Metrics and warnings on a held-out batch (obs (B, K+1, S, H, W), actions (B, K))."""
     was_training = model.training
     model.eval()
@@ -44,10 +45,12 @@ def diagnose(model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int |
         target_spread = target.std(dim=0).mean().clamp_min(1e-8)
 
         shuffled = model.predict(z[torch.roll(torch.arange(len(z)), 1)], a)[:, 0]  # other states, same actions
-        sens_z = (out - shuffled).norm(dim=-1).mean() / (2 ** 0.5 * target_spread * target.shape[-1] ** 0.5)
+        sens_z = (out - shuffled).norm(dim=-1).mean() / (2**0.5 * target_spread * target.shape[-1] ** 0.5)
 
         n_actions = n_actions or model.cfg.n_actions
-        per_action = torch.stack([model.predict(z, torch.full_like(a, i))[:, 0] for i in range(n_actions)], dim=1)  # (B, A, D)
+        per_action = torch.stack(
+            [model.predict(z, torch.full_like(a, i))[:, 0] for i in range(n_actions)], dim=1
+        )  # (B, A, D)
         sens_a = per_action.std(dim=1).mean() / target_spread
 
         pred_mse = F.mse_loss(out, target).item()
@@ -60,12 +63,20 @@ def diagnose(model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int |
         eff_rank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()).item()
         dim_std = flat.std(0)
         metrics = {
-            "diag/sensitivity_latent": sens_z.item(), "diag/sensitivity_action": sens_a.item(),
-            "diag/pred_mse": pred_mse, "diag/mean_baseline_mse": mean_mse, "diag/no_change_mse": still_mse,
+            "diag/sensitivity_latent": sens_z.item(),
+            "diag/sensitivity_action": sens_a.item(),
+            "diag/pred_mse": pred_mse,
+            "diag/mean_baseline_mse": mean_mse,
+            "diag/no_change_mse": still_mse,
             "diag/pred_vs_best_baseline": pred_mse / max(min(mean_mse, still_mse), 1e-12),
-            "diag/effective_rank": eff_rank, "diag/latent_dim": float(flat.shape[-1]),
-            "diag/dim_std_min": dim_std.min().item(), "diag/dim_std_median": dim_std.median().item(), "diag/dim_std_max": dim_std.max().item(),
-            "diag/sigreg": sigreg(emb.transpose(0, 1), generator=torch.Generator(device=emb.device).manual_seed(0)).item(),
+            "diag/effective_rank": eff_rank,
+            "diag/latent_dim": float(flat.shape[-1]),
+            "diag/dim_std_min": dim_std.min().item(),
+            "diag/dim_std_median": dim_std.median().item(),
+            "diag/dim_std_max": dim_std.max().item(),
+            "diag/sigreg": sigreg(
+                emb.transpose(0, 1), generator=torch.Generator(device=emb.device).manual_seed(0)
+            ).item(),
         }
     finally:
         model.train(was_training)
@@ -75,14 +86,26 @@ def diagnose(model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int |
 def warnings_from(m: dict[str, float]) -> list[str]:
     out = []
     if m["diag/sensitivity_latent"] < MIN_SENSITIVITY:
-        out.append(f"PREDICTOR IGNORES ITS INPUT LATENT: output moves {m['diag/sensitivity_latent']:.3f} of the targets' spread "
-                   f"(< {MIN_SENSITIVITY}): it has collapsed towards a constant")
+        out.append(
+            f"PREDICTOR IGNORES ITS INPUT LATENT: output moves {m['diag/sensitivity_latent']:.3f} of the targets' "
+            "spread "
+            f"(< {MIN_SENSITIVITY}): it has collapsed towards a constant"
+        )
     if m["diag/sensitivity_action"] < MIN_SENSITIVITY:
-        out.append(f"predictor ignores the action: output moves {m['diag/sensitivity_action']:.3f} of the targets' spread over actions")
+        out.append(
+            f"predictor ignores the action: output moves {m['diag/sensitivity_action']:.3f} of the targets' "
+            "spread over actions"
+        )
     if m["diag/pred_vs_best_baseline"] >= 1.0:
-        out.append(f"prediction is no better than a trivial predictor (mean or no-change): ratio {m['diag/pred_vs_best_baseline']:.2f}")
+        out.append(
+            "prediction is no better than a trivial predictor (mean or no-change): ratio "
+            f"{m['diag/pred_vs_best_baseline']:.2f}"
+        )
     if m["diag/effective_rank"] < 0.1 * m["diag/latent_dim"]:
-        out.append(f"embeddings span few dimensions: effective rank {m['diag/effective_rank']:.1f} of {m['diag/latent_dim']:.0f}")
+        out.append(
+            f"embeddings span few dimensions: effective rank {m['diag/effective_rank']:.1f} of "
+            f"{m['diag/latent_dim']:.0f}"
+        )
     return out
 
 
@@ -106,6 +129,8 @@ class DiagnoseConfig:
 def diagnose_main(cfg: DiagnoseConfig) -> None:
     model, _ = load_world_model(cfg.checkpoint)
     buffer = EpisodeBuffer.load(cfg.corpus)
-    batch = to_torch(buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu"))
+    batch = to_torch(
+        buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu")
+    )
     metrics, warnings = diagnose(model, batch)
     print(format_report(metrics, warnings))

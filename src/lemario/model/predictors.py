@@ -61,8 +61,16 @@ class AdaLNBlock(nn.Module):
 class TransformerPredictor(nn.Module):
     """Takes at most `history` latents (positions 0.. in the window); `world_model` slides the window."""
 
-    def __init__(self, dim: int, n_actions: int, history: int = 3, depth: int = 6, heads: int = 4, mlp: int = 1024,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        n_actions: int,
+        history: int = 3,
+        depth: int = 6,
+        heads: int = 4,
+        mlp: int = 1024,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.history = history
         self.action = nn.Sequential(nn.Embedding(n_actions, dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))

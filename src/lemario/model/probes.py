@@ -11,15 +11,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-
 import numpy as np
 import torch
+import tyro
 from torch import nn
 
-from lemario.data.buffer import EpisodeBuffer, is_val_episode
-from lemario.core.files import atomic_write_text
 from lemario.core.errors import LemarioError
+from lemario.core.files import atomic_write_text
+from lemario.data.buffer import EpisodeBuffer, is_val_episode
 from lemario.games.mario.ram import LABELS
 from lemario.model.world_model import load_world_model
 
@@ -49,8 +48,10 @@ def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512
     stack = model.cfg.frame_stack
     out = []
     for i in range(0, len(idx), batch):
-        j = idx[i:i + batch]
-        frame_idx = np.maximum(j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None])  # (n, stack)
+        j = idx[i : i + batch]
+        frame_idx = np.maximum(
+            j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None]
+        )  # (n, stack)
         out.append(model.encode(torch.from_numpy(buffer.frames[frame_idx])).float().numpy())
     return np.concatenate(out)
 
@@ -76,7 +77,7 @@ def ridge_probe(x_fit, y_fit, x_score, binary: bool, groups: np.ndarray) -> np.n
     """Ridge with lambda chosen on held-out episodes of the fitting set (a fifth of its episodes: frames of
     one episode are too alike to validate on each other); returns predictions on x_score."""
     episodes = np.unique(groups)
-    held = episodes[-max(1, len(episodes) // 5):]
+    held = episodes[-max(1, len(episodes) // 5) :]
     val = np.isin(groups, held)
     tr = ~val
     if not tr.any():
@@ -100,7 +101,9 @@ def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.
     for _ in range(steps):
         i = torch.randint(len(xf), (min(512, len(xf)),), generator=g)
         out = net(xf[i])[:, 0]
-        loss = nn.functional.binary_cross_entropy_with_logits(out, yf[i]) if binary else nn.functional.mse_loss(out, yf[i])
+        loss = (
+            nn.functional.binary_cross_entropy_with_logits(out, yf[i]) if binary else nn.functional.mse_loss(out, yf[i])
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,7 +117,9 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
         return {"r2": r2(y, pred)}
     hit = (pred > 0.5) == (y > 0.5)
     pos, neg = y > 0.5, y <= 0.5
-    bal = float(0.5 * (hit[pos].mean() + hit[neg].mean())) if pos.any() and neg.any() else None  # undefined without both classes
+    bal = (
+        float(0.5 * (hit[pos].mean() + hit[neg].mean())) if pos.any() and neg.any() else None
+    )  # undefined without both classes
     return {"accuracy": float(hit.mean()), "balanced_accuracy": bal, "positives": int(pos.sum())}
 
 
@@ -126,7 +131,7 @@ def run_probes(cfg: ProbeConfig) -> dict:
         if len(buffer.files) < 2:
             raise LemarioError(f"probing needs at least 2 episodes in {cfg.corpus} (fit on some, score on others)")
         scored_eps[:] = False
-        scored_eps[-max(1, len(scored_eps) // 3):] = True
+        scored_eps[-max(1, len(scored_eps) // 3) :] = True
     rng = np.random.default_rng(cfg.seed)
     frame_episode = np.repeat(np.arange(len(buffer.starts)), buffer.lengths)
     idx = np.arange(len(buffer))
@@ -152,17 +157,26 @@ def run_probes(cfg: ProbeConfig) -> dict:
         if not binary:
             mlp = mlp * (yf.std() + 1e-9) + yf.mean()
         results[name] = {"linear": score(ys, lin, binary), "mlp": score(ys, mlp, binary)}
-    report = {"checkpoint": str(cfg.checkpoint), "corpus": str(cfg.corpus), "frames": int(len(idx)),
-              "fit_episodes": int((~scored_eps).sum()), "score_episodes": int(scored_eps.sum()), "step": meta.get("step"),
-              "probes": results}
+    report = {
+        "checkpoint": str(cfg.checkpoint),
+        "corpus": str(cfg.corpus),
+        "frames": int(len(idx)),
+        "fit_episodes": int((~scored_eps).sum()),
+        "score_episodes": int(scored_eps.sum()),
+        "step": meta.get("step"),
+        "probes": results,
+    }
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
     atomic_write_text(out, json.dumps(report, indent=2))
     return report
 
 
 def format_table(report: dict) -> str:
-    lines = [f"probes on {report['score_episodes']} held-out episodes (fitted on {report['fit_episodes']}), {report['frames']} frames",
-             f"{'label':<12}{'linear':>22}{'mlp':>22}"]
+    lines = [
+        f"probes on {report['score_episodes']} held-out episodes (fitted on {report['fit_episodes']}), "
+        f"{report['frames']} frames",
+        f"{'label':<12}{'linear':>22}{'mlp':>22}",
+    ]
     for name, r in report["probes"].items():
         cells = []
         for kind in ("linear", "mlp"):

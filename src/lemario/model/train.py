@@ -71,14 +71,40 @@ class TrainConfig:
     tensorboard: bool = True
 
 
-_TINY_MODEL = ModelConfig(encoder_dim=64, latent_dim=32, projector_hidden=64, pred_hidden=64, pred_depth=2, reward_hidden=32,
-                          vit_depth=1, vit_heads=2)
+_TINY_MODEL = ModelConfig(
+    encoder_dim=64,
+    latent_dim=32,
+    projector_hidden=64,
+    pred_hidden=64,
+    pred_depth=2,
+    reward_hidden=32,
+    vit_depth=1,
+    vit_heads=2,
+)
 PRESETS = {
-    "tiny": TrainConfig(model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), steps=30, batch_size=8, warmup=5,
-                        val_every=10, diag_every=15, ckpt_every=10, log_every=5, out=Path("runs/wm-tiny")),
+    "tiny": TrainConfig(
+        model=_TINY_MODEL,
+        loss=LossConfig(sigreg_projections=64),
+        steps=30,
+        batch_size=8,
+        warmup=5,
+        val_every=10,
+        diag_every=15,
+        ckpt_every=10,
+        log_every=5,
+        out=Path("runs/wm-tiny"),
+    ),
     "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
-    "gpu": TrainConfig(model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
-                       batch_size=128, steps=60000, lr=5e-4, warmup=2000, val_every=1000, diag_every=2000, ckpt_every=2000),
+    "gpu": TrainConfig(
+        model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
+        batch_size=128,
+        steps=60000,
+        lr=5e-4,
+        warmup=2000,
+        val_every=1000,
+        diag_every=2000,
+        ckpt_every=2000,
+    ),
 }
 
 
@@ -144,7 +170,9 @@ def _run(trainer: Trainer) -> dict:
         losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward")}
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
         bar.update(1)
-        held_out, warnings = trainer.evaluate(val=step % cfg.val_every == 0 or last, diag=step % cfg.diag_every == 0 or last)
+        held_out, warnings = trainer.evaluate(
+            val=step % cfg.val_every == 0 or last, diag=step % cfg.diag_every == 0 or last
+        )
         if held_out:
             log(held_out, step)
         for w in warnings if rank == 0 else ():

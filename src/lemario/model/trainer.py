@@ -54,7 +54,9 @@ def read_episode_list(path: Path | None) -> list[str] | None:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise LemarioError(f"cannot read the episode list {path} ({e}): pass a JSON list of corpus file names") from None
+        raise LemarioError(
+            f"cannot read the episode list {path} ({e}): pass a JSON list of corpus file names"
+        ) from None
 
 
 class Trainer:
@@ -121,9 +123,14 @@ class Trainer:
             if self.rank == 0:
                 print(f"warm start from {cfg.init_from}")
         if self.rank == 0:
-            record = {"run_key": key, "config": as_json(cfg), "corpus_episodes": len(self.buffer.files),
-                      "train_windows": len(self.train_starts), "val_windows": len(self.val_starts),
-                      "world_size": self.world}
+            record = {
+                "run_key": key,
+                "config": as_json(cfg),
+                "corpus_episodes": len(self.buffer.files),
+                "train_windows": len(self.train_starts),
+                "val_windows": len(self.val_starts),
+                "world_size": self.world,
+            }
             atomic_write_text(config_path, json.dumps(record, indent=2))
 
     def train_step(self, autocast) -> dict[str, float]:
@@ -160,8 +167,9 @@ class Trainer:
             metrics.update(self.last_val)
         if diag:
             rng = np.random.default_rng(VAL_SEED + 1)
-            sample = self.buffer.sample(min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng,
-                                        valid=self.held_out)
+            sample = self.buffer.sample(
+                min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng, valid=self.held_out
+            )
             diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device))
             metrics.update(diag_metrics)
         return metrics, warnings
@@ -173,8 +181,13 @@ class Trainer:
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(checkpoint.optimizer_tensors(self.opt, "optim"))
         tensors["rng/torch"] = torch.get_rng_state()
-        meta = {"kind": "world_model_training", "step": self.step, "numpy_rng": self.rng.bit_generator.state,
-                "model_config": as_json(self.cfg).get("model"), "metrics": self.last_val}
+        meta = {
+            "kind": "world_model_training",
+            "step": self.step,
+            "numpy_rng": self.rng.bit_generator.state,
+            "model_config": as_json(self.cfg).get("model"),
+            "metrics": self.last_val,
+        }
         checkpoint.save(self.latest, tensors, meta)
 
     def save_model(self) -> None:
@@ -182,8 +195,14 @@ class Trainer:
         if self.rank != 0:
             return
         cfg = self.cfg
-        meta = {"kind": "world_model", "config": as_json(cfg)["model"], "step": self.step, "metrics": self.last_val,
-                "corpus": str(cfg.corpus), "train_config": as_json(cfg)}
+        meta = {
+            "kind": "world_model",
+            "config": as_json(cfg)["model"],
+            "step": self.step,
+            "metrics": self.last_val,
+            "corpus": str(cfg.corpus),
+            "train_config": as_json(cfg),
+        }
         checkpoint.save(cfg.out / "model.safetensors", self.model.state_dict(), meta)
 
 
@@ -195,8 +214,15 @@ def _sample_batches(buffer: EpisodeBuffer, starts: np.ndarray, cfg, device: torc
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: WorldModel, buffer: EpisodeBuffer, starts: np.ndarray, cfg, device: torch.device,
-                          batches: int = 16, seed: int = 777) -> None:
+def recalibrate_batchnorm(
+    model: WorldModel,
+    buffer: EpisodeBuffer,
+    starts: np.ndarray,
+    cfg,
+    device: torch.device,
+    batches: int = 16,
+    seed: int = 777,
+) -> None:
     """Recompute every BatchNorm's running statistics as the exact average over `batches` training batches with
     the current weights.
 
@@ -220,8 +246,9 @@ def recalibrate_batchnorm(model: WorldModel, buffer: EpisodeBuffer, starts: np.n
 
 
 @torch.no_grad()
-def validate(model: WorldModel, buffer: EpisodeBuffer, starts: np.ndarray, cfg, device: torch.device,
-             seed: int) -> dict:
+def validate(
+    model: WorldModel, buffer: EpisodeBuffer, starts: np.ndarray, cfg, device: torch.device, seed: int
+) -> dict:
     """Held-out losses on the same windows every time (a fixed generator), BatchNorm in eval mode."""
     was = model.training
     model.eval()

@@ -60,7 +60,9 @@ class WorldModel(nn.Module):
         if cfg.encoder == "cnn":
             self.encoder = CNNEncoder(cfg.frame_stack, cfg.encoder_dim, cfg.cnn, cfg.image_size)
         elif cfg.encoder == "vit":
-            self.encoder = ViTEncoder(cfg.frame_stack, cfg.encoder_dim, cfg.image_size, cfg.vit_patch, cfg.vit_depth, cfg.vit_heads)
+            self.encoder = ViTEncoder(
+                cfg.frame_stack, cfg.encoder_dim, cfg.image_size, cfg.vit_patch, cfg.vit_depth, cfg.vit_heads
+            )
         else:
             raise ValueError(f"unknown encoder {cfg.encoder!r}: use 'cnn' or 'vit'")
         self.projector = Projector(cfg.encoder_dim, cfg.projector_hidden, cfg.latent_dim)
@@ -68,12 +70,19 @@ class WorldModel(nn.Module):
         if cfg.predictor == "mlp":
             self.predictor = MLPPredictor(D, cfg.n_actions, cfg.pred_hidden, cfg.pred_depth, cfg.action_dim)
         elif cfg.predictor == "transformer":
-            self.predictor = TransformerPredictor(D, cfg.n_actions, cfg.history, cfg.pred_depth, cfg.pred_heads, cfg.pred_hidden, cfg.pred_dropout)
+            self.predictor = TransformerPredictor(
+                D, cfg.n_actions, cfg.history, cfg.pred_depth, cfg.pred_heads, cfg.pred_hidden, cfg.pred_dropout
+            )
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}: use 'mlp' or 'transformer'")
         self.pred_proj = Projector(D, cfg.projector_hidden, D)
-        self.reward_head = nn.Sequential(nn.Linear(D, cfg.reward_hidden), nn.GELU(), nn.Linear(cfg.reward_hidden, cfg.reward_hidden),
-                                         nn.GELU(), nn.Linear(cfg.reward_hidden, 3))
+        self.reward_head = nn.Sequential(
+            nn.Linear(D, cfg.reward_hidden),
+            nn.GELU(),
+            nn.Linear(cfg.reward_hidden, cfg.reward_hidden),
+            nn.GELU(),
+            nn.Linear(cfg.reward_hidden, 3),
+        )
 
     @property
     def history(self) -> int:
@@ -95,7 +104,7 @@ class WorldModel(nn.Module):
         B, K, h = actions.shape[0], actions.shape[1], self.history
         if h == 1:
             return self.predict(emb[:, :K], actions)
-        first = self.predict(emb[:, :min(h, K)], actions[:, :min(h, K)])  # windows starting at frame 0
+        first = self.predict(emb[:, : min(h, K)], actions[:, : min(h, K)])  # windows starting at frame 0
         if K <= h:
             return first
         # windows of h latents ending at t = h .. K-1, batched
@@ -114,8 +123,8 @@ class WorldModel(nn.Module):
         for t in range(actions.shape[1] - c + 1):
             j = c - 1 + t  # index of the newest latent
             lo = max(0, j - self.history + 1)
-            window = torch.stack(seq[lo:j + 1], dim=1)  # (B, <=history, D)
-            nxt = self.predict(window, actions[:, lo:j + 1])[:, -1]  # (B, D)
+            window = torch.stack(seq[lo : j + 1], dim=1)  # (B, <=history, D)
+            nxt = self.predict(window, actions[:, lo : j + 1])[:, -1]  # (B, D)
             seq.append(nxt)
             preds.append(nxt)
         return torch.stack(preds, dim=1)
@@ -140,8 +149,9 @@ class LossConfig:
     """Weight of the reward head's loss (0 trains the JEPA alone)."""
 
 
-def world_model_loss(model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def world_model_loss(
+    model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """batch: obs (B, K+1, S, H, W) uint8, actions (B, K) int64, rewards (B, K, 3) float32."""
     obs, actions, rewards = batch["obs"], batch["actions"], batch["rewards"]
     emb = model.encode(obs)  # (B, K+1, D)
@@ -159,8 +169,13 @@ def world_model_loss(model: WorldModel, batch: dict[str, torch.Tensor], cfg: Los
     loss = pred_loss + cfg.sigreg_lambda * sig + cfg.reward_weight * reward_loss
     with torch.no_grad():
         metrics = {
-            "loss/total": loss.item(), "loss/pred": pred_loss.item(), "loss/sigreg": sig.item(), "loss/reward": reward_loss.item(),
-            "loss/progress": progress_loss.item(), "loss/score": score_loss.item(), "loss/death": death_loss.item(),
+            "loss/total": loss.item(),
+            "loss/pred": pred_loss.item(),
+            "loss/sigreg": sig.item(),
+            "loss/reward": reward_loss.item(),
+            "loss/progress": progress_loss.item(),
+            "loss/score": score_loss.item(),
+            "loss/death": death_loss.item(),
             "emb/std": emb.float().std(dim=(0, 1)).mean().item(),
             "baseline/no_change": F.mse_loss(emb[:, :-1].float(), emb[:, 1:].float()).item(),
         }
@@ -173,7 +188,9 @@ def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[Wo
     try:
         cfg = ModelConfig(**meta["config"])
     except TypeError as e:
-        raise LemarioError(f"{path} has a model config this lemario cannot build ({e}): use a matching lemario version") from None
+        raise LemarioError(
+            f"{path} has a model config this lemario cannot build ({e}): use a matching lemario version"
+        ) from None
     model = WorldModel(cfg)
     checkpoint.load_state(model, tensors, Path(path))
     return model.to(device).eval(), meta

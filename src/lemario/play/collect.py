@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lemario.data.corpus import Episode, Index, add_to_index, format_summary, index_row, scan, write_episode
-from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
-from lemario.games.mario.emulator import resolve_rom
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
-from lemario.core.executor import die_with_parent, ray_init, torch_threads
-from lemario.core.errors import LemarioError
 from lemario.control.agents import make_agent, validate_spec
+from lemario.core.errors import LemarioError
+from lemario.core.executor import die_with_parent, ray_init, torch_threads
+from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
+from lemario.data.corpus import Episode, Index, add_to_index, format_summary, index_row, scan, write_episode
+from lemario.games.mario.emulator import resolve_rom
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
 
@@ -80,8 +80,14 @@ class CollectConfig:
     @property
     def env_config(self) -> EnvConfig:
         return EnvConfig(
-            level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps,
-            frame_skip=self.frame_skip, resize=self.resize, grayscale=self.grayscale, rom=self.rom,
+            level=self.level,
+            backend=self.backend,
+            action_set=self.action_set,
+            max_steps=self.max_steps,
+            frame_skip=self.frame_skip,
+            resize=self.resize,
+            grayscale=self.grayscale,
+            rom=self.rom,
         )
 
     def validate(self) -> None:
@@ -90,8 +96,13 @@ class CollectConfig:
         validate_spec(self.policy)
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
-        if self.run and (not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith(("-", "run-"))):
-            raise LemarioError(f"run name {self.run!r}: use letters, digits, '-' or '_', not starting with 'run-' (kept for numbered runs)")
+        if self.run and (
+            not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith(("-", "run-"))
+        ):
+            raise LemarioError(
+                f"run name {self.run!r}: use letters, digits, '-' or '_', not starting with 'run-' (kept for "
+                "numbered runs)"
+            )
         if self.executor not in ("local", "ray"):
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
         if self.episodes < 1 or self.workers < 1:
@@ -131,9 +142,15 @@ def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None)
     x = labels[:, LABELS.index("x_pos")]
     dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
     meta = {
-        "seed": seed, "policy": name or type(agent).__name__, "n_steps": len(actions), "max_x": int(x.max()),
-        "flag_get": int(labels[:, LABELS.index("flag_get")].max()), "terminated": int(terminated), "truncated": int(truncated),
-        "death_x": int(x[dying[0]]) if len(dying) else -1, **_env_meta(env.config),
+        "seed": seed,
+        "policy": name or type(agent).__name__,
+        "n_steps": len(actions),
+        "max_x": int(x.max()),
+        "flag_get": int(labels[:, LABELS.index("flag_get")].max()),
+        "terminated": int(terminated),
+        "truncated": int(truncated),
+        "death_x": int(x[dying[0]]) if len(dying) else -1,
+        **_env_meta(env.config),
     }
     return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, reward_triple(labels), meta)
 
@@ -148,7 +165,9 @@ def _env_meta(cfg: EnvConfig) -> dict:
 _worker: dict = {}
 
 
-def _init_worker(env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True) -> None:
+def _init_worker(
+    env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True
+) -> None:
     if own_process:
         die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -156,7 +175,9 @@ def _init_worker(env_cfg: EnvConfig, policy: str, explore: float, out: Path, ext
         torch.set_num_threads(1)  # model agents: one worker per core
     try:
         agent = make_agent(policy, env_cfg, explore=explore)
-        _worker.update(env=SuperMarioBros(env_cfg), agent=agent, name=policy, out=out, meta=dict(extra_meta, explore=explore))
+        _worker.update(
+            env=SuperMarioBros(env_cfg), agent=agent, name=policy, out=out, meta=dict(extra_meta, explore=explore)
+        )
     except Exception as e:  # noqa: BLE001 - reported by the first task: a failing Pool initializer respawns forever
         _worker["init_error"] = f"a worker could not start its env: {e}"
 
@@ -188,8 +209,10 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
     if cfg.run and (runs_dir / f"{cfg.run}.json").exists():
         m = json.loads((runs_dir / f"{cfg.run}.json").read_text())
         if diff := differences(with_defaults(m["key"], defaults), key):
-            raise LemarioError(f"run {cfg.run} of {cfg.out} was started with another config ({'; '.join(diff)}): "
-                               "give the new one another --run name")
+            raise LemarioError(
+                f"run {cfg.run} of {cfg.out} was started with another config ({'; '.join(diff)}): "
+                "give the new one another --run name"
+            )
         done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{cfg.run}-*.h5")}
         return cfg.run, m["number"], [i for i in range(cfg.episodes) if i not in done]
     for path in [] if cfg.run else reversed([m for m in manifests if m.stem.startswith("run-")]):
@@ -202,7 +225,14 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
             break
     number = len(manifests) + 1
     run = cfg.run or f"run-{number:04d}"
-    manifest = {"run": run, "number": number, "key": key, "created": now_iso(), "reward_spec_version": REWARD_SPEC_VERSION, **provenance()}
+    manifest = {
+        "run": run,
+        "number": number,
+        "key": key,
+        "created": now_iso(),
+        "reward_spec_version": REWARD_SPEC_VERSION,
+        **provenance(),
+    }
     atomic_write_text(runs_dir / f"{run}.json", json.dumps(manifest, indent=2, default=str))
     return run, number, list(range(cfg.episodes))
 
@@ -262,7 +292,10 @@ def _results(cfg: CollectConfig, tasks: list, extra: dict):
         from ray.util import ActorPool
 
         actor = ray.remote(num_cpus=1)(_RayCollector)
-        actors = [actor.remote(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra) for _ in range(min(cfg.workers, len(tasks)))]
+        actors = [
+            actor.remote(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra)
+            for _ in range(min(cfg.workers, len(tasks)))
+        ]
         try:
             yield from ActorPool(actors).map_unordered(lambda a, t: a.play.remote(t), tasks)
         finally:
@@ -281,7 +314,9 @@ def _results(cfg: CollectConfig, tasks: list, extra: dict):
             _worker.clear()
         return
     ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
-    pool = ctx.Pool(min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra))
+    pool = ctx.Pool(
+        min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra)
+    )
     try:
         yield from pool.imap_unordered(_play_and_write, tasks)
         pool.close()
@@ -293,5 +328,3 @@ def _results(cfg: CollectConfig, tasks: list, extra: dict):
 def collect_main(cfg: CollectConfig) -> None:
     index = collect(cfg)
     print(format_summary(index, title=str(cfg.out)))
-
-

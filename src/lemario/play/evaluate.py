@@ -23,15 +23,15 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.games.mario import ram as R
 from lemario.control.agents import make_agent, validate_spec
-from lemario.core.files import atomic_write_text, check_writable, writer_lock
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.control.planner import PlannerConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import die_with_parent, torch_threads
-from lemario.control.planner import PlannerConfig
+from lemario.core.files import atomic_write_text, check_writable, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
+from lemario.games.mario import ram as R
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.play.stats import aggregate, kseed_summary
 
 EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, run, i]); training seeds are small ints
@@ -80,8 +80,16 @@ def play(env: SuperMarioBros, agent, seed: int) -> dict:
         ret += r
         max_x = max(max_x, info["x_pos"])
     cause = death_cause(info, env.ram, trunc)
-    return {"eval_seed": seed, "max_x": int(max_x), "final_x": int(info["x_pos"]), "flag_get": int(info["flag_get"]),
-            "steps": int(info["steps"]), "end": cause, "end_x": int(info["x_pos"]), "return": float(ret)}
+    return {
+        "eval_seed": seed,
+        "max_x": int(max_x),
+        "final_x": int(info["x_pos"]),
+        "flag_get": int(info["flag_get"]),
+        "steps": int(info["steps"]),
+        "end": cause,
+        "end_x": int(info["x_pos"]),
+        "return": float(ret),
+    }
 
 
 _worker: dict = {}
@@ -117,17 +125,22 @@ def _resume_key(cfg: EvalConfig) -> dict:
 
 
 def _load_partial(path: Path, key: dict) -> list[dict]:
-    """Episodes finished by an interrupted run of the same evaluation; a torn last line (a kill mid-write) is dropped."""
+    """Episodes finished by an interrupted run of the same evaluation; a torn last line (a kill mid-write) is "
+    "dropped."""
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
     try:
-        header = with_defaults(json.loads(lines[0])["resume_key"], _resume_key(EvalConfig(agents=()))) if lines else None
+        header = (
+            with_defaults(json.loads(lines[0])["resume_key"], _resume_key(EvalConfig(agents=()))) if lines else None
+        )
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         header = None
     if header != key:
         changed = "; ".join(differences(header, key)) if header else "its header is unreadable"
-        raise LemarioError(f"{path} holds episodes of another evaluation ({changed}): use another --out or delete that file")
+        raise LemarioError(
+            f"{path} holds episodes of another evaluation ({changed}): use another --out or delete that file"
+        )
     rows = []
     for line in lines[1:]:
         try:
@@ -151,12 +164,17 @@ def evaluate(cfg: EvalConfig) -> dict:
         key, partial = _resume_key(cfg), out / PARTIAL
         rows = _load_partial(partial, key)
         done = {(r["agent"], r["episode"]) for r in rows}
-        tasks = [(spec, i, EVAL_SEED_BASE + cfg.seed_offset + i) for spec in cfg.agents for i in range(cfg.episodes)
-                 if (spec, i) not in done]
+        tasks = [
+            (spec, i, EVAL_SEED_BASE + cfg.seed_offset + i)
+            for spec in cfg.agents
+            for i in range(cfg.episodes)
+            if (spec, i) not in done
+        ]
         if rows:
             print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
         atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
         with open(partial, "a") as log:
+
             def record(row: dict) -> None:
                 rows.append(row)
                 log.write(json.dumps(row) + "\n")
@@ -185,8 +203,12 @@ def evaluate(cfg: EvalConfig) -> dict:
             if "planned_standing_share" in mine[0]:
                 for k in ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation"):
                     agg[k] = float(np.mean([r[k] for r in mine]))
-        summary = {"per_agent": per_agent, "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,
-                   "config": json.loads(json.dumps(asdict(cfg), default=str)), **provenance()}
+        summary = {
+            "per_agent": per_agent,
+            "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,
+            "config": json.loads(json.dumps(asdict(cfg), default=str)),
+            **provenance(),
+        }
         atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         partial.unlink()
@@ -199,16 +221,24 @@ def format_summary(summary: dict) -> str:
     for spec, a in summary["per_agent"].items():
         ci = f"[{a['ci95_low']:.0f}, {a['ci95_high']:.0f}]"
         ends = ", ".join(f"{k} {v}" for k, v in a["ends"].items())
-        flag = "  MODE COLLAPSE at x=%d" % a["mode_final_x"] if a["mode_collapse"] else ""
+        flag = f"  MODE COLLAPSE at x={a['mode_final_x']:d}" if a["mode_collapse"] else ""
         if "planned_standing_share" in a:
-            flag += (f"  [planned standing {a['planned_standing_share']:.0%}, predicted dx {a['predicted_dx_mean']:.1f} "
-                     f"vs realized {a['realized_dx_mean']:.1f}, corr {a['dx_correlation']:.2f}]")
-        lines.append(f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
-                     f"{a['max_max_x']:>7.0f}{a['flag_rate']:>7.2f}  {ends}{flag}")
+            flag += (
+                f"  [planned standing {a['planned_standing_share']:.0%}, predicted dx {a['predicted_dx_mean']:.1f} "
+                f"vs realized {a['realized_dx_mean']:.1f}, corr {a['dx_correlation']:.2f}]"
+            )
+        lines.append(
+            f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
+            f"{a['max_max_x']:>7.0f}{a['flag_rate']:>7.2f}  {ends}{flag}"
+        )
     k = summary.get("kseed")
     if k:
-        lines.append(f"K={k['seeds']} seeds: mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} (sd between seeds), "
-                     f"best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: {k['mode_collapsed_seeds'] or 'none'}")
+        lines.append(
+            f"K={k['seeds']} seeds: mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} (sd "
+            "between seeds), "
+            f"best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: "
+            f"{k['mode_collapsed_seeds'] or 'none'}"
+        )
     lines.append(f"saved {summary['out']}/episodes.jsonl and summary.json")
     return "\n".join(lines)
 

@@ -19,9 +19,9 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-from lemario.games.mario.actions import action_label, action_set
 from lemario.control.agents import make_agent, validate_spec
 from lemario.core.files import atomic_write_text, check_writable
+from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.model.world_model import load_world_model
 from lemario.play.evaluate import EVAL_SEED_BASE, play
@@ -66,7 +66,7 @@ def latent_drift(model, latents: torch.Tensor, actions: torch.Tensor, k: int) ->
     T = len(latents)
     drift = np.full(T, np.nan)
     for t in range(k, T):
-        pred = model.rollout(latents[None, t - k:t - k + 1], actions[None, t - k:t])[0, -1]
+        pred = model.rollout(latents[None, t - k : t - k + 1], actions[None, t - k : t])[0, -1]
         drift[t] = float((pred - latents[t]).norm() / latents[t].norm().clamp_min(1e-6))
     return drift
 
@@ -87,14 +87,18 @@ def compose(rgb: np.ndarray, text: str, drift: np.ndarray | None, t: int) -> np.
                 bar = int(height * d / scale)
                 draw.line([(xs[i], top + height), (xs[i], top + height - bar)], fill=(90, 170, 250))
         draw.line([(xs[t], top - 2), (xs[t], top + height)], fill=(250, 80, 80))
-        draw.text((w - 150, h + 4), f"drift {drift[t]:.2f}" if np.isfinite(drift[t]) else "drift -", fill=(90, 170, 250))
+        draw.text(
+            (w - 150, h + 4), f"drift {drift[t]:.2f}" if np.isfinite(drift[t]) else "drift -", fill=(90, 170, 250)
+        )
     return np.asarray(canvas)
 
 
 def render(cfg: RenderConfig) -> dict:
     validate_spec(cfg.agent)
     check_writable(cfg.out)
-    env = SuperMarioBros(EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps))
+    env = SuperMarioBros(
+        EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps)
+    )
     try:
         agent = make_agent(cfg.agent, env.config)
         seeds = [cfg.eval_seed] if cfg.eval_seed is not None else [EVAL_SEED_BASE + i for i in range(cfg.episodes)]
@@ -109,7 +113,9 @@ def render(cfg: RenderConfig) -> dict:
         while not (term or trunc):
             a = agent.act(obs, info)
             expected = getattr(agent, "pending", None)
-            texts.append(f"x {info['x_pos']:>4}  {labels[a]:<10}" + (f" pred dx {expected:+.1f}" if expected is not None else ""))
+            texts.append(
+                f"x {info['x_pos']:>4}  {labels[a]:<10}" + (f" pred dx {expected:+.1f}" if expected is not None else "")
+            )
             obs, _, term, trunc, info = env.step(a)
             frames.append(env.rgb_frame())
             observations.append(obs)
@@ -133,10 +139,21 @@ def render(cfg: RenderConfig) -> dict:
     mp4, gif = cfg.out / "best.mp4", cfg.out / "best.gif"
     imageio.mimwrite(mp4, video, fps=cfg.fps, codec="libx264", quality=7, macro_block_size=16)
     step = max(1, round(cfg.fps / 8))  # ~8 fps GIF
-    small = [np.asarray(Image.fromarray(f).resize((cfg.gif_width, int(f.shape[0] * cfg.gif_width / f.shape[1])))) for f in video[::step]]
+    small = [
+        np.asarray(Image.fromarray(f).resize((cfg.gif_width, int(f.shape[0] * cfg.gif_width / f.shape[1]))))
+        for f in video[::step]
+    ]
     imageio.mimwrite(gif, small, duration=1000 * step / cfg.fps, loop=0)
-    summary = {"agent": cfg.agent, "candidates": rows, "chosen": best, "frames": len(video), "gif_frames": len(small),
-               "mp4": str(mp4), "gif": str(gif), "mean_drift": float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None}
+    summary = {
+        "agent": cfg.agent,
+        "candidates": rows,
+        "chosen": best,
+        "frames": len(video),
+        "gif_frames": len(small),
+        "mp4": str(mp4),
+        "gif": str(gif),
+        "mean_drift": float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None,
+    }
     atomic_write_text(cfg.out / "render.json", json.dumps(summary, indent=2))
     return summary
 
@@ -144,5 +161,7 @@ def render(cfg: RenderConfig) -> dict:
 def render_main(cfg: RenderConfig) -> None:
     s = render(cfg)
     c = s["chosen"]
-    print(f"best of {len(s['candidates'])}: seed {c['eval_seed']}, max_x {c['max_x']}, {c['steps']} steps, end {c['end']}")
+    print(
+        f"best of {len(s['candidates'])}: seed {c['eval_seed']}, max_x {c['max_x']}, {c['steps']} steps, end {c['end']}"
+    )
     print(f"wrote {s['mp4']} ({s['frames']} frames) and {s['gif']} ({s['gif_frames']} frames)")

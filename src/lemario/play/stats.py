@@ -50,10 +50,12 @@ def aggregate(episodes: list[dict]) -> dict:
         "mean_max_x": float(max_x.mean()) if len(max_x) else float("nan"),
         "median_max_x": float(np.median(max_x)) if len(max_x) else float("nan"),
         "max_max_x": float(max_x.max()) if len(max_x) else float("nan"),
-        "ci95_low": lo, "ci95_high": hi,
+        "ci95_low": lo,
+        "ci95_high": hi,
         "flag_rate": float(np.mean([e["flag_get"] for e in episodes])) if episodes else float("nan"),
         "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else float("nan"),
-        "mode_final_x": mode_x, "mode_share": share,
+        "mode_final_x": mode_x,
+        "mode_share": share,
         "mode_collapse": bool(share >= MODE_SHARE and len(episodes) >= MODE_MIN_EPISODES),
     }
 

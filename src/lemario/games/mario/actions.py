@@ -9,7 +9,16 @@ from __future__ import annotations
 from lemario.core.errors import LemarioError
 
 # NES controller byte: one bit per button, as the console reads it.
-BUTTON_BITS = {"A": 0x01, "B": 0x02, "select": 0x04, "start": 0x08, "up": 0x10, "down": 0x20, "left": 0x40, "right": 0x80}
+BUTTON_BITS = {
+    "A": 0x01,
+    "B": 0x02,
+    "select": 0x04,
+    "start": 0x08,
+    "up": 0x10,
+    "down": 0x20,
+    "left": 0x40,
+    "right": 0x80,
+}
 
 _RIGHT_ONLY = [(), ("right",), ("right", "A"), ("right", "B"), ("right", "A", "B")]
 _SIMPLE = _RIGHT_ONLY + [("A",), ("left",)]

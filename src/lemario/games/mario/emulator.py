@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lemario.games.mario import ram as R
 from lemario.core.errors import LemarioError
+from lemario.games.mario import ram as R
 
 BACKENDS = ("retro", "nes-py")
 INTEGRATION_DIR = Path(__file__).parent / "retro_integration" / "SuperMarioBros-Nes-lemario"
@@ -34,7 +34,9 @@ def default_rom_path() -> Path:
     """The Super Mario Bros ROM shipped inside the gym-super-mario-bros package (found without importing it)."""
     spec = importlib.util.find_spec("gym_super_mario_bros")
     if spec is None or spec.origin is None:
-        raise LemarioError("gym-super-mario-bros is not installed, so there is no ROM: run scripts/setup.sh or pass --rom PATH")
+        raise LemarioError(
+            "gym-super-mario-bros is not installed, so there is no ROM: run scripts/setup.sh or pass --rom PATH"
+        )
     return Path(spec.origin).parent / "_roms" / "super-mario-bros.nes"
 
 
@@ -42,12 +44,17 @@ def resolve_rom(rom: str | None, backend: str = "nes-py") -> Path:
     """The ROM path, checked to exist (and, for retro, to be the ROM its integration was written for)."""
     path = Path(rom) if rom else default_rom_path()
     if not path.is_file():
-        raise LemarioError(f"ROM not found at {path}: reinstall gym-super-mario-bros==7.4.0 (scripts/setup.sh) or pass --rom PATH")
+        raise LemarioError(
+            f"ROM not found at {path}: reinstall gym-super-mario-bros==7.4.0 (scripts/setup.sh) or pass --rom PATH"
+        )
     if backend == "retro":
         expected = (INTEGRATION_DIR / "rom.sha").read_text().strip()
         found = hashlib.sha1(path.read_bytes()).hexdigest()
         if found != expected:
-            raise LemarioError(f"ROM {path} has sha1 {found}, lemario's retro integration expects {expected}: use the ROM from gym-super-mario-bros 7.4.0")
+            raise LemarioError(
+                f"ROM {path} has sha1 {found}, lemario's retro integration expects {expected}: use the ROM from "
+                "gym-super-mario-bros 7.4.0"
+            )
     return path
 
 
@@ -114,10 +121,17 @@ class RetroEmulator:
         try:
             self._em = stable_retro.RetroEmulator(str(rom))
         except RuntimeError as e:
-            raise LemarioError(f"could not start stable-retro ({e}): only one retro emulator can live in a process, close the other env first") from None
-        self._data = stable_retro.data.GameData(data=str(INTEGRATION_DIR / "data.json"), scenario=str(INTEGRATION_DIR / "scenario.json"))
+            raise LemarioError(
+                f"could not start stable-retro ({e}): only one retro emulator can live in a process, close the "
+                "other env first"
+            ) from None
+        self._data = stable_retro.data.GameData(
+            data=str(INTEGRATION_DIR / "data.json"), scenario=str(INTEGRATION_DIR / "scenario.json")
+        )
         self._em.configure_data(self._data)
-        self._masks = [np.array([1 if (bit and byte & bit) else 0 for bit in self._ORDER], np.uint8) for byte in range(256)]
+        self._masks = [
+            np.array([1 if (bit and byte & bit) else 0 for bit in self._ORDER], np.uint8) for byte in range(256)
+        ]
         self._pending = 0  # the button byte the game sees on the next frame
         self._power_on_state = self._em.get_state()
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from lemario.core.errors import LemarioError
 from lemario.games.mario import frames
 from lemario.games.mario.actions import action_bytes, action_set
 from lemario.games.mario.emulator import BACKENDS, boot, make_emulator, parse_level
-from lemario.core.errors import LemarioError
 from lemario.games.mario.ram import info_from_ram
 from lemario.games.mario.rewards import DEATH_PENALTY, step_triple
 
@@ -56,7 +56,9 @@ class EnvConfig:
         if self.backend not in BACKENDS:
             raise LemarioError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.frame_skip < 2:
-            raise LemarioError(f"frame_skip must be at least 2 (the last two frames are max-pooled), got {self.frame_skip}")
+            raise LemarioError(
+                f"frame_skip must be at least 2 (the last two frames are max-pooled), got {self.frame_skip}"
+            )
         if self.frame_stack < 1 or self.max_steps < 1 or self.resize < 0 or self.noop_max < 0:
             raise LemarioError("frame_stack and max_steps must be >= 1, resize and noop_max >= 0")
 
@@ -168,15 +170,26 @@ class SuperMarioBros(gym.Env):
 
     def save_state(self) -> MarioState:
         return MarioState(
-            level=self.config.level, backend=self.config.backend, buttons=bytes(self._log),
-            snapshot=self.emu.snapshot(), stack=self._obs(), ram=self._ram.copy(), rgb=np.array(self._rgb),
+            level=self.config.level,
+            backend=self.config.backend,
+            buttons=bytes(self._log),
+            snapshot=self.emu.snapshot(),
+            stack=self._obs(),
+            ram=self._ram.copy(),
+            rgb=np.array(self._rgb),
         )
 
     def _restore(self, state: MarioState) -> None:
         if state.level != self.config.level:
-            raise LemarioError(f"the state is from level {state.level}, this env plays {self.config.level}: make an env for {state.level}")
+            raise LemarioError(
+                f"the state is from level {state.level}, this env plays {self.config.level}: make an env for "
+                f"{state.level}"
+            )
         if state.stack.shape != self.observation_space.shape:
-            raise LemarioError(f"the state's frames have shape {state.stack.shape}, this env's {self.observation_space.shape}: use the same frame settings")
+            raise LemarioError(
+                f"the state's frames have shape {state.stack.shape}, this env's {self.observation_space.shape}: "
+                "use the same frame settings"
+            )
         if state.snapshot is not None and state.backend == self.config.backend:
             self.emu.restore(state.snapshot)
             self._rgb = state.rgb

@@ -29,8 +29,22 @@ FLOAT_FLAGPOLE = 3
 
 # Column order of the per-step label table stored in the corpus.
 LABELS = (
-    "x_pos", "y_pos", "x_vel", "y_vel", "on_ground", "is_dying", "lives", "score", "coins", "time",
-    "powerup", "world", "stage", "flag_get", "float_state", "player_state",
+    "x_pos",
+    "y_pos",
+    "x_vel",
+    "y_vel",
+    "on_ground",
+    "is_dying",
+    "lives",
+    "score",
+    "coins",
+    "time",
+    "powerup",
+    "world",
+    "stage",
+    "flag_get",
+    "float_state",
+    "player_state",
 )
 
 
