@@ -5,7 +5,8 @@ top-k refit it (mixed with the previous distribution by `smoothing`), and the be
 `LatentPlanner` scores sequences with the world model: the predictor rolls the N sequences forward in one
 batch per step, predicting each distinct action prefix once (`rollout_shared`), the reward head turns each
 predicted latent into progress, score and death, and an optional value function scores the last latent; or,
-for goal tasks, the cost is the distance of the last latent to a goal latent (LeWorldModel's planning objective). Receding horizon: the agent re-plans every `replan_every` steps.
+for goal tasks, the cost is the distance of the last latent to a goal latent (LeWorldModel's planning
+objective). Receding horizon: the agent re-plans every `replan_every` steps.
 """
 
 from __future__ import annotations
