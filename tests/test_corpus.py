@@ -8,7 +8,8 @@ import pytest
 
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
-from lemario.data.corpus import INDEX_NAME, audit_table, read_episode, scan, summarize, write_episode
+from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write_episode
+from lemario.data.tiers import audit
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 from lemario.play.collect import play_episode
@@ -70,17 +71,17 @@ def test_index_rebuilds_and_skips_damaged_files(tmp_path, episodes):
 
 
 def test_audit_table_shares():
-    rows = audit_table(
+    rows = audit(
         [
             {"max_x": 100, "flag_get": 0, "n_steps": 9},
             {"max_x": 700, "flag_get": 0, "n_steps": 29},
-            {"max_x": 3161, "flag_get": 1, "n_steps": 59},
+            {"max_x": 650, "flag_get": 0, "n_steps": 19},
+            {"max_x": 3161, "flag_get": 1, "n_steps": 39},
         ]
     )
-    share = {r["tier"]: r["share"] for r in rows}
-    assert share["<200"] == pytest.approx(10 / 100) and share["500-1000"] == pytest.approx(30 / 100)
-    assert share["flag"] == pytest.approx(60 / 100) and share[">=1500"] == 0
-    assert sum(share.values()) == pytest.approx(1)
+    table = {r["tier"]: (r["episodes"], r["frames"], r["share"]) for r in rows}
+    assert table == {"dead <200": (1, 10, 0.1), "stuck 200-700": (1, 20, 0.2), "mid 700-1500": (1, 30, 0.3),
+                     "elite >=1500": (1, 40, 0.4)}  # a flag episode is elite; 700 is mid (tiers are [lo, hi))
 
 
 def test_buffer_windows(tmp_path, episodes):

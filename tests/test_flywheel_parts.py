@@ -1,26 +1,33 @@
 """The flywheel's pure parts: the improvement detector on constructed score sets, the stratified replay caps."""
 
+import json
 import math
 
 import pytest
 
-from lemario.data.replay import ReplayConfig, Tier, audit, select
+from conftest import run_cli
+
+from lemario.core import checkpoint
+from lemario.core.errors import LemarioError
+from lemario.data.replay import ReplayConfig, select
+from lemario.data.tiers import Tier, audit
+from lemario.flywheel import hof
 from lemario.flywheel.detector import IterationScore, decide
 
 
 def it(i, mean, sd, k=4, decision=""):
-    return IterationScore(i, mean, sd, k, decision)
+    return IterationScore(i, mean, sd, k, verdict=decision)
 
 
 def test_first_iteration_commits():
     d = decide([], it(1, 650, 90))
-    assert d.decision == "commit" and d.best_mean is None
+    assert d.verdict == "commit" and d.best_mean is None
 
 
 def test_commit_when_the_gain_beats_the_measured_noise():
     history = [it(1, 700, 100, decision="commit")]
     d = decide(history, it(2, 850, 80))
-    assert d.decision == "commit"
+    assert d.verdict == "commit"
     assert d.pooled_sd == pytest.approx(math.sqrt((100**2 + 80**2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
 
 
@@ -28,21 +35,21 @@ def test_a_gain_inside_the_seeds_noise_branches():
     # +80 looks like progress, but with the seed's between-seed sd of 99 it is under one sd
     history = [it(1, 780, 99, decision="commit")]
     d = decide(history, it(2, 860, 99))
-    assert d.decision == "branch" and d.z == pytest.approx(80 / 99)
+    assert d.verdict == "branch" and d.z == pytest.approx(80 / 99)
     assert d.flip == "exploration" and d.best_iteration == 1
 
 
 def test_threshold_follows_the_measured_sd_not_a_constant():
     history = [it(1, 700, 10, decision="commit")]
-    assert decide(history, it(2, 730, 10)).decision == "commit", "+30 is 3 sd when the seeds agree"
+    assert decide(history, it(2, 730, 10)).verdict == "commit", "+30 is 3 sd when the seeds agree"
     history = [it(1, 700, 200, decision="commit")]
-    assert decide(history, it(2, 730, 200)).decision == "branch", "+30 is noise when they do not"
+    assert decide(history, it(2, 730, 200)).verdict == "branch", "+30 is noise when they do not"
 
 
 def test_halt_after_patience_runs_out():
     history = [it(1, 800, 50, decision="commit"), it(2, 790, 50, decision="branch"), it(3, 760, 60, decision="branch")]
     d = decide(history, it(4, 805, 50), patience=3)
-    assert d.decision == "halt" and "3 iterations" in d.reason
+    assert d.verdict == "halt" and "3 iterations" in d.reason
     assert decide(history[:2], it(3, 760, 60), patience=3).flip == "entropy", (
         "branches flip a different variable in turn"
     )
@@ -62,10 +69,10 @@ def test_replay_caps_the_stuck_tier_share_of_frames():
     chosen = select(rows, ReplayConfig())
     table = {r["tier"]: r for r in audit(chosen)}
     assert table["stuck 200-700"]["share"] <= 0.30 + 1e-9
-    assert table["stuck 200-700"]["trajectories"] > 0, "the cap trims the tier, it does not empty it"
+    assert table["stuck 200-700"]["episodes"] > 0, "the cap trims the tier, it does not empty it"
     kept_stuck = [r["file"] for r in chosen if r["max_x"] == 650]
     assert kept_stuck == [f"ep{i:04d}" for i in range(20 - len(kept_stuck), 20)], "the newest stuck trajectories stay"
-    assert table["mid 700-1500"]["trajectories"] == 20 and table["elite >=1500"]["trajectories"] == 1
+    assert table["mid 700-1500"]["episodes"] == 20 and table["elite >=1500"]["episodes"] == 1
 
 
 def test_a_corpus_of_only_the_capped_tier_is_kept_whole():
@@ -77,8 +84,8 @@ def test_a_corpus_of_only_the_capped_tier_is_kept_whole():
 
 def test_equal_means_with_noiseless_seeds_are_no_improvement():
     d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0))
-    assert d.decision == "branch" and d.z == 0.0
-    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0)).decision == "commit"
+    assert d.verdict == "branch" and d.z == 0.0
+    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0)).verdict == "commit"
 
 
 def test_replay_capacity_keeps_the_elite():
@@ -92,13 +99,8 @@ def test_replay_capacity_keeps_the_elite():
 
 
 # ---- hall of fame ----------------------------------------------------------------------------------------------
-import json  # noqa: E402
 
-from conftest import run_cli  # noqa: E402
 
-from lemario.core import checkpoint  # noqa: E402
-from lemario.core.errors import LemarioError  # noqa: E402
-from lemario.flywheel import hof  # noqa: E402
 
 
 def _artifacts(tmp, i, mean, mx):

@@ -7,8 +7,10 @@ flags then override (`tiny` for tests and CI, `cpu` for this kind of machine, `g
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 import tyro
 
@@ -17,6 +19,7 @@ from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import INDEX_NAME, format_summary, scan
+from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
 from lemario.model import diagnose, probes, train
@@ -37,114 +40,131 @@ def corpus_main(cfg: CorpusConfig) -> None:
     print(format_summary(scan(cfg.corpus), title=str(cfg.corpus)))
 
 
-def _commands() -> dict:
-    """name -> (help, config class, presets, main)."""
-    return {
-        "flywheel": (
-            "lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
-            flywheel.FlywheelConfig,
-            flywheel.PRESETS,
-            flywheel.flywheel_main,
-        ),
-        "collect": (
-            "collect episodes into a corpus folder with W worker processes",
-            collect.CollectConfig,
-            collect.PRESETS,
-            collect.collect_main,
-        ),
-        "corpus": ("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
-        "train": (
-            "train the JEPA world model on a corpus (resumes its --out folder)",
-            train.TrainConfig,
-            train.PRESETS,
-            train.train_main,
-        ),
-        "probe": (
-            "linear and MLP probes from a checkpoint's embeddings to RAM physics",
-            probes.ProbeConfig,
-            None,
-            probes.probe_main,
-        ),
-        "diagnose": (
-            "collapse diagnostics of a world-model checkpoint",
-            diagnose.DiagnoseConfig,
-            None,
-            diagnose.diagnose_main,
-        ),
-        "imagine": (
-            "train an actor-critic policy inside a frozen world model",
-            imagination.ImagineConfig,
-            imagination.PRESETS,
-            imagination.imagine_main,
-        ),
-        "render": (
-            "the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift",
-            render.RenderConfig,
-            None,
-            render.render_main,
-        ),
-        "baseline ppo": (
-            "the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1",
-            ppo.PPOConfig,
-            ppo.PRESETS,
-            ppo.ppo_main,
-        ),
-        "baseline summary": (
-            "PPO runs (one per seed) side by side: learning curves and the env steps to each milestone",
-            ppo_summary.SummaryConfig,
-            None,
-            ppo_summary.summary_main,
-        ),
-        "report": (
-            "a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",
-            report.ReportConfig,
-            None,
-            report.report_main,
-        ),
-        "hof": ("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),
-        "eval": (
-            "evaluate agents over N stochastic episodes with multi-seed statistics",
-            evaluate.EvalConfig,
-            None,
-            evaluate.eval_main,
-        ),
-    }
+class Command(NamedTuple):
+    help: str
+    config: type
+    presets: dict | None
+    main: Callable
 
 
-def _usage(commands: dict) -> str:
+COMMANDS = {
+    "flywheel": Command(
+        "lemario's main job: collect -> retrain -> K policies in imagination -> evaluate -> decide, resumable",
+        flywheel_config.FlywheelConfig,
+        flywheel_config.PRESETS,
+        flywheel.flywheel_main,
+    ),
+    "collect": Command(
+        "collect episodes into a corpus folder with W worker processes",
+        collect.CollectConfig,
+        collect.PRESETS,
+        collect.collect_main,
+    ),
+    "corpus": Command("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
+    "train": Command(
+        "train the JEPA world model on a corpus (resumes its --out folder)",
+        train.TrainConfig,
+        train.PRESETS,
+        train.train_main,
+    ),
+    "probe": Command(
+        "linear and MLP probes from a checkpoint's embeddings to RAM physics",
+        probes.ProbeConfig,
+        None,
+        probes.probe_main,
+    ),
+    "diagnose": Command(
+        "collapse diagnostics of a world-model checkpoint", diagnose.DiagnoseConfig, None, diagnose.diagnose_main
+    ),
+    "imagine": Command(
+        "train an actor-critic policy inside a frozen world model",
+        imagination.ImagineConfig,
+        imagination.PRESETS,
+        imagination.imagine_main,
+    ),
+    "render": Command(
+        "the best of N episodes of an agent as MP4 and GIF, with overlay and latent drift",
+        render.RenderConfig,
+        None,
+        render.render_main,
+    ),
+    "baseline ppo": Command(
+        "the model-free baseline: Stable-Baselines3 PPO with the recipe that cleared 1-1",
+        ppo.PPOConfig,
+        ppo.PRESETS,
+        ppo.ppo_main,
+    ),
+    "baseline summary": Command(
+        "PPO runs (one per seed) side by side: learning curves and the env steps to each milestone",
+        ppo_summary.SummaryConfig,
+        None,
+        ppo_summary.summary_main,
+    ),
+    "report": Command(
+        "a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",
+        report.ReportConfig,
+        None,
+        report.report_main,
+    ),
+    "hof": Command("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),
+    "eval": Command(
+        "evaluate agents over N stochastic episodes with multi-seed statistics",
+        evaluate.EvalConfig,
+        None,
+        evaluate.eval_main,
+    ),
+}
+
+
+def _usage() -> str:
     lines = ["usage: lemario COMMAND [--preset NAME] [OPTIONS]", "", "commands:"]
-    lines += [f"  {name:<14}{help_}" for name, (help_, *_rest) in commands.items()]
+    lines += [f"  {name:<18}{command.help}" for name, command in COMMANDS.items()]
     lines.append("\n`lemario COMMAND --help` lists a command's options.")
     return "\n".join(lines)
 
 
+def _fail(prefix: str, message: str) -> NoReturn:
+    """A usage error: one line on stderr, exit status 2."""
+    print(f"{prefix}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _split_preset(name: str, rest: list[str]) -> tuple[object | None, list[str]]:
+    """The preset named by `--preset NAME` (None without one) and the other arguments."""
+    if "--preset" not in rest:
+        return None, rest
+    presets = COMMANDS[name].presets or {}
+    i = rest.index("--preset")
+    preset = rest[i + 1] if i + 1 < len(rest) else ""
+    if preset not in presets:
+        choices = f"use one of {', '.join(presets)}" if presets else "this command has none"
+        _fail(f"lemario {name}", f"unknown preset {preset!r}: {choices}")
+    return presets[preset], rest[:i] + rest[i + 2 :]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _commands()
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage(commands))
+        print(_usage())
         return
     name, rest = argv[0], argv[1:]
     if name == "baseline" and rest and not rest[0].startswith("-"):  # two-word commands: `lemario baseline ppo`
         name, rest = f"{name} {rest[0]}", rest[1:]
-    if name not in commands:
-        sys.exit(f"lemario: unknown command {name!r}\n\n{_usage(commands)}")
-    help_, config_cls, presets, run = commands[name]
-    default = None
-    if "--preset" in rest:
-        i = rest.index("--preset")
-        preset = rest[i + 1] if i + 1 < len(rest) else ""
-        if not presets or preset not in presets:
-            sys.exit(f"lemario {name}: unknown preset {preset!r}: use one of {', '.join(presets or [])}")
-        default = presets[preset]
-        rest = rest[:i] + rest[i + 2 :]
-    description = help_ + (f" (presets: {', '.join(presets)}; pick one with --preset NAME)" if presets else "")
-    cfg = tyro.cli(config_cls, args=rest, default=default, prog=f"lemario {name}", description=description)
+    if name not in COMMANDS:
+        _fail(
+            "lemario",
+            f"unknown command {name!r}: use one of {', '.join(COMMANDS)} (`lemario --help` says what each does)",
+        )
+    command = COMMANDS[name]
+    default, rest = _split_preset(name, rest)
+    presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
+    cfg = tyro.cli(
+        command.config, args=rest, default=default, prog=f"lemario {name}", description=command.help + presets
+    )
     try:
-        run(cfg)
+        command.main(cfg)
     except LemarioError as e:
-        print(f"lemario {name}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"lemario {name}", str(e))
     except KeyboardInterrupt:
         print(
             f"lemario {name}: interrupted; everything already written is intact, re-run the command to resume",

@@ -110,80 +110,87 @@ def plot_curve(runs: list[dict], cfg: SummaryConfig, path: Path) -> None:
     save_png(fig, path)
 
 
+def _runs_table(runs: list[dict]) -> str:
+    """One row per seed: env steps, wall hours, throughput, the milestones of both kinds, the best evaluation."""
+
+    def firsts(reached: dict) -> str:
+        return " / ".join(f"{reached[k]:,}" if k in reached else "-" for k in KEYS)
+
+    rows = []
+    for r in runs:
+        s = r["state"]
+        hours = s.get("elapsed", 0.0) / 3600  # 0: a run of a lemario that did not record it
+        rate = f"{s['env_steps'] / (hours * 3600):.1f}" if hours > 0 else "-"
+        rows.append(
+            [
+                r["config"]["seed"],
+                f"{s['env_steps']:,}",
+                f"{hours:.2f}" if hours > 0 else "-",
+                rate,
+                firsts(s["first_reached"]),
+                firsts(s["first_eval_reached"]),
+                f"{s['best_eval']:.0f}",
+            ]
+        )
+    header = [
+        "seed",
+        "env steps",
+        "wall hours",
+        "env steps per wall second",
+        "training episode first at x >= 700 / 1500 / 2000 / flag",
+        "evaluation mean first at x >= 700 / 1500 / 2000 / flag",
+        "best eval mean",
+    ]
+    return table(header, rows)[0]
+
+
+def _milestones_table(runs: list[dict], kind: str, what: str) -> str:
+    """Each milestone over the seeds, from state.json's `kind` ('first_reached' or 'first_eval_reached')."""
+    seeds = [f"seed {r['config']['seed']}" for r in runs]
+    rows = [milestone_row(k, [r["state"][kind].get(k) for r in runs]) for k in KEYS]
+    return table([f"{what} first at"] + seeds + ["over the seeds"], rows)[0]
+
+
+def _evaluations_table(runs: list[dict]) -> str:
+    """Every evaluation's mean max_x [95% CI] / flag rate, by env step and seed."""
+    steps = sorted({e["env_steps"] for r in runs for e in r["evals"]})
+    by_step = {(r["config"]["seed"], e["env_steps"]): e for r in runs for e in r["evals"]}
+
+    def cell(seed: int, n: int) -> str:
+        e = by_step.get((seed, n))
+        if e is None:
+            return "-"
+        ci = f"[{e['eval/ci95_low']:.0f}, {e['eval/ci95_high']:.0f}]"
+        return f"{e['eval/mean_max_x']:.0f} {ci} / {e['eval/flag_rate']:.2f}"
+
+    header = ["env steps"] + [f"seed {r['config']['seed']} mean max_x [95% CI] / flag rate" for r in runs]
+    return table(header, [[f"{n:,}"] + [cell(r["config"]["seed"], n) for r in runs] for n in steps])[0]
+
+
 def build(cfg: SummaryConfig) -> str:
+    """Write OUT/curve.png and OUT/summary.md; returns the Markdown."""
     if not cfg.runs:
         raise LemarioError("no run folders given: pass one or more `lemario baseline ppo` --out folders")
     runs = [load_run(Path(r)) for r in cfg.runs]
     cfg.out.mkdir(parents=True, exist_ok=True)
     plot_curve(runs, cfg, cfg.out / "curve.png")
-
-    per_run = []
-    for r in runs:
-        s = r["state"]
-        hours = s.get("elapsed", 0.0) / 3600  # 0: a run of a lemario that did not record it
-        per_run.append(
-            [
-                r["config"]["seed"],
-                f"{s['env_steps']:,}",
-                f"{hours:.2f}" if hours > 0 else "-",
-                f"{s['env_steps'] / (hours * 3600):.1f}" if hours > 0 else "-",
-                " / ".join(f"{s['first_reached'][k]:,}" if k in s["first_reached"] else "-" for k in KEYS),
-                " / ".join(f"{s['first_eval_reached'][k]:,}" if k in s["first_eval_reached"] else "-" for k in KEYS),
-                f"{s['best_eval']:.0f}",
-            ]
-        )
-    seeds = [f"seed {r['config']['seed']}" for r in runs]
-    runs_md = table(
-        [
-            "seed",
-            "env steps",
-            "wall hours",
-            "env steps per wall second",
-            "training episode first at x >= 700 / 1500 / 2000 / flag",
-            "evaluation mean first at x >= 700 / 1500 / 2000 / flag",
-            "best eval mean",
-        ],
-        per_run,
-    )[0]
-    train_md = table(
-        ["training episode first at"] + seeds + ["over the seeds"],
-        [milestone_row(k, [r["state"]["first_reached"].get(k) for r in runs]) for k in KEYS],
-    )[0]
-    eval_md = table(
-        ["evaluation mean first at"] + seeds + ["over the seeds"],
-        [milestone_row(k, [r["state"]["first_eval_reached"].get(k) for r in runs]) for k in KEYS],
-    )[0]
-    steps = sorted({e["env_steps"] for r in runs for e in r["evals"]})
-    by_step = {(r["config"]["seed"], e["env_steps"]): e for r in runs for e in r["evals"]}
-    curve_md = table(
-        ["env steps"] + [f"{s} mean max_x [95% CI] / flag rate" for s in seeds],
-        [
-            [f"{n:,}"]
-            + [
-                f"{e['eval/mean_max_x']:.0f} [{e['eval/ci95_low']:.0f}, {e['eval/ci95_high']:.0f}] / "
-                f"{e['eval/flag_rate']:.2f}"
-                if (e := by_step.get((r["config"]["seed"], n)))
-                else "-"
-                for r in runs
-            ]
-            for n in steps
-        ],
-    )[0]
     eval_episodes = "/".join(str(n) for n in sorted({r["config"]["eval_episodes"] for r in runs}))
+    intro = (
+        f"Runs: {', '.join(str(r['run']) for r in runs)}. Evaluations: {eval_episodes} stochastic episodes on the "
+        "harness's eval seeds. Milestones by evaluation: the mean max_x reached x, the flag when half the "
+        "episodes took it.\n"
+    )
     md = "\n".join(
         [
             "# PPO baseline runs\n",
-            f"Runs: {', '.join(str(r['run']) for r in runs)}. Evaluations: {eval_episodes} stochastic "
-            "episodes on the harness's eval seeds. Milestones by evaluation: the mean max_x reached x, the flag "
-            "when half the "
-            f"episodes took it.\n",
-            runs_md,
+            intro,
+            _runs_table(runs),
             "\n## Milestones of training episodes (env steps)\n",
-            train_md,
+            _milestones_table(runs, "first_reached", "training episode"),
             "\n## Milestones of evaluations (env steps)\n",
-            eval_md,
+            _milestones_table(runs, "first_eval_reached", "evaluation mean"),
             "\n## Evaluations\n",
-            curve_md,
+            _evaluations_table(runs),
             "\n![learning curve](curve.png)\n",
         ]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -39,7 +40,19 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text."""
     atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj) -> None:
+    """An indented JSON file written atomically (its folder created; paths and other objects as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def read_json(path: Path):
+    """The content of a JSON file."""
+    return json.loads(Path(path).read_text())
 
 
 @contextmanager

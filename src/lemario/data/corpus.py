@@ -26,19 +26,12 @@ import numpy as np
 from lemario import __version__
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_bytes, atomic_write_text
+from lemario.data.tiers import audit
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import REWARD_CHANNELS, REWARD_SPEC_VERSION
 
 SCHEMA_VERSION = 1
 INDEX_NAME = "index.json"
-# The seed's audit table: the share of frames by how far their episode got.
-TIERS = (
-    ("<200", 0, 200),
-    ("200-500", 200, 500),
-    ("500-1000", 500, 1000),
-    ("1000-1500", 1000, 1500),
-    (">=1500", 1500, None),
-)
 
 
 @dataclass
@@ -202,27 +195,6 @@ def scan(corpus: Path, *, write: bool = True) -> Index:
     return Index(episodes, bad)
 
 
-def tier_of(max_x: int, flag: int) -> str:
-    if flag:
-        return "flag"
-    for name, lo, hi in TIERS:
-        if max_x >= lo and (hi is None or max_x < hi):
-            return name
-    raise ValueError(max_x)
-
-
-def audit_table(episodes: list[dict]) -> list[dict]:
-    """Rows (tier, episodes, frames, share of frames) over the tiers and the flag, the seed's audit table."""
-    names = [t[0] for t in TIERS] + ["flag"]
-    counts = {n: [0, 0] for n in names}
-    for e in episodes:
-        c = counts[tier_of(e["max_x"], e["flag_get"])]
-        c[0] += 1
-        c[1] += e["n_steps"] + 1
-    total = max(1, sum(c[1] for c in counts.values()))
-    return [{"tier": n, "episodes": counts[n][0], "frames": counts[n][1], "share": counts[n][1] / total} for n in names]
-
-
 def format_summary(index: Index, title: str = "corpus") -> str:
     eps = index.episodes
     lines = [f"{title}: {len(eps)} episodes, {index.frames} frames"]
@@ -231,7 +203,7 @@ def format_summary(index: Index, title: str = "corpus") -> str:
         flags = sum(e["flag_get"] for e in eps)
         lines.append(f"max_x: mean {xs.mean():.0f}, median {np.median(xs):.0f}, max {xs.max()}; flags {flags}")
     lines.append(f"{'tier (max_x)':<14}{'episodes':>10}{'frames':>10}{'share':>9}")
-    for row in audit_table(eps):
+    for row in audit(eps):
         lines.append(f"{row['tier']:<14}{row['episodes']:>10}{row['frames']:>10}{row['share']:>8.1%}")
     for b in index.bad:
         lines.append(f"skipped unreadable file {b['file']}: {b['error']}")

@@ -6,44 +6,22 @@ The corpus keeps every episode; what the world model trains on is a selection of
 - each tier may cap its share of the selected *frames* (one stuck trajectory is ~1500 frames, one early death
   ~50): the stuck tier 200-700 at 30% by default. Over-cap tiers lose their oldest trajectories first. A
   corpus holding nothing but a capped tier keeps it whole (there is no mix to balance).
-The audit table (share of frames by tier) of every selection is printed and saved by the flywheel.
+The audit table (`lemario.data.tiers.audit`) of every selection is printed and saved by the flywheel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Tier:
-    name: str
-    lo: int
-    hi: int | None  # exclusive; None: no upper bound
-    max_frame_share: float | None = None
-    protected: bool = False
-
-
-DEFAULT_TIERS = (
-    Tier("dead <200", 0, 200),
-    Tier("stuck 200-700", 200, 700, max_frame_share=0.30),
-    Tier("mid 700-1500", 700, 1500),
-    Tier("elite >=1500", 1500, None, protected=True),
-)
+from lemario.data.tiers import TIERS, Tier, frames, tier_of
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
     capacity: int = 5000
     """Trajectories kept (protected tiers do not count against it)."""
-    tiers: tuple[Tier, ...] = field(default_factory=lambda: DEFAULT_TIERS)
-
-
-def tier_of(row: dict, tiers: tuple[Tier, ...]) -> Tier:
-    x = 10**9 if row.get("flag_get") else row["max_x"]
-    for t in tiers:
-        if x >= t.lo and (t.hi is None or x < t.hi):
-            return t
-    raise ValueError(f"max_x {row['max_x']} falls in no tier")
+    tiers: tuple[Tier, ...] = field(default_factory=lambda: TIERS)
+    """The tier table with its caps and protections (`lemario.data.tiers`)."""
 
 
 def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
@@ -52,7 +30,6 @@ def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
     protected = [r for r in rows if tier_of(r, tiers).protected]
     rest = [r for r in rows if not tier_of(r, tiers).protected][-cfg.capacity :] if cfg.capacity > 0 else []
     chosen = protected + rest
-    frames = lambda rs: sum(r["n_steps"] + 1 for r in rs)  # noqa: E731
     for tier in tiers:
         if tier.max_frame_share is None:
             continue
@@ -73,14 +50,3 @@ def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
         chosen = [r for r in chosen if id(r) not in drop]
     order = {id(r): i for i, r in enumerate(rows)}
     return sorted(chosen, key=lambda r: order[id(r)])
-
-
-def audit(rows: list[dict], tiers: tuple[Tier, ...] = DEFAULT_TIERS) -> list[dict]:
-    """Share of frames and trajectories per tier."""
-    total = max(1, sum(r["n_steps"] + 1 for r in rows))
-    out = []
-    for t in tiers:
-        mine = [r for r in rows if tier_of(r, tiers) is t]
-        f = sum(r["n_steps"] + 1 for r in mine)
-        out.append({"tier": t.name, "trajectories": len(mine), "frames": f, "share": f / total})
-    return out

@@ -16,7 +16,7 @@ Every decision carries its evidence (means, sds, K, z, threshold, the flipped va
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 # What a branch flips, in turn (the flywheel knows how to apply each).
 FLIPS = ("exploration", "entropy", "warm_start", "replay_caps")
@@ -24,16 +24,20 @@ FLIPS = ("exploration", "entropy", "warm_start", "replay_caps")
 
 @dataclass(frozen=True)
 class IterationScore:
+    """An iteration as the detector sees it."""
+
     iteration: int
     mean: float  # mean over the K seeds of each seed's mean max_x
     sd: float  # sd between the K seeds
     k: int
-    decision: str = ""
+    verdict: str = ""  # its decision (commit | branch | halt), empty for the one being decided
 
 
 @dataclass(frozen=True)
 class Decision:
-    decision: str  # commit | branch | halt
+    """A verdict (commit | branch | halt) and its evidence; JSON keeps the verdict under "decision"."""
+
+    verdict: str
     reason: str
     z: float
     threshold: float
@@ -45,8 +49,15 @@ class Decision:
     k: int
     flip: str | None = None
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {"decision": d.pop("verdict"), **d}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Decision:
+        """From to_json's form; other keys (a decision.json's iteration, applied flip, seed means) are ignored."""
+        names = {f.name for f in fields(cls)} - {"verdict"}
+        return cls(verdict=d["decision"], **{k: v for k, v in d.items() if k in names})
 
 
 def pooled_sd(a: IterationScore, b: IterationScore) -> float:
@@ -60,7 +71,7 @@ def decide(
         raise ValueError(
             f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}"
         )
-    committed = [h for h in history if h.decision == "commit"]
+    committed = [h for h in history if h.verdict == "commit"]
     if not committed:
         return Decision(
             "commit",
@@ -97,7 +108,7 @@ def decide(
         )
     since = 0
     for h in reversed(history):
-        if h.decision == "commit":
+        if h.verdict == "commit":
             break
         since += 1
     if since + 1 >= patience:

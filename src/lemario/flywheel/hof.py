@@ -23,7 +23,7 @@ from typing import Literal
 import tyro
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text
+from lemario.core.files import atomic_write_text, read_json, write_json
 
 CATALOG = "catalog.json"
 
@@ -38,52 +38,8 @@ def _copy_checkpoint(src: Path, dst: Path) -> None:
     shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
 
 
-def add(
-    run: Path,
-    iteration: int,
-    world_model: Path,
-    policy: Path,
-    eval_dir: Path,
-    extra: dict,
-    confirm_dir: Path | None = None,
-) -> dict:
-    """Copy an iteration's artifacts into the hall of fame and re-rank the catalog. Refuses to overwrite."""
-    summary = json.loads((eval_dir / "summary.json").read_text())
-    best = (
-        summary["per_agent"][extra["best_agent"]]
-        if "best_agent" in extra
-        else next(iter(summary["per_agent"].values()))
-    )
-    confirm = None
-    if confirm_dir is not None:
-        confirm = next(iter(json.loads((confirm_dir / "summary.json").read_text())["per_agent"].values()))
-    hof = run / "hof"
-    name = entry_name(iteration, best["mean_max_x"], best["max_max_x"])
-    folder = hof / name
-    if any(e["iteration"] == iteration for e in catalog(run)):
-        raise LemarioError(
-            f"hall of fame already holds iteration {iteration} ({folder}): entries are never overwritten"
-        )
-    if (folder / "entry.json").exists():  # copied, then killed before the catalog was updated: finish that
-        entry = json.loads((folder / "entry.json").read_text())
-        _write_catalog(run, catalog(run) + [entry])
-        return entry
-    tmp = hof / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "eval").mkdir(parents=True)
-    _copy_checkpoint(world_model, tmp / "world_model.safetensors")
-    _copy_checkpoint(policy, tmp / "policy.safetensors")
-    sidecar = json.loads((tmp / "policy.json").read_text())
-    atomic_write_text(
-        tmp / "policy.json",
-        json.dumps(
-            {**sidecar, "world_model": "world_model.safetensors", "trained_with": sidecar.get("world_model")}, indent=2
-        ),
-    )
-    for src, dst in [(eval_dir, "eval")] + ([(confirm_dir, "confirm")] if confirm_dir else []):
-        (tmp / dst).mkdir(exist_ok=True)
-        for f in ("summary.json", "episodes.jsonl"):
-            shutil.copyfile(src / f, tmp / dst / f)
+def _entry(iteration: int, name: str, best: dict, confirm: dict | None, extra: dict) -> dict:
+    """The catalog row of an entry: its evaluation's figures, its score (the confirmation's mean when given)."""
     entry = {
         "iteration": iteration,
         "name": name,
@@ -95,10 +51,53 @@ def add(
         **extra,
     }
     if confirm:
-        entry["confirm"] = {
-            k: confirm[k] for k in ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high", "episodes")
-        }
-    atomic_write_text(tmp / "entry.json", json.dumps(entry, indent=2))
+        keys = ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high", "episodes")
+        entry["confirm"] = {k: confirm[k] for k in keys}
+    return entry
+
+
+def _copy_files(tmp: Path, world_model: Path, policy: Path, evals: list[tuple[Path, str]]) -> None:
+    """The entry's own copies: world model, policy (its sidecar pointing at the copy) and evaluations."""
+    (tmp / "eval").mkdir(parents=True)
+    _copy_checkpoint(world_model, tmp / "world_model.safetensors")
+    _copy_checkpoint(policy, tmp / "policy.safetensors")
+    sidecar = read_json(tmp / "policy.json")
+    moved = {**sidecar, "world_model": "world_model.safetensors", "trained_with": sidecar.get("world_model")}
+    write_json(tmp / "policy.json", moved)
+    for src, dst in evals:
+        (tmp / dst).mkdir(exist_ok=True)
+        for f in ("summary.json", "episodes.jsonl"):
+            shutil.copyfile(src / f, tmp / dst / f)
+
+
+def add(
+    run: Path,
+    iteration: int,
+    world_model: Path,
+    policy: Path,
+    eval_dir: Path,
+    extra: dict,
+    confirm_dir: Path | None = None,
+) -> dict:
+    """Copy an iteration's artifacts into the hall of fame and re-rank the catalog. Refuses to overwrite."""
+    per_agent = read_json(eval_dir / "summary.json")["per_agent"]
+    best = per_agent[extra["best_agent"]] if "best_agent" in extra else next(iter(per_agent.values()))
+    confirm = next(iter(read_json(confirm_dir / "summary.json")["per_agent"].values())) if confirm_dir else None
+    name = entry_name(iteration, best["mean_max_x"], best["max_max_x"])
+    folder = run / "hof" / name
+    if any(e["iteration"] == iteration for e in catalog(run)):
+        raise LemarioError(
+            f"hall of fame already holds iteration {iteration} ({folder}): entries are never overwritten"
+        )
+    if (folder / "entry.json").exists():  # copied, then killed before the catalog was updated: finish that
+        entry = read_json(folder / "entry.json")
+        _write_catalog(run, catalog(run) + [entry])
+        return entry
+    tmp = run / "hof" / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy_files(tmp, world_model, policy, [(eval_dir, "eval")] + ([(confirm_dir, "confirm")] if confirm_dir else []))
+    entry = _entry(iteration, name, best, confirm, extra)
+    write_json(tmp / "entry.json", entry)
     tmp.rename(folder)
     _write_catalog(run, catalog(run) + [entry])
     return entry

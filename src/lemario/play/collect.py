@@ -15,19 +15,15 @@ The player is any evaluation agent (`lemario.agents`): `biased`, `uniform`, `pol
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from lemario.control.agents import make_agent, validate_spec
 from lemario.core.errors import LemarioError
-from lemario.core.executor import die_with_parent, ray_init, torch_threads
 from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
@@ -36,6 +32,7 @@ from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+from lemario.play.episodes import Player, imap, play
 
 
 @dataclass(frozen=True)
@@ -124,30 +121,30 @@ def episode_seed(seed: int, run_number: int, index: int) -> int:
 
 def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None) -> Episode:
     """One episode from the level start; returns it with labels and rewards computed from its RAM.
-    agent: a `lemario.agents` agent (recorded as `name`) or the spec string of one."""
+    agent: a `lemario.control.agents` agent (recorded as `name`) or the spec string of one."""
     if isinstance(agent, str):
         name, agent = agent, make_agent(agent, env.config)
-    obs, info = env.reset(seed=seed)
-    agent.reset(seed)
-    frames, rams, actions = [env.last_frame], [env.ram], []
-    terminated = truncated = False
-    while not (terminated or truncated):
-        a = agent.act(obs, info)
-        obs, _, terminated, truncated, info = env.step(a)
-        actions.append(a)
+    frames, rams, actions = [], [], []
+
+    def record(obs: np.ndarray, action: int | None, info: dict) -> None:
         frames.append(env.last_frame)
         rams.append(env.ram)
+        if action is not None:
+            actions.append(action)
+
+    row = play(env, agent, seed, record)
     ram = np.stack(rams)  # (T+1, 2048)
     labels = label_table(ram)  # (T+1, L)
     x = labels[:, LABELS.index("x_pos")]
     dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
+    truncated = row["end"] == "step_limit"
     meta = {
         "seed": seed,
         "policy": name or type(agent).__name__,
         "n_steps": len(actions),
         "max_x": int(x.max()),
         "flag_get": int(labels[:, LABELS.index("flag_get")].max()),
-        "terminated": int(terminated),
+        "terminated": int(not truncated),
         "truncated": int(truncated),
         "death_x": int(x[dying[0]]) if len(dying) else -1,
         **_env_meta(env.config),
@@ -161,42 +158,21 @@ def _env_meta(cfg: EnvConfig) -> dict:
     return d
 
 
-# ---- workers ----------------------------------------------------------------------------------------------------
-_worker: dict = {}
-
-
-def _init_worker(
-    env_cfg: EnvConfig, policy: str, explore: float, out: Path, extra_meta: dict, own_process: bool = True
-) -> None:
-    if own_process:
-        die_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
-        torch.set_num_threads(1)  # model agents: one worker per core
-    try:
-        agent = make_agent(policy, env_cfg, explore=explore)
-        _worker.update(
-            env=SuperMarioBros(env_cfg), agent=agent, name=policy, out=out, meta=dict(extra_meta, explore=explore)
-        )
-    except Exception as e:  # noqa: BLE001 - reported by the first task: a failing Pool initializer respawns forever
-        _worker["init_error"] = f"a worker could not start its env: {e}"
-
-
-def _play_and_write(task: tuple[str, int, int]) -> dict:
-    if "init_error" in _worker:
-        return {"error": _worker["init_error"]}
-    name, run_index, seed = task
+def _play_and_write(
+    player: Player, file: str, run_index: int, seed: int, policy: str, explore: float, out: Path, meta: dict
+) -> dict:
+    """A worker's task: play one episode and write it as OUT/file; returns its index row."""
     t0 = time.perf_counter()
-    ep = play_episode(_worker["env"], _worker["agent"], seed, _worker["name"])
-    ep.meta.update(_worker["meta"], run_index=run_index, created=now_iso())
-    path = _worker["out"] / name
+    ep = play_episode(player.env, player.agent(policy, explore), seed, policy)
+    ep.meta.update(meta, explore=explore, run_index=run_index, created=now_iso())
     try:
-        write_episode(path, ep)
+        write_episode(out / file, ep)
     except OSError as e:
         if e.errno in SPACE_ERRNOS:
-            return {"error": f"out of disk space writing {path} ({e.strerror})"}
+            msg = f"out of disk space writing {out / file} ({e.strerror}): free space or use another --out"
+            raise LemarioError(msg) from None
         raise
-    return {"row": index_row(path, ep.meta, ep.n_steps), "seconds": time.perf_counter() - t0}
+    return {"row": index_row(out / file, ep.meta, ep.n_steps), "seconds": time.perf_counter() - t0}
 
 
 # ---- runs -------------------------------------------------------------------------------------------------------
@@ -248,81 +224,33 @@ def collect(cfg: CollectConfig) -> Index:
             print(f"run {run} is complete ({done} episodes)")
         elif done:
             print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
-        tasks = [(f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i)) for i in todo]
         extra = {"run": run, **provenance()}
+        tasks = [
+            (f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i), cfg.policy, cfg.explore, cfg.out, extra)
+            for i in todo
+        ]
+        results = imap(_play_and_write, tasks, cfg.env_config, None, cfg.workers, cfg.executor, cfg.ray_address)
         bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
         steps, best, t0, rows, saved = 0, 0, time.perf_counter(), [], time.perf_counter()
-        for result in _results(cfg, tasks, extra):
-            if "error" in result:
-                add_to_index(cfg.out, rows)
-                bar.close()
-                written = len(list(cfg.out.glob("*.h5")))
-                hint = "free space or use another --out; " if "disk space" in result["error"] else ""
-                raise LemarioError(f"{result['error']}: {hint}the {written} episodes already written are intact")
-            row = result["row"]
-            rows.append(row)
-            if time.perf_counter() - saved > 10:
-                add_to_index(cfg.out, rows)
-                rows, saved = [], time.perf_counter()
-            steps += row["n_steps"] + 1
-            best = max(best, row["max_x"])
-            bar.set_postfix({"frames/s": f"{steps / (time.perf_counter() - t0):.0f}", "best_x": best}, refresh=False)
-            bar.update(1)
-        bar.close()
-        add_to_index(cfg.out, rows)
+        try:
+            for result in results:
+                row = result["row"]
+                rows.append(row)
+                if time.perf_counter() - saved > 10:
+                    add_to_index(cfg.out, rows)
+                    rows, saved = [], time.perf_counter()
+                steps += row["n_steps"] + 1
+                best = max(best, row["max_x"])
+                rate = steps / (time.perf_counter() - t0)
+                bar.set_postfix({"frames/s": f"{rate:.0f}", "best_x": best}, refresh=False)
+                bar.update(1)
+        except LemarioError as e:
+            written = len(list(cfg.out.glob("*.h5")))
+            raise LemarioError(f"{e}; the {written} episodes already written are intact") from None
+        finally:
+            bar.close()
+            add_to_index(cfg.out, rows)
     return scan(cfg.out)
-
-
-class _RayCollector:
-    """One Ray actor: a worker process with its own emulator and agent."""
-
-    def __init__(self, *init_args):
-        _init_worker(*init_args)
-
-    def play(self, task: tuple[str, int, int]) -> dict:
-        return _play_and_write(task)
-
-
-def _results(cfg: CollectConfig, tasks: list, extra: dict):
-    if not tasks:
-        return
-    if cfg.executor == "ray":
-        ray_init(cfg.ray_address)  # before Ray is first imported: it reads where to listen at import time
-        import ray
-        from ray.util import ActorPool
-
-        actor = ray.remote(num_cpus=1)(_RayCollector)
-        actors = [
-            actor.remote(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra)
-            for _ in range(min(cfg.workers, len(tasks)))
-        ]
-        try:
-            yield from ActorPool(actors).map_unordered(lambda a, t: a.play.remote(t), tasks)
-        finally:
-            for a in actors:
-                ray.kill(a)
-        return
-    if cfg.workers == 1:
-        _init_worker(cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra, own_process=False)
-        try:
-            with torch_threads(1):
-                for t in tasks:
-                    yield _play_and_write(t)
-        finally:
-            if "env" in _worker:
-                _worker["env"].close()
-            _worker.clear()
-        return
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
-    pool = ctx.Pool(
-        min(cfg.workers, len(tasks)), _init_worker, (cfg.env_config, cfg.policy, cfg.explore, cfg.out, extra)
-    )
-    try:
-        yield from pool.imap_unordered(_play_and_write, tasks)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 def collect_main(cfg: CollectConfig) -> None:

@@ -4,34 +4,32 @@ Each agent plays N stochastic episodes from the level's spawn on evaluation seed
 training/collection seed (EVAL_SEED_BASE + i). Per episode: max_x, final x, flag, steps, and where and how
 Mario's episode ended (pit, enemy, time, step limit, flag). Per agent: mean/median/max of max_x, flag rate,
 bootstrap 95% CI, and the mode-collapse flag. Several agents given together are treated as K independently
-trained seeds: mean of their means with the sd between seeds (`lemario.stats`). Finished episodes are
+trained seeds: mean of their means with the sd between seeds (`lemario.play.stats`). Finished episodes are
 appended to OUT/episodes.partial.jsonl as they come, so a killed evaluation re-run with the same settings resumes.
 
-Agents (`lemario.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`.
+Agents (`lemario.control.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`
+(latent CEM through a world model), `policy:PATH` (an imagination policy), `ppo:PATH` (a PPO baseline checkpoint).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import tyro
 
-from lemario.control.agents import make_agent, validate_spec
+from lemario.control.agents import validate_spec
 from lemario.control.planner import PlannerConfig
 from lemario.core.errors import LemarioError
-from lemario.core.executor import die_with_parent, torch_threads
 from lemario.core.files import atomic_write_text, check_writable, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
-from lemario.games.mario import ram as R
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.games.mario.env import EnvConfig
+from lemario.play.episodes import Player, imap, play
 from lemario.play.stats import aggregate, kseed_summary
 
 EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, run, i]); training seeds are small ints
@@ -40,13 +38,19 @@ EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, ru
 @dataclass(frozen=True)
 class EvalConfig:
     agents: tyro.conf.Positional[tuple[str, ...]]
-    """Agent specs: random, biased, planner:PATH (several = K seeds of one method)."""
+    """Agent specs: random, biased, planner:PATH, policy:PATH, ppo:PATH (several of one method = its K seeds)."""
     episodes: int = 30
+    """Episodes per agent, on the evaluation seeds EVAL_SEED_BASE + seed_offset + 0..N-1."""
     level: str = "1-1"
+    """Level W-S."""
     backend: str = "retro"
+    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
     action_set: str = "complex"
+    """'right-only', 'simple' or 'complex': the set the agents were trained with (PPO: simple)."""
     max_steps: int = 1500
+    """Agent steps before an episode is truncated."""
     workers: int = 2
+    """Worker processes, one env each (1 plays in this process)."""
     out: Path | None = None
     """Folder for episodes.jsonl and summary.json (default: runs/eval/<time>)."""
     seed_offset: int = 0
@@ -58,60 +62,22 @@ class EvalConfig:
     def env_config(self) -> EnvConfig:
         return EnvConfig(level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps)
 
-
-def death_cause(info: dict, ram: np.ndarray, truncated: bool) -> str:
-    if info["flag_get"]:
-        return "flag"
-    if truncated:
-        return "step_limit"
-    if info["is_dying"]:
-        if ram[R.Y_VIEWPORT] > 1:
-            return "pit"
-        return "time" if info["time"] == 0 else "enemy"
-    return "none"
-
-
-def play(env: SuperMarioBros, agent, seed: int) -> dict:
-    obs, info = env.reset(seed=seed)
-    agent.reset(seed)
-    max_x, ret, term, trunc = info["x_pos"], 0.0, False, False
-    while not (term or trunc):
-        obs, r, term, trunc, info = env.step(agent.act(obs, info))
-        ret += r
-        max_x = max(max_x, info["x_pos"])
-    cause = death_cause(info, env.ram, trunc)
-    return {
-        "eval_seed": seed,
-        "max_x": int(max_x),
-        "final_x": int(info["x_pos"]),
-        "flag_get": int(info["flag_get"]),
-        "steps": int(info["steps"]),
-        "end": cause,
-        "end_x": int(info["x_pos"]),
-        "return": float(ret),
-    }
+    def validate(self) -> None:
+        """Every check that can fail before a worker starts (a failing worker initializer would respawn forever)."""
+        if not self.agents:
+            raise LemarioError("no agent to evaluate: pass one or more specs, e.g. `lemario eval biased`")
+        if self.episodes < 1 or self.workers < 1:
+            raise LemarioError(f"--episodes {self.episodes} and --workers {self.workers}: both must be at least 1")
+        for spec in self.agents:
+            validate_spec(spec)
+        self.env_config.validate()
+        self.planner.validate()
 
 
-_worker: dict = {}
-
-
-def _init(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
-    die_with_parent()
-    torch.set_num_threads(1)  # one worker per core
-    _init_env(env_cfg, planner)
-
-
-def _init_env(env_cfg: EnvConfig, planner: PlannerConfig) -> None:
-    _worker.update(env=SuperMarioBros(env_cfg), agents={}, planner=planner)
-
-
-def _episode(task: tuple[str, int, int]) -> dict:
-    spec, index, seed = task
-    agents = _worker["agents"]
-    if spec not in agents:
-        agents[spec] = make_agent(spec, _worker["env"].config, _worker["planner"])
-    agent = agents[spec]
-    row = play(_worker["env"], agent, seed)
+def _episode(player: Player, spec: str, index: int, seed: int) -> dict:
+    """A worker's task: one evaluation episode of an agent, with the agent's own diagnostics."""
+    agent = player.agent(spec)
+    row = play(player.env, agent, seed)
     extra = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
     return {"agent": spec, "episode": index, **row, **extra}
 
@@ -150,14 +116,28 @@ def _load_partial(path: Path, key: dict) -> list[dict]:
     return rows
 
 
+PLANNER_STATS = ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation")
+
+
+def _aggregate(rows: list[dict], agents: tuple[str, ...]) -> dict[str, dict]:
+    """Per agent: `lemario.play.stats.aggregate`, how its episodes ended, and a planner's bias diagnostic means."""
+    per_agent = {}
+    for spec in agents:
+        mine = [r for r in rows if r["agent"] == spec]
+        agg = aggregate(mine)
+        ends = [r["end"] for r in mine]
+        agg["ends"] = {e: ends.count(e) for e in sorted(set(ends))}
+        if "planned_standing_share" in mine[0]:
+            agg.update({k: float(np.mean([r[k] for r in mine])) for k in PLANNER_STATS})
+        per_agent[spec] = agg
+    return per_agent
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Play every (agent, episode) task and aggregate. Each finished episode is appended to
     OUT/episodes.partial.jsonl at once, so an interrupted evaluation re-run with the same settings and --out
     plays only the episodes it lacks; the sorted episodes.jsonl and summary.json replace it at the end."""
-    for spec in cfg.agents:
-        validate_spec(spec)
-    cfg.env_config.validate()
-    cfg.planner.validate()  # here, not in the workers: a failing Pool initializer respawns forever
+    cfg.validate()
     out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
     check_writable(out)
     with writer_lock(out):
@@ -181,28 +161,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                 log.flush()
                 os.fsync(log.fileno())
 
-            if tasks and (cfg.workers == 1 or len(tasks) == 1):
-                _init_env(cfg.env_config, cfg.planner)
-                try:
-                    with torch_threads(1):
-                        for t in tasks:
-                            record(_episode(t))
-                finally:
-                    _worker.pop("env").close()
-                    _worker.clear()
-            elif tasks:
-                with mp.get_context("spawn").Pool(cfg.workers, _init, (cfg.env_config, cfg.planner)) as pool:
-                    for row in pool.imap_unordered(_episode, tasks, chunksize=1):
-                        record(row)
+            for row in imap(_episode, tasks, cfg.env_config, cfg.planner, cfg.workers):
+                record(row)
         rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
-        per_agent = {spec: aggregate([r for r in rows if r["agent"] == spec]) for spec in cfg.agents}
-        for spec, agg in per_agent.items():
-            mine = [r for r in rows if r["agent"] == spec]
-            ends = [r["end"] for r in mine]
-            agg["ends"] = {e: ends.count(e) for e in sorted(set(ends))}
-            if "planned_standing_share" in mine[0]:
-                for k in ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation"):
-                    agg[k] = float(np.mean([r[k] for r in mine]))
+        per_agent = _aggregate(rows, cfg.agents)
         summary = {
             "per_agent": per_agent,
             "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,

@@ -24,7 +24,8 @@ from lemario.core.files import atomic_write_text, check_writable
 from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.model.world_model import load_world_model
-from lemario.play.evaluate import EVAL_SEED_BASE, play
+from lemario.play.episodes import play
+from lemario.play.evaluate import EVAL_SEED_BASE
 
 SCALE, PANEL = 2, 64
 
@@ -93,7 +94,38 @@ def compose(rgb: np.ndarray, text: str, drift: np.ndarray | None, t: int) -> np.
     return np.asarray(canvas)
 
 
+def _record(env: SuperMarioBros, agent, seed: int, labels: list[str]) -> tuple[dict, list, list, list, list]:
+    """Play one episode recording its RGB frames, observations, actions and one overlay line per frame."""
+    frames, observations, actions, texts, x = [], [], [], [], [0]
+
+    def on_step(obs: np.ndarray, action: int | None, info: dict) -> None:
+        if action is not None:
+            expected = getattr(agent, "pending", None)  # a planner's predicted progress of this action
+            pred = f" pred dx {expected:+.1f}" if expected is not None else ""
+            texts.append(f"x {x[0]:>4}  {labels[action]:<10}{pred}")
+            actions.append(action)
+        frames.append(env.rgb_frame())
+        observations.append(obs)
+        x[0] = info["x_pos"]
+
+    row = play(env, agent, seed, on_step)
+    texts.append(f"x {row['final_x']:>4}  end: {'flag' if row['flag_get'] else 'over'}")
+    return row, frames, observations, actions, texts
+
+
+def _write_video(cfg: RenderConfig, video: list[np.ndarray]) -> tuple[Path, Path, int]:
+    """best.mp4 at cfg.fps and a ~8 fps best.gif of cfg.gif_width pixels; returns both paths and the GIF's frames."""
+    mp4, gif = cfg.out / "best.mp4", cfg.out / "best.gif"
+    imageio.mimwrite(mp4, video, fps=cfg.fps, codec="libx264", quality=7, macro_block_size=16)
+    step = max(1, round(cfg.fps / 8))
+    size = lambda f: (cfg.gif_width, int(f.shape[0] * cfg.gif_width / f.shape[1]))  # noqa: E731
+    small = [np.asarray(Image.fromarray(f).resize(size(f))) for f in video[::step]]
+    imageio.mimwrite(gif, small, duration=1000 * step / cfg.fps, loop=0)
+    return mp4, gif, len(small)
+
+
 def render(cfg: RenderConfig) -> dict:
+    """Play the candidates, replay the best with its frames recorded, and write the videos and render.json."""
     validate_spec(cfg.agent)
     check_writable(cfg.out)
     env = SuperMarioBros(
@@ -104,28 +136,12 @@ def render(cfg: RenderConfig) -> dict:
         seeds = [cfg.eval_seed] if cfg.eval_seed is not None else [EVAL_SEED_BASE + i for i in range(cfg.episodes)]
         rows = [play(env, agent, seed) for seed in seeds]
         best = choose(rows, cfg.rank_by)
-        # replay the chosen episode, recording frames
-        obs, info = env.reset(seed=best["eval_seed"])
-        agent.reset(best["eval_seed"])
         labels = [action_label(a) for a in action_set(cfg.action_set)]
-        frames, observations, actions, texts = [env.rgb_frame()], [obs], [], []
-        term = trunc = False
-        while not (term or trunc):
-            a = agent.act(obs, info)
-            expected = getattr(agent, "pending", None)
-            texts.append(
-                f"x {info['x_pos']:>4}  {labels[a]:<10}" + (f" pred dx {expected:+.1f}" if expected is not None else "")
-            )
-            obs, _, term, trunc, info = env.step(a)
-            frames.append(env.rgb_frame())
-            observations.append(obs)
-            actions.append(a)
-        texts.append(f"x {info['x_pos']:>4}  end: {'flag' if info['flag_get'] else 'over'}")
-        if info["x_pos"] != best["final_x"] or len(actions) != best["steps"]:
+        replay, frames, observations, actions, texts = _record(env, agent, best["eval_seed"], labels)
+        if replay != best:
             raise RuntimeError(f"the replay of seed {best['eval_seed']} did not reproduce its episode")
     finally:
         env.close()
-
     model = getattr(agent, "model", None)
     if model is None and cfg.world_model is not None:
         model, _ = load_world_model(cfg.world_model)
@@ -134,25 +150,18 @@ def render(cfg: RenderConfig) -> dict:
         with torch.no_grad():
             z = model.encode(torch.from_numpy(np.stack(observations)))  # (T+1, D)
         drift = latent_drift(model, z, torch.tensor(actions), cfg.drift_k)
-
     video = [compose(f, txt, drift, t) for t, (f, txt) in enumerate(zip(frames, texts))]
-    mp4, gif = cfg.out / "best.mp4", cfg.out / "best.gif"
-    imageio.mimwrite(mp4, video, fps=cfg.fps, codec="libx264", quality=7, macro_block_size=16)
-    step = max(1, round(cfg.fps / 8))  # ~8 fps GIF
-    small = [
-        np.asarray(Image.fromarray(f).resize((cfg.gif_width, int(f.shape[0] * cfg.gif_width / f.shape[1]))))
-        for f in video[::step]
-    ]
-    imageio.mimwrite(gif, small, duration=1000 * step / cfg.fps, loop=0)
+    mp4, gif, gif_frames = _write_video(cfg, video)
+    mean_drift = float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None
     summary = {
         "agent": cfg.agent,
         "candidates": rows,
         "chosen": best,
         "frames": len(video),
-        "gif_frames": len(small),
+        "gif_frames": gif_frames,
         "mp4": str(mp4),
         "gif": str(gif),
-        "mean_drift": float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None,
+        "mean_drift": mean_drift,
     }
     atomic_write_text(cfg.out / "render.json", json.dumps(summary, indent=2))
     return summary

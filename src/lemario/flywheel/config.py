@@ -1,0 +1,184 @@
+"""The flywheel's config, its presets, and the per-iteration configs it derives for each step.
+
+The world-model and policy trainings take their own configs (`--train.*`, `--imagine.*`), less the fields the
+flywheel sets itself for each iteration (where the corpus and the outputs are, the warm start, the seeds): those
+are hidden from the command line, so no flag is accepted and then silently overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import tyro
+
+from lemario.control.imagination import ImagineConfig
+from lemario.core.errors import LemarioError
+from lemario.core.executor import EXECUTORS
+from lemario.data.replay import ReplayConfig
+from lemario.model.train import PRESETS as TRAIN_PRESETS
+from lemario.model.train import TrainConfig
+from lemario.play.collect import CollectConfig
+
+BOOKKEEPING = ("out", "iterations", "workers", "executor", "ray_address", "continue_after_halt", "progress")
+"""FlywheelConfig fields that do not change what a run does: a resume may change them."""
+CONFIRM_SEED_OFFSET = 500_000  # confirmation episodes: EVAL_SEED_BASE + this + i, disjoint from the eval seeds
+
+
+@dataclass(frozen=True)
+class IterationTrainConfig(TrainConfig):
+    """`TrainConfig` with the fields each iteration sets hidden from the command line."""
+
+    corpus: tyro.conf.Suppress[Path] = TrainConfig.corpus
+    out: tyro.conf.Suppress[Path] = TrainConfig.out
+    episodes: tyro.conf.Suppress[Path | None] = None
+    init_from: tyro.conf.Suppress[Path | None] = None
+    seed: tyro.conf.Suppress[int] = 0
+
+
+@dataclass(frozen=True)
+class IterationImagineConfig(ImagineConfig):
+    """`ImagineConfig` with the fields each policy's training gets from the flywheel hidden from the command line."""
+
+    world_model: tyro.conf.Suppress[Path] = ImagineConfig.world_model
+    corpus: tyro.conf.Suppress[Path] = ImagineConfig.corpus
+    out: tyro.conf.Suppress[Path] = ImagineConfig.out
+    episodes: tyro.conf.Suppress[Path | None] = None
+    seed: tyro.conf.Suppress[int] = 0
+    threads: tyro.conf.Suppress[int] = 0
+
+
+def _as(cls, cfg):
+    """The same config values in the flywheel's variant of its class."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+
+
+@dataclass(frozen=True)
+class FlywheelConfig:
+    out: Path = Path("runs/flywheel-1-1")
+    """Run folder (re-running the same command resumes it)."""
+    iterations: int = 5
+    """Iterations to have finished when the command returns (raise it to extend a run)."""
+    k: int = 3
+    """Policies trained per iteration (seeds iter*1000 + 1..K); K >= 2 measures the between-seed noise."""
+    level: str = "1-1"
+    """Level W-S played by collection and evaluation."""
+    backend: str = "retro"
+    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
+    action_set: str = "complex"
+    """'right-only', 'simple' or 'complex'."""
+    max_steps: int = 1500
+    """Agent steps before an episode is truncated."""
+    bootstrap_episodes: int = 1000
+    """Biased-random episodes collected in iteration 1 (no policy exists yet)."""
+    episodes: int = 100
+    """Episodes collected per later iteration with the best policy."""
+    explore: float = 0.1
+    """Per-step probability of a biased-random macro overriding the collecting policy."""
+    workers: int = 2
+    """Collection and evaluation processes; also the parallel policy trainings of the local executor."""
+    executor: str = "local"
+    """'local' (process pool) or 'ray' (collection workers and policy trainings as Ray tasks)."""
+    ray_address: str = ""
+    """Ray cluster to join ('auto' or HOST:PORT); empty: a private local instance on 127.0.0.1."""
+    warm_start: bool = True
+    """Initialize each world model from the hall of fame's best."""
+    eval_episodes: int = 30
+    """Evaluation episodes per policy (the same seeds every iteration)."""
+    confirm_episodes: int = 30
+    """Episodes of the best policy's re-evaluation on fresh seeds (0: none)."""
+    threshold: float = 1.0
+    """Commit when the K-seed mean beats the best by more than this many pooled between-seed sds."""
+    patience: int = 3
+    """Halt after this many iterations without a commit."""
+    continue_after_halt: bool = False
+    """Go on past a halt decision (the operator's call)."""
+    probe_frames: int = 20000
+    """Frames embedded by each iteration's probes."""
+    probe_mlp_steps: int = 300
+    """Optimizer steps of each MLP probe."""
+    seed: int = 0
+    """Base seed: collection seeds and the world model's seed derive from it."""
+    train: IterationTrainConfig = field(
+        default_factory=lambda: _as(
+            IterationTrainConfig, replace(TRAIN_PRESETS["cpu"], steps=2500, minutes=25.0, progress=False)
+        )
+    )
+    """World-model training per iteration (its corpus, out, episodes, init_from and seed are the flywheel's)."""
+    imagine: IterationImagineConfig = field(
+        default_factory=lambda: IterationImagineConfig(updates=600, batch=128, progress=False)
+    )
+    """Policy training per seed (its world_model, corpus, out, episodes, seed and threads are the flywheel's)."""
+    replay: tyro.conf.Suppress[ReplayConfig] = field(default_factory=ReplayConfig)
+    """Stratified replay (tiers and caps: `lemario.data.tiers.TIERS`)."""
+    replay_capacity: int = 5000
+    """Trajectories kept by the replay selection (the elite tier is never evicted)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def validate(self) -> None:
+        if self.k < 2:
+            raise LemarioError(
+                f"--k {self.k}: the detector needs at least 2 policies per iteration to measure the noise"
+            )
+        if self.executor not in EXECUTORS:
+            raise LemarioError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
+        if self.iterations < 1 or self.bootstrap_episodes < 1 or self.episodes < 1 or self.eval_episodes < 2:
+            raise LemarioError(
+                "--iterations, --bootstrap-episodes and --episodes must be >= 1 and --eval-episodes >= 2"
+            )
+        self.collect_config("biased", 0.0, 1, 1).validate()
+
+    def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
+        """Iteration `iteration`'s collection run into RUN/corpus."""
+        return CollectConfig(
+            out=self.out / "corpus",
+            episodes=episodes,
+            workers=self.workers,
+            policy=policy,
+            explore=explore,
+            run=f"iter{iteration:03d}",
+            seed=self.seed,
+            level=self.level,
+            backend=self.backend,
+            action_set=self.action_set,
+            max_steps=self.max_steps,
+            progress=self.progress,
+            executor=self.executor,
+            ray_address=self.ray_address,
+        )
+
+
+PRESETS = {
+    "tiny": FlywheelConfig(
+        out=Path("runs/flywheel-tiny"),
+        iterations=2,
+        k=2,
+        max_steps=60,
+        bootstrap_episodes=6,
+        episodes=3,
+        workers=1,
+        eval_episodes=3,
+        confirm_episodes=2,
+        probe_frames=2000,
+        probe_mlp_steps=20,
+        train=_as(IterationTrainConfig, replace(TRAIN_PRESETS["tiny"], progress=False, tensorboard=False)),
+        imagine=IterationImagineConfig(updates=10, batch=16, horizon=5, hidden=32, progress=False),
+        progress=False,
+    ),
+    "cpu": FlywheelConfig(),
+    "gpu": FlywheelConfig(
+        k=8,
+        bootstrap_episodes=5000,
+        episodes=1000,
+        workers=16,
+        eval_episodes=30,
+        train=_as(IterationTrainConfig, replace(TRAIN_PRESETS["gpu"], steps=20000, progress=False)),
+        imagine=IterationImagineConfig(updates=5000, batch=1024, progress=False),
+    ),
+}
+
+
+def iter_dir(run: Path, n: int) -> Path:
+    """RUN/iterNNN, the folder of iteration n."""
+    return Path(run) / f"iter{n:03d}"

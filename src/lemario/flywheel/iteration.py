@@ -1,0 +1,284 @@
+"""One flywheel iteration, step by step (`run_iteration`), and what it leaves: `IterationSummary`.
+
+Every step's output is its "done" marker (the collection run's episodes, wm/model.json, probe.json, each policy's
+policy.json, eval/ and confirm/ summaries, decision.json, the hall-of-fame entry, summary.json), so a killed
+iteration resumes at the first step whose output is missing, with the plan it started with.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lemario.control.imagination import run_imagine
+from lemario.core.executor import run_parallel
+from lemario.core.files import read_json, write_json
+from lemario.data.corpus import scan
+from lemario.data.replay import select
+from lemario.data.tiers import audit, frames
+from lemario.flywheel import hof
+from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir
+from lemario.flywheel.detector import Decision, IterationScore, decide
+from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
+from lemario.model.probes import ProbeConfig, run_probes
+from lemario.model.train import train
+from lemario.play.collect import collect
+from lemario.play.evaluate import EvalConfig, evaluate
+from lemario.play.stats import kseed_summary
+
+
+@dataclass(frozen=True)
+class IterationSummary:
+    """summary.json: what an iteration did and measured (`to_json` / `from_json`)."""
+
+    iteration: int
+    plan: Plan
+    seed_scores: dict[str, dict]
+    """Policy seed -> its evaluation aggregate (`lemario.play.stats.aggregate`)."""
+    k_mean: float
+    """Mean over the K seeds of each seed's mean max_x."""
+    k_sd: float
+    """Standard deviation between the K seeds' means."""
+    best_seed: int
+    confirm: dict | None
+    """The best seed's aggregate on fresh seeds (None without a confirmation)."""
+    decision: Decision
+    hof_entry: str
+    world_model: dict
+    """{"val": held-out metrics, "steps": optimizer steps}"""
+    probes: dict
+    """Label -> {"linear": scores, "mlp": scores}"""
+    audit: dict
+    """{"corpus": audit table, "selection": audit table, "caps": bool}"""
+    timing: dict[str, float]
+    """Seconds per step."""
+    corpus_episodes: int
+    corpus_frames: int
+    best_corpus_x: int
+
+    @property
+    def score(self) -> dict:
+        """The aggregate the hall of fame ranks this iteration by: the confirmation, else the best seed's."""
+        return self.confirm or self.seed_scores[str(self.best_seed)]
+
+    @property
+    def past(self) -> Past:
+        return Past(self.decision.verdict, self.decision.flip, self.plan.flip)
+
+    @property
+    def as_score(self) -> IterationScore:
+        return IterationScore(self.iteration, self.k_mean, self.k_sd, len(self.seed_scores), self.decision.verdict)
+
+    def to_json(self) -> dict:
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        means = {seed: s["mean_max_x"] for seed, s in self.seed_scores.items()}
+        return {
+            **d,
+            "plan": self.plan.to_json(),
+            "decision": decision_json(self.iteration, self.decision, self.plan, means),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> IterationSummary:
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:
+    """decision.json: the detector's decision with the iteration, the flip it ran with and the seeds' means."""
+    return {"iteration": n, **decision.to_json(), "applied_flip": plan.flip, "seed_means": seed_means}
+
+
+class Iteration:
+    """Iteration n of a run: its folder, plan, step timer and steps."""
+
+    def __init__(self, cfg: FlywheelConfig, n: int, history: list[IterationSummary]):
+        self.cfg, self.n, self.history = cfg, n, history
+        self.dir = iter_dir(cfg.out, n)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        plan_path, timing_path = self.dir / "plan.json", self.dir / "timing.json"
+        past = [s.past for s in history]
+        self.plan = Plan.from_json(read_json(plan_path)) if plan_path.exists() else plan_iteration(cfg, n, past)
+        write_json(plan_path, self.plan.to_json())
+        self.timing = read_json(timing_path) if timing_path.exists() else {}
+        self.wm = self.dir / "wm" / "model.safetensors"
+        self.corpus = cfg.out / "corpus"
+
+    def log(self, msg: str) -> None:
+        print(f"[iter {self.n}] {msg}", flush=True)
+
+    def timed(self, name: str, fn):
+        """Run a step, recording its seconds the first time it completes."""
+        t0 = time.time()
+        out = fn()
+        if name not in self.timing:
+            self.timing[name] = round(time.time() - t0, 1)
+            write_json(self.dir / "timing.json", self.timing)
+        return out
+
+    def collect(self) -> None:
+        plan = self.plan
+        col = self.cfg.collect_config(plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n)
+        self.log(f"collect {col.episodes} episodes: {col.policy} (explore {col.explore})")
+        self.timed("collect", lambda: collect(col))
+
+    def select(self) -> list[dict]:
+        """The replay selection (selection.json) and its audit (audit.json); returns the corpus's index rows."""
+        rows = scan(self.corpus).episodes
+        caps = self.plan.settings.replay_caps
+        rcfg = replay_config(self.cfg, caps)
+        chosen = select(rows, rcfg)
+        table = audit(chosen, rcfg.tiers)
+        write_json(self.dir / "selection.json", [r["file"] for r in chosen])
+        write_json(self.dir / "audit.json", {"corpus": audit(rows, rcfg.tiers), "selection": table, "caps": caps})
+        shares = ", ".join(f"{t['tier']} {t['share']:.0%}" for t in table)
+        self.log(f"replay selection: {len(chosen)}/{len(rows)} episodes; {shares}")
+        return rows
+
+    def train_world_model(self) -> None:
+        plan, tcfg = self.plan, self.cfg.train
+        init_from = Path(plan.init_from) if plan.init_from else None
+        tcfg = replace(
+            tcfg,
+            corpus=self.corpus,
+            out=self.dir / "wm",
+            episodes=self.dir / "selection.json",
+            init_from=init_from,
+            seed=plan.train_seed,
+        )
+        if self.wm.with_suffix(".json").exists():
+            return
+        budget = f", {tcfg.minutes:g} min cap" if tcfg.minutes else ""
+        start = f", warm start {plan.hof_best}" if init_from else ", from scratch"
+        self.log(f"train the world model ({tcfg.steps} steps{budget}{start})")
+        self.timed("train", lambda: train(tcfg))
+
+    def probe(self) -> dict:
+        path = self.dir / "probe.json"
+        if not path.exists():
+            cfg = self.cfg
+            pcfg = ProbeConfig(
+                self.wm, corpus=self.corpus, max_frames=cfg.probe_frames, mlp_steps=cfg.probe_mlp_steps, out=path
+            )
+            self.timed("probe", lambda: run_probes(pcfg))
+        return read_json(path)
+
+    def imagine(self) -> list[Path]:
+        """The K policies (trained in parallel where missing); returns their checkpoints in seed order."""
+        cfg = self.cfg
+        entropy = cfg.imagine.entropy * self.plan.settings.entropy_scale
+        icfgs = [
+            replace(
+                cfg.imagine,
+                world_model=self.wm,
+                corpus=self.corpus,
+                episodes=self.dir / "selection.json",
+                out=self.dir / "policies" / f"s{seed}",
+                seed=seed,
+                entropy=entropy,
+            )
+            for seed in self.plan.policy_seeds
+        ]
+        todo = [c for c in icfgs if not (c.out / "policy.json").exists()]
+        if todo:
+            procs = min(len(todo), max(1, cfg.workers)) if cfg.executor == "local" else len(todo)
+            threads = max(1, (os.cpu_count() or 1) // procs)
+            self.log(f"train {len(todo)} policies in imagination ({cfg.executor}, {procs} at a time)")
+            todo = [replace(c, threads=threads) for c in todo]
+            self.timed(
+                "imagine",
+                lambda: run_parallel(
+                    run_imagine, todo, cfg.executor, processes=procs, cpus=threads, ray_address=cfg.ray_address
+                ),
+            )
+        return [c.out / "policy.safetensors" for c in icfgs]
+
+    def evaluate(self, name: str, specs: tuple[str, ...], episodes: int, seed_offset: int = 0) -> dict:
+        """Per-agent aggregates of an evaluation into ITER/name (played only when its summary is missing)."""
+        cfg, out = self.cfg, self.dir / name
+        if not (out / "summary.json").exists():
+            self.log(f"{name}: {len(specs)} policies x {episodes} episodes")
+            ecfg = EvalConfig(
+                agents=specs,
+                episodes=episodes,
+                out=out,
+                seed_offset=seed_offset,
+                level=cfg.level,
+                backend=cfg.backend,
+                action_set=cfg.action_set,
+                max_steps=cfg.max_steps,
+                workers=cfg.workers,
+            )
+            self.timed(name, lambda: evaluate(ecfg))
+        return read_json(out / "summary.json")["per_agent"]
+
+    def decide(self, per_seed: dict[str, dict], kseed: dict) -> Decision:
+        """The detector's decision against the finished iterations (decision.json, made once)."""
+        path = self.dir / "decision.json"
+        if path.exists():
+            return Decision.from_json(read_json(path))
+        current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], len(per_seed))
+        decision = decide([s.as_score for s in self.history], current, self.cfg.threshold, self.cfg.patience)
+        means = {seed: s["mean_max_x"] for seed, s in per_seed.items()}
+        write_json(path, decision_json(self.n, decision, self.plan, means))
+        return decision
+
+
+def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) -> IterationSummary:
+    """Iteration n after the finished `history`: collect, select, train, probe, imagine, evaluate, confirm, decide."""
+    it = Iteration(cfg, n, history)
+    it.collect()
+    rows = it.select()
+    it.train_world_model()
+    probe = it.probe()
+    policies = it.imagine()
+    specs = tuple(f"policy:{p}" for p in policies)
+    per_agent = it.evaluate("eval", specs, cfg.eval_episodes)
+    per_seed = {str(seed): per_agent[spec] for seed, spec in zip(it.plan.policy_seeds, specs)}
+    kseed = kseed_summary(per_seed)
+    best_seed = int(kseed["best_seed"])
+    best_spec = specs[it.plan.policy_seeds.index(best_seed)]
+    confirm = None
+    if cfg.confirm_episodes:
+        confirm = it.evaluate("confirm", (best_spec,), cfg.confirm_episodes, CONFIRM_SEED_OFFSET)[best_spec]
+    mean, sd = kseed["mean_of_means"], kseed["sd_between_seeds"]
+    decision = it.decide(per_seed, kseed)
+    it.log(
+        f"K={len(per_seed)} seeds: mean max_x {mean:.0f} +- {sd:.0f} (sd between seeds) -> "
+        f"{decision.verdict.upper()}: {decision.reason}"
+    )
+    entry = next((e for e in hof.catalog(cfg.out) if e["iteration"] == n), None)
+    if entry is None:
+        extra = {
+            "best_agent": best_spec,
+            "best_seed": best_seed,
+            "k_mean": mean,
+            "k_sd": sd,
+            "decision": decision.verdict,
+        }
+        policy = policies[it.plan.policy_seeds.index(best_seed)]
+        confirm_dir = it.dir / "confirm" if confirm else None
+        entry = hof.add(cfg.out, n, it.wm, policy, it.dir / "eval", extra, confirm_dir)
+    wm_meta = read_json(it.wm.with_suffix(".json"))
+    summary = IterationSummary(
+        iteration=n,
+        plan=it.plan,
+        seed_scores=per_seed,
+        k_mean=mean,
+        k_sd=sd,
+        best_seed=best_seed,
+        confirm=confirm,
+        decision=decision,
+        hof_entry=entry["name"],
+        world_model={"val": wm_meta["metrics"], "steps": wm_meta.get("step")},
+        probes={name: {"linear": v["linear"], "mlp": v["mlp"]} for name, v in probe["probes"].items()},
+        audit=read_json(it.dir / "audit.json"),
+        timing=it.timing,
+        corpus_episodes=len(rows),
+        corpus_frames=frames(rows),
+        best_corpus_x=max(r["max_x"] for r in rows),
+    )
+    write_json(it.dir / "summary.json", summary.to_json())
+    return summary

@@ -1,0 +1,114 @@
+"""The plan of a flywheel iteration: what collects, what is warm-started, which seeds, which variable a branch
+flips. It is derived from the config and the decisions of the finished iterations only, and saved as plan.json
+(`Plan.to_json` / `Plan.from_json`), so a resumed iteration runs exactly the plan it started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from lemario.data.replay import ReplayConfig
+from lemario.flywheel import hof
+from lemario.flywheel.config import FlywheelConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The variables a branch may flip (`lemario.flywheel.detector.FLIPS`)."""
+
+    explore: float
+    """Exploration of the collecting policy."""
+    warm_start: bool
+    """World model initialized from the hall of fame's best."""
+    entropy_scale: float = 1.0
+    """Multiplier of the policies' entropy bonus."""
+    replay_caps: bool = True
+    """Whether the replay selection caps its tiers' shares."""
+
+    def flipped(self, flip: str) -> Settings:
+        """These settings with one variable flipped (the detector's branch)."""
+        if flip == "exploration":
+            return replace(self, explore=min(1.0, 2 * self.explore) if self.explore > 0 else 0.1)
+        if flip == "entropy":
+            return replace(self, entropy_scale=3 * self.entropy_scale)
+        if flip == "warm_start":
+            return replace(self, warm_start=not self.warm_start)
+        if flip == "replay_caps":
+            return replace(self, replay_caps=not self.replay_caps)
+        raise ValueError(f"unknown flip {flip!r}")
+
+
+@dataclass(frozen=True)
+class Past:
+    """What planning needs of a finished iteration: its decision, the flip it proposed and the one it ran with."""
+
+    verdict: str
+    """commit | branch | halt"""
+    flip: str | None = None
+    applied_flip: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    iteration: int
+    flip: str | None
+    """The variable flipped in this iteration (a branch of the previous one), or None."""
+    settings: Settings
+    """The settings this iteration runs with."""
+    base: Settings
+    """The settings before this iteration's flip (committed flips included)."""
+    collect_policy: str
+    """Agent spec that collects: the hall of fame's best policy, or 'biased' before there is one."""
+    collect_explore: float
+    collect_episodes: int
+    init_from: str | None
+    """World-model checkpoint to warm-start from, or None."""
+    hof_best: str | None
+    """Name of the hall of fame's best entry when the iteration was planned."""
+    policy_seeds: tuple[int, ...]
+    train_seed: int
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "policy_seeds": list(self.policy_seeds)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Plan:
+        return cls(
+            **{
+                **d,
+                "settings": Settings(**d["settings"]),
+                "base": Settings(**d["base"]),
+                "policy_seeds": tuple(d["policy_seeds"]),
+            }
+        )
+
+
+def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
+    """The plan of iteration n, from the config, the hall of fame and iterations 1..n-1 only."""
+    base, flip = Settings(explore=cfg.explore, warm_start=cfg.warm_start), None
+    for past in history:  # replay the history: a flip that committed is kept, one that did not is reverted
+        if past.verdict == "commit" and past.applied_flip:
+            base = base.flipped(past.applied_flip)
+        flip = past.flip if past.verdict != "commit" else None
+    settings = base.flipped(flip) if flip else base
+    best = hof.top(cfg.out)
+    entry = hof.folder(cfg.out, best[0]) if best else None
+    return Plan(
+        iteration=n,
+        flip=flip,
+        settings=settings,
+        base=base,
+        collect_policy=f"policy:{entry / 'policy.safetensors'}" if entry else "biased",
+        collect_explore=settings.explore if entry else 0.0,
+        collect_episodes=cfg.episodes if entry else cfg.bootstrap_episodes,
+        init_from=str(entry / "world_model.safetensors") if entry and settings.warm_start else None,
+        hof_best=best[0]["name"] if best else None,
+        policy_seeds=tuple(n * 1000 + i for i in range(1, cfg.k + 1)),
+        train_seed=cfg.seed * 1000 + n,
+    )
+
+
+def replay_config(cfg: FlywheelConfig, caps: bool) -> ReplayConfig:
+    """The replay selection's config, with or without its tiers' share caps."""
+    tiers = cfg.replay.tiers if caps else tuple(replace(t, max_frame_share=None) for t in cfg.replay.tiers)
+    return ReplayConfig(capacity=cfg.replay_capacity, tiers=tiers)

@@ -1,0 +1,162 @@
+"""One episode loop (`play`) and the pool of workers that plays many (`imap`): collection, evaluation and
+rendering all play through them.
+
+A worker holds a `Player`: one env and the agents it has built, by spec, on first use. `imap(fn, tasks, ...)`
+calls fn(player, *task) for every task and yields the results as they finish, in this process (one worker), in
+spawned processes that die with their parent, or in Ray actors.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from lemario.control.agents import make_agent
+from lemario.control.planner import PlannerConfig
+from lemario.core.errors import LemarioError
+from lemario.core.executor import die_with_parent, ray_init, torch_threads
+from lemario.games.mario import ram as R
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+
+OnStep = Callable[[np.ndarray, int | None, dict], None]
+"""on_step(obs, action, info): after the reset (action None) and after every step; the env holds the new frame."""
+
+
+def end_of(info: dict, ram: np.ndarray, truncated: bool) -> str:
+    """How an episode ended: flag, step_limit, pit, time, enemy (or none)."""
+    if info["flag_get"]:
+        return "flag"
+    if truncated:
+        return "step_limit"
+    if info["is_dying"]:
+        if ram[R.Y_VIEWPORT] > 1:
+            return "pit"
+        return "time" if info["time"] == 0 else "enemy"
+    return "none"
+
+
+def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None) -> dict:
+    """One episode from the level start with the env and agent seeded by `seed`; returns its row (max_x, final x,
+    flag, steps, how it ended, return)."""
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    if on_step:
+        on_step(obs, None, info)
+    max_x, ret, term, trunc = info["x_pos"], 0.0, False, False
+    while not (term or trunc):
+        action = agent.act(obs, info)
+        obs, r, term, trunc, info = env.step(action)
+        ret += r
+        max_x = max(max_x, info["x_pos"])
+        if on_step:
+            on_step(obs, action, info)
+    return {
+        "eval_seed": seed,
+        "max_x": int(max_x),
+        "final_x": int(info["x_pos"]),
+        "flag_get": int(info["flag_get"]),
+        "steps": int(info["steps"]),
+        "end": end_of(info, env.ram, trunc),
+        "end_x": int(info["x_pos"]),
+        "return": float(ret),
+    }
+
+
+class Player:
+    """An env and the agents that play in it (built on first use, then reset per episode)."""
+
+    def __init__(self, env_config: EnvConfig, planner: PlannerConfig | None = None):
+        self.env, self.planner, self.agents = SuperMarioBros(env_config), planner, {}
+
+    def agent(self, spec: str, explore: float = 0.0):
+        if (spec, explore) not in self.agents:
+            self.agents[spec, explore] = make_agent(spec, self.env.config, self.planner, explore=explore)
+        return self.agents[spec, explore]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_player: Player | None = None  # the worker process's own
+_init_error = ""
+
+
+def _init_worker(env_config: EnvConfig, planner: PlannerConfig | None) -> None:
+    global _player, _init_error
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
+    torch.set_num_threads(1)  # model agents: one worker per core
+    try:
+        _player = Player(env_config, planner)
+    except Exception as e:  # noqa: BLE001 - raised by the first task: a failing Pool initializer respawns forever
+        _init_error = f"a worker could not start its env: {e}"
+
+
+def _call(task: tuple[Callable, tuple]):
+    if _init_error:
+        raise LemarioError(_init_error)
+    fn, args = task
+    return fn(_player, *args)
+
+
+class _RayPlayer:
+    """A Ray actor holding a Player."""
+
+    def __init__(self, env_config: EnvConfig, planner: PlannerConfig | None):
+        torch.set_num_threads(1)
+        self.player = Player(env_config, planner)
+
+    def call(self, fn: Callable, args: tuple):
+        return fn(self.player, *args)
+
+
+def _ray_imap(fn: Callable, tasks: list[tuple], env_config, planner, workers: int, ray_address: str) -> Iterator:
+    ray_init(ray_address)  # before Ray is first imported: it reads where to listen at import time
+    import ray
+    from ray.util import ActorPool
+
+    actor = ray.remote(num_cpus=1)(_RayPlayer)
+    actors = [actor.remote(env_config, planner) for _ in range(min(workers, len(tasks)))]
+    try:
+        yield from ActorPool(actors).map_unordered(lambda a, t: a.call.remote(fn, t), tasks)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def imap(
+    fn: Callable,
+    tasks: list[tuple],
+    env_config: EnvConfig,
+    planner: PlannerConfig | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str = "",
+) -> Iterator:
+    """fn(player, *task) for every task, yielded as each finishes (module-level fn: it travels to the workers)."""
+    if not tasks:
+        return
+    if executor == "ray":
+        yield from _ray_imap(fn, tasks, env_config, planner, workers, ray_address)
+    elif workers == 1 or len(tasks) == 1:
+        player = Player(env_config, planner)
+        try:
+            with torch_threads(1):  # as in a worker process: the same numerics whichever way an episode is played
+                for t in tasks:
+                    yield fn(player, *t)
+        finally:
+            player.close()
+    else:
+        ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
+        pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (env_config, planner))
+        try:
+            yield from pool.imap_unordered(_call, [(fn, t) for t in tasks], chunksize=1)
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
