@@ -24,7 +24,7 @@ def test_cli_collect_and_summary(tmp_path):
     out = tmp_path / "c"
     r = run_cli("collect", "--preset", "tiny", "--out", str(out), "--episodes", "3", "--workers", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "3 episodes" in r.stdout and "tier (max_x)" in r.stdout and "500-1000" in r.stdout
+    assert "3 episodes" in r.stdout and "tier (max_x)" in r.stdout and "stuck 200-700" in r.stdout
     files = sorted(p.name for p in out.glob("*.h5"))
     assert files == ["run-0001-00000.h5", "run-0001-00001.h5", "run-0001-00002.h5"]
     ep = read_episode(out / files[1])
