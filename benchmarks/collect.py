@@ -25,6 +25,7 @@ import numpy as np
 import tyro
 
 from lemario.games.mario.emulator import boot, make_emulator
+from lemario.games.mario.env import EnvConfig
 from lemario.play.collect import CollectConfig, collect
 
 
@@ -71,8 +72,7 @@ def end_to_end(backend: str, workers: int, episodes: int, seed: int, frame_skip:
             episodes=episodes,
             workers=workers,
             seed=seed,
-            backend=backend,
-            frame_skip=frame_skip,
+            env=EnvConfig(backend=backend, frame_skip=frame_skip),
             progress=False,
         )
         t0 = time.perf_counter()

@@ -2,9 +2,9 @@
 
 A small Go-Explore: an archive keeps, per 32-pixel column of x, the shortest-found way to get there; each
 round restores one of the furthest cells and plays the biased random policy from it. It made the scripted
-test fixture tests/data/flag_1-1.txt (a clear of 1-1, used to check `flag_get`).
+test fixture tests/fixtures/flag_1-1.txt (a clear of 1-1, used to check `flag_get`).
 
-    .venv/bin/python scripts/search_play.py --out tests/data/flag_1-1.txt
+    .venv/bin/python scripts/search_play.py --out tests/fixtures/flag_1-1.txt
 """
 
 from __future__ import annotations

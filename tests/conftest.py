@@ -7,7 +7,7 @@ import pytest
 
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def make_env():
 
 
 def scripted_actions(name: str) -> list[int]:
-    """Actions from a run-length file in tests/data ('AxN' tokens, '#' comments)."""
+    """Actions from a run-length file in tests/fixtures ('AxN' tokens, '#' comments)."""
     actions = []
     for line in (DATA / name).read_text().splitlines():
         if line.startswith("#"):

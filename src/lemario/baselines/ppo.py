@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
 from tqdm import tqdm
 
 from lemario.baselines.rnd import RND, RNDBonus
@@ -45,10 +46,10 @@ class PPOConfig:
     """Run folder (resumed when it holds a checkpoint)."""
     timesteps: int = 2_000_000
     """Total environment (agent) steps, over all envs."""
-    level: str = "1-1"
-    backend: str = "retro"
-    action_set: str = "simple"
-    max_steps: int = 2000
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(
+        default_factory=lambda: EnvConfig(action_set="simple", max_steps=2000)
+    )
+    """The game (`lemario.games.mario.env.EnvConfig`); the recipe plays the simple set, 2000 steps an episode."""
     n_envs: int = 8
     gamma: float = 0.9
     gae_lambda: float = 0.95
@@ -84,7 +85,7 @@ PRESETS = {
         n_steps=32,
         batch_size=32,
         n_epochs=1,
-        max_steps=60,
+        env=EnvConfig(action_set="simple", max_steps=60),
         eval_every=64,
         eval_episodes=1,
         checkpoint_every=64,
@@ -99,9 +100,7 @@ BOOKKEEPING = ("out", "timesteps", "checkpoint_every", "keep_every", "progress",
 
 def _make_env(cfg: PPOConfig, rank: int):
     def thunk():
-        env = SuperMarioBros(
-            EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps)
-        )
+        env = SuperMarioBros(cfg.env)
         env.reset(seed=cfg.seed * 1000 + rank)
         return Monitor(ShapedReward(env, cfg.shaping), info_keywords=("max_x", "flag_get"))
 
@@ -139,7 +138,7 @@ def new_model(cfg: PPOConfig, venv, device: str, tensorboard_log: str | None = N
         tensorboard_log=tensorboard_log,
         verbose=0,
     )
-    jumps = [i for i, a in enumerate(action_set(cfg.action_set)) if "A" in a]
+    jumps = [i for i, a in enumerate(action_set(cfg.env.action_set)) if "A" in a]
     with torch.no_grad():
         model.policy.action_net.bias[jumps] += cfg.action_bias_jump
     return model
@@ -283,10 +282,7 @@ class LemarioCallback(BaseCallback):
                 agents=(f"ppo:{latest}",),
                 episodes=self.cfg.eval_episodes,
                 workers=1,
-                level=self.cfg.level,
-                backend=self.cfg.backend,
-                action_set=self.cfg.action_set,
-                max_steps=self.cfg.max_steps,
+                env=self.cfg.env,
                 out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}",
             )
         )
@@ -315,7 +311,7 @@ class LemarioCallback(BaseCallback):
 
 
 def train_ppo(cfg: PPOConfig) -> dict:
-    EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps).validate()
+    cfg.env.validate()
     check_writable(cfg.out)
     with writer_lock(cfg.out):
         config_path = cfg.out / "config.json"

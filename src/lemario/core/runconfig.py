@@ -3,7 +3,7 @@
 A run folder stores its config's *key*: the resolved config without its bookkeeping fields (where it writes, how
 long it runs, how it shows progress). Re-running a command on the folder compares keys. A key written by an older
 lemario lacks the options added since; they are compared at their defaults, which by convention are the old
-behaviour, so old runs still resume.
+behaviour, and fields that moved into a nested config are compared there, so old runs still resume.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ def run_key(cfg, bookkeeping: tuple[str, ...]) -> dict:
 
 
 def with_defaults(stored: dict, defaults: dict) -> dict:
-    """`stored` with the keys it lacks filled from `defaults`, at every level of nesting."""
+    """`stored` in today's shape: a field that has since moved into a nested config (one nested config has it, the
+    top level no longer does) is moved there, and the keys it lacks are filled from `defaults`, at every level."""
+    stored = dict(stored)
+    nested = {k: v for k, v in defaults.items() if isinstance(v, dict)}
+    for k in [k for k in stored if k not in defaults]:
+        homes = [name for name, sub in nested.items() if k in sub]
+        if len(homes) == 1:
+            stored[homes[0]] = {**stored.get(homes[0], {}), k: stored.pop(k)}
     merged = {**defaults}
     for k, v in stored.items():
         merged[k] = with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v

@@ -16,6 +16,7 @@ from lemario.control.imagination import ImagineConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.data.replay import ReplayConfig
+from lemario.games.mario.env import EnvConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
 from lemario.model.train import TrainConfig
 from lemario.play.collect import CollectConfig
@@ -61,14 +62,8 @@ class FlywheelConfig:
     """Iterations to have finished when the command returns (raise it to extend a run)."""
     k: int = 3
     """Policies trained per iteration (seeds iter*1000 + 1..K); K >= 2 measures the between-seed noise."""
-    level: str = "1-1"
-    """Level W-S played by collection and evaluation."""
-    backend: str = "retro"
-    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
-    action_set: str = "complex"
-    """'right-only', 'simple' or 'complex'."""
-    max_steps: int = 1500
-    """Agent steps before an episode is truncated."""
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
+    """The game collection and evaluation play (`lemario.games.mario.env.EnvConfig`): --level, --max-steps, ..."""
     bootstrap_episodes: int = 1000
     """Biased-random episodes collected in iteration 1 (no policy exists yet)."""
     episodes: int = 100
@@ -139,10 +134,7 @@ class FlywheelConfig:
             explore=explore,
             run=f"iter{iteration:03d}",
             seed=self.seed,
-            level=self.level,
-            backend=self.backend,
-            action_set=self.action_set,
-            max_steps=self.max_steps,
+            env=self.env,
             progress=self.progress,
             executor=self.executor,
             ray_address=self.ray_address,
@@ -154,7 +146,7 @@ PRESETS = {
         out=Path("runs/flywheel-tiny"),
         iterations=2,
         k=2,
-        max_steps=60,
+        env=EnvConfig(max_steps=60),
         bootstrap_episodes=6,
         episodes=3,
         workers=1,

@@ -205,10 +205,7 @@ class Iteration:
                 episodes=episodes,
                 out=out,
                 seed_offset=seed_offset,
-                level=cfg.level,
-                backend=cfg.backend,
-                action_set=cfg.action_set,
-                max_steps=cfg.max_steps,
+                env=cfg.env,
                 workers=cfg.workers,
             )
             self.timed(name, lambda: evaluate(ecfg))

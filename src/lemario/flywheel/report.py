@@ -26,11 +26,14 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import atomic_write_text, read_json
 from lemario.core.plots import table
+from lemario.core.runconfig import as_json, with_defaults
 from lemario.data.corpus import scan
 from lemario.flywheel import hof
+from lemario.flywheel.config import FlywheelConfig
 from lemario.flywheel.figures import PROBE_KEYS, hof_curve, plot_hof, plot_kseed, plot_tiers, plot_world_model
 from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.run import finished
+from lemario.games.mario.env import EnvConfig
 from lemario.play.render import RenderConfig, render
 
 FIGURES = (
@@ -63,16 +66,14 @@ def render_best(run: Path, out: Path) -> dict | None:
     rows = runlog.read_rows(entry / "eval" / "episodes.jsonl")
     rows = [r for r in rows if r.get("agent") == top[0].get("best_agent")] or rows
     best = max(rows, key=lambda r: (r["max_x"], -r["steps"]))
-    cfg = read_json(run / "config.json")["config"]
+    stored = read_json(run / "config.json")["config"]  # as written by any lemario: in today's shape
+    env = EnvConfig(**with_defaults(stored, as_json(FlywheelConfig()))["env"])
     with torch_threads(1):  # as in the evaluation workers, so the replay is the evaluated episode
         return render(
             RenderConfig(
                 agent=f"policy:{entry / 'policy.safetensors'}",
                 eval_seed=best["eval_seed"],
-                level=cfg["level"],
-                backend=cfg["backend"],
-                action_set=cfg["action_set"],
-                max_steps=cfg["max_steps"],
+                env=env,
                 out=out,
             )
         )

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tyro
 from tqdm import tqdm
 
 from lemario.control.agents import make_agent, validate_spec
@@ -51,22 +52,8 @@ class CollectConfig:
     """Run name (default: the next run-NNNN). A named run is played once: re-running resumes it, never repeats it."""
     seed: int = 0
     """Base seed of the run; episode seeds derive from it, the run number and the episode index."""
-    level: str = "1-1"
-    """Level W-S."""
-    backend: str = "retro"
-    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
-    action_set: str = "complex"
-    """'right-only', 'simple' or 'complex'."""
-    max_steps: int = 1500
-    """Agent steps before an episode is truncated."""
-    frame_skip: int = 4
-    """Emulator frames per agent step."""
-    resize: int = 84
-    """Stored frame side in pixels (0 keeps 224x240)."""
-    grayscale: bool = True
-    """Store grayscale frames (False: RGB)."""
-    rom: str | None = None
-    """ROM path; default: the one shipped inside gym-super-mario-bros."""
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
+    """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
     progress: bool = True
     """Show the live progress bar."""
     executor: str = "local"
@@ -74,22 +61,9 @@ class CollectConfig:
     ray_address: str = ""
     """Ray cluster to join ('auto' or HOST:PORT); empty: a private local instance on 127.0.0.1."""
 
-    @property
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(
-            level=self.level,
-            backend=self.backend,
-            action_set=self.action_set,
-            max_steps=self.max_steps,
-            frame_skip=self.frame_skip,
-            resize=self.resize,
-            grayscale=self.grayscale,
-            rom=self.rom,
-        )
-
     def validate(self) -> None:
-        self.env_config.validate()
-        resolve_rom(self.rom, self.backend)
+        self.env.validate()
+        resolve_rom(self.env.rom, self.env.backend)
         validate_spec(self.policy)
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
@@ -109,7 +83,7 @@ class CollectConfig:
 BOOKKEEPING = ("out", "workers", "progress", "executor", "ray_address")
 """CollectConfig fields that do not change a run's episodes (where they go, how fast)."""
 PRESETS = {
-    "tiny": CollectConfig(out=Path("runs/corpus-tiny"), episodes=2, workers=1, max_steps=60),
+    "tiny": CollectConfig(out=Path("runs/corpus-tiny"), episodes=2, workers=1, env=EnvConfig(max_steps=60)),
     "cpu": CollectConfig(),
     "gpu": CollectConfig(episodes=2000, workers=16),
 }
@@ -229,7 +203,7 @@ def collect(cfg: CollectConfig) -> Index:
             (f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i), cfg.policy, cfg.explore, cfg.out, extra)
             for i in todo
         ]
-        results = imap(_play_and_write, tasks, cfg.env_config, None, cfg.workers, cfg.executor, cfg.ray_address)
+        results = imap(_play_and_write, tasks, cfg.env, None, cfg.workers, cfg.executor, cfg.ray_address)
         bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
         steps, best, t0, rows, saved = 0, 0, time.perf_counter(), [], time.perf_counter()
         try:

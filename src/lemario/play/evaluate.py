@@ -41,14 +41,8 @@ class EvalConfig:
     """Agent specs: random, biased, planner:PATH, policy:PATH, ppo:PATH (several of one method = its K seeds)."""
     episodes: int = 30
     """Episodes per agent, on the evaluation seeds EVAL_SEED_BASE + seed_offset + 0..N-1."""
-    level: str = "1-1"
-    """Level W-S."""
-    backend: str = "retro"
-    """Emulator backend: 'retro' (fast) or 'nes-py' (reference)."""
-    action_set: str = "complex"
-    """'right-only', 'simple' or 'complex': the set the agents were trained with (PPO: simple)."""
-    max_steps: int = 1500
-    """Agent steps before an episode is truncated."""
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
+    """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
     workers: int = 2
     """Worker processes, one env each (1 plays in this process)."""
     out: Path | None = None
@@ -58,10 +52,6 @@ class EvalConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     """Settings of `planner:PATH` agents."""
 
-    @property
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(level=self.level, backend=self.backend, action_set=self.action_set, max_steps=self.max_steps)
-
     def validate(self) -> None:
         """Every check that can fail before a worker starts (a failing worker initializer would respawn forever)."""
         if not self.agents:
@@ -70,7 +60,7 @@ class EvalConfig:
             raise LemarioError(f"--episodes {self.episodes} and --workers {self.workers}: both must be at least 1")
         for spec in self.agents:
             validate_spec(spec)
-        self.env_config.validate()
+        self.env.validate()
         self.planner.validate()
 
 
@@ -161,7 +151,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                 log.flush()
                 os.fsync(log.fileno())
 
-            for row in imap(_episode, tasks, cfg.env_config, cfg.planner, cfg.workers):
+            for row in imap(_episode, tasks, cfg.env, cfg.planner, cfg.workers):
                 record(row)
         rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
         per_agent = _aggregate(rows, cfg.agents)

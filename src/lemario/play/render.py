@@ -10,7 +10,7 @@ world model's imagined latent drifts from the real one, k steps after the imagin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -40,10 +40,8 @@ class RenderConfig:
     """Render exactly the episode of this evaluation seed (e.g. one from an eval's episodes.jsonl) instead."""
     rank_by: str = "max_x"
     """'max_x' (furthest) or 'fastest_clear' (fewest steps among flag episodes, else furthest)."""
-    level: str = "1-1"
-    backend: str = "retro"
-    action_set: str = "complex"
-    max_steps: int = 1500
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
+    """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
     drift_k: int = 15
     """Steps of imagination before the drift is measured."""
     world_model: Path | None = None
@@ -128,15 +126,13 @@ def render(cfg: RenderConfig) -> dict:
     """Play the candidates, replay the best with its frames recorded, and write the videos and render.json."""
     validate_spec(cfg.agent)
     check_writable(cfg.out)
-    env = SuperMarioBros(
-        EnvConfig(level=cfg.level, backend=cfg.backend, action_set=cfg.action_set, max_steps=cfg.max_steps)
-    )
+    env = SuperMarioBros(cfg.env)
     try:
         agent = make_agent(cfg.agent, env.config)
         seeds = [cfg.eval_seed] if cfg.eval_seed is not None else [EVAL_SEED_BASE + i for i in range(cfg.episodes)]
         rows = [play(env, agent, seed) for seed in seeds]
         best = choose(rows, cfg.rank_by)
-        labels = [action_label(a) for a in action_set(cfg.action_set)]
+        labels = [action_label(a) for a in action_set(cfg.env.action_set)]
         replay, frames, observations, actions, texts = _record(env, agent, best["eval_seed"], labels)
         if replay != best:
             raise RuntimeError(f"the replay of seed {best['eval_seed']} did not reproduce its episode")

@@ -10,12 +10,13 @@ import sys
 import time
 
 import pytest
-from conftest import run_cli
 
 from lemario.control.imagination import load_policy
 from lemario.core.files import writer_lock
 from lemario.data.corpus import scan
 from lemario.flywheel import hof
+
+from conftest import run_cli
 
 TINY = ("flywheel", "--preset", "tiny")
 

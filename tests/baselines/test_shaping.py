@@ -1,9 +1,10 @@
 """The model-free baseline's reward shaping on scripted situations."""
 
 import pytest
-from conftest import scripted_actions
 
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
+
+from conftest import scripted_actions
 
 RIGHT, LEFT, NOOP = 1, 6, 0  # complex action set
 

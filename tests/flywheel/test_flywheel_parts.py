@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-from conftest import run_cli
 
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
@@ -12,6 +11,8 @@ from lemario.data.replay import ReplayConfig, select
 from lemario.data.tiers import Tier, audit
 from lemario.flywheel import hof
 from lemario.flywheel.detector import IterationScore, decide
+
+from conftest import run_cli
 
 
 def it(i, mean, sd, k=4, decision=""):
@@ -98,8 +99,6 @@ def test_replay_capacity_keeps_the_elite():
 
 
 # ---- hall of fame ----------------------------------------------------------------------------------------------
-
-
 
 
 def _artifacts(tmp, i, mean, mx):

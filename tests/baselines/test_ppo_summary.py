@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from lemario.baselines.summary import SummaryConfig, build, milestone_row, rolling_median
 from lemario.core.errors import LemarioError
+
+from conftest import run_cli
 
 
 def _fake_run(path, seed, first_reached, first_eval_reached, evals):

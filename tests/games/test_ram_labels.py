@@ -1,10 +1,11 @@
 """RAM labels against scripted situations on 1-1: standing, jumping, falling into the first pit, dying."""
 
 import numpy as np
-from conftest import scripted_actions
 
 from lemario.games.mario import ram as R
 from lemario.games.mario.rewards import reward_triple, step_triple
+
+from conftest import scripted_actions
 
 NOOP, RIGHT, RIGHT_A, A = 0, 1, 2, 5  # complex action set indices
 

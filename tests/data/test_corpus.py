@@ -80,8 +80,12 @@ def test_audit_table_shares():
         ]
     )
     table = {r["tier"]: (r["episodes"], r["frames"], r["share"]) for r in rows}
-    assert table == {"dead <200": (1, 10, 0.1), "stuck 200-700": (1, 20, 0.2), "mid 700-1500": (1, 30, 0.3),
-                     "elite >=1500": (1, 40, 0.4)}  # a flag episode is elite; 700 is mid (tiers are [lo, hi))
+    assert table == {
+        "dead <200": (1, 10, 0.1),
+        "stuck 200-700": (1, 20, 0.2),
+        "mid 700-1500": (1, 30, 0.3),
+        "elite >=1500": (1, 40, 0.4),
+    }  # a flag episode is elite; 700 is mid (tiers are [lo, hi))
 
 
 def test_buffer_windows(tmp_path, episodes):

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 from lemario.baselines.ppo import (
     PRESETS,
@@ -19,6 +18,8 @@ from lemario.baselines.rnd import RND
 from lemario.control.agents import PPOAgent
 from lemario.core.errors import LemarioError
 from lemario.games.mario.env import EnvConfig
+
+from conftest import run_cli
 
 
 def test_tiny_ppo_run_through_the_cli(tmp_path):

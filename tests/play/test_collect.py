@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import writer_lock
 from lemario.data.corpus import read_episode, scan
+from lemario.games.mario.env import EnvConfig
 from lemario.play.collect import CollectConfig, collect, episode_seed
+
+from conftest import run_cli
 
 FAST = ["--max-steps", "80", "--no-progress"]
 
@@ -34,7 +36,7 @@ def test_cli_collect_and_summary(tmp_path):
 
 
 def test_rerun_adds_a_new_run(tmp_path):
-    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, max_steps=40, progress=False)
+    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, env=EnvConfig(max_steps=40), progress=False)
     collect(cfg)
     index = collect(cfg)
     assert sorted(e["file"] for e in index.episodes) == [
@@ -48,13 +50,17 @@ def test_rerun_adds_a_new_run(tmp_path):
 
 
 def test_a_named_run_is_played_once(tmp_path):
-    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, max_steps=30, progress=False, run="iter001")
+    cfg = CollectConfig(out=tmp_path, episodes=2, workers=1, env=EnvConfig(max_steps=30), progress=False, run="iter001")
     first = [e["file"] for e in collect(cfg).episodes]
     assert first == ["iter001-00000.h5", "iter001-00001.h5"]
     assert [e["file"] for e in collect(cfg).episodes] == first, "complete: re-running adds nothing"
     with pytest.raises(LemarioError, match="run iter001 .* another config"):
-        collect(CollectConfig(out=tmp_path, episodes=3, workers=1, max_steps=30, progress=False, run="iter001"))
-    index = collect(CollectConfig(out=tmp_path, episodes=1, workers=1, max_steps=30, progress=False))
+        collect(
+            CollectConfig(
+                out=tmp_path, episodes=3, workers=1, env=EnvConfig(max_steps=30), progress=False, run="iter001"
+            )
+        )
+    index = collect(CollectConfig(out=tmp_path, episodes=1, workers=1, env=EnvConfig(max_steps=30), progress=False))
     assert "run-0002-00000.h5" in [e["file"] for e in index.episodes], "unnamed runs number on after named ones"
 
 
@@ -109,7 +115,9 @@ def test_sigkill_then_rerun_completes_the_same_corpus(tmp_path):
     assert [p.name for p in killed] == [f"run-0001-{i:05d}.h5" for i in range(10)]
     assert not list((tmp_path / "killed").glob(".*.tmp"))
     # the interrupted-then-resumed corpus equals an uninterrupted one
-    straight = collect(CollectConfig(out=tmp_path / "straight", episodes=10, workers=2, max_steps=300, progress=False))
+    straight = collect(
+        CollectConfig(out=tmp_path / "straight", episodes=10, workers=2, env=EnvConfig(max_steps=300), progress=False)
+    )
     assert len(straight.episodes) == 10
     for p in killed:
         a, b = read_episode(p), read_episode(tmp_path / "straight" / p.name)

@@ -97,7 +97,7 @@ def test_nespy_palette_maps_to_the_canonical_one():
 
 
 def test_a_clear_found_on_retro_replays_on_nespy(make_env):
-    """The 514-step clear of 1-1 in tests/data was found on the fast backend; the reference plays it out too."""
+    """The 514-step clear of 1-1 in tests/fixtures was found on the fast backend; the reference plays it out too."""
     from conftest import scripted_actions
 
     for backend in ("retro", "nes-py"):

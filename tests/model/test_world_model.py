@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
-from synthetic import write_corpus
 
 from lemario.core import checkpoint
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.env import EnvConfig
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
+
+from conftest import run_cli
+from synthetic import write_corpus
 
 TINY = PRESETS["tiny"].model
 
@@ -315,7 +317,7 @@ def test_planner_agent_plays_through_the_harness(trained, tmp_path):
             agents=(f"planner:{trained / 'model.safetensors'}",),
             episodes=2,
             workers=1,
-            max_steps=15,
+            env=EnvConfig(max_steps=15),
             out=tmp_path / "ev",
             planner=PlannerConfig(samples=32, elites=4, iterations=2, horizon=5),
         )
@@ -331,7 +333,12 @@ def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
 
     s = render(
         RenderConfig(
-            agent="biased", episodes=1, max_steps=20, drift_k=5, out=tmp_path, world_model=trained / "model.safetensors"
+            agent="biased",
+            episodes=1,
+            env=EnvConfig(max_steps=20),
+            drift_k=5,
+            out=tmp_path,
+            world_model=trained / "model.safetensors",
         )
     )
     assert s["mean_drift"] is not None and s["mean_drift"] >= 0
@@ -363,7 +370,7 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
             agents=(f"policy:{tmp_path / 'pi' / 'policy.safetensors'}",),
             episodes=2,
             workers=1,
-            max_steps=20,
+            env=EnvConfig(max_steps=20),
             out=tmp_path / "ev",
         )
     )
@@ -394,7 +401,7 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
             agents=(f"planner:{trained / 'model.safetensors'}",),
             episodes=1,
             workers=1,
-            max_steps=12,
+            env=EnvConfig(max_steps=12),
             out=tmp_path / "pv",
             planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy)),
         )

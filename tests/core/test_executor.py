@@ -4,11 +4,12 @@ import os
 import sys
 
 import pytest
-from conftest import run_cli
 
 from lemario.core.errors import LemarioError
 from lemario.core.executor import run_parallel, torch_threads
 from lemario.data.corpus import scan
+
+from conftest import run_cli
 
 
 def _pid_and_square(x):

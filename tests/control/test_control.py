@@ -1,11 +1,11 @@
 """Control: the CEM optimizer on known problems, the evaluation harness end to end, bad agent specs."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 from lemario.control.planner import (
     LatentPlanner,
@@ -18,9 +18,12 @@ from lemario.control.planner import (
 )
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
+from lemario.games.mario.env import EnvConfig
 from lemario.model.encoders import Projector
 from lemario.model.world_model import ModelConfig, WorldModel
 from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
+
+from conftest import run_cli
 
 
 def test_cem_finds_a_hidden_sequence():
@@ -132,7 +135,9 @@ def test_bf16_planning_ranks_sequences_like_fp32():
 
 
 def test_harness_rows_and_determinism(tmp_path):
-    cfg = EvalConfig(agents=("biased", "random"), episodes=3, workers=1, max_steps=200, out=tmp_path / "a")
+    cfg = EvalConfig(
+        agents=("biased", "random"), episodes=3, workers=1, env=EnvConfig(max_steps=200), out=tmp_path / "a"
+    )
     s = evaluate(cfg)
     rows = [json.loads(x) for x in (tmp_path / "a" / "episodes.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {r["agent"] for r in rows} == {"biased", "random"}
@@ -142,14 +147,18 @@ def test_harness_rows_and_determinism(tmp_path):
     agg = s["per_agent"]["biased"]
     assert agg["mean_max_x"] == pytest.approx(np.mean([r["max_x"] for r in rows if r["agent"] == "biased"]))
     assert s["kseed"]["seeds"] == 2
-    again = evaluate(EvalConfig(agents=("biased", "random"), episodes=3, workers=2, max_steps=200, out=tmp_path / "b"))
+    again = evaluate(
+        EvalConfig(agents=("biased", "random"), episodes=3, workers=2, env=EnvConfig(max_steps=200), out=tmp_path / "b")
+    )
     assert again["per_agent"] == s["per_agent"], "same eval seeds, same results, whatever the worker count"
 
 
 def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypatch):
     import lemario.play.evaluate as E
 
-    cfg = EvalConfig(agents=("biased", "random"), episodes=3, workers=1, max_steps=120, out=tmp_path / "e")
+    cfg = EvalConfig(
+        agents=("biased", "random"), episodes=3, workers=1, env=EnvConfig(max_steps=120), out=tmp_path / "e"
+    )
     full = evaluate(EvalConfig(**{**cfg.__dict__, "out": tmp_path / "full"}))
     real_play, played = E.play, []
 
@@ -169,8 +178,8 @@ def test_interrupted_eval_resumes_with_the_episodes_it_lacks(tmp_path, monkeypat
     (cfg.out / E.PARTIAL).write_text(
         "\n".join([json.dumps(header)] + lines[1:]) + '\n{"agent": "random", "epis'
     )  # + a torn line
-    with pytest.raises(LemarioError, match="max_steps: 120 -> 200"):
-        evaluate(EvalConfig(**{**cfg.__dict__, "max_steps": 200}))
+    with pytest.raises(LemarioError, match="env.max_steps: 120 -> 200"):
+        evaluate(replace(cfg, env=EnvConfig(max_steps=200)))
     played.clear()
     monkeypatch.setattr(E, "play", lambda env, agent, seed: played.append(seed) or real_play(env, agent, seed))
     resumed = evaluate(EvalConfig(**{**cfg.__dict__, "workers": 2}))  # the worker count may change
@@ -264,7 +273,7 @@ def test_render_writes_playable_mp4_and_gif(tmp_path):
 
     from lemario.play.render import RenderConfig, render
 
-    s = render(RenderConfig(agent="biased", episodes=2, max_steps=40, out=tmp_path, fps=15))
+    s = render(RenderConfig(agent="biased", episodes=2, env=EnvConfig(max_steps=40), out=tmp_path, fps=15))
     steps = s["chosen"]["steps"]
     assert s["frames"] == steps + 1
     reader = imageio.get_reader(tmp_path / "best.mp4")

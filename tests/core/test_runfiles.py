@@ -1,0 +1,65 @@
+"""The run folder's shared files: the run log (metrics.jsonl) and the run-config key, with known answers."""
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from lemario.core import runlog
+from lemario.core.errors import LemarioError
+from lemario.core.runconfig import check_same_run, differences, run_key, with_defaults
+
+
+def test_run_log_leaves_out_a_cut_last_line_and_keeps_the_rows_asked_for(tmp_path):
+    path = tmp_path / runlog.NAME
+    assert runlog.read_rows(path) == []
+    for step in (10, 20, 30):
+        runlog.append_row(path, {"step": step, "loss": step / 10})
+    with open(path, "a") as f:
+        f.write('{"step": 40, "lo')  # a kill mid-write
+    assert [r["step"] for r in runlog.read_rows(path)] == [10, 20, 30]
+    runlog.keep_rows(path, lambda r: r["step"] <= 20)  # a resume from the checkpoint at step 20
+    assert path.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 2.0}\n'
+    runlog.append_row(path, {"step": 30, "loss": 3.5})
+    assert [r["loss"] for r in runlog.read_rows(path)] == [1.0, 2.0, 3.5]
+
+
+@dataclass(frozen=True)
+class Inner:
+    level: str = "1-1"
+    max_steps: int = 1500
+    noop_max: int = 0
+
+
+@dataclass(frozen=True)
+class Outer:
+    out: str = "runs/x"
+    lr: float = 3e-4
+    env: Inner = field(default_factory=Inner)
+
+
+def test_run_key_drops_bookkeeping_and_differences_name_both_values():
+    key = run_key(Outer(lr=0.1, env=Inner(max_steps=60)), ("out",))
+    assert key == {"lr": 0.1, "env": {"level": "1-1", "max_steps": 60, "noop_max": 0}}
+    stored = run_key(Outer(), ("out",))
+    assert differences(stored, key) == ["env.max_steps: 1500 -> 60", "lr: 0.0003 -> 0.1"]
+
+
+def test_an_older_key_resumes_with_new_options_at_their_defaults_and_moved_fields_in_place():
+    defaults = run_key(Outer(), ("out",))
+    older = {"lr": 0.0003, "level": "1-1", "max_steps": 1500}  # before `env` was nested and noop_max existed
+    assert with_defaults(older, defaults) == defaults
+    check_same_run(older, defaults, defaults, "runs/x", "test run")  # the same run: no error
+    with pytest.raises(
+        LemarioError, match=r"runs/x holds a test run with another config \(env.max_steps: 60 -> 1500\)"
+    ):
+        check_same_run({**older, "max_steps": 60}, defaults, defaults, "runs/x", "test run")
+
+
+def test_a_refusal_is_one_line_that_names_at_most_four_fields():
+    defaults = {f"f{i}": i for i in range(6)}
+    with pytest.raises(LemarioError) as e:
+        check_same_run({f"f{i}": -i for i in range(1, 6)} | {"f0": 0}, defaults, defaults, "d", "run")
+    message = str(e.value)
+    assert "\n" not in message and "f1: -1 -> 1; f2: -2 -> 2; f3: -3 -> 3; f4: -4 -> 4; and 1 more" in message
+    json.dumps(message)

@@ -1,0 +1,51 @@
+"""The flywheel's plan of an iteration: flips replayed from the history, and the saved files' round trips."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lemario.flywheel.config import PRESETS
+from lemario.flywheel.detector import Decision
+from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
+
+CFG = replace(PRESETS["tiny"], out=Path("/nonexistent/run"))  # an empty hall of fame
+
+
+def test_each_flip_changes_one_variable():
+    s = Settings(explore=0.1, warm_start=True)
+    assert s.flipped("exploration") == replace(s, explore=0.2)
+    assert Settings(explore=0.0, warm_start=True).flipped("exploration").explore == 0.1
+    assert Settings(explore=0.8, warm_start=True).flipped("exploration").explore == 1.0
+    assert s.flipped("entropy").entropy_scale == 3.0
+    assert s.flipped("warm_start").warm_start is False
+    assert s.flipped("replay_caps").replay_caps is False
+    with pytest.raises(ValueError, match="unknown flip"):
+        s.flipped("learning_rate")
+
+
+def test_a_branch_flips_the_next_iteration_and_a_commit_keeps_it():
+    first = plan_iteration(CFG, 1, [])
+    assert first.flip is None and first.settings == Settings(explore=CFG.explore, warm_start=CFG.warm_start)
+    assert first.collect_policy == "biased" and first.collect_episodes == CFG.bootstrap_episodes
+    assert first.policy_seeds == (1001, 1002) and first.train_seed == 1
+    # iteration 2 branched with "entropy": iteration 3 runs with it
+    third = plan_iteration(CFG, 3, [Past("commit"), Past("branch", flip="entropy")])
+    assert third.flip == "entropy" and third.settings.entropy_scale == 3.0 and third.base.entropy_scale == 1.0
+    # iteration 3 committed with its flip: it is kept in the base of iteration 4, which flips nothing
+    fourth = plan_iteration(CFG, 4, [Past("commit"), Past("branch", flip="entropy"), Past("commit", None, "entropy")])
+    assert fourth.flip is None and fourth.base.entropy_scale == 3.0 and fourth.settings == fourth.base
+    # a flip that did not commit is reverted: the next branch flips the next variable from the old base
+    fifth = plan_iteration(CFG, 4, [Past("commit"), Past("branch", "entropy"), Past("branch", "warm_start", "entropy")])
+    assert fifth.flip == "warm_start" and fifth.settings.entropy_scale == 1.0 and fifth.settings.warm_start is False
+
+
+def test_plan_and_decision_round_trip_through_their_json():
+    plan = plan_iteration(CFG, 3, [Past("commit"), Past("branch", flip="exploration")])
+    text = json.dumps(plan.to_json())
+    assert Plan.from_json(json.loads(text)) == plan
+    decision = Decision("branch", "z 0.3 <= 1.0", 0.3, 1.0, 40.0, 1, 700.0, 712.0, 35.0, 3, "entropy")
+    d = decision.to_json()
+    assert d["decision"] == "branch" and "verdict" not in d
+    assert Decision.from_json({**d, "iteration": 2, "applied_flip": None, "seed_means": {}}) == decision
