@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lemario.control.imagination import RETURN_UNIT, ImagineConfig
 from lemario.control.planner import (
     LatentPlanner,
     PlannerConfig,
@@ -16,6 +17,7 @@ from lemario.control.planner import (
     prior_probs,
     rollout_shared,
 )
+from lemario.control.reward import RewardWeights, scalar_reward
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.env import EnvConfig
@@ -30,29 +32,34 @@ def test_cem_finds_a_hidden_sequence():
     target = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])  # one of 10 actions per step: 10^10 sequences
 
     def score(seqs):
-        return -(seqs - target).abs().sum(-1).float()
+        distance = (seqs - target).abs()  # (N, H)
+        return -distance.sum(-1).float(), distance
 
     cfg = PlannerConfig(horizon=10, samples=256, elites=25, iterations=12, smoothing=0.1)
-    best, value, probs = cem(score, torch.full((10, 10), 0.1), cfg, torch.Generator().manual_seed(0))
-    assert torch.equal(best, target) and value == 0
+    best, value, extra, probs = cem(score, torch.full((10, 10), 0.1), cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(best, target) and value == 0 and torch.equal(extra, torch.zeros(10, dtype=torch.int64))
     assert (probs.argmax(1) == target).all() and probs.max(1).values.min() > 0.8
 
 
 def test_cem_drives_a_quadratic_cost_to_its_minimum():
     # actions are numbers 0..20, the cost (sum a_t - 7)^2 is minimal at a_t = 7
     def score(seqs):
-        return -((seqs.float() - 7) ** 2).sum(-1)
+        return -((seqs.float() - 7) ** 2).sum(-1), None
 
     cfg = PlannerConfig(horizon=5, samples=200, elites=20, iterations=8)
-    best, value, _ = cem(score, torch.full((5, 21), 1 / 21), cfg, torch.Generator().manual_seed(1))
+    best, value, _, _ = cem(score, torch.full((5, 21), 1 / 21), cfg, torch.Generator().manual_seed(1))
     assert value > -1 and (best - 7).abs().max() <= 1
 
 
 def test_cem_keeps_the_previous_plan_when_it_is_best():
     keep = torch.tensor([2, 2, 2])
     cfg = PlannerConfig(horizon=3, samples=16, elites=4, iterations=1)
-    best, _, _ = cem(
-        lambda s: (s == 2).all(-1).float(), torch.full((3, 12), 1 / 12), cfg, torch.Generator().manual_seed(0), keep
+    best, _, _, _ = cem(
+        lambda s: ((s == 2).all(-1).float(), None),
+        torch.full((3, 12), 1 / 12),
+        cfg,
+        torch.Generator().manual_seed(0),
+        keep,
     )
     assert torch.equal(best, keep)
 
@@ -120,7 +127,7 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert next(model.parameters()).dtype == torch.float32  # the agent's own model is untouched
     seqs = torch.randint(0, 12, (256, 15), generator=torch.Generator().manual_seed(1))
     context, past = torch.randn(1, 1, 32), torch.zeros(1, 0, dtype=torch.int64)
-    s32, s16 = p32.objective(context, past)(seqs), p16.objective(context, past)(seqs)
+    (s32, _), (s16, _) = p32.objective(context, past)(seqs), p16.objective(context, past)(seqs)
     assert s16.dtype == torch.float32 and s32.std() > 0
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
     assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
@@ -131,7 +138,7 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     seq, value, rewards = p32.plan(context, past, torch.Generator().manual_seed(2))
     _, again = p32.rewards(context, past, seq[None])
     torch.testing.assert_close(rewards, again[0], rtol=1e-4, atol=1e-4)  # those of its best sequence (batched vs alone)
-    assert value == pytest.approx(float(p32.objective(context, past)(seq[None])[0]), rel=1e-4)
+    assert value == pytest.approx(float(p32.objective(context, past)(seq[None])[0][0]), rel=1e-4)
 
 
 def test_harness_rows_and_determinism(tmp_path):
@@ -206,7 +213,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.control.imagination import ImagineConfig, lambda_returns, symexp, symlog, train_policy  # noqa: E402
+from lemario.control.imagination import lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
 def test_symlog_symexp_round_trip():
@@ -283,3 +290,10 @@ def test_render_writes_playable_mp4_and_gif(tmp_path):
     with Image.open(tmp_path / "best.gif") as gif:
         assert gif.n_frames == s["gif_frames"] == len(range(0, steps + 1, 2)) and gif.width == 256
     assert s["chosen"]["max_x"] == max(c["max_x"] for c in s["candidates"])
+
+
+def test_one_scalar_reward_in_pixels_for_planner_and_imagination():
+    decoded = torch.tensor([[6.0, 200.0, 0.0], [6.0, 0.0, 0.5]])  # (progress px, score points, P(death))
+    assert scalar_reward(decoded, RewardWeights()).tolist() == [6.0, 6.0 - 25.0]
+    assert scalar_reward(decoded, RewardWeights(death_penalty=40.0, score_weight=1.5)).tolist() == [9.0, -14.0]
+    assert PlannerConfig().reward.death_penalty == 50.0 and ImagineConfig().reward.death_penalty == 5 * RETURN_UNIT

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lemario.flywheel.config import PRESETS
+from lemario.core.runconfig import check_same_run, run_key
+from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig, upgrade_key
 from lemario.flywheel.detector import Decision
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
 
@@ -49,3 +50,21 @@ def test_plan_and_decision_round_trip_through_their_json():
     d = decision.to_json()
     assert d["decision"] == "branch" and "verdict" not in d
     assert Decision.from_json({**d, "iteration": 2, "applied_flip": None, "seed_means": {}}) == decision
+
+
+def test_a_run_key_of_the_flat_layout_resumes():
+    """Keys written before the layout issue: the env's fields at the top level, imagination's reward weights flat
+    and in units of 8 px (death penalty 5 = 40 px); the same run today."""
+    key = run_key(FlywheelConfig(), BOOKKEEPING)
+    old = {k: v for k, v in key.items() if k != "env"} | {
+        k: key["env"][k] for k in ("level", "backend", "action_set", "max_steps")
+    }
+    old["imagine"] = {k: v for k, v in key["imagine"].items() if k != "reward"} | {
+        "death_penalty": 5.0,
+        "score_weight": 0.0,
+    }
+    check_same_run(upgrade_key(old), key, key, Path("run"), "flywheel run")
+    with pytest.raises(Exception, match=r"imagine.reward.death_penalty: 16.0 -> 40.0"):
+        check_same_run(
+            upgrade_key(old | {"imagine": old["imagine"] | {"death_penalty": 2.0}}), key, key, Path("run"), "x"
+        )

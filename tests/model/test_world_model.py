@@ -394,7 +394,7 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     v = value(z[:, -1])
     assert v.shape == (8,) and v.std() > 0
     torch.testing.assert_close(
-        with_value.objective(context, past)(seqs) - without.objective(context, past)(seqs), 0.99**4 * v
+        with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * v
     )
     s = evaluate(
         EvalConfig(

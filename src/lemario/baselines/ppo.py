@@ -29,6 +29,7 @@ from tqdm import tqdm
 from lemario.baselines.rnd import RND, RNDBonus
 from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, SubprocVecEnv, VecNormalize
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
+from lemario.core import runlog
 from lemario.core.device import resolve_device
 from lemario.core.files import atomic_write_text, check_writable, writer_lock
 from lemario.core.provenance import provenance
@@ -179,24 +180,12 @@ def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) 
         reached.setdefault("flag", step)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl's rows; a last line without its newline (a kill, or a live run, mid-write) is left out."""
-    return [json.loads(x) for x in path.read_text().split("\n")[:-1]] if path.exists() else []
-
-
 def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:
     """Rewrite metrics.jsonl as of a checkpoint at `env_steps`: the rows a killed run logged after it are of a
     timeline the resumed run replaces, and an evaluation row at or past `next_eval` is one the resume re-runs."""
-    if not path.exists():
-        return
-    keep = [
-        r
-        for r in read_metrics(path)
-        if r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)
-    ]
-    text = "".join(json.dumps(r) + "\n" for r in keep)
-    if text != path.read_text():
-        atomic_write_text(path, text)
+    runlog.keep_rows(
+        path, lambda r: r["env_steps"] <= env_steps and not ("eval/mean_max_x" in r and r["env_steps"] >= next_eval)
+    )
 
 
 class LemarioCallback(BaseCallback):
@@ -224,11 +213,8 @@ class LemarioCallback(BaseCallback):
             self.bar.close()
 
     def _log(self, row: dict) -> None:
-        with open(self.cfg.out / "metrics.jsonl", "a") as f:
-            f.write(
-                json.dumps({"env_steps": int(self.num_timesteps), "time": round(time.time() - self.t0, 1), **row})
-                + "\n"
-            )
+        elapsed = round(time.time() - self.t0, 1)
+        runlog.append_row(self.cfg.out / runlog.NAME, {"env_steps": int(self.num_timesteps), "time": elapsed, **row})
 
     def _on_step(self) -> bool:
         self.bar.update(int(self.num_timesteps) - self.bar.n)
@@ -338,7 +324,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
             if latest.with_suffix(".zip").exists():
                 model = load_run_state(latest, venv, rnd, device)
                 state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
-                drop_lost_rows(cfg.out / "metrics.jsonl", int(model.num_timesteps), state["next_eval"])
+                drop_lost_rows(cfg.out / runlog.NAME, int(model.num_timesteps), state["next_eval"])
                 print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
             else:
                 model = new_model(cfg, venv, device, tensorboard_log=str(cfg.out / "tb"))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.baselines.ppo import MILESTONES, read_metrics
+from lemario.baselines.ppo import MILESTONES
+from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text
 from lemario.core.plots import figure, save_png, table
@@ -49,7 +50,7 @@ def load_run(run: Path) -> dict:
             f"{run} is not a PPO run folder (missing {', '.join(missing)}): pass folders written by "
             f"`lemario baseline ppo --out`"
         )
-    rows = read_metrics(files["metrics.jsonl"])
+    rows = runlog.read_rows(files["metrics.jsonl"])
     return {
         "run": run,
         "config": json.loads(files["config.json"].read_text())["config"],

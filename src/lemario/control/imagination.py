@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lemario.core import checkpoint
+from lemario.control.reward import RewardWeights, scalar_reward
+from lemario.core import checkpoint, runlog
 from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.data.buffer import EpisodeBuffer
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
+
+RETURN_UNIT = PROGRESS_SCALE
+"""Pixels of progress per unit of the critic's returns (symlog is near linear around 1)."""
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -96,10 +100,8 @@ class ImagineConfig:
     slow_critic: float = 0.02
     """EMA rate of the bootstrap critic."""
     hidden: int = 256
-    death_penalty: float = 5.0
-    """Reward units (1 = PROGRESS_SCALE px of progress) lost by a certain death."""
-    score_weight: float = 0.0
-    """Reward units per 100 points of score."""
+    reward: RewardWeights = field(default_factory=lambda: RewardWeights(death_penalty=5 * RETURN_UNIT))
+    """The scalar reward in pixels (`lemario.control.reward`): a certain death costs 40 px here."""
     seed: int = 0
     max_episodes: int = 0
     """Read at most this many corpus episodes (0: all)."""
@@ -172,7 +174,7 @@ def actor_critic_loss(
 ) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Losses of one imagined batch; returns (loss, metrics, the new 5-95% return range)."""
     r = decode_reward(reward_out)  # (B, H, 3): px, points, P(death)
-    rewards = r[..., 0] / PROGRESS_SCALE + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]
+    rewards = scalar_reward(r, cfg.reward) / RETURN_UNIT  # (B, H), in the critic's unit
     continues = 1 - r[..., 2]
     with torch.no_grad():
         values = slow.value(z)  # (B, H+1)
@@ -259,13 +261,12 @@ def run_imagine(cfg: ImagineConfig) -> Path:
     with writer_lock(cfg.out), torch_threads(cfg.threads):
         files = json.loads(Path(cfg.episodes).read_text()) if cfg.episodes is not None else None
         buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
-        metrics_path = cfg.out / "metrics.jsonl"
+        metrics_path = cfg.out / runlog.NAME
         metrics_path.unlink(missing_ok=True)  # a policy is trained in one go: an interrupted attempt's log goes
         t0 = time.time()
 
         def log(step, m):
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps({"update": step, "time": round(time.time() - t0, 2), **m}) + "\n")
+            runlog.append_row(metrics_path, {"update": step, "time": round(time.time() - t0, 2), **m})
 
         ac = train_policy(model, corpus_starts(model, buffer, cfg.batch), cfg, model.cfg.n_actions, log)
         path = cfg.out / "policy.safetensors"

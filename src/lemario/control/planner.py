@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from lemario.control.imagination import load_policy
+from lemario.control.imagination import RETURN_UNIT, load_policy
+from lemario.control.reward import RewardWeights, scalar_reward
 from lemario.core.device import native_bf16
 from lemario.core.errors import LemarioError
-from lemario.model.world_model import PROGRESS_SCALE, WorldModel, decode_reward
+from lemario.model.world_model import WorldModel, decode_reward
 
 PRIORS = ("uniform", "biased")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -38,10 +40,8 @@ class PlannerConfig:
     """Weight of the previous distribution when refitting (0: the elites' frequencies alone)."""
     prior: str = "biased"
     """Initial per-step distribution: 'uniform', or 'biased' towards running right and jumping."""
-    death_penalty: float = 50.0
-    """Pixels of progress a certain death costs."""
-    score_weight: float = 0.0
-    """Pixels of progress worth 100 points of score."""
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    """The scalar reward in pixels (`lemario.control.reward`): death penalty, score weight."""
     discount: float = 0.99
     replan_every: int = 1
     precision: str = "auto"
@@ -71,32 +71,47 @@ class PlannerConfig:
             )
 
 
+class CEMResult(NamedTuple):
+    seq: torch.Tensor
+    """(H,) the best sequence seen."""
+    score: float
+    extra: torch.Tensor | None
+    """What the score function returned with that sequence's score (the planner: its predicted rewards (H, 3))."""
+    probs: torch.Tensor
+    """(H, A) the final distribution."""
+
+
+Score = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+"""score(seqs (N, H) int64) -> (scores (N,), per-sequence extras (N, ...) or None)"""
+
+
 def cem(
-    score: Callable[[torch.Tensor], torch.Tensor],
-    prior: torch.Tensor,
-    cfg: PlannerConfig,
-    generator: torch.Generator,
-    keep: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Maximize score(actions (N, H) int64) -> (N,) over sequences.
+    score: Score, prior: torch.Tensor, cfg: PlannerConfig, generator: torch.Generator, keep: torch.Tensor | None = None
+) -> CEMResult:
+    """Maximize a score over action sequences.
 
     prior (H, A) initial probabilities; keep (H,) an extra candidate (the previous plan, shifted) scored in the
-    first round. Returns the best sequence (H,), its score, and the final distribution (H, A).
+    first round. Returns the best sequence seen over all rounds, its score and extra, and the final distribution.
     """
     probs = prior.clone()
     H, A = probs.shape
-    best_seq, best_score = None, -float("inf")
+    best = CEMResult(prior.argmax(-1), -float("inf"), None, probs)
     for it in range(cfg.iterations):
+        # Sample
         seqs = torch.multinomial(probs, cfg.samples, replacement=True, generator=generator).T  # (N, H)
         if it == 0 and keep is not None:
             seqs[0] = keep
-        scores = score(seqs)  # (N,)
-        top = scores.topk(min(cfg.elites, len(scores))).indices
-        if scores[top[0]] > best_score:
-            best_score, best_seq = float(scores[top[0]]), seqs[top[0]].clone()
+        # Score, and keep the best sequence seen
+        scores, extra = score(seqs)  # (N,), (N, ...)
+        top = scores.topk(min(cfg.elites, len(scores))).indices  # (k,)
+        if scores[top[0]] > best.score:
+            best = CEMResult(
+                seqs[top[0]].clone(), float(scores[top[0]]), None if extra is None else extra[top[0]], probs
+            )
+        # Refit the distribution on the elites
         counts = torch.zeros(H, A).scatter_add_(1, seqs[top].T, torch.ones(H, len(top)))  # (H, A)
         probs = (1 - cfg.smoothing) * counts / len(top) + cfg.smoothing * probs
-    return best_seq, torch.tensor(best_score), probs
+    return best._replace(probs=probs)
 
 
 def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -118,7 +133,7 @@ def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torc
 
     @torch.no_grad()
     def value(z: torch.Tensor) -> torch.Tensor:
-        return ac.value(z.float()) * PROGRESS_SCALE  # the critic's unit is PROGRESS_SCALE px
+        return ac.value(z.float()) * RETURN_UNIT  # the critic learns returns in units of RETURN_UNIT px
 
     return value
 
@@ -206,27 +221,19 @@ class LatentPlanner:
         z = rollout_shared(self.rollout_model, context.to(self.dtype), past, seqs)  # (N, H, D)
         return z.float(), decode_reward(self.rollout_model.reward(z).float())
 
-    def objective(
-        self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None, best: dict | None = None
-    ):
-        """score(seqs (N, H)) -> (N,). When `best` is a dict, the best-scoring sequence seen so far is kept in it
-        with its predicted rewards (H, 3), so the executed plan's expectations need no second rollout."""
+    def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None) -> Score:
+        """score(seqs (N, H)) -> (total (N,), predicted rewards (N, H, 3)): the discounted scalar reward plus the
+        critic's value beyond the horizon, or for a goal the negative squared distance of the last latent to it."""
         cfg = self.cfg
 
-        def score(seqs: torch.Tensor) -> torch.Tensor:
-            z, r = self.rewards(context, past, seqs)
+        def score(seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z, r = self.rewards(context, past, seqs)  # (N, H, D), (N, H, 3)
             if goal is not None:
-                total = -(z[:, -1] - goal).square().sum(-1)  # LeWM: squared distance of the last latent to the goal
-            else:
-                per_step = r[..., 0] + cfg.score_weight * r[..., 1] / 100 - cfg.death_penalty * r[..., 2]  # (N, H)
-                total = (per_step * self.discounts).sum(-1)
-                if self.value is not None:
-                    total = total + cfg.discount**cfg.horizon * self.value(z[:, -1])
-            if best is not None:
-                i = int(total.argmax())
-                if float(total[i]) > best.get("score", -float("inf")):
-                    best.update(score=float(total[i]), seq=seqs[i].clone(), rewards=r[i])
-            return total
+                return -(z[:, -1] - goal).square().sum(-1), r  # LeWM: squared distance of the last latent to the goal
+            total = (scalar_reward(r, cfg.reward) * self.discounts).sum(-1)  # (N,)
+            if self.value is not None:
+                total = total + cfg.discount**cfg.horizon * self.value(z[:, -1])
+            return total, r
 
         return score
 
@@ -240,8 +247,5 @@ class LatentPlanner:
         goal: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float, torch.Tensor]:
         """Best action sequence (H,), its score, and its predicted (progress px, score points, death prob.) (H, 3)."""
-        best: dict = {}
-        cem(
-            self.objective(context, past, goal, best), self.prior, self.cfg, generator, keep
-        )  # its best (up to ties) is ours
-        return best["seq"], best["score"], best["rewards"]
+        best = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
+        return best.seq, best.score, best.extra

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tyro
 
-from lemario.control.imagination import ImagineConfig
+from lemario.control.imagination import RETURN_UNIT, ImagineConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.data.replay import ReplayConfig
@@ -169,6 +169,16 @@ PRESETS = {
         imagine=IterationImagineConfig(updates=5000, batch=1024, progress=False),
     ),
 }
+
+
+def upgrade_key(stored: dict) -> dict:
+    """A run key written before imagination's reward weights became pixels (`lemario.control.reward`): its flat
+    `imagine.death_penalty` and `imagine.score_weight` were in units of RETURN_UNIT px."""
+    imagine = dict(stored.get("imagine", {}))
+    if "death_penalty" not in imagine:
+        return stored
+    reward = {k: imagine.pop(k) * RETURN_UNIT for k in ("death_penalty", "score_weight") if k in imagine}
+    return {**stored, "imagine": {**imagine, "reward": reward}}
 
 
 def iter_dir(run: Path, n: int) -> Path:

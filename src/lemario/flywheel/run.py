@@ -41,7 +41,7 @@ from lemario.core.files import check_writable, read_json, write_json, writer_loc
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.flywheel import hof
-from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
+from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir, upgrade_key
 from lemario.flywheel.iteration import IterationSummary, run_iteration
 
 
@@ -79,7 +79,8 @@ def _open_run(cfg: FlywheelConfig) -> None:
     key = run_key(cfg, BOOKKEEPING)
     if (cfg.out / "config.json").exists():
         defaults = run_key(FlywheelConfig(), BOOKKEEPING)
-        check_same_run(read_json(cfg.out / "config.json")["run_key"], key, defaults, cfg.out, "flywheel run")
+        stored = upgrade_key(read_json(cfg.out / "config.json")["run_key"])
+        check_same_run(stored, key, defaults, cfg.out, "flywheel run")
         return
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), "created": created, **provenance()})
