@@ -109,6 +109,7 @@ def _make_env(cfg: PPOConfig, rank: int):
 
 
 def make_vec_env(cfg: PPOConfig):
+    """The recipe's vector env (shaped reward, RND bonus, reward normalization) and its RND (None without)."""
     thunks = [_make_env(cfg, i) for i in range(cfg.n_envs)]
     venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.n_envs > 1 else DummyVecEnv(thunks)
     rnd = None
@@ -163,6 +164,7 @@ def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
 
 
 def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
+    """The PPO model of a checkpoint, its reward normalization and RND restored into `venv` and `rnd`."""
     model = PPO.load(path.with_suffix(".zip"), env=venv, device=device)
     v = json.loads(path.with_suffix(".vecnorm.json").read_text())
     venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = np.array(v["mean"]), np.array(v["var"]), v["count"]
@@ -297,6 +299,7 @@ class LemarioCallback(BaseCallback):
 
 
 def train_ppo(cfg: PPOConfig) -> dict:
+    """Train (or resume) a PPO run in `cfg.out`; returns its state (env steps, milestones, best evaluation)."""
     cfg.env.validate()
     check_writable(cfg.out)
     with writer_lock(cfg.out):

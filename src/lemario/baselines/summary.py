@@ -76,6 +76,7 @@ def milestone_row(key: str, steps: list[int | None]) -> list[str]:
 
 
 def plot_curve(runs: list[dict], cfg: SummaryConfig, path: Path) -> None:
+    """Evaluations (mean max_x, 95% CI) and training episodes (rolling median) against env steps, per seed."""
     plt = figure()
     fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for i, r in enumerate(runs):

@@ -34,6 +34,7 @@ MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
 
 
 def validate_spec(spec: str) -> None:
+    """Fail with one line when an agent spec is unknown, lacks its checkpoint or names one of another kind."""
     kind, _, path = spec.partition(":")
     if spec in SCRIPTED:
         return
@@ -204,6 +205,7 @@ class ExploringAgent:
 
 
 def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None, explore: float = 0.0):
+    """The agent of a spec, for an env of `env_config`; `explore` > 0 mixes in biased-random macros."""
     agent = _make_agent(spec, env_config, planner)
     return ExploringAgent(agent, explore, env_config.action_set) if explore else agent
 

@@ -122,6 +122,8 @@ PRESETS = {
 
 
 class ActorCritic(nn.Module):
+    """pi(a|z) and V(z) on world-model latents; the actor starts uniform, the critic predicts symlog returns."""
+
     def __init__(self, latent_dim: int, n_actions: int, hidden: int):
         super().__init__()
         self.actor = MLP(latent_dim, n_actions, hidden)

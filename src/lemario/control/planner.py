@@ -202,6 +202,8 @@ def rollout_shared(
 
 
 class LatentPlanner:
+    """CEM/MPC through a world model: sequences rolled out by its predictor, scored by its reward head."""
+
     def __init__(
         self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None
     ):

@@ -71,6 +71,7 @@ def ray_init(address: str = "", cpus: int | None = None) -> None:
 
 
 def ray_gpus() -> int:
+    """GPUs in the Ray cluster this process joined."""
     import ray
 
     return int(ray.cluster_resources().get("GPU", 0))
@@ -85,6 +86,7 @@ def _call(payload: tuple[Callable, object]):
 def run_parallel(
     fn: Callable, args: list, executor: str = "local", processes: int = 2, cpus: int = 1, ray_address: str = ""
 ) -> list:
+    """fn(arg) for each arg, in order: in spawned processes (at most `processes` at once) or as Ray tasks."""
     if executor not in EXECUTORS:
         raise LemarioError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if not args:

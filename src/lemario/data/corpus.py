@@ -147,6 +147,7 @@ class Index:
 
 
 def episode_files(corpus: Path) -> list[Path]:
+    """The episode files of a corpus folder, in name order (temporary files left out)."""
     return sorted(p for p in corpus.glob("*.h5") if not p.name.startswith("."))
 
 
@@ -196,6 +197,7 @@ def scan(corpus: Path, *, write: bool = True) -> Index:
 
 
 def format_summary(index: Index, title: str = "corpus") -> str:
+    """A corpus's episodes and frames, max_x, flags, the audit table by tier and the unreadable files."""
     eps = index.episodes
     lines = [f"{title}: {len(eps)} episodes, {index.frames} frames"]
     if eps:

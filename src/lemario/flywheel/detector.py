@@ -50,6 +50,7 @@ class Decision:
     flip: str | None = None
 
     def to_json(self) -> dict:
+        """The decision as stored in decision.json (the verdict under "decision")."""
         d = asdict(self)
         return {"decision": d.pop("verdict"), **d}
 
@@ -61,12 +62,14 @@ class Decision:
 
 
 def pooled_sd(a: IterationScore, b: IterationScore) -> float:
+    """The sd that a difference of two iterations' means is measured against: the root mean square of their sds."""
     return math.sqrt((a.sd**2 + b.sd**2) / 2)
 
 
 def decide(
     history: list[IterationScore], current: IterationScore, threshold: float = 1.0, patience: int = 3
 ) -> Decision:
+    """Commit, branch or halt for `current` against the best committed iteration of `history` (see the module)."""
     if current.k < 2 or not math.isfinite(current.sd):
         raise ValueError(
             f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}"

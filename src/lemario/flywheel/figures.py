@@ -16,6 +16,7 @@ FLAGPOLE_X = 3161  # 1-1's flagpole
 
 
 def plot_kseed(summaries: list[IterationSummary], reference: float | None, path: Path) -> None:
+    """Each seed's mean max_x per iteration, the K-seed mean +- sd, the confirmation, the biased reference."""
     plt = figure()
     fig, ax = plt.subplots(figsize=(7, 4))
     its = [s.iteration for s in summaries]
@@ -77,6 +78,7 @@ def hof_curve(summaries: list[IterationSummary]) -> list[IterationSummary]:
 
 
 def plot_hof(curve: list[IterationSummary], reference: float | None, path: Path) -> None:
+    """The hall-of-fame best after each iteration with its 95% CI and its furthest episode."""
     plt = figure()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     x = [c["after"] for c in curve]
@@ -99,6 +101,7 @@ def plot_hof(curve: list[IterationSummary], reference: float | None, path: Path)
 
 
 def plot_tiers(summaries: list[IterationSummary], path: Path) -> None:
+    """Share of frames per tier, in the corpus and in the replay selection, per iteration."""
     plt = figure()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, which in zip(axes, ("corpus", "selection")):
@@ -117,6 +120,7 @@ def plot_tiers(summaries: list[IterationSummary], path: Path) -> None:
 
 
 def plot_world_model(run: Path, summaries: list[IterationSummary], path: Path) -> None:
+    """Held-out losses and probe scores per iteration, and the training loss curves back to back."""
     plt = figure()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     its = [s.iteration for s in summaries]

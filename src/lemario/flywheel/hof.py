@@ -29,6 +29,7 @@ CATALOG = "catalog.json"
 
 
 def entry_name(iteration: int, mean_max_x: float, max_max_x: float) -> str:
+    """The entry's folder name: iteration, mean and furthest max_x of its evaluation."""
     return f"iter{iteration}_meanx{mean_max_x:.0f}_maxx{max_max_x:.0f}"
 
 
@@ -109,15 +110,18 @@ def _write_catalog(run: Path, entries: list[dict]) -> None:
 
 
 def catalog(run: Path) -> list[dict]:
+    """The entries of a run's hall of fame, best first (none before the first iteration)."""
     path = Path(run) / "hof" / CATALOG
     return json.loads(path.read_text()) if path.exists() else []
 
 
 def top(run: Path, k: int = 1) -> list[dict]:
+    """The k best entries."""
     return catalog(run)[:k]
 
 
 def folder(run: Path, entry: dict) -> Path:
+    """Where an entry's files are."""
     return Path(run) / "hof" / entry["name"]
 
 

@@ -53,6 +53,7 @@ class ReportConfig:
 
 
 def biased_reference(run: Path) -> float | None:
+    """Mean max_x of the run's biased-random episodes (iteration 1's collection), or None."""
     rows = [r for r in scan(Path(run) / "corpus", write=False).episodes if r["policy"] == "biased"]
     return float(np.mean([r["max_x"] for r in rows])) if rows else None
 

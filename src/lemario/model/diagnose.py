@@ -84,6 +84,7 @@ def diagnose(
 
 
 def warnings_from(m: dict[str, float]) -> list[str]:
+    """The collapse warnings that the diagnostic metrics call for (empty when the model looks alive)."""
     out = []
     if m["diag/sensitivity_latent"] < MIN_SENSITIVITY:
         out.append(

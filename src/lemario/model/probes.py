@@ -93,6 +93,7 @@ def ridge_probe(x_fit, y_fit, x_score, binary: bool, groups: np.ndarray) -> np.n
 
 
 def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.ndarray:
+    """A one-hidden-layer MLP fitted on (x_fit, y_fit); returns its predictions (probabilities if binary) on x_score."""
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(x_fit.shape[1], 256), nn.ReLU(), nn.Linear(256, 1))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -113,6 +114,7 @@ def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.
 
 
 def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
+    """R^2 for a regression target; accuracy, balanced accuracy and positives for a binary one."""
     if not binary:
         return {"r2": r2(y, pred)}
     hit = (pred > 0.5) == (y > 0.5)
@@ -124,6 +126,7 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
 
 
 def run_probes(cfg: ProbeConfig) -> dict:
+    """Fit and score every probe of a checkpoint on a corpus; writes and returns the JSON report."""
     model, meta = load_world_model(cfg.checkpoint)
     buffer = EpisodeBuffer.load(cfg.corpus)
     scored_eps = np.array([is_val_episode("probe:" + f, cfg.score_fraction) for f in buffer.files])

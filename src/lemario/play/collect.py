@@ -90,6 +90,7 @@ PRESETS = {
 
 
 def episode_seed(seed: int, run_number: int, index: int) -> int:
+    """Seed of episode `index` of run `run_number`: SeedSequence([seed, run, index]), disjoint from eval seeds."""
     return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
 
 

@@ -169,6 +169,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The evaluation as a table: a row per agent, then the K-seed line."""
     lines = [f"{'agent':<40}{'n':>4}{'mean':>8}{'95% CI':>16}{'median':>8}{'max':>7}{'flag':>7}  ends"]
     for spec, a in summary["per_agent"].items():
         ci = f"[{a['ci95_low']:.0f}, {a['ci95_high']:.0f}]"

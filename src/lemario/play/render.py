@@ -52,6 +52,7 @@ class RenderConfig:
 
 
 def choose(rows: list[dict], rank_by: str) -> dict:
+    """The episode to render: the furthest (fewest steps among ties), or with 'fastest_clear' the quickest flag."""
     if rank_by == "fastest_clear" and any(r["flag_get"] for r in rows):
         return min((r for r in rows if r["flag_get"]), key=lambda r: r["steps"])
     if rank_by not in ("max_x", "fastest_clear"):
