@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from lemario.baselines.milestones import record_milestones
 from lemario.baselines.ppo import (
     PRESETS,
     drop_lost_rows,
     load_run_state,
     make_vec_env,
-    record_milestones,
     save_run_state,
 )
 from lemario.baselines.rnd import RND

@@ -9,6 +9,7 @@ import pytest
 from lemario.core.runconfig import check_same_run, run_key
 from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig, upgrade_key
 from lemario.flywheel.detector import Decision
+from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
 
 CFG = replace(PRESETS["tiny"], out=Path("/nonexistent/run"))  # an empty hall of fame
@@ -68,3 +69,20 @@ def test_a_run_key_of_the_flat_layout_resumes():
         check_same_run(
             upgrade_key(old | {"imagine": old["imagine"] | {"death_penalty": 2.0}}), key, key, Path("run"), "x"
         )
+
+
+def test_files_written_before_the_layout_load():
+    """summary.json and config.json of a tiny flywheel run written by lemario at aa8ec90 (before this layout)."""
+    legacy = Path(__file__).parents[1] / "fixtures" / "legacy"
+    stored = json.loads((legacy / "flywheel_summary.json").read_text())
+    summary = IterationSummary.from_json(stored)
+    assert summary.decision.verdict == "branch" and summary.plan.policy_seeds == (2001, 2002)
+    assert json.loads(json.dumps(summary.to_json())) == stored
+    key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
+    check_same_run(
+        upgrade_key(key),
+        run_key(PRESETS["tiny"], BOOKKEEPING),
+        run_key(FlywheelConfig(), BOOKKEEPING),
+        Path("run"),
+        "flywheel run",
+    )

@@ -26,6 +26,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from lemario.baselines.milestones import record_milestones
 from lemario.baselines.rnd import RND, RNDBonus
 from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, SubprocVecEnv, VecNormalize
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
@@ -37,8 +38,6 @@ from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.play.evaluate import EvalConfig, evaluate
-
-MILESTONES = (700, 1500, 2000)
 
 
 @dataclass(frozen=True)
@@ -171,15 +170,6 @@ def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
     if rnd is not None:
         rnd.load(path.with_suffix(".rnd.safetensors"))
     return model
-
-
-def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) -> None:
-    """Note `step` for each milestone ('700', '1500', '2000', 'flag') passed by x / flag that `reached` lacks."""
-    for m in MILESTONES:
-        if x >= m:
-            reached.setdefault(str(m), step)
-    if flag:
-        reached.setdefault("flag", step)
 
 
 def drop_lost_rows(path: Path, env_steps: int, next_eval: int) -> None:

@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.baselines.ppo import MILESTONES
+from lemario.baselines.milestones import KEYS
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text
 from lemario.core.plots import figure, save_png, table
-
-KEYS = tuple(str(m) for m in MILESTONES) + ("flag",)
 
 
 @dataclass(frozen=True)

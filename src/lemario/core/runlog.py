@@ -7,6 +7,7 @@ keeps only the rows of the timeline it continues (`keep_rows`), so every step is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from lemario.core.files import atomic_write_text
 NAME = "metrics.jsonl"
 
 
-def append_row(path: Path, row: dict) -> None:
-    """Append one row (a whole line, flushed when the call returns)."""
+def append_row(path: Path, row: dict, durable: bool = False) -> None:
+    """Append one row (a whole line, flushed when the call returns; on disk, fsynced, when `durable`)."""
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_rows(path: Path) -> list[dict]:

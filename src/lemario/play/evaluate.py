@@ -14,7 +14,6 @@ Agents (`lemario.control.agents`): `random`, `biased` (the seed's right-biased r
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import tyro
 
 from lemario.control.agents import validate_spec
 from lemario.control.planner import PlannerConfig
+from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, check_writable, writer_lock
 from lemario.core.provenance import provenance
@@ -81,29 +81,18 @@ def _resume_key(cfg: EvalConfig) -> dict:
 
 
 def _load_partial(path: Path, key: dict) -> list[dict]:
-    """Episodes finished by an interrupted run of the same evaluation; a torn last line (a kill mid-write) is "
-    "dropped."""
-    if not path.exists():
+    """Episodes finished by an interrupted run of the same evaluation (its run log after the header line)."""
+    rows = runlog.read_rows(path)
+    if not rows:
         return []
-    lines = path.read_text().splitlines()
-    try:
-        header = (
-            with_defaults(json.loads(lines[0])["resume_key"], _resume_key(EvalConfig(agents=()))) if lines else None
-        )
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        header = None
+    header = rows[0].get("resume_key")
+    header = with_defaults(header, _resume_key(EvalConfig(agents=()))) if isinstance(header, dict) else None
     if header != key:
         changed = "; ".join(differences(header, key)) if header else "its header is unreadable"
         raise LemarioError(
             f"{path} holds episodes of another evaluation ({changed}): use another --out or delete that file"
         )
-    rows = []
-    for line in lines[1:]:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return rows[1:]
 
 
 PLANNER_STATS = ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation")
@@ -143,16 +132,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         if rows:
             print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
         atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
-        with open(partial, "a") as log:
-
-            def record(row: dict) -> None:
-                rows.append(row)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                os.fsync(log.fileno())
-
-            for row in imap(_episode, tasks, cfg.env, cfg.planner, cfg.workers):
-                record(row)
+        for row in imap(_episode, tasks, cfg.env, cfg.planner, cfg.workers):
+            runlog.append_row(partial, row, durable=True)
+            rows.append(row)
         rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
         per_agent = _aggregate(rows, cfg.agents)
         summary = {
