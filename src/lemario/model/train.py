@@ -125,16 +125,24 @@ def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a world model; returns the last validation metrics."""
     rank, world = _dist_info()
     device = resolve_device(cfg.device)
-    if world > 1 and not dist.is_initialized():
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if rank == 0:
         check_writable(cfg.out)
-    with writer_lock(cfg.out) if rank == 0 else nullcontext():
-        trainer = Trainer(cfg, device, rank, world)
-        trainer.resume_or_init()
-        return _run(trainer)
+    try:
+        with writer_lock(cfg.out) if rank == 0 else nullcontext():
+            trainer = Trainer(cfg, device, rank, world)
+            trainer.resume_or_init()
+            val = _run(trainer)
+        if own_group:
+            dist.barrier()  # every rank done (rank 0 has saved) before the group goes
+        return val
+    finally:
+        if own_group:  # a process group left to interpreter exit can abort it (gloo's threads)
+            dist.destroy_process_group()
 
 
 def _run(trainer: Trainer) -> dict:
