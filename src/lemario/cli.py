@@ -6,6 +6,7 @@ flags then override (`tiny` for tests and CI, `cpu` for this kind of machine, `g
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,6 +143,10 @@ def _split_preset(name: str, rest: list[str]) -> tuple[object | None, list[str]]
     return presets[preset], rest[:i] + rest[i + 2 :]
 
 
+def _interrupt(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             f"unknown command {name!r}: use one of {', '.join(COMMANDS)} (`lemario --help` says what each does)",
         )
     command = COMMANDS[name]
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops a command as Ctrl-C does: what is written stays
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
     cfg = tyro.cli(

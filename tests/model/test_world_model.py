@@ -248,6 +248,60 @@ def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
     assert max(steps) == 40
 
 
+def _start_training(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
+    args = ["train", "--preset", "tiny", "--corpus", str(corpus), "--steps", "40", "--no-progress", "--no-tensorboard"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "lemario.cli", *args, *extra, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _train_rows(out: Path) -> list[int]:
+    """Steps of the training rows of a run's log."""
+    rows = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [r["step"] for r in rows if "loss/total" in r]
+
+
+def test_sigkill_at_a_random_moment_loses_at_most_the_clock_interval(corpus, tmp_path):
+    """Checkpoints on a clock (every 0.2 s here, none on steps): a SIGKILL anywhere loses at most that interval,
+    the resumed run is the uninterrupted one, and its log holds each step once."""
+    clock = ("--ckpt-every", "1000", "--ckpt-minutes", str(0.2 / 60))
+    proc = _start_training(corpus, tmp_path / "killed", *clock)
+    side = tmp_path / "killed" / "ckpt_latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not side.exists():
+        time.sleep(0.02)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 1.5)))  # a random moment of training
+    killed_at = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (tmp_path / "killed" / "model.safetensors").exists():
+        pytest.skip("training finished before the kill (machine much faster than this test assumes)")
+    assert killed_at - side.stat().st_mtime < 0.2 + 1.0  # the interval and at most a step and a checkpoint write
+    assert json.loads(side.read_text())["step"] > 0
+    args = ("--preset", "tiny", "--corpus", str(corpus), "--steps", "40", "--no-progress", "--no-tensorboard", *clock)
+    assert run_cli("train", *args, "--out", str(tmp_path / "killed")).returncode == 0
+    assert run_cli("train", *args, "--out", str(tmp_path / "straight")).returncode == 0
+    wk, ws = _weights(tmp_path / "killed"), _weights(tmp_path / "straight")
+    assert all(torch.equal(wk[k], ws[k]) for k in ws)
+    assert _train_rows(tmp_path / "killed") == _train_rows(tmp_path / "straight") == list(range(5, 41, 5))
+
+
+def test_sigterm_checkpoints_then_exits(corpus, tmp_path):
+    proc = _start_training(corpus, tmp_path / "run", "--ckpt-every", "1000", "--ckpt-minutes", "0")
+    log = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and _train_rows(tmp_path / "run")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and len(err.strip().splitlines()) == 1, err
+    step = json.loads((tmp_path / "run" / "ckpt_latest.json").read_text())["step"]
+    assert f"stopped at step {step}" in out and 0 < step < 40
+
+
 def test_other_config_in_run_folder_is_refused(trained, corpus):
     r = run_cli(
         "train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(trained), "--lr", "0.1", "--no-progress"

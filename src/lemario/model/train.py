@@ -12,6 +12,8 @@ this module holds its config, presets and the loop that logs, evaluates and save
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -57,6 +59,10 @@ class TrainConfig:
     val_batches: int = 4
     diag_every: int = 500
     ckpt_every: int = 500
+    """Steps between checkpoints (ckpt_latest, what a resume starts from)."""
+    ckpt_minutes: float = 5.0
+    """Also checkpoint when this many minutes have passed since the last one (0: on steps only): a kill loses at
+    most this much work. Ctrl-C and SIGTERM checkpoint before the process exits."""
     log_every: int = 10
     max_episodes: int = 0
     """Use at most this many episodes of the corpus (0: all)."""
@@ -145,15 +151,38 @@ def train(cfg: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
+class _StopRequest:
+    """Ctrl-C or SIGTERM during training asks the loop to stop after the current step (a second one stops at once)."""
+
+    def __init__(self):
+        self.asked, self.previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may handle signals
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def _run(trainer: Trainer) -> dict:
-    """The loop: a step, then whatever is due on the step clocks (log, validation, diagnostics, checkpoint)."""
+    """The loop: a step, then whatever is due on the step clocks (log, validation, diagnostics, checkpoint) and the
+    wall clock (checkpoint, budget); a stop request checkpoints and raises KeyboardInterrupt."""
     cfg, rank = trainer.cfg, trainer.rank
     writer = None
     if rank == 0 and cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(cfg.out / "tb"))
-    t_start = time.time()
+    t_start = saved = time.time()
 
     def log(metrics: dict, step: int) -> None:
         if rank == 0:
@@ -166,28 +195,35 @@ def _run(trainer: Trainer) -> dict:
     end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
     bar = tqdm(total=end, initial=trainer.step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
     trainer.module.train()
-    while trainer.step < end:
-        if cfg.minutes and _any_rank(time.time() - t_start > cfg.minutes * 60, trainer.world, trainer.device):
-            if rank == 0:
-                print(f"time budget of {cfg.minutes} min reached at step {trainer.step}")
-            break
-        metrics = trainer.train_step(autocast)
-        step, last = trainer.step, trainer.step == cfg.steps
-        if step % cfg.log_every == 0 or last:
-            log(metrics, step)
-        losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward")}
-        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-        bar.update(1)
-        held_out, warnings = trainer.evaluate(
-            val=step % cfg.val_every == 0 or last, diag=step % cfg.diag_every == 0 or last
-        )
-        if held_out:
-            log(held_out, step)
-        for w in warnings if rank == 0 else ():
-            tqdm.write(f"step {step}: WARNING: {w}")
-        if step % cfg.ckpt_every == 0:
-            trainer.save_latest()
+    with _StopRequest() as stop:
+        while trainer.step < end:
+            over_budget = bool(cfg.minutes) and time.time() - t_start > cfg.minutes * 60
+            if _any_rank(over_budget or stop.asked, trainer.world, trainer.device):
+                break
+            metrics = trainer.train_step(autocast)
+            step, last = trainer.step, trainer.step == cfg.steps
+            if step % cfg.log_every == 0 or last:
+                log(metrics, step)
+            losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward")}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+            bar.update(1)
+            val, diag = step % cfg.val_every == 0 or last, step % cfg.diag_every == 0 or last
+            held_out, warnings = trainer.evaluate(val=val, diag=diag)
+            if held_out:
+                log(held_out, step)
+            for w in warnings if rank == 0 else ():
+                tqdm.write(f"step {step}: WARNING: {w}")
+            if step % cfg.ckpt_every == 0 or (cfg.ckpt_minutes and time.time() - saved > cfg.ckpt_minutes * 60):
+                trainer.save_latest()
+                saved = time.time()
     bar.close()
+    if stop.asked:
+        trainer.save_latest()
+        if rank == 0:
+            print(f"stopped at step {trainer.step}: {trainer.latest} saved", flush=True)
+        raise KeyboardInterrupt
+    if trainer.step < end and rank == 0:
+        print(f"time budget of {cfg.minutes} min reached at step {trainer.step}")
     last_val, _ = trainer.evaluate(val=True, diag=False)
     log(last_val, trainer.step)
     trainer.save_latest()

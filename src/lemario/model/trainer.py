@@ -23,7 +23,7 @@ from lemario.data.buffer import EpisodeBuffer, split_windows
 from lemario.model.diagnose import diagnose
 from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
 
-BOOKKEEPING = ("out", "progress", "tensorboard", "device", "minutes", "stop_at")
+BOOKKEEPING = ("out", "progress", "tensorboard", "device", "minutes", "stop_at", "ckpt_minutes")
 """TrainConfig fields that do not change what a run learns: a resume may change them."""
 VAL_SEED = 12345  # held-out windows: the same ones at every validation
 
