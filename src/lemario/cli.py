@@ -6,6 +6,8 @@ flags then override (`tiny` for tests and CI, `cpu` for this kind of machine, `g
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import sys
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from lemario.baselines import ppo
 from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
 from lemario.core.errors import LemarioError
-from lemario.data.corpus import INDEX_NAME, format_summary, scan
+from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
 from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
@@ -38,7 +40,9 @@ class CorpusConfig:
 def corpus_main(cfg: CorpusConfig) -> None:
     if cfg.rebuild:
         (cfg.corpus / INDEX_NAME).unlink(missing_ok=True)
-    print(format_summary(scan(cfg.corpus), title=str(cfg.corpus)))
+    index = scan(cfg.corpus)
+    print(format_summary(index, title=str(cfg.corpus)))
+    warn_unreadable(cfg.corpus, index)
 
 
 class Command(NamedTuple):
@@ -143,6 +147,21 @@ def _split_preset(name: str, rest: list[str]) -> tuple[object | None, list[str]]
     return presets[preset], rest[:i] + rest[i + 2 :]
 
 
+def _parse(name: str, config: type, args: list[str], default, description: str):
+    """tyro's parse of the arguments; a parse error becomes one line (tyro draws it as a box over several)."""
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return tyro.cli(config, args=args, default=default, prog=f"lemario {name}", description=description)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            raise
+        lines = [ln.strip(" │╭╮╰╯─") for ln in errors.getvalue().splitlines()][1:]  # below the box's title
+        body = lines[: lines.index("")] if "" in lines else lines  # up to the box's first rule
+        message = " ".join(" ".join(body).split()) or "the arguments could not be parsed"
+        _fail(f"lemario {name}", f"{message}; see `lemario {name} --help`")
+
+
 def _interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -164,9 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops a command as Ctrl-C does: what is written stays
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
-    cfg = tyro.cli(
-        command.config, args=rest, default=default, prog=f"lemario {name}", description=command.help + presets
-    )
+    cfg = _parse(name, command.config, rest, default, command.help + presets)
     try:
         command.main(cfg)
     except LemarioError as e:

@@ -66,8 +66,11 @@ def test_index_rebuilds_and_skips_damaged_files(tmp_path, episodes):
     assert len(scan(tmp_path).episodes) == 2
     (tmp_path / INDEX_NAME).unlink()
     assert len(scan(tmp_path).episodes) == 2
-    buf = EpisodeBuffer.load(tmp_path)  # a loader skips them too
+    with pytest.raises(LemarioError, match=r"2 unreadable episode file\(s\) in .*: junk.h5 \(OSError.*move them out"):
+        EpisodeBuffer.load(tmp_path)  # a reader refuses them, naming them and the fix
+    buf = EpisodeBuffer.load(tmp_path, skip_unreadable=True)  # or leaves them out when told to
     assert len(buf.lengths) == 2
+    assert len(EpisodeBuffer.load(tmp_path, files=["run-0001-00002.h5"]).lengths) == 1  # not one of those to read
 
 
 def test_audit_table_shares():

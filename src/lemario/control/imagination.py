@@ -28,6 +28,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.data.buffer import EpisodeBuffer
+from lemario.model.trainer import read_episode_list
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
 
 RETURN_UNIT = PROGRESS_SCALE
@@ -261,8 +262,10 @@ def run_imagine(cfg: ImagineConfig) -> Path:
     model, wm_meta = load_world_model(cfg.world_model, device)
     check_writable(cfg.out)
     with writer_lock(cfg.out), torch_threads(cfg.threads):
-        files = json.loads(Path(cfg.episodes).read_text()) if cfg.episodes is not None else None
-        buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
+        files = read_episode_list(cfg.episodes)
+        buffer = EpisodeBuffer.load(  # start states: fewer episodes do no harm, so unreadable ones are left out
+            cfg.corpus, max_episodes=cfg.max_episodes or None, files=files, skip_unreadable=True
+        )
         metrics_path = cfg.out / runlog.NAME
         metrics_path.unlink(missing_ok=True)  # a policy is trained in one go: an interrupted attempt's log goes
         t0 = time.time()

@@ -42,11 +42,14 @@ def load(path: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], 
         raise LemarioError(
             f"no checkpoint at {path} (needs {path.name} and {side.name}): check the path or train one first"
         )
-    meta = json.loads(side.read_text())
-    if kind is not None and meta.get("kind") != kind:
-        raise LemarioError(
-            f"{path} is a {meta.get('kind', 'unknown')!r} checkpoint, expected {kind!r}: pass a {kind} checkpoint"
-        )
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LemarioError(f"cannot read {side} ({type(e).__name__}): the checkpoint is damaged, use another") from None
+    if not isinstance(meta, dict) or "kind" not in meta:
+        raise LemarioError(f"{side} is not a lemario checkpoint sidecar (it names no kind): pass a lemario checkpoint")
+    if kind is not None and meta["kind"] != kind:
+        raise LemarioError(f"{path} is a {meta['kind']!r} checkpoint, expected {kind!r}: pass a {kind} checkpoint")
     try:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file

@@ -7,6 +7,7 @@ repeating the episode's first frame before its start (exactly what the env showe
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lemario.core.errors import LemarioError
-from lemario.data.corpus import read_episode, scan
+from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
 
@@ -32,25 +33,35 @@ class EpisodeBuffer:
 
     @classmethod
     def load(
-        cls, corpus: Path, *, max_episodes: int | None = None, files: list[str] | None = None, relabel: bool = True
+        cls,
+        corpus: Path,
+        *,
+        max_episodes: int | None = None,
+        files: list[str] | None = None,
+        relabel: bool = True,
+        skip_unreadable: bool = False,
     ) -> EpisodeBuffer:
-        """Read a corpus folder (unreadable files are skipped with the index's report), or only the episode
-        `files` named (in the corpus's order; a name the corpus lacks is an error).
+        """Read a corpus folder, or only the episode `files` named (in the corpus's order).
 
-        Episodes labelled with another reward-spec version are relabelled from their RAM labels, or refused
-        when relabel=False.
+        An unreadable file among those to read is an error naming it and the fix, or with skip_unreadable a
+        warning on stderr and the file left out; a named file the corpus lacks is an error. Episodes labelled
+        with another reward-spec version are relabelled from their RAM labels, or refused when relabel=False.
         """
         index = scan(Path(corpus))
-        rows = index.episodes
+        rows, bad = index.episodes, index.bad
         if files is not None:
             wanted = set(files)
-            rows = [r for r in rows if r["file"] in wanted]
-            if len(rows) < len(wanted):
-                missing = sorted(wanted - {r["file"] for r in rows})
+            rows, bad = [r for r in rows if r["file"] in wanted], [b for b in bad if b["file"] in wanted]
+            missing = sorted(wanted - {r["file"] for r in rows} - {b["file"] for b in bad})
+            if missing:
                 raise LemarioError(
-                    f"{len(missing)} selected episodes (e.g. {missing[0]}) are not readable in {corpus}: "
+                    f"{len(missing)} selected episodes (e.g. {missing[0]}) are not in {corpus}: "
                     "re-run the selection on the corpus as it is"
                 )
+        if bad and not skip_unreadable:
+            raise LemarioError(f"{unreadable_message(Path(corpus), bad)}; or leave them out with --skip-unreadable")
+        if bad:
+            print(f"warning: left out {unreadable_message(Path(corpus), bad)}", file=sys.stderr)
         rows = rows[:max_episodes] if max_episodes else rows
         if not rows:
             raise LemarioError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,6 +208,23 @@ def format_summary(index: Index, title: str = "corpus") -> str:
     lines.append(f"{'tier (max_x)':<14}{'episodes':>10}{'frames':>10}{'share':>9}")
     for row in audit(eps):
         lines.append(f"{row['tier']:<14}{row['episodes']:>10}{row['frames']:>10}{row['share']:>8.1%}")
-    for b in index.bad:
-        lines.append(f"skipped unreadable file {b['file']}: {b['error']}")
+    if index.bad:
+        lines.append(f"{len(index.bad)} unreadable files left out (listed on stderr)")
     return "\n".join(lines)
+
+
+def unreadable_message(corpus: Path, bad: list[dict]) -> str:
+    """One line naming a corpus's unreadable files (the first with its error) and the fix."""
+    first = bad[0]
+    more = f" and {len(bad) - 1} more ({', '.join(b['file'] for b in bad[1:4])}{', ...' if len(bad) > 4 else ''})"
+    return (
+        f"{len(bad)} unreadable episode file(s) in {corpus}: {first['file']} ({first['error']})"
+        f"{more if len(bad) > 1 else ''}; move them out of the folder (an interrupted copy or a damaged disk "
+        f"leaves them), then `lemario corpus {corpus} --rebuild`"
+    )
+
+
+def warn_unreadable(corpus: Path, index: Index) -> None:
+    """Name a corpus's unreadable files on stderr (readers that can do without them)."""
+    if index.bad:
+        print(f"warning: {unreadable_message(corpus, index.bad)}", file=sys.stderr)

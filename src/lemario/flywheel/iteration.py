@@ -15,7 +15,7 @@ from pathlib import Path
 from lemario.control.imagination import run_imagine
 from lemario.core.executor import run_parallel
 from lemario.core.files import read_json, write_json
-from lemario.data.corpus import scan
+from lemario.data.corpus import scan, warn_unreadable
 from lemario.data.replay import select
 from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
@@ -126,7 +126,9 @@ class Iteration:
 
     def select(self) -> list[dict]:
         """The replay selection (selection.json) and its audit (audit.json); returns the corpus's index rows."""
-        rows = scan(self.corpus).episodes
+        index = scan(self.corpus)
+        warn_unreadable(self.corpus, index)  # the selection leaves them out
+        rows = index.episodes
         caps = self.plan.settings.replay_caps
         rcfg = replay_config(self.cfg, caps)
         chosen = select(rows, rcfg)

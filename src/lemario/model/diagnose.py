@@ -129,7 +129,7 @@ class DiagnoseConfig:
 
 def diagnose_main(cfg: DiagnoseConfig) -> None:
     model, _ = load_world_model(cfg.checkpoint)
-    buffer = EpisodeBuffer.load(cfg.corpus)
+    buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)  # a diagnostic: warn and go on
     batch = to_torch(
         buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu")
     )

@@ -128,7 +128,7 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
 def run_probes(cfg: ProbeConfig) -> dict:
     """Fit and score every probe of a checkpoint on a corpus; writes and returns the JSON report."""
     model, meta = load_world_model(cfg.checkpoint)
-    buffer = EpisodeBuffer.load(cfg.corpus)
+    buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)  # an analysis: warn and go on
     scored_eps = np.array([is_val_episode("probe:" + f, cfg.score_fraction) for f in buffer.files])
     if scored_eps.all() or not scored_eps.any():
         if len(buffer.files) < 2:

@@ -64,6 +64,8 @@ class TrainConfig:
     """Also checkpoint when this many minutes have passed since the last one (0: on steps only): a kill loses at
     most this much work. Ctrl-C and SIGTERM checkpoint before the process exits."""
     log_every: int = 10
+    skip_unreadable: bool = False
+    """Train on a corpus with unreadable episode files, leaving them out (by default they are an error)."""
     max_episodes: int = 0
     """Use at most this many episodes of the corpus (0: all)."""
     episodes: Path | None = None

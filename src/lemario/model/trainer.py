@@ -65,7 +65,9 @@ class Trainer:
     def __init__(self, cfg, device: torch.device, rank: int, world: int):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         files = read_episode_list(cfg.episodes)
-        self.buffer = EpisodeBuffer.load(cfg.corpus, max_episodes=cfg.max_episodes or None, files=files)
+        self.buffer = EpisodeBuffer.load(
+            cfg.corpus, max_episodes=cfg.max_episodes or None, files=files, skip_unreadable=cfg.skip_unreadable
+        )
         self.train_starts, self.val_starts = split_windows(self.buffer, cfg.k, cfg.val_fraction)
         n_actions = int(self.buffer.actions.max()) + 1
         if n_actions > cfg.model.n_actions:

@@ -28,7 +28,16 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
-from lemario.data.corpus import Episode, Index, add_to_index, format_summary, index_row, scan, write_episode
+from lemario.data.corpus import (
+    Episode,
+    Index,
+    add_to_index,
+    format_summary,
+    index_row,
+    scan,
+    warn_unreadable,
+    write_episode,
+)
 from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
@@ -231,3 +240,4 @@ def collect(cfg: CollectConfig) -> Index:
 def collect_main(cfg: CollectConfig) -> None:
     index = collect(cfg)
     print(format_summary(index, title=str(cfg.out)))
+    warn_unreadable(cfg.out, index)

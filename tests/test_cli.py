@@ -1,0 +1,168 @@
+"""Bad input through the real command line: every case exits 2 with one line on stderr that names the problem and
+the fix, no traceback, and leaves everything already written as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lemario.data.corpus import scan
+from lemario.model.train import PRESETS, train
+
+from synthetic import write_corpus
+
+ROOT = "{root}"  # replaced by the fixture folder in every argument
+
+
+CASES = [  # (id, arguments, a fragment of the expected message)
+    ("unknown-command", ["frobnicate"], "unknown command 'frobnicate'"),
+    ("unknown-preset", ["flywheel", "--preset", "huge"], "unknown preset 'huge': use one of tiny, cpu, gpu"),
+    ("preset-of-a-command-without", ["corpus", "{root}/corpus", "--preset", "tiny"], "this command has none"),
+    ("not-a-number", ["collect", "--episodes", "abc"], "Error parsing --episodes"),
+    ("unknown-option", ["collect", "--bogus", "1"], "Unrecognized options: --bogus"),
+    ("missing-positional", ["hof", "list"], "Missing from lemario hof"),
+    ("level", ["collect", "--level", "9-9", "--out", "{root}/new"], "unknown level '9-9'"),
+    ("level-form", ["eval", "biased", "--level", "one", "--out", "{root}/new"], "is not of the form W-S"),
+    ("backend", ["collect", "--backend", "snes", "--out", "{root}/new"], "unknown backend 'snes'"),
+    ("action-set", ["collect", "--action-set", "all", "--out", "{root}/new"], "unknown action set 'all'"),
+    ("frame-skip", ["collect", "--frame-skip", "1", "--out", "{root}/new"], "frame_skip must be at least 2"),
+    ("episodes", ["collect", "--episodes", "0", "--out", "{root}/new"], "--episodes and --workers must be at least 1"),
+    ("explore", ["collect", "--explore", "1.5", "--out", "{root}/new"], "is not a probability"),
+    ("policy", ["collect", "--policy", "greedy", "--out", "{root}/new"], "unknown agent 'greedy'"),
+    ("policy-path", ["collect", "--policy", "policy:", "--out", "{root}/new"], "needs a checkpoint: write policy:PATH"),
+    ("run-name", ["collect", "--run", "run-0001", "--out", "{root}/new"], "not starting with 'run-'"),
+    ("executor", ["collect", "--executor", "spark", "--out", "{root}/new"], "unknown executor 'spark'"),
+    ("rom", ["collect", "--rom", "{root}/none.nes", "--out", "{root}/new"], "ROM not found"),
+    ("out-is-a-file", ["collect", "--out", "{root}/afile/sub", "--episodes", "1"], "choose a writable --out folder"),
+    ("corpus-missing", ["corpus", "{root}/nothing"], "does not exist: collect one"),
+    ("train-corpus-missing", ["train", "--corpus", "{root}/nothing", "--out", "{root}/new"], "does not exist"),
+    ("train-corpus-empty", ["train", "--corpus", "{root}/empty", "--out", "{root}/new"], "has no readable episodes"),
+    ("train-corrupt", ["train", "--corpus", "{root}/damaged", "--out", "{root}/new"], "--skip-unreadable"),
+    (
+        "episode-list",
+        ["train", "--corpus", "{root}/corpus", "--episodes", "{root}/no.json", "--out", "{root}/new"],
+        "cannot read the episode list",
+    ),
+    (
+        "init-from-garbage",
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--corpus",
+            "{root}/corpus",
+            "--init-from",
+            "{root}/garbage.safetensors",
+            "--out",
+            "{root}/new",
+        ],
+        "the checkpoint is damaged",
+    ),
+    ("device", ["train", "--corpus", "{root}/corpus", "--device", "tpu", "--out", "{root}/new"], "unknown device"),
+    (
+        "other-config",
+        ["train", "--preset", "tiny", "--corpus", "{root}/corpus", "--out", "{root}/wm", "--lr", "0.1"],
+        "lr: 0.0003 -> 0.1",
+    ),
+    ("probe-missing", ["probe", "{root}/none.safetensors", "--corpus", "{root}/corpus"], "no checkpoint at"),
+    ("probe-garbage", ["probe", "{root}/garbage.safetensors", "--corpus", "{root}/corpus"], "is damaged"),
+    (
+        "diagnose-wrong-kind",
+        ["diagnose", "{root}/wm/ckpt_latest.safetensors", "--corpus", "{root}/corpus"],
+        "is a 'world_model_training' checkpoint, expected 'world_model'",
+    ),
+    ("eval-no-agent", ["eval"], "no agent to evaluate"),
+    ("eval-episodes", ["eval", "biased", "--episodes", "0", "--out", "{root}/new"], "must be at least 1"),
+    ("eval-agent", ["eval", "genius", "--out", "{root}/new"], "unknown agent 'genius'"),
+    ("eval-checkpoint", ["eval", "planner:{root}/none.safetensors", "--out", "{root}/new"], "no checkpoint at"),
+    ("eval-prior", ["eval", "biased", "--planner.prior", "greedy", "--out", "{root}/new"], "unknown planner prior"),
+    ("eval-budget", ["eval", "biased", "--planner.elites", "999", "--out", "{root}/new"], "elites <= samples"),
+    (
+        "eval-value",
+        ["eval", "biased", "--planner.value", "{root}/none.safetensors", "--out", "{root}/new"],
+        "no policy checkpoint",
+    ),
+    (
+        "eval-action-count",
+        [
+            "eval",
+            "planner:{root}/wm/model.safetensors",
+            "--action-set",
+            "simple",
+            "--workers",
+            "1",
+            "--out",
+            "{root}/new",
+        ],
+        "pass --action-set complex",
+    ),
+    ("render-agent", ["render", "genius", "--out", "{root}/new"], "unknown agent 'genius'"),
+    (
+        "imagine-world-model",
+        ["imagine", "--world-model", "{root}/none.safetensors", "--out", "{root}/new"],
+        "no checkpoint at",
+    ),
+    ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
+    ("flywheel-executor", ["flywheel", "--executor", "spark", "--out", "{root}/new"], "unknown executor"),
+    ("flywheel-hidden-flag", ["flywheel", "--train.corpus", "x", "--out", "{root}/new"], "Unrecognized options"),
+    ("ppo-level", ["baseline", "ppo", "--level", "9-9", "--out", "{root}/new"], "unknown level '9-9'"),
+    ("ppo-summary", ["baseline", "summary", "{root}/corpus", "--out", "{root}/new"], "is not a PPO run folder"),
+    ("hof-missing", ["hof", "list", "{root}/nothing"], "has no hall of fame yet"),
+    ("report-missing", ["report", "{root}/nothing"], "has no finished flywheel iteration"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with a hash of its content."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every case run once, two at a time; and the fixture folder's files before and after all of them."""
+    root = tmp_path_factory.mktemp("bad-input")
+    corpus = write_corpus(root / "corpus", episodes=6, steps=30)
+    damaged = write_corpus(root / "damaged", episodes=3, steps=30)
+    first = sorted(damaged.glob("*.h5"))[0]
+    first.write_bytes(first.read_bytes()[:2000])
+    (root / "empty").mkdir()
+    (root / "afile").write_text("a file where a folder is expected")
+    (root / "garbage.safetensors").write_bytes(b"\0" * 64)
+    (root / "garbage.json").write_text("{ not json")
+    train(replace(PRESETS["tiny"], corpus=corpus, out=root / "wm", steps=10, progress=False, tensorboard=False))
+    scan(corpus), scan(damaged)  # the index caches, as any earlier command leaves them
+    before = _snapshot(root)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def run(case):
+        args = [a.replace(ROOT, str(root)) for a in case[1]]
+        cmd = [sys.executable, "-m", "lemario.cli", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+
+    with ThreadPoolExecutor(2) as pool:
+        done = dict(zip([c[0] for c in CASES], pool.map(run, CASES)))
+    return done, before, _snapshot(root)
+
+
+@pytest.mark.parametrize("name,args,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(results, name, args, message):
+    r = results[0][name]
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0].startswith("lemario") and ": error: " in lines[0] and message in lines[0], lines[0]
+
+
+def test_bad_input_changes_nothing_already_written(results):
+    """Every file there before is there after with the same content (a folder's .lock holds the pid of the last
+    process that tried to write it, not data)."""
+    _, before, after = results
+    kept = {f: h for f, h in before.items() if not f.endswith(".lock")}
+    assert {f: after.get(f) for f in kept} == kept
