@@ -38,7 +38,8 @@ def scripted_actions(name: str) -> list[int]:
 
 
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a clean environment for Ray: nothing set by an earlier test in this process may make a Ray test pass
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "lemario.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs
     )

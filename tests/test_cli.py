@@ -142,7 +142,8 @@ def results(tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def run(case):
-        args = [a.replace(ROOT, str(root)) for a in case[1]]
+        # each case its own new folder: two at a time must not meet at one writer lock
+        args = [a.replace("{root}/new", f"{{root}}/new-{case[0]}").replace(ROOT, str(root)) for a in case[1]]
         cmd = [sys.executable, "-m", "lemario.cli", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
 

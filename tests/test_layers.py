@@ -1,7 +1,7 @@
 """The package's layers: every import of a lemario module points down (or within its own room), and no module
 imports itself through others. Read from the source with ast, so imports inside functions count too.
 
-    core <- games <- data <- model <- control <- play <- flywheel | baselines <- cli
+    core <- games <- data <- model <- control <- play <- flywheel | baselines <- status <- cli
 
 Rooms of one layer never import each other: flywheel and baselines, and one game and another (games/mario,
 games/push, ...).
@@ -24,7 +24,8 @@ LAYERS = {
     "play": 5,
     "flywheel": 6,
     "baselines": 6,
-    "cli": 7,
+    "status": 7,
+    "cli": 8,
 }
 
 

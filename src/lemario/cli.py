@@ -17,6 +17,7 @@ from typing import NamedTuple, NoReturn
 
 import tyro
 
+from lemario import status
 from lemario.baselines import ppo
 from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
@@ -112,6 +113,12 @@ COMMANDS = {
         report.report_main,
     ),
     "hof": Command("the hall of fame of a flywheel run: list | show | export", hof.HofConfig, None, hof.hof_main),
+    "status": Command(
+        "where a run folder (flywheel, train, baseline ppo, eval, collect) stands, read while it runs",
+        status.StatusConfig,
+        None,
+        status.status_main,
+    ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",
         evaluate.EvalConfig,
@@ -184,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
     cfg = _parse(name, command.config, rest, default, command.help + presets)
+    out = getattr(cfg, "out", None)
+    if out is not None:
+        print(f"lemario {name}: writing {out}", flush=True)  # the first line: where it writes
     try:
         command.main(cfg)
     except LemarioError as e:

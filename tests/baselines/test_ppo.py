@@ -26,6 +26,8 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
     out = tmp_path / "ppo"
     r = run_cli("baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("status", str(out))
+    assert r.returncode == 0 and f"PPO run {out}: 128 of 128 env steps" in r.stdout, r.stderr
     for name in (
         "latest.zip",
         "final.zip",

@@ -23,7 +23,7 @@ from lemario.games.mario.actions import action_set
 from lemario.games.mario.env import EnvConfig
 from lemario.model.encoders import Projector
 from lemario.model.world_model import ModelConfig, WorldModel
-from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate
+from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate, format_summary
 
 from conftest import run_cli
 
@@ -153,7 +153,7 @@ def test_harness_rows_and_determinism(tmp_path):
         assert r["end"] in {"enemy", "pit", "time", "step_limit", "flag"} and r["max_x"] >= r["final_x"] >= 0
     agg = s["per_agent"]["biased"]
     assert agg["mean_max_x"] == pytest.approx(np.mean([r["max_x"] for r in rows if r["agent"] == "biased"]))
-    assert s["kseed"]["seeds"] == 2
+    assert s["kseed"] == {}, "biased and random are two methods, not two seeds of one"
     again = evaluate(
         EvalConfig(agents=("biased", "random"), episodes=3, workers=2, env=EnvConfig(max_steps=200), out=tmp_path / "b")
     )
@@ -297,3 +297,15 @@ def test_one_scalar_reward_in_pixels_for_planner_and_imagination():
     assert scalar_reward(decoded, RewardWeights()).tolist() == [6.0, 6.0 - 25.0]
     assert scalar_reward(decoded, RewardWeights(death_penalty=40.0, score_weight=1.5)).tolist() == [9.0, -14.0]
     assert PlannerConfig().reward.death_penalty == 50.0 and ImagineConfig().reward.death_penalty == 5 * RETURN_UNIT
+
+
+def test_several_specs_of_one_method_are_its_seeds(tmp_path):
+    s = evaluate(
+        EvalConfig(
+            agents=("random", "uniform", "biased"), episodes=2, workers=1, env=EnvConfig(max_steps=60), out=tmp_path
+        )
+    )
+    assert list(s["kseed"]) == ["uniform"] and s["kseed"]["uniform"]["seeds"] == 2  # random is uniform's spec
+    means = [s["per_agent"][a]["mean_max_x"] for a in ("random", "uniform")]
+    assert s["kseed"]["uniform"]["mean_of_means"] == pytest.approx(np.mean(means))
+    assert "uniform: K=2 seeds" in format_summary({**s, "out": str(tmp_path)})

@@ -1,6 +1,8 @@
 """The executors: a local process pool and Ray on a private 2-CPU instance bound to 127.0.0.1."""
 
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -16,24 +18,69 @@ def _pid_and_square(x):
     return os.getpid(), x * x
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_run_parallel_runs_elsewhere_and_keeps_order(executor):
-    if executor == "ray":  # Ray workers cannot import a test module: ship this function by value
-        from lemario.core.executor import ray_init
-
-        ray_init()
-        import ray.cloudpickle
-
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    out = run_parallel(_pid_and_square, [1, 2, 3, 4], executor, processes=2, cpus=1)
+def test_run_parallel_runs_elsewhere_and_keeps_order():
+    out = run_parallel(_pid_and_square, [1, 2, 3, 4], "local", processes=2, cpus=1)
     assert [sq for _, sq in out] == [1, 4, 9, 16]
     assert os.getpid() not in {pid for pid, _ in out}, "the work ran in other processes"
-    if executor == "ray":
-        import ray
 
-        assert ray.cluster_resources()["CPU"] == os.cpu_count()
-        assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes()), "bound to the loopback interface"
-        ray.shutdown()
+
+RAY_CHECK = """
+import json, os, socket
+from lemario.core.executor import run_parallel
+
+def pid_and_square(x):
+    return os.getpid(), x * x
+
+out = run_parallel(pid_and_square, [1, 2, 3, 4], "ray", processes=2, cpus=1)  # lemario imports Ray itself
+import ray
+session = ray._private.worker._global_node.get_session_dir_path()
+pids, parents = {os.getpid()}, {}
+for d in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd, stat = open(f"/proc/{d}/cmdline").read(), open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    if session in cmd:  # Ray's daemons, started outside this process tree
+        pids.add(int(d))
+todo = list(pids)
+while todo:  # and every process below this one
+    for child in parents.get(todo.pop(), []):
+        if child not in pids:
+            pids.add(child)
+            todo.append(child)
+inodes = set()
+for pid in pids:
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        continue
+    inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+listening = []
+for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+    for row in open(table).read().splitlines()[1:]:
+        f = row.split()
+        if f[3] == "0A" and f[9] in inodes:  # LISTEN
+            raw = bytes.fromhex(f[1].split(":")[0])
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # /proc's words are little-endian
+            listening.append(socket.inet_ntop(family, raw))
+print(json.dumps({"out": out, "me": os.getpid(), "cpus": ray.cluster_resources()["CPU"],
+                  "nodes": [n["NodeManagerAddress"] for n in ray.nodes()], "listening": listening}))
+ray.shutdown()
+"""
+
+
+def test_ray_from_a_fresh_process_runs_the_work_and_listens_on_loopback_only():
+    """In a clean process (no RAY_* variable inherited): results in order from other processes, a private instance
+    with this machine's CPUs, and every socket Ray's processes listen on bound to the loopback interface."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    r = subprocess.run([sys.executable, "-c", RAY_CHECK], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [sq for _, sq in got["out"]] == [1, 4, 9, 16] and got["me"] not in {pid for pid, _ in got["out"]}
+    assert got["cpus"] == os.cpu_count() and got["nodes"] == ["127.0.0.1"]
+    assert len(got["listening"]) >= 3, "Ray's servers were found (the check is not vacuous)"
+    assert set(got["listening"]) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, got["listening"]
 
 
 def test_unknown_executor_is_a_clear_error():

@@ -4,6 +4,7 @@ writer lock, the Ray executor on 2 local CPUs."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,3 +143,18 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     assert chosen["max_x"] == max(row["max_x"] for row in rows) and (out / "best.mp4").stat().st_size > 1000
     r = run_cli("report", str(run.parent / "nothing"))
     assert r.returncode == 2 and "no finished flywheel iteration" in r.stderr
+
+
+def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run)
+    r = run_cli("status", str(run))
+    assert r.returncode == 0 and "2 iterations finished (done)" in r.stdout and "K-seed mean" in r.stdout, r.stderr
+    for done in ("summary.json", "decision.json"):  # iteration 2 as it stood before its evaluation finished
+        (run / "iter002" / done).unlink()
+    shutil.rmtree(run / "iter002" / "confirm")
+    (run / "iter002" / "eval" / "summary.json").unlink()
+    r = run_cli("status", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "1 iterations finished" in r.stdout
+    assert "iteration 2: collect 3/3, world model done, probe done, policies 2/2" in r.stdout

@@ -317,6 +317,8 @@ def test_cli_probe_and_diagnose(trained, corpus):
     r = run_cli("diagnose", str(trained / "model.safetensors"), "--corpus", str(corpus), "--windows", "64")
     assert r.returncode == 0, r.stderr
     assert "sensitivity_latent" in r.stdout and "effective_rank" in r.stdout
+    r = run_cli("status", str(trained))
+    assert r.returncode == 0 and "finished, step 300 of 300 logged, checkpoint at step 300" in r.stdout, r.stderr
 
 
 def test_ddp_two_cpu_processes(corpus, tmp_path):

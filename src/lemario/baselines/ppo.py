@@ -262,6 +262,7 @@ class LemarioCallback(BaseCallback):
                 workers=1,
                 env=self.cfg.env,
                 out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}",
+                progress=False,  # inside the training's own bar
             )
         )
         agg = next(iter(s["per_agent"].values()))

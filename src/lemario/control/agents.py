@@ -33,8 +33,14 @@ SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
 
 
-def validate_spec(spec: str) -> None:
-    """Fail with one line when an agent spec is unknown, lacks its checkpoint or names one of another kind."""
+def method_of(spec: str) -> str:
+    """The method an agent spec is a seed of: 'uniform', 'biased', 'planner', 'policy' or 'ppo'."""
+    return SCRIPTED.get(spec) or spec.partition(":")[0]
+
+
+def validate_spec(spec: str, env_config: EnvConfig | None = None) -> None:
+    """Fail with one line when an agent spec is unknown, lacks its checkpoint, names one of another kind, or (given
+    the env) chooses among another number of actions than the env's set has."""
     kind, _, path = spec.partition(":")
     if spec in SCRIPTED:
         return
@@ -45,9 +51,9 @@ def validate_spec(spec: str) -> None:
             if not Path(path).is_file():
                 raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
             return
-        checkpoint.load(
-            Path(path), kind=MODEL_AGENTS[kind]
-        )  # a missing or wrong-kind checkpoint fails here, with its message
+        meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])  # missing, damaged, wrong kind: its message
+        if env_config is not None:
+            check_action_count(meta["config"]["n_actions"], env_config, f"the {kind} {path}")
         return
     raise LemarioError(
         f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS)

@@ -113,6 +113,9 @@ class ImagineConfig:
     threads: int = 0
     """torch CPU threads (0: torch's default; the flywheel gives each of its parallel policies a share)."""
     progress: bool = True
+    """Show a progress bar (updates, rate, imagined return, entropy)."""
+    progress_row: int = 0
+    """Screen row of the progress bar (policies trained side by side each draw their own)."""
 
 
 PRESETS = {
@@ -219,7 +222,14 @@ def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     scale = torch.tensor(1.0, device=device)
-    bar = tqdm(range(cfg.updates), disable=not cfg.progress, dynamic_ncols=True, unit="upd")
+    bar = tqdm(
+        range(cfg.updates),
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        unit="upd",
+        desc=f"policy s{cfg.seed}",
+        position=cfg.progress_row,
+    )
     for i in bar:
         start, past = starts_fn(rng)
         z, actions, reward_out = imagine(world_model, ac, start, past, cfg.horizon, generator)

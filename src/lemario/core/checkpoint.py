@@ -32,8 +32,9 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     atomic_write_text(sidecar_path(path), json.dumps({**provenance(), **meta}, indent=2, default=str))
 
 
-def load(path: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and sidecar of a checkpoint; a missing file or a checkpoint of another kind is a clear error."""
+def load_meta(path: Path, kind: str | None = None) -> dict:
+    """A checkpoint's sidecar, without its tensors; a missing or damaged checkpoint, or one of another kind, is a
+    clear error."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
@@ -50,6 +51,13 @@ def load(path: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], 
         raise LemarioError(f"{side} is not a lemario checkpoint sidecar (it names no kind): pass a lemario checkpoint")
     if kind is not None and meta["kind"] != kind:
         raise LemarioError(f"{path} is a {meta['kind']!r} checkpoint, expected {kind!r}: pass a {kind} checkpoint")
+    return meta
+
+
+def load(path: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and sidecar of a checkpoint (`load_meta`'s checks first)."""
+    meta = load_meta(path, kind)
+    path = Path(path).with_suffix(".safetensors")
     try:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file

@@ -28,13 +28,15 @@ CONFIRM_SEED_OFFSET = 500_000  # confirmation episodes: EVAL_SEED_BASE + this + 
 
 @dataclass(frozen=True)
 class IterationTrainConfig(TrainConfig):
-    """`TrainConfig` with the fields each iteration sets hidden from the command line."""
+    """`TrainConfig` with the fields each iteration sets hidden from the command line (the flywheel's own --progress
+    shows or hides every phase's progress)."""
 
     corpus: tyro.conf.Suppress[Path] = TrainConfig.corpus
     out: tyro.conf.Suppress[Path] = TrainConfig.out
     episodes: tyro.conf.Suppress[Path | None] = None
     init_from: tyro.conf.Suppress[Path | None] = None
     seed: tyro.conf.Suppress[int] = 0
+    progress: tyro.conf.Suppress[bool] = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class IterationImagineConfig(ImagineConfig):
     episodes: tyro.conf.Suppress[Path | None] = None
     seed: tyro.conf.Suppress[int] = 0
     threads: tyro.conf.Suppress[int] = 0
+    progress: tyro.conf.Suppress[bool] = True
+    progress_row: tyro.conf.Suppress[int] = 0
 
 
 def _as(cls, cfg):

@@ -149,6 +149,7 @@ class Iteration:
             episodes=self.dir / "selection.json",
             init_from=init_from,
             seed=plan.train_seed,
+            progress=self.cfg.progress,
         )
         if self.wm.with_suffix(".json").exists():
             return
@@ -180,6 +181,7 @@ class Iteration:
                 out=self.dir / "policies" / f"s{seed}",
                 seed=seed,
                 entropy=entropy,
+                progress=cfg.progress,
             )
             for seed in self.plan.policy_seeds
         ]
@@ -188,7 +190,7 @@ class Iteration:
             procs = min(len(todo), max(1, cfg.workers)) if cfg.executor == "local" else len(todo)
             threads = max(1, (os.cpu_count() or 1) // procs)
             self.log(f"train {len(todo)} policies in imagination ({cfg.executor}, {procs} at a time)")
-            todo = [replace(c, threads=threads) for c in todo]
+            todo = [replace(c, threads=threads, progress_row=i % procs) for i, c in enumerate(todo)]
             self.timed(
                 "imagine",
                 lambda: run_parallel(
@@ -209,6 +211,7 @@ class Iteration:
                 seed_offset=seed_offset,
                 env=cfg.env,
                 workers=cfg.workers,
+                progress=cfg.progress,
             )
             self.timed(name, lambda: evaluate(ecfg))
         return read_json(out / "summary.json")["per_agent"]

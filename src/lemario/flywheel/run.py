@@ -125,7 +125,6 @@ def format_table(summaries: list[IterationSummary]) -> str:
 
 
 def flywheel_main(cfg: FlywheelConfig) -> None:
-    print(f"lemario flywheel: writing {cfg.out}/ (re-run the same command to resume; `lemario report {cfg.out}`)")
     summaries = flywheel(cfg)
     print(format_table(summaries))
     print(f"hall of fame: `lemario hof list {cfg.out}`; report: `lemario report {cfg.out}`")

@@ -73,7 +73,7 @@ class CollectConfig:
     def validate(self) -> None:
         self.env.validate()
         resolve_rom(self.env.rom, self.env.backend)
-        validate_spec(self.policy)
+        validate_spec(self.policy, self.env)
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
         if self.run and (

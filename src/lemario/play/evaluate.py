@@ -3,9 +3,10 @@
 Each agent plays N stochastic episodes from the level's spawn on evaluation seeds disjoint from every
 training/collection seed (EVAL_SEED_BASE + i). Per episode: max_x, final x, flag, steps, and where and how
 Mario's episode ended (pit, enemy, time, step limit, flag). Per agent: mean/median/max of max_x, flag rate,
-bootstrap 95% CI, and the mode-collapse flag. Several agents given together are treated as K independently
-trained seeds: mean of their means with the sd between seeds (`lemario.play.stats`). Finished episodes are
-appended to OUT/episodes.partial.jsonl as they come, so a killed evaluation re-run with the same settings resumes.
+bootstrap 95% CI, and the mode-collapse flag. Several specs of one method (`policy:A policy:B policy:C`) are
+its K independently trained seeds: the mean of their means with the sd between seeds (`lemario.play.stats`);
+different methods are rows side by side. Finished episodes are appended to OUT/episodes.partial.jsonl as they
+come, so a killed evaluation re-run with the same settings resumes.
 
 Agents (`lemario.control.agents`): `random`, `biased` (the seed's right-biased random baseline), `planner:PATH`
 (latent CEM through a world model), `policy:PATH` (an imagination policy), `ppo:PATH` (a PPO baseline checkpoint).
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import tyro
+from tqdm import tqdm
 
-from lemario.control.agents import validate_spec
+from lemario.control.agents import method_of, validate_spec
 from lemario.control.planner import PlannerConfig
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
@@ -45,12 +47,14 @@ class EvalConfig:
     """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
     workers: int = 2
     """Worker processes, one env each (1 plays in this process)."""
-    out: Path | None = None
+    out: Path = field(default_factory=lambda: Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S"))
     """Folder for episodes.jsonl and summary.json (default: runs/eval/<time>)."""
     seed_offset: int = 0
     """Added to the evaluation seeds (use another offset for an independent re-evaluation)."""
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     """Settings of `planner:PATH` agents."""
+    progress: bool = True
+    """Show a progress bar (episodes, rate, mean max_x so far)."""
 
     def validate(self) -> None:
         """Every check that can fail before a worker starts (a failing worker initializer would respawn forever)."""
@@ -59,7 +63,7 @@ class EvalConfig:
         if self.episodes < 1 or self.workers < 1:
             raise LemarioError(f"--episodes {self.episodes} and --workers {self.workers}: both must be at least 1")
         for spec in self.agents:
-            validate_spec(spec)
+            validate_spec(spec, self.env)
         self.env.validate()
         self.planner.validate()
 
@@ -77,7 +81,7 @@ PARTIAL = "episodes.partial.jsonl"
 
 def _resume_key(cfg: EvalConfig) -> dict:
     """What makes two evaluations' episodes interchangeable (not the worker count or the folder)."""
-    return run_key(cfg, ("workers", "out"))
+    return run_key(cfg, ("workers", "out", "progress"))
 
 
 def _load_partial(path: Path, key: dict) -> list[dict]:
@@ -112,12 +116,20 @@ def _aggregate(rows: list[dict], agents: tuple[str, ...]) -> dict[str, dict]:
     return per_agent
 
 
+def _kseed_by_method(per_agent: dict[str, dict]) -> dict[str, dict]:
+    """For each method given as several specs (its K independently trained seeds): the K-seed summary."""
+    groups: dict[str, dict[str, dict]] = {}
+    for spec, agg in per_agent.items():
+        groups.setdefault(method_of(spec), {})[spec] = agg
+    return {method: kseed_summary(seeds) for method, seeds in groups.items() if len(seeds) > 1}
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Play every (agent, episode) task and aggregate. Each finished episode is appended to
     OUT/episodes.partial.jsonl at once, so an interrupted evaluation re-run with the same settings and --out
     plays only the episodes it lacks; the sorted episodes.jsonl and summary.json replace it at the end."""
     cfg.validate()
-    out = cfg.out or Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S")
+    out = cfg.out
     check_writable(out)
     with writer_lock(out):
         key, partial = _resume_key(cfg), out / PARTIAL
@@ -132,14 +144,19 @@ def evaluate(cfg: EvalConfig) -> dict:
         if rows:
             print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
         atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
+        total = len(cfg.agents) * cfg.episodes
+        bar = tqdm(total=total, initial=len(rows), unit="ep", disable=not cfg.progress, dynamic_ncols=True)
         for row in imap(_episode, tasks, cfg.env, cfg.planner, cfg.workers):
             runlog.append_row(partial, row, durable=True)
             rows.append(row)
+            bar.set_postfix({"mean max_x": f"{np.mean([r['max_x'] for r in rows]):.0f}"}, refresh=False)
+            bar.update(1)
+        bar.close()
         rows.sort(key=lambda r: (cfg.agents.index(r["agent"]), r["episode"]))
         per_agent = _aggregate(rows, cfg.agents)
         summary = {
             "per_agent": per_agent,
-            "kseed": kseed_summary(per_agent) if len(cfg.agents) > 1 else None,
+            "kseed": _kseed_by_method(per_agent),
             "config": json.loads(json.dumps(asdict(cfg), default=str)),
             **provenance(),
         }
@@ -166,12 +183,13 @@ def format_summary(summary: dict) -> str:
             f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
             f"{a['max_max_x']:>7.0f}{a['flag_rate']:>7.2f}  {ends}{flag}"
         )
-    k = summary.get("kseed")
-    if k:
+    kseed = summary.get("kseed") or {}
+    if "seeds" in kseed:  # a summary written before the K seeds were grouped by method: all agents as one
+        kseed = {"all agents": kseed}
+    for method, k in kseed.items():
         lines.append(
-            f"K={k['seeds']} seeds: mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} (sd "
-            "between seeds), "
-            f"best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: "
+            f"{method}: K={k['seeds']} seeds, mean of means {k['mean_of_means']:.0f} +- {k['sd_between_seeds']:.0f} "
+            f"(sd between seeds), best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: "
             f"{k['mode_collapsed_seeds'] or 'none'}"
         )
     lines.append(f"saved {summary['out']}/episodes.jsonl and summary.json")

@@ -125,7 +125,7 @@ def _write_video(cfg: RenderConfig, video: list[np.ndarray]) -> tuple[Path, Path
 
 def render(cfg: RenderConfig) -> dict:
     """Play the candidates, replay the best with its frames recorded, and write the videos and render.json."""
-    validate_spec(cfg.agent)
+    validate_spec(cfg.agent, cfg.env)
     check_writable(cfg.out)
     env = SuperMarioBros(cfg.env)
     try:
