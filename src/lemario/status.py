@@ -39,7 +39,7 @@ def kind_of(run: Path) -> str:
         return "train"
     if "n_envs" in config.get("config", {}):
         return "ppo"
-    if (run / PARTIAL).is_file() or (run / "summary.json").is_file() and (run / "episodes.jsonl").is_file():
+    if (run / PARTIAL).is_file() or ((run / "summary.json").is_file() and (run / "episodes.jsonl").is_file()):
         return "eval"
     if any(run.glob("*.h5")) or (run / "index.json").is_file():
         return "corpus"
