@@ -1,9 +1,9 @@
 """Agents for the evaluation harness, built from a spec string: one interface for every controller.
 
     random (or uniform)       uniform over the action set
-    biased                    the seed's right-biased random baseline (`lemario.policies.BiasedPolicy`)
-    planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.planner`)
-    policy:PATH               an imagination actor-critic policy (`lemario.imagination`), sampling its actions
+    biased                    the seed's right-biased random baseline (`lemario.control.policies.BiasedPolicy`)
+    planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.control.planner`)
+    policy:PATH               an imagination actor-critic policy (`lemario.control.imagination`), sampling its actions
     ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.

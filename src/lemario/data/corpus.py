@@ -4,8 +4,8 @@ Layout of `DIR/<run>-<index>.h5` (schema 1):
     frames   (T+1, H, W[, 3]) uint8, gzip-1  preprocessed single frames; frames[0] is the reset frame
     actions  (T,)             uint8          action index taken after frames[t]
     ram      (T+1, 2048)      uint8, gzip-1  full RAM after each step (relabelling needs nothing else)
-    labels   (T+1, L)         int32          `lemario.ram.LABELS` columns (attr `names`)
-    rewards  (T, 3)           float32        `lemario.rewards.REWARD_CHANNELS` (attr `spec_version`)
+    labels   (T+1, L)         int32          `lemario.games.mario.ram.LABELS` columns (attr `names`)
+    rewards  (T, 3)           float32        `lemario.games.mario.rewards.REWARD_CHANNELS` (attr `spec_version`)
     attrs: level, seed, backend, policy, action_set, frame settings, lemario_version, reward_spec_version, run, ...
 
 A file is written under a temporary name, fsynced, then renamed: a reader sees a whole episode or none.

@@ -8,7 +8,7 @@ a new run and adds episodes. A run given a name (`--run NAME`, as the flywheel d
 once: re-running resumes it until complete, then does nothing. Nothing is ever overwritten, and one process at a
 time writes to a folder.
 
-The player is any evaluation agent (`lemario.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
+The player is any evaluation agent (`lemario.control.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
 `--explore EPS` mixing in biased-random macros.
 """
 

@@ -2,8 +2,8 @@
 
 Each agent step holds one action's buttons for `frame_skip` frames; the observation is the stack of the last
 `frame_stack` preprocessed frames (max of the last two emulator frames, canonical palette, grayscale,
-area-resized: `lemario.frames.process`).
-`info` carries the RAM labels of `lemario.ram` plus the reward triple of `lemario.rewards`.
+area-resized: `lemario.games.mario.frames.process`).
+`info` carries the RAM labels of `lemario.games.mario.ram` plus the reward triple of `lemario.games.mario.rewards`.
 
 States: `save_state()` returns a `MarioState` from which `reset(options={"state": s})` starts an episode. On
 retro it holds the emulator's own snapshot; on both it holds the frame-by-frame button log since boot, which
