@@ -119,3 +119,19 @@ def test_eating_the_mushroom_makes_mario_big(make_env):
     assert all(p == 0 for p in power[:grew]) and 300 < infos[grew]["x_pos"] < 500
     assert rams[-1][0x754] == 0, "PlayerSize (0x754) agrees once the growing animation ends: 0 is big"
     assert infos[-1]["score"] - infos[grew]["score"] == 1000, "a mushroom is worth 1000 points"
+
+
+def _takeoffs(infos) -> int:
+    """Times Mario left the ground."""
+    ground = [i["on_ground"] for i in infos]
+    return sum(a == 1 and b == 0 for a, b in zip(ground, ground[1:]))
+
+
+def test_the_jump_latch_a_held_a_gives_one_takeoff(make_env):
+    """The game starts a jump only if A was released on the previous frame: held through a landing, A does not jump
+    again (the previous action is part of the state a frame stack does not show); released and pressed, it does."""
+    env = make_env()
+    held, _, _ = play(env, [NOOP] * 3 + [A] * 40)  # one press held through the landing and beyond
+    assert _takeoffs(held) == 1 and held[-1]["on_ground"] == 1
+    released, _, _ = play(env, [NOOP] * 3 + [A] * 20 + [NOOP] + [A] * 20)  # land, release one step, press again
+    assert _takeoffs(released) == 2
