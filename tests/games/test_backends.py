@@ -108,3 +108,20 @@ def test_a_clear_found_on_retro_replays_on_nespy(make_env):
             if term or trunc:
                 break
         assert info["flag_get"] == 1 and info["x_pos"] == 3161 and info["steps"] == 514, (backend, info)
+
+
+@pytest.mark.parametrize("backend", ["retro", "nes-py"])
+def test_the_screen_shows_the_ram_of_the_frame_before(backend):
+    """Label/frame alignment, measured: during a jump, the top row of Mario's red pixels on frame t's screen keeps a
+    fixed offset from RAM's y (0x3B8) of frame t-1, not of frame t. So a step's labels (RAM after its last frame) are
+    one frame ahead of its last screen, and the stored frame (max-pool of the last two screens) shows frames t-2 and
+    t-1 of RAM (issue 16's label audit)."""
+    rams, screens = run_frames(backend, [0] * 5 + [0x01] * 40 + [0] * 30)  # one held jump from the spawn
+    red = (screens == [216, 40, 0]).all(-1)  # Mario's cap and shirt; nothing else red near the spawn
+    red[:, :, 80:] = False
+    top = np.array([np.flatnonzero(r.any(1)).min() for r in red])  # (T+1,) top row of Mario on each screen
+    y = rams[:, R.Y_PIXEL].astype(int)
+    moving = np.flatnonzero(y[1:] != y[:-1]) + 1  # frames whose RAM y changed
+    assert len(moving) > 30, "the jump moves Mario on most frames"
+    assert np.ptp(top[moving] - y[moving - 1]) <= 1, "a fixed offset to the previous frame's RAM (pose: +-1 row)"
+    assert np.ptp(top[moving] - y[moving]) >= 4, "not to the same frame's"
