@@ -57,8 +57,9 @@ def train_status(run: Path) -> list[str]:
     ckpt = read_json(run / "ckpt_latest.json")["step"] if (run / "ckpt_latest.json").is_file() else 0
     done = (run / "model.json").is_file()
     step = train_rows[-1]["step"] if train_rows else 0
+    end = min(cfg["steps"], cfg["stop_at"]) if cfg.get("stop_at") else cfg["steps"]
     lines = [
-        f"world-model training {run}: {'finished' if done else 'unfinished'}, step {step} of {cfg['steps']} "
+        f"world-model training {run}: {'finished' if done else 'unfinished'}, step {step} of {end} "
         f"logged, checkpoint at step {ckpt}"
     ]
     if train_rows:
