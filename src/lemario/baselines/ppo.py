@@ -32,7 +32,7 @@ from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, Subpr
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
 from lemario.core import runlog
 from lemario.core.device import resolve_device
-from lemario.core.files import atomic_write_text, check_writable, writer_lock
+from lemario.core.files import atomic_write_text, check_writable, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.games.mario.actions import action_set
@@ -165,7 +165,7 @@ def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
 def load_run_state(path: Path, venv: VecNormalize, rnd, device: str) -> PPO:
     """The PPO model of a checkpoint, its reward normalization and RND restored into `venv` and `rnd`."""
     model = PPO.load(path.with_suffix(".zip"), env=venv, device=device)
-    v = json.loads(path.with_suffix(".vecnorm.json").read_text())
+    v = read_json(path.with_suffix(".vecnorm.json"))
     venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = np.array(v["mean"]), np.array(v["var"]), v["count"]
     if rnd is not None:
         rnd.load(path.with_suffix(".rnd.safetensors"))
@@ -241,7 +241,7 @@ class LemarioCallback(BaseCallback):
 
     def _write_state(self) -> None:
         self.state["elapsed"] = round(time.time() - self.t0, 1)
-        atomic_write_text(self.cfg.out / "state.json", json.dumps({**self.state, "env_steps": int(self.num_timesteps)}))
+        write_json(self.cfg.out / "state.json", {**self.state, "env_steps": int(self.num_timesteps)})
 
     def _checkpoint(self, keep: bool) -> None:
         ckpt = self.cfg.out / "checkpoints"
@@ -296,10 +296,10 @@ def train_ppo(cfg: PPOConfig) -> dict:
     with writer_lock(cfg.out):
         config_path = cfg.out / "config.json"
         if config_path.exists():
-            stored = json.loads(config_path.read_text())["config"]
+            stored = read_json(config_path)["config"]
             stored_key = {k: v for k, v in stored.items() if k not in BOOKKEEPING}
             check_same_run(stored_key, run_key(cfg, BOOKKEEPING), run_key(PPOConfig(), BOOKKEEPING), cfg.out, "PPO run")
-        atomic_write_text(config_path, json.dumps({"config": as_json(cfg), **provenance()}, indent=2))
+        write_json(config_path, {"config": as_json(cfg), **provenance()})
         venv, rnd = make_vec_env(cfg)
         device = str(resolve_device(cfg.device))
         latest = cfg.out / "checkpoints" / "latest"
@@ -317,7 +317,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
         try:
             if latest.with_suffix(".zip").exists():
                 model = load_run_state(latest, venv, rnd, device)
-                state.update({k: v for k, v in json.loads(state_path.read_text()).items() if k in state})
+                state.update({k: v for k, v in read_json(state_path).items() if k in state})
                 drop_lost_rows(cfg.out / runlog.NAME, int(model.num_timesteps), state["next_eval"])
                 print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
             else:
@@ -330,7 +330,7 @@ def train_ppo(cfg: PPOConfig) -> dict:
                 )
             save_run_state(model, venv, rnd, cfg.out / "checkpoints" / "final")
             state["env_steps"], state["elapsed"] = int(model.num_timesteps), round(time.time() - callback.t0, 1)
-            atomic_write_text(state_path, json.dumps(state))
+            write_json(state_path, state)
         finally:
             venv.close()
     return state

@@ -13,7 +13,6 @@ any time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import tyro
 from lemario.baselines.milestones import KEYS
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text
+from lemario.core.files import atomic_write_text, read_json
 from lemario.core.plots import figure, save_png, table
 
 
@@ -51,8 +50,8 @@ def load_run(run: Path) -> dict:
     rows = runlog.read_rows(files["metrics.jsonl"])
     return {
         "run": run,
-        "config": json.loads(files["config.json"].read_text())["config"],
-        "state": json.loads(files["state.json"].read_text()),
+        "config": read_json(files["config.json"])["config"],
+        "state": read_json(files["state.json"]),
         "episodes": [r for r in rows if "episode/max_x" in r],
         "evals": [r for r in rows if "eval/mean_max_x" in r],
     }

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_bytes, atomic_write_text
+from lemario.core.files import atomic_write_bytes, write_json
 from lemario.core.provenance import provenance
 
 
@@ -29,7 +29,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
-    atomic_write_text(sidecar_path(path), json.dumps({**provenance(), **meta}, indent=2, default=str))
+    write_json(sidecar_path(path), {**provenance(), **meta})
 
 
 def load_meta(path: Path, kind: str | None = None) -> dict:

@@ -23,7 +23,7 @@ from typing import Literal
 import tyro
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text, read_json, write_json
+from lemario.core.files import read_json, write_json
 
 CATALOG = "catalog.json"
 
@@ -106,13 +106,13 @@ def add(
 
 def _write_catalog(run: Path, entries: list[dict]) -> None:
     entries = sorted(entries, key=lambda e: -e.get("score", e["mean_max_x"]))
-    atomic_write_text(Path(run) / "hof" / CATALOG, json.dumps(entries, indent=2))
+    write_json(Path(run) / "hof" / CATALOG, entries)
 
 
 def catalog(run: Path) -> list[dict]:
     """The entries of a run's hall of fame, best first (none before the first iteration)."""
     path = Path(run) / "hof" / CATALOG
-    return json.loads(path.read_text()) if path.exists() else []
+    return read_json(path) if path.exists() else []
 
 
 def top(run: Path, k: int = 1) -> list[dict]:

@@ -7,7 +7,6 @@ binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone wou
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import tyro
 from torch import nn
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text
+from lemario.core.files import write_json
 from lemario.data.buffer import EpisodeBuffer, is_val_episode
 from lemario.games.mario.ram import LABELS
 from lemario.model.world_model import load_world_model
@@ -170,7 +169,7 @@ def run_probes(cfg: ProbeConfig) -> dict:
         "probes": results,
     }
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
-    atomic_write_text(out, json.dumps(report, indent=2))
+    write_json(out, report)
     return report
 
 

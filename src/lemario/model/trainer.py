@@ -17,7 +17,7 @@ from torch import nn
 from lemario.core import checkpoint, runlog
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text
+from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.buffer import EpisodeBuffer, split_windows
 from lemario.model.diagnose import diagnose
@@ -104,7 +104,7 @@ class Trainer:
         key = run_key(cfg, BOOKKEEPING)
         if config_path.exists():
             defaults = run_key(type(cfg)(), BOOKKEEPING)
-            check_same_run(json.loads(config_path.read_text())["run_key"], key, defaults, cfg.out, "world-model run")
+            check_same_run(read_json(config_path)["run_key"], key, defaults, cfg.out, "world-model run")
         if self.latest.exists():
             tensors, meta = checkpoint.load(self.latest, kind="world_model_training")
             model_tensors = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
@@ -133,7 +133,7 @@ class Trainer:
                 "val_windows": len(self.val_starts),
                 "world_size": self.world,
             }
-            atomic_write_text(config_path, json.dumps(record, indent=2))
+            write_json(config_path, record)
 
     def train_step(self, autocast) -> dict[str, float]:
         """One optimizer step on a fresh batch; returns its metrics (with the learning rate and gradient norm)."""

@@ -14,7 +14,6 @@ The player is any evaluation agent (`lemario.control.agents`): `biased`, `unifor
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from lemario.control.agents import make_agent, validate_spec
 from lemario.core.errors import LemarioError
-from lemario.core.files import SPACE_ERRNOS, atomic_write_text, check_writable, now_iso, writer_lock
+from lemario.core.files import SPACE_ERRNOS, check_writable, now_iso, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
 from lemario.data.corpus import (
@@ -167,7 +166,7 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
     manifests = sorted(runs_dir.glob("*.json"))
     key, defaults = run_key(cfg, BOOKKEEPING), run_key(CollectConfig(), BOOKKEEPING)
     if cfg.run and (runs_dir / f"{cfg.run}.json").exists():
-        m = json.loads((runs_dir / f"{cfg.run}.json").read_text())
+        m = read_json(runs_dir / f"{cfg.run}.json")
         if diff := differences(with_defaults(m["key"], defaults), key):
             raise LemarioError(
                 f"run {cfg.run} of {cfg.out} was started with another config ({'; '.join(diff)}): "
@@ -176,7 +175,7 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
         done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{cfg.run}-*.h5")}
         return cfg.run, m["number"], [i for i in range(cfg.episodes) if i not in done]
     for path in [] if cfg.run else reversed([m for m in manifests if m.stem.startswith("run-")]):
-        m = json.loads(path.read_text())
+        m = read_json(path)
         if with_defaults(m["key"], defaults) == key:
             done = {int(p.stem.rsplit("-", 1)[1]) for p in cfg.out.glob(f"{m['run']}-*.h5")}
             todo = [i for i in range(m["key"]["episodes"]) if i not in done]
@@ -193,7 +192,7 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
         "reward_spec_version": REWARD_SPEC_VERSION,
         **provenance(),
     }
-    atomic_write_text(runs_dir / f"{run}.json", json.dumps(manifest, indent=2, default=str))
+    write_json(runs_dir / f"{run}.json", manifest)
     return run, number, list(range(cfg.episodes))
 
 

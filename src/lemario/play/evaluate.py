@@ -27,7 +27,7 @@ from lemario.control.agents import method_of, validate_spec
 from lemario.control.planner import PlannerConfig
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_text, check_writable, writer_lock
+from lemario.core.files import atomic_write_text, check_writable, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
 from lemario.games.mario.env import EnvConfig
@@ -161,7 +161,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             **provenance(),
         }
         atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        write_json(out / "summary.json", summary)
         partial.unlink()
     summary["out"] = str(out)
     return summary

@@ -9,7 +9,6 @@ world model's imagined latent drifts from the real one, k steps after the imagin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import tyro
 from PIL import Image, ImageDraw
 
 from lemario.control.agents import make_agent, validate_spec
-from lemario.core.files import atomic_write_text, check_writable
+from lemario.core.files import check_writable, write_json
 from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.model.world_model import load_world_model
@@ -160,7 +159,7 @@ def render(cfg: RenderConfig) -> dict:
         "gif": str(gif),
         "mean_drift": mean_drift,
     }
-    atomic_write_text(cfg.out / "render.json", json.dumps(summary, indent=2))
+    write_json(cfg.out / "render.json", summary)
     return summary
 
 
