@@ -55,7 +55,7 @@ def contexts(model: WorldModel, corpus: Path | None, n: int) -> list[tuple[torch
     c, g = model.history, torch.Generator().manual_seed(0)
     if corpus is None:
         return [
-            (torch.randn(1, c, model.cfg.latent_dim, generator=g), torch.zeros(1, c - 1, dtype=torch.int64))
+            (torch.randn(1, c, model.cfg.latent_dim, generator=g), torch.zeros(1, c, dtype=torch.int64))
             for _ in range(n)
         ]
     buf = EpisodeBuffer.load(corpus, max_episodes=20)

@@ -42,6 +42,7 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
         "policy": "synthetic",
         "level": "1-1",
         "backend": "synthetic",
+        "action_set": "right-only",  # five actions, as PUSH has
         "n_steps": steps,
         "max_x": int(labels[:, 0].max()),
         "flag_get": 0,

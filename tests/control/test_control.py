@@ -73,7 +73,8 @@ def test_biased_prior_favours_right():
 
 
 @pytest.mark.parametrize("predictor", ["mlp", "transformer"])
-def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor):
+@pytest.mark.parametrize("prev_action", [False, True])
+def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor, prev_action):
     torch.manual_seed(0)
     model = WorldModel(
         ModelConfig(
@@ -85,17 +86,20 @@ def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor):
             reward_hidden=16,
             predictor=predictor,
             history=3,
+            prev_action=prev_action,
         )
     ).eval()
     g = torch.Generator().manual_seed(1)
     seqs = torch.randint(0, 3, (50, 6), generator=g)  # 3 of the 12 actions: many shared prefixes
     seqs[7] = seqs[8]
     for c in (1, 2, 4):  # contexts shorter than and longer than a transformer's history
-        context, past = torch.randn(1, c, 16, generator=g), torch.randint(0, 12, (1, c - 1), generator=g)
+        context, past = torch.randn(1, c, 16, generator=g), torch.randint(0, 12, (1, c), generator=g)
         w = min(c, model.history)
         with torch.no_grad():
             want = model.rollout(
-                context[:, -w:].expand(50, -1, -1), torch.cat([past[:, c - w :].expand(50, -1), seqs], 1)
+                context[:, -w:].expand(50, -1, -1),
+                torch.cat([past[:, c - w + 1 :].expand(50, -1), seqs], 1),
+                past[:, c - w].expand(50),
             )  # (50, 6, D)
             for pad in (1, 32):
                 torch.testing.assert_close(rollout_shared(model, context, past, seqs, pad), want)
@@ -126,7 +130,7 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert p16.rollout_model is not model and next(p16.rollout_model.predictor.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the agent's own model is untouched
     seqs = torch.randint(0, 12, (256, 15), generator=torch.Generator().manual_seed(1))
-    context, past = torch.randn(1, 1, 32), torch.zeros(1, 0, dtype=torch.int64)
+    context, past = torch.randn(1, 1, 32), torch.zeros(1, 1, dtype=torch.int64)
     (s32, _), (s16, _) = p32.objective(context, past)(seqs), p16.objective(context, past)(seqs)
     assert s16.dtype == torch.float32 and s32.std() > 0
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
@@ -239,12 +243,15 @@ def test_lambda_returns_by_hand():
 class _LineWorld(torch.nn.Module):
     """A latent MDP with a known optimum: action 1 moves right (reward 1 per step), action 3 kills, others idle."""
 
-    history = 1
+    history, state_dim = 1, 4
 
     class cfg:  # noqa: N801 - mimics WorldModel.cfg
         latent_dim, frame_stack = 4, 1
 
-    def predict(self, z, actions):  # (B, 1, 4), (B, 1) -> (B, 1, 4)
+    def state(self, z, prev):
+        return z
+
+    def predict(self, z, actions, prev):  # (B, 1, 4), (B, 1), (B,) -> (B, 1, 4)
         a = actions[:, -1]
         nxt = z[:, -1].clone()
         nxt[:, 0] += (a == 1).float()
@@ -252,7 +259,7 @@ class _LineWorld(torch.nn.Module):
         nxt[:, 2] = torch.where(a == 3, 10.0, -10.0)  # death logit
         return nxt[:, None]
 
-    def reward(self, z):  # (..., 4) -> (..., 3): progress / 8, score / 100, death logit
+    def reward(self, z, prev):  # (..., 4) -> (..., 3): progress / 8, score / 100, death logit
         return torch.stack([z[..., 1] / 8.0, torch.zeros_like(z[..., 0]), z[..., 2]], dim=-1)
 
 
@@ -262,7 +269,7 @@ def test_actor_critic_learns_the_optimal_action():
     def starts(rng):
         z = torch.zeros(64, 1, 4)
         z[:, 0, 0] = torch.from_numpy(rng.normal(size=64)).float()
-        return z, torch.zeros(64, 0, dtype=torch.int64)
+        return z, torch.zeros(64, 0, dtype=torch.int64), torch.zeros(64, dtype=torch.int64)
 
     cfg = ImagineConfig(
         updates=150, batch=64, horizon=8, hidden=32, entropy=1e-3, actor_lr=3e-3, critic_lr=3e-3, progress=False

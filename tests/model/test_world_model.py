@@ -75,14 +75,17 @@ def test_vit_is_a_cls_token_after_layernorm():
 
 @pytest.mark.parametrize("encoder", ["cnn", "vit"])
 @pytest.mark.parametrize("predictor", ["mlp", "transformer"])
-def test_model_shapes_and_loss(corpus, encoder, predictor):
+@pytest.mark.parametrize("prev_action", [False, True])
+def test_model_shapes_and_loss(corpus, encoder, predictor, prev_action):
     torch.manual_seed(0)
-    model = WorldModel(replace(TINY, encoder=encoder, predictor=predictor))
+    model = WorldModel(replace(TINY, encoder=encoder, predictor=predictor, prev_action=prev_action))
     batch = batch_of(corpus)
     emb = model.encode(batch["obs"])
-    assert emb.shape == (8, 5, 32)
-    assert model.teacher_forced(emb, batch["actions"]).shape == (8, 4, 32)
-    assert model.rollout(emb[:, :1], batch["actions"]).shape == (8, 4, 32)
+    assert emb.shape == (8, 5, 32) and batch["prev"].shape == (8,)
+    assert model.teacher_forced(emb, batch["actions"], batch["prev"]).shape == (8, 4, 32)
+    assert model.rollout(emb[:, :1], batch["actions"], batch["prev"]).shape == (8, 4, 32)
+    assert model.reward(emb, batch["prev"][:, None].expand(8, 5)).shape == (8, 5, 3)
+    assert model.state(emb, torch.zeros(8, 5, dtype=torch.int64)).shape == (8, 5, model.state_dim)
     for free in (True, False):
         loss, m = world_model_loss(model, batch, LossConfig(free_running=free, sigreg_projections=32))
         loss.backward()
@@ -90,18 +93,62 @@ def test_model_shapes_and_loss(corpus, encoder, predictor):
     assert all(p.grad is not None for p in model.encoder.parameters()), "gradients reach the encoder: no stop-gradient"
 
 
-def test_transformer_windows_match_rollout_on_real_latents():
+@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
+@pytest.mark.parametrize("prev_action", [False, True])
+def test_teacher_forced_windows_match_direct_predictions(predictor, prev_action):
     torch.manual_seed(0)
-    model = WorldModel(replace(TINY, predictor="transformer", history=3)).eval()
+    model = WorldModel(replace(TINY, predictor=predictor, history=3, prev_action=prev_action)).eval()
+    for block in getattr(model.predictor, "blocks", []):  # AdaLN-zero starts with the action as a no-op: wake it
+        if hasattr(block, "modulation"):
+            torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
     emb = torch.randn(2, 7, 32)
-    actions = torch.randint(0, 12, (2, 6))
-    tf = model.teacher_forced(emb, actions)
+    actions, prev = torch.randint(0, 12, (2, 6)), torch.randint(0, 12, (2,))
+    before = torch.cat([prev[:, None], actions], dim=1)  # the action before each latent
+    tf = model.teacher_forced(emb, actions, prev)
     for t in range(6):
-        lo = max(0, t - 2)
-        direct = model.predict(emb[:, lo : t + 1], actions[:, lo : t + 1])[:, -1]
+        lo = max(0, t - model.history + 1)
+        direct = model.predict(emb[:, lo : t + 1], actions[:, lo : t + 1], before[:, lo])[:, -1]
         assert torch.allclose(tf[:, t], direct, atol=1e-5)
     # free running from one latent: its first step is the teacher-forced first step
-    assert torch.allclose(model.rollout(emb[:, :1], actions)[:, 0], tf[:, 0], atol=1e-5)
+    assert torch.allclose(model.rollout(emb[:, :1], actions, prev)[:, 0], tf[:, 0], atol=1e-5)
+    other = model.teacher_forced(emb, actions, (prev + 1) % 12)  # only the windows starting at latent 0 see prev
+    changed = (other - tf).abs().amax(dim=(0, 2)) > 1e-6  # (K,)
+    assert changed.tolist() == [prev_action and t < model.history for t in range(6)]
+
+
+def _latch_batch(g: torch.Generator, n: int = 256):
+    """SMB's jump latch on random latents (B, 1, 8): action 1 ("A") lifts dimension 0 by 2 only when the action
+    before was not 1 (A released); held, it does nothing."""
+    z = torch.randn(n, 1, 8, generator=g)
+    a, prev = torch.randint(0, 2, (n, 1), generator=g), torch.randint(0, 2, (n,), generator=g)
+    target = z[:, 0].clone()
+    target[:, 0] += 2.0 * ((a[:, 0] == 1) & (prev == 0)).float()
+    return z, a, prev, target
+
+
+@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
+def test_the_previous_action_lets_the_predictor_learn_the_jump_latch(predictor):
+    """Without the previous action the next latent is not a function of (z, a): the best a predictor can do on a
+    held A is the average of the two outcomes (error ~1 on dimension 0); with it, the latch is learnt."""
+    held_error = {}
+    for prev_action in (False, True):
+        torch.manual_seed(0)
+        cfg = replace(TINY, latent_dim=8, n_actions=2, predictor=predictor, history=1, pred_hidden=64, pred_dropout=0.0)
+        model = WorldModel(replace(cfg, prev_action=prev_action))
+        opt = torch.optim.Adam([*model.predictor.parameters(), *model.pred_proj.parameters()], lr=3e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(400):
+            z, a, prev, target = _latch_batch(g)
+            loss = (model.predict(z, a, prev)[:, 0] - target).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        z, a, prev, target = _latch_batch(torch.Generator().manual_seed(2), 2048)
+        with torch.no_grad():
+            err = (model.eval().predict(z, a, prev)[:, 0, 0] - target[:, 0]).square()
+        held_error[prev_action] = err[(a[:, 0] == 1) & (prev == 1)].mean().item()
+    assert held_error[False] > 0.5, held_error
+    assert held_error[True] < 0.2 * held_error[False], held_error  # (the transformer's final LayerNorm costs ~0.13)
 
 
 def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
@@ -156,7 +203,10 @@ def test_save_load_identical_outputs(trained, corpus, tmp_path):
     with torch.no_grad():
         a, b = model.encode(batch["obs"]), again.encode(batch["obs"])
         assert torch.equal(a, b)
-        assert torch.equal(model.rollout(a[:, :1], batch["actions"]), again.rollout(b[:, :1], batch["actions"]))
+        assert torch.equal(
+            model.rollout(a[:, :1], batch["actions"], batch["prev"]),
+            again.rollout(b[:, :1], batch["actions"], batch["prev"]),
+        )
 
 
 def test_bad_checkpoints_are_clear_errors(trained, tmp_path):
@@ -445,9 +495,9 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     cfg = PlannerConfig(horizon=4, precision="fp32")
     with_value, without = (LatentPlanner(model, cfg, action_set("complex"), v) for v in (value, None))
     seqs = torch.randint(0, model.cfg.n_actions, (8, 4), generator=torch.Generator().manual_seed(0))
-    context, past = torch.randn(1, 1, model.cfg.latent_dim), torch.zeros(1, 0, dtype=torch.int64)
+    context, past = torch.randn(1, 1, model.cfg.latent_dim), torch.zeros(1, 1, dtype=torch.int64)
     z, _ = without.rewards(context, past, seqs)
-    v = value(z[:, -1])
+    v = value(z[:, -1], seqs[:, -1])
     assert v.shape == (8,) and v.std() > 0
     torch.testing.assert_close(
         with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * v

@@ -111,10 +111,8 @@ class PlannerAgent:
         self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history :]
         if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
             context = torch.stack(self.latents)[None]  # (1, c, D)
-            past = torch.tensor(
-                self.past[len(self.past) - (len(self.latents) - 1) :] if len(self.latents) > 1 else [],
-                dtype=torch.int64,
-            )[None]
+            before = ([0] * len(self.latents) + self.past)[-len(self.latents) :]  # NOOP before the first frame
+            past = torch.tensor(before, dtype=torch.int64)[None]  # (1, c) the action before each latent
             keep = (
                 torch.tensor(self.plan + [self.plan[-1]] * (self.cfg.horizon - len(self.plan))) if self.plan else None
             )
@@ -127,6 +125,12 @@ class PlannerAgent:
         self.past.append(action)
         self.last_x = info["x_pos"]
         return action
+
+    def executed(self, action: int) -> None:
+        """The env took `action` instead of the one just returned (an exploration macro): the history of actions
+        before each latent holds what was done, and the predicted progress was for another action."""
+        self.past[-1] = action
+        self.pending = None
 
     def episode_stats(self) -> dict:
         """The predictability-bias diagnostic of the last episode."""
@@ -143,7 +147,8 @@ class PlannerAgent:
 
 
 class PolicyAgent:
-    """Encodes the observation with the policy's world model and samples pi(a|z)."""
+    """Encodes the observation with the policy's world model and samples pi(a|s), s its state (the latent, and
+    the agent's own last action when the world model takes it)."""
 
     def __init__(self, path: Path, env_config: EnvConfig):
         self.ac, self.model, _ = load_policy(path)
@@ -151,11 +156,18 @@ class PolicyAgent:
 
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
+        self.last = torch.zeros(1, dtype=torch.int64)  # NOOP before the first frame
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict) -> int:
         z = self.model.encode(torch.from_numpy(obs)[None])  # (1, D)
-        return int(torch.multinomial(self.ac.dist(z).probs, 1, generator=self.generator)[0, 0])
+        probs = self.ac.dist(self.model.state(z, self.last)).probs  # (1, A)
+        self.last = torch.multinomial(probs, 1, generator=self.generator)[0]  # (1,)
+        return int(self.last[0])
+
+    def executed(self, action: int) -> None:
+        """The env took `action` instead of the one just returned: the next state's previous action is it."""
+        self.last = torch.tensor([action])
 
 
 class PPOAgent:
@@ -182,7 +194,8 @@ class PPOAgent:
 class ExploringAgent:
     """Any agent, with biased-random macros mixed in: each step, with probability `epsilon`, a whole macro of
     `BiasedPolicy` (held for its 1-13 steps) replaces the agent's actions. The agent still sees every
-    observation (planners keep their history); its own choice is overridden while a macro runs."""
+    observation (planners keep their history); its own choice is overridden while a macro runs, and an agent with
+    `executed(action)` is told what the env took instead."""
 
     def __init__(self, agent, epsilon: float, action_set_name: str):
         if not 0 <= epsilon <= 1:
@@ -202,7 +215,10 @@ class ExploringAgent:
             self.queue = self.macros.macro()
         if self.queue:
             self.explored += 1
-            return self.queue.pop()
+            action = self.queue.pop()
+            if action != own and hasattr(self.agent, "executed"):
+                self.agent.executed(action)
+            return action
         return own
 
     def episode_stats(self) -> dict:

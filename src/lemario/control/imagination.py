@@ -1,6 +1,7 @@
 """`lemario imagine`: a Dreamer-style actor-critic trained only inside the frozen world model.
 
-pi(a|z) and V(z) are small MLPs on latents. Each update starts from real encoded states of the corpus,
+pi(a|s) and V(s) are small MLPs on the world model's state s (`WorldModel.state`: the latent, with the previous
+action when the model takes it). Each update starts from real encoded states of the corpus,
 imagines `horizon` steps with the predictor (actions sampled from pi) and the reward head (progress, score,
 death), and computes lambda-returns with the death probability as the continuation flag. The critic regresses
 symlog returns; a slow copy of it (EMA) supplies the bootstrap values. Returns are normalized by the EMA of
@@ -126,71 +127,75 @@ PRESETS = {
 
 
 class ActorCritic(nn.Module):
-    """pi(a|z) and V(z) on world-model latents; the actor starts uniform, the critic predicts symlog returns."""
+    """pi(a|s) and V(s) on world-model states (N, state_dim); the actor starts uniform, the critic predicts symlog
+    returns."""
 
-    def __init__(self, latent_dim: int, n_actions: int, hidden: int):
+    def __init__(self, state_dim: int, n_actions: int, hidden: int):
         super().__init__()
-        self.actor = MLP(latent_dim, n_actions, hidden)
-        self.critic = MLP(latent_dim, 1, hidden)
+        self.actor = MLP(state_dim, n_actions, hidden)
+        self.critic = MLP(state_dim, 1, hidden)
         nn.init.zeros_(self.actor.net[-1].weight)  # start uniform
         nn.init.zeros_(self.actor.net[-1].bias)
 
-    def dist(self, z: torch.Tensor) -> torch.distributions.Categorical:
-        return torch.distributions.Categorical(logits=self.actor(z))
+    def dist(self, s: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.actor(s))
 
-    def value(self, z: torch.Tensor) -> torch.Tensor:
-        return symexp(self.critic(z)[..., 0])
+    def value(self, s: torch.Tensor) -> torch.Tensor:
+        return symexp(self.critic(s)[..., 0])
 
 
+@torch.no_grad()
 def imagine(
-    world_model, ac: ActorCritic, start: torch.Tensor, past: torch.Tensor, horizon: int, generator: torch.Generator
+    world_model,
+    ac: ActorCritic,
+    start: torch.Tensor,
+    past: torch.Tensor,
+    prev: torch.Tensor,
+    horizon: int,
+    generator: torch.Generator,
 ):
-    """Roll the policy forward in the world model from start latents (B, c, D) with the c-1 actions between them.
-    Returns latents (B, H+1, D) (the start's last and H imagined), actions (B, H), reward-head outputs (B, H, 3)."""
+    """Roll the policy forward in the world model from start latents (B, c, D), the c-1 actions between them and
+    prev (B,) the action before the first. Returns states (B, H+1, state_dim) (the start's last and H imagined),
+    actions (B, H), reward-head outputs (B, H, 3)."""
     seq = list(start.unbind(1))
-    actions = list(past.unbind(1))
+    before = [prev, *past.unbind(1)]  # before[j]: the action before latent j
     h = world_model.history
-    zs, acts = [seq[-1]], []
+    states = [world_model.state(seq[-1], before[-1])]
     for _ in range(horizon):
-        with torch.no_grad():
-            probs = ac.dist(seq[-1]).probs
-        a = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        actions.append(a)
-        window = torch.stack(seq[-h:], dim=1)
-        acts_window = torch.stack(actions[-window.shape[1] :], dim=1)
-        with torch.no_grad():
-            nxt = world_model.predict(window, acts_window)[:, -1]
+        a = torch.multinomial(ac.dist(states[-1]).probs, 1, generator=generator)[:, 0]  # (B,)
+        lo = max(0, len(seq) - h)
+        window = torch.stack(seq[lo:], dim=1)  # (B, <=h, D)
+        nxt = world_model.predict(window, torch.stack([*before[lo + 1 :], a], dim=1), before[lo])[:, -1]
         seq.append(nxt)
-        zs.append(nxt)
-        acts.append(a)
-    z = torch.stack(zs, dim=1)
-    with torch.no_grad():
-        out = world_model.reward(z[:, 1:])
-    return z, torch.stack(acts, dim=1), out
+        before.append(a)
+        states.append(world_model.state(nxt, a))
+    actions = torch.stack(before[-horizon:], dim=1)  # (B, H)
+    out = world_model.reward(torch.stack(seq[-horizon:], dim=1), actions)
+    return torch.stack(states, dim=1), actions, out
 
 
 def actor_critic_loss(
     ac: ActorCritic,
     slow: ActorCritic,
-    z: torch.Tensor,
+    s: torch.Tensor,
     actions: torch.Tensor,
     reward_out: torch.Tensor,
     cfg: ImagineConfig,
     scale: torch.Tensor,
 ) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """Losses of one imagined batch; returns (loss, metrics, the new 5-95% return range)."""
+    """Losses of one imagined batch (states s (B, H+1, F)); returns (loss, metrics, the new 5-95% return range)."""
     r = decode_reward(reward_out)  # (B, H, 3): px, points, P(death)
     rewards = scalar_reward(r, cfg.reward) / RETURN_UNIT  # (B, H), in the critic's unit
     continues = 1 - r[..., 2]
     with torch.no_grad():
-        values = slow.value(z)  # (B, H+1)
+        values = slow.value(s)  # (B, H+1)
         returns = lambda_returns(rewards, values, continues, cfg.gamma, cfg.lam)  # (B, H)
         # weight of each step: the probability the imagined episode is still running there
         alive = torch.cumprod(torch.cat([torch.ones_like(continues[:, :1]), continues[:, :-1]], dim=1), dim=1)
         spread = torch.quantile(returns, 0.95) - torch.quantile(returns, 0.05)
-    critic_out = ac.critic(z[:, :-1])[..., 0]  # (B, H) symlog values
+    critic_out = ac.critic(s[:, :-1])[..., 0]  # (B, H) symlog values
     critic_loss = (alive * (critic_out - symlog(returns)).square()).mean()
-    dist = ac.dist(z[:, :-1])
+    dist = ac.dist(s[:, :-1])
     baseline = symexp(critic_out.detach())
     advantage = (returns - baseline) / scale.clamp_min(1.0)
     logp = dist.log_prob(actions)
@@ -210,11 +215,11 @@ def actor_critic_loss(
 
 
 def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None) -> ActorCritic:
-    """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), past actions (B, c-1)),
-    on the world model's device."""
+    """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), the actions between them
+    (B, c-1), the action before the first (B,)), on the world model's device."""
     device = module_device(world_model)
     torch.manual_seed(cfg.seed)
-    ac = ActorCritic(world_model.cfg.latent_dim, n_actions, cfg.hidden).to(device)
+    ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden).to(device)
     slow = copy.deepcopy(ac).requires_grad_(False)
     opt = torch.optim.Adam(
         [{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}]
@@ -231,9 +236,9 @@ def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log
         position=cfg.progress_row,
     )
     for i in bar:
-        start, past = starts_fn(rng)
-        z, actions, reward_out = imagine(world_model, ac, start, past, cfg.horizon, generator)
-        loss, metrics, spread = actor_critic_loss(ac, slow, z, actions, reward_out, cfg, scale)
+        start, past, prev = starts_fn(rng)
+        s, actions, reward_out = imagine(world_model, ac, start, past, prev, cfg.horizon, generator)
+        loss, metrics, spread = actor_critic_loss(ac, slow, s, actions, reward_out, cfg, scale)
         scale = 0.99 * scale + 0.01 * spread if i else spread.clamp_min(1.0)
         opt.zero_grad()
         loss.backward()
@@ -261,7 +266,7 @@ def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int):
         sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
         with torch.no_grad():
             z = world_model.encode(torch.from_numpy(sample["obs"]).to(device))  # (B, c, D)
-        return z, torch.from_numpy(sample["actions"]).to(device)  # (B, c-1)
+        return z, torch.from_numpy(sample["actions"]).to(device), torch.from_numpy(sample["prev"]).to(device)
 
     return starts
 
@@ -290,7 +295,12 @@ def run_imagine(cfg: ImagineConfig) -> Path:
             ac.state_dict(),
             {
                 "kind": "policy",
-                "config": {"latent_dim": model.cfg.latent_dim, "n_actions": model.cfg.n_actions, "hidden": cfg.hidden},
+                "config": {
+                    "latent_dim": model.cfg.latent_dim,
+                    "state_dim": model.state_dim,
+                    "n_actions": model.cfg.n_actions,
+                    "hidden": cfg.hidden,
+                },
                 "world_model": str(cfg.world_model),
                 "world_model_commit": wm_meta.get("git_commit"),
                 "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
@@ -309,14 +319,16 @@ def load_policy(path: Path):
     """(ActorCritic, its world model, sidecar) of a policy checkpoint."""
     tensors, meta = checkpoint.load(path, kind="policy")
     c = meta["config"]
-    ac = ActorCritic(c["latent_dim"], c["n_actions"], c["hidden"])
+    state_dim = c.get("state_dim", c["latent_dim"])  # policies before the previous action: the latent alone
+    ac = ActorCritic(state_dim, c["n_actions"], c["hidden"])
     checkpoint.load_state(ac, tensors, Path(path))
     wm_path = Path(meta["world_model"])
     if not wm_path.is_absolute() and (Path(path).parent / wm_path).exists():  # relative to the policy's folder first
         wm_path = Path(path).parent / wm_path
     model, _ = load_world_model(wm_path)
-    if model.cfg.latent_dim != c["latent_dim"]:
+    if model.state_dim != state_dim:
         raise LemarioError(
-            f"policy {path} expects latents of {c['latent_dim']} dims, its world model gives {model.cfg.latent_dim}"
+            f"policy {path} expects states of {state_dim} dims, its world model {wm_path} gives {model.state_dim}: "
+            "train the policy on this world model"
         )
     return ac.eval(), model, meta

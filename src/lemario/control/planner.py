@@ -121,8 +121,9 @@ def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
-def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The critic of a policy trained on `model`, as latents (N, D) -> value in pixels of progress (N,)."""
+def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The critic of a policy trained on `model`, as latents (N, D) and the action before each (N,) -> value in
+    pixels of progress (N,)."""
     ac, policy_model, _ = load_policy(path)
     theirs, ours = policy_model.state_dict(), model.state_dict()
     if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
@@ -132,8 +133,8 @@ def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor], torc
     ac = ac.to(next(model.parameters()).device)
 
     @torch.no_grad()
-    def value(z: torch.Tensor) -> torch.Tensor:
-        return ac.value(z.float()) * RETURN_UNIT  # the critic learns returns in units of RETURN_UNIT px
+    def value(z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        return ac.value(model.state(z.float(), prev)) * RETURN_UNIT  # the critic learns returns in RETURN_UNIT px
 
     return value
 
@@ -173,14 +174,15 @@ def rollout_shared(
 ) -> torch.Tensor:
     """`model.rollout` of N sequences from one context, predicting each distinct action prefix once.
 
-    context (1, c, D) real latents, past (1, c-1) the actions between them, seqs (N, H) -> (N, H, D). CEM samples
-    share prefixes (at most A distinct first actions; later iterations concentrate), so a step predicts the
+    context (1, c, D) real latents, past (1, c) the action before each of them, seqs (N, H) -> (N, H, D). CEM
+    samples share prefixes (at most A distinct first actions; later iterations concentrate), so a step predicts the
     distinct (window, action) pairs only: a tree of prefixes, each node holding its window of <= history latents
-    and the actions between them. The batch of distinct pairs is padded to a multiple of `pad` rows: a new batch
+    and the action before each. The batch of distinct pairs is padded to a multiple of `pad` rows: a new batch
     size per step costs more in kernel set-up than the rows it saves.
     """
     N, A, h = len(seqs), model.cfg.n_actions, model.history
-    win_z, win_a = context[:, -h:], past[:, past.shape[1] - min(h, context.shape[1]) + 1 :]  # (1, w, D), (1, w-1)
+    win_z = context[:, -h:]  # (1, w, D)
+    win_b = past[:, -win_z.shape[1] :]  # (1, w)
     node = torch.zeros(N, dtype=torch.int64, device=seqs.device)  # each sequence's node at the current depth
     preds, rows, first = [], [], 0  # per step: the distinct latents (U', D); each sequence's row among all of them
     for t in range(seqs.shape[1]):
@@ -190,11 +192,11 @@ def rollout_shared(
             [children, children[:1].expand(padded - len(children))]
         )  # (U',): the repeats are never read
         parent, action = children // A, children % A
-        z = win_z[parent]  # (U', w, D)
-        a = torch.cat([win_a[parent], action[:, None]], dim=1)  # (U', w)
-        nxt = model.predict(z, a)[:, -1]  # (U', D)
+        z, b = win_z[parent], win_b[parent]  # (U', w, D), (U', w)
+        a = torch.cat([b[:, 1:], action[:, None]], dim=1)  # (U', w) the action after each latent
+        nxt = model.predict(z, a, b[:, 0])[:, -1]  # (U', D)
         win_z = torch.cat([z, nxt[:, None]], dim=1)[:, -h:]  # (U', w', D)
-        win_a = a[:, a.shape[1] - win_z.shape[1] + 1 :]  # (U', w'-1)
+        win_b = torch.cat([b, action[:, None]], dim=1)[:, -win_z.shape[1] :]  # (U', w')
         preds.append(nxt)
         rows.append(node + first)
         first += padded
@@ -219,9 +221,9 @@ class LatentPlanner:
         self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
-        (1, c, D) with the (1, c-1) actions taken between its latents."""
+        (1, c, D) with past (1, c) the action taken before each of its latents."""
         z = rollout_shared(self.rollout_model, context.to(self.dtype), past, seqs)  # (N, H, D)
-        return z.float(), decode_reward(self.rollout_model.reward(z).float())
+        return z.float(), decode_reward(self.rollout_model.reward(z, seqs).float())
 
     def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None) -> Score:
         """score(seqs (N, H)) -> (total (N,), predicted rewards (N, H, 3)): the discounted scalar reward plus the
@@ -234,7 +236,7 @@ class LatentPlanner:
                 return -(z[:, -1] - goal).square().sum(-1), r  # LeWM: squared distance of the last latent to the goal
             total = (scalar_reward(r, cfg.reward) * self.discounts).sum(-1)  # (N,)
             if self.value is not None:
-                total = total + cfg.discount**cfg.horizon * self.value(z[:, -1])
+                total = total + cfg.discount**cfg.horizon * self.value(z[:, -1], seqs[:, -1])
             return total, r
 
         return score

@@ -30,6 +30,7 @@ class EpisodeBuffer:
     starts: np.ndarray  # (E,) first frame of each episode
     lengths: np.ndarray  # (E,) frames per episode (steps + 1)
     files: list[str]
+    action_set: str  # the action set every episode's action indices refer to
 
     @classmethod
     def load(
@@ -74,6 +75,12 @@ class EpisodeBuffer:
                 "load with relabel=True to relabel them from RAM"
             )
         episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
+        sets = sorted({ep.meta["action_set"] for ep, _, _ in episodes})
+        if len(sets) > 1:
+            raise LemarioError(
+                f"corpus {corpus} mixes the action sets {' and '.join(sets)}, whose indices mean other buttons: "
+                "train on episodes of one set"
+            )
         parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
         for ep, labels, rewards in episodes:
             parts["frames"].append(ep.frames)
@@ -91,6 +98,7 @@ class EpisodeBuffer:
             starts=starts,
             lengths=lengths,
             files=[r["file"] for r in rows],
+            action_set=sets[0],
         )
 
     def __len__(self) -> int:
@@ -103,11 +111,16 @@ class EpisodeBuffer:
             raise LemarioError(f"no episode is longer than {k} steps: collect longer episodes or use a shorter window")
         return np.concatenate(per_episode)
 
+    def prev_actions(self, frames: np.ndarray) -> np.ndarray:
+        """The action taken before each frame: (n,) int64, 0 (NOOP: no button held at reset) at an episode's start."""
+        return np.where(frames > self.episode_start[frames], self.actions[np.maximum(frames - 1, 0)], 0)
+
     def sample(
         self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """A batch of K-step windows:
-        obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64, rewards (B, K, 3) float32, labels (B, K+1, L) int32.
+        obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64, prev (B,) int64 the action before the first
+        frame (0, NOOP, at an episode's start), rewards (B, K, 3) float32, labels (B, K+1, L) int32.
         """
         valid = self.window_starts(k) if valid is None else valid
         i = rng.choice(valid, size=batch)  # (B,)
@@ -117,6 +130,7 @@ class EpisodeBuffer:
         return {
             "obs": self.frames[frame_idx],
             "actions": self.actions[t[:, :-1]],
+            "prev": self.prev_actions(i),
             "rewards": self.rewards[t[:, :-1]],
             "labels": self.labels[t],
         }

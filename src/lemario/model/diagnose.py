@@ -9,6 +9,9 @@ numbers catch that from held-out windows:
 - prediction loss against two trivial predictors: the mean next latent, and "no change" (z_{t+1} = z_t).
 - effective rank (exp of the entropy of the normalized singular values) and per-dimension spread of the
   embeddings; the SIGReg statistic on held-out data.
+- the jump latch: one-step prediction error on grounded steps that press A, split by whether A was held on the
+  step before (no jump starts) or released (a jump starts). A model that cannot tell the two apart averages them
+  and errs on both; one that sees the previous action need not.
 """
 
 from __future__ import annotations
@@ -23,33 +26,62 @@ import tyro
 
 from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.actions import action_set
+from lemario.games.mario.ram import LABELS
 from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, load_world_model
 
 # A predictor whose output moves less than this fraction of the targets' spread ignores that input.
 MIN_SENSITIVITY = 0.05
+MIN_LATCH_STEPS = 8  # fewer steps of a latch group in the batch: no error reported for it
+_ON_GROUND = LABELS.index("on_ground")
+
+
+def holds_a(action_set_name: str) -> torch.Tensor:
+    """(A,) bool: which actions of the set hold the jump button."""
+    return torch.tensor(["A" in buttons for buttons in action_set(action_set_name)])
+
+
+def latch_errors(
+    out: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor], jump: torch.Tensor
+) -> dict[str, float]:
+    """One-step errors (B, D) of grounded A-steps after a held A and after a release; jump (A,) bool."""
+    a, prev = batch["actions"][:, 0], batch["prev"]
+    jump = jump.to(a.device)
+    grounded_a = (batch["labels"][:, 0, _ON_GROUND] == 1) & jump[a]
+    err = (out - target).square().mean(-1)  # (B,)
+    metrics = {}
+    for name, mask in (("held", grounded_a & jump[prev]), ("released", grounded_a & ~jump[prev])):
+        if mask.sum() >= MIN_LATCH_STEPS:
+            metrics[f"diag/latch_{name}_mse"] = err[mask].mean().item()
+    if len(metrics) == 2:
+        metrics["diag/latch_held_vs_released"] = metrics["diag/latch_held_mse"] / max(
+            metrics["diag/latch_released_mse"], 1e-12
+        )
+    return metrics
 
 
 @torch.no_grad()
 def diagnose(
-    model: WorldModel, batch: dict[str, torch.Tensor], n_actions: int | None = None
+    model: WorldModel, batch: dict[str, torch.Tensor], jump: torch.Tensor | None = None
 ) -> tuple[dict[str, float], list[str]]:
-    """Metrics and warnings on a held-out batch (obs (B, K+1, S, H, W), actions (B, K))."""
+    """Metrics and warnings on a held-out batch (obs (B, K+1, S, H, W), actions (B, K), prev (B,), labels
+    (B, K+1, L)); with jump (A,) (which actions hold A) also the one-step errors by jump-latch state."""
     was_training = model.training
     model.eval()
     try:
         emb = model.encode(batch["obs"]).float()  # (B, K+1, D)
-        actions = batch["actions"]
+        actions, prev = batch["actions"], batch["prev"]
         z, a, target = emb[:, :1], actions[:, :1], emb[:, 1]  # (B, 1, D), (B, 1), (B, D)
-        out = model.predict(z, a)[:, 0]  # (B, D)
+        out = model.predict(z, a, prev)[:, 0]  # (B, D)
         target_spread = target.std(dim=0).mean().clamp_min(1e-8)
 
-        shuffled = model.predict(z[torch.roll(torch.arange(len(z)), 1)], a)[:, 0]  # other states, same actions
+        other = torch.roll(torch.arange(len(z)), 1)
+        shuffled = model.predict(z[other], a, prev[other])[:, 0]  # other states, same actions
         sens_z = (out - shuffled).norm(dim=-1).mean() / (2**0.5 * target_spread * target.shape[-1] ** 0.5)
 
-        n_actions = n_actions or model.cfg.n_actions
         per_action = torch.stack(
-            [model.predict(z, torch.full_like(a, i))[:, 0] for i in range(n_actions)], dim=1
+            [model.predict(z, torch.full_like(a, i), prev)[:, 0] for i in range(model.cfg.n_actions)], dim=1
         )  # (B, A, D)
         sens_a = per_action.std(dim=1).mean() / target_spread
 
@@ -78,6 +110,8 @@ def diagnose(
                 emb.transpose(0, 1), generator=torch.Generator(device=emb.device).manual_seed(0)
             ).item(),
         }
+        if jump is not None:
+            metrics.update(latch_errors(out, target, batch, jump))
     finally:
         model.train(was_training)
     return metrics, warnings_from(metrics)
@@ -122,7 +156,7 @@ class DiagnoseConfig:
     """World-model checkpoint (model.safetensors)."""
     corpus: Path = Path("runs/corpus-1-1")
     """Corpus to draw held-out windows from."""
-    windows: int = 256
+    windows: int = 1024
     k: int = 4
     seed: int = 0
 
@@ -133,5 +167,5 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     batch = to_torch(
         buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu")
     )
-    metrics, warnings = diagnose(model, batch)
+    metrics, warnings = diagnose(model, batch, holds_a(buffer.action_set))
     print(format_report(metrics, warnings))

@@ -1,5 +1,9 @@
-"""Action-conditioned latent predictors. Both map a history of latents and the actions taken after each
-(B, T, D), (B, T) -> (B, T, D): output t predicts the latent of frame t+1.
+"""Action-conditioned latent predictors. Both map a history of latents, the actions taken after each and, when
+built with `prev_action`, the actions taken before each: (B, T, D), (B, T)[, (B, T)] -> (B, T, D); output t
+predicts the latent of frame t+1.
+
+The previous action makes the state Markov in SMB: a jump starts only if A was up on the frame before, which no
+stack of frames shows (FACTS.md, the jump latch).
 
 - `MLPPredictor`: the seed's "V2": residual blocks with LayerNorm on [z_t, embed(a_t)] (only z_t is used).
   The residual + LayerNorm design fixed the seed's dying-unit collapse to a constant output.
@@ -25,15 +29,27 @@ class ResidualBlock(nn.Module):
 class MLPPredictor(nn.Module):
     history = 1
 
-    def __init__(self, dim: int, n_actions: int, hidden: int = 512, depth: int = 3, action_dim: int = 32):
+    def __init__(
+        self,
+        dim: int,
+        n_actions: int,
+        hidden: int = 512,
+        depth: int = 3,
+        action_dim: int = 32,
+        prev_action: bool = False,
+    ):
         super().__init__()
         self.action = nn.Embedding(n_actions, action_dim)
-        self.inp = nn.Linear(dim + action_dim, hidden)
+        self.prev_action = nn.Embedding(n_actions, action_dim) if prev_action else None
+        self.inp = nn.Linear(dim + action_dim * (2 if prev_action else 1), hidden)
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, 2 * hidden) for _ in range(depth)))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
 
-    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T) -> (B, T, D)
-        h = self.inp(torch.cat([z, self.action(actions)], dim=-1))  # (B, T, hidden)
+    def forward(
+        self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor | None = None
+    ) -> torch.Tensor:  # (B, T, D), (B, T)[, (B, T)] -> (B, T, D)
+        parts = [z, self.action(actions)] + ([self.prev_action(prev)] if self.prev_action is not None else [])
+        h = self.inp(torch.cat(parts, dim=-1))  # (B, T, hidden)
         return self.out(self.blocks(h))
 
 
@@ -70,20 +86,26 @@ class TransformerPredictor(nn.Module):
         heads: int = 4,
         mlp: int = 1024,
         dropout: float = 0.1,
+        prev_action: bool = False,
     ):
         super().__init__()
         self.history = history
         self.action = nn.Sequential(nn.Embedding(n_actions, dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.prev_action = nn.Embedding(n_actions, dim) if prev_action else None  # added to the action's condition
         self.pos = nn.Parameter(torch.randn(1, history, dim) * 0.02)
         self.blocks = nn.ModuleList(AdaLNBlock(dim, heads, mlp, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T) -> (B, T, D)
+    def forward(
+        self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor | None = None
+    ) -> torch.Tensor:  # (B, T, D), (B, T)[, (B, T)] -> (B, T, D)
         T = z.shape[1]
         assert T <= self.history, f"the predictor takes at most {self.history} latents, got {T}"
         mask = torch.ones(T, T, dtype=torch.bool, device=z.device).triu(1)  # (T, T), True = not attended
         x = z + self.pos[:, :T]
         cond = self.action(actions)  # (B, T, D)
+        if self.prev_action is not None:
+            cond = cond + self.prev_action(prev)
         for block in self.blocks:
             x = block(x, cond, mask)
         return self.norm(x)

@@ -20,7 +20,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.buffer import EpisodeBuffer, split_windows
-from lemario.model.diagnose import diagnose
+from lemario.model.diagnose import diagnose, holds_a
 from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
 
 BOOKKEEPING = ("out", "progress", "tensorboard", "device", "minutes", "stop_at", "ckpt_minutes")
@@ -172,7 +172,7 @@ class Trainer:
             sample = self.buffer.sample(
                 min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng, valid=self.held_out
             )
-            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device))
+            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device), holds_a(self.buffer.action_set))
             metrics.update(diag_metrics)
         return metrics, warnings
 

@@ -3,6 +3,11 @@ and its loss, a small pure function: next-latent prediction + lambda * SIGReg (+
 
 No EMA, no stop-gradient, no pretrained weights, no reconstruction: the target latents come from the same
 encoder the gradient flows through.
+
+With `prev_action` the model's state is (latent, previous action): the predictor, the reward head and everything
+that controls through the model (`state`: the policy, the critic, the planner's root) also see the action taken
+before each latent, NOOP (index 0) before an episode's first frame. Without it (every checkpoint before the flag
+existed) the previous action is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class ModelConfig:
     pred_dropout: float = 0.1
     n_actions: int = 12
     reward_hidden: int = 256
+    prev_action: bool = False
+    """The previous action is an input of the predictor and the reward head, and part of the state controllers read
+    (SMB's jump latch makes the frames alone non-Markov)."""
 
 
 class WorldModel(nn.Module):
@@ -68,16 +76,25 @@ class WorldModel(nn.Module):
         self.projector = Projector(cfg.encoder_dim, cfg.projector_hidden, cfg.latent_dim)
         D = cfg.latent_dim
         if cfg.predictor == "mlp":
-            self.predictor = MLPPredictor(D, cfg.n_actions, cfg.pred_hidden, cfg.pred_depth, cfg.action_dim)
+            self.predictor = MLPPredictor(
+                D, cfg.n_actions, cfg.pred_hidden, cfg.pred_depth, cfg.action_dim, cfg.prev_action
+            )
         elif cfg.predictor == "transformer":
             self.predictor = TransformerPredictor(
-                D, cfg.n_actions, cfg.history, cfg.pred_depth, cfg.pred_heads, cfg.pred_hidden, cfg.pred_dropout
+                D,
+                cfg.n_actions,
+                cfg.history,
+                cfg.pred_depth,
+                cfg.pred_heads,
+                cfg.pred_hidden,
+                cfg.pred_dropout,
+                cfg.prev_action,
             )
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}: use 'mlp' or 'transformer'")
         self.pred_proj = Projector(D, cfg.projector_hidden, D)
         self.reward_head = nn.Sequential(
-            nn.Linear(D, cfg.reward_hidden),
+            nn.Linear(self.state_dim, cfg.reward_hidden),
             nn.GELU(),
             nn.Linear(cfg.reward_hidden, cfg.reward_hidden),
             nn.GELU(),
@@ -88,50 +105,68 @@ class WorldModel(nn.Module):
     def history(self) -> int:
         return self.predictor.history
 
+    @property
+    def state_dim(self) -> int:
+        """Width of `state`: the latent, and the previous action one-hot when the model takes it."""
+        return self.cfg.latent_dim + (self.cfg.n_actions if self.cfg.prev_action else 0)
+
+    def state(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """What the reward head and controllers read: (..., D) latents, (...) the action taken before each ->
+        (..., state_dim)."""
+        if not self.cfg.prev_action:
+            return z
+        return torch.cat([z, F.one_hot(prev, self.cfg.n_actions).to(z.dtype)], dim=-1)
+
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """(..., S, H, W) uint8 frame stacks -> (..., D) embeddings."""
         lead = obs.shape[:-3]
         x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0  # (N, S, H, W)
         return self.projector(self.encoder(x)).reshape(*lead, -1)
 
-    def predict(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(B, T<=history, D), (B, T) -> (B, T, D): output t predicts the latent after action t."""
-        out = self.predictor(z, actions)
+    def predict(self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """(B, T, D), (B, T), prev (B,) the action before z[:, 0] -> (B, T, D): output t predicts the latent after
+        action t (T <= history, except the MLP, which predicts each position alone)."""
+        before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, T) the action before each latent
+        out = self.predictor(z, actions, before if self.cfg.prev_action else None)
         return self.pred_proj(out.reshape(-1, out.shape[-1])).reshape(out.shape)
 
-    def teacher_forced(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Predict each next latent from the real ones: (B, K+1, D), (B, K) -> (B, K, D)."""
+    def teacher_forced(self, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """Predict each next latent from the real ones: (B, K+1, D), (B, K), prev (B,) -> (B, K, D)."""
         B, K, h = actions.shape[0], actions.shape[1], self.history
-        if h == 1:
-            return self.predict(emb[:, :K], actions)
-        first = self.predict(emb[:, : min(h, K)], actions[:, : min(h, K)])  # windows starting at frame 0
+        if h == 1:  # the MLP predicts each position on its own
+            return self.predict(emb[:, :K], actions, prev)
+        first = self.predict(emb[:, : min(h, K)], actions[:, : min(h, K)], prev)  # windows starting at frame 0
         if K <= h:
             return first
-        # windows of h latents ending at t = h .. K-1, batched
+        # windows of h latents ending at t = h .. K-1, batched; window s starts after action s-1
         z_win = emb[:, :K].unfold(1, h, 1)[:, 1:].permute(0, 1, 3, 2)  # (B, K-h, h, D)
         a_win = actions.unfold(1, h, 1)[:, 1:]  # (B, K-h, h)
-        rest = self.predict(z_win.reshape(-1, h, emb.shape[-1]), a_win.reshape(-1, h))[:, -1]  # (B*(K-h), D)
+        before = actions[:, : K - h]  # (B, K-h)
+        rest = self.predict(z_win.reshape(-1, h, emb.shape[-1]), a_win.reshape(-1, h), before.reshape(-1))[:, -1]
         return torch.cat([first, rest.reshape(B, K - h, -1)], dim=1)
 
-    def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def rollout(self, context: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """Free-running: predictions are fed back as inputs.
 
-        context (B, c, D) real latents; actions (B, c-1+n), action j taken after latent j -> (B, n, D).
+        context (B, c, D) real latents; actions (B, c-1+n), action j taken after latent j; prev (B,) the action
+        before latent 0 -> (B, n, D).
         """
         seq = list(context.unbind(1))
+        full = torch.cat([prev[:, None], actions], dim=1)  # (B, c+n): full[:, j] is the action before latent j
         c, preds = len(seq), []
         for t in range(actions.shape[1] - c + 1):
             j = c - 1 + t  # index of the newest latent
             lo = max(0, j - self.history + 1)
             window = torch.stack(seq[lo : j + 1], dim=1)  # (B, <=history, D)
-            nxt = self.predict(window, actions[:, lo : j + 1])[:, -1]  # (B, D)
+            nxt = self.predict(window, full[:, lo + 1 : j + 2], full[:, lo])[:, -1]  # (B, D)
             seq.append(nxt)
             preds.append(nxt)
         return torch.stack(preds, dim=1)
 
-    def reward(self, z: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., 3): progress / PROGRESS_SCALE, score / SCORE_SCALE, death logit."""
-        return self.reward_head(z)
+    def reward(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """(..., D) latents, (...) the action that led to each -> (..., 3): progress / PROGRESS_SCALE,
+        score / SCORE_SCALE, death logit."""
+        return self.reward_head(self.state(z, prev))
 
 
 def decode_reward(out: torch.Tensor) -> torch.Tensor:
@@ -147,21 +182,25 @@ class LossConfig:
     sigreg_projections: int = 1024
     reward_weight: float = 1.0
     """Weight of the reward head's loss (0 trains the JEPA alone)."""
+    reward_detach: bool = False
+    """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
+    and predictor."""
 
 
 def world_model_loss(
     model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """batch: obs (B, K+1, S, H, W) uint8, actions (B, K) int64, rewards (B, K, 3) float32."""
-    obs, actions, rewards = batch["obs"], batch["actions"], batch["rewards"]
+    """batch: obs (B, K+1, S, H, W) uint8, actions (B, K) int64, prev (B,) int64 (the action before the first
+    frame), rewards (B, K, 3) float32."""
+    obs, actions, prev, rewards = batch["obs"], batch["actions"], batch["prev"], batch["rewards"]
     emb = model.encode(obs)  # (B, K+1, D)
     if cfg.free_running:
-        preds = model.rollout(emb[:, :1], actions)  # (B, K, D), from the first real latent
+        preds = model.rollout(emb[:, :1], actions, prev)  # (B, K, D), from the first real latent
     else:
-        preds = model.teacher_forced(emb, actions)  # (B, K, D)
+        preds = model.teacher_forced(emb, actions, prev)  # (B, K, D)
     pred_loss = F.mse_loss(preds.float(), emb[:, 1:].float())
     sig = sigreg(emb.transpose(0, 1), num_proj=cfg.sigreg_projections, generator=generator)  # per step, averaged
-    out = model.reward(preds).float()  # (B, K, 3)
+    out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 3)
     progress_loss = F.mse_loss(out[..., 0], rewards[..., 0] / PROGRESS_SCALE)
     score_loss = F.mse_loss(out[..., 1], rewards[..., 1] / SCORE_SCALE)
     death_loss = F.binary_cross_entropy_with_logits(out[..., 2], rewards[..., 2])

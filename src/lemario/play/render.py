@@ -61,11 +61,13 @@ def choose(rows: list[dict], rank_by: str) -> dict:
 
 @torch.no_grad()
 def latent_drift(model, latents: torch.Tensor, actions: torch.Tensor, k: int) -> np.ndarray:
-    """(T,) relative error of the k-step open-loop prediction of each latent (nan for the first k)."""
+    """(T,) relative error of the k-step open-loop prediction of each latent (nan for the first k).
+    latents (T, D), actions (T-1,) the action after each."""
     T = len(latents)
     drift = np.full(T, np.nan)
+    before = torch.cat([torch.zeros(1, dtype=actions.dtype), actions])  # (T,) the action before each latent
     for t in range(k, T):
-        pred = model.rollout(latents[None, t - k : t - k + 1], actions[None, t - k : t])[0, -1]
+        pred = model.rollout(latents[None, t - k : t - k + 1], actions[None, t - k : t], before[None, t - k])[0, -1]
         drift[t] = float((pred - latents[t]).norm() / latents[t].norm().clamp_min(1e-6))
     return drift
 
