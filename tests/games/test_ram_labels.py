@@ -3,7 +3,7 @@
 import numpy as np
 
 from lemario.games.mario import ram as R
-from lemario.games.mario.rewards import reward_triple, step_triple
+from lemario.games.mario.rewards import ENEMY_STEPS, PIT_Y, doomed, reward_triple, step_triple
 
 from conftest import scripted_actions
 
@@ -84,10 +84,33 @@ def test_fast_and_vectorized_labels_agree(make_env):
         assert dict(zip(R.LABELS, row.tolist())) == fast
         assert all(infos[t][k] == v for k, v in fast.items())
     triple = reward_triple(table)
-    for t in range(len(infos) - 1):
-        assert tuple(triple[t]) == step_triple(infos[t], infos[t + 1])
-    assert triple[:, 2].sum() == 1 and triple[-1, 2] == 1
+    for t in range(len(infos) - 1):  # progress and score alike; the env's death is the onset, the corpus's earlier
+        step = step_triple(infos[t], infos[t + 1])
+        assert tuple(triple[t, :2]) == step[:2] and triple[t, 2] >= step[2]
+    assert triple[-1, 2] == 1 and triple[:, 2].sum() > 1
     assert abs(triple[:, 0].sum() - (infos[-1]["x_pos"] - infos[0]["x_pos"])) < 1e-6
+
+
+def test_a_pit_fall_is_doomed_before_the_viewport_says_so(make_env):
+    infos, rams, _ = play(make_env(), scripted_actions("pit_1-1.txt"))
+    table = R.label_table(rams)
+    d = doomed(table)
+    y = table[:, R.LABELS.index("y_pos")]
+    onset = next(t for t, i in enumerate(infos) if i["is_dying"])
+    first = int(np.argmax(d))
+    assert d[first:].all() and not d[:first].any()
+    assert y[first] < PIT_Y <= y[first - 1], "doomed from the first frame a tile below the floor"
+    assert onset - first >= 3, "several steps of warning before the onset the env reports"
+    assert all(i["on_ground"] == 0 for i in infos[first:])
+
+
+def test_an_enemy_contact_is_doomed_a_few_steps_before(make_env):
+    env = make_env()
+    infos, rams, _ = play(env, [RIGHT] * 200)
+    d = doomed(R.label_table(rams))
+    onset = next(t for t, i in enumerate(infos) if i["is_dying"])
+    assert d.sum() == ENEMY_STEPS + len(infos) - onset and d[onset - ENEMY_STEPS :].all()
+    assert not doomed(R.label_table(play(env, [NOOP] * 20)[1])).any(), "no death, nothing doomed"
 
 
 def test_retro_variables_agree_with_ram_map(make_env):

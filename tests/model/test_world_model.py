@@ -162,6 +162,7 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     assert probes["x_pos"]["linear"]["r2"] > 0.15 and probes["x_pos"]["mlp"]["r2"] > 0.6
     assert probes["y_pos"]["linear"]["r2"] > 0.3 and probes["y_pos"]["mlp"]["r2"] > 0.6
     assert probes["on_ground"]["linear"]["balanced_accuracy"] > 0.6
+    assert report["trunk_probes"]["x_pos"]["mlp"]["r2"] > 0.6, "the trunk holds what the embedding is made from"
     assert (trained / "probe.json").exists()
 
 
@@ -207,6 +208,21 @@ def test_save_load_identical_outputs(trained, corpus, tmp_path):
             model.rollout(a[:, :1], batch["actions"], batch["prev"]),
             again.rollout(b[:, :1], batch["actions"], batch["prev"]),
         )
+
+
+def test_checkpoints_from_before_the_previous_action_load_and_ignore_it(trained, corpus, tmp_path):
+    shutil.copy(trained / "model.safetensors", tmp_path / "old.safetensors")
+    meta = json.loads((trained / "model.json").read_text())
+    del meta["config"]["prev_action"]  # a sidecar written before the field existed
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    old, _ = load_world_model(tmp_path / "old.safetensors")
+    assert not old.cfg.prev_action and old.state_dim == old.cfg.latent_dim
+    batch = batch_of(corpus)
+    with torch.no_grad():
+        z = old.encode(batch["obs"])
+        a = old.rollout(z[:, :1], batch["actions"], batch["prev"])
+        b = old.rollout(z[:, :1], batch["actions"], (batch["prev"] + 1) % 5)
+    assert torch.equal(a, b)
 
 
 def test_bad_checkpoints_are_clear_errors(trained, tmp_path):
@@ -363,10 +379,11 @@ def test_other_config_in_run_folder_is_refused(trained, corpus):
 def test_cli_probe_and_diagnose(trained, corpus):
     r = run_cli("probe", str(trained / "model.safetensors"), "--corpus", str(corpus), "--mlp-steps", "50")
     assert r.returncode == 0, r.stderr
-    assert "x_pos" in r.stdout and "R2" in r.stdout and "is_dying" in r.stdout
+    assert "x_pos" in r.stdout and "R2" in r.stdout and "is_dying" in r.stdout and "encoder trunk:" in r.stdout
     r = run_cli("diagnose", str(trained / "model.safetensors"), "--corpus", str(corpus), "--windows", "64")
     assert r.returncode == 0, r.stderr
     assert "sensitivity_latent" in r.stdout and "effective_rank" in r.stdout
+    assert "AUC all n/a (0 frames)" in r.stdout and "ECE" in r.stdout, "the synthetic corpus has no deaths"
     r = run_cli("status", str(trained))
     assert r.returncode == 0 and "finished, step 300 of 300 logged, checkpoint at step 300" in r.stdout, r.stderr
 

@@ -28,6 +28,7 @@ from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
+from lemario.model.death import death_report, format_death
 from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, load_world_model
 
@@ -159,6 +160,8 @@ class DiagnoseConfig:
     windows: int = 1024
     k: int = 4
     seed: int = 0
+    death_horizon: int = 8
+    """Steps ahead for the death foresight AUC (every frame of the corpus is scored)."""
 
 
 def diagnose_main(cfg: DiagnoseConfig) -> None:
@@ -169,3 +172,4 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     )
     metrics, warnings = diagnose(model, batch, holds_a(buffer.action_set))
     print(format_report(metrics, warnings))
+    print(format_death(death_report(model, buffer, cfg.death_horizon)))

@@ -3,6 +3,10 @@
 Linear (ridge, regularization chosen on a validation fold) and small-MLP probes from embeddings to RAM labels,
 fitted on some episodes and scored on others (a split by episode file). Regression targets report R^2;
 binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone would flatter a constant).
+
+Two layers are probed: the embedding the predictor, the reward head and the controllers read (after the
+BatchNorm projector, `probes`), and the encoder's trunk before it (`trunk_probes`): what the trunk holds and the
+projection drops is the projector's loss, what neither holds the encoder never learnt.
 """
 
 from __future__ import annotations
@@ -42,17 +46,20 @@ class ProbeConfig:
 
 
 @torch.no_grad()
-def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Embeddings (N, D) of the frame stacks ending at frames idx."""
+def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Trunk features (N, encoder_dim) and embeddings (N, D) of the frame stacks ending at frames idx."""
     stack = model.cfg.frame_stack
-    out = []
+    trunks, embs = [], []
     for i in range(0, len(idx), batch):
         j = idx[i : i + batch]
         frame_idx = np.maximum(
             j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None]
         )  # (n, stack)
-        out.append(model.encode(torch.from_numpy(buffer.frames[frame_idx])).float().numpy())
-    return np.concatenate(out)
+        x = torch.from_numpy(buffer.frames[frame_idx]).float() / 255.0  # (n, stack, H, W), as `encode` scales
+        trunk = model.encoder(x)
+        trunks.append(trunk.float().numpy())
+        embs.append(model.projector(trunk).float().numpy())
+    return np.concatenate(trunks), np.concatenate(embs)
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
@@ -124,6 +131,22 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
     return {"accuracy": float(hit.mean()), "balanced_accuracy": bal, "positives": int(pos.sum())}
 
 
+def probe_layer(x: np.ndarray, labels: np.ndarray, is_score: np.ndarray, groups: np.ndarray, cfg: ProbeConfig) -> dict:
+    """Linear and MLP probes of every label from features x (N, F), fitted where ~is_score (episodes `groups`) and
+    scored where is_score: {label: {"linear": score, "mlp": score}}."""
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    results = {}
+    for name in REGRESSION + BINARY:
+        y = labels[:, LABELS.index(name)].astype(np.float64)
+        binary = name in BINARY
+        yf, ys = y[~is_score], y[is_score]
+        m, s = (0.0, 1.0) if binary else (yf.mean(), yf.std() + 1e-9)  # regression targets standardized
+        lin = ridge_probe(x[~is_score], (yf - m) / s, x[is_score], binary, groups) * s + m
+        mlp = mlp_probe(x[~is_score], (yf - m) / s, x[is_score], binary, cfg.mlp_steps, cfg.seed) * s + m
+        results[name] = {"linear": score(ys, lin, binary), "mlp": score(ys, mlp, binary)}
+    return results
+
+
 def run_probes(cfg: ProbeConfig) -> dict:
     """Fit and score every probe of a checkpoint on a corpus; writes and returns the JSON report."""
     model, meta = load_world_model(cfg.checkpoint)
@@ -139,26 +162,10 @@ def run_probes(cfg: ProbeConfig) -> dict:
     idx = np.arange(len(buffer))
     if len(idx) > cfg.max_frames:
         idx = np.sort(rng.choice(idx, cfg.max_frames, replace=False))
-    emb = embed_frames(model, buffer, idx)
-    mu, sd = emb.mean(0), emb.std(0) + 1e-6
-    emb = (emb - mu) / sd
+    trunk, emb = embed_frames(model, buffer, idx)
     is_score = scored_eps[frame_episode[idx]]
-    results = {}
-    for name in REGRESSION + BINARY:
-        y = buffer.labels[idx, LABELS.index(name)].astype(np.float64)
-        binary = name in BINARY
-        yf, ys = y[~is_score], y[is_score]
-        groups = frame_episode[idx][~is_score]
-        if binary:
-            lin = ridge_probe(emb[~is_score], yf, emb[is_score], True, groups)
-        else:
-            m, s = yf.mean(), yf.std() + 1e-9
-            lin = ridge_probe(emb[~is_score], (yf - m) / s, emb[is_score], False, groups) * s + m
-        mlp_y = yf if binary else (yf - yf.mean()) / (yf.std() + 1e-9)
-        mlp = mlp_probe(emb[~is_score], mlp_y, emb[is_score], binary, cfg.mlp_steps, cfg.seed)
-        if not binary:
-            mlp = mlp * (yf.std() + 1e-9) + yf.mean()
-        results[name] = {"linear": score(ys, lin, binary), "mlp": score(ys, mlp, binary)}
+    groups = frame_episode[idx][~is_score]
+    labels = buffer.labels[idx]
     report = {
         "checkpoint": str(cfg.checkpoint),
         "corpus": str(cfg.corpus),
@@ -166,7 +173,8 @@ def run_probes(cfg: ProbeConfig) -> dict:
         "fit_episodes": int((~scored_eps).sum()),
         "score_episodes": int(scored_eps.sum()),
         "step": meta.get("step"),
-        "probes": results,
+        "probes": probe_layer(emb, labels, is_score, groups, cfg),
+        "trunk_probes": probe_layer(trunk, labels, is_score, groups, cfg),
     }
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
     write_json(out, report)
@@ -176,10 +184,17 @@ def run_probes(cfg: ProbeConfig) -> dict:
 def format_table(report: dict) -> str:
     lines = [
         f"probes on {report['score_episodes']} held-out episodes (fitted on {report['fit_episodes']}), "
-        f"{report['frames']} frames",
-        f"{'label':<12}{'linear':>22}{'mlp':>22}",
+        f"{report['frames']} frames"
     ]
-    for name, r in report["probes"].items():
+    for key, title in (("probes", "embedding (what the controllers read)"), ("trunk_probes", "encoder trunk")):
+        if key in report:
+            lines += [f"{title}:", *_rows(report[key])]
+    return "\n".join(lines)
+
+
+def _rows(probes: dict) -> list[str]:
+    lines = [f"{'label':<12}{'linear':>22}{'mlp':>22}"]
+    for name, r in probes.items():
         cells = []
         for kind in ("linear", "mlp"):
             s = r[kind]
@@ -189,7 +204,7 @@ def format_table(report: dict) -> str:
                 bal = "n/a" if s["balanced_accuracy"] is None else f"{s['balanced_accuracy']:.3f}"
                 cells.append(f"acc {s['accuracy']:.3f} bal {bal}")
         lines.append(f"{name:<12}{cells[0]:>22}{cells[1]:>22}")
-    return "\n".join(lines)
+    return lines
 
 
 def probe_main(cfg: ProbeConfig) -> None:

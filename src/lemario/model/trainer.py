@@ -172,7 +172,9 @@ class Trainer:
             sample = self.buffer.sample(
                 min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng, valid=self.held_out
             )
-            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device), holds_a(self.buffer.action_set))
+            diag_metrics, warnings = diagnose(
+                self.model, to_torch(sample, self.device), holds_a(self.buffer.action_set)
+            )
             metrics.update(diag_metrics)
         return metrics, warnings
 

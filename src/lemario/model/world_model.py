@@ -182,6 +182,8 @@ class LossConfig:
     sigreg_projections: int = 1024
     reward_weight: float = 1.0
     """Weight of the reward head's loss (0 trains the JEPA alone)."""
+    death_weight: float = 1.0
+    """Weight of the positive (doomed) steps in the death loss: they are a few percent of all steps."""
     reward_detach: bool = False
     """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
     and predictor."""
@@ -203,7 +205,9 @@ def world_model_loss(
     out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 3)
     progress_loss = F.mse_loss(out[..., 0], rewards[..., 0] / PROGRESS_SCALE)
     score_loss = F.mse_loss(out[..., 1], rewards[..., 1] / SCORE_SCALE)
-    death_loss = F.binary_cross_entropy_with_logits(out[..., 2], rewards[..., 2])
+    death_loss = F.binary_cross_entropy_with_logits(
+        out[..., 2], rewards[..., 2], pos_weight=torch.tensor(cfg.death_weight, device=out.device)
+    )
     reward_loss = progress_loss + score_loss + death_loss
     loss = pred_loss + cfg.sigreg_lambda * sig + cfg.reward_weight * reward_loss
     with torch.no_grad():

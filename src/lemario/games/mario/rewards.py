@@ -3,8 +3,11 @@
 Channels, per agent step t -> t+1:
 - progress: x_pos[t+1] - x_pos[t]; a jump of more than MAX_STEP_DX pixels (respawn, pipe warp) counts 0.
 - score: score[t+1] - score[t], in points (the game's score, so coins count 200 each).
-- death: 1 on the step where Mario starts dying (is_dying goes 0 -> 1), else 0.
-The env's scalar reward is progress - DEATH_PENALTY * death (gym-super-mario-bros' shape without its clock term).
+- death (v2): 1 when frame t+1 is doomed: from the step at which death is certain to the death itself (`doomed`),
+  else 0. v1 marked only the step where Mario starts dying, which for a pit comes once he is already below the
+  screen, several steps after nothing could save him.
+The env cannot see the future, so its per-step form (`step_triple`) marks the onset of dying; its scalar reward is
+progress - DEATH_PENALTY * death (gym-super-mario-bros' shape without its clock term).
 
 Any change to these definitions must bump REWARD_SPEC_VERSION: a corpus labelled with another version is
 relabelled from its stored RAM labels (`relabel`) or refused.
@@ -16,12 +19,38 @@ import numpy as np
 
 from lemario.games.mario.ram import LABELS
 
-REWARD_SPEC_VERSION = 1
+REWARD_SPEC_VERSION = 2
 REWARD_CHANNELS = ("progress", "score", "death")
 MAX_STEP_DX = 48  # Mario moves at most ~3 px per frame; more in one agent step is a teleport
 DEATH_PENALTY = 15.0
+PIT_Y = 63
+"""y_pos below which Mario is inside a pit: he stands at 79 on the floor; at 63 his feet are a tile below its top,
+under the pit's walls, where nothing can hold him (checked on 1-1's corpus: no grounded frame below 63)."""
+ENEMY_STEPS = 2
+"""Steps before the contact with an enemy counted as doomed: the labelled warning, a choice (not measured as
+certain: a jump may still escape one step before a contact)."""
 
-_X, _SCORE, _DYING = (LABELS.index(k) for k in ("x_pos", "score", "is_dying"))
+_X, _Y, _SCORE, _DYING = (LABELS.index(k) for k in ("x_pos", "y_pos", "score", "is_dying"))
+
+
+def doomed(label_table: np.ndarray) -> np.ndarray:
+    """(T+1,) bool: the frames from which the episode's death is certain, through its end.
+
+    A pit death: the last unbroken stretch of frames below PIT_Y before the onset of dying. Any other death (an enemy,
+    the clock): ENEMY_STEPS frames before the onset. An episode without a death has none.
+    """
+    lab = label_table.astype(np.int64)
+    dying = lab[:, _DYING] == 1
+    out = np.zeros(len(lab), bool)
+    if not dying.any():
+        return out
+    onset = int(np.argmax(dying))
+    start = max(0, onset - ENEMY_STEPS)
+    if lab[onset, _Y] < 0:  # seen through the viewport: below the screen, a pit
+        above = np.flatnonzero(lab[: onset + 1, _Y] >= PIT_Y)
+        start = int(above[-1]) + 1 if len(above) else 0
+    out[start:] = True
+    return out
 
 
 def reward_triple(label_table: np.ndarray) -> np.ndarray:
@@ -30,12 +59,12 @@ def reward_triple(label_table: np.ndarray) -> np.ndarray:
     dx = np.diff(lab[:, _X])
     dx = np.where(np.abs(dx) > MAX_STEP_DX, 0, dx)
     dscore = np.diff(lab[:, _SCORE])
-    death = (lab[1:, _DYING] == 1) & (lab[:-1, _DYING] == 0)
-    return np.stack([dx, dscore, death], axis=-1).astype(np.float32)
+    return np.stack([dx, dscore, doomed(lab)[1:]], axis=-1).astype(np.float32)
 
 
 def step_triple(prev: dict, cur: dict) -> tuple[float, float, float]:
-    """The triple for one step from two `info` dicts (the env's per-step form of `reward_triple`)."""
+    """The triple for one step from two `info` dicts (the env's per-step form of `reward_triple`: its death is the
+    onset of dying, the one death signal that needs no future)."""
     dx = cur["x_pos"] - prev["x_pos"]
     dx = 0 if abs(dx) > MAX_STEP_DX else dx
     return float(dx), float(cur["score"] - prev["score"]), float(cur["is_dying"] == 1 and prev["is_dying"] == 0)

@@ -1,0 +1,108 @@
+"""Does the world model see death coming? The reward head's death channel scored on whole episodes.
+
+Two questions, on every frame f of the episodes given:
+- **foresight**: does Mario die within the next `horizon` steps? Scored by the highest P(death) the model predicts
+  along a free-running rollout of the actions actually taken next (what a planner sees), as a ROC AUC; separately
+  for pit deaths and the others (enemies, the clock), each against the same negatives.
+- **calibration**: the head's P(death) of the frame's own latent against its label (the reward spec's death
+  channel: 1 on doomed frames) as the expected calibration error over equal-width bins, with the bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.ram import LABELS
+from lemario.model.world_model import WorldModel
+
+_DYING, _Y = LABELS.index("is_dying"), LABELS.index("y_pos")
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve: the probability that a random positive outscores a random negative (ties count
+    half); None without both classes."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based ranks, ties sharing their average
+    return float((ranks[positive].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of probabilities p against 0/1 outcomes y, and per bin (mean p, rate, count)."""
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            rows.append({"p": float(p[m].mean()), "rate": float(y[m].mean()), "n": int(m.sum())})
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return {"ece": float(ece), "bins": rows}
+
+
+def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the frame index of its episode's onset of dying (-1 when the episode has none), and whether
+    that death is a pit (Mario below the screen at the onset)."""
+    onset = np.full(len(buffer), -1, np.int64)
+    pit = np.zeros(len(buffer), bool)
+    for s, n in zip(buffer.starts, buffer.lengths):
+        dying = np.flatnonzero(buffer.labels[s : s + n, _DYING] == 1)
+        if len(dying):
+            onset[s : s + n] = s + dying[0]
+            pit[s : s + n] = buffer.labels[s + dying[0], _Y] < 0
+    return onset, pit
+
+
+@torch.no_grad()
+def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, batch: int = 512) -> dict:
+    """Foresight AUCs (all deaths, pits, others) and calibration of P(death) on every frame of `buffer`."""
+    model.eval()
+    n_frames, stack = len(buffer), model.cfg.frame_stack
+    episode_end = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)  # (N,) last frame of f's episode
+    soonest, now = np.zeros(n_frames), np.zeros(n_frames)
+    for lo in range(0, n_frames, batch):
+        f = np.arange(lo, min(lo + batch, n_frames))  # (n,)
+        frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
+        z = model.encode(torch.from_numpy(buffer.frames[frames]))  # (n, D)
+        prev = torch.from_numpy(buffer.prev_actions(f))
+        now[f] = model.reward(z, prev)[:, 2].sigmoid().numpy()
+        steps = f[:, None] + np.arange(horizon)  # (n, H) the transitions taken next
+        valid = steps < episode_end[f][:, None]
+        actions = torch.from_numpy(np.where(valid, buffer.actions[np.minimum(steps, n_frames - 1)], 0))
+        preds = model.rollout(z[:, None], actions, prev)  # (n, H, D)
+        p = model.reward(preds, actions)[..., 2].sigmoid().numpy()  # (n, H)
+        soonest[f] = np.where(valid, p, 0.0).max(1)
+    onset, pit = death_onsets(buffer)
+    frame = np.arange(n_frames)
+    soon = (onset >= frame) & (onset - frame <= horizon)  # dies within the next `horizon` steps
+    far = ~soon
+    doomed = np.r_[0.0, buffer.rewards[:-1, 2]]  # the death channel of the step into each frame
+    doomed[buffer.starts] = 0.0
+    return {
+        "horizon": horizon,
+        "frames": int(n_frames),
+        "positives": {"all": int(soon.sum()), "pit": int((soon & pit).sum()), "other": int((soon & ~pit).sum())},
+        "auc": {
+            "all": roc_auc(soonest, soon),
+            "pit": roc_auc(soonest[far | (soon & pit)], soon[far | (soon & pit)]),
+            "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
+        },
+        "calibration": calibration(now, doomed),
+    }
+
+
+def format_death(report: dict) -> str:
+    auc = {k: "n/a" if v is None else f"{v:.3f}" for k, v in report["auc"].items()}
+    pos, cal = report["positives"], report["calibration"]
+    lines = [
+        f"death within {report['horizon']} steps, max P(death) along the rollout of the actions taken "
+        f"({report['frames']} frames):",
+        f"  AUC all {auc['all']} ({pos['all']} frames), pit {auc['pit']} ({pos['pit']}), "
+        f"enemy/clock {auc['other']} ({pos['other']})",
+        f"P(death) of each frame's latent against its doomed label: ECE {cal['ece']:.4f}",
+    ]
+    lines += [f"  p {b['p']:.3f}  rate {b['rate']:.3f}  n {b['n']}" for b in cal["bins"]]
+    return "\n".join(lines)

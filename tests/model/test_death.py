@@ -1,0 +1,52 @@
+"""Death foresight and calibration: known answers for the AUC and the ECE, and the report's counts."""
+
+import numpy as np
+import pytest
+import torch
+
+from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.ram import LABELS
+from lemario.model.death import calibration, death_onsets, death_report, roc_auc
+from lemario.model.train import PRESETS
+from lemario.model.world_model import WorldModel
+
+from synthetic import write_corpus
+
+
+def test_roc_auc_known_answers():
+    y = np.array([0, 0, 1, 1], bool)
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), y) == 1.0
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), y) == 0.0
+    assert roc_auc(np.full(4, 0.3), y) == 0.5, "ties count half"
+    assert roc_auc(np.array([0.1, 0.5, 0.5, 0.9]), y) == pytest.approx(0.875)  # 3 wins and a tie of 4 pairs
+    assert roc_auc(np.array([0.1, 0.2]), np.array([True, True])) is None
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=300).round(1), rng.random(300) < 0.3
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
+    assert roc_auc(s, y) == pytest.approx(brute)
+
+
+def test_calibration_known_answers():
+    y = np.array([0, 1, 0, 1], float)
+    assert calibration(np.full(4, 0.5), y)["ece"] == pytest.approx(0.0)
+    assert calibration(np.ones(4), np.zeros(4))["ece"] == pytest.approx(1.0)
+    cal = calibration(np.array([0.05, 0.05, 0.95, 0.95]), np.array([0, 0, 1, 0], float))
+    assert cal["ece"] == pytest.approx(0.5 * 0.05 + 0.5 * 0.45)
+    assert [b["n"] for b in cal["bins"]] == [2, 2]
+
+
+def test_death_report_counts_frames_before_each_death(tmp_path):
+    buffer = EpisodeBuffer.load(write_corpus(tmp_path / "c", episodes=4, steps=30))
+    dying, y = LABELS.index("is_dying"), LABELS.index("y_pos")
+    ends = buffer.starts + buffer.lengths - 1
+    buffer.labels[ends[0], dying] = 1  # episode 0 ends with an enemy death, episode 1 in a pit, 2 and 3 live on
+    buffer.labels[ends[1], dying], buffer.labels[ends[1], y] = 1, -20
+    onset, pit = death_onsets(buffer)
+    assert onset[buffer.starts[0]] == ends[0] and onset[buffer.starts[2]] == -1 and pit[ends[1]] and not pit[ends[0]]
+    torch.manual_seed(0)
+    model = WorldModel(PRESETS["tiny"].model)
+    report = death_report(model, buffer, horizon=8, batch=16)
+    assert report["frames"] == len(buffer)
+    assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
+    assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))
+    assert 0 <= report["calibration"]["ece"] <= 1 and sum(b["n"] for b in report["calibration"]["bins"]) == len(buffer)
