@@ -11,12 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from lemario.data.corpus import scan
+from lemario.data.corpus import scan, write_episode
 from lemario.model.train import PRESETS, train
 
-from synthetic import write_corpus
+from synthetic import make_episode, write_corpus
 
 ROOT = "{root}"  # replaced by the fixture folder in every argument
 
@@ -66,6 +67,16 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         "the checkpoint is damaged",
     ),
     ("device", ["train", "--corpus", "{root}/corpus", "--device", "tpu", "--out", "{root}/new"], "unknown device"),
+    (
+        "precision",
+        ["train", "--corpus", "{root}/corpus", "--precision", "fp8", "--out", "{root}/new"],
+        "unknown precision",
+    ),
+    (
+        "mixed-action-sets",
+        ["train", "--corpus", "{root}/mixed", "--out", "{root}/new"],
+        "mixes the action sets complex and right-only",
+    ),
     (
         "other-config",
         ["train", "--preset", "tiny", "--corpus", "{root}/corpus", "--out", "{root}/wm", "--lr", "0.1"],
@@ -132,12 +143,16 @@ def results(tmp_path_factory):
     damaged = write_corpus(root / "damaged", episodes=3, steps=30)
     first = sorted(damaged.glob("*.h5"))[0]
     first.write_bytes(first.read_bytes()[:2000])
+    mixed = write_corpus(root / "mixed", episodes=2, steps=30)
+    other = make_episode(np.random.default_rng(0), 30)
+    other.meta.update(action_set="complex", seed=2, run_index=2)
+    write_episode(mixed / "run-0001-00002.h5", other)
     (root / "empty").mkdir()
     (root / "afile").write_text("a file where a folder is expected")
     (root / "garbage.safetensors").write_bytes(b"\0" * 64)
     (root / "garbage.json").write_text("{ not json")
     train(replace(PRESETS["tiny"], corpus=corpus, out=root / "wm", steps=10, progress=False, tensorboard=False))
-    scan(corpus), scan(damaged)  # the index caches, as any earlier command leaves them
+    scan(corpus), scan(damaged), scan(mixed)  # the index caches, as any earlier command leaves them
     before = _snapshot(root)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 

@@ -13,11 +13,11 @@ from lemario.control.planner import (
     PlannerConfig,
     cem,
     fold_batchnorm,
-    planning_dtype,
     prior_probs,
     rollout_shared,
 )
 from lemario.control.reward import RewardWeights, scalar_reward
+from lemario.core.device import precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.env import EnvConfig
@@ -136,8 +136,8 @@ def test_bf16_planning_ranks_sequences_like_fp32():
     assert np.corrcoef(s32, s16)[0, 1] > 0.99
     assert len(set(s32.topk(32).indices.tolist()) & set(s16.topk(32).indices.tolist())) >= 24
     assert (
-        planning_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-        and planning_dtype("fp32", torch.device("cpu")) == torch.float32
+        precision_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+        and precision_dtype("fp32", torch.device("cpu")) == torch.float32
     )
     seq, value, rewards = p32.plan(context, past, torch.Generator().manual_seed(2))
     _, again = p32.rewards(context, past, seq[None])
@@ -217,7 +217,8 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.control.imagination import lambda_returns, symexp, symlog, train_policy  # noqa: E402
+from lemario.control.agents import ExploringAgent  # noqa: E402
+from lemario.control.imagination import ActorCritic, imagine, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
 def test_symlog_symexp_round_trip():
@@ -238,6 +239,43 @@ def test_lambda_returns_by_hand():
     # lambda = 1 with no deaths: the discounted sum plus the discounted last value
     full = lambda_returns(r, v, torch.ones(1, 3), 0.9, 1.0)
     assert full[0, 0].item() == pytest.approx(1 + 0.9 * 2 + 0.81 * 3 + 0.729 * 4.0)
+
+
+def test_imagined_states_carry_the_action_before_each_latent():
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=8, encoder_dim=16, projector_hidden=16, pred_hidden=16, pred_depth=1, n_actions=4)
+    model = WorldModel(replace(cfg, reward_hidden=8, prev_action=True)).eval()
+    ac = ActorCritic(model.state_dim, 4, 16)
+    prev = torch.randint(0, 4, (6,))
+    s, actions, out = imagine(model, ac, torch.randn(6, 1, 8), torch.zeros(6, 0, dtype=torch.int64), prev, 5, None)
+    assert s.shape == (6, 6, 12) and actions.shape == (6, 5) and out.shape == (6, 5, 3)
+    assert torch.equal(s[..., 8:].argmax(-1), torch.cat([prev[:, None], actions], dim=1)), (
+        "one-hot of the action before"
+    )
+    with torch.no_grad():
+        want = model.reward(s[:, 1:, :8], actions)  # each imagined latent with the action that led to it
+    torch.testing.assert_close(out, want)
+
+
+class _Remembers:
+    """An agent that records what it is told the env took."""
+
+    def reset(self, seed):
+        self.told = []
+
+    def act(self, obs, info):
+        return 0
+
+    def executed(self, action):
+        self.told.append(action)
+
+
+def test_exploration_tells_the_agent_what_the_env_took():
+    inner = _Remembers()
+    agent = ExploringAgent(inner, 1.0, "complex")
+    agent.reset(3)
+    taken = [agent.act(None, {}) for _ in range(20)]
+    assert inner.told == [a for a in taken if a != 0], "every overridden step is reported, none of its own"
 
 
 class _LineWorld(torch.nn.Module):

@@ -22,12 +22,11 @@ from torch import nn
 
 from lemario.control.imagination import RETURN_UNIT, load_policy
 from lemario.control.reward import RewardWeights, scalar_reward
-from lemario.core.device import native_bf16
+from lemario.core.device import PRECISIONS, precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.model.world_model import WorldModel, decode_reward
 
 PRIORS = ("uniform", "biased")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -112,13 +111,6 @@ def cem(
         counts = torch.zeros(H, A).scatter_add_(1, seqs[top].T, torch.ones(H, len(top)))  # (H, A)
         probs = (1 - cfg.smoothing) * counts / len(top) + cfg.smoothing * probs
     return best._replace(probs=probs)
-
-
-def planning_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The rollouts' dtype for a validated PlannerConfig.precision."""
-    if precision == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
 def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -211,7 +203,7 @@ class LatentPlanner:
     ):
         cfg.validate()
         self.model, self.cfg, self.value = model.eval(), cfg, value
-        self.dtype = planning_dtype(cfg.precision, next(model.parameters()).device)
+        self.dtype = precision_dtype(cfg.precision, next(model.parameters()).device)
         self.rollout_model = planning_copy(self.model, self.dtype)  # only its predictor and reward head run
         self.prior = prior_probs(cfg, actions)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)

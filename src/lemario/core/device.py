@@ -44,6 +44,19 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of a precision setting: 'fp32', 'bf16', or 'auto' (bf16 where `device` computes it
+    natively: AMX CPUs, CUDA; else fp32)."""
+    if precision not in PRECISIONS:
+        raise LemarioError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """A sampled numpy batch as tensors on `device`."""
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}

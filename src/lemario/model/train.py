@@ -1,6 +1,7 @@
 """`lemario train`: the world model from a corpus, end to end from pixels.
 
-AdamW, gradient clipping, linear warm-up then cosine decay, bf16 autocast on CUDA, a held-out split by episode.
+AdamW, gradient clipping, linear warm-up then cosine decay, bf16 autocast where asked (`precision`), a held-out
+split by episode.
 The run folder holds config.json (resolved), metrics.jsonl, tb/ (TensorBoard), ckpt_latest.{safetensors,json}
 (model + optimizer + RNG states, to resume) and model.{safetensors,json} (the final weights). Re-running the
 same command on the folder resumes from the last checkpoint; a folder holding a different run is refused.
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from lemario.core import runlog
 from lemario.core.device import resolve_device
+from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.model.trainer import Trainer
 from lemario.model.world_model import LossConfig, ModelConfig
@@ -75,6 +77,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    precision: str = "fp32"
+    """Arithmetic of the forward pass: 'fp32', 'bf16' (autocast; fast on CUDA and AMX CPUs, slow elsewhere), or
+    'auto' (bf16 where the device computes it natively)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default, all cores): two trainings side by side take one core each."""
     progress: bool = True
     tensorboard: bool = True
 
@@ -106,6 +113,7 @@ PRESETS = {
     "gpu": TrainConfig(
         model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
         batch_size=128,
+        precision="bf16",
         steps=60000,
         lr=5e-4,
         warmup=2000,
@@ -141,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         check_writable(cfg.out)
     try:
-        with writer_lock(cfg.out) if rank == 0 else nullcontext():
+        with writer_lock(cfg.out) if rank == 0 else nullcontext(), torch_threads(cfg.threads):
             trainer = Trainer(cfg, device, rank, world)
             trainer.resume_or_init()
             val = _run(trainer)
@@ -193,7 +201,8 @@ def _run(trainer: Trainer) -> dict:
                 if writer:
                     writer.add_scalar(k, v, step)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if trainer.device.type == "cuda" else nullcontext()
+    dtype = trainer.dtype
+    autocast = torch.autocast(trainer.device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
     bar = tqdm(total=end, initial=trainer.step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
     trainer.module.train()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lemario.core import checkpoint, runlog
-from lemario.core.device import to_torch
+from lemario.core.device import precision_dtype, to_torch
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
@@ -23,7 +23,7 @@ from lemario.data.buffer import EpisodeBuffer, split_windows
 from lemario.model.diagnose import diagnose, holds_a
 from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
 
-BOOKKEEPING = ("out", "progress", "tensorboard", "device", "minutes", "stop_at", "ckpt_minutes")
+BOOKKEEPING = ("out", "progress", "tensorboard", "device", "threads", "minutes", "stop_at", "ckpt_minutes")
 """TrainConfig fields that do not change what a run learns: a resume may change them."""
 VAL_SEED = 12345  # held-out windows: the same ones at every validation
 
@@ -64,6 +64,7 @@ class Trainer:
 
     def __init__(self, cfg, device: torch.device, rank: int, world: int):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.dtype = precision_dtype(cfg.precision, device)  # checked before the corpus is read
         files = read_episode_list(cfg.episodes)
         self.buffer = EpisodeBuffer.load(
             cfg.corpus, max_episodes=cfg.max_episodes or None, files=files, skip_unreadable=cfg.skip_unreadable
