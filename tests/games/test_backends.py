@@ -125,3 +125,32 @@ def test_the_screen_shows_the_ram_of_the_frame_before(backend):
     assert len(moving) > 30, "the jump moves Mario on most frames"
     assert np.ptp(top[moving] - y[moving - 1]) <= 1, "a fixed offset to the previous frame's RAM (pose: +-1 row)"
     assert np.ptp(top[moving] - y[moving]) >= 4, "not to the same frame's"
+
+
+def _mario_top(screen: np.ndarray) -> int:
+    """Top row of Mario's red pixels (cap and shirt; nothing else red near the spawn) on a (224, 240, 3) screen."""
+    red = (screen == [216, 40, 0]).all(-1)
+    red[:, 80:] = False
+    return int(np.flatnonzero(red.any(1)).min())
+
+
+@pytest.mark.parametrize("backend", ["retro", "nes-py"])
+def test_the_env_labels_the_frame_its_observation_ends_on(backend):
+    """The env reads RAM one frame before a step's end: its y keeps a fixed offset from Mario's top row on the
+    step's last screen (the test above shows the screen lags RAM by one frame)."""
+    from lemario.games.mario.env import EnvConfig, SuperMarioBros
+
+    env = SuperMarioBros(EnvConfig(backend=backend))
+    try:
+        env.reset()
+        tops, ys = [], []
+        for action in [0] * 2 + [5] * 12 + [0] * 10:  # NOOP, then A held: one jump from the spawn
+            _, _, _, _, info = env.step(action)
+            tops.append(_mario_top(env.rgb_frame()))
+            ys.append(int(env.ram[R.Y_PIXEL]))
+            assert info["y_pos"] == 511 - 256 * int(env.ram[R.Y_VIEWPORT]) - ys[-1], "labels are env.ram's"
+    finally:
+        env.close()
+    tops, ys = np.array(tops), np.array(ys)
+    assert np.ptp(ys) > 30, "the jump moves Mario"
+    assert np.ptp(tops - ys) <= 1, "a fixed offset (pose: +-1 row)"

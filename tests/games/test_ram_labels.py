@@ -117,8 +117,8 @@ def test_retro_variables_agree_with_ram_map(make_env):
     """stable-retro reads lemario's integration data.json itself: its values must match ram.py's decoding."""
     env = make_env()
     play(env, [RIGHT] * 12 + [RIGHT_A] * 6)
-    lab = R.labels(env.ram)
     emu = env.emu
+    lab = R.labels(emu.ram.copy())  # retro's lookups read the live RAM (env.ram is the frame before's)
     assert emu.lookup("x_page") * 256 + emu.lookup("x_screen") == lab["x_pos"]
     assert emu.lookup("y_vel") == lab["y_vel"] and emu.lookup("x_vel") == lab["x_vel"]
     assert emu.lookup("time") == lab["time"] and emu.lookup("lives") == lab["lives"]

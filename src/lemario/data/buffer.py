@@ -75,6 +75,13 @@ class EpisodeBuffer:
                 "load with relabel=True to relabel them from RAM"
             )
         episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
+        timings = sorted({ep.meta.get("ram_frame", "end") for ep, _, _ in episodes})
+        if len(timings) > 1:
+            print(
+                f"warning: corpus {corpus} mixes labels of the shown frame and of a frame later (ram_frame "
+                f"{' and '.join(timings)}): their labels differ by one emulator frame",
+                file=sys.stderr,
+            )
         sets = sorted({ep.meta["action_set"] for ep, _, _ in episodes})
         if len(sets) > 1:
             raise LemarioError(

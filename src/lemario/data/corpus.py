@@ -3,7 +3,9 @@
 Layout of `DIR/<run>-<index>.h5` (schema 1):
     frames   (T+1, H, W[, 3]) uint8, gzip-1  preprocessed single frames; frames[0] is the reset frame
     actions  (T,)             uint8          action index taken after frames[t]
-    ram      (T+1, 2048)      uint8, gzip-1  full RAM after each step (relabelling needs nothing else)
+    ram      (T+1, 2048)      uint8, gzip-1  full RAM of each frame (relabelling needs nothing else): the RAM its
+                                             screen shows (meta ram_frame 'shown'); files without ram_frame hold
+                                             the RAM one emulator frame later ('end')
     labels   (T+1, L)         int32          `lemario.games.mario.ram.LABELS` columns (attr `names`)
     rewards  (T, 3)           float32        `lemario.games.mario.rewards.REWARD_CHANNELS` (attr `spec_version`)
     attrs: level, seed, backend, policy, action_set, frame settings, lemario_version, reward_spec_version, run, ...

@@ -38,7 +38,7 @@ from lemario.data.corpus import (
     write_episode,
 )
 from lemario.games.mario.emulator import resolve_rom
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.games.mario.env import RAM_FRAME, EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
 from lemario.play.episodes import Player, imap, play
@@ -130,6 +130,7 @@ def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None)
         "terminated": int(not truncated),
         "truncated": int(truncated),
         "death_x": int(x[dying[0]]) if len(dying) else -1,
+        "ram_frame": RAM_FRAME,
         **_env_meta(env.config),
     }
     return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, reward_triple(labels), meta)

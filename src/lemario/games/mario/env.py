@@ -4,6 +4,9 @@ Each agent step holds one action's buttons for `frame_skip` frames; the observat
 `frame_stack` preprocessed frames (max of the last two emulator frames, canonical palette, grayscale,
 area-resized: `lemario.games.mario.frames.process`).
 `info` carries the RAM labels of `lemario.games.mario.ram` plus the reward triple of `lemario.games.mario.rewards`.
+Labels are read from the RAM the last screen shows: the screen lags RAM by one frame on both cores
+(tests/games/test_backends.py), so the env reads RAM one emulator frame before the step's end, and a step's labels
+describe the frame its observation ends on.
 
 States: `save_state()` returns a `MarioState` from which `reset(options={"state": s})` starts an episode. On
 retro it holds the emulator's own snapshot; on both it holds the frame-by-frame button log since boot, which
@@ -23,6 +26,10 @@ from lemario.games.mario.actions import action_bytes, action_set
 from lemario.games.mario.emulator import BACKENDS, boot, make_emulator, parse_level
 from lemario.games.mario.ram import info_from_ram
 from lemario.games.mario.rewards import DEATH_PENALTY, step_triple
+
+RAM_FRAME = "shown"
+"""Which frame's RAM `env.ram` and the labels hold, recorded with every episode: 'shown', the RAM the last screen
+shows; corpora written before it hold 'end' (the RAM after the step's last frame, one frame ahead of the screen)."""
 
 
 @dataclass(frozen=True)
@@ -138,20 +145,21 @@ class SuperMarioBros(gym.Env):
         return self._obs(), progress - DEATH_PENALTY * death, terminated, truncated, info
 
     def _advance(self, byte: int) -> None:
-        """One agent step: hold `byte` for frame_skip frames, pool the last two frames into the stack."""
+        """One agent step: hold `byte` for frame_skip frames, pool the last two frames into the stack; the labels
+        come from the RAM of the frame before the last, which the last screen shows."""
         skip = self.config.frame_skip
         for i in range(skip):
             self.emu.step(byte)
             if i == skip - 2:
                 prev = self.emu.screen()
+                self._read_ram()
         self._rgb = self.emu.screen()
         self._frames[:-1] = self._frames[1:]  # numpy copies overlapping slices correctly
         self._frames[-1] = self._process(prev, self._rgb)
         self._log += bytes((byte,)) * skip
-        self._read_ram()
 
-    def _read_ram(self) -> None:
-        self._ram = self.emu.ram.copy()
+    def _read_ram(self, ram: np.ndarray | None = None) -> None:
+        self._ram = (self.emu.ram if ram is None else ram).copy()
         self._labels = info_from_ram(self._ram)
 
     def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -200,7 +208,7 @@ class SuperMarioBros(gym.Env):
             self._rgb = self.emu.screen()
         self._log = bytearray(state.buttons)
         self._frames[:] = state.stack
-        self._read_ram()
+        self._read_ram(state.ram)  # the RAM the state's screen showed, not the live RAM a frame later
 
     # ---- frames for people --------------------------------------------------------------------------------------
     def rgb_frame(self) -> np.ndarray:
@@ -217,7 +225,8 @@ class SuperMarioBros(gym.Env):
 
     @property
     def ram(self) -> np.ndarray:
-        """RAM after the last step (a copy owned by the env)."""
+        """The RAM the last screen shows, one emulator frame before the step's end (a copy owned by the env); the
+        emulator's live RAM is `env.emu.ram`."""
         return self._ram
 
     def close(self):
