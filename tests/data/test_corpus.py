@@ -113,6 +113,7 @@ def test_buffer_windows(tmp_path, episodes):
                 src = max(t0 + t - (stack - 1 - s), 0)
                 np.testing.assert_array_equal(one["obs"][0, t, s], ep.frames[src])
         np.testing.assert_array_equal(one["actions"][0], ep.actions[t0 : t0 + k])
+        assert one["prev"][0] == (ep.actions[t0 - 1] if t0 > 0 else 0), "the action before, NOOP at the start"
         np.testing.assert_array_equal(one["rewards"][0], ep.rewards[t0 : t0 + k])
 
 
@@ -137,6 +138,18 @@ def test_changed_label_schema_is_relabelled_from_ram(tmp_path, episodes):
         f["labels"][...] = -1
     buf = EpisodeBuffer.load(tmp_path)
     np.testing.assert_array_equal(buf.labels, ep.labels)
+
+
+def test_a_corpus_mixing_label_frames_is_loaded_with_a_warning(tmp_path, episodes, capsys):
+    assert all(ep.meta["ram_frame"] == "shown" for ep in episodes)
+    for i, ep in enumerate(episodes[:2]):
+        write_episode(tmp_path / f"run-0001-{i:05d}.h5", ep)
+    with h5py.File(tmp_path / "run-0001-00001.h5", "r+") as f:  # written before episodes recorded their frame
+        meta = json.loads(f.attrs["meta"])
+        del meta["ram_frame"]
+        f.attrs["meta"] = json.dumps(meta)
+    buf = EpisodeBuffer.load(tmp_path)
+    assert len(buf.files) == 2 and "mixes labels of the shown frame" in capsys.readouterr().err
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path):

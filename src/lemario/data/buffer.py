@@ -48,21 +48,7 @@ class EpisodeBuffer:
         warning on stderr and the file left out; a named file the corpus lacks is an error. Episodes labelled
         with another reward-spec version are relabelled from their RAM labels, or refused when relabel=False.
         """
-        index = scan(Path(corpus))
-        rows, bad = index.episodes, index.bad
-        if files is not None:
-            wanted = set(files)
-            rows, bad = [r for r in rows if r["file"] in wanted], [b for b in bad if b["file"] in wanted]
-            missing = sorted(wanted - {r["file"] for r in rows} - {b["file"] for b in bad})
-            if missing:
-                raise LemarioError(
-                    f"{len(missing)} selected episodes (e.g. {missing[0]}) are not in {corpus}: "
-                    "re-run the selection on the corpus as it is"
-                )
-        if bad and not skip_unreadable:
-            raise LemarioError(f"{unreadable_message(Path(corpus), bad)}; or leave them out with --skip-unreadable")
-        if bad:
-            print(f"warning: left out {unreadable_message(Path(corpus), bad)}", file=sys.stderr)
+        rows = _select(Path(corpus), files, skip_unreadable)
         rows = rows[:max_episodes] if max_episodes else rows
         if not rows:
             raise LemarioError(
@@ -75,19 +61,7 @@ class EpisodeBuffer:
                 "load with relabel=True to relabel them from RAM"
             )
         episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
-        timings = sorted({ep.meta.get("ram_frame", "end") for ep, _, _ in episodes})
-        if len(timings) > 1:
-            print(
-                f"warning: corpus {corpus} mixes labels of the shown frame and of a frame later (ram_frame "
-                f"{' and '.join(timings)}): their labels differ by one emulator frame",
-                file=sys.stderr,
-            )
-        sets = sorted({ep.meta["action_set"] for ep, _, _ in episodes})
-        if len(sets) > 1:
-            raise LemarioError(
-                f"corpus {corpus} mixes the action sets {' and '.join(sets)}, whose indices mean other buttons: "
-                "train on episodes of one set"
-            )
+        action_set = _one_action_set(Path(corpus), [ep.meta for ep, _, _ in episodes])
         parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
         for ep, labels, rewards in episodes:
             parts["frames"].append(ep.frames)
@@ -105,7 +79,7 @@ class EpisodeBuffer:
             starts=starts,
             lengths=lengths,
             files=[r["file"] for r in rows],
-            action_set=sets[0],
+            action_set=action_set,
         )
 
     def __len__(self) -> int:
@@ -141,6 +115,46 @@ class EpisodeBuffer:
             "rewards": self.rewards[t[:, :-1]],
             "labels": self.labels[t],
         }
+
+
+def _select(corpus: Path, files: list[str] | None, skip_unreadable: bool) -> list[dict]:
+    """The index rows of the corpus's readable episodes, or of the `files` named; unreadable ones are an error
+    naming the fix, or with skip_unreadable a warning; a named file the corpus lacks is an error."""
+    index = scan(corpus)
+    rows, bad = index.episodes, index.bad
+    if files is not None:
+        wanted = set(files)
+        rows, bad = [r for r in rows if r["file"] in wanted], [b for b in bad if b["file"] in wanted]
+        missing = sorted(wanted - {r["file"] for r in rows} - {b["file"] for b in bad})
+        if missing:
+            raise LemarioError(
+                f"{len(missing)} selected episodes (e.g. {missing[0]}) are not in {corpus}: "
+                "re-run the selection on the corpus as it is"
+            )
+    if bad and not skip_unreadable:
+        raise LemarioError(f"{unreadable_message(corpus, bad)}; or leave them out with --skip-unreadable")
+    if bad:
+        print(f"warning: left out {unreadable_message(corpus, bad)}", file=sys.stderr)
+    return rows
+
+
+def _one_action_set(corpus: Path, metas: list[dict]) -> str:
+    """The action set all episodes share (indices of two sets mean other buttons: refused); a warning when their
+    labels come from RAM of different frames (`lemario.games.mario.env.RAM_FRAME`)."""
+    timings = sorted({m.get("ram_frame", "end") for m in metas})
+    if len(timings) > 1:
+        print(
+            f"warning: corpus {corpus} mixes labels of the shown frame and of a frame later (ram_frame "
+            f"{' and '.join(timings)}): their labels differ by one emulator frame",
+            file=sys.stderr,
+        )
+    sets = sorted({m["action_set"] for m in metas})
+    if len(sets) > 1:
+        raise LemarioError(
+            f"corpus {corpus} mixes the action sets {' and '.join(sets)}, whose indices mean other buttons: "
+            "train on episodes of one set"
+        )
+    return sets[0]
 
 
 def _read_current(path: Path):
