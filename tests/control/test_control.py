@@ -354,3 +354,34 @@ def test_several_specs_of_one_method_are_its_seeds(tmp_path):
     means = [s["per_agent"][a]["mean_max_x"] for a in ("random", "uniform")]
     assert s["kseed"]["uniform"]["mean_of_means"] == pytest.approx(np.mean(means))
     assert "uniform: K=2 seeds" in format_summary({**s, "out": str(tmp_path)})
+
+
+def test_previous_action_models_plan_and_act_through_the_harness(tmp_path):
+    from lemario.control.imagination import PRESETS as IMAGINE_PRESETS
+    from lemario.control.imagination import run_imagine
+    from lemario.core import checkpoint
+    from lemario.model.train import PRESETS as TRAIN_PRESETS
+    from lemario.model.train import train
+
+    from synthetic import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", episodes=6, steps=30)
+    tiny = TRAIN_PRESETS["tiny"]
+    model = replace(tiny.model, prev_action=True)
+    train(replace(tiny, corpus=corpus, out=tmp_path / "wm", steps=10, model=model, progress=False, tensorboard=False))
+    wm = tmp_path / "wm" / "model.safetensors"
+    imagine = replace(IMAGINE_PRESETS["tiny"], world_model=wm, corpus=corpus, out=tmp_path / "pi", progress=False)
+    policy = run_imagine(imagine)
+    meta = checkpoint.load_meta(policy, kind="policy")
+    assert meta["config"]["state_dim"] == model.latent_dim + model.n_actions
+    s = evaluate(
+        EvalConfig(
+            agents=(f"planner:{wm}", f"policy:{policy}"),
+            episodes=1,
+            workers=1,
+            env=EnvConfig(max_steps=12),
+            out=tmp_path / "ev",
+            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4),
+        )
+    )
+    assert [a["episodes"] for a in s["per_agent"].values()] == [1, 1]
