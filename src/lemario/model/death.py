@@ -14,10 +14,8 @@ import numpy as np
 import torch
 
 from lemario.data.buffer import EpisodeBuffer
-from lemario.games.mario.ram import LABELS
+from lemario.games.mario.rewards import death_onset
 from lemario.model.world_model import WorldModel
-
-_DYING, _Y = LABELS.index("is_dying"), LABELS.index("y_pos")
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
@@ -45,14 +43,13 @@ def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
 
 def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: the frame index of its episode's onset of dying (-1 when the episode has none), and whether
-    that death is a pit (Mario below the screen at the onset)."""
+    that death is a pit (`lemario.games.mario.rewards.death_onset`)."""
     onset = np.full(len(buffer), -1, np.int64)
     pit = np.zeros(len(buffer), bool)
     for s, n in zip(buffer.starts, buffer.lengths):
-        dying = np.flatnonzero(buffer.labels[s : s + n, _DYING] == 1)
-        if len(dying):
-            onset[s : s + n] = s + dying[0]
-            pit[s : s + n] = buffer.labels[s + dying[0], _Y] < 0
+        first, pit[s : s + n] = death_onset(buffer.labels[s : s + n])
+        if first >= 0:
+            onset[s : s + n] = s + first
     return onset, pit
 
 

@@ -55,8 +55,7 @@ def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512
         frame_idx = np.maximum(
             j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None]
         )  # (n, stack)
-        x = torch.from_numpy(buffer.frames[frame_idx]).float() / 255.0  # (n, stack, H, W), as `encode` scales
-        trunk = model.encoder(x)
+        trunk = model.trunk(torch.from_numpy(buffer.frames[frame_idx]))  # (n, encoder_dim)
         trunks.append(trunk.float().numpy())
         embs.append(model.projector(trunk).float().numpy())
     return np.concatenate(trunks), np.concatenate(embs)

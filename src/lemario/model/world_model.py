@@ -117,17 +117,22 @@ class WorldModel(nn.Module):
             return z
         return torch.cat([z, F.one_hot(prev, self.cfg.n_actions).to(z.dtype)], dim=-1)
 
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """(N, S, H, W) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
+        return self.encoder(obs.float() / 255.0)
+
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """(..., S, H, W) uint8 frame stacks -> (..., D) embeddings."""
         lead = obs.shape[:-3]
-        x = obs.reshape(-1, *obs.shape[-3:]).float() / 255.0  # (N, S, H, W)
-        return self.projector(self.encoder(x)).reshape(*lead, -1)
+        return self.projector(self.trunk(obs.reshape(-1, *obs.shape[-3:]))).reshape(*lead, -1)
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """(B, T, D), (B, T), prev (B,) the action before z[:, 0] -> (B, T, D): output t predicts the latent after
         action t (T <= history, except the MLP, which predicts each position alone)."""
-        before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, T) the action before each latent
-        out = self.predictor(z, actions, before if self.cfg.prev_action else None)
+        before = None
+        if self.cfg.prev_action:
+            before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, T) the action before each latent
+        out = self.predictor(z, actions, before)
         return self.pred_proj(out.reshape(-1, out.shape[-1])).reshape(out.shape)
 
     def teacher_forced(self, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:

@@ -33,21 +33,29 @@ certain: a jump may still escape one step before a contact)."""
 _X, _Y, _SCORE, _DYING = (LABELS.index(k) for k in ("x_pos", "y_pos", "score", "is_dying"))
 
 
+def death_onset(label_table: np.ndarray) -> tuple[int, bool]:
+    """The frame where Mario starts dying (-1 when he does not) and whether it is a pit: a pit death is seen
+    through the viewport, Mario below the screen."""
+    dying = np.flatnonzero(label_table[:, _DYING] == 1)
+    if not len(dying):
+        return -1, False
+    onset = int(dying[0])
+    return onset, bool(label_table[onset, _Y] < 0)
+
+
 def doomed(label_table: np.ndarray) -> np.ndarray:
     """(T+1,) bool: the frames from which the episode's death is certain, through its end.
 
     A pit death: the last unbroken stretch of frames below PIT_Y before the onset of dying. Any other death (an enemy,
     the clock): ENEMY_STEPS frames before the onset. An episode without a death has none.
     """
-    lab = label_table.astype(np.int64)
-    dying = lab[:, _DYING] == 1
-    out = np.zeros(len(lab), bool)
-    if not dying.any():
+    out = np.zeros(len(label_table), bool)
+    onset, pit = death_onset(label_table)
+    if onset < 0:
         return out
-    onset = int(np.argmax(dying))
     start = max(0, onset - ENEMY_STEPS)
-    if lab[onset, _Y] < 0:  # seen through the viewport: below the screen, a pit
-        above = np.flatnonzero(lab[: onset + 1, _Y] >= PIT_Y)
+    if pit:
+        above = np.flatnonzero(label_table[: onset + 1, _Y] >= PIT_Y)
         start = int(above[-1]) + 1 if len(above) else 0
     out[start:] = True
     return out
