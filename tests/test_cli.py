@@ -127,6 +127,11 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ("ppo-summary", ["baseline", "summary", "{root}/corpus", "--out", "{root}/new"], "is not a PPO run folder"),
     ("hof-missing", ["hof", "list", "{root}/nothing"], "has no hall of fame yet"),
     ("report-missing", ["report", "{root}/nothing"], "has no finished flywheel iteration"),
+    ("push-player", ["push", "match", "--player", "bully"], "unknown push player 'bully'"),
+    ("push-matches", ["push", "table", "--matches", "3"], "--matches must be an even number"),
+    ("push-cost", ["push", "match", "--cost", "greedy"], "unknown push cost 'greedy'"),
+    ("push-mode", ["push", "match", "--game.mode", "goal"], "matches need --game.mode match"),
+    ("push-subcommand", ["push", "serve-all"], "unknown command 'push serve-all'"),
 ]
 
 

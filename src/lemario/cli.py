@@ -27,7 +27,7 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
 from lemario.model import diagnose, probes, train
-from lemario.play import collect, evaluate, render
+from lemario.play import collect, evaluate, push_match, render
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,18 @@ COMMANDS = {
         None,
         status.status_main,
     ),
+    "push match": Command(
+        "the push game: one player against opponents, both sides, win rates with 95% CIs",
+        push_match.MatchConfig,
+        None,
+        push_match.match_main,
+    ),
+    "push table": Command(
+        "the push game: every player against every other (scripted players and the simulator planner)",
+        push_match.TableConfig,
+        None,
+        push_match.table_main,
+    ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",
         evaluate.EvalConfig,
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     name, rest = argv[0], argv[1:]
-    if name == "baseline" and rest and not rest[0].startswith("-"):  # two-word commands: `lemario baseline ppo`
+    if name in ("baseline", "push") and rest and not rest[0].startswith("-"):  # two words: `lemario baseline ppo`
         name, rest = f"{name} {rest[0]}", rest[1:]
     if name not in COMMANDS:
         _fail(

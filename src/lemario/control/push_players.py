@@ -1,0 +1,93 @@
+"""Planning players of the push game, and the cost they minimize.
+
+A turn's cost is computed from the board at the turn's end: where the planner's own disc is, where the T is.
+- `seed`: |own disc - T| + 2 |T - own goal| (the seed system's).
+- `approach` (the default): the disc's distance to the point it pushes from, behind the T as seen from the own
+  goal, measured around the T rather than through it, + 2 |T - own goal|. Over one turn's horizon the seed's cost
+  rewards hugging the T from whichever side is nearest, which pushes the T the wrong way as often as not; this one
+  rewards every step of the way round to the pushing side (measured: docs/RESULTS.md).
+
+`SimulatorPlanner` is the upper bound the world-model player is measured against: the same CEM over a turn's
+thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state. It plans
+once at the start of each turn and plays the plan open-loop, as the world-model player does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lemario.control.gaussian_cem import CEMPlan, GaussianCEMConfig, gaussian_cem
+from lemario.core.errors import LemarioError
+from lemario.games.push.board import DISC_SLICE, GOALS, PLAYERS, T_POS, Board, clip_thrust
+
+COSTS = ("approach", "seed")
+PUSH_REACH = 65.0
+"""How far behind the T's centre the pushing point is (a disc touching the T's side, roughly)."""
+T_RADIUS = 55.0
+"""Radius of the circle the `approach` distance goes around."""
+
+
+def project_thrust(a: torch.Tensor) -> torch.Tensor:
+    """(..., 2) thrusts into the unit disc."""
+    return a / a.norm(dim=-1, keepdim=True).clamp_min(1.0)
+
+
+def around(p: torch.Tensor, q: torch.Tensor, radius: float) -> torch.Tensor:
+    """Shortest path length from p to q (..., 2), both relative to a circle's centre, that stays outside it."""
+    lp, lq = p.norm(dim=-1).clamp_min(radius), q.norm(dim=-1).clamp_min(radius)
+    theta = torch.arccos(((p * q).sum(-1) / (p.norm(dim=-1) * q.norm(dim=-1)).clamp_min(1e-6)).clamp(-1, 1))
+    ap, aq = torch.arccos(radius / lp), torch.arccos(radius / lq)  # where each tangent touches the circle
+    wrapped = (lp**2 - radius**2).sqrt() + (lq**2 - radius**2).sqrt() + radius * (theta - ap - aq)
+    return torch.where(theta > ap + aq, wrapped, (p - q).norm(dim=-1))
+
+
+def turn_cost(disc: torch.Tensor, t: torch.Tensor, goal: torch.Tensor, kind: str = "approach") -> torch.Tensor:
+    """Cost of ending a turn with the own disc at `disc` and the T at `t` (..., 2), pushing toward `goal` (2,)."""
+    to_goal = goal - t
+    if kind == "seed":
+        return (disc - t).norm(dim=-1) + 2 * to_goal.norm(dim=-1)
+    if kind != "approach":
+        raise LemarioError(f"unknown push cost {kind!r}: use one of {', '.join(COSTS)}")
+    u = to_goal / to_goal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    behind = -u * PUSH_REACH  # the pushing point, relative to the T
+    return around(disc - t, behind, T_RADIUS) + 2 * to_goal.norm(dim=-1)
+
+
+class SimulatorPlanner:
+    """A player (state, me) -> thrust that plans each turn with CEM in the true simulator."""
+
+    def __init__(
+        self, steps_per_turn: int = 5, cfg: GaussianCEMConfig | None = None, cost: str = "approach", seed: int = 0
+    ):
+        cfg = cfg or GaussianCEMConfig()
+        cfg.validate()
+        turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
+        self.cfg, self.horizon, self.cost = cfg, steps_per_turn, cost
+        self.board = Board()
+        self.gen = torch.Generator().manual_seed(seed)
+        self.queue: list[np.ndarray] = []
+        self.last: CEMPlan | None = None
+
+    def __call__(self, state: np.ndarray, me: int) -> np.ndarray:
+        if not self.queue:
+            self.last = self.plan(state, me)
+            self.queue = list(self.last.actions.numpy())
+        return self.queue.pop(0).astype(np.float32)
+
+    def plan(self, state: np.ndarray, me: int) -> CEMPlan:
+        goal = torch.as_tensor(GOALS[me])
+
+        def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
+            ends = []
+            for seq in actions.numpy():
+                self.board.set_state(state)
+                for a in seq:
+                    thrusts = np.zeros((len(PLAYERS), 2))
+                    thrusts[me] = clip_thrust(a)
+                    self.board.step(thrusts)
+                ends.append(self.board.state())
+            end = torch.as_tensor(np.stack(ends))  # (N, 14)
+            return turn_cost(end[:, DISC_SLICE[me]], end[:, T_POS], goal, self.cost)
+
+        return gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)

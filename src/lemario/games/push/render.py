@@ -1,0 +1,50 @@
+"""Drawing a board state: small RGB frames for the model, 512 px for people.
+
+A frame is drawn at `SUPERSAMPLE` times its size and area-downscaled, so a 64 px frame shows a disc as a smooth
+~5 px blob rather than an aliased one. Everything is a function of the 14-float state: the same state gives the
+same pixels (the world model's frames and the browser's agree).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from lemario.games.push.board import DISC_RADIUS, DISC_SLICE, GOALS, SIZE, T_ANGLE, T_POS, t_polygons
+
+BACKGROUND = (22, 24, 33)
+WALL_COLOUR = (70, 74, 90)
+T_COLOUR = (225, 225, 215)
+PLAYER_COLOURS = ((255, 170, 30), (40, 200, 240))
+"""Amber, cyan (RGB)."""
+GOAL_RADIUS = 28.0
+SUPERSAMPLE = 4
+
+
+def render(state: np.ndarray, size: int = 64) -> np.ndarray:
+    """(size, size, 3) uint8 RGB picture of a 14-float board state."""
+    k = max(1, SUPERSAMPLE if size < 256 else 1)
+    big = size * k
+    scale = big / SIZE
+    img = np.empty((big, big, 3), np.uint8)
+    img[:] = BACKGROUND
+    cv2.rectangle(img, (0, 0), (big - 1, big - 1), WALL_COLOUR, max(1, round(4 * scale)))
+    for goal, colour in zip(GOALS, PLAYER_COLOURS):
+        centre = _px(goal, scale)
+        cv2.circle(img, centre, round(GOAL_RADIUS * scale), colour, max(1, round(4 * scale)), cv2.LINE_AA)
+    c, s = math.cos(float(state[T_ANGLE])), math.sin(float(state[T_ANGLE]))
+    rot = np.array([[c, s], [-s, c]])  # row vectors: body -> world
+    for poly in t_polygons():
+        world = poly @ rot + np.asarray(state[T_POS], np.float64)
+        cv2.fillPoly(img, [np.round(world * scale).astype(np.int32)], T_COLOUR, cv2.LINE_AA)
+    for sl, colour in zip(DISC_SLICE, PLAYER_COLOURS):
+        cv2.circle(img, _px(state[sl], scale), round(DISC_RADIUS * scale), colour, -1, cv2.LINE_AA)
+    if k > 1:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _px(point, scale: float) -> tuple[int, int]:
+    return round(float(point[0]) * scale), round(float(point[1]) * scale)

@@ -1,0 +1,193 @@
+"""Push-game matches: one player against opponents from both sides of the board, and the round-robin table.
+
+A pairing of N matches plays N // 2 starting positions twice, once with each player as amber (who moves first),
+so neither side nor the first move favours anyone. Match seeds are `EVAL_SEED_BASE + seed + i`: disjoint from the
+data generator's seeds and from the seeds the scripted rules and the planners' costs were tuned on (0-99).
+
+Per match, from the player's side: the outcome (win, loss, draw), the T's distance to each goal at the end, and
+the progress: how much the distance difference moved in the player's favour over the match. Per pairing: the win
+rate with a bootstrap 95% CI (a draw counts as half a win), draws, and the mean progress.
+
+`lemario push match --player NAME --opponent A B ...` plays one player; `lemario push table` plays every player of
+a list against every other and prints the win-rate matrix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lemario.control.gaussian_cem import GaussianCEMConfig
+from lemario.control.push_players import COSTS, SimulatorPlanner
+from lemario.core.errors import LemarioError
+from lemario.core.files import write_json
+from lemario.games.push.board import goal_distances
+from lemario.games.push.env import PushConfig, PushGame
+from lemario.games.push.opponents import SCRIPTED, scripted
+from lemario.play.stats import bootstrap_ci
+
+EVAL_SEED_BASE = 20_000_000
+PLAYERS = (*SCRIPTED, "oracle")
+
+Player = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PlayConfig:
+    matches: int = 50
+    """Matches per pairing (half from each side)."""
+    seed: int = 0
+    """Offset of the match seeds (EVAL_SEED_BASE + seed + i)."""
+    cost: str = "approach"
+    """The planners' turn cost: 'approach' or 'seed' (`lemario.control.push_players`)."""
+    cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
+    game: PushConfig = field(default_factory=PushConfig)
+    out: Path | None = None
+    """Folder for the JSON of per-match rows and per-pairing summaries; none: print only."""
+
+    def validate(self) -> None:
+        if self.matches < 2 or self.matches % 2:
+            raise LemarioError(f"--matches must be an even number >= 2 (half from each side), got {self.matches}")
+        if self.cost not in COSTS:
+            raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(COSTS)}")
+        self.cem.validate()
+        self.game.validate()
+        if self.game.mode != "match":
+            raise LemarioError("matches need --game.mode match")
+
+
+@dataclass(frozen=True)
+class MatchConfig(PlayConfig):
+    player: str = "oracle"
+    """Who plays: a scripted player, or 'oracle' (CEM in the true simulator)."""
+    opponent: tuple[str, ...] = SCRIPTED
+    """Opponents, each met `matches` times."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in (self.player, *self.opponent):
+            player_names_check(name)
+
+
+@dataclass(frozen=True)
+class TableConfig(PlayConfig):
+    players: tuple[str, ...] = PLAYERS
+    """Everyone in the round robin (each plays each other and itself)."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in self.players:
+            player_names_check(name)
+
+
+def player_names_check(name: str) -> None:
+    if name not in PLAYERS:
+        raise LemarioError(f"unknown push player {name!r}: use one of {', '.join(PLAYERS)}")
+
+
+def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
+    """A fresh player (planners keep a turn's plan; random players their generator)."""
+    if name == "oracle":
+        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
+    return scripted(name, seed)
+
+
+def play_match(amber: Player, cyan: Player, seed: int, game: PushConfig) -> dict:
+    """One match from the start of `seed`: the winner (0 amber, 1 cyan, -1 draw) and the distances at start and end."""
+    env = PushGame(game)
+    _, info = env.reset(seed=seed)
+    start = info["goal_distances"]
+    players, done = (amber, cyan), False
+    while not done:
+        me = info["actor"]
+        _, _, done, _, info = env.step(players[me](info["state"], me))
+    end = goal_distances(info["state"])
+    return {"seed": seed, "winner": info["winner"], "start": start.tolist(), "end": end.tolist()}
+
+
+def pairing(name: str, opponent: str, cfg: PlayConfig) -> list[dict]:
+    """`cfg.matches` matches of `name` against `opponent`, rows from `name`'s side."""
+    rows = []
+    for i in range(cfg.matches):
+        seed = EVAL_SEED_BASE + cfg.seed + i // 2
+        side = i % 2  # 0: `name` is amber
+        me, them = make_player(name, seed, cfg), make_player(opponent, seed + 1, cfg)
+        t0 = time.perf_counter()
+        match = play_match(*((me, them) if side == 0 else (them, me)), seed, cfg.game)
+        own, other = side, 1 - side
+        progress = (match["end"][other] - match["end"][own]) - (match["start"][other] - match["start"][own])
+        outcome = "draw" if match["winner"] == -1 else ("win" if match["winner"] == side else "loss")
+        rows.append(
+            {
+                "player": name,
+                "opponent": opponent,
+                "side": ("amber", "cyan")[side],
+                "seed": seed,
+                "outcome": outcome,
+                "own_distance": match["end"][own],
+                "opponent_distance": match["end"][other],
+                "progress": progress,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Win rate (a draw is half a win) with its bootstrap 95% CI, wins / draws / losses, mean progress."""
+    score = np.array([{"win": 1.0, "draw": 0.5, "loss": 0.0}[r["outcome"]] for r in rows])
+    lo, hi = bootstrap_ci(score)
+    outcomes = [r["outcome"] for r in rows]
+    return {
+        "matches": len(rows),
+        "win_rate": float(score.mean()),
+        "ci95_low": lo,
+        "ci95_high": hi,
+        "wins": outcomes.count("win"),
+        "draws": outcomes.count("draw"),
+        "losses": outcomes.count("loss"),
+        "mean_progress": float(np.mean([r["progress"] for r in rows])),
+        "seconds_per_match": float(np.mean([r["seconds"] for r in rows])),
+    }
+
+
+def _line(name: str, opponent: str, s: dict) -> str:
+    return (
+        f"{name:>12} vs {opponent:<12} win {s['win_rate']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]  "
+        f"W/D/L {s['wins']}/{s['draws']}/{s['losses']}  progress {s['mean_progress']:+.0f}"
+    )
+
+
+def match_main(cfg: MatchConfig) -> None:
+    cfg.validate()
+    rows, summaries = [], {}
+    for opponent in cfg.opponent:
+        got = pairing(cfg.player, opponent, cfg)
+        rows += got
+        summaries[opponent] = summarize(got)
+        print(_line(cfg.player, opponent, summaries[opponent]), flush=True)
+    if cfg.out is not None:
+        write_json(cfg.out / "matches.json", {"config": cfg, "summaries": summaries, "rows": rows})
+
+
+def table_main(cfg: TableConfig) -> None:
+    cfg.validate()
+    rows, cells = [], {}
+    for name in cfg.players:
+        for opponent in cfg.players:
+            got = pairing(name, opponent, cfg)
+            rows += got
+            cells[f"{name} vs {opponent}"] = summarize(got)
+            print(_line(name, opponent, cells[f"{name} vs {opponent}"]), flush=True)
+    width = max(len(p) for p in cfg.players) + 2
+    print("\nwin rate of the row against the column (a draw is half)")
+    print(" " * width + "".join(f"{p:>{width}}" for p in cfg.players))
+    for name in cfg.players:
+        rates = "".join(f"{cells[f'{name} vs {o}']['win_rate']:>{width}.2f}" for o in cfg.players)
+        print(f"{name:>{width}}{rates}")
+    if cfg.out is not None:
+        write_json(cfg.out / "table.json", {"config": cfg, "cells": cells, "rows": rows})

@@ -1,0 +1,67 @@
+"""Continuous CEM and the push game's planning cost and simulator planner."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lemario.control.gaussian_cem import GaussianCEMConfig, gaussian_cem
+from lemario.control.push_players import SimulatorPlanner, around, project_thrust, turn_cost
+from lemario.core.errors import LemarioError
+from lemario.games.push.board import GOALS, STATE_DIM, T_POS, Board, goal_distances
+from lemario.games.push.opponents import chase_t
+
+
+def test_cem_drives_a_quadratic_cost_to_its_minimum():
+    target = torch.tensor([[0.3, -0.5], [0.8, 0.1], [-0.2, 0.6]])  # (H, A)
+    plan = gaussian_cem(
+        lambda a: ((a - target) ** 2).sum((1, 2)), 3, 2, GaussianCEMConfig(samples=200, iterations=10),
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert plan.cost < 1e-3 and torch.allclose(plan.actions, target, atol=0.03)
+    assert len(plan.history) == 10 and plan.history[0].actions.shape == (200, 3, 2)
+    assert plan.history[-1].costs.median() < plan.history[0].costs.median() / 20  # the samples close in
+
+
+def test_cem_respects_the_projection_and_its_config_checks():
+    cfg = GaussianCEMConfig(iterations=10)
+    plan = gaussian_cem(lambda a: -(a[..., 0]).sum(1), 4, 2, cfg, torch.Generator().manual_seed(1), project_thrust)
+    assert plan.actions.norm(dim=-1).max() <= 1 + 1e-6 and plan.actions[:, 0].min() > 0.9  # full thrust along +x
+    with pytest.raises(LemarioError, match="elite_frac"):
+        GaussianCEMConfig(elite_frac=0).validate()
+
+
+def test_around_known_answers():
+    r = 10.0
+    p, q = torch.tensor([-2 * r, 0.0]), torch.tensor([2 * r, 0.0])  # opposite sides: two tangents and an arc
+    assert float(around(p, q, r)) == pytest.approx(2 * math.sqrt(3) * r + r * math.pi / 3, rel=1e-5)
+    p, q = torch.tensor([-20.0, 15.0]), torch.tensor([20.0, 15.0])  # the segment passes above the circle
+    assert float(around(p, q, r)) == pytest.approx(40.0)
+
+
+def test_turn_cost_prefers_the_pushing_side():
+    t, goal = torch.tensor([256.0, 256.0]), torch.as_tensor(GOALS[0])  # amber pushes toward the left
+    behind, front = torch.tensor([332.0, 256.0]), torch.tensor([180.0, 256.0])  # both 76 from the T
+    assert turn_cost(behind, t, goal) < turn_cost(front, t, goal) - 100
+    assert turn_cost(front, t, goal, "seed") == turn_cost(behind, t, goal, "seed")  # the seed's cost cannot tell
+    with pytest.raises(LemarioError, match="cost"):
+        turn_cost(front, t, goal, "greedy")
+
+
+def test_simulator_planner_pushes_the_t_further_than_chase_t():
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[0:2], state[4:6] = (340, 256), (460, 60)  # amber already behind the T, cyan out of the way
+    planner = SimulatorPlanner(cfg=GaussianCEMConfig(samples=48, iterations=3), seed=0)
+    progress = {}
+    for name, player in (("planner", planner), ("chase_t", chase_t)):
+        board = Board()
+        board.set_state(state)
+        for _ in range(5):  # one turn
+            thrust = np.zeros((2, 2))
+            thrust[0] = player(board.state(), 0)
+            board.step(thrust)
+        progress[name] = goal_distances(state)[0] - goal_distances(board.state())[0]
+    assert progress["planner"] > progress["chase_t"] > 5
+    assert len(planner.last.history) == 3 and not planner.queue  # one plan per turn, played out

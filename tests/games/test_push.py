@@ -1,0 +1,166 @@
+"""The push game: physics, the win rule, goal mode, rendering, and the scripted players' strength."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from lemario.core.errors import LemarioError
+from lemario.games.push.board import (
+    DISC_RADIUS,
+    GOALS,
+    SIZE,
+    STATE_DIM,
+    T_POS,
+    Board,
+    clip_thrust,
+    random_start,
+    t_extent,
+)
+from lemario.games.push.env import PushConfig, PushGame, goal_reached, match_result
+from lemario.games.push.opponents import chase_t, route, scripted
+from lemario.games.push.render import PLAYER_COLOURS, render
+
+from conftest import run_cli
+
+
+def play(env, seed, actions):
+    _, info = env.reset(seed=seed)
+    states = [info["state"]]
+    for a in actions:
+        _, _, term, trunc, info = env.step(a)
+        states.append(info["state"])
+        if term or trunc:
+            break
+    return np.stack(states)
+
+
+def test_gymnasium_api():
+    env = PushGame()
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert info["state"].shape == (STATE_DIM,) and info["actor"] == 0 and info["turn"] == 0
+
+
+def test_physics_is_deterministic_under_a_seed():
+    actions = np.random.default_rng(0).uniform(-1, 1, (50, 2)).astype(np.float32)
+    a, b = play(PushGame(), 7, actions), play(PushGame(), 7, actions)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, play(PushGame(), 8, actions))  # another seed, another start
+
+
+def test_state_round_trip_and_rest():
+    state = random_start(np.random.default_rng(1))
+    board = Board()
+    board.set_state(state)
+    assert np.allclose(board.state(), state, atol=1e-4)
+    board.step(np.zeros((2, 2)))
+    assert np.allclose(board.state(), state, atol=1e-4)  # nothing moves unless pushed
+
+
+def test_held_thrust_reaches_its_terminal_speed_and_damping_stops_it():
+    board = Board()
+    state = np.zeros(STATE_DIM, np.float32)
+    state[0:2], state[4:6], state[8:10] = (60, 60), (450, 450), (256, 400)
+    board.set_state(state)
+    for _ in range(10):  # 1 s: three time constants of the damping
+        board.step(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    speed = board.state()[2]
+    assert 270 < speed < 310 and abs(board.state()[3]) < 1e-3
+    for _ in range(10):
+        board.step(np.zeros((2, 2)))
+    assert board.state()[2] < 0.1 * speed
+    assert np.allclose(clip_thrust(np.array([3.0, 4.0])), [0.6, 0.8])
+
+
+def test_turns_alternate_and_the_idle_disc_stays():
+    env = PushGame(PushConfig(turns=2, steps_per_turn=3))
+    _, info = env.reset(seed=0)
+    actors, cyan_moved = [], []
+    for _ in range(env.config.match_steps):
+        actors.append(info["actor"])
+        before = info["state"][4:6].copy()
+        _, _, done, _, info = env.step(np.array([0.0, 1.0]))
+        cyan_moved.append(not np.allclose(info["state"][4:6], before))
+    assert actors == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1] and done and "winner" in info
+    assert cyan_moved[:3] == [False] * 3 and all(cyan_moved[3:6])
+    with pytest.raises(LemarioError, match="reset"):
+        env.step(np.zeros(2))
+
+
+def test_win_rule_on_constructed_end_states():
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = GOALS[0] + [40, 0]
+    assert match_result(state, 8.0) == 0
+    state[T_POS] = GOALS[1] - [40, 0]
+    assert match_result(state, 8.0) == 1
+    state[T_POS] = (SIZE / 2 + 3, 100)  # 3 units nearer cyan's goal: within the margin
+    assert match_result(state, 8.0) == -1 and match_result(state, 2.0) == 1
+
+
+def test_goal_mode():
+    env = PushGame(PushConfig(mode="goal", max_steps=4))
+    with pytest.raises(LemarioError, match="goal"):
+        env.reset(seed=0)
+    start = random_start(np.random.default_rng(2))
+    goal = start.copy()
+    assert goal_reached(start, goal, 20, math.pi / 9)
+    goal[T_POS] += 30
+    assert not goal_reached(start, goal, 20, math.pi / 9)
+    env.reset(options={"state": start, "goal": goal})
+    results = [env.step(np.zeros(2)) for _ in range(4)]
+    assert [r[3] for r in results] == [False, False, False, True] and all(r[1] == -1 for r in results)
+    _, info = env.reset(options={"state": start, "goal": start})
+    _, reward, term, _, info = env.step(np.zeros(2))
+    assert term and info["success"] and reward == 0
+    with pytest.raises(LemarioError, match="mode"):
+        PushGame(PushConfig(mode="race"))
+
+
+def test_render_draws_the_discs_in_their_colours():
+    state = random_start(np.random.default_rng(4))
+    big = render(state, 512)
+    assert np.array_equal(big, render(state, 512)) and big.shape == (512, 512, 3)
+    for i, colour in enumerate(PLAYER_COLOURS):
+        x, y = np.round(state[4 * i : 4 * i + 2]).astype(int)
+        assert tuple(big[y, x]) == colour
+    small = render(state, 64)
+    x, y = np.round(state[0:2] / 8).astype(int)
+    assert np.abs(small[y, x].astype(int) - PLAYER_COLOURS[0]).max() < 60  # still amber at 64 px
+
+
+def test_t_extent_and_route_around_the_t():
+    assert t_extent(0.0, np.array([1.0, 0.0])) == pytest.approx(60.0)  # half the bar
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[0:2] = (100, 256)  # amber left of the T, its target right of it: the way is blocked
+    way = route(state, 0, np.array([420.0, 256.0]))
+    assert np.linalg.norm(way - state[T_POS]) > 60 + DISC_RADIUS and abs(way[1] - 256) > 50
+    state[0:2] = (256, 60)  # above, target to the right: the straight path clears it
+    assert np.allclose(route(state, 0, np.array([420.0, 60.0])), [420, 60])
+
+
+def test_chase_t_pushes_the_t_home_against_a_passive_opponent():
+    for seed in range(3):
+        env = PushGame()
+        _, info = env.reset(seed=100 + seed)
+        start = info["goal_distances"][0]
+        done, players = False, (chase_t, scripted("passive"))
+        while not done:
+            me = info["actor"]
+            _, _, done, _, info = env.step(players[me](info["state"], me))
+        assert info["goal_distances"][0] < start - 40 and info["winner"] == 0
+    with pytest.raises(LemarioError, match="opponent"):
+        scripted("bully")
+
+
+def test_round_robin_through_the_cli(tmp_path):
+    r = run_cli("push", "table", "--players", "passive", "chase_t", "--matches", "4", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    cells = json.loads((tmp_path / "table.json").read_text())["cells"]
+    assert cells["chase_t vs passive"]["win_rate"] == 1.0 and cells["passive vs chase_t"]["win_rate"] == 0.0
+    assert cells["chase_t vs chase_t"]["win_rate"] == 0.5  # the same starts from both sides
+    assert {"wins", "draws", "losses", "ci95_low", "mean_progress"} <= set(cells["chase_t vs passive"])
