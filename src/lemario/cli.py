@@ -27,7 +27,7 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
 from lemario.model import diagnose, probes, train
-from lemario.play import collect, evaluate, push_match, render
+from lemario.play import collect, evaluate, push_data, push_match, render
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,12 @@ COMMANDS = {
         status.StatusConfig,
         None,
         status.status_main,
+    ),
+    "push data": Command(
+        "the push game: training episodes of the seed's regimes in turns, into a corpus folder (resumable)",
+        push_data.PushDataConfig,
+        None,
+        push_data.data_main,
     ),
     "push match": Command(
         "the push game: one player against opponents, both sides, win rates with 95% CIs",

@@ -54,6 +54,9 @@ class EpisodeBuffer:
             raise LemarioError(
                 f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`"
             )
+        games = sorted({r.get("game", "mario") for r in rows} - {"mario"})
+        if games:
+            raise LemarioError(f"corpus {corpus} holds {games[0]} episodes, not Mario's: train on a Mario corpus")
         stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]
         if stale and not relabel:
             raise LemarioError(

@@ -1,14 +1,18 @@
 """The episode corpus: one HDF5 file per episode, written atomically, and an index that is always rebuildable.
 
-Layout of `DIR/<run>-<index>.h5` (schema 1):
+Layout of `DIR/<run>-<index>.h5` (schema 1), for either game (meta `game`: 'mario', the default, or 'push'):
     frames   (T+1, H, W[, 3]) uint8, gzip-1  preprocessed single frames; frames[0] is the reset frame
-    actions  (T,)             uint8          action index taken after frames[t]
-    ram      (T+1, 2048)      uint8, gzip-1  full RAM of each frame (relabelling needs nothing else): the RAM its
-                                             screen shows (meta ram_frame 'shown'); files without ram_frame hold
-                                             the RAM one emulator frame later ('end')
-    labels   (T+1, L)         int32          `lemario.games.mario.ram.LABELS` columns (attr `names`)
-    rewards  (T, 3)           float32        `lemario.games.mario.rewards.REWARD_CHANNELS` (attr `spec_version`)
-    attrs: level, seed, backend, policy, action_set, frame settings, lemario_version, reward_spec_version, run, ...
+    actions  (T,) uint8 | (T, A) float32     Mario: the action index taken after frames[t]; push: both discs'
+                                             thrusts (amber x, y, cyan x, y), the idle disc's zero
+    labels   (T+1, L) int32 | float32        per-frame labels, column names in attr `names`: Mario's RAM labels
+                                             (`lemario.games.mario.ram.LABELS`), the push board's state vector
+                                             (`lemario.games.push.board.STATE_NAMES`)
+    ram      (T+1, 2048)      uint8, gzip-1  Mario only: full RAM of each frame (relabelling needs nothing else):
+                                             the RAM its screen shows (meta ram_frame 'shown'); files without
+                                             ram_frame hold the RAM one emulator frame later ('end')
+    rewards  (T, 3)           float32        Mario only: `lemario.games.mario.rewards.REWARD_CHANNELS` (attr
+                                             `channels`; meta `reward_spec_version`)
+    attrs: game, seed, policy, run, ...; Mario: level, backend, action_set, frame settings, reward_spec_version
 
 A file is written under a temporary name, fsynced, then renamed: a reader sees a whole episode or none.
 `index.json` caches each file's summary; `scan()` rebuilds it from the files (only new or changed files are
@@ -40,11 +44,12 @@ INDEX_NAME = "index.json"
 @dataclass
 class Episode:
     frames: np.ndarray  # (T+1, H, W[, 3]) uint8
-    actions: np.ndarray  # (T,) uint8
-    ram: np.ndarray | None  # (T+1, 2048) uint8, None when read without it
-    labels: np.ndarray  # (T+1, L) int32
-    rewards: np.ndarray  # (T, 3) float32
+    actions: np.ndarray  # (T,) uint8 Mario action indices, or (T, A) float32 push thrusts
+    ram: np.ndarray | None  # (T+1, 2048) uint8; None when read without it, or for a game without RAM
+    labels: np.ndarray  # (T+1, L) int32 Mario RAM labels, or float32 push board states
+    rewards: np.ndarray | None  # (T, 3) float32 Mario reward channels; None for a game without them
     meta: dict
+    label_names: tuple[str, ...] = LABELS
 
     @property
     def n_steps(self) -> int:
@@ -58,28 +63,36 @@ def write_episode(path: Path, ep: Episode) -> int:
     when the disk fills up, a plain write fails with a clean OSError.
     """
     T = ep.n_steps
-    assert ep.frames.shape[0] == T + 1 and ep.labels.shape[0] == T + 1 and ep.rewards.shape == (T, len(REWARD_CHANNELS))
+    assert ep.frames.shape[0] == T + 1 and ep.labels.shape[0] == T + 1
+    assert ep.rewards is None or ep.rewards.shape == (T, len(REWARD_CHANNELS))
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         chunk = min(64, T + 1)
         f.create_dataset(
             "frames", data=ep.frames, compression="gzip", compression_opts=1, chunks=(chunk, *ep.frames.shape[1:])
         )
-        f.create_dataset("actions", data=ep.actions.astype(np.uint8))
-        f.create_dataset("ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1]))
-        f.create_dataset("labels", data=ep.labels.astype(np.int32)).attrs["names"] = json.dumps(list(LABELS))
-        rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
-        rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "lemario_version": __version__,
-            "reward_spec_version": REWARD_SPEC_VERSION,
-            **ep.meta,
-        }
+        f.create_dataset("actions", data=_stored(ep.actions, np.uint8))
+        labels = f.create_dataset("labels", data=_stored(ep.labels, np.int32))
+        labels.attrs["names"] = json.dumps(list(ep.label_names))
+        if ep.ram is not None:
+            f.create_dataset(
+                "ram", data=ep.ram, compression="gzip", compression_opts=1, chunks=(chunk, ep.ram.shape[1])
+            )
+        if ep.rewards is not None:
+            rw = f.create_dataset("rewards", data=ep.rewards.astype(np.float32))
+            rw.attrs["channels"] = json.dumps(list(REWARD_CHANNELS))
+        meta = {"schema_version": SCHEMA_VERSION, "lemario_version": __version__, "game": "mario", **ep.meta}
+        if meta["game"] == "mario":
+            meta.setdefault("reward_spec_version", REWARD_SPEC_VERSION)
         f.attrs["meta"] = json.dumps(meta, default=_jsonable)
     data = image.getbuffer()
     atomic_write_bytes(path, data)
     return len(data)
+
+
+def _stored(a: np.ndarray, integer: type) -> np.ndarray:
+    """Integer arrays as `integer`, anything else as float32."""
+    return a.astype(integer if np.issubdtype(a.dtype, np.integer) else np.float32)
 
 
 def _jsonable(v):
@@ -97,13 +110,15 @@ def _attrs(f: h5py.File) -> dict:
 def read_episode(path: Path, *, ram: bool = False) -> Episode:
     """Read one episode (RAM only when asked: it is the largest dataset after the frames)."""
     with h5py.File(path, "r") as f:
+        meta = _attrs(f)
         return Episode(
             frames=f["frames"][()],
             actions=f["actions"][()],
-            ram=f["ram"][()] if ram else None,
+            ram=f["ram"][()] if ram and "ram" in f else None,
             labels=f["labels"][()],
-            rewards=f["rewards"][()],
-            meta=_attrs(f),
+            rewards=f["rewards"][()] if "rewards" in f else None,
+            meta=meta,
+            label_names=tuple(meta["label_names"]),
         )
 
 
@@ -112,9 +127,11 @@ def summarize(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         meta = _attrs(f)
         T = f["actions"].shape[0]
-        shapes = {k: f[k].shape[0] for k in ("frames", "ram", "labels")}
-        if any(n != T + 1 for n in shapes.values()) or f["rewards"].shape[0] != T:
-            raise ValueError(f"inconsistent lengths: {T} actions, {shapes}, {f['rewards'].shape[0]} rewards")
+        shapes = {k: f[k].shape[0] for k in ("frames", "ram", "labels", "rewards") if k in f}
+        if meta.get("game", "mario") == "mario" and len(shapes) < 4:
+            raise ValueError(f"a Mario episode without {', '.join(sorted({'ram', 'rewards'} - set(shapes)))}")
+        if any(n != T + (k != "rewards") for k, n in shapes.items()):
+            raise ValueError(f"inconsistent lengths: {T} actions, {shapes}")
         f["frames"][-1]  # the last chunk decompresses: the file is complete
     return index_row(path, meta, T)
 
@@ -122,21 +139,26 @@ def summarize(path: Path) -> dict:
 def index_row(path: Path, meta: dict, n_steps: int) -> dict:
     """The index's summary of an episode file (its size and mtime tell whether the row is still current)."""
     stat = path.stat()
-    return {
+    row = {
         "file": path.name,
         "n_steps": int(n_steps),
-        "max_x": int(meta["max_x"]),
-        "flag_get": int(meta["flag_get"]),
-        "level": meta["level"],
+        "game": meta.get("game", "mario"),
         "policy": meta["policy"],
-        "backend": meta["backend"],
         "run": meta.get("run", ""),
         "run_index": int(meta.get("run_index", -1)),
         "seed": int(meta["seed"]),
-        "reward_spec_version": int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)),
         "bytes": stat.st_size,
         "mtime": stat.st_mtime,
     }
+    if row["game"] == "mario":
+        row.update(
+            max_x=int(meta["max_x"]),
+            flag_get=int(meta["flag_get"]),
+            level=meta["level"],
+            backend=meta["backend"],
+            reward_spec_version=int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)),
+        )
+    return row
 
 
 @dataclass
@@ -203,6 +225,12 @@ def format_summary(index: Index, title: str = "corpus") -> str:
     """A corpus's episodes and frames, max_x, flags, the audit table by tier and the unreadable files."""
     eps = index.episodes
     lines = [f"{title}: {len(eps)} episodes, {index.frames} frames"]
+    games = sorted({e.get("game", "mario") for e in eps})
+    if games and games != ["mario"]:
+        lines.append(f"game: {', '.join(games)}")
+        eps = [e for e in eps if e.get("game", "mario") == "mario"]
+        if not eps:
+            return "\n".join(lines + _unreadable_line(index))
     if eps:
         xs = np.array([e["max_x"] for e in eps])
         flags = sum(e["flag_get"] for e in eps)
@@ -210,9 +238,11 @@ def format_summary(index: Index, title: str = "corpus") -> str:
     lines.append(f"{'tier (max_x)':<14}{'episodes':>10}{'frames':>10}{'share':>9}")
     for row in audit(eps):
         lines.append(f"{row['tier']:<14}{row['episodes']:>10}{row['frames']:>10}{row['share']:>8.1%}")
-    if index.bad:
-        lines.append(f"{len(index.bad)} unreadable files left out (listed on stderr)")
-    return "\n".join(lines)
+    return "\n".join(lines + _unreadable_line(index))
+
+
+def _unreadable_line(index: Index) -> list[str]:
+    return [f"{len(index.bad)} unreadable files left out (listed on stderr)"] if index.bad else []
 
 
 def unreadable_message(corpus: Path, bad: list[dict]) -> str:

@@ -1,0 +1,127 @@
+"""Push-game training data: `lemario push data`, episodes of the seed's regimes in the turn structure of real play.
+
+Episode i is played from seed SeedSequence([seed, i]): a random start, then turns of `steps_per_turn` steps,
+amber and cyan alternating, each turn one regime (`lemario.games.push.regimes`) for the acting disc. It is written
+to the corpus format (`lemario.data.corpus`) as `DIR/push-<i>.h5`: the frames, both discs' thrusts (the idle
+one's zero), the board state per frame, and per turn the actor and the regime in the metadata.
+
+A folder holds one generator config (`DIR/config.json`); re-running the command writes exactly the episodes
+still missing (after a kill), a larger `--episodes` adds more, and another config is refused. One writer per
+folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lemario.core.errors import LemarioError
+from lemario.core.executor import run_parallel
+from lemario.core.files import check_writable, now_iso, read_json, write_json, writer_lock
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import check_same_run, run_key
+from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
+from lemario.games.push.board import PLAYERS, STATE_NAMES
+from lemario.games.push.env import PushConfig, PushGame
+from lemario.games.push.regimes import REGIMES, Turn, draw_regime
+
+MANIFEST = "config.json"
+BOOKKEEPING = ("out", "episodes", "workers", "progress")
+
+
+@dataclass(frozen=True)
+class PushDataConfig:
+    out: Path = Path("runs/push-data")
+    """Corpus folder."""
+    episodes: int = 2000
+    """Episodes the folder should hold (re-running with more adds the rest)."""
+    turns: int = 5
+    """Turns per player per episode (a match's)."""
+    steps_per_turn: int = 5
+    obs_size: int = 64
+    seed: int = 0
+    workers: int = 2
+    """Worker processes."""
+    progress: bool = True
+
+    def validate(self) -> None:
+        if min(self.episodes, self.workers) < 1:
+            raise LemarioError("--episodes and --workers must be at least 1")
+        self.game.validate()
+
+    @property
+    def game(self) -> PushConfig:
+        return PushConfig(turns=self.turns, steps_per_turn=self.steps_per_turn, obs_size=self.obs_size)
+
+
+def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence) -> Episode:
+    """One episode of regime turns from `seed` (a full match's length, no winner recorded)."""
+    rng = np.random.default_rng(seed)
+    env = PushGame(game)
+    obs, info = env.reset(seed=int(rng.integers(2**31)))
+    frames, states, actions, turns = [obs], [info["state"]], [], []
+    for _ in range(game.match_steps):
+        me = info["actor"]
+        if info["step_in_turn"] == 0:
+            turn = Turn(draw_regime(rng), info["state"], me, rng)
+            turns.append({"actor": PLAYERS[me], "regime": turn.regime})
+        thrust = turn(info["state"])
+        obs, _, _, _, info = env.step(thrust)
+        both = np.zeros((len(PLAYERS), 2), np.float32)
+        both[me] = thrust
+        frames.append(obs)
+        states.append(info["state"])
+        actions.append(both.reshape(-1))
+    meta = {"game": "push", "policy": "regimes", "turns": turns, "obs_size": game.obs_size}
+    return Episode(np.stack(frames), np.stack(actions), None, np.stack(states), None, meta, label_names=STATE_NAMES)
+
+
+def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, index])
+
+
+def _write(task: tuple[Path, PushConfig, int, int, dict]) -> dict:
+    out, game, seed, index, extra = task
+    ep = generate_episode(game, episode_seed(seed, index))
+    ep.meta.update(seed=seed, run="push", run_index=index, **extra)
+    path = out / f"push-{index:05d}.h5"
+    write_episode(path, ep)
+    return index_row(path, ep.meta, ep.n_steps)
+
+
+def generate(cfg: PushDataConfig) -> None:
+    cfg.validate()
+    check_writable(cfg.out)
+    with writer_lock(cfg.out):
+        key, manifest = run_key(cfg, BOOKKEEPING), cfg.out / MANIFEST
+        if manifest.exists():
+            stored = read_json(manifest)["key"]
+            check_same_run(stored, key, run_key(PushDataConfig(), BOOKKEEPING), cfg.out, "push data")
+        else:
+            write_json(manifest, {"key": key, "created": now_iso(), **provenance()})
+        done = {int(p.stem.split("-")[1]) for p in cfg.out.glob("push-*.h5")}
+        todo = [i for i in range(cfg.episodes) if i not in done]
+        extra = provenance()
+        bar = tqdm(
+            total=cfg.episodes, initial=len(done & set(range(cfg.episodes))), unit="ep", disable=not cfg.progress
+        )
+        try:
+            for start in range(0, len(todo), 50):  # chunks: the index is updated as they land
+                chunk = todo[start : start + 50]
+                tasks = [(cfg.out, cfg.game, cfg.seed, i, extra) for i in chunk]
+                add_to_index(cfg.out, run_parallel(_write, tasks, processes=cfg.workers))
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+
+def data_main(cfg: PushDataConfig) -> None:
+    t0 = time.perf_counter()
+    generate(cfg)
+    index = scan(cfg.out)
+    print(format_summary(index, title=str(cfg.out)))
+    print(f"regimes: {', '.join(REGIMES)}; {time.perf_counter() - t0:.0f} s")

@@ -1,0 +1,57 @@
+"""The push data generator: turn structure, regimes, the corpus round trip, resume and refusal."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from lemario.core.errors import LemarioError
+from lemario.data.buffer import EpisodeBuffer
+from lemario.data.corpus import read_episode, scan
+from lemario.games.push.board import STATE_DIM, STATE_NAMES
+from lemario.games.push.env import PushConfig
+from lemario.games.push.regimes import REGIMES, SHARES, draw_regime
+from lemario.play.push_data import PushDataConfig, episode_seed, generate, generate_episode
+
+
+def test_episodes_keep_the_turn_structure_of_play():
+    game = PushConfig(turns=3, steps_per_turn=4)
+    ep = generate_episode(game, episode_seed(0, 1))
+    assert ep.frames.shape == (25, 64, 64, 3) and ep.actions.shape == (24, 4) and ep.labels.shape == (25, STATE_DIM)
+    acting = np.abs(ep.actions).reshape(24, 2, 2).sum(-1) > 0  # (T, 2): which disc got a thrust
+    for t in range(24):
+        actor = (t // 4) % 2
+        assert not acting[t, 1 - actor]  # the idle disc never gets one
+    assert [turn["actor"] for turn in ep.meta["turns"]] == ["amber", "cyan"] * 3
+    for i, turn in enumerate(ep.meta["turns"]):  # a null-thrust turn is all zeros, any other moves its disc
+        moving = acting[4 * i : 4 * i + 4, i % 2]
+        assert moving.all() if turn["regime"] != "null_thrust" else not moving.any()
+    assert np.array_equal(ep.frames, generate_episode(game, episode_seed(0, 1)).frames)  # determined by its seed
+
+
+def test_regimes_are_drawn_with_the_seeds_shares():
+    rng = np.random.default_rng(0)
+    counts = Counter(draw_regime(rng) for _ in range(20_000))
+    for regime, share in zip(REGIMES, SHARES):
+        assert abs(counts[regime] / 20_000 - share) < 0.015
+
+
+def test_corpus_round_trip_resume_and_refusal(tmp_path):
+    cfg = PushDataConfig(out=tmp_path / "push", episodes=4, turns=2, workers=1, progress=False)
+    generate(cfg)
+    index = scan(cfg.out)
+    assert len(index.episodes) == 4 and {e["game"] for e in index.episodes} == {"push"}
+    first = cfg.out / "push-00001.h5"
+    ep = read_episode(first)
+    assert ep.actions.dtype == np.float32 and ep.labels.dtype == np.float32 and ep.label_names == STATE_NAMES
+    assert ep.rewards is None and ep.ram is None
+    before = first.read_bytes()
+    (cfg.out / "push-00002.h5").unlink()
+    generate(cfg)  # writes exactly the missing episode
+    assert first.read_bytes() == before and len(scan(cfg.out).episodes) == 4
+    again = read_episode(cfg.out / "push-00002.h5")
+    assert np.array_equal(again.frames, generate_episode(cfg.game, episode_seed(0, 2)).frames)
+    with pytest.raises(LemarioError, match="seed: 0 -> 1"):
+        generate(PushDataConfig(out=cfg.out, episodes=4, turns=2, seed=1, workers=1, progress=False))
+    with pytest.raises(LemarioError, match="push episodes, not Mario's"):
+        EpisodeBuffer.load(cfg.out)
