@@ -28,6 +28,7 @@ from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
 from lemario.model import diagnose, probes, train
 from lemario.play import collect, evaluate, push_data, push_match, render
+from lemario.web import push_server
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,12 @@ COMMANDS = {
         push_match.TableConfig,
         None,
         push_match.table_main,
+    ),
+    "push serve": Command(
+        "the push game in the browser: a person against the latent-planning world model (FastAPI + WebSocket)",
+        push_server.ServeConfig,
+        None,
+        push_server.serve_main,
     ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",

@@ -9,7 +9,8 @@ import torch
 from lemario.control.gaussian_cem import GaussianCEMConfig, gaussian_cem
 from lemario.control.push_players import SimulatorPlanner, around, project_thrust, turn_cost
 from lemario.core.errors import LemarioError
-from lemario.games.push.board import GOALS, STATE_DIM, T_POS, Board, goal_distances
+from lemario.games.push.board import GOALS, STATE_DIM, T_POS, goal_distances
+from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
 
 
@@ -55,13 +56,11 @@ def test_simulator_planner_pushes_the_t_further_than_chase_t():
     state[0:2], state[4:6] = (340, 256), (460, 60)  # amber already behind the T, cyan out of the way
     planner = SimulatorPlanner(cfg=GaussianCEMConfig(samples=48, iterations=3), seed=0)
     progress = {}
-    for name, player in (("planner", planner), ("chase_t", chase_t)):
-        board = Board()
-        board.set_state(state)
+    for name, player in (("planner", planner), ("chase_t", lambda seen: chase_t(seen.state, seen.me))):
+        env = PushGame()
+        env.reset(options={"state": state})
         for _ in range(5):  # one turn
-            thrust = np.zeros((2, 2))
-            thrust[0] = player(board.state(), 0)
-            board.step(thrust)
-        progress[name] = goal_distances(state)[0] - goal_distances(board.state())[0]
+            _, _, _, _, info = env.step(player(env.seen()))
+        progress[name] = goal_distances(state)[0] - goal_distances(info["state"])[0]
     assert progress["planner"] > progress["chase_t"] > 5
     assert len(planner.last.history) == 3 and not planner.queue  # one plan per turn, played out

@@ -164,3 +164,16 @@ def test_round_robin_through_the_cli(tmp_path):
     assert cells["chase_t vs passive"]["win_rate"] == 1.0 and cells["passive vs chase_t"]["win_rate"] == 0.0
     assert cells["chase_t vs chase_t"]["win_rate"] == 0.5  # the same starts from both sides
     assert {"wins", "draws", "losses", "ci95_low", "mean_progress"} <= set(cells["chase_t vs passive"])
+
+
+def test_what_a_player_sees():
+    env = PushGame()
+    obs0, _ = env.reset(seed=5)
+    seen = env.seen(3)
+    assert seen.frames.shape == (1, 64, 64, 3) and seen.thrusts.shape == (0, 4) and seen.me == 0
+    observed = [obs0]
+    for a in ([1.0, 0.0], [0.0, -2.0], [0.5, 0.5]):
+        observed.append(env.step(np.array(a))[0])
+    seen = env.seen(3)
+    assert np.array_equal(seen.frames, np.stack(observed[-3:])) and seen.step_in_turn == 3
+    assert np.allclose(seen.thrusts, [[0, -1, 0, 0], [0.5, 0.5, 0, 0]])  # clipped to the unit disc, cyan idle

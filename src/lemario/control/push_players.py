@@ -7,19 +7,29 @@ A turn's cost is computed from the board at the turn's end: where the planner's 
   rewards hugging the T from whichever side is nearest, which pushes the T the wrong way as often as not; this one
   rewards every step of the way round to the pushing side (measured: docs/RESULTS.md).
 
+`LatentPlanner` is the world-model player: from the last frames it sees (and the thrusts between them) it encodes
+a context, rolls every candidate turn through the predictor in one batch per step, reads the board from the last
+predicted latent with the state head, and scores that. No simulator on its side. It keeps, for every CEM
+iteration, each sample's predicted T path and cost (the "dream field" a person can watch).
+
 `SimulatorPlanner` is the upper bound the world-model player is measured against: the same CEM over a turn's
-thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state. It plans
-once at the start of each turn and plays the plan open-loop, as the world-model player does.
+thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state.
+
+Both plan once at the start of each turn and play the plan open-loop.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 
 from lemario.control.gaussian_cem import CEMPlan, GaussianCEMConfig, gaussian_cem
 from lemario.core.errors import LemarioError
-from lemario.games.push.board import DISC_SLICE, GOALS, PLAYERS, T_POS, Board, clip_thrust
+from lemario.games.push.board import DISC_SLICE, GOALS, PLAYERS, T_POS, Board, clip_thrust, head_positions
+from lemario.games.push.env import Seen
+from lemario.model.world_model import WorldModel
 
 COSTS = ("approach", "seed")
 PUSH_REACH = 65.0
@@ -54,8 +64,63 @@ def turn_cost(disc: torch.Tensor, t: torch.Tensor, goal: torch.Tensor, kind: str
     return around(disc - t, behind, T_RADIUS) + 2 * to_goal.norm(dim=-1)
 
 
+class LatentPlanner:
+    """A player (what it sees -> thrust) that plans each turn with CEM inside a push world model."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        steps_per_turn: int = 5,
+        cfg: GaussianCEMConfig | None = None,
+        cost: str = "approach",
+        seed: int = 0,
+    ):
+        cfg = cfg or GaussianCEMConfig()
+        cfg.validate()
+        turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)
+        if not (model.cfg.continuous_actions and model.cfg.state_head):
+            raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
+        self.model, self.cfg, self.horizon, self.cost = model.eval(), cfg, steps_per_turn, cost
+        self.gen = torch.Generator().manual_seed(seed)
+        self.queue: list[np.ndarray] = []
+        self.last: CEMPlan | None = None
+        self.t_paths: list[torch.Tensor] = []
+        """Per CEM iteration of the last plan: (N, H, 2) each sample's predicted T centre after each step."""
+        self.seconds = 0.0
+        """Planning time of the last plan."""
+
+    def __call__(self, seen: Seen) -> np.ndarray:
+        if seen.step_in_turn == 0 or not self.queue:
+            self.last = self.plan(seen)
+            self.queue = list(self.last.actions.numpy())
+        return self.queue.pop(0).astype(np.float32)
+
+    @torch.no_grad()
+    def plan(self, seen: Seen) -> CEMPlan:
+        t0 = time.perf_counter()
+        model, me = self.model, seen.me
+        context = model.encode(torch.as_tensor(seen.frames)[:, None])[None]  # (1, c, D)
+        past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
+        goal = torch.as_tensor(GOALS[me])
+        self.t_paths = []
+
+        def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
+            n = len(actions)
+            thrusts = torch.zeros(n, self.horizon, 4)
+            thrusts[..., 2 * me : 2 * me + 2] = actions  # the idle disc gets none
+            full = torch.cat([past.expand(n, -1, -1), thrusts], dim=1)  # (N, c-1+H, 4)
+            preds = model.rollout(context.expand(n, -1, -1), full, torch.zeros(n, 4))  # (N, H, D)
+            pos = head_positions(model.decode_state(preds))  # (N, H, 3, 2)
+            self.t_paths.append(pos[:, :, 2])
+            return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
+
+        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)
+        self.seconds = time.perf_counter() - t0
+        return plan
+
+
 class SimulatorPlanner:
-    """A player (state, me) -> thrust that plans each turn with CEM in the true simulator."""
+    """A player (what it sees -> thrust) that plans each turn with CEM in the true simulator."""
 
     def __init__(
         self, steps_per_turn: int = 5, cfg: GaussianCEMConfig | None = None, cost: str = "approach", seed: int = 0
@@ -68,26 +133,36 @@ class SimulatorPlanner:
         self.gen = torch.Generator().manual_seed(seed)
         self.queue: list[np.ndarray] = []
         self.last: CEMPlan | None = None
+        self.t_paths: list[torch.Tensor] = []
+        """Per CEM iteration of the last plan: (N, H, 2) each sample's simulated T centre after each step."""
+        self.seconds = 0.0
 
-    def __call__(self, state: np.ndarray, me: int) -> np.ndarray:
-        if not self.queue:
-            self.last = self.plan(state, me)
+    def __call__(self, seen: Seen) -> np.ndarray:
+        if seen.step_in_turn == 0 or not self.queue:
+            self.last = self.plan(seen.state, seen.me)
             self.queue = list(self.last.actions.numpy())
         return self.queue.pop(0).astype(np.float32)
 
     def plan(self, state: np.ndarray, me: int) -> CEMPlan:
+        t0 = time.perf_counter()
         goal = torch.as_tensor(GOALS[me])
+        self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
-            ends = []
+            paths = []
             for seq in actions.numpy():
                 self.board.set_state(state)
+                path = []
                 for a in seq:
                     thrusts = np.zeros((len(PLAYERS), 2))
                     thrusts[me] = clip_thrust(a)
                     self.board.step(thrusts)
-                ends.append(self.board.state())
-            end = torch.as_tensor(np.stack(ends))  # (N, 14)
-            return turn_cost(end[:, DISC_SLICE[me]], end[:, T_POS], goal, self.cost)
+                    path.append(self.board.state())
+                paths.append(path)
+            states = torch.as_tensor(np.array(paths))  # (N, H, 14)
+            self.t_paths.append(states[..., T_POS])
+            return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
-        return gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)
+        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)
+        self.seconds = time.perf_counter() - t0
+        return plan

@@ -1,8 +1,12 @@
 """The corpus in RAM, and fast sampling of K-step windows for world-model training.
 
-All episodes' frames are concatenated into one (N, H, W) uint8 array. A window starting at frame i covers
+All episodes' frames are concatenated into one (N, H, W[, 3]) uint8 array. A window starting at frame i covers
 frames i..i+K of one episode; each of its K+1 observations is the stack of the `stack` frames ending there,
 repeating the episode's first frame before its start (exactly what the env showed at reset).
+
+A corpus holds one game. Mario: action indices, the reward channels (relabelled to the current spec), RAM labels.
+The push game: thrust vectors (amber x, y, cyan x, y), no rewards, board states as labels and, for the state head,
+`targets` (`lemario.games.push.board.head_targets`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+from lemario.games.push.board import head_targets
+
+PUSH = "push"
 
 
 @dataclass
@@ -30,7 +37,12 @@ class EpisodeBuffer:
     starts: np.ndarray  # (E,) first frame of each episode
     lengths: np.ndarray  # (E,) frames per episode (steps + 1)
     files: list[str]
-    action_set: str  # the action set every episode's action indices refer to
+    action_set: str  # the action set every episode's action indices refer to ('push': thrusts)
+    targets: np.ndarray | None = None  # (N, S) float32 state-head targets of frame i (the push game), else None
+
+    @property
+    def game(self) -> str:
+        return "push" if self.action_set == PUSH else "mario"
 
     @classmethod
     def load(
@@ -54,9 +66,11 @@ class EpisodeBuffer:
             raise LemarioError(
                 f"corpus {corpus} has no readable episodes: collect some with `lemario collect --out {corpus}`"
             )
-        games = sorted({r.get("game", "mario") for r in rows} - {"mario"})
-        if games:
-            raise LemarioError(f"corpus {corpus} holds {games[0]} episodes, not Mario's: train on a Mario corpus")
+        games = sorted({r.get("game", "mario") for r in rows})
+        if len(games) > 1:
+            raise LemarioError(f"corpus {corpus} mixes the games {' and '.join(games)}: train on episodes of one")
+        if games == [PUSH]:
+            return cls._load_push(Path(corpus), rows)
         stale = [r["file"] for r in rows if r["reward_spec_version"] != REWARD_SPEC_VERSION]
         if stale and not relabel:
             raise LemarioError(
@@ -85,6 +99,26 @@ class EpisodeBuffer:
             action_set=action_set,
         )
 
+    @classmethod
+    def _load_push(cls, corpus: Path, rows: list[dict]) -> EpisodeBuffer:
+        episodes = [read_episode(corpus / r["file"]) for r in rows]
+        lengths = np.array([len(ep.frames) for ep in episodes], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        labels = np.concatenate([ep.labels for ep in episodes]).astype(np.float32)
+        actions = [np.concatenate([ep.actions, np.zeros((1, ep.actions.shape[1]), np.float32)]) for ep in episodes]
+        return cls(
+            frames=np.concatenate([ep.frames for ep in episodes]),
+            actions=np.concatenate(actions),
+            rewards=np.zeros((len(labels), 0), np.float32),
+            labels=labels,
+            episode_start=np.repeat(starts, lengths),
+            starts=starts,
+            lengths=lengths,
+            files=[r["file"] for r in rows],
+            action_set=PUSH,
+            targets=head_targets(labels),
+        )
+
     def __len__(self) -> int:
         return len(self.frames)
 
@@ -96,28 +130,35 @@ class EpisodeBuffer:
         return np.concatenate(per_episode)
 
     def prev_actions(self, frames: np.ndarray) -> np.ndarray:
-        """The action taken before each frame: (n,) int64, 0 (NOOP: no button held at reset) at an episode's start."""
-        return np.where(frames > self.episode_start[frames], self.actions[np.maximum(frames - 1, 0)], 0)
+        """The action taken before each frame, (n[, A]): 0 (Mario's NOOP, no button held at reset; no thrust) at an
+        episode's start."""
+        before = self.actions[np.maximum(frames - 1, 0)]
+        started = (frames > self.episode_start[frames]).reshape(-1, *[1] * (before.ndim - 1))
+        return np.where(started, before, 0).astype(before.dtype)
 
     def sample(
         self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """A batch of K-step windows:
-        obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64, prev (B,) int64 the action before the first
-        frame (0, NOOP, at an episode's start), rewards (B, K, 3) float32, labels (B, K+1, L) int32.
+        obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64 | (B, K, A) float32, prev (B[, A]) the action
+        before the first frame (0, NOOP, at an episode's start), rewards (B, K, 3) float32 (Mario; (B, K, 0) for
+        push), labels (B, K+1, L); with targets also state (B, K+1, S) float32.
         """
         valid = self.window_starts(k) if valid is None else valid
         i = rng.choice(valid, size=batch)  # (B,)
         t = i[:, None] + np.arange(k + 1)  # (B, K+1) frame of each step
         frame_idx = t[:, :, None] - np.arange(stack - 1, -1, -1)  # (B, K+1, stack), oldest first
         frame_idx = np.maximum(frame_idx, self.episode_start[i][:, None, None])
-        return {
+        batch = {
             "obs": self.frames[frame_idx],
             "actions": self.actions[t[:, :-1]],
             "prev": self.prev_actions(i),
             "rewards": self.rewards[t[:, :-1]],
             "labels": self.labels[t],
         }
+        if self.targets is not None:
+            batch["state"] = self.targets[t]
+        return batch
 
 
 def _select(corpus: Path, files: list[str] | None, skip_unreadable: bool) -> list[dict]:

@@ -81,9 +81,11 @@ def diagnose(
         shuffled = model.predict(z[other], a, prev[other])[:, 0]  # other states, same actions
         sens_z = (out - shuffled).norm(dim=-1).mean() / (2**0.5 * target_spread * target.shape[-1] ** 0.5)
 
-        per_action = torch.stack(
-            [model.predict(z, torch.full_like(a, i), prev)[:, 0] for i in range(model.cfg.n_actions)], dim=1
-        )  # (B, A, D)
+        if model.cfg.continuous_actions:  # the batch's actions, each given to every state
+            choices = [torch.roll(a, i, dims=0) for i in range(min(16, len(a)))]
+        else:
+            choices = [torch.full_like(a, i) for i in range(model.cfg.n_actions)]
+        per_action = torch.stack([model.predict(z, c, prev)[:, 0] for c in choices], dim=1)  # (B, choices, D)
         sens_a = per_action.std(dim=1).mean() / target_spread
 
         pred_mse = F.mse_loss(out, target).item()

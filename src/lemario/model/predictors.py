@@ -1,6 +1,7 @@
 """Action-conditioned latent predictors. Both map a history of latents, the actions taken after each and, when
 built with `prev_action`, the actions taken before each: (B, T, D), (B, T)[, (B, T)] -> (B, T, D); output t
-predicts the latent of frame t+1.
+predicts the latent of frame t+1. Actions are indices (Mario) or, built `continuous`, (B, T, A) float vectors
+(the push game's thrusts).
 
 The previous action makes the state Markov in SMB: a jump starts only if A was up on the frame before, which no
 stack of frames shows (FACTS.md, the jump latch).
@@ -15,6 +16,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def action_input(n_actions: int, dim: int, continuous: bool) -> nn.Module:
+    """The action's first layer: an embedding of `n_actions` indices, or a linear map of `n_actions`-float vectors."""
+    return nn.Linear(n_actions, dim) if continuous else nn.Embedding(n_actions, dim)
 
 
 class ResidualBlock(nn.Module):
@@ -37,9 +43,10 @@ class MLPPredictor(nn.Module):
         depth: int = 3,
         action_dim: int = 32,
         prev_action: bool = False,
+        continuous: bool = False,
     ):
         super().__init__()
-        self.action = nn.Embedding(n_actions, action_dim)
+        self.action = action_input(n_actions, action_dim, continuous)
         self.prev_action = nn.Embedding(n_actions, action_dim) if prev_action else None
         self.inp = nn.Linear(dim + action_dim * (2 if prev_action else 1), hidden)
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, 2 * hidden) for _ in range(depth)))
@@ -87,10 +94,13 @@ class TransformerPredictor(nn.Module):
         mlp: int = 1024,
         dropout: float = 0.1,
         prev_action: bool = False,
+        continuous: bool = False,
     ):
         super().__init__()
         self.history = history
-        self.action = nn.Sequential(nn.Embedding(n_actions, dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.action = nn.Sequential(
+            action_input(n_actions, dim, continuous), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim)
+        )
         self.prev_action = nn.Embedding(n_actions, dim) if prev_action else None  # added to the action's condition
         self.pos = nn.Parameter(torch.randn(1, history, dim) * 0.02)
         self.blocks = nn.ModuleList(AdaLNBlock(dim, heads, mlp, dropout) for _ in range(depth))

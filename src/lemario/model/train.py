@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -96,6 +96,27 @@ _TINY_MODEL = ModelConfig(
     vit_depth=1,
     vit_heads=2,
 )
+_PUSH_MODEL = ModelConfig(
+    encoder="vit",
+    frame_stack=1,
+    channels=3,
+    image_size=64,
+    vit_patch=8,
+    vit_depth=3,
+    vit_heads=4,
+    encoder_dim=128,
+    latent_dim=128,
+    projector_hidden=1024,
+    predictor="transformer",
+    history=3,
+    pred_depth=4,
+    pred_heads=4,
+    pred_hidden=512,
+    continuous_actions=True,
+    n_actions=4,
+    reward_head=False,
+    state_head=8,
+)
 PRESETS = {
     "tiny": TrainConfig(
         model=_TINY_MODEL,
@@ -109,7 +130,41 @@ PRESETS = {
         log_every=5,
         out=Path("runs/wm-tiny"),
     ),
-    "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
+    "cpu": TrainConfig(minutes=55.0, steps=7500),
+    # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
+    "push": TrainConfig(
+        corpus=Path("runs/push-data"),
+        out=Path("runs/push-wm"),
+        model=_PUSH_MODEL,
+        loss=LossConfig(context=3, sigreg_lambda=0.09),
+        k=6,
+        minutes=115.0,
+        steps=6000,
+    ),
+    "push-tiny": TrainConfig(
+        corpus=Path("runs/push-data"),
+        out=Path("runs/push-wm-tiny"),
+        model=replace(
+            _PUSH_MODEL,
+            encoder_dim=32,
+            latent_dim=32,
+            projector_hidden=64,
+            vit_depth=1,
+            pred_depth=1,
+            pred_hidden=64,
+            state_hidden=32,
+            image_size=64,
+        ),
+        loss=LossConfig(context=3, sigreg_lambda=0.09, sigreg_projections=64),
+        k=4,
+        steps=30,
+        batch_size=8,
+        warmup=5,
+        val_every=10,
+        diag_every=15,
+        ckpt_every=10,
+        log_every=5,
+    ),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
     "gpu": TrainConfig(
         model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
         batch_size=128,
@@ -215,7 +270,7 @@ def _run(trainer: Trainer) -> dict:
             step, last = trainer.step, trainer.step == cfg.steps
             if step % cfg.log_every == 0 or last:
                 log(metrics, step)
-            losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward")}
+            losses = {k: metrics[f"loss/{k}"] for k in ("pred", "sigreg", "reward", "state") if f"loss/{k}" in metrics}
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
             bar.update(1)
             val, diag = step % cfg.val_every == 0 or last, step % cfg.diag_every == 0 or last

@@ -21,7 +21,7 @@ from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.buffer import EpisodeBuffer, split_windows
 from lemario.model.diagnose import diagnose, holds_a
-from lemario.model.world_model import LossConfig, WorldModel, world_model_loss
+from lemario.model.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
 
 BOOKKEEPING = ("out", "progress", "tensorboard", "device", "threads", "minutes", "stop_at", "ckpt_minutes")
 """TrainConfig fields that do not change what a run learns: a resume may change them."""
@@ -59,6 +59,28 @@ def read_episode_list(path: Path | None) -> list[str] | None:
         ) from None
 
 
+def check_model_fits(model: ModelConfig, buffer: EpisodeBuffer) -> None:
+    """Refuse a model whose actions, heads or input do not match the corpus's game, naming the fix."""
+    push = buffer.game == "push"
+    fix = "use --preset push" if push else "use a Mario preset (tiny, cpu, gpu)"
+    if push != model.continuous_actions or push == model.reward_head or push != bool(model.state_head):
+        raise LemarioError(f"corpus {buffer.game}: the model's actions and heads are for the other game; {fix}")
+    if push and buffer.actions.shape[1] != model.n_actions:
+        raise LemarioError(
+            f"the corpus's actions have {buffer.actions.shape[1]} floats, the model takes {model.n_actions}"
+        )
+    if not push and int(buffer.actions.max()) + 1 > model.n_actions:
+        raise LemarioError(
+            f"the corpus uses {int(buffer.actions.max()) + 1} actions but the model has {model.n_actions}: "
+            "set --model.n-actions"
+        )
+    if (buffer.frames.ndim == 4) != (model.channels > 1) or buffer.frames.shape[1] != model.image_size:
+        raise LemarioError(
+            f"the corpus's frames are {buffer.frames.shape[1:]}, the model takes {model.image_size} px with "
+            f"{model.channels} channels: {fix}"
+        )
+
+
 class Trainer:
     """Data, model, optimizer, sampler and step of one run (cfg: a `lemario.model.train.TrainConfig`)."""
 
@@ -70,11 +92,7 @@ class Trainer:
             cfg.corpus, max_episodes=cfg.max_episodes or None, files=files, skip_unreadable=cfg.skip_unreadable
         )
         self.train_starts, self.val_starts = split_windows(self.buffer, cfg.k, cfg.val_fraction)
-        n_actions = int(self.buffer.actions.max()) + 1
-        if n_actions > cfg.model.n_actions:
-            raise LemarioError(
-                f"the corpus uses {n_actions} actions but the model has {cfg.model.n_actions}: set --model.n-actions"
-            )
+        check_model_fits(cfg.model, self.buffer)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model).to(device)
         self.module: nn.Module = LossModule(self.model, cfg.loss)
@@ -173,9 +191,8 @@ class Trainer:
             sample = self.buffer.sample(
                 min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng, valid=self.held_out
             )
-            diag_metrics, warnings = diagnose(
-                self.model, to_torch(sample, self.device), holds_a(self.buffer.action_set)
-            )
+            jump = holds_a(self.buffer.action_set) if self.buffer.game == "mario" else None
+            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device), jump)
             metrics.update(diag_metrics)
         return metrics, warnings
 

@@ -4,6 +4,10 @@ and its loss, a small pure function: next-latent prediction + lambda * SIGReg (+
 No EMA, no stop-gradient, no pretrained weights, no reconstruction: the target latents come from the same
 encoder the gradient flows through.
 
+Two games share it. Mario: grayscale frame stacks, action indices, the reward head. The push game (`channels` 3,
+`continuous_actions`, `state_head`): single RGB frames whose history the transformer predictor reads, thrust
+vectors, and a head that reads the board state from each latent, trained jointly (the seed's DexWM-style head).
+
 With `prev_action` the model's state is (latent, previous action): the predictor, the reward head and everything
 that controls through the model (`state`: the policy, the critic, the planner's root) also see the action taken
 before each latent, NOOP (index 0) before an episode's first frame. Without it (every checkpoint before the flag
@@ -59,17 +63,29 @@ class ModelConfig:
     prev_action: bool = False
     """The previous action is an input of the predictor and the reward head, and part of the state controllers read
     (SMB's jump latch makes the frames alone non-Markov)."""
+    channels: int = 1
+    """Colour channels per frame: 1 (Mario's grayscale) or 3 (RGB, the push game)."""
+    continuous_actions: bool = False
+    """Actions are vectors of `n_actions` floats (the push game's thrusts) instead of indices below `n_actions`."""
+    reward_head: bool = True
+    """Mario's reward head (progress, score, death)."""
+    state_head: int = 0
+    """Outputs of a head that reads the game state from each latent, trained with it (the push game: 8); 0: none."""
+    state_hidden: int = 256
 
 
 class WorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        if cfg.continuous_actions and cfg.prev_action:
+            raise LemarioError("--model.prev-action takes action indices: it does not combine with continuous actions")
+        channels = cfg.frame_stack * cfg.channels
         if cfg.encoder == "cnn":
-            self.encoder = CNNEncoder(cfg.frame_stack, cfg.encoder_dim, cfg.cnn, cfg.image_size)
+            self.encoder = CNNEncoder(channels, cfg.encoder_dim, cfg.cnn, cfg.image_size)
         elif cfg.encoder == "vit":
             self.encoder = ViTEncoder(
-                cfg.frame_stack, cfg.encoder_dim, cfg.image_size, cfg.vit_patch, cfg.vit_depth, cfg.vit_heads
+                channels, cfg.encoder_dim, cfg.image_size, cfg.vit_patch, cfg.vit_depth, cfg.vit_heads
             )
         else:
             raise ValueError(f"unknown encoder {cfg.encoder!r}: use 'cnn' or 'vit'")
@@ -77,8 +93,9 @@ class WorldModel(nn.Module):
         D = cfg.latent_dim
         if cfg.predictor == "mlp":
             self.predictor = MLPPredictor(
-                D, cfg.n_actions, cfg.pred_hidden, cfg.pred_depth, cfg.action_dim, cfg.prev_action
-            )
+                D, cfg.n_actions, cfg.pred_hidden, cfg.pred_depth, cfg.action_dim, cfg.prev_action,
+                cfg.continuous_actions,
+            )  # fmt: skip
         elif cfg.predictor == "transformer":
             self.predictor = TransformerPredictor(
                 D,
@@ -89,17 +106,15 @@ class WorldModel(nn.Module):
                 cfg.pred_hidden,
                 cfg.pred_dropout,
                 cfg.prev_action,
+                cfg.continuous_actions,
             )
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}: use 'mlp' or 'transformer'")
         self.pred_proj = Projector(D, cfg.projector_hidden, D)
-        self.reward_head = nn.Sequential(
-            nn.Linear(self.state_dim, cfg.reward_hidden),
-            nn.GELU(),
-            nn.Linear(cfg.reward_hidden, cfg.reward_hidden),
-            nn.GELU(),
-            nn.Linear(cfg.reward_hidden, 3),
-        )
+        if cfg.reward_head:
+            self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 3)
+        if cfg.state_head:
+            self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
 
     @property
     def history(self) -> int:
@@ -117,18 +132,26 @@ class WorldModel(nn.Module):
             return z
         return torch.cat([z, F.one_hot(prev, self.cfg.n_actions).to(z.dtype)], dim=-1)
 
+    @property
+    def frame_dims(self) -> int:
+        """Trailing dimensions of one observation: (S, H, W) grayscale stacks, (S, H, W, C) colour ones."""
+        return 3 if self.cfg.channels == 1 else 4
+
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """(N, S, H, W) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
+        """(N, S, H, W[, C]) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
+        if self.cfg.channels > 1:
+            obs = obs.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (N, S*C, H, W)
         return self.encoder(obs.float() / 255.0)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """(..., S, H, W) uint8 frame stacks -> (..., D) embeddings."""
-        lead = obs.shape[:-3]
-        return self.projector(self.trunk(obs.reshape(-1, *obs.shape[-3:]))).reshape(*lead, -1)
+        """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings."""
+        n = self.frame_dims
+        lead = obs.shape[:-n]
+        return self.projector(self.trunk(obs.reshape(-1, *obs.shape[-n:]))).reshape(*lead, -1)
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """(B, T, D), (B, T), prev (B,) the action before z[:, 0] -> (B, T, D): output t predicts the latent after
-        action t (T <= history, except the MLP, which predicts each position alone)."""
+        """(B, T, D), (B, T[, A]), prev (B[, A]) the action before z[:, 0] -> (B, T, D): output t predicts the latent
+        after action t (T <= history, except the MLP, which predicts each position alone)."""
         before = None
         if self.cfg.prev_action:
             before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, T) the action before each latent
@@ -145,9 +168,12 @@ class WorldModel(nn.Module):
             return first
         # windows of h latents ending at t = h .. K-1, batched; window s starts after action s-1
         z_win = emb[:, :K].unfold(1, h, 1)[:, 1:].permute(0, 1, 3, 2)  # (B, K-h, h, D)
-        a_win = actions.unfold(1, h, 1)[:, 1:]  # (B, K-h, h)
-        before = actions[:, : K - h]  # (B, K-h)
-        rest = self.predict(z_win.reshape(-1, h, emb.shape[-1]), a_win.reshape(-1, h), before.reshape(-1))[:, -1]
+        a_win = actions.unfold(1, h, 1)[:, 1:]  # (B, K-h, h) or (B, K-h, A, h)
+        if actions.dim() == 3:
+            a_win = a_win.transpose(-1, -2)  # (B, K-h, h, A)
+        a_win = a_win.reshape(-1, h, *actions.shape[2:])
+        before = actions[:, : K - h].reshape(-1, *actions.shape[2:])  # (B*(K-h)[, A])
+        rest = self.predict(z_win.reshape(-1, h, emb.shape[-1]), a_win, before)[:, -1]
         return torch.cat([first, rest.reshape(B, K - h, -1)], dim=1)
 
     def rollout(self, context: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -173,6 +199,17 @@ class WorldModel(nn.Module):
         score / SCORE_SCALE, death logit."""
         return self.reward_head(self.state(z, prev))
 
+    def decode_state(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., D) latents -> (..., state_head): the game state the state head reads (the push game:
+        `lemario.games.push.board.head_targets`)."""
+        return self.state_head(z)
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, d_out)
+    )
+
 
 def decode_reward(out: torch.Tensor) -> torch.Tensor:
     """Reward-head output -> (progress px, score points, death probability)."""
@@ -183,6 +220,9 @@ def decode_reward(out: torch.Tensor) -> torch.Tensor:
 class LossConfig:
     free_running: bool = True
     """Feed the predictor its own outputs over the K steps (the seed's K=4 finding) instead of teacher forcing."""
+    context: int = 1
+    """Real latents a free-running window starts from (the push game: the predictor's history, which shows the
+    velocities one frame cannot); the other K+1-context latents are predicted."""
     sigreg_lambda: float = 0.1
     sigreg_projections: int = 1024
     reward_weight: float = 1.0
@@ -192,21 +232,50 @@ class LossConfig:
     reward_detach: bool = False
     """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
     and predictor."""
+    state_weight: float = 10.0
+    """Weight of the state head's loss, for models that have one (the seed's lambda = 10)."""
 
 
 def world_model_loss(
     model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """batch: obs (B, K+1, S, H, W) uint8, actions (B, K) int64, prev (B,) int64 (the action before the first
-    frame), rewards (B, K, 3) float32."""
-    obs, actions, prev, rewards = batch["obs"], batch["actions"], batch["prev"], batch["rewards"]
+    """batch: obs (B, K+1, S, H, W[, C]) uint8, actions (B, K[, A]), prev (B[, A]) (the action before the first
+    frame); with a reward head rewards (B, K, 3) float32, with a state head state (B, K+1, state_head) float32."""
+    obs, actions, prev = batch["obs"], batch["actions"], batch["prev"]
     emb = model.encode(obs)  # (B, K+1, D)
+    c = cfg.context if cfg.free_running else 1
     if cfg.free_running:
-        preds = model.rollout(emb[:, :1], actions, prev)  # (B, K, D), from the first real latent
+        preds = model.rollout(emb[:, :c], actions, prev)  # (B, K+1-c, D), from the first c real latents
     else:
         preds = model.teacher_forced(emb, actions, prev)  # (B, K, D)
-    pred_loss = F.mse_loss(preds.float(), emb[:, 1:].float())
+    pred_loss = F.mse_loss(preds.float(), emb[:, c:].float())
     sig = sigreg(emb.transpose(0, 1), num_proj=cfg.sigreg_projections, generator=generator)  # per step, averaged
+    loss = pred_loss + cfg.sigreg_lambda * sig
+    metrics = {"loss/pred": pred_loss, "loss/sigreg": sig}
+    if model.cfg.reward_head:
+        reward_loss, reward_metrics = _reward_loss(model, preds, actions[:, c - 1 :], batch["rewards"][:, c - 1 :], cfg)
+        loss = loss + cfg.reward_weight * reward_loss
+        metrics.update(reward_metrics)
+    if model.cfg.state_head:
+        target = batch["state"].float()  # (B, K+1, S)
+        real = F.mse_loss(model.decode_state(emb).float(), target)
+        predicted = F.mse_loss(model.decode_state(preds).float(), target[:, c:])
+        loss = loss + cfg.state_weight * (real + predicted)
+        metrics.update({"loss/state": real, "loss/state_predicted": predicted})
+    with torch.no_grad():
+        metrics = {
+            "loss/total": loss.item(),
+            **{k: v.item() for k, v in metrics.items()},
+            "emb/std": emb.float().std(dim=(0, 1)).mean().item(),
+            "baseline/no_change": F.mse_loss(emb[:, :-1].float(), emb[:, 1:].float()).item(),
+        }
+    return loss, metrics
+
+
+def _reward_loss(
+    model: WorldModel, preds: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, cfg: LossConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reward head on the predicted latents against (B, K, 3) progress, score, death."""
     out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 3)
     progress_loss = F.mse_loss(out[..., 0], rewards[..., 0] / PROGRESS_SCALE)
     score_loss = F.mse_loss(out[..., 1], rewards[..., 1] / SCORE_SCALE)
@@ -214,20 +283,12 @@ def world_model_loss(
         out[..., 2], rewards[..., 2], pos_weight=torch.tensor(cfg.death_weight, device=out.device)
     )
     reward_loss = progress_loss + score_loss + death_loss
-    loss = pred_loss + cfg.sigreg_lambda * sig + cfg.reward_weight * reward_loss
-    with torch.no_grad():
-        metrics = {
-            "loss/total": loss.item(),
-            "loss/pred": pred_loss.item(),
-            "loss/sigreg": sig.item(),
-            "loss/reward": reward_loss.item(),
-            "loss/progress": progress_loss.item(),
-            "loss/score": score_loss.item(),
-            "loss/death": death_loss.item(),
-            "emb/std": emb.float().std(dim=(0, 1)).mean().item(),
-            "baseline/no_change": F.mse_loss(emb[:, :-1].float(), emb[:, 1:].float()).item(),
-        }
-    return loss, metrics
+    return reward_loss, {
+        "loss/reward": reward_loss,
+        "loss/progress": progress_loss,
+        "loss/score": score_loss,
+        "loss/death": death_loss,
+    }
 
 
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:

@@ -14,6 +14,7 @@ a list against every other and prints the win-rate matrix.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,18 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import COSTS, SimulatorPlanner
+from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.games.push.board import goal_distances
-from lemario.games.push.env import PushConfig, PushGame
+from lemario.games.push.env import PushConfig, PushGame, Seen
 from lemario.games.push.opponents import SCRIPTED, scripted
+from lemario.model.world_model import load_world_model
 from lemario.play.stats import bootstrap_ci
 
 EVAL_SEED_BASE = 20_000_000
 PLAYERS = (*SCRIPTED, "oracle")
+MODEL = "model:"
 
-Player = Callable[[np.ndarray, int], np.ndarray]
+Player = Callable[[Seen], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class PlayConfig:
 @dataclass(frozen=True)
 class MatchConfig(PlayConfig):
     player: str = "oracle"
-    """Who plays: a scripted player, or 'oracle' (CEM in the true simulator)."""
+    """Who plays: a scripted player, 'oracle' (CEM in the true simulator) or 'model:PATH' (CEM in a world model)."""
     opponent: tuple[str, ...] = SCRIPTED
     """Opponents, each met `matches` times."""
 
@@ -85,15 +88,28 @@ class TableConfig(PlayConfig):
 
 
 def player_names_check(name: str) -> None:
+    if name.startswith(MODEL):
+        path = Path(name.removeprefix(MODEL))
+        if not path.is_file():
+            raise LemarioError(f"no world model at {path}: pass model:PATH to a push model.safetensors")
+        return
     if name not in PLAYERS:
-        raise LemarioError(f"unknown push player {name!r}: use one of {', '.join(PLAYERS)}")
+        raise LemarioError(f"unknown push player {name!r}: use one of {', '.join(PLAYERS)} or model:PATH")
+
+
+@functools.cache
+def _world_model(path: str):
+    return load_world_model(Path(path))[0]
 
 
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
+    if name.startswith(MODEL):
+        return LatentPlanner(_world_model(name.removeprefix(MODEL)), cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
     if name == "oracle":
         return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
-    return scripted(name, seed)
+    rule = scripted(name, seed)
+    return lambda seen: rule(seen.state, seen.me)
 
 
 def play_match(amber: Player, cyan: Player, seed: int, game: PushConfig) -> dict:
@@ -103,8 +119,7 @@ def play_match(amber: Player, cyan: Player, seed: int, game: PushConfig) -> dict
     start = info["goal_distances"]
     players, done = (amber, cyan), False
     while not done:
-        me = info["actor"]
-        _, _, done, _, info = env.step(players[me](info["state"], me))
+        _, _, done, _, info = env.step(players[info["actor"]](env.seen()))
     end = goal_distances(info["state"])
     return {"seed": seed, "winner": info["winner"], "start": start.tolist(), "end": end.tolist()}
 

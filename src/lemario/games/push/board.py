@@ -154,3 +154,22 @@ def random_start(rng: np.random.Generator) -> np.ndarray:
 def goal_distances(state: np.ndarray) -> np.ndarray:
     """(2,) distance from the T's centre to amber's and to cyan's goal."""
     return np.linalg.norm(GOALS - np.asarray(state)[T_POS], axis=-1)
+
+
+HEAD_NAMES = ("amber_x", "amber_y", "cyan_x", "cyan_y", "t_x", "t_y", "t_cos", "t_sin")
+"""What the world model's state head reads from a latent: positions scaled to [-1, 1], the T's angle as a unit
+vector (the seed's 8 outputs)."""
+
+
+def head_targets(states: np.ndarray) -> np.ndarray:
+    """(..., 14) board states -> (..., 8) state-head targets (`HEAD_NAMES`)."""
+    states = np.asarray(states, np.float32)
+    pos = np.concatenate([states[..., 0:2], states[..., 4:6], states[..., 8:10]], axis=-1) / (SIZE / 2) - 1
+    angle = states[..., T_ANGLE : T_ANGLE + 1]
+    return np.concatenate([pos, np.cos(angle), np.sin(angle)], axis=-1).astype(np.float32)
+
+
+def head_positions(out):
+    """(..., 8) state-head outputs (numpy or torch) -> (..., 3, 2) positions in units: amber, cyan, the T."""
+    pos = (out[..., :6] + 1) * (SIZE / 2)
+    return pos.reshape(*pos.shape[:-1], 3, 2)

@@ -11,7 +11,8 @@
 
 Observations are (obs_size, obs_size, 3) uint8 frames; `info` carries the 14-float `state`, the `actor` (0 amber,
 1 cyan), the `turn` (0-based, counting both players' turns) and `step_in_turn`. A start is reproducible from the
-reset seed; `reset(options={"state": s})` starts from a given state instead.
+reset seed; `reset(options={"state": s})` starts from a given state instead. `seen(n)` is what a player sees
+before it acts: the state, the frames so far and both discs' thrusts between them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lemario.games.push.board import (
     T_ANGLE,
     T_POS,
     Board,
+    clip_thrust,
     goal_distances,
     random_start,
     wrap_angle,
@@ -80,6 +82,21 @@ def goal_reached(state: np.ndarray, goal: np.ndarray, tolerance: float, angle: f
     return near and abs(wrap_angle(float(state[T_ANGLE] - goal[T_ANGLE]))) <= angle
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a player sees before acting: scripted players read `state`, the world-model player the pixels."""
+
+    state: np.ndarray
+    """(14,) the board state."""
+    me: int
+    """The acting player: 0 amber, 1 cyan."""
+    step_in_turn: int
+    frames: np.ndarray
+    """(n, H, W, 3) the last n frames (fewer at the start), oldest first."""
+    thrusts: np.ndarray
+    """(n - 1, 4) both discs' thrusts between those frames (amber x, y, cyan x, y)."""
+
+
 class PushGame(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -92,6 +109,8 @@ class PushGame(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (config.obs_size, config.obs_size, 3), np.uint8)
         self.goal: np.ndarray | None = None
         self.steps = 0
+        self.frames: list[np.ndarray] = []
+        self.thrusts: list[np.ndarray] = []
 
     @property
     def actor(self) -> int:
@@ -109,7 +128,9 @@ class PushGame(gym.Env):
         if self.config.mode == "goal" and self.goal is None:
             raise LemarioError("goal mode needs reset(options={'goal': state}): a 14-float state to reach")
         self.steps = 0
-        return self._obs(), self._info()
+        obs = self._obs()
+        self.frames, self.thrusts = [obs], []
+        return obs, self._info()
 
     def step(self, action):
         limit = self.config.match_steps if self.config.mode == "match" else self.config.max_steps
@@ -121,16 +142,26 @@ class PushGame(gym.Env):
         self.steps += 1
         state = self.board.state()
         info = self._info(state)
+        obs = self._obs(state)
+        self.frames.append(obs)
+        self.thrusts.append(clip_thrust(thrusts).reshape(-1).astype(np.float32))
         if self.config.mode == "match":
             over = self.steps >= limit
             reward = 0.0
             if over:
                 info["winner"] = match_result(state, self.config.draw_margin)
                 reward = {0: 1.0, 1: -1.0}.get(info["winner"], 0.0)
-            return self._obs(state), reward, over, False, info
+            return obs, reward, over, False, info
         success = goal_reached(state, self.goal, self.config.goal_tolerance, self.config.goal_angle)
         info["success"] = success
-        return self._obs(state), 0.0 if success else -1.0, success, self.steps >= limit and not success, info
+        return obs, 0.0 if success else -1.0, success, self.steps >= limit and not success, info
+
+    def seen(self, history: int = 3) -> Seen:
+        """What the next actor sees: the state, the last `history` frames and the thrusts between them."""
+        n = min(history, len(self.frames))
+        thrusts = np.array(self.thrusts[len(self.thrusts) - (n - 1) :], np.float32).reshape(n - 1, 4)
+        frames = np.stack(self.frames[-n:])
+        return Seen(self.board.state(), self.actor, self.steps % self.config.steps_per_turn, frames, thrusts)
 
     def _info(self, state: np.ndarray | None = None) -> dict:
         state = self.board.state() if state is None else state

@@ -1,7 +1,7 @@
 """Scripted players of the push game, and the thrust rules the data generator's regimes are made of.
 
-A player is called once per env step with the board state and its own index (0 amber, 1 cyan) and returns a 2-D
-thrust. The scripted players read the true state; the world-model player reads only frames.
+A rule is called once per env step with the board state and its own index (0 amber, 1 cyan) and returns a 2-D
+thrust. Scripted players read the true state this way; the world-model player reads only frames (`Seen`).
 
 - `random`: a uniform thrust in the unit disc every step.
 - `passive`: never moves.
@@ -34,7 +34,7 @@ CLEARANCE = 8.0
 ARC = np.pi / 4
 """How far round the T one waypoint goes (radians)."""
 
-Player = Callable[[np.ndarray, int], np.ndarray]
+Rule = Callable[[np.ndarray, int], np.ndarray]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -111,7 +111,7 @@ def passive(state: np.ndarray, me: int) -> np.ndarray:
     return np.zeros(2, np.float32)
 
 
-def random_player(seed: int) -> Player:
+def random_player(seed: int) -> Rule:
     rng = np.random.default_rng(seed)
 
     def play(state: np.ndarray, me: int) -> np.ndarray:
@@ -124,11 +124,31 @@ def random_player(seed: int) -> Player:
 SCRIPTED = ("random", "passive", "chase_t", "adversarial")
 
 
-def scripted(name: str, seed: int = 0) -> Player:
-    """A scripted player by name (`random` draws from `seed`)."""
+def scripted(name: str, seed: int = 0) -> Rule:
+    """A scripted player's rule by name (`random` draws from `seed`)."""
     rules = {"passive": passive, "chase_t": chase_t, "adversarial": adversarial}
     if name == "random":
         return random_player(seed)
     if name not in rules:
         raise LemarioError(f"unknown opponent {name!r}: use one of {', '.join(SCRIPTED)}")
     return rules[name]
+
+
+class Waypoints:
+    """A person's turn: up to a few clicked points, driven through in order (full thrust toward each, braking at the
+    last), straight lines rather than around the T, so a person can aim a push."""
+
+    REACHED = 15.0
+
+    def __init__(self, points):
+        self.points = [np.asarray(p, np.float64) for p in points]
+
+    def __call__(self, state: np.ndarray, me: int) -> np.ndarray:
+        pos, _ = disc(state, me)
+        while len(self.points) > 1 and np.linalg.norm(self.points[0] - pos) < self.REACHED:
+            self.points.pop(0)
+        if not self.points:
+            return np.zeros(2, np.float32)
+        if len(self.points) > 1:
+            return _unit(self.points[0] - pos).astype(np.float32)
+        return drive_to(state, me, self.points[0])

@@ -1,0 +1,129 @@
+"""The world-model library on the push game: RGB frames, continuous thrusts, the state head, a start from context."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lemario.control.gaussian_cem import GaussianCEMConfig
+from lemario.control.push_players import LatentPlanner
+from lemario.core.device import to_torch
+from lemario.core.errors import LemarioError
+from lemario.data.buffer import EpisodeBuffer
+from lemario.games.push.board import GOALS, STATE_DIM, head_positions, head_targets, random_start
+from lemario.games.push.env import PushGame
+from lemario.model.train import PRESETS, train
+from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
+from lemario.play.push_data import PushDataConfig, generate
+
+from conftest import run_cli
+
+TINY = PRESETS["push-tiny"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("push") / "data"
+    generate(PushDataConfig(out=out, episodes=12, turns=2, workers=1, progress=False))
+    return out
+
+
+def test_head_targets_round_trip():
+    states = np.stack([random_start(np.random.default_rng(i)) for i in range(5)])  # (5, 14)
+    targets = head_targets(states)
+    assert targets.shape == (5, 8) and np.abs(targets).max() <= 1 + 1e-6
+    positions = head_positions(targets)  # (5, 3, 2)
+    assert np.allclose(positions[:, 0], states[:, 0:2], atol=1e-3)
+    assert np.allclose(positions[:, 2], states[:, 8:10], atol=1e-3)
+    assert np.allclose(np.arctan2(targets[:, 7], targets[:, 6]), states[:, 10], atol=1e-5)
+    assert np.allclose(head_positions(torch.tensor(targets)).numpy(), positions)  # torch alike
+
+
+def test_buffer_samples_push_windows(corpus):
+    buffer = EpisodeBuffer.load(corpus)
+    assert buffer.game == "push" and buffer.actions.shape[1] == 4 and buffer.labels.shape[1] == STATE_DIM
+    batch = buffer.sample(5, 4, 1, np.random.default_rng(0))
+    assert batch["obs"].shape == (5, 5, 1, 64, 64, 3) and batch["actions"].shape == (5, 4, 4)
+    assert batch["state"].shape == (5, 5, 8) and batch["prev"].shape == (5, 4)
+    assert np.allclose(batch["state"], head_targets(batch["labels"]))
+    first = buffer.starts[1]  # the thrust before an episode's first frame is none
+    assert not buffer.prev_actions(np.array([first])).any()
+    assert np.array_equal(buffer.prev_actions(np.array([first + 3])), buffer.actions[[first + 2]])
+
+
+@pytest.mark.parametrize("context", [1, 3])
+def test_loss_with_continuous_actions_and_the_state_head(corpus, context):
+    torch.manual_seed(0)
+    model = WorldModel(TINY.model)
+    batch = to_torch(EpisodeBuffer.load(corpus).sample(4, 4, 1, np.random.default_rng(1)), torch.device("cpu"))
+    loss, metrics = world_model_loss(model, batch, LossConfig(context=context, sigreg_projections=16))
+    loss.backward()
+    assert torch.isfinite(loss) and {"loss/state", "loss/state_predicted"} <= set(metrics)
+    assert "loss/reward" not in metrics
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("encoder.") for n in grads) and any(n.startswith("state_head.") for n in grads)
+    assert "predictor.blocks.0.modulation.1.weight" in grads  # the thrust's condition learns (AdaLN-zero at init)
+
+
+def test_teacher_forced_windows_match_direct_predictions_with_thrusts():
+    torch.manual_seed(0)
+    model = WorldModel(TINY.model).eval()
+    for block in model.predictor.blocks:  # AdaLN-zero starts with the action as a no-op: wake it
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
+    emb, actions = torch.randn(2, 7, 32), torch.rand(2, 6, 4) * 2 - 1
+    tf = model.teacher_forced(emb, actions, torch.zeros(2, 4))
+    for t in range(6):
+        lo = max(0, t - model.history + 1)
+        direct = model.predict(emb[:, lo : t + 1], actions[:, lo : t + 1], torch.zeros(2, 4))[:, -1]
+        assert torch.allclose(tf[:, t], direct, atol=1e-5)
+    other = actions.clone()
+    other[:, 2] = -other[:, 2]
+    changed = (model.teacher_forced(emb, other, torch.zeros(2, 4)) - tf).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.tolist() == [False, False, True, True, True, False]  # the thrust at 2 reaches 3 windows
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("push-wm") / "wm"
+    val = train(replace(TINY, corpus=corpus, out=out, steps=20, progress=False, tensorboard=False))
+    assert np.isfinite(val["val/loss/state"])
+    return out / "model.safetensors"
+
+
+def test_push_model_trains_saves_and_reloads(corpus, trained):
+    model, meta = load_world_model(trained)
+    assert model.cfg.continuous_actions and model.cfg.state_head == 8 and not hasattr(model, "reward_head")
+    obs = torch.as_tensor(EpisodeBuffer.load(corpus).frames[:3])[:, None]  # (3, 1, 64, 64, 3)
+    assert model.decode_state(model.encode(obs)).shape == (3, 8)
+    assert GOALS.shape == (2, 2)
+
+
+def test_a_model_for_the_other_game_is_refused(corpus, tmp_path):
+    r = run_cli("train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(tmp_path / "wm"))
+    assert r.returncode == 2 and "use --preset push" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with pytest.raises(LemarioError, match="continuous"):
+        WorldModel(replace(TINY.model, prev_action=True))
+
+
+def test_latent_planner_plans_from_frames_and_keeps_its_dream_field(trained):
+    model, _ = load_world_model(trained)
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=16, iterations=3), seed=0)
+    env = PushGame()
+    env.reset(seed=1)
+    for _ in range(7):  # amber's turn, then two of cyan's steps: cyan plans from 3 frames and the thrusts between
+        env.step(planner(env.seen()))
+    assert len(planner.t_paths) == 3 and planner.t_paths[0].shape == (16, 5, 2)
+    assert planner.last.history[0].actions.shape == (16, 5, 2) and planner.seconds > 0
+    with pytest.raises(LemarioError, match="push world model"):
+        LatentPlanner(WorldModel(PRESETS["tiny"].model))
+
+
+def test_model_player_through_the_cli(trained, tmp_path):
+    r = run_cli("push", "match", "--player", f"model:{trained}", "--opponent", "passive", "--matches", "2",
+                "--cem.samples", "16", "--cem.iterations", "2", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "vs passive" in r.stdout and (tmp_path / "matches.json").exists()
+    bad = run_cli("push", "match", "--player", f"model:{tmp_path}/none.safetensors")
+    assert bad.returncode == 2 and "no world model at" in bad.stderr
