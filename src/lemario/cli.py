@@ -27,7 +27,7 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
 from lemario.model import diagnose, probes, train
-from lemario.play import collect, evaluate, push_data, push_match, render
+from lemario.play import collect, evaluate, push_data, push_goal, push_match, render
 from lemario.web import push_server
 
 
@@ -137,6 +137,12 @@ COMMANDS = {
         push_match.TableConfig,
         None,
         push_match.table_main,
+    ),
+    "push goal": Command(
+        "the push game: goal reaching from pixels (the LeWorldModel evaluation), against idle and random play",
+        push_goal.GoalConfig,
+        None,
+        push_goal.goal_main,
     ),
     "push serve": Command(
         "the push game in the browser: a person against the latent-planning world model (FastAPI + WebSocket)",

@@ -1,5 +1,6 @@
 """The world-model library on the push game: RGB frames, continuous thrusts, the state head, a start from context."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lemario.games.push.env import PushGame
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
 from lemario.play.push_data import PushDataConfig, generate
+from lemario.play.push_goal import goal_task
 
 from conftest import run_cli
 
@@ -127,3 +129,27 @@ def test_model_player_through_the_cli(trained, tmp_path):
     assert "vs passive" in r.stdout and (tmp_path / "matches.json").exists()
     bad = run_cli("push", "match", "--player", f"model:{tmp_path}/none.safetensors")
     assert bad.returncode == 2 and "no world model at" in bad.stderr
+
+
+def test_goal_reaching_evaluation(trained, tmp_path):
+    start, goal = goal_task(5, 25)
+    again = goal_task(5, 25)
+    assert np.array_equal(start, again[0]) and np.array_equal(goal, again[1])
+    r = run_cli("push", "goal", str(trained), "--episodes", "2", "--cem.samples", "16", "--cem.iterations", "2",
+                "--budget", "10", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / "goal.json").read_text())
+    assert set(result["summary"]) == {"model", "still", "random"} and len(result["rows"]) == 6
+    assert all(row["steps"] <= 10 for row in result["rows"])
+    model, _ = load_world_model(trained)
+    with pytest.raises(LemarioError, match="goal cost"):
+        LatentPlanner(model).set_goal(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_probes_and_state_head_error_on_push(trained, corpus, tmp_path):
+    r = run_cli("probe", str(trained), "--corpus", str(corpus), "--mlp-steps", "20", "--out", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert {"amber_x", "t_vx", "t_cos", "t_sin"} <= set(report["probes"]) and "t_angle" not in report["probes"]
+    assert {"r2", "r"} <= set(report["probes"]["t_x"]["linear"])
+    assert 0 < report["state_head"]["t_error"] < 512 and "state head" in r.stdout

@@ -32,6 +32,9 @@ from lemario.games.push.env import Seen
 from lemario.model.world_model import WorldModel
 
 COSTS = ("approach", "seed")
+GOAL_COSTS = ("latent", "state")
+"""Goal reaching (a goal frame): LeWorldModel's squared distance of the last predicted latent to the goal frame's
+latent, or the distance between what the state head reads from the two (amber's disc, the T's centre and angle)."""
 PUSH_REACH = 65.0
 """How far behind the T's centre the pushing point is (a disc touching the T's side, roughly)."""
 T_RADIUS = 55.0
@@ -77,7 +80,8 @@ class LatentPlanner:
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
-        turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)
+        if cost not in GOAL_COSTS:
+            turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)
         if not (model.cfg.continuous_actions and model.cfg.state_head):
             raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
         self.model, self.cfg, self.horizon, self.cost = model.eval(), cfg, steps_per_turn, cost
@@ -88,12 +92,29 @@ class LatentPlanner:
         """Per CEM iteration of the last plan: (N, H, 2) each sample's predicted T centre after each step."""
         self.seconds = 0.0
         """Planning time of the last plan."""
+        self.goal: torch.Tensor | None = None
+        """(D,) the goal frame's latent, for goal reaching."""
 
     def __call__(self, seen: Seen) -> np.ndarray:
         if seen.step_in_turn == 0 or not self.queue:
             self.last = self.plan(seen)
             self.queue = list(self.last.actions.numpy())
         return self.queue.pop(0).astype(np.float32)
+
+    @torch.no_grad()
+    def set_goal(self, frame: np.ndarray) -> None:
+        """Reach the board a (H, W, 3) frame shows (costs 'latent' or 'state')."""
+        if self.cost not in GOAL_COSTS:
+            raise LemarioError(f"goal reaching takes a goal cost ({', '.join(GOAL_COSTS)}), not {self.cost!r}")
+        self.goal = self.model.encode(torch.as_tensor(frame)[None, None])[0]
+
+    def goal_cost(self, last: torch.Tensor) -> torch.Tensor:
+        """(N, D) last predicted latents -> (N,) distance to the goal."""
+        if self.cost == "latent":
+            return (last - self.goal).pow(2).sum(-1)
+        read, want = self.model.decode_state(last), self.model.decode_state(self.goal)  # (N, 8), (8,)
+        keep = [0, 1, 4, 5, 6, 7]  # amber's disc, the T's centre and angle (cyan idles)
+        return (read[:, keep] - want[keep]).norm(dim=-1)
 
     @torch.no_grad()
     def plan(self, seen: Seen) -> CEMPlan:
@@ -112,6 +133,8 @@ class LatentPlanner:
             preds = model.rollout(context.expand(n, -1, -1), full, torch.zeros(n, 4))  # (N, H, D)
             pos = head_positions(model.decode_state(preds))  # (N, H, 3, 2)
             self.t_paths.append(pos[:, :, 2])
+            if self.goal is not None:
+                return self.goal_cost(preds[:, -1])
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
         plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)

@@ -1,8 +1,10 @@
 """`lemario probe CKPT`: does the frozen encoder's embedding hold the game's physics?
 
-Linear (ridge, regularization chosen on a validation fold) and small-MLP probes from embeddings to RAM labels,
-fitted on some episodes and scored on others (a split by episode file). Regression targets report R^2;
-binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone would flatter a constant).
+Linear (ridge, regularization chosen on a validation fold) and small-MLP probes from embeddings to the game's
+labels, fitted on some episodes and scored on others (a split by episode file). Regression targets report R^2
+and Pearson r; binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone would flatter a
+constant). Mario: RAM physics. The push game: both discs' and the T's positions and velocities, the T's angle as
+cosine and sine; and for a model with a state head, that head's error in board units on the scored episodes.
 
 Two layers are probed: the embedding the predictor, the reward head and the controllers read (after the
 BatchNorm projector, `probes`), and the encoder's trunk before it (`trunk_probes`): what the trunk holds and the
@@ -23,10 +25,20 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.data.buffer import EpisodeBuffer, is_val_episode
 from lemario.games.mario.ram import LABELS
+from lemario.games.push.board import STATE_NAMES, T_ANGLE, head_positions
 from lemario.model.world_model import load_world_model
 
 REGRESSION = ("x_pos", "y_pos", "x_vel", "y_vel")
 BINARY = ("on_ground", "is_dying")
+
+
+def probe_targets(buffer: EpisodeBuffer) -> dict[str, tuple[np.ndarray, bool]]:
+    """{name: ((N,) target per frame, binary)} for the buffer's game."""
+    if buffer.game == "push":
+        out = {n: (buffer.labels[:, i], False) for i, n in enumerate(STATE_NAMES) if i != T_ANGLE}
+        angle = buffer.labels[:, T_ANGLE]
+        return {**out, "t_cos": (np.cos(angle), False), "t_sin": (np.sin(angle), False)}
+    return {n: (buffer.labels[:, LABELS.index(n)], n in BINARY) for n in REGRESSION + BINARY}
 
 
 @dataclass(frozen=True)
@@ -119,9 +131,10 @@ def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.
 
 
 def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
-    """R^2 for a regression target; accuracy, balanced accuracy and positives for a binary one."""
+    """R^2 and Pearson r for a regression target; accuracy, balanced accuracy and positives for a binary one."""
     if not binary:
-        return {"r2": r2(y, pred)}
+        r = float(np.corrcoef(y, pred)[0, 1]) if y.std() > 0 and pred.std() > 0 else float("nan")
+        return {"r2": r2(y, pred), "r": r}
     hit = (pred > 0.5) == (y > 0.5)
     pos, neg = y > 0.5, y <= 0.5
     bal = (
@@ -130,14 +143,15 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
     return {"accuracy": float(hit.mean()), "balanced_accuracy": bal, "positives": int(pos.sum())}
 
 
-def probe_layer(x: np.ndarray, labels: np.ndarray, is_score: np.ndarray, groups: np.ndarray, cfg: ProbeConfig) -> dict:
-    """Linear and MLP probes of every label from features x (N, F), fitted where ~is_score (episodes `groups`) and
-    scored where is_score: {label: {"linear": score, "mlp": score}}."""
+def probe_layer(
+    x: np.ndarray, targets: dict[str, tuple[np.ndarray, bool]], is_score: np.ndarray, groups: np.ndarray, cfg
+) -> dict:
+    """Linear and MLP probes of every target from features x (N, F), fitted where ~is_score (episodes `groups`)
+    and scored where is_score: {name: {"linear": score, "mlp": score}}."""
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     results = {}
-    for name in REGRESSION + BINARY:
-        y = labels[:, LABELS.index(name)].astype(np.float64)
-        binary = name in BINARY
+    for name, (y, binary) in targets.items():
+        y = y.astype(np.float64)
         yf, ys = y[~is_score], y[is_score]
         m, s = (0.0, 1.0) if binary else (yf.mean(), yf.std() + 1e-9)  # regression targets standardized
         lin = ridge_probe(x[~is_score], (yf - m) / s, x[is_score], binary, groups) * s + m
@@ -164,7 +178,7 @@ def run_probes(cfg: ProbeConfig) -> dict:
     trunk, emb = embed_frames(model, buffer, idx)
     is_score = scored_eps[frame_episode[idx]]
     groups = frame_episode[idx][~is_score]
-    labels = buffer.labels[idx]
+    targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer).items()}
     report = {
         "checkpoint": str(cfg.checkpoint),
         "corpus": str(cfg.corpus),
@@ -172,12 +186,32 @@ def run_probes(cfg: ProbeConfig) -> dict:
         "fit_episodes": int((~scored_eps).sum()),
         "score_episodes": int(scored_eps.sum()),
         "step": meta.get("step"),
-        "probes": probe_layer(emb, labels, is_score, groups, cfg),
-        "trunk_probes": probe_layer(trunk, labels, is_score, groups, cfg),
+        "probes": probe_layer(emb, targets, is_score, groups, cfg),
+        "trunk_probes": probe_layer(trunk, targets, is_score, groups, cfg),
     }
+    if model.cfg.state_head:
+        report["state_head"] = state_head_error(model, emb[is_score], buffer.labels[idx][is_score])
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
     write_json(out, report)
     return report
+
+
+@torch.no_grad()
+def state_head_error(model, emb: np.ndarray, states: np.ndarray) -> dict:
+    """Mean error of what the push state head reads from embeddings (N, D), against the true (N, 14) states:
+    positions in board units, the T's angle in degrees."""
+    out = model.decode_state(torch.from_numpy(emb)).numpy()  # (N, 8)
+    pos = head_positions(out)  # (N, 3, 2)
+    true = np.stack([states[:, 0:2], states[:, 4:6], states[:, 8:10]], axis=1)
+    errors = np.linalg.norm(pos - true, axis=-1).mean(0)
+    angle = np.degrees(np.abs(np.angle(np.exp(1j * (np.arctan2(out[:, 7], out[:, 6]) - states[:, T_ANGLE])))))
+    return {
+        "amber_error": float(errors[0]),
+        "cyan_error": float(errors[1]),
+        "t_error": float(errors[2]),
+        "t_angle_error_deg": float(angle.mean()),
+        "frames": len(emb),
+    }
 
 
 def format_table(report: dict) -> str:
@@ -188,6 +222,12 @@ def format_table(report: dict) -> str:
     for key, title in (("probes", "embedding (what the controllers read)"), ("trunk_probes", "encoder trunk")):
         if key in report:
             lines += [f"{title}:", *_rows(report[key])]
+    if "state_head" in report:
+        h = report["state_head"]
+        lines.append(
+            f"state head on the scored episodes: amber {h['amber_error']:.1f}, cyan {h['cyan_error']:.1f}, T "
+            f"{h['t_error']:.1f} units; T angle {h['t_angle_error_deg']:.1f} degrees"
+        )
     return "\n".join(lines)
 
 
