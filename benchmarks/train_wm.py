@@ -3,6 +3,7 @@ encoded/s (a step encodes batch x (K+1) frame stacks), on this machine's CPU and
 
     .venv/bin/python benchmarks/train_wm.py                 # ~5 minutes on 2 cores
     .venv/bin/python benchmarks/train_wm.py --device cuda   # on a GPU machine
+    .venv/bin/python benchmarks/train_wm.py --preset push   # the push game's model only (RGB, thrusts, state head)
 
 Batches are random frames of the training shape (throughput does not depend on the pixels). Each figure is
 the mean +- sd over `reps` timed blocks after a warm-up.
@@ -44,6 +45,25 @@ COMBOS = [
 ]
 
 
+def synthetic_batch(model_cfg, B: int, K: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training batch of random content in the shapes the model takes."""
+    frame = (model_cfg.frame_stack, model_cfg.image_size, model_cfg.image_size)
+    if model_cfg.channels > 1:
+        frame = (*frame, model_cfg.channels)
+    batch = {"obs": torch.randint(0, 256, (B, K + 1, *frame), dtype=torch.uint8, generator=g)}
+    if model_cfg.continuous_actions:
+        batch["actions"] = torch.rand(B, K, model_cfg.n_actions, generator=g) * 2 - 1
+        batch["prev"] = torch.zeros(B, model_cfg.n_actions)
+    else:
+        batch["actions"] = torch.randint(0, model_cfg.n_actions, (B, K), generator=g)
+        batch["prev"] = torch.zeros(B, dtype=torch.int64)
+    if model_cfg.reward_head:
+        batch["rewards"] = torch.zeros(B, K, 3)
+    if model_cfg.state_head:
+        batch["state"] = torch.rand(B, K + 1, model_cfg.state_head, generator=g)
+    return batch
+
+
 def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
     cfg = PRESETS[args.preset]
     model_cfg = replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)
@@ -51,15 +71,8 @@ def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
     torch.manual_seed(0)
     model = WorldModel(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    B, K = cfg.batch_size, cfg.k
     g = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randint(0, 256, (B, K + 1, model_cfg.frame_stack, 84, 84), dtype=torch.uint8, generator=g).to(
-            device
-        ),
-        "actions": torch.randint(0, model_cfg.n_actions, (B, K), generator=g).to(device),
-        "rewards": torch.zeros(B, K, 3).to(device),
-    }
+    batch = {k: v.to(device) for k, v in synthetic_batch(model_cfg, cfg.batch_size, cfg.k, g).items()}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def step():
@@ -102,7 +115,8 @@ def main(args: Args) -> None:
         f"latent {cfg.model.latent_dim}, free-running {cfg.loss.free_running}"
     )
     print(f"{'encoder':<14}{'predictor':<13}{'params':>9}{'steps/s':>10}{'sd':>7}{'frames/s':>10}{'sd':>7}")
-    for encoder, cnn, predictor in COMBOS:
+    combos = COMBOS if cfg.model.channels == 1 else [(cfg.model.encoder, cfg.model.cnn, cfg.model.predictor)]
+    for encoder, cnn, predictor in combos:
         rates = measure(encoder, cnn, predictor, args)
         params = sum(
             p.numel()
