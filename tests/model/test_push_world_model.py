@@ -122,6 +122,20 @@ def test_latent_planner_plans_from_frames_and_keeps_its_dream_field(trained):
         LatentPlanner(WorldModel(PRESETS["tiny"].model))
 
 
+def test_the_latent_match_cost_plans_toward_a_picture_of_winning(trained):
+    model, _ = load_world_model(trained)
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=16, iterations=2), cost="latent")
+    env = PushGame()
+    env.reset(seed=2)
+    env.step(planner(env.seen()))
+    assert np.isfinite(planner.last.cost) and planner.last.cost >= 0
+    z = model.encode(torch.as_tensor(env.seen().frames[-1:])[:, None])[0]
+    assert planner.match_goal(z, 0).shape == (model.cfg.latent_dim,)
+    assert not torch.allclose(planner.match_goal(z, 0), planner.match_goal(z, 1))  # each side's own picture
+    with pytest.raises(LemarioError, match="unknown push cost"):
+        LatentPlanner(model, cost="greedy")
+
+
 def test_model_player_through_the_cli(trained, tmp_path):
     r = run_cli("push", "match", "--player", f"model:{trained}", "--opponent", "passive", "--matches", "2",
                 "--cem.samples", "16", "--cem.iterations", "2", "--out", str(tmp_path))  # fmt: skip

@@ -29,9 +29,14 @@ from lemario.control.gaussian_cem import CEMPlan, GaussianCEMConfig, gaussian_ce
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import DISC_SLICE, GOALS, PLAYERS, T_POS, Board, clip_thrust, head_positions
 from lemario.games.push.env import Seen
+from lemario.games.push.render import render
 from lemario.model.world_model import WorldModel
 
 COSTS = ("approach", "seed")
+MODEL_COSTS = (*COSTS, "latent")
+"""A world-model player also takes 'latent': LeWorldModel's goal-embedding cost, the squared distance of the last
+predicted latent to the latent of a goal picture (the T in front of its own goal, its own disc behind the T,
+the other disc where the state head reads it now: all from pixels)."""
 GOAL_COSTS = ("latent", "state")
 """Goal reaching (a goal frame): LeWorldModel's squared distance of the last predicted latent to the goal frame's
 latent, or the distance between what the state head reads from the two (amber's disc, the T's centre and angle)."""
@@ -39,6 +44,8 @@ PUSH_REACH = 65.0
 """How far behind the T's centre the pushing point is (a disc touching the T's side, roughly)."""
 T_RADIUS = 55.0
 """Radius of the circle the `approach` distance goes around."""
+GOAL_T_OFFSET = 70.0
+"""The `latent` cost's goal picture puts the T this far in front of its goal point (clear of the wall)."""
 
 
 def project_thrust(a: torch.Tensor) -> torch.Tensor:
@@ -80,8 +87,8 @@ class LatentPlanner:
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
-        if cost not in GOAL_COSTS:
-            turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)
+        if cost not in (*MODEL_COSTS, *GOAL_COSTS):
+            raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         if not (model.cfg.continuous_actions and model.cfg.state_head):
             raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
         self.model, self.cfg, self.horizon, self.cost = model.eval(), cfg, steps_per_turn, cost
@@ -100,6 +107,22 @@ class LatentPlanner:
             self.last = self.plan(seen)
             self.queue = list(self.last.actions.numpy())
         return self.queue.pop(0).astype(np.float32)
+
+    @torch.no_grad()
+    def match_goal(self, z: torch.Tensor, me: int) -> torch.Tensor:
+        """(D,) the latent of the picture of `me` winning, from the board the state head reads in latent z (D,)."""
+        read = self.model.decode_state(z).numpy()
+        pos = head_positions(read)  # (3, 2) amber, cyan, the T
+        goal = GOALS[me].astype(np.float64)
+        inward = np.array([1.0 if me == 0 else -1.0, 0.0])  # from the goal toward the board's middle
+        state = np.zeros(14, np.float32)
+        t = goal + inward * GOAL_T_OFFSET
+        state[8:10], state[10] = t, np.arctan2(read[7], read[6])
+        own, other = DISC_SLICE[me], DISC_SLICE[1 - me]
+        state[own] = t + inward * PUSH_REACH
+        state[other] = pos[1 - me]
+        frame = render(state, self.model.cfg.image_size)
+        return self.model.encode(torch.as_tensor(frame)[None, None])[0]
 
     @torch.no_grad()
     def set_goal(self, frame: np.ndarray) -> None:
@@ -123,6 +146,7 @@ class LatentPlanner:
         context = model.encode(torch.as_tensor(seen.frames)[:, None])[None]  # (1, c, D)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])
+        picture = self.match_goal(context[0, -1], me) if self.cost == "latent" and self.goal is None else None
         self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
@@ -135,6 +159,8 @@ class LatentPlanner:
             self.t_paths.append(pos[:, :, 2])
             if self.goal is not None:
                 return self.goal_cost(preds[:, -1])
+            if self.cost == "latent":
+                return (preds[:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
         plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner
+from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.games.push.board import goal_distances
@@ -46,7 +46,8 @@ class PlayConfig:
     seed: int = 0
     """Offset of the match seeds (EVAL_SEED_BASE + seed + i)."""
     cost: str = "approach"
-    """The planners' turn cost: 'approach' or 'seed' (`lemario.control.push_players`)."""
+    """The planners' turn cost: 'approach', 'seed', or for world models only 'latent' (LeWorldModel's goal-embedding
+    cost; `lemario.control.push_players`)."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -55,8 +56,8 @@ class PlayConfig:
     def validate(self) -> None:
         if self.matches < 2 or self.matches % 2:
             raise LemarioError(f"--matches must be an even number >= 2 (half from each side), got {self.matches}")
-        if self.cost not in COSTS:
-            raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(COSTS)}")
+        if self.cost not in MODEL_COSTS:
+            raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(MODEL_COSTS)}")
         self.cem.validate()
         self.game.validate()
         if self.game.mode != "match":
@@ -74,6 +75,7 @@ class MatchConfig(PlayConfig):
         super().validate()
         for name in (self.player, *self.opponent):
             player_names_check(name)
+        latent_needs_models(self.cost, (self.player, *self.opponent))
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class TableConfig(PlayConfig):
         super().validate()
         for name in self.players:
             player_names_check(name)
+        latent_needs_models(self.cost, self.players)
 
 
 def player_names_check(name: str) -> None:
@@ -95,6 +98,11 @@ def player_names_check(name: str) -> None:
         return
     if name not in PLAYERS:
         raise LemarioError(f"unknown push player {name!r}: use one of {', '.join(PLAYERS)} or model:PATH")
+
+
+def latent_needs_models(cost: str, players) -> None:
+    if cost == "latent" and "oracle" in players:
+        raise LemarioError("the latent cost needs a world model: the oracle plays with --cost approach or seed")
 
 
 @functools.cache

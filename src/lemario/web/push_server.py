@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner
+from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import PLAYERS, SIZE, goal_distances
 from lemario.games.push.env import PushConfig, PushGame
@@ -68,8 +68,11 @@ class ServeConfig:
                 f"the model opponent needs --model PATH to a push world model ({self.model} is not one): train one "
                 "with `lemario train --preset push`, or play --opponent oracle"
             )
-        if self.cost not in COSTS:
-            raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(COSTS)}")
+        if self.cost not in MODEL_COSTS or (self.cost == "latent" and self.opponent != "model"):
+            raise LemarioError(
+                f"unknown push cost {self.cost!r} for the {self.opponent} opponent: use one of "
+                f"{', '.join(MODEL_COSTS)} ('latent' with the model only)"
+            )
         self.cem.validate()
         self.game.validate()
 
