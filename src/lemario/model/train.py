@@ -117,26 +117,20 @@ _PUSH_MODEL = ModelConfig(
     reward_head=False,
     state_head=8,
 )
+_TINY_SCHEDULE = dict(steps=30, batch_size=8, warmup=5, val_every=10, diag_every=15, ckpt_every=10, log_every=5)
+"""Seconds on a CPU: the tiny presets' steps and clocks."""
+_PUSH_LOSS = LossConfig(context=3, sigreg_lambda=0.09)
 PRESETS = {
     "tiny": TrainConfig(
-        model=_TINY_MODEL,
-        loss=LossConfig(sigreg_projections=64),
-        steps=30,
-        batch_size=8,
-        warmup=5,
-        val_every=10,
-        diag_every=15,
-        ckpt_every=10,
-        log_every=5,
-        out=Path("runs/wm-tiny"),
+        model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), out=Path("runs/wm-tiny"), **_TINY_SCHEDULE
     ),
-    "cpu": TrainConfig(minutes=55.0, steps=7500),
+    "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     "push": TrainConfig(
         corpus=Path("runs/push-data"),
         out=Path("runs/push-wm"),
         model=_PUSH_MODEL,
-        loss=LossConfig(context=3, sigreg_lambda=0.09),
+        loss=_PUSH_LOSS,
         k=6,
         minutes=115.0,
         steps=6000,
@@ -153,18 +147,11 @@ PRESETS = {
             pred_depth=1,
             pred_hidden=64,
             state_hidden=32,
-            image_size=64,
-        ),
-        loss=LossConfig(context=3, sigreg_lambda=0.09, sigreg_projections=64),
+        ),  # fmt: skip
+        loss=replace(_PUSH_LOSS, sigreg_projections=64),
         k=4,
-        steps=30,
-        batch_size=8,
-        warmup=5,
-        val_every=10,
-        diag_every=15,
-        ckpt_every=10,
-        log_every=5,
-    ),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
+        **_TINY_SCHEDULE,
+    ),
     "gpu": TrainConfig(
         model=ModelConfig(cnn="drqv2", latent_dim=192, encoder_dim=512, projector_hidden=2048, pred_hidden=1024),
         batch_size=128,
