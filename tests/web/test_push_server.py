@@ -73,6 +73,8 @@ def test_a_whole_match_through_the_protocol(model):
         (json.dumps({"type": "human_turn", "targets": [[600, 2]]}), "off the board"),
         (json.dumps({"type": "human_turn", "targets": "here"}), "waypoints"),
         (json.dumps({"type": "new_match", "side": "red"}), "side"),
+        (json.dumps({"type": "new_match", "seed": -1}), "seed"),
+        (json.dumps({"type": "human_turn", "targets": [[float("nan"), 2]]}), "off the board"),
     ],
 )
 def test_bad_messages_get_an_error_and_the_server_goes_on(message, error):

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import itertools
 import json
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,8 +216,9 @@ def create_app(cfg: ServeConfig):
                     msg = parse_message(raw)
                     if msg["type"] == "new_match":
                         seed, side = msg.get("seed"), msg.get("side", "amber")
-                        if side not in PLAYERS or not (seed is None or isinstance(seed, int)):
-                            raise ProtocolError("new_match takes a side ('amber' or 'cyan') and an integer seed")
+                        valid_seed = seed is None or (type(seed) is int and 0 <= seed < 2**32)
+                        if side not in PLAYERS or not valid_seed:
+                            raise ProtocolError("new_match takes a side ('amber' or 'cyan') and a seed in [0, 2^32)")
                         match = Match(cfg, model, next(seeds) if seed is None else seed, PLAYERS.index(side))
                         replies = [match.snapshot()]
                     elif match is None:
@@ -227,6 +229,10 @@ def create_app(cfg: ServeConfig):
                         replies = await asyncio.to_thread(match.model_turn)
                 except ProtocolError as e:
                     replies = [{"type": "error", "message": str(e)}]
+                except Exception as e:  # noqa: BLE001 - a bug in one match must not end the connection
+                    traceback.print_exc()
+                    replies = [{"type": "error", "message": f"internal error ({type(e).__name__}): start a new match"}]
+                    match = None
                 for reply in replies:
                     await ws.send_text(json.dumps(reply))
         except WebSocketDisconnect:
