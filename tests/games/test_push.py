@@ -20,7 +20,7 @@ from lemario.games.push.board import (
     t_extent,
 )
 from lemario.games.push.env import PushConfig, PushGame, goal_reached, match_result
-from lemario.games.push.opponents import chase_t, route, scripted
+from lemario.games.push.opponents import Waypoints, chase_t, route, scripted
 from lemario.games.push.render import PLAYER_COLOURS, render
 
 from conftest import run_cli
@@ -177,3 +177,19 @@ def test_what_a_player_sees():
     seen = env.seen(3)
     assert np.array_equal(seen.frames, np.stack(observed[-3:])) and seen.step_in_turn == 3
     assert np.allclose(seen.thrusts, [[0, -1, 0, 0], [0.5, 0.5, 0, 0]])  # clipped to the unit disc, cyan idle
+
+
+def test_a_persons_waypoints_are_driven_through_in_order():
+    board = Board()
+    state = np.zeros(STATE_DIM, np.float32)
+    state[0:2], state[4:6], state[T_POS] = (60, 60), (450, 450), (400, 100)
+    board.set_state(state)
+    rule, visited = Waypoints([[200, 60], [200, 250]]), []
+    for _ in range(25):
+        thrust = np.zeros((2, 2))
+        thrust[0] = rule(board.state(), 0)
+        board.step(thrust)
+        visited.append(board.state()[0:2].copy())
+    near = [min(np.linalg.norm(np.array(visited) - p, axis=1)) for p in ([200, 60], [200, 250])]
+    assert near[0] < Waypoints.REACHED + 5 and np.linalg.norm(visited[-1] - [200, 250]) < 10  # passed, then stopped
+    assert len(rule.points) == 1
