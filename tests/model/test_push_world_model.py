@@ -13,7 +13,7 @@ from lemario.control.push_players import LatentPlanner
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
-from lemario.games.push.board import GOALS, STATE_DIM, head_positions, head_targets, random_start
+from lemario.games.push.board import STATE_DIM, head_positions, head_targets, random_start
 from lemario.games.push.env import PushGame
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
@@ -99,7 +99,6 @@ def test_push_model_trains_saves_and_reloads(corpus, trained):
     assert model.cfg.continuous_actions and model.cfg.state_head == 8 and not hasattr(model, "reward_head")
     obs = torch.as_tensor(EpisodeBuffer.load(corpus).frames[:3])[:, None]  # (3, 1, 64, 64, 3)
     assert model.decode_state(model.encode(obs)).shape == (3, 8)
-    assert GOALS.shape == (2, 2)
 
 
 def test_a_model_for_the_other_game_is_refused(corpus, tmp_path):

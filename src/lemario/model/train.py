@@ -147,7 +147,7 @@ PRESETS = {
             pred_depth=1,
             pred_hidden=64,
             state_hidden=32,
-        ),  # fmt: skip
+        ),
         loss=replace(_PUSH_LOSS, sigreg_projections=64),
         k=4,
         **_TINY_SCHEDULE,

@@ -67,7 +67,8 @@ def check_model_fits(model: ModelConfig, buffer: EpisodeBuffer) -> None:
         raise LemarioError(f"corpus {buffer.game}: the model's actions and heads are for the other game; {fix}")
     if push and buffer.actions.shape[1] != model.n_actions:
         raise LemarioError(
-            f"the corpus's actions have {buffer.actions.shape[1]} floats, the model takes {model.n_actions}"
+            f"the corpus's actions have {buffer.actions.shape[1]} floats, the model takes {model.n_actions}: "
+            f"set --model.n-actions {buffer.actions.shape[1]}"
         )
     if not push and int(buffer.actions.max()) + 1 > model.n_actions:
         raise LemarioError(

@@ -137,14 +137,14 @@ class PushGame(gym.Env):
         if self.steps >= limit:
             raise LemarioError("the episode is over: call reset() before step()")
         thrusts = np.zeros((len(PLAYERS), 2), np.float32)
-        thrusts[self.actor] = np.asarray(action, np.float32).reshape(2)
+        thrusts[self.actor] = clip_thrust(np.asarray(action, np.float32).reshape(2))
         self.board.step(thrusts)
         self.steps += 1
         state = self.board.state()
         info = self._info(state)
         obs = self._obs(state)
         self.frames.append(obs)
-        self.thrusts.append(clip_thrust(thrusts).reshape(-1).astype(np.float32))
+        self.thrusts.append(thrusts.reshape(-1))  # what the board applied
         if self.config.mode == "match":
             over = self.steps >= limit
             reward = 0.0
