@@ -47,6 +47,7 @@ def trained(corpus, tmp_path_factory):
         val_every=100,
         diag_every=100,
         ckpt_every=100,
+        snapshot_every=100,
         progress=False,
         loss=LossConfig(sigreg_projections=64, reward_weight=0.1),
     )
@@ -114,6 +115,28 @@ def test_teacher_forced_windows_match_direct_predictions(predictor, prev_action)
     other = model.teacher_forced(emb, actions, (prev + 1) % 12)  # only the windows starting at latent 0 see prev
     changed = (other - tf).abs().amax(dim=(0, 2)) > 1e-6  # (K,)
     assert changed.tolist() == [prev_action and t < model.history for t in range(6)]
+
+
+@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
+@pytest.mark.parametrize("prev_action", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_rollout_is_predict_fed_its_own_outputs(predictor, prev_action, training):
+    """The rollout conditions the action sequence once and slides windows over it: the same numbers as calling
+    `predict` on each window with the predictions fed back (in train mode BatchNorm normalises whole windows)."""
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY, predictor=predictor, history=3, prev_action=prev_action, pred_dropout=0.0))
+    model.train(training)
+    for block in getattr(model.predictor, "blocks", []):
+        if hasattr(block, "modulation"):
+            torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
+    c, n = 2, 5
+    context, actions, prev = torch.randn(3, c, 32), torch.randint(0, 12, (3, c - 1 + n)), torch.randint(0, 12, (3,))
+    before = torch.cat([prev[:, None], actions], dim=1)  # the action before each latent
+    seq = list(context.unbind(1))
+    for j in range(c - 1, c - 1 + n):
+        lo = max(0, j - model.history + 1)
+        seq.append(model.predict(torch.stack(seq[lo : j + 1], 1), actions[:, lo : j + 1], before[:, lo])[:, -1])
+    assert torch.allclose(model.rollout(context, actions, prev), torch.stack(seq[c:], 1), atol=1e-5)
 
 
 def _latch_batch(g: torch.Generator, n: int = 256):
@@ -242,6 +265,21 @@ def test_bad_checkpoints_are_clear_errors(trained, tmp_path):
 
 def _weights(folder: Path) -> dict:
     return checkpoint.load(folder / "model.safetensors")[0]
+
+
+def test_snapshots_keep_the_weights_along_training_without_changing_it(trained, corpus, tmp_path):
+    snaps = sorted((trained / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == [f"step-{s:06d}.safetensors" for s in (100, 200, 300)]
+    assert checkpoint.load_meta(snaps[0], kind="world_model")["step"] == 100
+    last, final = checkpoint.load(snaps[-1])[0], _weights(trained)
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    cfg = replace(PRESETS["tiny"], corpus=corpus, steps=20, val_every=10, progress=False, tensorboard=False)
+    train(replace(cfg, out=tmp_path / "plain"))
+    train(replace(cfg, out=tmp_path / "snap", snapshot_every=10))
+    plain, snap = _weights(tmp_path / "plain"), _weights(tmp_path / "snap")
+    assert all(torch.equal(plain[k], snap[k]) for k in plain)
+    with pytest.raises(LemarioError, match="multiple of --val-every"):
+        train(replace(cfg, out=tmp_path / "odd", snapshot_every=15))
 
 
 def test_same_seed_same_first_steps(corpus, tmp_path):

@@ -6,6 +6,9 @@ predicts the latent of frame t+1. Actions are indices (Mario) or, built `continu
 The previous action makes the state Markov in SMB: a jump starts only if A was up on the frame before, which no
 stack of frames shows (FACTS.md, the jump latch).
 
+Each splits into `condition` (the actions' part, per position) and `run` (the latents through it), so a rollout
+conditions its whole action sequence once and slides windows over the result.
+
 - `MLPPredictor`: the seed's "V2": residual blocks with LayerNorm on [z_t, embed(a_t)] (only z_t is used).
   The residual + LayerNorm design fixed the seed's dying-unit collapse to a constant output.
 - `TransformerPredictor`: LeWorldModel's causal transformer over a window of `history` latents, with the action
@@ -55,8 +58,15 @@ class MLPPredictor(nn.Module):
     def forward(
         self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor | None = None
     ) -> torch.Tensor:  # (B, T, D), (B, T)[, (B, T)] -> (B, T, D)
-        parts = [z, self.action(actions)] + ([self.prev_action(prev)] if self.prev_action is not None else [])
-        h = self.inp(torch.cat(parts, dim=-1))  # (B, T, hidden)
+        return self.run(z, self.condition(actions, prev))
+
+    def condition(self, actions: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L[, A]), (B, L) -> (B, L, action_dim[*2]): the action embeddings."""
+        parts = [self.action(actions)] + ([self.prev_action(prev)] if self.prev_action is not None else [])
+        return torch.cat(parts, dim=-1)
+
+    def run(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T, C) -> (B, T, D)
+        h = self.inp(torch.cat([z, cond], dim=-1))  # (B, T, hidden)
         return self.out(self.blocks(h))
 
 
@@ -73,8 +83,9 @@ class AdaLNBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, D) x2
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).chunk(6, dim=-1)  # each (B, T, D)
+    def forward(self, x: torch.Tensor, mod: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mod (B, T, 6D) this block's `modulation` of the condition."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # each (B, T, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         x = x + gate1 * self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         h = self.norm2(x) * (1 + scale2) + shift2
@@ -109,13 +120,20 @@ class TransformerPredictor(nn.Module):
     def forward(
         self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor | None = None
     ) -> torch.Tensor:  # (B, T, D), (B, T)[, (B, T)] -> (B, T, D)
+        return self.run(z, self.condition(actions, prev))
+
+    def condition(self, actions: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L[, A]), (B, L) -> (B, L, depth, 6D): every block's AdaLN modulation of each position's action."""
+        cond = self.action(actions)  # (B, L, D)
+        if self.prev_action is not None:
+            cond = cond + self.prev_action(prev)
+        return torch.stack([block.modulation(cond) for block in self.blocks], dim=2)
+
+    def run(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:  # (B, T, D), (B, T, depth, 6D) -> (B, T, D)
         T = z.shape[1]
         assert T <= self.history, f"the predictor takes at most {self.history} latents, got {T}"
         mask = torch.ones(T, T, dtype=torch.bool, device=z.device).triu(1)  # (T, T), True = not attended
         x = z + self.pos[:, :T]
-        cond = self.action(actions)  # (B, T, D)
-        if self.prev_action is not None:
-            cond = cond + self.prev_action(prev)
-        for block in self.blocks:
-            x = block(x, cond, mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond[:, :, i], mask)
         return self.norm(x)

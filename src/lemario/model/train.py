@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from lemario.core import runlog
 from lemario.core.device import resolve_device
+from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.model.trainer import Trainer
@@ -66,6 +67,9 @@ class TrainConfig:
     """Also checkpoint when this many minutes have passed since the last one (0: on steps only): a kill loses at
     most this much work. Ctrl-C and SIGTERM checkpoint before the process exits."""
     log_every: int = 10
+    snapshot_every: int = 0
+    """Also keep the weights every this many steps (a multiple of val_every) as snapshots/step-NNNNNN.safetensors,
+    for analyses along training (`lemario analyze straightening`); 0: none."""
     skip_unreadable: bool = False
     """Train on a corpus with unreadable episode files, leaving them out (by default they are an error)."""
     max_episodes: int = 0
@@ -133,7 +137,7 @@ PRESETS = {
         loss=_PUSH_LOSS,
         k=6,
         minutes=115.0,
-        steps=6000,
+        steps=5000,  # ~0.75 steps/s on 2 idle cores (benchmarks/train_wm.py --preset push): ~111 min
     ),
     "push-tiny": TrainConfig(
         corpus=Path("runs/push-data"),
@@ -181,6 +185,11 @@ def _dist_info() -> tuple[int, int]:
 
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a world model; returns the last validation metrics."""
+    if cfg.snapshot_every < 0 or (cfg.snapshot_every and cfg.snapshot_every % cfg.val_every):
+        raise LemarioError(
+            f"--snapshot-every {cfg.snapshot_every} is not a multiple of --val-every {cfg.val_every}: snapshots are "
+            "taken where validation recalibrates BatchNorm; use a multiple (or 0 for none)"
+        )
     rank, world = _dist_info()
     device = resolve_device(cfg.device)
     own_group = world > 1 and not dist.is_initialized()
@@ -264,6 +273,8 @@ def _run(trainer: Trainer) -> dict:
             held_out, warnings = trainer.evaluate(val=val, diag=diag)
             if held_out:
                 log(held_out, step)
+            if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                trainer.save_model(cfg.out / "snapshots" / f"step-{step:06d}.safetensors")
             for w in warnings if rank == 0 else ():
                 tqdm.write(f"step {step}: WARNING: {w}")
             if step % cfg.ckpt_every == 0 or (cfg.ckpt_minutes and time.time() - saved > cfg.ckpt_minutes * 60):

@@ -23,7 +23,17 @@ from lemario.data.buffer import EpisodeBuffer, split_windows
 from lemario.model.diagnose import diagnose, holds_a
 from lemario.model.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
 
-BOOKKEEPING = ("out", "progress", "tensorboard", "device", "threads", "minutes", "stop_at", "ckpt_minutes")
+BOOKKEEPING = (
+    "out",
+    "progress",
+    "tensorboard",
+    "device",
+    "threads",
+    "minutes",
+    "stop_at",
+    "ckpt_minutes",
+    "snapshot_every",
+)
 """TrainConfig fields that do not change what a run learns: a resume may change them."""
 VAL_SEED = 12345  # held-out windows: the same ones at every validation
 
@@ -213,8 +223,9 @@ class Trainer:
         }
         checkpoint.save(self.latest, tensors, meta)
 
-    def save_model(self) -> None:
-        """model.safetensors: the final weights, eval-mode statistics and the run's config (rank 0)."""
+    def save_model(self, path: Path | None = None) -> None:
+        """model.safetensors (or `path`, a snapshot): the weights, eval-mode statistics and the run's config
+        (rank 0)."""
         if self.rank != 0:
             return
         cfg = self.cfg
@@ -226,7 +237,7 @@ class Trainer:
             "corpus": str(cfg.corpus),
             "train_config": as_json(cfg),
         }
-        checkpoint.save(cfg.out / "model.safetensors", self.model.state_dict(), meta)
+        checkpoint.save(path or cfg.out / "model.safetensors", self.model.state_dict(), meta)
 
 
 def _sample_batches(buffer: EpisodeBuffer, starts: np.ndarray, cfg, device: torch.device, batches: int, seed: int):

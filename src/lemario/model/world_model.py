@@ -183,16 +183,25 @@ class WorldModel(nn.Module):
         before latent 0 -> (B, n, D).
         """
         seq = list(context.unbind(1))
-        full = torch.cat([prev[:, None], actions], dim=1)  # (B, c+n): full[:, j] is the action before latent j
+        before = torch.cat([prev[:, None], actions[:, :-1]], dim=1) if self.cfg.prev_action else None
+        cond = self.predictor.condition(actions, before)  # (B, c-1+n, ...): once for every window below
         c, preds = len(seq), []
         for t in range(actions.shape[1] - c + 1):
             j = c - 1 + t  # index of the newest latent
             lo = max(0, j - self.history + 1)
             window = torch.stack(seq[lo : j + 1], dim=1)  # (B, <=history, D)
-            nxt = self.predict(window, full[:, lo + 1 : j + 2], full[:, lo])[:, -1]  # (B, D)
+            nxt = self._project_newest(self.predictor.run(window, cond[:, lo : j + 1]))  # (B, D)
             seq.append(nxt)
             preds.append(nxt)
         return torch.stack(preds, dim=1)
+
+    def _project_newest(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) predictor outputs -> (B, D) the newest one through `pred_proj`. Training normalises over all T
+        positions (BatchNorm's batch statistics, as these models were trained); eval mode is row-wise, so only the
+        newest row is computed."""
+        if self.training:
+            return self.pred_proj(out.flatten(0, 1)).view(out.shape)[:, -1]
+        return self.pred_proj(out[:, -1])
 
     def reward(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """(..., D) latents, (...) the action that led to each -> (..., 3): progress / PROGRESS_SCALE,
