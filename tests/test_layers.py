@@ -1,7 +1,7 @@
 """The package's layers: every import of a lemario module points down (or within its own room), and no module
 imports itself through others. Read from the source with ast, so imports inside functions count too.
 
-    core <- games <- data <- model <- control <- play <- flywheel | baselines | web <- status <- cli
+    core <- games <- data <- model <- control <- play <- flywheel | baselines | web <- analysis <- status <- cli
 
 Rooms of one layer never import each other: flywheel, baselines and web, and one game and another (games/mario,
 games/push, ...).
@@ -25,8 +25,9 @@ LAYERS = {
     "flywheel": 6,
     "baselines": 6,
     "web": 6,
-    "status": 7,
-    "cli": 8,
+    "analysis": 7,
+    "status": 8,
+    "cli": 9,
 }
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple, NoReturn
 import tyro
 
 from lemario import status
+from lemario.analysis import straightening, surprise
 from lemario.baselines import ppo
 from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
@@ -150,6 +151,18 @@ COMMANDS = {
         None,
         push_server.serve_main,
     ),
+    "analyze surprise": Command(
+        "violation of expectation: the world model's surprise at teleports and at recolouring, paired tests",
+        surprise.SurpriseConfig,
+        None,
+        surprise.surprise_main,
+    ),
+    "analyze straightening": Command(
+        "temporal straightening of real and predicted latent trajectories along training (snapshots, iterations)",
+        straightening.StraighteningConfig,
+        None,
+        straightening.straightening_main,
+    ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",
         evaluate.EvalConfig,
@@ -210,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     name, rest = argv[0], argv[1:]
-    if name in ("baseline", "push") and rest and not rest[0].startswith("-"):  # two words: `lemario baseline ppo`
+    groups = {n.split()[0] for n in COMMANDS if " " in n}
+    if name in groups and rest and not rest[0].startswith("-"):  # two words: `lemario baseline ppo`
         name, rest = f"{name} {rest[0]}", rest[1:]
     if name not in COMMANDS:
         _fail(

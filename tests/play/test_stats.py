@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lemario.play.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, z_score
+from lemario.play.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, paired_permutation_p, z_score
 
 
 def ep(max_x, final_x=None, flag=0, steps=100):
@@ -51,3 +51,13 @@ def test_kseed_summary_by_hand():
 def test_z_score_of_the_seeds_false_breakthrough():
     # the seed's five seeds: 682-876, sd 99; iter 13 reported 1066 at +3.06 sd
     assert z_score(1066, 1066 - 3.06 * 99, 99) == pytest.approx(3.06)
+
+
+def test_paired_permutation_p_by_hand():
+    assert paired_permutation_p([1.0, 2.0, 3.0]) == 1 / 8  # only the observed signs reach its mean
+    assert paired_permutation_p([1.0, -1.0]) == 3 / 4  # means of the 4 patterns: 0, 0, 1, -1
+    assert paired_permutation_p([-1.0, -2.0, -3.0]) == 1.0
+    strong = np.random.default_rng(0).normal(1.0, 0.5, 60)  # sampled: 1 / (resamples + 1) is the floor
+    assert paired_permutation_p(strong, resamples=9999) == 1 / 10000
+    null = [paired_permutation_p(np.random.default_rng(s).normal(0, 1, 40), resamples=2000) for s in range(40)]
+    assert 0.25 < np.mean(null) < 0.75  # p-values of null data spread around 1/2

@@ -273,8 +273,7 @@ def _run(trainer: Trainer) -> dict:
             held_out, warnings = trainer.evaluate(val=val, diag=diag)
             if held_out:
                 log(held_out, step)
-            if cfg.snapshot_every and step % cfg.snapshot_every == 0:
-                trainer.save_model(cfg.out / "snapshots" / f"step-{step:06d}.safetensors")
+            trainer.save_snapshot()
             for w in warnings if rank == 0 else ():
                 tqdm.write(f"step {step}: WARNING: {w}")
             if step % cfg.ckpt_every == 0 or (cfg.ckpt_minutes and time.time() - saved > cfg.ckpt_minutes * 60):

@@ -223,6 +223,13 @@ class Trainer:
         }
         checkpoint.save(self.latest, tensors, meta)
 
+    def save_snapshot(self) -> None:
+        """snapshots/step-NNNNNN.safetensors, on the steps `snapshot_every` keeps (after validation's BatchNorm
+        recalibration)."""
+        every = self.cfg.snapshot_every
+        if every and self.step % every == 0:
+            self.save_model(self.cfg.out / "snapshots" / f"step-{self.step:06d}.safetensors")
+
     def save_model(self, path: Path | None = None) -> None:
         """model.safetensors (or `path`, a snapshot): the weights, eval-mode statistics and the run's config
         (rank 0)."""

@@ -26,6 +26,18 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def paired_permutation_p(differences, resamples: int = 100_000, seed: int = 0) -> float:
+    """One-sided p-value that paired differences have a mean above zero: the sign-flip permutation test (exact
+    over all 2^n sign patterns for n <= 16, else `resamples` random ones, the observed pattern counted once)."""
+    d = np.asarray(differences, dtype=np.float64)
+    observed = d.mean()
+    if len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)  # (2^n, n) every pattern
+        return float(np.mean((signs * d).mean(axis=1) >= observed - 1e-12))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, len(d)))
+    return float((np.sum((signs * d).mean(axis=1) >= observed - 1e-12) + 1) / (resamples + 1))
+
+
 def mode_share(final_x, tolerance: int = MODE_TOLERANCE) -> tuple[int, float]:
     """The most common ending x (to within `tolerance`) and the share of episodes ending there."""
     xs = [int(v) for v in final_x]

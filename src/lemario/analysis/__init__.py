@@ -1,0 +1,2 @@
+"""What a trained world model knows, after the fact: the LeWorldModel paper's analyses (`lemario analyze ...`),
+each reading a run's weights and writing JSON and figures into the run's analysis folder."""

@@ -1,0 +1,173 @@
+"""The LeWorldModel analyses: straightening and surprise, from hand-computed statistics on synthetic trajectories
+up to the commands on tiny trained models; the perturbations change exactly what they claim to."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lemario.analysis.straightening import straightness, weight_files
+from lemario.analysis.surprise import (
+    MARIO_TELEPORT_PX,
+    PUSH_TELEPORT_UNITS,
+    RecolourableMario,
+    push_branches,
+    surprise,
+    teleport_mario,
+)
+from lemario.games.mario.env import EnvConfig
+from lemario.games.mario.ram import info_from_ram
+from lemario.games.push.board import T_POS
+from lemario.games.push.env import PushConfig
+from lemario.model.train import PRESETS, train
+from lemario.play.push_data import PushDataConfig, generate
+
+from conftest import run_cli
+from synthetic import write_corpus
+
+
+def test_straightness_of_a_line_a_zigzag_and_a_random_walk():
+    t = torch.arange(10.0)[:, None]
+    line = t * torch.tensor([1.0, 2.0, -0.5])  # (10, 3)
+    zigzag = torch.stack([t[:, 0] % 2, torch.zeros(10)], dim=-1)  # 0, 1, 0, 1, ...: each step reverses the last
+    assert straightness(line).item() == pytest.approx(1.0)
+    assert straightness(zigzag).item() == pytest.approx(-1.0)
+    walk = torch.randn(500, 200, 16, generator=torch.Generator().manual_seed(0)).cumsum(1)
+    assert abs(straightness(walk).mean().item()) < 0.02  # independent steps: uncorrelated velocities
+    assert straightness(torch.stack([line, line])).shape == (2,)
+
+
+class _LinearWorld:
+    """A world model whose truth is known: frames are (position, colour); the encoder keeps the position only and
+    the predictor knows the dynamics (position += 1 per step)."""
+
+    frame_dims = 2  # (stack, channels): single frames get a stack of one
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:  # (T+1, 1, 2) -> (T+1, 1)
+        return obs[:, 0, :1].float()
+
+    def teacher_forced(self, emb, actions, prev):  # (1, T+1, 1) -> (1, T, 1)
+        return emb[:, :-1] + 1.0
+
+
+def test_surprise_spikes_at_a_teleport_and_ignores_a_channel_the_model_ignores():
+    obs = np.stack([np.arange(12.0), np.zeros(12)], axis=-1)  # (12, 2): moving at 1 per step, colour 0
+    actions = np.zeros(11)
+    calm = surprise(_LinearWorld(), obs, actions)
+    assert np.isnan(calm[0]) and np.allclose(calm[1:], 0)
+    teleported = obs.copy()
+    teleported[6:, 0] += 5  # the position jumps between steps 5 and 6
+    s = surprise(_LinearWorld(), teleported, actions)
+    assert s[6] == pytest.approx(25.0) and np.allclose(np.delete(s[1:], 5), 0)
+    recoloured = obs.copy()
+    recoloured[6:, 1] += 100  # a constant offset in the channel the encoder drops
+    assert np.allclose(surprise(_LinearWorld(), recoloured, actions)[1:], 0)
+
+
+@pytest.fixture(scope="module")
+def mario_env():
+    env = RecolourableMario(EnvConfig(max_steps=200))
+    yield env
+    env.close()
+
+
+def _play(env, actions):
+    rams, frames = [], []
+    for a in actions:
+        obs, *_ = env.step(a)
+        rams.append(env.ram.copy())
+        frames.append(obs[-1])
+    return np.stack(rams), np.stack(frames)
+
+
+def test_recolouring_changes_the_frames_and_keeps_the_ram(mario_env):
+    mario_env.reset(seed=0)
+    _play(mario_env, [3] * 12)  # run right
+    saved = mario_env.save_state()
+    actions = [3, 3, 5, 5, 3, 0]
+    ram, frames = _play(mario_env, actions)
+    mario_env.reset(options={"state": saved})
+    mario_env.recoloured = True
+    try:
+        ram_c, frames_c = _play(mario_env, actions)
+    finally:
+        mario_env.recoloured = False
+    assert np.array_equal(ram, ram_c)
+    assert np.abs(frames.astype(int) - frames_c).mean() > 5
+
+
+def test_the_teleport_moves_mario_along_the_level_and_nothing_else(mario_env):
+    mario_env.reset(seed=0)
+    _play(mario_env, [3] * 12)
+    saved = mario_env.save_state()
+    ram, _ = _play(mario_env, [0])
+    mario_env.reset(options={"state": saved})
+    teleport_mario(mario_env)
+    ram_t, _ = _play(mario_env, [0])
+    a, b = info_from_ram(ram[0]), info_from_ram(ram_t[0])
+    assert b["x_pos"] - a["x_pos"] == MARIO_TELEPORT_PX
+    assert (a["y_pos"], a["lives"], a["world"], a["time"]) == (b["y_pos"], b["lives"], b["world"], b["time"])
+
+
+def test_push_branches_teleport_the_t_and_recolour_the_same_board():
+    got = push_branches(PushConfig(), seed=3, t0=12, steps=20)
+    none, physical, cosmetic = got["none"], got["physical"], got["cosmetic"]
+    assert np.array_equal(none["state"], cosmetic["state"]) and np.array_equal(none["actions"], physical["actions"])
+    assert np.array_equal(none["obs"][:13], cosmetic["obs"][:13]) and not np.array_equal(
+        none["obs"][13], cosmetic["obs"][13]
+    )
+    assert np.array_equal(none["obs"][:13], physical["obs"][:13])
+    jump = np.linalg.norm(physical["state"][13, T_POS] - none["state"][13, T_POS])
+    assert abs(jump - PUSH_TELEPORT_UNITS) < 15  # the teleport, give or take one step of motion
+
+
+@pytest.fixture(scope="module")
+def mario_run(tmp_path_factory) -> Path:
+    corpus = write_corpus(tmp_path_factory.mktemp("syn") / "corpus", episodes=8, steps=30)
+    out = tmp_path_factory.mktemp("wm") / "run"
+    cfg = replace(PRESETS["tiny"], corpus=corpus, out=out, steps=20, val_every=10, snapshot_every=10, progress=False)
+    train(replace(cfg, tensorboard=False))
+    return out
+
+
+def test_straightening_along_a_trainings_snapshots(mario_run):
+    assert [s for s, _ in weight_files(mario_run)] == [10, 20]  # the last snapshot is the final model
+    corpus = json.loads((mario_run / "config.json").read_text())["config"]["corpus"]
+    r = run_cli("analyze", "straightening", str(mario_run), "--corpus", corpus, "--windows", "16", "--length", "8")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((mario_run / "analysis" / "straightening.json").read_text())["rows"]
+    assert [row["x"] for row in rows] == [10, 20]
+    assert all(-1 <= row[k] <= 1 for row in rows for k in ("real", "predicted"))
+    assert (mario_run / "analysis" / "straightening.png").stat().st_size > 0
+    r = run_cli("analyze", "straightening", str(mario_run.parent), "--corpus", corpus)
+    assert r.returncode == 2 and "holds no world model" in r.stderr
+
+
+def test_surprise_command_on_mario(mario_run, tmp_path):
+    model = mario_run / "model.safetensors"
+    r = run_cli(
+        "analyze", "surprise", str(model), "--episodes", "3", "--t0", "6", "--after", "3", "--out", str(tmp_path)
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "surprise.json").read_text())
+    assert result["episodes"] == 3 and set(result["tests"]) == {"physical", "cosmetic"}
+    assert len(result["curves"]["none"]["mean"]) == 10 and (tmp_path / "surprise.png").exists()
+    r = run_cli("analyze", "surprise", str(model), "--game", "push", "--out", str(tmp_path))
+    assert r.returncode == 2 and "not a push world model" in r.stderr
+
+
+def test_surprise_command_on_push(tmp_path):
+    corpus = tmp_path / "data"
+    generate(PushDataConfig(out=corpus, episodes=6, turns=2, workers=1, progress=False))
+    train(
+        replace(PRESETS["push-tiny"], corpus=corpus, out=tmp_path / "wm", steps=10, progress=False, tensorboard=False)
+    )
+    args = ["--game", "push", "--episodes", "4", "--t0", "10", "--after", "4"]
+    r = run_cli("analyze", "surprise", str(tmp_path / "wm" / "model.safetensors"), *args)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "wm" / "analysis" / "surprise.json").read_text())
+    cosmetic = np.array(result["curves"]["cosmetic"]["mean"][1:11], float)
+    assert np.allclose(cosmetic, np.array(result["curves"]["none"]["mean"][1:11], float))  # identical before t0 + 1
