@@ -1,6 +1,7 @@
 """The world-model library on the push game: RGB frames, continuous thrusts, the state head, a start from context."""
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,10 +137,18 @@ def test_the_latent_match_cost_plans_toward_a_picture_of_winning(trained):
 
 
 def test_model_player_through_the_cli(trained, tmp_path):
-    r = run_cli("push", "match", "--player", f"model:{trained}", "--opponent", "passive", "--matches", "2",
-                "--cem.samples", "16", "--cem.iterations", "2", "--out", str(tmp_path))  # fmt: skip
+    twin = tmp_path / "twin" / "model.safetensors"  # a second "seed": the same weights under another name
+    twin.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(trained.with_suffix(suffix), twin.with_suffix(suffix))
+    r = run_cli("push", "match", "--player", f"model:{trained}", f"model:{twin}", "--opponent", "passive",
+                "--matches", "2", "--cem.samples", "16", "--cem.iterations", "2", "--out", str(tmp_path))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "vs passive" in r.stdout and (tmp_path / "matches.json").exists()
+    assert "2 seeds vs passive" in r.stdout
+    result = json.loads((tmp_path / "matches.json").read_text())
+    assert result["summaries"]["passive"]["matches"] == 4 and len(result["per_player"]["passive"]) == 2
+    twins = list(result["per_player"]["passive"].values())
+    assert twins[0]["win_rate"] == twins[1]["win_rate"]  # same weights, same seeds: the same matches
     bad = run_cli("push", "match", "--player", f"model:{tmp_path}/none.safetensors")
     assert bad.returncode == 2 and "no world model at" in bad.stderr
 

@@ -8,8 +8,9 @@ Per match, from the player's side: the outcome (win, loss, draw), the T's distan
 the progress: how much the distance difference moved in the player's favour over the match. Per pairing: the win
 rate with a bootstrap 95% CI (a draw counts as half a win), draws, and the mean progress.
 
-`lemario push match --player NAME --opponent A B ...` plays one player; `lemario push table` plays every player of
-a list against every other and prints the win-rate matrix.
+`lemario push match --player NAME --opponent A B ...` plays one player (or several seeds of one world model,
+each against every opponent, pooled in the summary with each seed's rate beside it); `lemario push table` plays
+every player of a list against every other and prints the win-rate matrix.
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ class PlayConfig:
 
 @dataclass(frozen=True)
 class MatchConfig(PlayConfig):
-    player: str = "oracle"
-    """Who plays: a scripted player, 'oracle' (CEM in the true simulator) or 'model:PATH' (CEM in a world model)."""
+    player: tuple[str, ...] = ("oracle",)
+    """Who plays: a scripted player, 'oracle' (CEM in the true simulator) or 'model:PATH' (CEM in a world model);
+    or several seeds of one (model:A model:B model:C), each meeting every opponent: the summary pools them."""
     opponent: tuple[str, ...] = SCRIPTED
     """Opponents, each met `matches` times."""
 
     def validate(self) -> None:
         super().validate()
-        for name in (self.player, *self.opponent):
+        for name in (*self.player, *self.opponent):
             player_names_check(name)
-        latent_needs_models(self.cost, (self.player, *self.opponent))
+        latent_needs_models(self.cost, (*self.player, *self.opponent))
 
 
 @dataclass(frozen=True)
@@ -187,14 +189,23 @@ def _line(name: str, opponent: str, s: dict) -> str:
 
 def match_main(cfg: MatchConfig) -> None:
     cfg.validate()
-    rows, summaries = [], {}
+    rows, summaries, per_player = [], {}, {}
     for opponent in cfg.opponent:
-        got = pairing(cfg.player, opponent, cfg)
-        rows += got
-        summaries[opponent] = summarize(got)
-        print(_line(cfg.player, opponent, summaries[opponent]), flush=True)
+        got = {name: pairing(name, opponent, cfg) for name in cfg.player}
+        per_player[opponent] = {name: summarize(r) for name, r in got.items()}
+        pooled = [r for name in cfg.player for r in got[name]]
+        rows += pooled
+        summaries[opponent] = summarize(pooled)
+        if len(cfg.player) > 1:
+            for name, s in per_player[opponent].items():
+                print("  " + _line(Path(name).parent.name or name, opponent, s), flush=True)
+            rates = [s["win_rate"] for s in per_player[opponent].values()]
+            summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
+        label = cfg.player[0] if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
+        print(_line(label, opponent, summaries[opponent]), flush=True)
     if cfg.out is not None:
-        write_json(cfg.out / "matches.json", {"config": cfg, "summaries": summaries, "rows": rows})
+        record = {"config": cfg, "summaries": summaries, "per_player": per_player, "rows": rows}
+        write_json(cfg.out / "matches.json", record)
 
 
 def table_main(cfg: TableConfig) -> None:
