@@ -27,7 +27,7 @@ from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadabl
 from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report
 from lemario.flywheel import run as flywheel
-from lemario.model import diagnose, probes, train
+from lemario.model import decoder, diagnose, probes, train
 from lemario.play import collect, evaluate, push_data, push_goal, push_match, render
 from lemario.web import push_server
 
@@ -150,6 +150,12 @@ COMMANDS = {
         push_server.ServeConfig,
         None,
         push_server.serve_main,
+    ),
+    "analyze decoder": Command(
+        "a post-hoc decoder from frozen embeddings to frames, scored against the mean and the previous frame",
+        decoder.DecoderConfig,
+        None,
+        decoder.decoder_main,
     ),
     "analyze surprise": Command(
         "violation of expectation: the world model's surprise at teleports and at recolouring, paired tests",

@@ -18,10 +18,12 @@ from lemario.analysis.surprise import (
     surprise,
     teleport_mario,
 )
+from lemario.core import checkpoint
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import info_from_ram
 from lemario.games.push.board import T_POS
 from lemario.games.push.env import PushConfig
+from lemario.model.decoder import Decoder, fit_decoder, load_decoder
 from lemario.model.train import PRESETS, train
 from lemario.play.push_data import PushDataConfig, generate
 
@@ -171,3 +173,31 @@ def test_surprise_command_on_push(tmp_path):
     result = json.loads((tmp_path / "wm" / "analysis" / "surprise.json").read_text())
     cosmetic = np.array(result["curves"]["cosmetic"]["mean"][1:11], float)
     assert np.allclose(cosmetic, np.array(result["curves"]["none"]["mean"][1:11], float))  # identical before t0 + 1
+
+
+def test_the_decoder_overfits_a_handful_of_frames():
+    frames = torch.zeros(6, 1, 64, 64)
+    for i in range(6):  # a 16 px square in six places
+        frames[i, 0, 8 * i : 8 * i + 16, 44 - 8 * i : 60 - 8 * i] = 1.0
+    z = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    decoder = Decoder(32, 64, 1, width=16)
+    curve = fit_decoder(decoder, z, frames, steps=300, batch=6, lr=3e-3, seed=0)
+    assert decoder(z).shape == (6, 1, 64, 64)
+    assert curve[-1] < 0.05 * curve[0]  # ~0.25 (the sigmoid's grey start) down to a copy
+
+
+def test_decoder_command_beats_the_mean_frame_and_leaves_the_world_model_alone(mario_run, tmp_path):
+    model = mario_run / "model.safetensors"
+    before = {k: v.clone() for k, v in checkpoint.load(model)[0].items()}
+    corpus = json.loads((mario_run / "config.json").read_text())["config"]["corpus"]
+    args = ["--corpus", corpus, "--steps", "200", "--width", "8", "--threads", "1", "--out", str(tmp_path)]
+    r = run_cli("analyze", "decoder", str(model), *args)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "decoder.json").read_text())["result"]
+    assert result["mse"]["decoder"] < result["mse"]["mean_frame"]
+    after = checkpoint.load(model)[0]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    decoder = load_decoder(tmp_path / "decoder.safetensors")
+    assert decoder(torch.zeros(2, decoder.fc.in_features)).shape == (2, 1, 84, 84)
+    assert (tmp_path / "decoder.png").stat().st_size > 0

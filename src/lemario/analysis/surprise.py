@@ -8,8 +8,9 @@ Each episode is played three times from the same seed with the same actions (`br
 - `none`: as played;
 - `physical`: at step t0 the game state jumps (Mario moved 48 px forward by a RAM write; the push game's T moved
   80 units), then play goes on from there;
-- `cosmetic`: from step t0 every frame's colours change (red and blue swapped) while the game's state (its RAM,
-  the board) stays exactly as in `none`.
+- `cosmetic`: from step t0 colours change while the game's state (its RAM, the board) stays exactly as in `none`:
+  Mario's every colour (red and blue swapped: the sky turns orange); the push game's T (white to red; swapping
+  red and blue there would swap the amber and cyan discs, the players' identities, which is no cosmetic change).
 Mario's episodes are played by the right-biased random policy (the corpus's behaviour), the push game's by the
 data generator's regimes (`lemario.play.push_data`), on seeds of their own (SURPRISE_SEED_BASE) never trained on.
 
@@ -47,10 +48,12 @@ KINDS = ("none", "physical", "cosmetic")
 SURPRISE_SEED_BASE = 40_000_000
 MARIO_TELEPORT_PX = 48
 PUSH_TELEPORT_UNITS = 80.0
+RED_T = (220, 60, 60)
 
 
 def recolour(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) RGB -> the same picture with red and blue swapped: every colour changes, no shape or position."""
+    """(..., 3) RGB -> the same picture with red and blue swapped: every colour changes, no shape or position
+    (Mario's cosmetic change)."""
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
@@ -128,7 +131,7 @@ def push_branches(game: PushConfig, seed: int, t0: int, steps: int) -> dict[str,
         _, _, _, _, info = env.step(turn(info["state"]))
         states.append(info["state"])
     frames, thrusts, states = np.stack(env.frames), np.stack(env.thrusts), np.stack(states)
-    recoloured = np.concatenate([frames[: t0 + 1], recolour(frames[t0 + 1 :])])
+    recoloured = np.stack([*frames[: t0 + 1], *(render(x, game.obs_size, RED_T) for x in states[t0 + 1 :])])
     out = {
         "none": {"obs": frames, "actions": thrusts, "state": states},
         "cosmetic": {"obs": recoloured, "actions": thrusts, "state": states},

@@ -23,8 +23,9 @@ GOAL_RADIUS = 28.0
 SUPERSAMPLE = 4
 
 
-def render(state: np.ndarray, size: int = 64) -> np.ndarray:
-    """(size, size, 3) uint8 RGB picture of a 14-float board state."""
+def render(state: np.ndarray, size: int = 64, t_colour: tuple[int, int, int] = T_COLOUR) -> np.ndarray:
+    """(size, size, 3) uint8 RGB picture of a 14-float board state (`t_colour`: the T's, for the cosmetic change
+    of `lemario analyze surprise`)."""
     k = max(1, SUPERSAMPLE if size < 256 else 1)
     big = size * k
     scale = big / SIZE
@@ -38,7 +39,7 @@ def render(state: np.ndarray, size: int = 64) -> np.ndarray:
     rot = np.array([[c, s], [-s, c]])  # row vectors: body -> world
     for poly in t_polygons():
         world = poly @ rot + np.asarray(state[T_POS], np.float64)
-        cv2.fillPoly(img, [np.round(world * scale).astype(np.int32)], T_COLOUR, cv2.LINE_AA)
+        cv2.fillPoly(img, [np.round(world * scale).astype(np.int32)], t_colour, cv2.LINE_AA)
     for sl, colour in zip(DISC_SLICE, PLAYER_COLOURS):
         cv2.circle(img, _px(state[sl], scale), round(DISC_RADIUS * scale), colour, -1, cv2.LINE_AA)
     if k > 1:

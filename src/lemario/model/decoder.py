@@ -1,0 +1,213 @@
+"""A post-hoc decoder from one frozen embedding back to its frame (LeWorldModel's decoding analysis): what does the
+latent keep of the picture?
+
+Diagnostic only. It is trained after the world model on the world model's embeddings, computed once with the
+weights frozen (no gradient reaches them), and nothing of it goes back into the world model. The JEPA is never
+asked to reconstruct anything; whatever the decoder recovers, the latent kept for prediction's sake.
+
+The network: a linear map to a small feature map (7 x 7 for 84 px, 8 x 8 for 64 px), transposed convolutions
+doubling it, a resize to the frame's side and a 3 x 3 convolution to logits added to the mean training frame's
+(zero at the start: it begins as the mean-frame baseline and learns what the latent adds). The target is the newest
+frame of the stack (Mario's grayscale, the push game's RGB). Held-out episodes score it against two baselines
+that need no latent: the mean training frame, and the previous frame of the same episode.
+
+`lemario analyze decoder MODEL --corpus C` trains it and writes RUN/analysis/decoder.safetensors, its sidecar
+decoder.json (config and held-out errors) and decoder.png (held-out frames above their decodings).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from lemario.core import checkpoint
+from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
+from lemario.core.plots import figure, save_png
+from lemario.data.buffer import EpisodeBuffer, is_val_episode
+from lemario.model.probes import embed_frames
+from lemario.model.world_model import load_world_model
+
+
+class Decoder(nn.Module):
+    def __init__(self, latent_dim: int, image_size: int, channels: int, width: int = 64):
+        super().__init__()
+        self.image_size, self.channels = image_size, channels
+        self.start = 7 if image_size % 7 == 0 else 8
+        ups = max(0, int(math.log2(image_size / self.start)))
+        c = 4 * width
+        self.fc = nn.Linear(latent_dim, c * self.start**2)
+        layers: list[nn.Module] = []
+        for _ in range(ups):
+            layers += [nn.ConvTranspose2d(c, max(width // 2, c // 2), 4, 2, 1), nn.GELU()]
+            c = max(width // 2, c // 2)
+        self.up = nn.Sequential(*layers)
+        self.out = nn.Conv2d(c, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # starts as the base picture: it only learns what the latent adds
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("base", torch.zeros(channels, image_size, image_size))
+        """(C, H, W) logits of the mean training frame (`set_base`)."""
+
+    def set_base(self, frames: torch.Tensor) -> None:
+        """Start from the mean of (N, C, H, W) frames in [0, 1]."""
+        self.base.copy_(frames.mean(0).clamp(1e-3, 1 - 1e-3).logit())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, C, H, W) in [0, 1]
+        x = self.up(self.fc(z).view(len(z), -1, self.start, self.start))
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.base + self.out(x))
+
+
+def frame_targets(buffer: EpisodeBuffer, idx: np.ndarray) -> torch.Tensor:
+    """The frames at idx as (N, C, H, W) floats in [0, 1]."""
+    frames = torch.from_numpy(buffer.frames[idx]).float() / 255.0
+    return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+
+
+def fit_decoder(
+    decoder: Decoder, z: torch.Tensor, frames: torch.Tensor, steps: int, batch: int, lr: float, seed: int
+) -> list[float]:
+    """Train on (N, D) embeddings and their (N, C, H, W) frames; returns the loss every 100 steps."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    curve = []
+    decoder.train()
+    for step in range(steps):
+        i = torch.randint(0, len(z), (batch,), generator=g)
+        loss = F.mse_loss(decoder(z[i]), frames[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            curve.append(loss.item())
+    return curve
+
+
+def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    return (pred - target).pow(2).flatten(1).mean(1).numpy()
+
+
+def psnr(mse: float) -> float:
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    model: tyro.conf.Positional[Path]
+    """World-model checkpoint (model.safetensors); its weights are read, never changed."""
+    corpus: Path
+    """Episodes of the model's game: a held-out share scores the decoder."""
+    score_fraction: float = 0.3
+    """Share of episodes (chosen by file name) the decoder is scored on, never trained on."""
+    max_frames: int = 20000
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    width: int = 32
+    seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    out: Path | None = None
+    """Folder of the decoder and its report (default: the model's run folder /analysis)."""
+
+
+def train_decoder(cfg: DecoderConfig) -> dict:
+    model, meta = load_world_model(cfg.model)
+    buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)
+    if (buffer.game == "push") != model.cfg.continuous_actions:
+        raise LemarioError(f"{cfg.corpus} holds the other game than {cfg.model}: pass a corpus of its game")
+    scored = np.array([is_val_episode("decoder:" + f, cfg.score_fraction) for f in buffer.files])
+    if scored.all() or not scored.any():
+        if len(buffer.files) < 2:
+            raise LemarioError(f"the decoder needs at least 2 episodes in {cfg.corpus} (train on some, score others)")
+        scored[:] = False
+        scored[-max(1, len(scored) // 3) :] = True
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.arange(len(buffer))
+    if len(idx) > cfg.max_frames:
+        idx = np.sort(rng.choice(idx, cfg.max_frames, replace=False))
+    episode = np.repeat(np.arange(len(buffer.starts)), buffer.lengths)[idx]
+    is_score = scored[episode]
+    _, emb = embed_frames(model, buffer, idx)
+    z, frames = torch.from_numpy(emb), frame_targets(buffer, idx)
+    torch.manual_seed(cfg.seed)
+    decoder = Decoder(model.cfg.latent_dim, model.cfg.image_size, frames.shape[1], cfg.width)
+    t0 = time.perf_counter()
+    fit, score = torch.from_numpy(~is_score), torch.from_numpy(is_score)
+    decoder.set_base(frames[fit])
+    curve = fit_decoder(decoder, z[fit], frames[fit], cfg.steps, cfg.batch_size, cfg.lr, cfg.seed)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        decoded = decoder.eval()(z[score])
+    mean_frame = frames[fit].mean(0, keepdim=True).expand_as(frames[score])
+    has_prev = idx[is_score] > buffer.episode_start[idx[is_score]]  # frames with a previous one in their episode
+    previous = frame_targets(buffer, idx[is_score][has_prev] - 1)
+    errors = {
+        "decoder": mse_per_frame(decoded, frames[score]),
+        "mean_frame": mse_per_frame(mean_frame, frames[score]),
+    }
+    result = {
+        "model": str(cfg.model),
+        "corpus": str(cfg.corpus),
+        "step": meta.get("step"),
+        "fit_frames": int((~is_score).sum()),
+        "score_frames": int(is_score.sum()),
+        "train_seconds": round(seconds, 1),
+        "loss_curve": curve,
+        "mse": {k: float(v.mean()) for k, v in errors.items()},
+        "previous_frame_mse": float(mse_per_frame(previous, frames[score][torch.from_numpy(has_prev)]).mean()),
+        "decoder_on_those_frames_mse": float(errors["decoder"][has_prev].mean()),
+    }
+    result["psnr"] = {k: psnr(v) for k, v in result["mse"].items()}
+    out = cfg.out or Path(cfg.model).parent / "analysis"
+    meta = {"kind": "decoder", "world_model": str(cfg.model), "config": cfg, "result": result}
+    checkpoint.save(out / "decoder.safetensors", decoder.state_dict(), meta)  # the report is its sidecar
+    picture(frames[score][:8], decoded[:8], out / "decoder.png")
+    return result
+
+
+def picture(real: torch.Tensor, decoded: torch.Tensor, path: Path) -> None:
+    """Held-out frames (top row) above their decodings (bottom row)."""
+    plt = figure()
+    n = len(real)
+    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3), squeeze=False)
+    for j in range(n):
+        for i, img in enumerate((real[j], decoded[j])):
+            a = img.permute(1, 2, 0).squeeze(-1).numpy()
+            axes[i, j].imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
+            axes[i, j].axis("off")
+    axes[0, 0].set_title("real", fontsize=8, loc="left")
+    axes[1, 0].set_title("decoded from the latent", fontsize=8, loc="left")
+    save_png(fig, path)
+
+
+def load_decoder(path: Path) -> Decoder:
+    """A decoder written by `lemario analyze decoder`, for the world model it was trained on."""
+    tensors, meta = checkpoint.load(path, kind="decoder")
+    model, _ = load_world_model(Path(meta["world_model"]))
+    channels = tensors["out.weight"].shape[0]
+    decoder = Decoder(model.cfg.latent_dim, model.cfg.image_size, channels, meta["config"]["width"])
+    checkpoint.load_state(decoder, tensors, Path(path))
+    return decoder.eval()
+
+
+def decoder_main(cfg: DecoderConfig) -> None:
+    with torch_threads(cfg.threads):
+        r = train_decoder(cfg)
+    m = r["mse"]
+    print(
+        f"held-out MSE: decoder {m['decoder']:.5f} (PSNR {r['psnr']['decoder']:.1f} dB), mean frame "
+        f"{m['mean_frame']:.5f}, previous frame {r['previous_frame_mse']:.5f} (decoder on those frames "
+        f"{r['decoder_on_those_frames_mse']:.5f}); {r['score_frames']} frames, trained {r['train_seconds']} s"
+    )
