@@ -198,6 +198,6 @@ def test_decoder_command_beats_the_mean_frame_and_leaves_the_world_model_alone(m
     assert result["mse"]["decoder"] < result["mse"]["mean_frame"]
     after = checkpoint.load(model)[0]
     assert all(torch.equal(before[k], after[k]) for k in before)
-    decoder = load_decoder(tmp_path / "decoder.safetensors")
-    assert decoder(torch.zeros(2, decoder.fc.in_features)).shape == (2, 1, 84, 84)
+    decoder, wm = load_decoder(tmp_path / "decoder.safetensors")
+    assert decoder(torch.zeros(2, wm.cfg.latent_dim)).shape == (2, 1, 84, 84)
     assert (tmp_path / "decoder.png").stat().st_size > 0

@@ -127,7 +127,7 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
 
 def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     run, _ = uninterrupted
-    r = run_cli("report", str(run))
+    r = run_cli("report", str(run), "--decoder-steps", "20")
     assert r.returncode == 0, r.stderr[-3000:]
     out = run / "report"
     for png in ("kseed.png", "hof.png", "tiers.png", "world_model.png"):
@@ -141,6 +141,10 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     rows = [row for row in rows if row["agent"] == hof.top(run)[0]["best_agent"]]
     chosen = json.loads((out / "render.json").read_text())["chosen"]
     assert chosen["max_x"] == max(row["max_x"] for row in rows) and (out / "best.mp4").stat().st_size > 1000
+    assert "## Dreams" in md and (out / "dreams.png").exists() and (out / "dream_long.png").exists()
+    trained_at = (out / "decoder.safetensors").stat().st_mtime
+    assert run_cli("report", str(run), "--decoder-steps", "20").returncode == 0
+    assert (out / "decoder.safetensors").stat().st_mtime == trained_at  # the same best entry: its decoder reused
     r = run_cli("report", str(run.parent / "nothing"))
     assert r.returncode == 2 and "no finished flywheel iteration" in r.stderr
 

@@ -489,21 +489,32 @@ def test_planner_agent_plays_through_the_harness(trained, tmp_path):
     assert all(r["steps"] <= 15 and "realized_dx_mean" in r for r in rows)
 
 
-def test_render_a_world_model_agent_with_its_drift_strip(trained, tmp_path):
+def test_k_step_dreams_are_each_moments_own_open_loop_rollout(trained):
+    from lemario.play.render import k_step_dreams
+
+    model, _ = load_world_model(trained / "model.safetensors")
+    latents, actions = torch.randn(9, model.cfg.latent_dim), torch.randint(0, 12, (8,))
+    dreams = k_step_dreams(model, latents, actions, 3)
+    assert torch.isnan(dreams[:3]).all()
+    before = torch.cat([torch.zeros(1, dtype=actions.dtype), actions])
+    for t in range(3, 9):
+        one = model.rollout(latents[None, t - 3 : t - 2], actions[None, t - 3 : t], before[None, t - 3])[0, -1]
+        assert torch.allclose(dreams[t], one, atol=1e-5)
+
+
+def test_render_a_world_model_agent_with_its_drift_strip_and_dreams(trained, corpus, tmp_path):
+    from lemario.model.decoder import DecoderConfig, train_decoder
     from lemario.play.render import RenderConfig, render
 
-    s = render(
-        RenderConfig(
-            agent="biased",
-            episodes=1,
-            env=EnvConfig(max_steps=20),
-            drift_k=5,
-            out=tmp_path,
-            world_model=trained / "model.safetensors",
-        )
-    )
+    model = trained / "model.safetensors"
+    train_decoder(DecoderConfig(model, corpus=corpus, steps=20, width=8, out=tmp_path / "dec"))
+    cfg = RenderConfig(agent="biased", episodes=1, env=EnvConfig(max_steps=20), drift_k=5, out=tmp_path / "r")
+    s = render(replace(cfg, world_model=model, decoder=tmp_path / "dec" / "decoder.safetensors"))
     assert s["mean_drift"] is not None and s["mean_drift"] >= 0
-    assert (tmp_path / "best.mp4").stat().st_size > 0 and (tmp_path / "render.json").exists()
+    assert (tmp_path / "r" / "best.mp4").stat().st_size > 0 and (tmp_path / "r" / "render.json").exists()
+    assert (tmp_path / "r" / "dreams.png").exists() and (tmp_path / "r" / "dream_long.png").exists()
+    plain = render(replace(cfg, out=tmp_path / "plain"))  # no world model: no strip, no dreams
+    assert plain["mean_drift"] is None and not (tmp_path / "plain" / "dreams.png").exists()
 
 
 def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):

@@ -25,6 +25,7 @@ from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.plots import figure, save_png
+from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer
 from lemario.flywheel.config import iter_dir
 from lemario.model.world_model import WorldModel, load_world_model
@@ -138,10 +139,10 @@ def straightening_main(cfg: StraighteningConfig) -> None:
     results = {}
     for run in cfg.runs:
         rows = measure_run(run, buffer, cfg)
-        write_json(Path(run) / "analysis" / "straightening.json", {"config": cfg, "rows": rows})
+        write_json(Path(run) / "analysis" / "straightening.json", {"config": as_json(cfg), "rows": rows})
         results[str(run)] = rows
     out = cfg.out or Path(cfg.runs[0]) / "analysis"
     flywheel = iter_dir(cfg.runs[0], 0).exists() or iter_dir(cfg.runs[0], 1).exists()
     plot(results, out / "straightening.png", "flywheel iteration" if flywheel else "training step")
-    write_json(out / "straightening-all.json", {"config": cfg, "runs": results})
+    write_json(out / "straightening-all.json", {"config": as_json(cfg), "runs": results})
     print(f"wrote {out / 'straightening.png'}")

@@ -34,6 +34,7 @@ from lemario.control.agents import ScriptedAgent
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.plots import figure, save_png
+from lemario.core.runconfig import as_json
 from lemario.games.mario import frames as mario_frames
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import X_PAGE, X_SCREEN
@@ -239,7 +240,7 @@ def run_surprise(cfg: SurpriseConfig) -> dict:
             "p_greater": paired_permutation_p(diff),
         }
     return {
-        "config": cfg,
+        "config": as_json(cfg),
         "episodes": len(seeds),
         "episodes_tried": tried,
         "seeds": seeds,
@@ -254,7 +255,7 @@ def _nan_list(a: np.ndarray) -> list:
 
 
 def plot(result: dict, path: Path) -> None:
-    cfg = result["config"]
+    cfg = result["config"]  # as JSON
     plt = figure()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, kind in enumerate(KINDS):
@@ -264,11 +265,11 @@ def plot(result: dict, path: Path) -> None:
         p = result["tests"].get(kind, {}).get("p_greater")
         ax.plot(t, m, color=f"C{i}", label=kind if p is None else f"{kind} (p = {p:.2g})")
         ax.fill_between(t, m - se, m + se, color=f"C{i}", alpha=0.2)
-    ax.axvline(cfg.t0 + 0.5, color="grey", ls=":", lw=1)
+    ax.axvline(cfg["t0"] + 0.5, color="grey", ls=":", lw=1)
     ax.set(
         xlabel="step",
         ylabel="surprise (latent MSE), mean ± SE",
-        title=f"violation of expectation, {cfg.game}, {result['episodes']} episodes",
+        title=f"violation of expectation, {cfg['game']}, {result['episodes']} episodes",
         yscale="log",
     )
     ax.legend(fontsize=8)

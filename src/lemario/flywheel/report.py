@@ -6,7 +6,10 @@
     RUN/report/hof.png                   hall-of-fame best over iterations (confirmation score, 95% CI)
     RUN/report/tiers.png                 frame share per tier: the corpus and the replay selection
     RUN/report/world_model.png           held-out losses and probe scores per iteration, training loss curves
-    RUN/report/best.mp4, best.gif        the hall of fame's best policy on its best evaluation episode
+    RUN/report/best.mp4, best.gif        the hall of fame's best policy on its best evaluation episode, its world
+                                         model's decoded dreams beside the game
+    RUN/report/dreams.png, dream_long.png  those dreams as strips (real, decoded, dreamed; one long dream)
+    RUN/report/decoder.safetensors       the post-hoc decoder they come from (diagnostic, trained here once)
 
 The biased-random reference is the mean max_x of iteration 1's collection (the seed's baseline policy, played
 on collection seeds). Everything is read from the run folder; the report can be rebuilt at any time.
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from lemario.core import runlog
+from lemario.core import checkpoint, runlog
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import atomic_write_text, read_json
@@ -34,6 +37,7 @@ from lemario.flywheel.figures import PROBE_KEYS, hof_curve, plot_hof, plot_kseed
 from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.run import finished
 from lemario.games.mario.env import EnvConfig
+from lemario.model.decoder import DecoderConfig, train_decoder
 from lemario.play.render import RenderConfig, render
 
 FIGURES = (
@@ -50,6 +54,10 @@ class ReportConfig:
     """Flywheel run folder."""
     video: bool = True
     """Render the hall of fame's best episode (replays it on the emulator)."""
+    dreams: bool = True
+    """Beside it, its world model's dreams: a post-hoc decoder (`lemario analyze decoder`) trained on the run's
+    corpus for that world model, once (report/decoder.safetensors is reused while the best entry stays)."""
+    decoder_steps: int = 2000
 
 
 def biased_reference(run: Path) -> float | None:
@@ -58,12 +66,24 @@ def biased_reference(run: Path) -> float | None:
     return float(np.mean([r["max_x"] for r in rows])) if rows else None
 
 
-def render_best(run: Path, out: Path) -> dict | None:
-    """The HOF best policy on its furthest evaluation episode, replayed on the emulator."""
+def dream_decoder(run: Path, entry: Path, out: Path, steps: int) -> Path:
+    """A decoder for the HOF entry's world model: report/decoder.safetensors, trained unless it is already that
+    world model's."""
+    path, world_model = out / "decoder.safetensors", entry / "world_model.safetensors"
+    if path.exists() and (out / checkpoint.load_meta(path)["world_model"]).resolve() == world_model.resolve():
+        return path
+    train_decoder(DecoderConfig(world_model, corpus=run / "corpus", steps=steps, out=out))
+    return path
+
+
+def render_best(run: Path, out: Path, cfg: ReportConfig) -> dict | None:
+    """The HOF best policy on its furthest evaluation episode, replayed on the emulator (with its world model's
+    dreams when asked)."""
     top = hof.top(run)
     if not top:
         return None
     entry = hof.folder(run, top[0])
+    decoder = dream_decoder(run, entry, out, cfg.decoder_steps) if cfg.dreams else None
     rows = runlog.read_rows(entry / "eval" / "episodes.jsonl")
     rows = [r for r in rows if r.get("agent") == top[0].get("best_agent")] or rows
     best = max(rows, key=lambda r: (r["max_x"], -r["steps"]))
@@ -76,6 +96,7 @@ def render_best(run: Path, out: Path) -> dict | None:
                 eval_seed=best["eval_seed"],
                 env=env,
                 out=out,
+                decoder=decoder,
             )
         )
 
@@ -182,8 +203,15 @@ def _write_page(out: Path, head: str, tables: list, video: dict | None) -> None:
         md.append(f"## Best episode\n\n{caption}\n\n![best episode](best.gif) ([MP4](best.mp4))\n")
         body.append(
             f"<h2>Best episode</h2><p>{html.escape(caption)}</p>"
-            "<video src='best.mp4' controls loop width='512'></video>"
+            "<video src='best.mp4' controls loop width='768'></video>"
         )
+        if (out / "dreams.png").exists():
+            text = (
+                "Its world model's dreams, decoded by a post-hoc decoder: each moment imagined a few steps earlier "
+                "under the actions played, and one open-loop dream from the first frame."
+            )
+            md.append(f"## Dreams\n\n{text}\n\n![dreams](dreams.png)\n\n![one long dream](dream_long.png)\n")
+            body.append(f"<h2>Dreams</h2><p>{text}</p><img src='dreams.png'><img src='dream_long.png'>")
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 6px}"
@@ -210,7 +238,7 @@ def build(cfg: ReportConfig) -> Path:
     plot_hof(curve, reference, out / "hof.png")
     plot_tiers(summaries, out / "tiers.png")
     plot_world_model(run, summaries, out / "world_model.png")
-    video = render_best(run, out) if cfg.video else None
+    video = render_best(run, out, cfg) if cfg.video else None
     tables = [
         ("Iterations", _iterations_table(summaries, curve)),
         ("Detector decisions", _decisions_table(summaries)),

@@ -18,6 +18,7 @@ decoder.json (config and held-out errors) and decoder.png (held-out frames above
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.plots import figure, save_png
+from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer, is_val_episode
 from lemario.model.probes import embed_frames
 from lemario.model.world_model import load_world_model
@@ -171,35 +173,41 @@ def train_decoder(cfg: DecoderConfig) -> dict:
     }
     result["psnr"] = {k: psnr(v) for k, v in result["mse"].items()}
     out = cfg.out or Path(cfg.model).parent / "analysis"
-    meta = {"kind": "decoder", "world_model": str(cfg.model), "config": cfg, "result": result}
+    world_model = os.path.relpath(Path(cfg.model).resolve(), out.resolve())  # moves with a run folder
+    meta = {"kind": "decoder", "world_model": world_model, "config": as_json(cfg), "result": result}
     checkpoint.save(out / "decoder.safetensors", decoder.state_dict(), meta)  # the report is its sidecar
-    picture(frames[score][:8], decoded[:8], out / "decoder.png")
+    rows = {"real": frames[score][:8], "decoded": decoded[:8]}
+    strip(rows, [f"held-out {i}" for i in range(8)], out / "decoder.png", "held-out frames and their decodings")
     return result
 
 
-def picture(real: torch.Tensor, decoded: torch.Tensor, path: Path) -> None:
-    """Held-out frames (top row) above their decodings (bottom row)."""
-    plt = figure()
-    n = len(real)
-    fig, axes = plt.subplots(2, n, figsize=(1.4 * n, 3), squeeze=False)
-    for j in range(n):
-        for i, img in enumerate((real[j], decoded[j])):
-            a = img.permute(1, 2, 0).squeeze(-1).numpy()
-            axes[i, j].imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
-            axes[i, j].axis("off")
-    axes[0, 0].set_title("real", fontsize=8, loc="left")
-    axes[1, 0].set_title("decoded from the latent", fontsize=8, loc="left")
-    save_png(fig, path)
-
-
-def load_decoder(path: Path) -> Decoder:
-    """A decoder written by `lemario analyze decoder`, for the world model it was trained on."""
+def load_decoder(path: Path):
+    """(decoder, its world model): a decoder written by `lemario analyze decoder` and the world model whose
+    latents it reads."""
     tensors, meta = checkpoint.load(path, kind="decoder")
-    model, _ = load_world_model(Path(meta["world_model"]))
+    model, _ = load_world_model(Path(path).parent / meta["world_model"])  # relative to the decoder's folder
     channels = tensors["out.weight"].shape[0]
     decoder = Decoder(model.cfg.latent_dim, model.cfg.image_size, channels, meta["config"]["width"])
     checkpoint.load_state(decoder, tensors, Path(path))
-    return decoder.eval()
+    return decoder.eval(), model
+
+
+def strip(rows: dict[str, torch.Tensor], columns: list[str], path: Path, title: str) -> None:
+    """A grid of pictures: one row per name, each (n, C, H, W) in [0, 1], one column per label."""
+    plt = figure()
+    n = len(columns)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows)), squeeze=False)
+    for i, (name, images) in enumerate(rows.items()):
+        for j in range(n):
+            a = images[j].permute(1, 2, 0).squeeze(-1).numpy()
+            axes[i, j].imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            if i == 0:
+                axes[i, j].set_title(columns[j], fontsize=7)
+        axes[i, 0].set_ylabel(name, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    save_png(fig, path)
 
 
 def decoder_main(cfg: DecoderConfig) -> None:

@@ -1,4 +1,5 @@
-"""`lemario render AGENT`: the best of N episodes as MP4 and GIF, with an overlay and a latent-drift strip.
+"""`lemario render AGENT`: the best of N episodes as MP4 and GIF, with an overlay, a latent-drift strip and,
+given a decoder (`lemario analyze decoder`), the world model's dreams decoded beside the game.
 
 The agent plays N episodes on the evaluation seeds; the best one (furthest max_x, or the fastest clear) is
 replayed exactly (same seed, deterministic emulator and agent) and drawn: the game at 2x, x, the chosen
@@ -22,6 +23,7 @@ from lemario.control.agents import make_agent, validate_spec
 from lemario.core.files import check_writable, write_json
 from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.model.decoder import load_decoder, strip
 from lemario.model.world_model import load_world_model
 from lemario.play.episodes import play
 from lemario.play.evaluate import EVAL_SEED_BASE
@@ -45,6 +47,10 @@ class RenderConfig:
     """Steps of imagination before the drift is measured."""
     world_model: Path | None = None
     """World model for the drift strip of agents that have none (random, biased)."""
+    decoder: Path | None = None
+    """A decoder (`lemario analyze decoder`): its world model's dream of each moment, imagined drift_k steps
+    earlier under the actions played, decoded beside the game; and dreams.png (real, decoded, dreamed) and
+    dream_long.png (one open-loop dream from the first frame, to see where it drifts)."""
     out: Path = Path("runs/render")
     fps: int = 15
     gif_width: int = 256
@@ -60,24 +66,36 @@ def choose(rows: list[dict], rank_by: str) -> dict:
 
 
 @torch.no_grad()
-def latent_drift(model, latents: torch.Tensor, actions: torch.Tensor, k: int) -> np.ndarray:
-    """(T,) relative error of the k-step open-loop prediction of each latent (nan for the first k).
+def k_step_dreams(model, latents: torch.Tensor, actions: torch.Tensor, k: int) -> torch.Tensor:
+    """(T, D) the k-step open-loop prediction of each latent, all in one batch (NaN rows for the first k).
     latents (T, D), actions (T-1,) the action after each."""
     T = len(latents)
-    drift = np.full(T, np.nan)
-    before = torch.cat([torch.zeros(1, dtype=actions.dtype), actions])  # (T,) the action before each latent
-    for t in range(k, T):
-        pred = model.rollout(latents[None, t - k : t - k + 1], actions[None, t - k : t], before[None, t - k])[0, -1]
-        drift[t] = float((pred - latents[t]).norm() / latents[t].norm().clamp_min(1e-6))
-    return drift
+    out = torch.full_like(latents, float("nan"))
+    if T > k:
+        before = torch.cat([torch.zeros(1, dtype=actions.dtype), actions])  # (T,) the action before each latent
+        starts = torch.arange(T - k)
+        windows = actions[starts[:, None] + torch.arange(k)]  # (T-k, k) the k actions from each start
+        out[k:] = model.rollout(latents[starts, None], windows, before[starts])[:, -1]
+    return out
 
 
-def compose(rgb: np.ndarray, text: str, drift: np.ndarray | None, t: int) -> np.ndarray:
-    """One video frame: the game at SCALE x, a text line and the drift strip."""
+def latent_drift(dreams: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
+    """(T,) relative error ||z_hat - z|| / ||z|| of each k-step dream (NaN where there is none)."""
+    return ((dreams - latents).norm(dim=-1) / latents.norm(dim=-1).clamp_min(1e-6)).numpy()
+
+
+def compose(
+    rgb: np.ndarray, text: str, drift: np.ndarray | None, t: int, dream: np.ndarray | None = None
+) -> np.ndarray:
+    """One video frame: the game at SCALE x, beside it the decoded dream of this moment (when given), a text line
+    and the drift strip."""
     h, w = rgb.shape[0] * SCALE, rgb.shape[1] * SCALE
-    canvas = Image.new("RGB", (w, h + PANEL), (16, 16, 16))
+    canvas = Image.new("RGB", (w + (h if dream is not None else 0), h + PANEL), (16, 16, 16))
     canvas.paste(Image.fromarray(rgb).resize((w, h), Image.NEAREST), (0, 0))
     draw = ImageDraw.Draw(canvas)
+    if dream is not None:
+        canvas.paste(Image.fromarray(dream).convert("RGB").resize((h, h), Image.BILINEAR), (w, 0))
+        draw.text((w + 6, 4), "dream", fill=(250, 200, 90))
     draw.text((6, h + 4), text, fill=(240, 240, 240))
     if drift is not None and np.isfinite(drift).any():
         top, height = h + 22, PANEL - 28
@@ -113,6 +131,30 @@ def _record(env: SuperMarioBros, agent, seed: int, labels: list[str]) -> tuple[d
     return row, frames, observations, actions, texts
 
 
+@torch.no_grad()
+def dream_figures(cfg: RenderConfig, obs: torch.Tensor, actions: torch.Tensor) -> np.ndarray:
+    """dreams.png and dream_long.png of an episode's (T+1, S, H, W) observations and (T,) actions; returns each
+    moment's decoded drift_k-step dream as (T+1, H, W) uint8 (black before there is one)."""
+    decoder, model = load_decoder(cfg.decoder)
+    k = cfg.drift_k
+    z = model.encode(obs)  # (T+1, D)
+    dreams = k_step_dreams(model, z, actions, k)
+    decoded = torch.zeros(len(z), *decoder(z[:1]).shape[1:])  # (T+1, C, H, W)
+    decoded[k:] = decoder(dreams[k:])
+    real = obs[:, -1:].float() / 255.0  # (T+1, 1, H, W) the newest frame of each stack
+    if len(z) > k:
+        times = np.linspace(k, len(z) - 1, min(8, len(z) - k)).round().astype(int)
+        rows = {"real": real[times], "decoded": decoder(z[times]), f"dreamed {k} steps": decoded[times]}
+        strip(rows, [f"t={t}" for t in times], cfg.out / "dreams.png", f"dreams {k} steps ahead")
+    n = min(64, len(actions))
+    first = torch.zeros(1, dtype=actions.dtype)
+    long = torch.cat([z[:1], model.rollout(z[None, :1], actions[None, :n], first)[0]])  # (n+1, D)
+    times = np.linspace(0, n, min(9, n + 1)).round().astype(int)
+    rows = {"real": real[times], "dreamed": decoder(long[times])}
+    strip(rows, [f"t={t}" for t in times], cfg.out / "dream_long.png", "one open-loop dream from the first frame")
+    return (decoded[:, 0] * 255).round().byte().numpy()
+
+
 def _write_video(cfg: RenderConfig, video: list[np.ndarray]) -> tuple[Path, Path, int]:
     """best.mp4 at cfg.fps and a ~8 fps best.gif of cfg.gif_width pixels; returns both paths and the GIF's frames."""
     mp4, gif = cfg.out / "best.mp4", cfg.out / "best.gif"
@@ -143,12 +185,18 @@ def render(cfg: RenderConfig) -> dict:
     model = getattr(agent, "model", None)
     if model is None and cfg.world_model is not None:
         model, _ = load_world_model(cfg.world_model)
-    drift = None
+    drift = pictures = None
+    obs, acts = torch.from_numpy(np.stack(observations)), torch.tensor(actions)
     if model is not None:
         with torch.no_grad():
-            z = model.encode(torch.from_numpy(np.stack(observations)))  # (T+1, D)
-        drift = latent_drift(model, z, torch.tensor(actions), cfg.drift_k)
-    video = [compose(f, txt, drift, t) for t, (f, txt) in enumerate(zip(frames, texts))]
+            z = model.encode(obs)  # (T+1, D)
+        drift = latent_drift(k_step_dreams(model, z, acts, cfg.drift_k), z)
+    if cfg.decoder is not None:
+        pictures = dream_figures(cfg, obs, acts)
+    video = [
+        compose(f, txt, drift, t, None if pictures is None else pictures[t])
+        for t, (f, txt) in enumerate(zip(frames, texts))
+    ]
     mp4, gif, gif_frames = _write_video(cfg, video)
     mean_drift = float(np.nanmean(drift)) if drift is not None and np.isfinite(drift).any() else None
     summary = {
