@@ -34,8 +34,8 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.plots import figure, save_png
 from lemario.core.runconfig import as_json
-from lemario.data.buffer import EpisodeBuffer, is_val_episode
-from lemario.model.probes import embed_frames
+from lemario.data.buffer import EpisodeBuffer
+from lemario.model.probes import embed_frames, split_frames
 from lemario.model.world_model import load_world_model
 
 
@@ -129,17 +129,7 @@ def train_decoder(cfg: DecoderConfig) -> dict:
     buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)
     if (buffer.game == "push") != model.cfg.continuous_actions:
         raise LemarioError(f"{cfg.corpus} holds the other game than {cfg.model}: pass a corpus of its game")
-    scored = np.array([is_val_episode("decoder:" + f, cfg.score_fraction) for f in buffer.files])
-    if scored.all() or not scored.any():
-        if len(buffer.files) < 2:
-            raise LemarioError(f"the decoder needs at least 2 episodes in {cfg.corpus} (train on some, score others)")
-        scored[:] = False
-        scored[-max(1, len(scored) // 3) :] = True
-    rng = np.random.default_rng(cfg.seed)
-    idx = np.arange(len(buffer))
-    if len(idx) > cfg.max_frames:
-        idx = np.sort(rng.choice(idx, cfg.max_frames, replace=False))
-    episode = np.repeat(np.arange(len(buffer.starts)), buffer.lengths)[idx]
+    scored, idx, episode = split_frames(buffer, "decoder", cfg.score_fraction, cfg.max_frames, cfg.seed)
     is_score = scored[episode]
     _, emb = embed_frames(model, buffer, idx)
     z, frames = torch.from_numpy(emb), frame_targets(buffer, idx)

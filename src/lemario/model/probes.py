@@ -57,6 +57,24 @@ class ProbeConfig:
     """Where to write the JSON table (default: probe.json beside the checkpoint)."""
 
 
+def split_frames(
+    buffer: EpisodeBuffer, salt: str, score_fraction: float, max_frames: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episodes to score on (E,) bool, chosen by a hash of `salt` and the file name (the last third when the hash
+    picks none or all), and at most `max_frames` frames spread over the corpus: their indices (N,) and episodes
+    (N,)."""
+    scored = np.array([is_val_episode(f"{salt}:{f}", score_fraction) for f in buffer.files])
+    if scored.all() or not scored.any():
+        if len(buffer.files) < 2:
+            raise LemarioError(f"{salt} needs at least 2 episodes (fit on some, score on others): collect more")
+        scored[:] = False
+        scored[-max(1, len(scored) // 3) :] = True
+    idx = np.arange(len(buffer))
+    if len(idx) > max_frames:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_frames, replace=False))
+    return scored, idx, np.repeat(np.arange(len(buffer.starts)), buffer.lengths)[idx]
+
+
 @torch.no_grad()
 def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Trunk features (N, encoder_dim) and embeddings (N, D) of the frame stacks ending at frames idx."""
@@ -164,20 +182,10 @@ def run_probes(cfg: ProbeConfig) -> dict:
     """Fit and score every probe of a checkpoint on a corpus; writes and returns the JSON report."""
     model, meta = load_world_model(cfg.checkpoint)
     buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)  # an analysis: warn and go on
-    scored_eps = np.array([is_val_episode("probe:" + f, cfg.score_fraction) for f in buffer.files])
-    if scored_eps.all() or not scored_eps.any():
-        if len(buffer.files) < 2:
-            raise LemarioError(f"probing needs at least 2 episodes in {cfg.corpus} (fit on some, score on others)")
-        scored_eps[:] = False
-        scored_eps[-max(1, len(scored_eps) // 3) :] = True
-    rng = np.random.default_rng(cfg.seed)
-    frame_episode = np.repeat(np.arange(len(buffer.starts)), buffer.lengths)
-    idx = np.arange(len(buffer))
-    if len(idx) > cfg.max_frames:
-        idx = np.sort(rng.choice(idx, cfg.max_frames, replace=False))
+    scored_eps, idx, episode = split_frames(buffer, "probe", cfg.score_fraction, cfg.max_frames, cfg.seed)
     trunk, emb = embed_frames(model, buffer, idx)
-    is_score = scored_eps[frame_episode[idx]]
-    groups = frame_episode[idx][~is_score]
+    is_score = scored_eps[episode]
+    groups = episode[~is_score]
     targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer).items()}
     report = {
         "checkpoint": str(cfg.checkpoint),
