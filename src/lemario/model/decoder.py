@@ -166,8 +166,9 @@ def train_decoder(cfg: DecoderConfig) -> dict:
     world_model = os.path.relpath(Path(cfg.model).resolve(), out.resolve())  # moves with a run folder
     meta = {"kind": "decoder", "world_model": world_model, "config": as_json(cfg), "result": result}
     checkpoint.save(out / "decoder.safetensors", decoder.state_dict(), meta)  # the report is its sidecar
-    rows = {"real": frames[score][:8], "decoded": decoded[:8]}
-    strip(rows, [f"held-out {i}" for i in range(8)], out / "decoder.png", "held-out frames and their decodings")
+    shown = np.linspace(0, len(decoded) - 1, min(8, len(decoded))).round().astype(int)  # spread over episodes
+    rows = {"real": frames[score][shown], "decoded": decoded[shown]}
+    strip(rows, [f"held-out {i}" for i in shown], out / "decoder.png", "held-out frames and their decodings")
     return result
 
 
