@@ -2,6 +2,7 @@
 up to the commands on tiny trained models; the perturbations change exactly what they claim to."""
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def mario_run(tmp_path_factory) -> Path:
 
 
 def test_straightening_along_a_trainings_snapshots(mario_run):
-    assert [s for s, _ in weight_files(mario_run)] == [10, 20]  # the last snapshot is the final model
+    label, files = weight_files(mario_run)
+    assert label == "training step" and [s for s, _ in files] == [10, 20]  # the last snapshot is the final model
     corpus = json.loads((mario_run / "config.json").read_text())["config"]["corpus"]
     r = run_cli("analyze", "straightening", str(mario_run), "--corpus", corpus, "--windows", "16", "--length", "8")
     assert r.returncode == 0, r.stderr
@@ -146,6 +148,17 @@ def test_straightening_along_a_trainings_snapshots(mario_run):
     assert (mario_run / "analysis" / "straightening.png").stat().st_size > 0
     r = run_cli("analyze", "straightening", str(mario_run.parent), "--corpus", corpus)
     assert r.returncode == 2 and "holds no world model" in r.stderr
+
+
+def test_weight_files_of_a_flywheel_are_its_iterations_world_models(mario_run, tmp_path):
+    for n in (1, 2, 3):  # iteration 3 has not trained its world model yet
+        wm = tmp_path / f"iter{n:03d}" / "wm"
+        wm.mkdir(parents=True)
+        if n < 3:
+            for suffix in (".safetensors", ".json"):
+                shutil.copy((mario_run / "model").with_suffix(suffix), (wm / "model").with_suffix(suffix))
+    label, files = weight_files(tmp_path)
+    assert label == "flywheel iteration" and [n for n, _ in files] == [1, 2]
 
 
 def test_surprise_command_on_mario(mario_run, tmp_path):

@@ -53,26 +53,25 @@ def trajectories(model: WorldModel, batch: dict[str, np.ndarray], context: int) 
     return real, torch.cat([real[:, context - 1 : context], preds], dim=1)
 
 
-def weight_files(run: Path) -> list[tuple[int, Path]]:
-    """(x, weights) along a run: a flywheel's iterations (x = iteration) or a training's snapshots and final model
-    (x = step)."""
+def weight_files(run: Path) -> tuple[str, list[tuple[int, Path]]]:
+    """What x counts and the (x, weights) along a run: a flywheel's iterations (x = iteration, from 1) or a
+    training's snapshots and final model (x = step)."""
     run = Path(run)
-    if iter_dir(run, 1).exists() or iter_dir(run, 0).exists():
-        n, out = 0, []
-        while iter_dir(run, n).exists() or n == 0:
+    if iter_dir(run, 1).exists():
+        n, out = 1, []
+        while iter_dir(run, n).exists():
             wm = iter_dir(run, n) / "wm" / "model.safetensors"
             if wm.exists():
                 out.append((n, wm))
             n += 1
-        return out
+        return "flywheel iteration", out
     files = sorted((run / "snapshots").glob("step-*.safetensors"))
-    steps = [checkpoint.load_meta(f, kind="world_model")["step"] for f in files]
-    out = list(zip(steps, files))
+    out = [(checkpoint.load_meta(f, kind="world_model")["step"], f) for f in files]
     final = run / "model.safetensors"
     if final.exists():
         step = checkpoint.load_meta(final, kind="world_model")["step"]
         out = [(s, f) for s, f in out if s != step] + [(step, final)]
-    return out
+    return "training step", out
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class StraighteningConfig:
         if self.length < 3 or self.windows < 2:
             raise LemarioError("--length must be >= 3 and --windows >= 2: straightness needs two velocities")
         for run in self.runs:
-            if not weight_files(run):
+            if not weight_files(run)[1]:
                 raise LemarioError(
                     f"{run} holds no world model: pass a `lemario train` folder (with --snapshot-every for a curve) "
                     "or a flywheel folder"
@@ -103,7 +102,7 @@ class StraighteningConfig:
 def measure_run(run: Path, buffer: EpisodeBuffer, cfg: StraighteningConfig) -> list[dict]:
     """One row per weight file of the run: straightness of real and predicted trajectories, mean and SE."""
     rows = []
-    for x, path in weight_files(run):
+    for x, path in weight_files(run)[1]:
         model, meta = load_world_model(path)
         if (buffer.game == "push") != model.cfg.continuous_actions:
             raise LemarioError(f"{path} is a model of the other game than {cfg.corpus}: pass a corpus of its game")
@@ -142,7 +141,6 @@ def straightening_main(cfg: StraighteningConfig) -> None:
         write_json(Path(run) / "analysis" / "straightening.json", {"config": as_json(cfg), "rows": rows})
         results[str(run)] = rows
     out = cfg.out or Path(cfg.runs[0]) / "analysis"
-    flywheel = iter_dir(cfg.runs[0], 0).exists() or iter_dir(cfg.runs[0], 1).exists()
-    plot(results, out / "straightening.png", "flywheel iteration" if flywheel else "training step")
+    plot(results, out / "straightening.png", weight_files(cfg.runs[0])[0])
     write_json(out / "straightening-all.json", {"config": as_json(cfg), "runs": results})
     print(f"wrote {out / 'straightening.png'}")

@@ -150,13 +150,13 @@ def push_branches(game: PushConfig, seed: int, t0: int, steps: int) -> dict[str,
 
 
 def _teleported(pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The T's centre moved PUSH_TELEPORT_UNITS in a random direction that keeps it on the board."""
-    for _ in range(100):
+    """The T's centre moved PUSH_TELEPORT_UNITS in a random direction that keeps it on the board (one toward the
+    middle always does)."""
+    while True:
         angle = rng.uniform(0, 2 * np.pi)
         new = pos + PUSH_TELEPORT_UNITS * np.array([np.cos(angle), np.sin(angle)])
         if np.all((new > 90) & (new < 512 - 90)):
             return new.astype(np.float32)
-    return (pos + np.sign(256 - pos) * PUSH_TELEPORT_UNITS / np.sqrt(2)).astype(np.float32)
 
 
 @torch.no_grad()
