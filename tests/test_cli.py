@@ -114,6 +114,20 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         ],
         "pass --action-set complex",
     ),
+    (
+        "eval-frame-size",
+        [
+            "eval",
+            "planner:{root}/wm/model.safetensors",
+            "--action-set",
+            "complex",
+            "--resize",
+            "96",
+            "--out",
+            "{root}/new",
+        ],
+        "reads stacks of 4 frames of 84 px, the env gives 4 of 96 px: pass --frame-stack 4 --resize 84",
+    ),
     ("render-agent", ["render", "genius", "--out", "{root}/new"], "unknown agent 'genius'"),
     (
         "imagine-world-model",
@@ -121,6 +135,7 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         "no checkpoint at",
     ),
     ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
+    ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 84 px, the env gives"),
     ("flywheel-executor", ["flywheel", "--executor", "spark", "--out", "{root}/new"], "unknown executor"),
     ("flywheel-hidden-flag", ["flywheel", "--train.corpus", "x", "--out", "{root}/new"], "Unrecognized options"),
     ("ppo-level", ["baseline", "ppo", "--level", "9-9", "--out", "{root}/new"], "unknown level '9-9'"),

@@ -7,9 +7,18 @@ import pytest
 import torch
 
 from lemario.control.gaussian_cem import GaussianCEMConfig, gaussian_cem
-from lemario.control.push_players import SimulatorPlanner, around, project_thrust, turn_cost
+from lemario.control.push_players import SimulatorPlanner, around, project_thrust, turn_cost, warm_rule
 from lemario.core.errors import LemarioError
-from lemario.games.push.board import GOALS, STATE_DIM, T_POS, goal_distances
+from lemario.games.push.board import (
+    DISC_SLICE,
+    GOALS,
+    STATE_DIM,
+    T_POS,
+    goal_distances,
+    head_state,
+    head_targets,
+    random_start,
+)
 from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
 
@@ -31,6 +40,34 @@ def test_cem_respects_the_projection_and_its_config_checks():
     assert plan.actions.norm(dim=-1).max() <= 1 + 1e-6 and plan.actions[:, 0].min() > 0.9  # full thrust along +x
     with pytest.raises(LemarioError, match="elite_frac"):
         GaussianCEMConfig(elite_frac=0).validate()
+
+
+def test_a_warm_start_is_scored_as_it_is():
+    target = torch.tensor([[0.3, -0.5], [0.8, 0.1]])  # (H, A)
+    cost = lambda a: ((a - target) ** 2).sum((1, 2))  # noqa: E731
+    cfg = GaussianCEMConfig(samples=8, iterations=1)
+    warm = gaussian_cem(cost, 2, 2, cfg, torch.Generator().manual_seed(0), mean=target)
+    cold = gaussian_cem(cost, 2, 2, cfg, torch.Generator().manual_seed(0))
+    assert warm.cost == 0.0 and torch.equal(warm.actions, target) and torch.equal(warm.history[0].actions[0], target)
+    assert cold.cost > 0.01
+
+
+def test_head_state_reads_positions_angle_and_velocities():
+    before = random_start(np.random.default_rng(3))
+    vel, spin = np.array([[30.0, -20.0], [0.0, 50.0], [10.0, 5.0]]), 0.4
+    now = before.copy()
+    for i, sl in enumerate((*DISC_SLICE, T_POS)):
+        now[sl] = before[sl] + vel[i] * 0.1  # one env step is 0.1 s
+    now[10] = before[10] + spin * 0.1
+    state = head_state(head_targets(now), head_targets(before))
+    assert np.allclose(state[[0, 1, 4, 5, 8, 9, 10]], now[[0, 1, 4, 5, 8, 9, 10]], atol=1e-3)
+    assert np.allclose(state[[2, 3, 6, 7, 11, 12]], vel.ravel(), atol=0.05) and state[13] == pytest.approx(
+        spin, abs=1e-3
+    )
+    alone = head_state(head_targets(now))
+    assert not alone[[2, 3, 6, 7, 11, 12, 13]].any()  # one reading: no velocities
+    with pytest.raises(LemarioError, match="unknown warm start 'passive'"):
+        warm_rule("passive")
 
 
 def test_around_known_answers():
@@ -64,3 +101,21 @@ def test_simulator_planner_pushes_the_t_further_than_chase_t():
         progress[name] = goal_distances(state)[0] - goal_distances(info["state"])[0]
     assert progress["planner"] > progress["chase_t"] > 5
     assert len(planner.last.history) == 3 and not planner.queue  # one plan per turn, played out
+
+
+def test_a_warm_started_simulator_planner_starts_from_the_rule_and_does_no_worse():
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[0:2], state[4:6] = (256, 120), (460, 60)  # amber beside the T: chase_t must go round
+    env = PushGame()
+    env.reset(options={"state": state})
+    rule = []
+    for _ in range(5):
+        rule.append(chase_t(env.seen().state, 0))
+        _, _, _, _, info = env.step(rule[-1])
+    planner = SimulatorPlanner(cfg=GaussianCEMConfig(samples=16, iterations=2), seed=0, warm="chase_t")
+    plan = planner.plan(state, 0)
+    assert torch.allclose(plan.actions.new_tensor(np.array(rule)), plan.history[0].actions[0], atol=1e-5)
+    end = info["state"]
+    rule_cost = float(turn_cost(torch.as_tensor(end[0:2]), torch.as_tensor(end[T_POS]), torch.as_tensor(GOALS[0])))
+    assert plan.cost <= rule_cost + 1e-3

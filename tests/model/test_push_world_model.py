@@ -14,8 +14,9 @@ from lemario.control.push_players import LatentPlanner
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
-from lemario.games.push.board import STATE_DIM, head_positions, head_targets, random_start
+from lemario.games.push.board import STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushGame
+from lemario.games.push.opponents import chase_t
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
 from lemario.play.push_data import PushDataConfig, generate
@@ -120,6 +121,21 @@ def test_latent_planner_plans_from_frames_and_keeps_its_dream_field(trained):
     assert planner.last.history[0].actions.shape == (16, 5, 2) and planner.seconds > 0
     with pytest.raises(LemarioError, match="push world model"):
         LatentPlanner(WorldModel(PRESETS["tiny"].model))
+
+
+def test_a_warm_started_latent_planner_plays_the_rule_in_the_model(trained):
+    model, _ = load_world_model(trained)
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=8, iterations=1), seed=0, warm="chase_t")
+    env = PushGame()
+    env.reset(seed=3)
+    env.step(planner(env.seen()))
+    first = env.seen().frames  # amber's first frame (the context of its plan)
+    z = model.encode(torch.as_tensor(first[:1])[:, None])  # (1, D)
+    with torch.no_grad():
+        turn = planner.rule_turn(z[None], torch.zeros(1, 0, 4), 0)  # (5, 2)
+        want = chase_t(head_state(model.decode_state(z)[0].numpy()), 0)  # the rule on the board the head reads
+    assert turn.shape == (5, 2) and np.allclose(turn[0].numpy(), want, atol=1e-6)
+    assert torch.allclose(planner.last.history[0].actions[0], turn, atol=1e-4)  # CEM's first sample is the rule's turn
 
 
 def test_the_latent_match_cost_plans_toward_a_picture_of_winning(trained):

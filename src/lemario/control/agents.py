@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lemario.control.imagination import load_policy
+from lemario.control.imagination import load_policy, policy_world_model
 from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
 from lemario.control.policies import BiasedPolicy, make_policy
 from lemario.core import checkpoint
@@ -54,6 +55,8 @@ def validate_spec(spec: str, env_config: EnvConfig | None = None) -> None:
         meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])  # missing, damaged, wrong kind: its message
         if env_config is not None:
             check_action_count(meta["config"]["n_actions"], env_config, f"the {kind} {path}")
+            model_meta = meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
+            check_frames(model_meta["config"], env_config, f"the {kind} {path}")
         return
     raise LemarioError(
         f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS)
@@ -81,6 +84,17 @@ def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
         raise LemarioError(f"{what} chooses among {n} actions, the env's {env_config.action_set} set has {have}: {fix}")
 
 
+def check_frames(model_config: dict, env_config: EnvConfig, what: str) -> None:
+    """A world model reads stacks of the frames it was trained on: the env must give the same stack and size."""
+    model = (model_config.get("frame_stack", 4), model_config.get("image_size", 84))
+    env = (env_config.frame_stack, env_config.resize)
+    if model != env:
+        raise LemarioError(
+            f"{what} reads stacks of {model[0]} frames of {model[1]} px, the env gives {env[0]} of {env[1]} px: "
+            f"pass --frame-stack {model[0]} --resize {model[1]}"
+        )
+
+
 class PlannerAgent:
     """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
     `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
@@ -88,6 +102,7 @@ class PlannerAgent:
 
     def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
         check_action_count(model.cfg.n_actions, env_config, "the world model")
+        check_frames(asdict(model.cfg), env_config, "the world model")
         actions = action_set(env_config.action_set)
         self.model, self.cfg = model, cfg
         self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
@@ -153,6 +168,7 @@ class PolicyAgent:
     def __init__(self, path: Path, env_config: EnvConfig):
         self.ac, self.model, _ = load_policy(path)
         check_action_count(self.model.cfg.n_actions, env_config, f"the policy {path}")
+        check_frames(asdict(self.model.cfg), env_config, f"the policy {path}")
 
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)

@@ -61,13 +61,19 @@ def gaussian_cem(
     project: Callable[[torch.Tensor], torch.Tensor] = lambda a: a.clamp(-1, 1),
     mean: torch.Tensor | None = None,
 ) -> CEMPlan:
-    """Minimize `cost` ((N, H, A) sequences -> (N,) costs) over sequences in the set `project` maps onto."""
+    """Minimize `cost` ((N, H, A) sequences -> (N,) costs) over sequences in the set `project` maps onto.
+
+    A given `mean` (H, A) is a warm start: the search starts around it, and its first iteration scores the mean
+    itself as one of the samples, so the plan is never worse than the warm start by the cost.
+    """
     mu = torch.zeros(horizon, action_dim) if mean is None else mean.clone()  # (H, A)
     std = torch.full((horizon, action_dim), cfg.init_std)
     best, best_cost, history = mu, float("inf"), []
-    for _ in range(cfg.iterations):
+    for it in range(cfg.iterations):
         # Sample and score
         noise = torch.randn(cfg.samples, horizon, action_dim, generator=gen)
+        if it == 0 and mean is not None:
+            noise[0] = 0.0
         actions = project(mu + std * noise)  # (N, H, A)
         costs = cost(actions).float()  # (N,)
         history.append(CEMIteration(actions, costs))

@@ -315,6 +315,14 @@ def imagine_main(cfg: ImagineConfig) -> None:
     print(f"policy saved to {run_imagine(cfg)}")
 
 
+def policy_world_model(path: Path, meta: dict) -> Path:
+    """The world model a policy checkpoint names: relative to the policy's folder first, else as written."""
+    wm_path = Path(meta["world_model"])
+    if not wm_path.is_absolute() and (path.parent / wm_path).exists():
+        return path.parent / wm_path
+    return wm_path
+
+
 def load_policy(path: Path):
     """(ActorCritic, its world model, sidecar) of a policy checkpoint."""
     tensors, meta = checkpoint.load(path, kind="policy")
@@ -322,9 +330,7 @@ def load_policy(path: Path):
     state_dim = c.get("state_dim", c["latent_dim"])  # policies before the previous action: the latent alone
     ac = ActorCritic(state_dim, c["n_actions"], c["hidden"])
     checkpoint.load_state(ac, tensors, Path(path))
-    wm_path = Path(meta["world_model"])
-    if not wm_path.is_absolute() and (Path(path).parent / wm_path).exists():  # relative to the policy's folder first
-        wm_path = Path(path).parent / wm_path
+    wm_path = policy_world_model(Path(path), meta)
     model, _ = load_world_model(wm_path)
     if model.state_dim != state_dim:
         raise LemarioError(

@@ -15,7 +15,10 @@ iteration, each sample's predicted T path and cost (the "dream field" a person c
 `SimulatorPlanner` is the upper bound the world-model player is measured against: the same CEM over a turn's
 thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state.
 
-Both plan once at the start of each turn and play the plan open-loop.
+Both plan once at the start of each turn and play the plan open-loop. Either can start its search from a scripted
+rule's turn (`warm`): the rule plays the turn out in the planner's own model of the game (the simulator; for the
+world-model player, the predictor, the rule reading the board from each predicted latent with the state head), and
+those thrusts are CEM's first mean, scored as one of its samples. Without it the search starts from no thrust.
 """
 
 from __future__ import annotations
@@ -27,8 +30,18 @@ import torch
 
 from lemario.control.gaussian_cem import CEMPlan, GaussianCEMConfig, gaussian_cem
 from lemario.core.errors import LemarioError
-from lemario.games.push.board import DISC_SLICE, GOALS, PLAYERS, T_POS, Board, clip_thrust, head_positions
+from lemario.games.push.board import (
+    DISC_SLICE,
+    GOALS,
+    PLAYERS,
+    T_POS,
+    Board,
+    clip_thrust,
+    head_positions,
+    head_state,
+)
 from lemario.games.push.env import Seen
+from lemario.games.push.opponents import Rule, scripted
 from lemario.games.push.render import render
 from lemario.model.world_model import WorldModel
 
@@ -46,6 +59,15 @@ T_RADIUS = 55.0
 """Radius of the circle the `approach` distance goes around."""
 GOAL_T_OFFSET = 70.0
 """The `latent` cost's goal picture puts the T this far in front of its goal point (clear of the wall)."""
+WARM_RULES = ("chase_t", "adversarial")
+"""Scripted rules a planner can start its search from."""
+
+
+def warm_rule(name: str) -> Rule | None:
+    """The rule a planner's search starts from ('' for none)."""
+    if name and name not in WARM_RULES:
+        raise LemarioError(f"unknown warm start {name!r}: use one of {', '.join(WARM_RULES)}, or none")
+    return scripted(name) if name else None
 
 
 def project_thrust(a: torch.Tensor) -> torch.Tensor:
@@ -84,9 +106,11 @@ class LatentPlanner:
         cfg: GaussianCEMConfig | None = None,
         cost: str = "approach",
         seed: int = 0,
+        warm: str = "",
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
+        self.warm = warm_rule(warm)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         if not (model.cfg.continuous_actions and model.cfg.state_head):
@@ -163,19 +187,42 @@ class LatentPlanner:
                 return (preds[:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
-        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)
+        mean = self.rule_turn(context, past, me) if self.warm else None
+        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
         self.seconds = time.perf_counter() - t0
         return plan
+
+    @torch.no_grad()
+    def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int) -> torch.Tensor:
+        """(H, 2) the warm rule's thrusts over one turn played in the world model: at each step the rule reads the
+        board from the newest latent with the state head (velocities from the latent before), and its thrust
+        moves the predictor on. context (1, c, D) real latents, past (1, c-1, 4) the thrusts between them."""
+        model = self.model
+        reads = list(model.decode_state(context[0]).numpy())  # c x (8,)
+        thrusts = torch.zeros(1, self.horizon, 4)
+        for i in range(self.horizon):
+            state = head_state(reads[-1], reads[-2] if len(reads) > 1 else None)
+            thrusts[0, i, 2 * me : 2 * me + 2] = torch.as_tensor(clip_thrust(self.warm(state, me)))
+            full = torch.cat([past, thrusts[:, : i + 1]], dim=1)  # (1, c-1+i+1, 4)
+            newest = model.rollout(context, full, torch.zeros(1, 4))[:, -1]  # (1, D)
+            reads.append(model.decode_state(newest)[0].numpy())
+        return thrusts[0, :, 2 * me : 2 * me + 2]
 
 
 class SimulatorPlanner:
     """A player (what it sees -> thrust) that plans each turn with CEM in the true simulator."""
 
     def __init__(
-        self, steps_per_turn: int = 5, cfg: GaussianCEMConfig | None = None, cost: str = "approach", seed: int = 0
+        self,
+        steps_per_turn: int = 5,
+        cfg: GaussianCEMConfig | None = None,
+        cost: str = "approach",
+        seed: int = 0,
+        warm: str = "",
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
+        self.warm = warm_rule(warm)
         turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
         self.cfg, self.horizon, self.cost = cfg, steps_per_turn, cost
         self.board = Board()
@@ -212,6 +259,19 @@ class SimulatorPlanner:
             self.t_paths.append(states[..., T_POS])
             return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
-        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust)
+        mean = self.rule_turn(state, me) if self.warm else None
+        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
         self.seconds = time.perf_counter() - t0
         return plan
+
+    def rule_turn(self, state: np.ndarray, me: int) -> torch.Tensor:
+        """(H, 2) the warm rule's thrusts over one turn played in the simulator from `state`."""
+        self.board.set_state(state)
+        out = []
+        for _ in range(self.horizon):
+            a = clip_thrust(self.warm(self.board.state(), me))
+            thrusts = np.zeros((len(PLAYERS), 2))
+            thrusts[me] = a
+            self.board.step(thrusts)
+            out.append(a)
+        return torch.as_tensor(np.array(out), dtype=torch.float32)

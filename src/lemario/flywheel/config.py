@@ -7,11 +7,12 @@ are hidden from the command line, so no flag is accepted and then silently overw
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import tyro
 
+from lemario.control.agents import check_frames
 from lemario.control.imagination import RETURN_UNIT, ImagineConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
@@ -127,6 +128,7 @@ class FlywheelConfig:
                 "--iterations, --bootstrap-episodes and --episodes must be >= 1 and --eval-episodes >= 2"
             )
         self.collect_config("biased", 0.0, 1, 1).validate()
+        check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""

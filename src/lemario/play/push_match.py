@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner
+from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.runconfig import as_json
@@ -50,6 +50,9 @@ class PlayConfig:
     cost: str = "approach"
     """The planners' turn cost: 'approach', 'seed', or for world models only 'latent' (LeWorldModel's goal-embedding
     cost; `lemario.control.push_players`)."""
+    warm: str = ""
+    """Start the planners' search from a scripted rule's turn played out in their own model of the game
+    ('chase_t' or 'adversarial'; `lemario.control.push_players`); empty: from no thrust."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -60,6 +63,7 @@ class PlayConfig:
             raise LemarioError(f"--matches must be an even number >= 2 (half from each side), got {self.matches}")
         if self.cost not in MODEL_COSTS:
             raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(MODEL_COSTS)}")
+        warm_rule(self.warm)
         self.cem.validate()
         self.game.validate()
         if self.game.mode != "match":
@@ -116,9 +120,11 @@ def _world_model(path: str):
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
     if name.startswith(MODEL):
-        return LatentPlanner(_world_model(name.removeprefix(MODEL)), cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
+        return LatentPlanner(
+            _world_model(name.removeprefix(MODEL)), cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm
+        )
     if name == "oracle":
-        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
+        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
     rule = scripted(name, seed)
     return lambda seen: rule(seen.state, seen.me)
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner
+from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import PLAYERS, SIZE, goal_distances
 from lemario.games.push.env import PushConfig, PushGame
@@ -58,6 +58,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8800
     cost: str = "approach"
+    warm: str = ""
+    """Start the planner's search from a scripted rule's turn ('chase_t' or 'adversarial'); empty: from no thrust."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
 
@@ -74,6 +76,7 @@ class ServeConfig:
                 f"unknown push cost {self.cost!r} for the {self.opponent} opponent: use one of "
                 f"{', '.join(MODEL_COSTS)} ('latent' with the model only)"
             )
+        warm_rule(self.warm)
         self.cem.validate()
         self.game.validate()
 
@@ -98,9 +101,9 @@ class Match:
         self.seed = seed
         self.env.reset(seed=seed)
         if cfg.opponent == "model":
-            self.opponent = LatentPlanner(model, cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
+            self.opponent = LatentPlanner(model, cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
         elif cfg.opponent == "oracle":
-            self.opponent = SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed)
+            self.opponent = SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
         else:
             rule = scripted(cfg.opponent, seed)
             self.opponent = lambda seen: rule(seen.state, seen.me)

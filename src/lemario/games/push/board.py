@@ -173,3 +173,24 @@ def head_positions(out):
     """(..., 8) state-head outputs (numpy or torch) -> (..., 3, 2) positions in units: amber, cyan, the T."""
     pos = (out[..., :6] + 1) * (SIZE / 2)
     return pos.reshape(*pos.shape[:-1], 3, 2)
+
+
+def head_state(now: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    """(8,) state-head outputs now and one env step before -> (14,) a board state for the scripted rules: positions
+    and the T's angle read, velocities by difference over the step (zero without `before`)."""
+
+    def read(out: np.ndarray) -> tuple[np.ndarray, float]:
+        return np.asarray(head_positions(np.asarray(out, np.float64))), math.atan2(float(out[7]), float(out[6]))
+
+    pos, angle = read(now)
+    vel, spin = np.zeros((3, 2)), 0.0
+    if before is not None:
+        pos0, angle0 = read(before)
+        step = SUBSTEPS * DT
+        vel, spin = (pos - pos0) / step, wrap_angle(angle - angle0) / step
+    state = np.zeros(STATE_DIM, np.float32)
+    for i, sl in enumerate(DISC_SLICE):
+        state[sl] = pos[i]
+        state[sl.start + 2 : sl.stop + 2] = vel[i]
+    state[T_POS], state[T_ANGLE], state[11:13], state[13] = pos[2], angle, vel[2], spin
+    return state
