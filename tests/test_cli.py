@@ -136,6 +136,13 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ),
     ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
     ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 84 px, the env gives"),
+    ("flywheel-detector", ["flywheel", "--detector", "vibes", "--out", "{root}/new"], "unknown detector 'vibes'"),
+    (
+        "flywheel-variance",
+        ["flywheel", "--variance", "{root}/corpus", "--out", "{root}/new"],
+        "is not a variance study's variance.json",
+    ),
+    ("study-k", ["study", "variance", "--k", "1", "--out", "{root}/new"], "2 policies each (--k)"),
     ("flywheel-executor", ["flywheel", "--executor", "spark", "--out", "{root}/new"], "unknown executor"),
     ("flywheel-hidden-flag", ["flywheel", "--train.corpus", "x", "--out", "{root}/new"], "Unrecognized options"),
     ("ppo-level", ["baseline", "ppo", "--level", "9-9", "--out", "{root}/new"], "unknown level '9-9'"),

@@ -25,7 +25,7 @@ from lemario.control import imagination
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
 from lemario.flywheel import config as flywheel_config
-from lemario.flywheel import hof, report
+from lemario.flywheel import hof, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
 from lemario.play import collect, evaluate, push_data, push_goal, push_match, render
@@ -168,6 +168,12 @@ COMMANDS = {
         straightening.StraighteningConfig,
         None,
         straightening.straightening_main,
+    ),
+    "study variance": Command(
+        "where score noise comes from: W world models x K policies on the same episodes, components and power",
+        study.VarianceStudyConfig,
+        study.PRESETS,
+        study.study_main,
     ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",

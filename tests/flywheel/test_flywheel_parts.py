@@ -15,8 +15,11 @@ from lemario.flywheel.detector import IterationScore, decide
 from conftest import run_cli
 
 
-def it(i, mean, sd, k=4, decision=""):
-    return IterationScore(i, mean, sd, k, verdict=decision)
+def it(i, mean, sd, k=4, decision="", w=1):
+    return IterationScore(i, mean, sd, k, verdict=decision, world_models=w)
+
+
+SEEDS = dict(rule="seeds", threshold=1.0)  # the rule before issue 19: the gain in pooled between-seed sds
 
 
 def test_first_iteration_commits():
@@ -26,7 +29,7 @@ def test_first_iteration_commits():
 
 def test_commit_when_the_gain_beats_the_measured_noise():
     history = [it(1, 700, 100, decision="commit")]
-    d = decide(history, it(2, 850, 80))
+    d = decide(history, it(2, 850, 80), **SEEDS)
     assert d.verdict == "commit"
     assert d.pooled_sd == pytest.approx(math.sqrt((100**2 + 80**2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
 
@@ -34,25 +37,48 @@ def test_commit_when_the_gain_beats_the_measured_noise():
 def test_a_gain_inside_the_seeds_noise_branches():
     # +80 looks like progress, but with the seed's between-seed sd of 99 it is under one sd
     history = [it(1, 780, 99, decision="commit")]
-    d = decide(history, it(2, 860, 99))
+    d = decide(history, it(2, 860, 99), **SEEDS)
     assert d.verdict == "branch" and d.z == pytest.approx(80 / 99)
     assert d.flip == "exploration" and d.best_iteration == 1
 
 
 def test_threshold_follows_the_measured_sd_not_a_constant():
     history = [it(1, 700, 10, decision="commit")]
-    assert decide(history, it(2, 730, 10)).verdict == "commit", "+30 is 3 sd when the seeds agree"
+    assert decide(history, it(2, 730, 10), **SEEDS).verdict == "commit", "+30 is 3 sd when the seeds agree"
     history = [it(1, 700, 200, decision="commit")]
-    assert decide(history, it(2, 730, 200)).verdict == "branch", "+30 is noise when they do not"
+    assert decide(history, it(2, 730, 200), **SEEDS).verdict == "branch", "+30 is noise when they do not"
 
 
 def test_halt_after_patience_runs_out():
     history = [it(1, 800, 50, decision="commit"), it(2, 790, 50, decision="branch"), it(3, 760, 60, decision="branch")]
-    d = decide(history, it(4, 805, 50), patience=3)
+    d = decide(history, it(4, 805, 50), patience=3, **SEEDS)
     assert d.verdict == "halt" and "3 iterations" in d.reason
-    assert decide(history[:2], it(3, 760, 60), patience=3).flip == "entropy", (
+    assert decide(history[:2], it(3, 760, 60), patience=3, **SEEDS).flip == "entropy", (
         "branches flip a different variable in turn"
     )
+
+
+def test_components_rule_counts_the_world_models_training_noise():
+    """A fluke of one world-model seed: +90 over the best with policies that agree (sd 40, K 3) is 2.2 pooled sds,
+    a commit by the seeds rule; with a measured world-model sd of 80 it is 0.76 standard errors, a branch. A real
+    gain of +300 commits under both."""
+    history = [it(1, 700, 40, k=3, decision="commit")]
+    fluke, real = it(2, 790, 40, k=3), it(2, 1000, 40, k=3)
+    assert decide(history, fluke, **SEEDS).verdict == "commit"
+    d = decide(history, fluke, world_model_var=80.0**2)
+    se = math.sqrt(80.0**2 + 40.0**2 / 3)
+    assert d.verdict == "branch" and d.rule == "components" and d.threshold == 1.645
+    assert d.se == pytest.approx(se) and d.best_se == pytest.approx(se) and d.z == pytest.approx(90 / (se * 2**0.5))
+    assert decide(history, real, world_model_var=80.0**2).verdict == "commit"
+    unmeasured = decide(history, fluke)  # no study: the policy noise alone, and the decision says so
+    assert unmeasured.world_model_var is None and "no world-model variance measured" in unmeasured.reason
+    assert unmeasured.z == pytest.approx(90 / math.sqrt(2 * 40.0**2 / 3))
+
+
+def test_more_world_models_per_iteration_shrink_the_standard_error():
+    assert it(1, 0, 40, k=3, w=3).se(80.0**2) == pytest.approx(math.sqrt(80.0**2 / 3 + 40.0**2 / 9))
+    with pytest.raises(ValueError, match="unknown detector rule"):
+        decide([], it(1, 700, 40), rule="vibes")
 
 
 def test_needs_k_at_least_2():
@@ -83,9 +109,9 @@ def test_a_corpus_of_only_the_capped_tier_is_kept_whole():
 
 
 def test_equal_means_with_noiseless_seeds_are_no_improvement():
-    d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0))
+    d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0), **SEEDS)
     assert d.verdict == "branch" and d.z == 0.0
-    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0)).verdict == "commit"
+    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0), **SEEDS).verdict == "commit"
 
 
 def test_replay_capacity_keeps_the_elite():

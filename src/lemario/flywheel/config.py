@@ -16,7 +16,9 @@ from lemario.control.agents import check_frames
 from lemario.control.imagination import RETURN_UNIT, ImagineConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
+from lemario.core.files import read_json
 from lemario.data.replay import ReplayConfig
+from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
 from lemario.model.train import TrainConfig
@@ -87,8 +89,15 @@ class FlywheelConfig:
     """Evaluation episodes per policy (the same seeds every iteration)."""
     confirm_episodes: int = 30
     """Episodes of the best policy's re-evaluation on fresh seeds (0: none)."""
-    threshold: float = 1.0
-    """Commit when the K-seed mean beats the best by more than this many pooled between-seed sds."""
+    detector: str = "components"
+    """'components': the gain over the best in standard errors of the difference, the world models' training
+    noise included when --variance names a study; 'seeds': in pooled between-seed sds (the rule before issue 19).
+    `lemario.flywheel.detector`."""
+    threshold: float = 1.645
+    """Commit when the gain exceeds this many of the detector's units (1.645 standard errors: 5% false commits)."""
+    variance: Path | None = None
+    """A variance study's variance.json (`lemario study variance`) whose world-model component the 'components'
+    detector adds; none: the policy seeds' noise alone, which every decision then says."""
     patience: int = 3
     """Halt after this many iterations without a commit."""
     continue_after_halt: bool = False
@@ -127,6 +136,10 @@ class FlywheelConfig:
             raise LemarioError(
                 "--iterations, --bootstrap-episodes and --episodes must be >= 1 and --eval-episodes >= 2"
             )
+        if self.detector not in RULES:
+            raise LemarioError(f"unknown detector {self.detector!r}: use one of {', '.join(RULES)}")
+        if self.variance is not None:
+            world_model_variance(self.variance)
         self.collect_config("biased", 0.0, 1, 1).validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
 
@@ -177,9 +190,22 @@ PRESETS = {
 }
 
 
+def world_model_variance(path: Path) -> float:
+    """The world-model variance component of a variance study's variance.json."""
+    try:
+        return float(read_json(Path(path))["components"]["world_model"]["variance"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LemarioError(
+            f"--variance {path} is not a variance study's variance.json ({e.__class__.__name__}: {e}): run "
+            "`lemario study variance` and pass its OUT/variance.json"
+        ) from None
+
+
 def upgrade_key(stored: dict) -> dict:
-    """A run key written before imagination's reward weights became pixels (`lemario.control.reward`): its flat
-    `imagine.death_penalty` and `imagine.score_weight` were in units of RETURN_UNIT px."""
+    """A run key from before a change of meaning: runs before issue 19 decided by the 'seeds' rule; runs before
+    imagination's reward weights became pixels (`lemario.control.reward`) kept flat `imagine.death_penalty` and
+    `imagine.score_weight` in units of RETURN_UNIT px."""
+    stored = {"detector": "seeds", **stored}
     imagine = dict(stored.get("imagine", {}))
     if "death_penalty" not in imagine:
         return stored

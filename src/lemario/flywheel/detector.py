@@ -1,16 +1,24 @@
 """The flywheel's improvement detector (the seed's M4): commit, branch or halt after each iteration.
 
-An iteration is K policies trained with different seeds on one world model, each evaluated on the harness;
-its score is the mean of the K means, its noise the sd between the K seeds (measured, never a constant).
-Against the best iteration so far:
+An iteration is K policies trained with different seeds in each of its W world models (W = 1 unless asked), each
+evaluated on the harness; its score is the mean of the policies' means. Against the best committed iteration:
 
-    z = (mean - best_mean) / pooled between-seed sd
+    rule 'components' (the default; issue 19)
+        se = sqrt(world_model_var / W + sd^2 / (W K))     the iteration mean's standard error, with sd the
+                                                          between-policy sd (within world models) and
+                                                          world_model_var measured by `lemario study variance`
+        z  = (mean - best_mean) / sqrt(se^2 + best_se^2)  threshold 1.645: 5% false commits, one-sided
+    rule 'seeds' (before issue 19)
+        z  = (mean - best_mean) / pooled between-seed sd  (the policy spread alone, in sds, not standard errors)
+
     z >  threshold            -> commit   (a real improvement: the iteration becomes the new best)
     otherwise, and fewer than `patience` iterations since the last commit
                               -> branch   (re-run with one variable flipped)
     otherwise                 -> halt     (no improvement the noise cannot explain: an operator decides)
 
-Every decision carries its evidence (means, sds, K, z, threshold, the flipped variable), so the log shows why.
+The policies of one iteration share its world models, so their spread cannot show the world models' own
+training noise: without a measured world-model component the 'components' rule says so in every decision.
+Every decision carries its evidence (means, sds, K, W, standard errors, z, threshold, the flipped variable).
 """
 
 from __future__ import annotations
@@ -22,15 +30,25 @@ from dataclasses import asdict, dataclass, fields
 FLIPS = ("exploration", "entropy", "warm_start", "replay_caps")
 
 
+RULES = ("components", "seeds")
+
+
 @dataclass(frozen=True)
 class IterationScore:
     """An iteration as the detector sees it."""
 
     iteration: int
-    mean: float  # mean over the K seeds of each seed's mean max_x
-    sd: float  # sd between the K seeds
-    k: int
+    mean: float  # mean over the policies of each policy's mean max_x
+    sd: float  # sd between the policies' means (within world models)
+    k: int  # policies per world model
     verdict: str = ""  # its decision (commit | branch | halt), empty for the one being decided
+    world_models: int = 1
+
+    def se(self, world_model_var: float) -> float:
+        """Standard error of `mean`: the world models' training noise and the policies' (whose means carry
+        their episodes' noise too)."""
+        w = self.world_models
+        return math.sqrt(world_model_var / w + self.sd**2 / (w * self.k))
 
 
 @dataclass(frozen=True)
@@ -42,12 +60,19 @@ class Decision:
     z: float
     threshold: float
     pooled_sd: float
+    """What the gain is divided by: the standard error of the difference (rule components) or the pooled
+    between-seed sd (rule seeds)."""
     best_iteration: int | None
     best_mean: float | None
     mean: float
     sd: float
     k: int
     flip: str | None = None
+    rule: str = "seeds"  # decisions stored before issue 19 lack it: they were all made by the seeds rule
+    se: float | None = None
+    best_se: float | None = None
+    world_model_var: float | None = None
+    world_models: int = 1
 
     def to_json(self) -> dict:
         """The decision as stored in decision.json (the verdict under "decision")."""
@@ -66,62 +91,79 @@ def pooled_sd(a: IterationScore, b: IterationScore) -> float:
     return math.sqrt((a.sd**2 + b.sd**2) / 2)
 
 
-def decide(
-    history: list[IterationScore], current: IterationScore, threshold: float = 1.0, patience: int = 3
-) -> Decision:
-    """Commit, branch or halt for `current` against the best committed iteration of `history` (see the module)."""
-    if current.k < 2 or not math.isfinite(current.sd):
-        raise ValueError(
-            f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}"
-        )
-    committed = [h for h in history if h.verdict == "commit"]
-    if not committed:
-        return Decision(
-            "commit",
-            "first iteration",
-            math.inf,
-            threshold,
-            current.sd,
-            None,
-            None,
-            current.mean,
-            current.sd,
-            current.k,
-        )
-    best = max(committed, key=lambda h: h.mean)
-    sd = pooled_sd(current, best)
-    diff = current.mean - best.mean
-    z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
-    evidence = dict(
-        z=z,
-        threshold=threshold,
-        pooled_sd=sd,
-        best_iteration=best.iteration,
-        best_mean=best.mean,
-        mean=current.mean,
-        sd=current.sd,
-        k=current.k,
+def noise(current: IterationScore, best: IterationScore, rule: str, world_model_var: float | None) -> tuple[float, str]:
+    """(what the gain over `best` is divided by, its unit in words) under a rule."""
+    if rule == "seeds":
+        return pooled_sd(current, best), "pooled sd"
+    wm_var = world_model_var or 0.0
+    unit = "standard errors" + (
+        " (policy noise only: no world-model variance measured)" if world_model_var is None else ""
     )
-    if z > threshold:
-        return Decision(
-            "commit",
-            f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
-            f"{z:.2f} pooled sd > {threshold}",
-            **evidence,
-        )
+    return math.sqrt(current.se(wm_var) ** 2 + best.se(wm_var) ** 2), unit
+
+
+def since_commit(history: list[IterationScore]) -> int:
+    """Iterations since the last commit."""
     since = 0
     for h in reversed(history):
         if h.verdict == "commit":
             break
         since += 1
+    return since
+
+
+def decide(
+    history: list[IterationScore],
+    current: IterationScore,
+    threshold: float = 1.645,
+    patience: int = 3,
+    rule: str = "components",
+    world_model_var: float | None = None,
+) -> Decision:
+    """Commit, branch or halt for `current` against the best committed iteration of `history` (see the module).
+    `world_model_var` (rule components): the world-model component of a variance study; None: unmeasured (0)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown detector rule {rule!r}: use one of {', '.join(RULES)}")
+    if current.k < 2 or not math.isfinite(current.sd):
+        raise ValueError(
+            f"iteration {current.iteration}: the detector needs K >= 2 seeds to measure the noise, got K = {current.k}"
+        )
+    components = rule == "components"
+    evidence = dict(threshold=threshold, mean=current.mean, sd=current.sd, k=current.k, rule=rule)
+    evidence.update(world_models=current.world_models)
+    if components:
+        evidence.update(se=current.se(world_model_var or 0.0), world_model_var=world_model_var)
+    committed = [h for h in history if h.verdict == "commit"]
+    if not committed:
+        first = current.se(world_model_var or 0.0) if components else current.sd
+        return Decision(
+            "commit", "first iteration", math.inf, pooled_sd=first, best_iteration=None, best_mean=None, **evidence
+        )
+    best = max(committed, key=lambda h: h.mean)
+    sd, unit = noise(current, best, rule, world_model_var)
+    diff = current.mean - best.mean
+    z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
+    evidence.update(z=z, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean)
+    if components:
+        evidence["best_se"] = best.se(world_model_var or 0.0)
+    if z > threshold:
+        return Decision(
+            "commit",
+            f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
+            f"{z:.2f} {unit} > {threshold}",
+            **evidence,
+        )
+    since = since_commit(history)
     if since + 1 >= patience:
         return Decision(
-            "halt", f"{since + 1} iterations without an improvement beyond {threshold} sd (z now {z:.2f})", **evidence
+            "halt",
+            f"{since + 1} iterations without an improvement beyond {threshold} {unit} (z now {z:.2f})",
+            **evidence,
         )
     flip = FLIPS[since % len(FLIPS)]
     return Decision(
         "branch",
-        f"z {z:.2f} <= {threshold}: within the seeds' noise or worse; re-run with {flip} flipped",
+        f"z {z:.2f} <= {threshold} {unit}: within the noise or worse; re-run with {flip} flipped",
         flip=flip,
         **evidence,
     )

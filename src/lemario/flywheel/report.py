@@ -140,11 +140,22 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
 
 def _decisions_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     return table(
-        ["iter", "decision", "z", "threshold", "pooled sd", "vs best (iter)", "flipped in this iteration", "reason"],
+        [
+            "iter",
+            "decision",
+            "rule",
+            "z",
+            "threshold",
+            "z's unit",
+            "vs best (iter)",
+            "flipped in this iteration",
+            "reason",
+        ],
         [
             [
                 s.iteration,
                 s.decision.verdict,
+                s.decision.rule,
                 f"{s.decision.z:.2f}",
                 s.decision.threshold,
                 f"{s.decision.pooled_sd:.1f}",

@@ -1,0 +1,47 @@
+"""`lemario study variance` end to end on the tiny preset: world models trained, policies in each, all evaluated
+on the same real-emulator episodes, decomposed; a re-run resumes without training anything again."""
+
+import json
+
+import pytest
+
+from lemario.play.variance import COMPONENTS
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "corpus"
+    r = run_cli("collect", "--preset", "tiny", "--episodes", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_a_tiny_study_end_to_end_and_resumed(corpus, tmp_path):
+    out = tmp_path / "study"
+    r = run_cli("study", "variance", "--preset", "tiny", "--corpus", str(corpus), "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = json.loads((out / "variance.json").read_text())
+    assert v["design"] == {"world_models": 2, "policies": 2, "episodes": 3}
+    assert [(row["w"], row["policy_seed"]) for row in v["rows"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert set(v["components"]) == set(COMPONENTS)
+    for c in v["components"].values():
+        lo, hi = c["ci95"]
+        assert 0 <= lo <= hi and c["variance"] >= 0
+    assert len(v["power_table"]) == 16 and "power of one iteration" in r.stdout
+    assert (out / "variance.png").stat().st_size > 0 and v["git_commit"]
+    assert sorted(p.name for p in (out / "policies").iterdir()) == ["w0-s1", "w0-s2", "w1-s1", "w1-s2"]
+    stamp = (out / "wm" / "s0" / "model.safetensors").stat().st_mtime_ns
+    again = run_cli("study", "variance", "--preset", "tiny", "--corpus", str(corpus), "--out", str(out))
+    assert again.returncode == 0 and "[study] evaluate" not in again.stdout
+    assert (out / "wm" / "s0" / "model.safetensors").stat().st_mtime_ns == stamp
+    other = run_cli("study", "variance", "--preset", "tiny", "--k", "3", "--corpus", str(corpus), "--out", str(out))
+    assert other.returncode == 2 and "k" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_is_one_line(corpus, tmp_path):
+    r = run_cli("study", "variance", "--preset", "tiny", "--w", "1", "--corpus", str(corpus), "--out", str(tmp_path))
+    assert r.returncode == 2 and "at least 2 world models" in r.stderr
+    r = run_cli("study", "variance", "--world-models", str(tmp_path / "no.safetensors"), str(tmp_path / "b"))
+    assert r.returncode == 2 and "no world model at" in r.stderr
