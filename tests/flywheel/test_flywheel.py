@@ -162,3 +162,30 @@ def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 iterations finished" in r.stdout
     assert "iteration 2: collect 3/3, world model done, probe done, policies 2/2" in r.stdout
+
+
+def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tmp_path):
+    """W = 2 world models x K = 2 policies: all four evaluated, the sd pooled within world models, the standard
+    error counting both W and a study's world-model component; the hall of fame keeps the best policy's own
+    world model."""
+    run, study = tmp_path / "run", tmp_path / "variance.json"
+    study.write_text(json.dumps({"components": {"world_model": {"variance": 900.0}}}))
+    args = ("--out", str(run), "--iterations", "1", "--world-models", "2", "--bootstrap-episodes", "3")
+    r = run_cli(*TINY, *args, "--variance", str(study), "--workers", "2", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = run / "iter001"
+    s = json.loads((d / "summary.json").read_text())
+    assert set(s["seed_scores"]) == {"1001", "1002", "w1-1001", "w1-1002"}
+    assert (d / "wm" / "model.safetensors").exists() and (d / "wm1" / "model.safetensors").exists()
+    assert (d / "policies" / "w1-s1002" / "policy.safetensors").exists()
+    means = {k: v["mean_max_x"] for k, v in s["seed_scores"].items()}
+    within = math.sqrt(((means["1001"] - means["1002"]) ** 2 + (means["w1-1001"] - means["w1-1002"]) ** 2) / 4)
+    assert s["k_sd"] == pytest.approx(within)
+    dec = s["decision"]
+    assert dec["rule"] == "components" and dec["world_models"] == 2 and dec["world_model_var"] == 900.0
+    assert dec["se"] == pytest.approx(math.sqrt(900.0 / 2 + within**2 / 4))
+    best = max(means, key=means.get)
+    assert s["best_world_model"] == (1 if best.startswith("w1-") else 0)
+    entry = hof.folder(run, hof.catalog(run)[0])
+    wm = d / ("wm1" if s["best_world_model"] else "wm") / "model.safetensors"
+    assert (entry / "world_model.safetensors").read_bytes() == wm.read_bytes()

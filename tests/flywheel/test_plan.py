@@ -77,12 +77,21 @@ def test_files_written_before_the_layout_load():
     stored = json.loads((legacy / "flywheel_summary.json").read_text())
     summary = IterationSummary.from_json(stored)
     assert summary.decision.verdict == "branch" and summary.plan.policy_seeds == (2001, 2002)
-    assert json.loads(json.dumps(summary.to_json())) == stored
+    again = json.loads(json.dumps(summary.to_json()))
+    added = {  # fields of issue 19 (several world models per iteration, the components detector), at their defaults
+        "best_world_model": 0,
+        "plan": {"world_models": 1},
+        "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1},
+    }
+    for field, value in added.items():
+        if isinstance(value, dict):
+            assert {k: again[field].pop(k) for k in value} == value
+        else:
+            assert again.pop(field) == value
+    assert again == stored
     key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
-    check_same_run(
-        upgrade_key(key),
-        run_key(PRESETS["tiny"], BOOKKEEPING),
-        run_key(FlywheelConfig(), BOOKKEEPING),
-        Path("run"),
-        "flywheel run",
-    )
+    then = replace(PRESETS["tiny"], detector="seeds", threshold=1.0)  # the rule it decided by
+    defaults = run_key(FlywheelConfig(), BOOKKEEPING)
+    check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")
+    with pytest.raises(Exception, match="detector: seeds -> components"):
+        check_same_run(upgrade_key(key), run_key(PRESETS["tiny"], BOOKKEEPING), defaults, Path("run"), "x")

@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -101,3 +102,16 @@ def run_parallel(
         return [fn(a) for a in args]
     with mp.get_context("spawn").Pool(min(processes, len(args))) as pool:
         return pool.map(_call, [(fn, a) for a in args], chunksize=1)
+
+
+def run_configs(fn: Callable, cfgs: list, executor: str = "local", workers: int = 2, ray_address: str = "") -> list:
+    """fn(cfg) for each run config (a frozen dataclass with a `threads` field): one alone in this process as it is;
+    several `workers` processes at a time (all at once as Ray tasks), the machine's cores split between them and
+    each one's `progress_row`, where it has one, set to its own row."""
+    if len(cfgs) <= 1:
+        return [fn(c) for c in cfgs]
+    procs = min(len(cfgs), max(1, workers)) if executor == "local" else len(cfgs)
+    threads = max(1, (os.cpu_count() or 1) // procs)
+    rows = [{"progress_row": i % procs} if hasattr(c, "progress_row") else {} for i, c in enumerate(cfgs)]
+    cfgs = [replace(c, threads=threads, **row) for c, row in zip(cfgs, rows)]
+    return run_parallel(fn, cfgs, executor, processes=procs, cpus=threads, ray_address=ray_address)

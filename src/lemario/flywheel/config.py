@@ -68,7 +68,11 @@ class FlywheelConfig:
     iterations: int = 5
     """Iterations to have finished when the command returns (raise it to extend a run)."""
     k: int = 3
-    """Policies trained per iteration (seeds iter*1000 + 1..K); K >= 2 measures the between-seed noise."""
+    """Policies trained per world model (seeds iter*1000 + 1..K); K >= 2 measures the between-seed noise."""
+    world_models: int = 1
+    """World models trained per iteration (in parallel: processes, or Ray tasks on workers and GPUs), each with
+    its K policies: the iteration's mean then averages W world models' training noise (`lemario study variance`
+    measures it)."""
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
     """The game collection and evaluation play (`lemario.games.mario.env.EnvConfig`): --level, --max-steps, ..."""
     bootstrap_episodes: int = 1000
@@ -132,6 +136,8 @@ class FlywheelConfig:
             )
         if self.executor not in EXECUTORS:
             raise LemarioError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
+        if self.world_models < 1:
+            raise LemarioError(f"--world-models {self.world_models}: an iteration trains at least one")
         if self.iterations < 1 or self.bootstrap_episodes < 1 or self.episodes < 1 or self.eval_episodes < 2:
             raise LemarioError(
                 "--iterations, --bootstrap-episodes and --episodes must be >= 1 and --eval-episodes >= 2"

@@ -7,13 +7,12 @@ iteration resumes at the first step whose output is missing, with the plan it st
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lemario.control.imagination import run_imagine
-from lemario.core.executor import run_parallel
+from lemario.core.executor import run_configs
 from lemario.core.files import read_json, write_json
 from lemario.data.corpus import scan, warn_unreadable
 from lemario.data.replay import select
@@ -27,6 +26,7 @@ from lemario.model.train import train
 from lemario.play.collect import collect
 from lemario.play.evaluate import EvalConfig, evaluate
 from lemario.play.stats import kseed_summary
+from lemario.play.variance import pooled_within_sd
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,13 @@ class IterationSummary:
     corpus_episodes: int
     corpus_frames: int
     best_corpus_x: int
+    best_world_model: int = 0
+    """Which of the iteration's world models the best policy was trained in."""
 
     @property
     def score(self) -> dict:
         """The aggregate the hall of fame ranks this iteration by: the confirmation, else the best seed's."""
-        return self.confirm or self.seed_scores[str(self.best_seed)]
+        return self.confirm or self.seed_scores[policy_label(self.best_world_model, self.best_seed)]
 
     @property
     def past(self) -> Past:
@@ -69,7 +71,9 @@ class IterationSummary:
 
     @property
     def as_score(self) -> IterationScore:
-        return IterationScore(self.iteration, self.k_mean, self.k_sd, len(self.seed_scores), self.decision.verdict)
+        plan = self.plan
+        k, w = len(plan.policy_seeds), plan.world_models
+        return IterationScore(self.iteration, self.k_mean, self.k_sd, k, self.decision.verdict, w)
 
     def to_json(self) -> dict:
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -84,6 +88,11 @@ class IterationSummary:
     def from_json(cls, d: dict) -> IterationSummary:
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def policy_label(w: int, seed: int) -> str:
+    """A policy's name in an iteration's scores: its seed, prefixed by its world model after the first."""
+    return str(seed) if w == 0 else f"w{w}-{seed}"
 
 
 def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:
@@ -103,7 +112,10 @@ class Iteration:
         self.plan = Plan.from_json(read_json(plan_path)) if plan_path.exists() else plan_iteration(cfg, n, past)
         write_json(plan_path, self.plan.to_json())
         self.timing = read_json(timing_path) if timing_path.exists() else {}
-        self.wm = self.dir / "wm" / "model.safetensors"
+        self.wms = [
+            self.dir / ("wm" if w == 0 else f"wm{w}") / "model.safetensors" for w in range(self.plan.world_models)
+        ]
+        self.wm = self.wms[0]
         self.corpus = cfg.out / "corpus"
 
     def log(self, msg: str) -> None:
@@ -140,23 +152,33 @@ class Iteration:
         return rows
 
     def train_world_model(self) -> None:
-        plan, tcfg = self.plan, self.cfg.train
+        """The iteration's world models (one per training seed), trained where missing (`run_configs`)."""
+        plan, cfg = self.plan, self.cfg
         init_from = Path(plan.init_from) if plan.init_from else None
-        tcfg = replace(
-            tcfg,
-            corpus=self.corpus,
-            out=self.dir / "wm",
-            episodes=self.dir / "selection.json",
-            init_from=init_from,
-            seed=plan.train_seed,
-            progress=self.cfg.progress,
-        )
-        if self.wm.with_suffix(".json").exists():
+        runs = [
+            replace(
+                cfg.train,
+                corpus=self.corpus,
+                out=wm.parent,
+                episodes=self.dir / "selection.json",
+                init_from=init_from,
+                seed=seed,
+                progress=cfg.progress and len(self.wms) == 1,
+            )
+            for wm, seed in zip(self.wms, plan.train_seeds)
+        ]
+        todo = [r for r in runs if not (r.out / "model.json").exists()]
+        if not todo:
             return
+        tcfg = todo[0]
         budget = f", {tcfg.minutes:g} min cap" if tcfg.minutes else ""
         start = f", warm start {plan.hof_best}" if init_from else ", from scratch"
-        self.log(f"train the world model ({tcfg.steps} steps{budget}{start})")
-        self.timed("train", lambda: train(tcfg))
+        self.log(f"train {len(todo)} world model(s) ({tcfg.steps} steps{budget}{start})")
+        self.timed("train", lambda: self.parallel(train, todo))
+
+    def parallel(self, fn, cfgs: list) -> list:
+        cfg = self.cfg
+        return run_configs(fn, cfgs, cfg.executor, cfg.workers, cfg.ray_address)
 
     def probe(self) -> dict:
         path = self.dir / "probe.json"
@@ -168,36 +190,30 @@ class Iteration:
             self.timed("probe", lambda: run_probes(pcfg))
         return read_json(path)
 
-    def imagine(self) -> list[Path]:
-        """The K policies (trained in parallel where missing); returns their checkpoints in seed order."""
+    def imagine(self) -> dict[str, tuple[int, Path]]:
+        """The K policies of each world model (trained in parallel where missing); returns policy label ->
+        (world model index, checkpoint), world model by world model, in seed order."""
         cfg = self.cfg
         entropy = cfg.imagine.entropy * self.plan.settings.entropy_scale
-        icfgs = [
-            replace(
+        icfgs = {
+            policy_label(w, seed): (w, replace(
                 cfg.imagine,
-                world_model=self.wm,
+                world_model=wm,
                 corpus=self.corpus,
                 episodes=self.dir / "selection.json",
-                out=self.dir / "policies" / f"s{seed}",
+                out=self.dir / "policies" / (f"s{seed}" if w == 0 else f"w{w}-s{seed}"),
                 seed=seed,
                 entropy=entropy,
                 progress=cfg.progress,
-            )
+            ))
+            for w, wm in enumerate(self.wms)
             for seed in self.plan.policy_seeds
-        ]
-        todo = [c for c in icfgs if not (c.out / "policy.json").exists()]
+        }  # fmt: skip
+        todo = [c for _, c in icfgs.values() if not (c.out / "policy.json").exists()]
         if todo:
-            procs = min(len(todo), max(1, cfg.workers)) if cfg.executor == "local" else len(todo)
-            threads = max(1, (os.cpu_count() or 1) // procs)
-            self.log(f"train {len(todo)} policies in imagination ({cfg.executor}, {procs} at a time)")
-            todo = [replace(c, threads=threads, progress_row=i % procs) for i, c in enumerate(todo)]
-            self.timed(
-                "imagine",
-                lambda: run_parallel(
-                    run_imagine, todo, cfg.executor, processes=procs, cpus=threads, ray_address=cfg.ray_address
-                ),
-            )
-        return [c.out / "policy.safetensors" for c in icfgs]
+            self.log(f"train {len(todo)} policies in imagination ({cfg.executor})")
+            self.timed("imagine", lambda: self.parallel(run_imagine, todo))
+        return {label: (w, c.out / "policy.safetensors") for label, (w, c) in icfgs.items()}
 
     def evaluate(self, name: str, specs: tuple[str, ...], episodes: int, seed_offset: int = 0) -> dict:
         """Per-agent aggregates of an evaluation into ITER/name (played only when its summary is missing)."""
@@ -216,13 +232,28 @@ class Iteration:
             self.timed(name, lambda: evaluate(ecfg))
         return read_json(out / "summary.json")["per_agent"]
 
+    def score(self, policies: dict[str, tuple[int, Path]]) -> tuple[dict[str, dict], dict]:
+        """Every policy on the harness: (label -> its aggregate, the K-seed summary whose sd is the policies' spread
+        within their world models)."""
+        specs = {label: f"policy:{path}" for label, (_, path) in policies.items()}
+        per_agent = self.evaluate("eval", tuple(specs.values()), self.cfg.eval_episodes)
+        per_seed = {label: per_agent[spec] for label, spec in specs.items()}
+        kseed = kseed_summary(per_seed)
+        groups = [
+            [per_seed[label]["mean_max_x"] for label, (w, _) in policies.items() if w == g]
+            for g in range(len(self.wms))
+        ]
+        kseed["sd_between_seeds"] = pooled_within_sd(groups)
+        return per_seed, kseed
+
     def decide(self, per_seed: dict[str, dict], kseed: dict) -> Decision:
         """The detector's decision against the finished iterations (decision.json, made once)."""
         path = self.dir / "decision.json"
         if path.exists():
             return Decision.from_json(read_json(path))
         cfg = self.cfg
-        current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], len(per_seed))
+        k, w = len(self.plan.policy_seeds), len(self.wms)
+        current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], k, world_models=w)
         wm_var = world_model_variance(cfg.variance) if cfg.variance else None
         history = [s.as_score for s in self.history]
         decision = decide(history, current, cfg.threshold, cfg.patience, cfg.detector, wm_var)
@@ -239,33 +270,32 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
     it.train_world_model()
     probe = it.probe()
     policies = it.imagine()
-    specs = tuple(f"policy:{p}" for p in policies)
-    per_agent = it.evaluate("eval", specs, cfg.eval_episodes)
-    per_seed = {str(seed): per_agent[spec] for seed, spec in zip(it.plan.policy_seeds, specs)}
-    kseed = kseed_summary(per_seed)
-    best_seed = int(kseed["best_seed"])
-    best_spec = specs[it.plan.policy_seeds.index(best_seed)]
+    per_seed, kseed = it.score(policies)
+    best_label = kseed["best_seed"]
+    best_wm, best_policy = policies[best_label]
+    best_spec = f"policy:{best_policy}"
     confirm = None
     if cfg.confirm_episodes:
         confirm = it.evaluate("confirm", (best_spec,), cfg.confirm_episodes, CONFIRM_SEED_OFFSET)[best_spec]
     mean, sd = kseed["mean_of_means"], kseed["sd_between_seeds"]
     decision = it.decide(per_seed, kseed)
     it.log(
-        f"K={len(per_seed)} seeds: mean max_x {mean:.0f} +- {sd:.0f} (sd between seeds) -> "
-        f"{decision.verdict.upper()}: {decision.reason}"
+        f"{len(it.wms)} world model(s) x K={len(it.plan.policy_seeds)}: mean max_x {mean:.0f} +- {sd:.0f} (sd between "
+        f"seeds) -> {decision.verdict.upper()}: {decision.reason}"
     )
+    best_seed = int(best_label.rpartition("-")[2])
     entry = next((e for e in hof.catalog(cfg.out) if e["iteration"] == n), None)
     if entry is None:
         extra = {
             "best_agent": best_spec,
             "best_seed": best_seed,
+            "best_world_model": best_wm,
             "k_mean": mean,
             "k_sd": sd,
             "decision": decision.verdict,
         }
-        policy = policies[it.plan.policy_seeds.index(best_seed)]
         confirm_dir = it.dir / "confirm" if confirm else None
-        entry = hof.add(cfg.out, n, it.wm, policy, it.dir / "eval", extra, confirm_dir)
+        entry = hof.add(cfg.out, n, it.wms[best_wm], best_policy, it.dir / "eval", extra, confirm_dir)
     wm_meta = read_json(it.wm.with_suffix(".json"))
     summary = IterationSummary(
         iteration=n,
@@ -284,6 +314,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         corpus_episodes=len(rows),
         corpus_frames=frames(rows),
         best_corpus_x=max(r["max_x"] for r in rows),
+        best_world_model=best_wm,
     )
     write_json(it.dir / "summary.json", summary.to_json())
     return summary

@@ -11,6 +11,9 @@ from lemario.data.replay import ReplayConfig
 from lemario.flywheel import hof
 from lemario.flywheel.config import FlywheelConfig
 
+WORLD_MODEL_SEED_STRIDE = 1_000_000
+"""World model w of an iteration trains with seed train_seed + w x this (apart from every first world model's)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -66,7 +69,15 @@ class Plan:
     hof_best: str | None
     """Name of the hall of fame's best entry when the iteration was planned."""
     policy_seeds: tuple[int, ...]
+    """Seeds of the K policies trained in each world model."""
     train_seed: int
+    """Seed of the first world model; world model w trains with `train_seeds[w]`."""
+    world_models: int = 1
+    """World models trained (plans from before issue 19 had one)."""
+
+    @property
+    def train_seeds(self) -> tuple[int, ...]:
+        return tuple(self.train_seed + WORLD_MODEL_SEED_STRIDE * w for w in range(self.world_models))
 
     def to_json(self) -> dict:
         return {**asdict(self), "policy_seeds": list(self.policy_seeds)}
@@ -105,6 +116,7 @@ def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
         hof_best=best[0]["name"] if best else None,
         policy_seeds=tuple(n * 1000 + i for i in range(1, cfg.k + 1)),
         train_seed=cfg.seed * 1000 + n,
+        world_models=cfg.world_models,
     )
 
 

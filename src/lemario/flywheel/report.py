@@ -138,6 +138,12 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
     )
 
 
+def _design(s: IterationSummary) -> str:
+    """'K = 3 policies', or 'W = 2 world models x K = 3 policies'."""
+    k = f"K = {len(s.plan.policy_seeds)} policies"
+    return k if s.plan.world_models == 1 else f"W = {s.plan.world_models} world models x {k}"
+
+
 def _decisions_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     return table(
         [
@@ -191,7 +197,7 @@ def _headline(run: Path, summaries: list[IterationSummary], curve: list[dict], r
     ref = "-" if reference is None else f"{reference:.0f}"
     rose = "rose" if curve[-1]["score"] > curve[0]["score"] else "did not rise"
     return (
-        f"Run {run}: {len(summaries)} iterations, K = {len(summaries[0].seed_scores)} policies each; git {commit}. "
+        f"Run {run}: {len(summaries)} iterations, {_design(summaries[0])} each; git {commit}. "
         f"Measured between-seed sd of mean max_x: {np.mean(sds):.0f} on average (range {min(sds):.0f}-"
         f"{max(sds):.0f}). Biased-random reference: {ref}. Hall-of-fame best: {curve[-1]['score']:.0f} (iteration "
         f"{curve[-1]['iteration']}, confirmation on fresh seeds); HOF best {rose} over the run."

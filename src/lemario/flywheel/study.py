@@ -18,7 +18,6 @@ Every step is skipped once its output exists, so a killed study resumes where it
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import tyro
 from lemario.control.imagination import ImagineConfig, run_imagine
 from lemario.core import plots
 from lemario.core.errors import LemarioError
-from lemario.core.executor import EXECUTORS, run_parallel
+from lemario.core.executor import EXECUTORS, run_configs
 from lemario.core.files import check_writable, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
@@ -128,15 +127,10 @@ def _log(msg: str) -> None:
     print(f"[study] {msg}", flush=True)
 
 
-def _parallel(fn, cfgs: list, cfg: VarianceStudyConfig, what: str) -> None:
-    """Run the trainings `cfgs` whose output is missing, `workers` at a time, the cores split between them."""
-    todo = [c for c in cfgs if not (c.out / what).exists()]
-    if not todo:
-        return
-    procs = min(len(todo), max(1, cfg.workers)) if cfg.executor == "local" else len(todo)
-    threads = max(1, (os.cpu_count() or 1) // procs)
-    todo = [replace(c, threads=threads) for c in todo]
-    run_parallel(fn, todo, cfg.executor, processes=procs, cpus=threads, ray_address=cfg.ray_address)
+def _parallel(fn, cfgs: list, cfg: VarianceStudyConfig, done: str) -> None:
+    """The runs `cfgs` whose `done` file is missing (`run_configs`)."""
+    todo = [c for c in cfgs if not (c.out / done).exists()]
+    run_configs(fn, todo, cfg.executor, cfg.workers, cfg.ray_address)
 
 
 def world_models(cfg: VarianceStudyConfig) -> list[Path]:

@@ -122,6 +122,12 @@ def component_cis(
     return out
 
 
+def pooled_within_sd(groups: list[list[float]]) -> float:
+    """The sd within groups (policies' means within their world models), pooled: the root of the groups' mean
+    variance (ddof 1); one group: its plain sd."""
+    return math.sqrt(float(np.mean([np.var(g, ddof=1) for g in groups])))
+
+
 def estimate_variance(c: Components, W: int, K: int, E: int) -> float:
     """Variance of the mean score of W world models x K policies x E episodes, for a comparison on the same
     evaluation seeds (the eval-seed component cancels). An unmeasured world-model component counts 0."""
