@@ -28,7 +28,7 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
-from lemario.play import collect, evaluate, push_data, push_goal, push_match, render
+from lemario.play import collect, evaluate, explore, push_data, push_goal, push_match, render
 from lemario.web import push_server
 
 
@@ -67,6 +67,12 @@ COMMANDS = {
         collect.CollectConfig,
         collect.PRESETS,
         collect.collect_main,
+    ),
+    "explore": Command(
+        "frontier exploration (Go-Explore): restore archived cells, explore from them, into a corpus; resumable",
+        explore.ExploreConfig,
+        explore.PRESETS,
+        explore.explore_main,
     ),
     "corpus": Command("summarize a corpus folder (and rebuild its index)", CorpusConfig, None, corpus_main),
     "train": Command(

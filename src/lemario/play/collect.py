@@ -38,7 +38,7 @@ from lemario.data.corpus import (
     write_episode,
 )
 from lemario.games.mario.emulator import resolve_rom
-from lemario.games.mario.env import RAM_FRAME, EnvConfig, SuperMarioBros
+from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
 from lemario.play.episodes import Player, imap, play
@@ -102,9 +102,12 @@ def episode_seed(seed: int, run_number: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
 
 
-def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None) -> Episode:
-    """One episode from the level start; returns it with labels and rewards computed from its RAM.
-    agent: a `lemario.control.agents` agent (recorded as `name`) or the spec string of one."""
+def play_episode(
+    env: SuperMarioBros, agent, seed: int, name: str | None = None, start: MarioState | None = None, on_step=None
+) -> Episode:
+    """One episode from the level start (or a saved `start`); returns it with labels and rewards computed from its
+    RAM. agent: a `lemario.control.agents` agent (recorded as `name`) or the spec string of one; `on_step` also sees
+    every step (`lemario.play.episodes.OnStep`)."""
     if isinstance(agent, str):
         name, agent = agent, make_agent(agent, env.config)
     frames, rams, actions = [], [], []
@@ -114,8 +117,10 @@ def play_episode(env: SuperMarioBros, agent, seed: int, name: str | None = None)
         rams.append(env.ram)
         if action is not None:
             actions.append(action)
+        if on_step is not None:
+            on_step(obs, action, info)
 
-    row = play(env, agent, seed, record)
+    row = play(env, agent, seed, record, start)
     ram = np.stack(rams)  # (T+1, 2048)
     labels = label_table(ram)  # (T+1, L)
     x = labels[:, LABELS.index("x_pos")]

@@ -20,7 +20,7 @@ from lemario.control.planner import PlannerConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import die_with_parent, ray_init, torch_threads
 from lemario.games.mario import ram as R
-from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.games.mario.env import EnvConfig, MarioState, SuperMarioBros
 
 OnStep = Callable[[np.ndarray, int | None, dict], None]
 """on_step(obs, action, info): after the reset (action None) and after every step; the env holds the new frame."""
@@ -39,10 +39,10 @@ def end_of(info: dict, ram: np.ndarray, truncated: bool) -> str:
     return "none"
 
 
-def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None) -> dict:
-    """One episode from the level start with the env and agent seeded by `seed`; returns its row (max_x, final x,
-    flag, steps, how it ended, return)."""
-    obs, info = env.reset(seed=seed)
+def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None, start: MarioState | None = None) -> dict:
+    """One episode from the level start (or from a saved `start`, as exploration restores one) with the env and
+    agent seeded by `seed`; returns its row (max_x, final x, flag, steps, how it ended, return)."""
+    obs, info = env.reset(seed=seed, options={"state": start} if start is not None else None)
     agent.reset(seed)
     if on_step:
         on_step(obs, None, info)

@@ -1,0 +1,210 @@
+"""The exploration archive (Go-Explore's): cells of the game, each holding the cheapest known way to reach it.
+
+A cell is a coarse summary of a moment of play:
+- `frame` (the default, domain-agnostic, as Go-Explore's): the newest observation frame area-downscaled to
+  11 x 8 pixels with 8 grey levels;
+- `ram`: Mario's x in 32-pixel columns and his y in 16-pixel rows, read from the RAM.
+
+Each cell keeps the emulator state at the end of the cheapest trajectory found to it (fewest agent steps from
+spawn), where Mario was, when the run found it, and how often it was chosen and seen. Cells where Mario is dying or
+has the flag are kept (the flag is the point) but never chosen. Choosing draws cells with weights
+
+    1 / sqrt(1 + chosen) + 1 / sqrt(1 + seen)        Go-Explore's count-based terms: rarely chosen, rarely seen
+    + far * x / max_x                                 far along the level
+    + recent * [found in the last `recent_rounds`]    recently found
+
+On disk (OUT/archive/): `cells.json`, the table a person reads (the run's totals, one row per round, one per cell)
+and `states/<id>.npz`, each cell's state. A round writes its new state files first and cells.json last (atomically),
+so a kill leaves the previous round's archive whole; state files no cell names are removed when it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lemario.core.files import atomic_write_bytes, read_json, write_json
+from lemario.games.mario.env import MarioState
+
+CELL_KINDS = ("frame", "ram")
+FRAME_CELL = (11, 8, 8)
+"""(width, height, grey levels) of a frame cell."""
+
+
+def cell_key(kind: str, frame: np.ndarray, info: dict) -> str:
+    """The cell of a moment: `frame` is the newest observation frame (H, W[, 3]) uint8, `info` the env's labels."""
+    if kind == "ram":
+        return f"x{int(info['x_pos']) // 32}-y{int(info['y_pos']) // 16}"
+    if frame.ndim == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    w, h, levels = FRAME_CELL
+    small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)  # (h, w)
+    return (small.astype(np.int32) * levels // 256).astype(np.uint8).tobytes().hex()
+
+
+@dataclass
+class Cell:
+    key: str
+    steps: int
+    """Agent steps from spawn of the cheapest known way here."""
+    x: int
+    y: int
+    found_round: int
+    found_env_steps: int
+    """The run's env steps when the cell was first found."""
+    state_file: str
+    """Its state under states/ ('' for a terminal cell: nothing to return to)."""
+    chosen: int = 0
+    seen: int = 0
+    terminal: bool = False
+    """Mario dying, or the flag: never chosen."""
+    flag: bool = False
+
+
+def state_bytes(state: MarioState) -> bytes:
+    """A saved state as compressed .npz bytes."""
+    buf = io.BytesIO()
+    snapshot = np.frombuffer(state.snapshot, np.uint8) if state.snapshot is not None else np.zeros(0, np.uint8)
+    np.savez_compressed(
+        buf,
+        level=np.array(state.level),
+        backend=np.array(state.backend),
+        buttons=np.frombuffer(state.buttons, np.uint8),
+        has_snapshot=np.array(state.snapshot is not None),
+        snapshot=snapshot,
+        stack=state.stack,
+        ram=state.ram,
+        rgb=state.rgb,
+    )
+    return buf.getvalue()
+
+
+def load_state(path: Path) -> MarioState:
+    with np.load(path) as z:
+        return MarioState(
+            level=str(z["level"]),
+            backend=str(z["backend"]),
+            buttons=z["buttons"].tobytes(),
+            snapshot=z["snapshot"].tobytes() if bool(z["has_snapshot"]) else None,
+            stack=z["stack"],
+            ram=z["ram"],
+            rgb=z["rgb"],
+        )
+
+
+@dataclass(frozen=True)
+class Choosing:
+    """How cells are chosen to return to."""
+
+    far: float = 1.0
+    recent: float = 0.5
+    recent_rounds: int = 5
+
+
+class Archive:
+    """The cells of a run and its totals; `load` / `save` keep them in a folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.cells: dict[str, Cell] = {}
+        self.round = 0
+        self.env_steps = 0
+        self.restores = 0
+        self.emulator_frames = 0
+        self.flag_env_steps: int | None = None
+        self.rounds: list[dict] = []
+
+    @classmethod
+    def load(cls, folder: Path) -> Archive:
+        """The archive saved in `folder` (an empty one where there is none); orphan state files are removed."""
+        archive = cls(folder)
+        path = archive.folder / "cells.json"
+        if path.exists():
+            d = read_json(path)
+            archive.round, archive.env_steps = d["round"], d["env_steps"]
+            archive.restores, archive.emulator_frames = d["restores"], d["emulator_frames"]
+            archive.flag_env_steps, archive.rounds = d["flag_env_steps"], d["rounds"]
+            archive.cells = {c["key"]: Cell(**c) for c in d["cells"]}
+        archive.prune()
+        return archive
+
+    def prune(self) -> None:
+        """Remove the state files no cell names (replaced by cheaper ways, or written by an unfinished round)."""
+        named = {c.state_file for c in self.cells.values()}
+        for f in (self.folder / "states").glob("*.npz"):
+            if f.name not in named:
+                f.unlink()
+
+    def save(self, extra: dict | None = None) -> None:
+        """cells.json, atomically (the state files it names are written by `add`), then the files it no longer
+        names are removed."""
+        cells = sorted(self.cells.values(), key=lambda c: (c.x, c.y, c.key))
+        write_json(
+            self.folder / "cells.json",
+            {
+                **(extra or {}),
+                "round": self.round,
+                "env_steps": self.env_steps,
+                "restores": self.restores,
+                "emulator_frames": self.emulator_frames,
+                "flag_env_steps": self.flag_env_steps,
+                "n_cells": len(cells),
+                "max_x": self.max_x,
+                "rounds": self.rounds,
+                "cells": [asdict(c) for c in cells],
+            },
+        )
+        self.prune()
+
+    @property
+    def max_x(self) -> int:
+        return max((c.x for c in self.cells.values()), default=0)
+
+    def state(self, key: str) -> MarioState:
+        return load_state(self.folder / "states" / self.cells[key].state_file)
+
+    def weights(self, cfg: Choosing) -> tuple[list[str], np.ndarray]:
+        """(choosable cell keys in sorted order, their normalized choice probabilities)."""
+        keys = sorted(k for k, c in self.cells.items() if not c.terminal)  # an order that survives a reload
+        top = max(1, self.max_x)
+        w = np.array(
+            [
+                1 / math.sqrt(1 + c.chosen)
+                + 1 / math.sqrt(1 + c.seen)
+                + cfg.far * c.x / top
+                + cfg.recent * (self.round - c.found_round < cfg.recent_rounds)
+                for c in (self.cells[k] for k in keys)
+            ]
+        )
+        return keys, w / w.sum()
+
+    def choose(self, n: int, cfg: Choosing, rng: np.random.Generator) -> list[str]:
+        """n cells to return to (with replacement), counted as chosen."""
+        keys, p = self.weights(cfg)
+        picks = [keys[i] for i in rng.choice(len(keys), size=n, p=p)]
+        for k in picks:
+            self.cells[k].chosen += 1
+        return picks
+
+    def add(self, key: str, steps: int, x: int, y: int, state: MarioState | None, flag: bool) -> None:
+        """A way to `key` of `steps` steps (state None: a terminal moment). Kept when the cell is new or the way
+        is cheaper; its state file is written at once."""
+        old = self.cells.get(key)
+        if old is not None and steps >= old.steps:
+            return
+        name = ""
+        if state is not None:
+            name = f"{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}-{steps}.npz"
+            (self.folder / "states").mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.folder / "states" / name, state_bytes(state))
+        found = (old.found_round, old.found_env_steps) if old else (self.round, self.env_steps)
+        counts = (old.chosen, old.seen) if old else (0, 0)
+        self.cells[key] = Cell(key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag)
+        if flag and self.flag_env_steps is None:
+            self.flag_env_steps = self.env_steps

@@ -1,0 +1,136 @@
+"""Frontier exploration on the real emulator: the archive's pieces (cells, choice weights, cheaper ways, saved
+states that restore exactly), and `lemario explore` end to end: env-step accounting, episodes that say where they
+started, the same archive after kills and resumes as without."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lemario.data.corpus import read_episode, scan
+from lemario.games.mario.env import EnvConfig, SuperMarioBros
+from lemario.play.archive import Archive, Choosing, cell_key, load_state, state_bytes
+
+from conftest import run_cli
+
+TINY = ("explore", "--preset", "tiny")
+
+
+def test_cells_of_frames_and_of_the_ram():
+    frame = np.zeros((84, 84), np.uint8)
+    frame[40:50, 10:20] = 200
+    near = frame.copy()
+    near[40, 10] = 190  # a pixel's change does not move the coarse picture
+    far = np.roll(frame, 30, axis=1)  # the scene scrolled
+    info = {"x_pos": 100, "y_pos": 79}
+    assert cell_key("frame", frame, info) == cell_key("frame", near, info) != cell_key("frame", far, info)
+    assert len(bytes.fromhex(cell_key("frame", frame, info))) == 11 * 8
+    assert cell_key("ram", frame, info) == "x3-y4" == cell_key("ram", far, {"x_pos": 127, "y_pos": 64})
+
+
+def test_choice_weights_and_cheaper_ways(tmp_path):
+    a = Archive(tmp_path)
+    a.round = 10
+    a.add("a", 5, 100, 79, None, flag=False)  # terminal: never chosen
+    a.cells["a"].terminal = True
+    a.round = 1
+    env = SuperMarioBros(EnvConfig())
+    env.reset(seed=0)
+    state = env.save_state()
+    env.close()
+    a.add("b", 30, 400, 79, state, flag=False)  # found in round 1
+    a.round = 10
+    a.add("c", 12, 200, 79, state, flag=False)  # found in round 10: recent
+    a.cells["c"].chosen, a.cells["c"].seen = 3, 8
+    keys, p = a.weights(Choosing(far=1.0, recent=0.5, recent_rounds=5))
+    w_b = 1 + 1 + 400 / 400 + 0.0
+    w_c = 1 / math.sqrt(4) + 1 / math.sqrt(9) + 200 / 400 + 0.5
+    assert keys == ["b", "c"] and p == pytest.approx(np.array([w_b, w_c]) / (w_b + w_c))
+    a.add("b", 40, 400, 79, state, flag=False)  # a dearer way is ignored
+    assert a.cells["b"].steps == 30
+    a.add("b", 20, 401, 80, state, flag=False)  # a cheaper one replaces it, keeping the counts and the discovery
+    assert (a.cells["b"].steps, a.cells["b"].x, a.cells["b"].found_round) == (20, 401, 1)
+    a.save()
+    assert len(list((tmp_path / "states").glob("*.npz"))) == 2, "the replaced state file is removed"
+    again = Archive.load(tmp_path)
+    assert again.cells == a.cells and again.round == 10
+    chosen = again.choose(1000, Choosing(), np.random.default_rng(0))
+    assert set(chosen) == {"b", "c"} and again.cells["b"].chosen + again.cells["c"].chosen == 1003
+
+
+def test_a_saved_state_restores_exactly(tmp_path):
+    env = SuperMarioBros(EnvConfig())
+    env.reset(seed=1)
+    for a in [3] * 20 + [4] * 6:
+        env.step(a)
+    (tmp_path / "s.npz").write_bytes(state_bytes(env.save_state()))
+    after = [env.step(a)[0] for a in [4, 3, 3, 0, 3]]
+    ram = env.ram.copy()
+    env.close()
+    other = SuperMarioBros(EnvConfig())
+    obs, _ = other.reset(options={"state": load_state(tmp_path / "s.npz")})
+    replayed = [other.step(a)[0] for a in [4, 3, 3, 0, 3]]
+    other.close()
+    assert all(np.array_equal(x, y) for x, y in zip(after, replayed)) and np.array_equal(other.ram, ram)
+
+
+def _table(run):
+    d = json.loads((run / "archive" / "cells.json").read_text())
+    return d["cells"], [(r["round"], r["env_steps"], r["cells"], r["max_x"]) for r in d["rounds"]], d
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("explore") / "run"
+    r = run_cli(*TINY, "--out", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return run, r.stdout
+
+
+def test_explore_end_to_end(uninterrupted):
+    run, stdout = uninterrupted
+    cells, rounds, d = _table(run)
+    episodes = scan(run).episodes
+    assert d["env_steps"] == sum(e["n_steps"] for e in episodes) >= 240 and rounds[-1][1] == d["env_steps"]
+    assert d["emulator_frames"] == 4 * d["env_steps"], "retro restores from snapshots: no frames replayed"
+    starts = [read_episode(run / e["file"]).meta["start"] for e in episodes]
+    assert starts[:4] == ["spawn"] * 4 and all(s.startswith("cell:") for s in starts[4:])
+    assert d["restores"] == len(starts) - 4
+    keys = {c["key"] for c in cells}
+    assert {s.removeprefix("cell:") for s in starts[4:]} <= keys
+    assert d["max_x"] == max(c["x"] for c in cells) > 40 and "frontier x" in stdout
+    assert all((run / "archive" / "states" / c["state_file"]).exists() for c in cells if not c["terminal"])
+    assert (run / "archive" / "archive.png").stat().st_size > 0
+
+
+def test_kills_then_resume_give_the_same_archive(uninterrupted, tmp_path):
+    run, _ = uninterrupted
+    other = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lemario.cli", *TINY, "--out", str(other)]
+    for _ in range(2):  # kill it twice, mid-round, then let it finish
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        start = len(list(other.glob("explore-*.h5")))
+        while time.time() < deadline and len(list(other.glob("explore-*.h5"))) < start + 6:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    r = run_cli(*TINY, "--out", str(other))
+    assert r.returncode == 0 and "resuming" in r.stdout
+    assert _table(other)[:2] == _table(run)[:2]
+    assert sorted(p.name for p in other.glob("explore-*.h5")) == sorted(p.name for p in run.glob("explore-*.h5"))
+
+
+def test_bad_input_is_one_line(tmp_path):
+    r = run_cli("explore", "--cell", "pixels", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown cell kind 'pixels'" in r.stderr
+    r = run_cli(*TINY, "--out", str(tmp_path / "y"))
+    assert r.returncode == 0
+    r = run_cli(*TINY, "--cell", "ram", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "cell" in r.stderr and len(r.stderr.strip().splitlines()) == 1
