@@ -16,7 +16,7 @@ from lemario.control.planner import (
     prior_probs,
     rollout_shared,
 )
-from lemario.control.reward import RewardWeights, scalar_reward
+from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
 from lemario.core.device import precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
@@ -335,6 +335,17 @@ def test_render_writes_playable_mp4_and_gif(tmp_path):
     with Image.open(tmp_path / "best.gif") as gif:
         assert gif.n_frames == s["gif_frames"] == len(range(0, steps + 1, 2)) and gif.width == 256
     assert s["chosen"]["max_x"] == max(c["max_x"] for c in s["candidates"])
+
+
+def test_survival_weighted_score_against_a_hand_computation():
+    decoded = torch.tensor([[[10.0, 0.0, 0.0], [10.0, 0.0, 0.5], [10.0, 0.0, 0.0]]])  # (1, H=3, 3): a coin-flip death
+    total, alive = survival_weighted(decoded, RewardWeights(death_penalty=50.0), torch.ones(3))
+    # step 0: 1 x 10; step 1: 1 x (10 - 0.5 x 50); step 2: 0.5 x 10 (alive only if step 1 was survived)
+    assert total.tolist() == [10 + (10 - 25) + 5] and alive.tolist() == [0.5]
+    total, _ = survival_weighted(decoded, RewardWeights(death_penalty=50.0), torch.tensor([1.0, 0.5, 0.25]))
+    assert total.tolist() == [10 + 0.5 * (10 - 25) + 0.25 * 5]
+    flat = (scalar_reward(decoded, RewardWeights(death_penalty=50.0))).sum(-1)
+    assert flat.tolist() == [30 - 25], "without survival a dead plan keeps its later progress"
 
 
 def test_one_scalar_reward_in_pixels_for_planner_and_imagination():

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lemario.control.imagination import RETURN_UNIT, load_policy
-from lemario.control.reward import RewardWeights, scalar_reward
+from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
 from lemario.core.device import PRECISIONS, precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.model.world_model import WorldModel, decode_reward
@@ -42,6 +42,10 @@ class PlannerConfig:
     reward: RewardWeights = field(default_factory=RewardWeights)
     """The scalar reward in pixels (`lemario.control.reward`): death penalty, score weight."""
     discount: float = 0.99
+    survival: bool = True
+    """Weight each step's reward (and the value beyond the horizon) by the predicted probability of being alive
+    before it (`lemario.control.reward.survival_weighted`); off: a plan that dies keeps collecting progress (the
+    planner before issue 20)."""
     replan_every: int = 1
     precision: str = "auto"
     """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
@@ -226,9 +230,12 @@ class LatentPlanner:
             z, r = self.rewards(context, past, seqs)  # (N, H, D), (N, H, 3)
             if goal is not None:
                 return -(z[:, -1] - goal).square().sum(-1), r  # LeWM: squared distance of the last latent to the goal
-            total = (scalar_reward(r, cfg.reward) * self.discounts).sum(-1)  # (N,)
+            if cfg.survival:
+                total, alive = survival_weighted(r, cfg.reward, self.discounts)  # (N,), (N,)
+            else:
+                total, alive = (scalar_reward(r, cfg.reward) * self.discounts).sum(-1), torch.ones(len(r))
             if self.value is not None:
-                total = total + cfg.discount**cfg.horizon * self.value(z[:, -1], seqs[:, -1])
+                total = total + cfg.discount**cfg.horizon * alive * self.value(z[:, -1], seqs[:, -1])
             return total, r
 
         return score

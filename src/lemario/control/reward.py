@@ -25,3 +25,17 @@ def scalar_reward(decoded: torch.Tensor, weights: RewardWeights) -> torch.Tensor
     """(..., 3) decoded rewards (progress px, score points, death probability) -> (...) pixels."""
     progress, score, death = decoded.unbind(-1)
     return progress + weights.score_weight * score / 100 - weights.death_penalty * death
+
+
+def survival_weighted(
+    decoded: torch.Tensor, weights: RewardWeights, discounts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., H, 3) decoded rewards of a sequence, (H,) discounts -> (the discounted sum of each step's reward
+    weighted by the probability of being alive before it (...), the probability of being alive after the last (...)).
+
+    A plan that dies at step 3 stops collecting progress there: step t counts prod_{s<t} (1 - P(death)_s) of its
+    reward, and its death penalty as the probability of dying exactly at t."""
+    death = decoded[..., 2]  # (..., H)
+    alive = torch.cumprod(torch.cat([torch.ones_like(death[..., :1]), 1 - death], dim=-1), dim=-1)  # (..., H+1)
+    total = (alive[..., :-1] * scalar_reward(decoded, weights) * discounts).sum(-1)
+    return total, alive[..., -1]
