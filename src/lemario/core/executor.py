@@ -104,14 +104,19 @@ def run_parallel(
         return pool.map(_call, [(fn, a) for a in args], chunksize=1)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: `taskset` and cgroup cpusets count), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_configs(fn: Callable, cfgs: list, executor: str = "local", workers: int = 2, ray_address: str = "") -> list:
     """fn(cfg) for each run config (a frozen dataclass with a `threads` field): one alone in this process as it is;
-    several `workers` processes at a time (all at once as Ray tasks), the machine's cores split between them and
+    several `workers` processes at a time (all at once as Ray tasks), this process's usable cores split between them and
     each one's `progress_row`, where it has one, set to its own row."""
     if len(cfgs) <= 1:
         return [fn(c) for c in cfgs]
     procs = min(len(cfgs), max(1, workers)) if executor == "local" else len(cfgs)
-    threads = max(1, (os.cpu_count() or 1) // procs)
+    threads = max(1, usable_cores() // procs)
     rows = [{"progress_row": i % procs} if hasattr(c, "progress_row") else {} for i, c in enumerate(cfgs)]
     cfgs = [replace(c, threads=threads, **row) for c, row in zip(cfgs, rows)]
     return run_parallel(fn, cfgs, executor, processes=procs, cpus=threads, ray_address=ray_address)
