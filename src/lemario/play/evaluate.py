@@ -90,6 +90,9 @@ def _load_partial(path: Path, key: dict) -> list[dict]:
     if not rows:
         return []
     header = rows[0].get("resume_key")
+    planned = isinstance(header, dict) and any(str(a).startswith("planner:") for a in header.get("agents", []))
+    if planned and "survival" not in header.get("planner", {}):  # a planner's episodes from before issue 20
+        header = {**header, "planner": {**header.get("planner", {}), "survival": False}}
     header = with_defaults(header, _resume_key(EvalConfig(agents=()))) if isinstance(header, dict) else None
     if header != key:
         changed = "; ".join(differences(header, key)) if header else "its header is unreadable"
