@@ -15,7 +15,7 @@ import pytest
 
 from lemario.data.corpus import read_episode, scan
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
-from lemario.play.archive import Archive, Choosing, cell_key, load_state, state_bytes
+from lemario.play.archive import Archive, Choosing, cell_key, state_bytes, state_from_bytes
 
 from conftest import run_cli
 
@@ -57,11 +57,16 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     a.add("b", 20, 401, 80, state, flag=False)  # a cheaper one replaces it, keeping the counts and the discovery
     assert (a.cells["b"].steps, a.cells["b"].x, a.cells["b"].found_round) == (20, 401, 1)
     a.save()
-    assert len(list((tmp_path / "states").glob("*.npz"))) == 2, "the replaced state file is removed"
+    assert [p.name for p in (tmp_path / "states").glob("*.npz")] == ["round-000010.npz"]  # b's first way replaced
     again = Archive.load(tmp_path)
-    assert again.cells == a.cells and again.round == 10
+    assert again.cells == a.cells and again.round == 10 and again.state("b").buttons == state.buttons
     chosen = again.choose(1000, Choosing(), np.random.default_rng(0))
     assert set(chosen) == {"b", "c"} and again.cells["b"].chosen + again.cells["c"].chosen == 1003
+    again.round = 11
+    again.add("b", 1, 401, 80, state, flag=False)
+    again.add("c", 2, 200, 79, state, flag=False)  # every state of rounds 1 and 10 replaced: their files go
+    again.save()
+    assert [p.name for p in (tmp_path / "states").glob("*.npz")] == ["round-000011.npz"]
 
 
 def test_a_saved_state_restores_exactly(tmp_path):
@@ -69,12 +74,12 @@ def test_a_saved_state_restores_exactly(tmp_path):
     env.reset(seed=1)
     for a in [3] * 20 + [4] * 6:
         env.step(a)
-    (tmp_path / "s.npz").write_bytes(state_bytes(env.save_state()))
+    saved = state_bytes(env.save_state())
     after = [env.step(a)[0] for a in [4, 3, 3, 0, 3]]
     ram = env.ram.copy()
     env.close()
     other = SuperMarioBros(EnvConfig())
-    obs, _ = other.reset(options={"state": load_state(tmp_path / "s.npz")})
+    obs, _ = other.reset(options={"state": state_from_bytes(saved)})
     replayed = [other.step(a)[0] for a in [4, 3, 3, 0, 3]]
     other.close()
     assert all(np.array_equal(x, y) for x, y in zip(after, replayed)) and np.array_equal(other.ram, ram)
@@ -105,7 +110,8 @@ def test_explore_end_to_end(uninterrupted):
     keys = {c["key"] for c in cells}
     assert {s.removeprefix("cell:") for s in starts[4:]} <= keys
     assert d["max_x"] == max(c["x"] for c in cells) > 40 and "frontier x" in stdout
-    assert all((run / "archive" / "states" / c["state_file"]).exists() for c in cells if not c["terminal"])
+    files = {c["state_file"].partition(":")[0] for c in cells if not c["terminal"]}
+    assert files == {p.name for p in (run / "archive" / "states").iterdir()}
     assert (run / "archive" / "archive.png").stat().st_size > 0
 
 

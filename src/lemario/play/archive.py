@@ -14,8 +14,9 @@ has the flag are kept (the flag is the point) but never chosen. Choosing draws c
     + recent * [found in the last `recent_rounds`]    recently found
 
 On disk (OUT/archive/): `cells.json`, the table a person reads (the run's totals, one row per round, one per cell)
-and `states/<id>.npz`, each cell's state. A round writes its new state files first and cells.json last (atomically),
-so a kill leaves the previous round's archive whole; state files no cell names are removed when it is loaded.
+and `states/round-RRRRRR.npz`, the states a round found (one file, one fsync, a round). A round writes its state
+file first and cells.json last (atomically), so a kill leaves the previous round's archive whole; state files no
+cell names any more are removed.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Cell:
     found_env_steps: int
     """The run's env steps when the cell was first found."""
     state_file: str
-    """Its state under states/ ('' for a terminal cell: nothing to return to)."""
+    """Where its state is: 'round-RRRRRR.npz:ENTRY' under states/ ('' for a terminal cell: nothing to return to)."""
     chosen: int = 0
     seen: int = 0
     terminal: bool = False
@@ -85,8 +86,8 @@ def state_bytes(state: MarioState) -> bytes:
     return buf.getvalue()
 
 
-def load_state(path: Path) -> MarioState:
-    with np.load(path) as z:
+def state_from_bytes(data: bytes) -> MarioState:
+    with np.load(io.BytesIO(data)) as z:
         return MarioState(
             level=str(z["level"]),
             backend=str(z["backend"]),
@@ -119,6 +120,7 @@ class Archive:
         self.emulator_frames = 0
         self.flag_env_steps: int | None = None
         self.rounds: list[dict] = []
+        self._pending: dict[str, dict[str, bytes]] = {}  # file -> entry -> state bytes, not yet written (`save`)
 
     @classmethod
     def load(cls, folder: Path) -> Archive:
@@ -135,15 +137,25 @@ class Archive:
         return archive
 
     def prune(self) -> None:
-        """Remove the state files no cell names (replaced by cheaper ways, or written by an unfinished round)."""
-        named = {c.state_file for c in self.cells.values()}
+        """Remove the state files no cell names (their states replaced by cheaper ways, or written by an unfinished
+        round)."""
+        named = {c.state_file.partition(":")[0] for c in self.cells.values()}
         for f in (self.folder / "states").glob("*.npz"):
             if f.name not in named:
                 f.unlink()
 
     def save(self, extra: dict | None = None) -> None:
-        """cells.json, atomically (the state files it names are written by `add`), then the files it no longer
-        names are removed."""
+        """The round's states (one file), then cells.json, atomically; then the state files no cell names."""
+        for file, entries in self._pending.items():
+            path = self.folder / "states" / file
+            if path.exists():  # the round's file written before, by an earlier save
+                with np.load(path) as z:
+                    entries = {k: z[k].tobytes() for k in z.files} | entries
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.frombuffer(v, np.uint8) for k, v in entries.items()})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buf.getvalue())
+        self._pending = {}
         cells = sorted(self.cells.values(), key=lambda c: (c.x, c.y, c.key))
         write_json(
             self.folder / "cells.json",
@@ -166,8 +178,16 @@ class Archive:
     def max_x(self) -> int:
         return max((c.x for c in self.cells.values()), default=0)
 
+    @property
+    def _states_file(self) -> str:
+        return f"round-{self.round:06d}.npz"
+
     def state(self, key: str) -> MarioState:
-        return load_state(self.folder / "states" / self.cells[key].state_file)
+        file, _, entry = self.cells[key].state_file.partition(":")
+        if entry in self._pending.get(file, {}):
+            return state_from_bytes(self._pending[file][entry])
+        with np.load(self.folder / "states" / file) as z:
+            return state_from_bytes(z[entry].tobytes())
 
     def weights(self, cfg: Choosing) -> tuple[list[str], np.ndarray]:
         """(choosable cell keys in sorted order, their normalized choice probabilities)."""
@@ -194,15 +214,15 @@ class Archive:
 
     def add(self, key: str, steps: int, x: int, y: int, state: MarioState | None, flag: bool) -> None:
         """A way to `key` of `steps` steps (state None: a terminal moment). Kept when the cell is new or the way
-        is cheaper; its state file is written at once."""
+        is cheaper; its state is written by the next `save`, in the current round's file."""
         old = self.cells.get(key)
         if old is not None and steps >= old.steps:
             return
         name = ""
         if state is not None:
-            name = f"{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}-{steps}.npz"
-            (self.folder / "states").mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.folder / "states" / name, state_bytes(state))
+            entry = f"{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}-{steps}"
+            self._pending.setdefault(self._states_file, {})[entry] = state_bytes(state)
+            name = f"{self._states_file}:{entry}"
         found = (old.found_round, old.found_env_steps) if old else (self.round, self.env_steps)
         counts = (old.chosen, old.seen) if old else (0, 0)
         self.cells[key] = Cell(key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag)

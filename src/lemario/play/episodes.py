@@ -3,7 +3,7 @@ rendering all play through them.
 
 A worker holds a `Player`: one env and the agents it has built, by spec, on first use. `imap(fn, tasks, ...)`
 calls fn(player, *task) for every task and yields the results as they finish, in this process (one worker), in
-spawned processes that die with their parent, or in Ray actors.
+spawned processes that die with their parent, or in Ray actors; `Workers` keeps such a pool across many calls.
 """
 
 from __future__ import annotations
@@ -115,18 +115,58 @@ class _RayPlayer:
         return fn(self.player, *args)
 
 
-def _ray_imap(fn: Callable, tasks: list[tuple], env_config, planner, workers: int, ray_address: str) -> Iterator:
-    ray_init(ray_address)  # before Ray is first imported: it reads where to listen at import time
-    import ray
-    from ray.util import ActorPool
+class Workers:
+    """A pool of players kept across many `imap` calls (exploration plays one round of tasks at a time): one
+    `Player` in this process, spawned processes that die with their parent, or Ray actors. A context manager."""
 
-    actor = ray.remote(num_cpus=1)(_RayPlayer)
-    actors = [actor.remote(env_config, planner) for _ in range(min(workers, len(tasks)))]
-    try:
-        yield from ActorPool(actors).map_unordered(lambda a, t: a.call.remote(fn, t), tasks)
-    finally:
-        for a in actors:
-            ray.kill(a)
+    def __init__(
+        self,
+        env_config: EnvConfig,
+        planner: PlannerConfig | None = None,
+        workers: int = 1,
+        executor: str = "local",
+        ray_address: str = "",
+    ):
+        self.player = self.pool = self.actors = None
+        if executor == "ray":
+            ray_init(ray_address)  # before Ray is first imported: it reads where to listen at import time
+            import ray
+
+            actor = ray.remote(num_cpus=1)(_RayPlayer)
+            self.actors = [actor.remote(env_config, planner) for _ in range(workers)]
+        elif workers == 1:
+            self.player = Player(env_config, planner)
+        else:
+            ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
+            self.pool = ctx.Pool(workers, _init_worker, (env_config, planner))
+
+    def imap(self, fn: Callable, tasks: list[tuple]) -> Iterator:
+        """fn(player, *task) for every task, yielded as each finishes."""
+        if self.player is not None:
+            with torch_threads(1):  # as in a worker process: the same numerics whichever way a task is played
+                for t in tasks:
+                    yield fn(self.player, *t)
+        elif self.pool is not None:
+            yield from self.pool.imap_unordered(_call, [(fn, t) for t in tasks], chunksize=1)
+        else:
+            from ray.util import ActorPool
+
+            yield from ActorPool(self.actors).map_unordered(lambda a, t: a.call.remote(fn, t), tasks)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.player is not None:
+            self.player.close()
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+        if self.actors is not None:
+            import ray
+
+            for a in self.actors:
+                ray.kill(a)
 
 
 def imap(
@@ -138,25 +178,9 @@ def imap(
     executor: str = "local",
     ray_address: str = "",
 ) -> Iterator:
-    """fn(player, *task) for every task, yielded as each finishes (module-level fn: it travels to the workers)."""
+    """fn(player, *task) for every task, yielded as each finishes (module-level fn: it travels to the workers), by
+    `min(workers, tasks)` workers that live as long as the iteration."""
     if not tasks:
         return
-    if executor == "ray":
-        yield from _ray_imap(fn, tasks, env_config, planner, workers, ray_address)
-    elif workers == 1 or len(tasks) == 1:
-        player = Player(env_config, planner)
-        try:
-            with torch_threads(1):  # as in a worker process: the same numerics whichever way an episode is played
-                for t in tasks:
-                    yield fn(player, *t)
-        finally:
-            player.close()
-    else:
-        ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
-        pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (env_config, planner))
-        try:
-            yield from pool.imap_unordered(_call, [(fn, t) for t in tasks], chunksize=1)
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
+    with Workers(env_config, planner, min(workers, len(tasks)), executor, ray_address) as pool:
+        yield from pool.imap(fn, tasks)

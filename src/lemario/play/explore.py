@@ -38,7 +38,7 @@ from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import EnvConfig, MarioState
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
 from lemario.play.collect import play_episode
-from lemario.play.episodes import Player, imap
+from lemario.play.episodes import Player, Workers
 
 BOOKKEEPING = ("out", "env_steps", "workers", "executor", "ray_address", "progress")
 """Fields a resumed run may change (`env_steps` extends it)."""
@@ -153,7 +153,7 @@ def _open_run(cfg: ExploreConfig) -> Archive:
     return archive
 
 
-def _round(cfg: ExploreConfig, archive: Archive, extra: dict) -> list[dict]:
+def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> list[dict]:
     """Play and merge the next round; returns its index rows."""
     r = archive.round + 1
     rng = np.random.default_rng([cfg.seed, r])
@@ -168,10 +168,7 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict) -> list[dict]:
             meta.update(start=f"cell:{key}", start_steps=cell.steps, start_x=cell.x)
         state = archive.state(key) if key is not None else None
         tasks.append((f"explore-{r:06d}-{i:03d}.h5", i, state, seed, cfg, costs, meta))
-    results = sorted(
-        imap(_explore, tasks, cfg.play_env, None, cfg.workers, cfg.executor, cfg.ray_address),
-        key=lambda res: res["index"],
-    )
+    results = sorted(pool.imap(_explore, tasks), key=lambda res: res["index"])
     archive.round = r
     for res in results:
         archive.env_steps += res["steps"]
@@ -205,19 +202,20 @@ def explore(cfg: ExploreConfig) -> Archive:
             print(
                 f"resuming {cfg.out}: round {archive.round}, {archive.env_steps} env steps, {len(archive.cells)} cells"
             )
-        t0 = time.perf_counter()
-        while archive.env_steps < cfg.env_steps:
-            rows = _round(cfg, archive, extra)
-            archive.save(header)
-            add_to_index(cfg.out, rows)
-            if cfg.progress:
-                rate = archive.env_steps / max(1e-9, time.perf_counter() - t0)
-                flag = f", flag at {archive.flag_env_steps} env steps" if archive.flag_env_steps is not None else ""
-                print(
-                    f"round {archive.round}: {archive.env_steps} env steps ({rate:.0f}/s), {len(archive.cells)} cells, "
-                    f"frontier x {archive.max_x}{flag}",
-                    flush=True,
-                )
+        t0, start = time.perf_counter(), archive.env_steps
+        with Workers(cfg.play_env, None, cfg.workers, cfg.executor, cfg.ray_address) as pool:
+            while archive.env_steps < cfg.env_steps:
+                rows = _round(cfg, archive, extra, pool)
+                archive.save(header)
+                add_to_index(cfg.out, rows)
+                if cfg.progress:
+                    rate = (archive.env_steps - start) / max(1e-9, time.perf_counter() - t0)
+                    flag = f", flag at {archive.flag_env_steps} env steps" if archive.flag_env_steps is not None else ""
+                    print(
+                        f"round {archive.round}: {archive.env_steps} env steps ({rate:.0f}/s), "
+                        f"{len(archive.cells)} cells, frontier x {archive.max_x}{flag}",
+                        flush=True,
+                    )
         plot(archive, cfg.out / "archive" / "archive.png")
     return archive
 

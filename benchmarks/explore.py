@@ -1,0 +1,65 @@
+"""Exploration throughput: `lemario explore`'s env steps/s per worker (restores, cell keys, saved states and HDF5
+episodes included) against the raw emulator's frames/s / frame skip, for both cell kinds, with 1 and 2 workers.
+The 1-1 issue's target: the explorer per core close to raw / skip.
+
+    .venv/bin/python benchmarks/explore.py             # ~6 minutes on 2 idle cores
+    .venv/bin/python benchmarks/explore.py --reps 1 --env-steps 1000   # quick look
+
+Each figure is the mean +- sd over `reps` runs (different seeds), each a fresh run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import tyro
+from collect import mean_sd, raw_fps  # benchmarks/collect.py
+
+from lemario.play.explore import ExploreConfig, explore
+
+
+@dataclass(frozen=True)
+class Args:
+    reps: int = 3
+    env_steps: int = 4000
+    """Agent steps per run (40 rounds of 8 explorations x ~12 steps at first, longer as cells spread)."""
+    retro_frames: int = 8000
+    frame_skip: int = 4
+
+
+def run(cell: str, workers: int, seed: int, env_steps: int) -> tuple[float, int]:
+    """(env steps/s, cells) of one fresh exploration run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = replace(
+            ExploreConfig(), out=Path(tmp) / "run", env_steps=env_steps, cell=cell, workers=workers, seed=seed
+        )
+        cfg = replace(cfg, progress=False)
+        t0 = time.perf_counter()
+        archive = explore(cfg)
+        return archive.env_steps / (time.perf_counter() - t0), len(archive.cells)
+
+
+def main(args: Args) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    print(f"{cpu or platform.processor()}, {os.cpu_count()} cores")
+    raw = mean_sd([raw_fps("retro", args.retro_frames) for _ in range(args.reps)])
+    per_skip = raw[0] / args.frame_skip
+    print(f"raw stable-retro: {raw[0]:.0f} +- {raw[1]:.0f} frames/s -> {per_skip:.0f} agent steps/s at skip 4")
+    print(f"{'cell':<7}{'workers':>8}{'steps/s':>10}{'sd':>7}{'per worker':>12}{'/ raw':>8}{'cells':>8}")
+    for cell in ("ram", "frame"):
+        for workers in (1, 2):
+            runs = [run(cell, workers, seed, args.env_steps) for seed in range(args.reps)]
+            m, s = mean_sd([r[0] for r in runs])
+            cells = int(np.mean([r[1] for r in runs]))
+            per = m / workers
+            print(f"{cell:<7}{workers:>8}{m:>10.0f}{s:>7.0f}{per:>12.0f}{per / per_skip:>8.2f}{cells:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
