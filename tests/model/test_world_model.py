@@ -562,9 +562,15 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     with_value, without = (LatentPlanner(model, cfg, action_set("complex"), v) for v in (value, None))
     seqs = torch.randint(0, model.cfg.n_actions, (8, 4), generator=torch.Generator().manual_seed(0))
     context, past = torch.randn(1, 1, model.cfg.latent_dim), torch.zeros(1, 1, dtype=torch.int64)
-    z, _ = without.rewards(context, past, seqs)
+    z, r = without.rewards(context, past, seqs)
     v = value(z[:, -1], seqs[:, -1])
     assert v.shape == (8,) and v.std() > 0
+    alive = (1 - r[..., 2]).prod(-1)  # the value counts as much as surviving the horizon
+    torch.testing.assert_close(
+        with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * alive * v
+    )
+    flat = PlannerConfig(horizon=4, precision="fp32", survival=False)
+    with_value, without = (LatentPlanner(model, flat, action_set("complex"), x) for x in (value, None))
     torch.testing.assert_close(
         with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * v
     )

@@ -211,7 +211,8 @@ class Iteration:
         }  # fmt: skip
         todo = [c for _, c in icfgs.values() if not (c.out / "policy.json").exists()]
         if todo:
-            self.log(f"train {len(todo)} policies in imagination ({cfg.executor})")
+            at_once = min(len(todo), max(1, cfg.workers)) if cfg.executor == "local" else len(todo)
+            self.log(f"train {len(todo)} policies in imagination ({cfg.executor}, {at_once} at a time)")
             self.timed("imagine", lambda: self.parallel(run_imagine, todo))
         return {label: (w, c.out / "policy.safetensors") for label, (w, c) in icfgs.items()}
 
