@@ -56,6 +56,11 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     assert a.cells["b"].steps == 30
     a.add("b", 20, 401, 80, state, flag=False)  # a cheaper one replaces it, keeping the counts and the discovery
     assert (a.cells["b"].steps, a.cells["b"].x, a.cells["b"].found_round) == (20, 401, 1)
+    a.add("a", 50, 100, 79, state, flag=False)  # a dearer way that lives beats a cheaper one that dies
+    assert not a.cells["a"].terminal and a.cells["a"].steps == 50
+    a.add("a", 40, 100, 79, None, flag=False)  # ...and a cheaper death does not undo it
+    assert not a.cells["a"].terminal and a.cells["a"].steps == 50
+    del a.cells["a"]
     a.save()
     assert [p.name for p in (tmp_path / "states").glob("*.npz")] == ["round-000010.npz"]  # b's first way replaced
     again = Archive.load(tmp_path)

@@ -213,10 +213,11 @@ class Archive:
         return picks
 
     def add(self, key: str, steps: int, x: int, y: int, state: MarioState | None, flag: bool) -> None:
-        """A way to `key` of `steps` steps (state None: a terminal moment). Kept when the cell is new or the way
-        is cheaper; its state is written by the next `save`, in the current round's file."""
+        """A way to `key` of `steps` steps (state None: a terminal moment). Kept when the cell is new or the way is
+        better: alive where the cell's way dies (a cell first met dying stays reachable), else fewer steps. Its state
+        is written by the next `save`, in the current round's file."""
         old = self.cells.get(key)
-        if old is not None and steps >= old.steps:
+        if old is not None and (state is None, steps) >= (old.terminal, old.steps):
             return
         name = ""
         if state is not None:

@@ -40,6 +40,8 @@ from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
 from lemario.play.collect import play_episode
 from lemario.play.episodes import Player, Workers
 
+NO_WAY = (True, 1 << 62)
+"""Worse than any way to a cell."""
 BOOKKEEPING = ("out", "env_steps", "workers", "executor", "ray_address", "progress")
 """Fields a resumed run may change (`env_steps` extends it)."""
 
@@ -103,12 +105,12 @@ def _explore(
     start: MarioState | None,
     seed: int,
     cfg: ExploreConfig,
-    costs: dict[str, int],
+    costs: dict[str, tuple[bool, int]],
     meta: dict,
 ) -> dict:
     """A worker's task: one exploration from `start` (None: spawn; `meta` says which), written as OUT/file; returns
-    its index row, the cells it reached in fewer steps than `costs` knows (with their states) and how often it saw
-    each cell."""
+    its index row, the cells it reached by a better way than `costs` knows ((terminal, steps): alive before dying,
+    then fewer steps; with their states) and how often it saw each cell."""
     env, start_steps = player.env, meta["start_steps"]
     found: dict[str, tuple] = {}
     seen: dict[str, int] = {}
@@ -118,11 +120,11 @@ def _explore(
             return  # the start: the chosen cell itself
         key = cell_key(cfg.cell, env.last_frame, info)
         seen[key] = seen.get(key, 0) + 1
-        steps = start_steps + info["steps"]
-        if steps < min(costs.get(key, 1 << 62), found.get(key, (1 << 62,))[0]):
-            terminal = bool(info["is_dying"] or info["flag_get"])
-            state = None if terminal else env.save_state()
-            found[key] = (steps, int(info["x_pos"]), int(info["y_pos"]), state, bool(info["flag_get"]))
+        way = (bool(info["is_dying"] or info["flag_get"]), start_steps + info["steps"])  # (terminal, steps)
+        best = min(costs.get(key, NO_WAY), found[key][:2] if key in found else NO_WAY)
+        if way < best:
+            state = None if way[0] else env.save_state()
+            found[key] = (*way, int(info["x_pos"]), int(info["y_pos"]), state, bool(info["flag_get"]))
 
     ep = play_episode(env, player.agent(cfg.policy, cfg.explore), seed, cfg.policy, start, visit)
     ep.meta.update(meta, created=now_iso())
@@ -158,7 +160,7 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
     r = archive.round + 1
     rng = np.random.default_rng([cfg.seed, r])
     starts = archive.choose(cfg.batch, cfg.choosing, rng) if archive.cells else [None] * cfg.batch
-    costs = {k: c.steps for k, c in archive.cells.items()}
+    costs = {k: (c.terminal, c.steps) for k, c in archive.cells.items()}
     tasks = []
     for i, key in enumerate(starts):
         seed = int(np.random.SeedSequence([cfg.seed, r, i]).generate_state(1)[0])
@@ -174,7 +176,7 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
         archive.env_steps += res["steps"]
         archive.restores += int(res["restored"])
         archive.emulator_frames += res["steps"] * cfg.env.frame_skip + res["replayed_frames"]
-        for key, (steps, x, y, state, flag) in res["found"].items():
+        for key, (_, steps, x, y, state, flag) in res["found"].items():
             archive.add(key, steps, x, y, state, flag)
         for key, n in res["seen"].items():
             archive.cells[key].seen += n
