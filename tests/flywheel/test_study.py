@@ -37,7 +37,7 @@ def test_a_tiny_study_end_to_end_and_resumed(corpus, tmp_path):
     assert again.returncode == 0 and "[study] evaluate" not in again.stdout
     assert (out / "wm" / "s0" / "model.safetensors").stat().st_mtime_ns == stamp
     other = run_cli("study", "variance", "--preset", "tiny", "--k", "3", "--corpus", str(corpus), "--out", str(out))
-    assert other.returncode == 2 and "k" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert other.returncode == 2 and "(k: 2 -> 3)" in other.stderr and len(other.stderr.strip().splitlines()) == 1
 
 
 def test_bad_input_is_one_line(corpus, tmp_path):

@@ -144,4 +144,4 @@ def test_bad_input_is_one_line(tmp_path):
     r = run_cli(*TINY, "--out", str(tmp_path / "y"))
     assert r.returncode == 0
     r = run_cli(*TINY, "--cell", "ram", "--out", str(tmp_path / "y"))
-    assert r.returncode == 2 and "cell" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "(cell: frame -> ram)" in r.stderr and len(r.stderr.strip().splitlines()) == 1

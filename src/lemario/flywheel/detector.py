@@ -135,7 +135,7 @@ def decide(
         evidence.update(se=current.se(world_model_var or 0.0), world_model_var=world_model_var)
     committed = [h for h in history if h.verdict == "commit"]
     if not committed:
-        first = current.se(world_model_var or 0.0) if components else current.sd
+        first = evidence["se"] if components else current.sd
         return Decision(
             "commit", "first iteration", math.inf, pooled_sd=first, best_iteration=None, best_mean=None, **evidence
         )

@@ -44,6 +44,7 @@ from lemario.play.variance import (
     estimate_variance,
     format_power_table,
     mean_squares,
+    pooled_within_sd,
     power_table,
 )
 
@@ -198,7 +199,7 @@ def summarize(scores: np.ndarray, models: list[Path], cfg: VarianceStudyConfig) 
         "grand_mean": float(scores.mean()),
         "components": components,
         "mean_squares": {t: {"ms": m, "df": df} for t, (m, df) in mean_squares(scores).items()},
-        "between_policy_sd_within_world_model": float(np.sqrt(policy_means.var(axis=1, ddof=1).mean())),
+        "between_policy_sd_within_world_model": pooled_within_sd(policy_means.tolist()),
         "flywheel_iteration_se": {
             "world_models": 1,
             "policies": K,

@@ -4,9 +4,9 @@ Each round chooses `batch` cells of the archive (`lemario.play.archive`), restor
 plays the exploring policy from it for up to `explore_steps` steps (round 1 starts from spawn: the archive is
 empty). Every exploration is a corpus episode like the collector's, whose meta says where it started (`start`:
 'spawn' or 'cell:KEY', with the cell's steps from spawn and x); every moment it passes is a candidate cell, kept
-when new or reached in fewer steps from spawn than before. The run stops once it has emulated `env_steps` agent
-steps (every step of every exploration counts; restores are counted beside them, and the emulator frames they
-cost where a backend has no snapshots and replays the button log).
+when new or reached by a better way than before (alive where the old way died, else in fewer steps from spawn).
+The run stops once it has emulated `env_steps` agent steps (every step of every exploration counts; restores are
+counted beside them, and the emulator frames they cost where a backend has no snapshots and replays the button log).
 
     OUT/explore-RRRRRR-III.h5     exploration III of round RRRRRR (a corpus episode)
     OUT/archive/cells.json        the archive: totals, one row per round (env steps, cells, frontier), the cells
@@ -148,7 +148,9 @@ def _open_run(cfg: ExploreConfig) -> Archive:
     archive = Archive.load(cfg.out / "archive")
     path = cfg.out / "archive" / "cells.json"
     if path.exists():
-        check_same_run(read_json(path)["run_key"], key, run_key(ExploreConfig(), BOOKKEEPING), cfg.out, "exploration")
+        check_same_run(
+            read_json(path)["run_key"], key, run_key(ExploreConfig(), BOOKKEEPING), cfg.out, "frontier-exploration run"
+        )
     for f in cfg.out.glob("explore-*.h5"):
         if int(f.stem.split("-")[1]) > archive.round:
             f.unlink()
