@@ -10,7 +10,7 @@ import numpy as np
 
 from lemario.data.corpus import Episode, write_episode
 from lemario.games.mario.ram import LABELS
-from lemario.games.mario.rewards import reward_triple
+from lemario.games.mario.rewards import episode_rewards
 
 PUSH = {0: (0, 0), 1: (1, 0), 2: (-1, 0), 3: (0, 1), 4: (0, -1)}  # action -> velocity change
 
@@ -53,7 +53,7 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
         np.array(actions, np.uint8),
         np.zeros((steps + 1, 2048), np.uint8),
         labels,
-        reward_triple(labels),
+        episode_rewards(labels),
         meta,
     )
 

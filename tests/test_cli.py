@@ -68,6 +68,11 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ),
     ("device", ["train", "--corpus", "{root}/corpus", "--device", "tpu", "--out", "{root}/new"], "unknown device"),
     (
+        "oversample",
+        ["train", "--corpus", "{root}/corpus", "--oversample", "1", "2", "--out", "{root}/new"],
+        "--oversample 1.0 2.0: give 5 weights >= 0, one per tier",
+    ),
+    (
         "precision",
         ["train", "--corpus", "{root}/corpus", "--precision", "fp8", "--out", "{root}/new"],
         "unknown precision",

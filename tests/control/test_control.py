@@ -248,7 +248,7 @@ def test_imagined_states_carry_the_action_before_each_latent():
     ac = ActorCritic(model.state_dim, 4, 16)
     prev = torch.randint(0, 4, (6,))
     s, actions, out = imagine(model, ac, torch.randn(6, 1, 8), torch.zeros(6, 0, dtype=torch.int64), prev, 5, None)
-    assert s.shape == (6, 6, 12) and actions.shape == (6, 5) and out.shape == (6, 5, 3)
+    assert s.shape == (6, 6, 12) and actions.shape == (6, 5) and out.shape == (6, 5, 4)
     assert torch.equal(s[..., 8:].argmax(-1), torch.cat([prev[:, None], actions], dim=1)), (
         "one-hot of the action before"
     )
@@ -297,7 +297,7 @@ class _LineWorld(torch.nn.Module):
         nxt[:, 2] = torch.where(a == 3, 10.0, -10.0)  # death logit
         return nxt[:, None]
 
-    def reward(self, z, prev):  # (..., 4) -> (..., 3): progress / 8, score / 100, death logit
+    def reward(self, z, prev):  # (..., 4) -> (..., 3): progress / 8, score / 100, death logit (no flag head)
         return torch.stack([z[..., 1] / 8.0, torch.zeros_like(z[..., 0]), z[..., 2]], dim=-1)
 
 
@@ -338,7 +338,7 @@ def test_render_writes_playable_mp4_and_gif(tmp_path):
 
 
 def test_survival_weighted_score_against_a_hand_computation():
-    decoded = torch.tensor([[[10.0, 0.0, 0.0], [10.0, 0.0, 0.5], [10.0, 0.0, 0.0]]])  # (1, H=3, 3): a coin-flip death
+    decoded = torch.tensor([[[10.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.5, 0.0], [10.0, 0.0, 0.0, 0.0]]])  # a coin-flip death
     total, alive = survival_weighted(decoded, RewardWeights(death_penalty=50.0), torch.ones(3))
     # step 0: 1 x 10; step 1: 1 x (10 - 0.5 x 50); step 2: 0.5 x 10 (alive only if step 1 was survived)
     assert total.tolist() == [10 + (10 - 25) + 5] and alive.tolist() == [0.5]
@@ -346,12 +346,17 @@ def test_survival_weighted_score_against_a_hand_computation():
     assert total.tolist() == [10 + 0.5 * (10 - 25) + 0.25 * 5]
     flat = (scalar_reward(decoded, RewardWeights(death_penalty=50.0))).sum(-1)
     assert flat.tolist() == [30 - 25], "without survival a dead plan keeps its later progress"
+    flag = torch.tensor([[[10.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.5], [10.0, 0.0, 0.0, 0.0]]])  # a coin-flip flag
+    total, alive = survival_weighted(flag, RewardWeights(death_penalty=50.0, flag_bonus=200.0), torch.ones(3))
+    # step 1: 10 + 0.5 x 200; the flag ends the episode as a death does: step 2 counts half
+    assert total.tolist() == [10 + (10 + 100) + 5] and alive.tolist() == [0.5]
 
 
 def test_one_scalar_reward_in_pixels_for_planner_and_imagination():
-    decoded = torch.tensor([[6.0, 200.0, 0.0], [6.0, 0.0, 0.5]])  # (progress px, score points, P(death))
-    assert scalar_reward(decoded, RewardWeights()).tolist() == [6.0, 6.0 - 25.0]
-    assert scalar_reward(decoded, RewardWeights(death_penalty=40.0, score_weight=1.5)).tolist() == [9.0, -14.0]
+    decoded = torch.tensor([[6.0, 200.0, 0.0, 0.0], [6.0, 0.0, 0.5, 0.0], [6.0, 0.0, 0.0, 0.25]])  # px, points, P's
+    assert scalar_reward(decoded, RewardWeights(flag_bonus=100.0)).tolist() == [6.0, 6.0 - 25.0, 6.0 + 25.0]
+    weights = RewardWeights(death_penalty=40.0, score_weight=1.5, flag_bonus=0.0)
+    assert scalar_reward(decoded, weights).tolist() == [9.0, -14.0, 6.0]
     assert PlannerConfig().reward.death_penalty == 50.0 and ImagineConfig().reward.death_penalty == 5 * RETURN_UNIT
 
 

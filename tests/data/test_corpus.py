@@ -9,10 +9,12 @@ import pytest
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
 from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write_episode
-from lemario.data.tiers import audit
+from lemario.data.tiers import audit, window_probabilities
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 from lemario.play.collect import play_episode
+
+from synthetic import make_episode
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,28 @@ def test_audit_table_shares():
         "dead <200": (1, 10, 0.1),
         "stuck 200-700": (1, 20, 0.2),
         "mid 700-1500": (1, 30, 0.3),
-        "elite >=1500": (1, 40, 0.4),
-    }  # a flag episode is elite; 700 is mid (tiers are [lo, hi))
+        "elite >=1500": (0, 0, 0.0),
+        "flag": (1, 40, 0.4),
+    }  # a flag episode is a tier above the elite; 700 is mid (tiers are [lo, hi))
+
+
+def test_oversampled_tiers_are_drawn_by_their_weights():
+    # three episodes of 11 frames: dead (max_x 100), elite (1600), flag; windows of k = 2: 9 per episode
+    labels = np.zeros((33, len(LABELS)), np.int32)
+    labels[:11, LABELS.index("x_pos")] = 100
+    labels[11:22, LABELS.index("x_pos")] = 1600
+    labels[22:, LABELS.index("x_pos")] = 3161
+    labels[32, LABELS.index("flag_get")] = 1
+    episode_starts = np.array([0, 11, 22])
+    windows = np.r_[np.arange(0, 9), np.arange(11, 20), np.arange(22, 31)]
+    p = window_probabilities(windows, episode_starts, labels, (1, 1, 1, 2, 4))
+    np.testing.assert_allclose(p, np.repeat([1, 2, 4], 9) / (9 * 7))
+    assert window_probabilities(windows, episode_starts, labels, ()) is None
+    assert window_probabilities(windows, episode_starts, labels, (3, 3, 3, 3, 3)) is None, "equal weights: uniform"
+    with pytest.raises(LemarioError, match="give 5 weights >= 0, one per tier"):
+        window_probabilities(windows, episode_starts, labels, (1, 2))
+    with pytest.raises(LemarioError, match="weight 0"):
+        window_probabilities(windows, episode_starts, labels, (0, 1, 1, 0, 0))
 
 
 def test_buffer_windows(tmp_path, episodes):
@@ -100,7 +122,7 @@ def test_buffer_windows(tmp_path, episodes):
     batch = buf.sample(64, k, stack, np.random.default_rng(0))
     assert batch["obs"].shape == (64, k + 1, stack, 84, 84) and batch["obs"].dtype == np.uint8
     assert batch["actions"].shape == (64, k) and (batch["actions"] >= 0).all()
-    assert batch["rewards"].shape == (64, k, 3) and batch["labels"].shape == (64, k + 1, len(LABELS))
+    assert batch["rewards"].shape == (64, k, 4) and batch["labels"].shape == (64, k + 1, len(LABELS))
     # check every window against the episodes themselves
     rng = np.random.default_rng(1)
     valid = buf.window_starts(k)
@@ -128,6 +150,20 @@ def test_old_reward_spec_is_relabelled_or_refused(tmp_path, episodes):
         EpisodeBuffer.load(tmp_path, relabel=False)
     buf = EpisodeBuffer.load(tmp_path)
     np.testing.assert_array_equal(buf.rewards[:-1], ep.rewards)
+
+
+def test_a_corpus_from_before_the_flag_is_relabelled_with_it(tmp_path):
+    """A v2 episode stores three reward channels; loading relabels all four from its RAM labels."""
+    ep = make_episode(np.random.default_rng(3), 30)
+    ep.labels[-1, LABELS.index("flag_get")] = 1  # it ends on the flagpole
+    write_episode(tmp_path / "v2.h5", ep)
+    with h5py.File(tmp_path / "v2.h5", "r+") as f:
+        f.attrs["meta"] = json.dumps({**json.loads(f.attrs["meta"]), "reward_spec_version": 2})
+        del f["rewards"]
+        f.create_dataset("rewards", data=ep.rewards[:, :3])
+    buf = EpisodeBuffer.load(tmp_path)
+    assert buf.rewards.shape == (31, 4) and buf.rewards[:, 3].tolist() == [0.0] * 29 + [1.0, 0.0]
+    np.testing.assert_array_equal(buf.rewards[:-1, :3], ep.rewards[:, :3])
 
 
 def test_changed_label_schema_is_relabelled_from_ram(tmp_path, episodes):

@@ -90,8 +90,12 @@ def test_files_written_before_the_layout_load():
             assert again.pop(field) == value
     assert again == stored
     key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
-    then = replace(PRESETS["tiny"], detector="seeds", threshold=1.0)  # the rule it decided by
+    tiny = PRESETS["tiny"]
+    no_flag = replace(tiny.train, model=replace(tiny.train.model, flag_head=False))  # world models before spec v3
+    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag)  # the rule it decided by
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")
     with pytest.raises(Exception, match="detector: seeds -> components"):
-        check_same_run(upgrade_key(key), run_key(PRESETS["tiny"], BOOKKEEPING), defaults, Path("run"), "x")
+        check_same_run(upgrade_key(key), run_key(replace(tiny, train=no_flag), BOOKKEEPING), defaults, Path("run"), "x")
+    with pytest.raises(Exception, match="train.model.flag_head: False -> True"):
+        check_same_run(upgrade_key(key), run_key(replace(then, train=tiny.train), BOOKKEEPING), defaults, Path("r"), "x")

@@ -3,7 +3,7 @@
 import numpy as np
 
 from lemario.games.mario import ram as R
-from lemario.games.mario.rewards import ENEMY_STEPS, PIT_Y, doomed, reward_triple, step_triple
+from lemario.games.mario.rewards import ENEMY_STEPS, PIT_Y, doomed, episode_rewards, step_rewards
 
 from conftest import scripted_actions
 
@@ -83,12 +83,12 @@ def test_fast_and_vectorized_labels_agree(make_env):
         fast = R.info_from_ram(rams[t])
         assert dict(zip(R.LABELS, row.tolist())) == fast
         assert all(infos[t][k] == v for k, v in fast.items())
-    triple = reward_triple(table)
+    rewards = episode_rewards(table)
     for t in range(len(infos) - 1):  # progress and score alike; the env's death is the onset, the corpus's earlier
-        step = step_triple(infos[t], infos[t + 1])
-        assert tuple(triple[t, :2]) == step[:2] and triple[t, 2] >= step[2]
-    assert triple[-1, 2] == 1 and triple[:, 2].sum() > 1
-    assert abs(triple[:, 0].sum() - (infos[-1]["x_pos"] - infos[0]["x_pos"])) < 1e-6
+        step = step_rewards(infos[t], infos[t + 1])
+        assert tuple(rewards[t, :2]) == step[:2] and rewards[t, 2] >= step[2] and rewards[t, 3] == step[3] == 0
+    assert rewards[-1, 2] == 1 and rewards[:, 2].sum() > 1
+    assert abs(rewards[:, 0].sum() - (infos[-1]["x_pos"] - infos[0]["x_pos"])) < 1e-6
 
 
 def test_a_pit_fall_is_doomed_before_the_viewport_says_so(make_env):
@@ -126,12 +126,16 @@ def test_retro_variables_agree_with_ram_map(make_env):
 
 
 def test_touching_the_flagpole_ends_the_episode(make_env):
-    infos, _, (term, trunc) = play(make_env(), scripted_actions("flag_1-1.txt"))
+    infos, rams, (term, trunc) = play(make_env(), scripted_actions("flag_1-1.txt"))
     last = infos[-1]
     assert term and not trunc
     assert last["flag_get"] == 1 and last["is_dying"] == 0 and last["death"] == 0
     assert last["x_pos"] >= 3150, "the 1-1 flagpole stands at x = 3161"
     assert all(i["flag_get"] == 0 for i in infos[:-1])
+    assert last["flag"] == 1 and all(i["flag"] == 0 for i in infos[:-1]), "the env's flag channel: the touch"
+    rewards = episode_rewards(R.label_table(rams))
+    assert rewards[:, 3].tolist() == [0.0] * (len(infos) - 2) + [1.0], "the corpus's flag: the step that touches"
+    assert not rewards[:, 2].any()
 
 
 def test_eating_the_mushroom_makes_mario_big(make_env):

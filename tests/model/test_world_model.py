@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
-from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
+from lemario.model.world_model import LossConfig, WorldModel, decode_reward, load_world_model, world_model_loss
 
 from conftest import run_cli
 from synthetic import write_corpus
@@ -85,12 +85,12 @@ def test_model_shapes_and_loss(corpus, encoder, predictor, prev_action):
     assert emb.shape == (8, 5, 32) and batch["prev"].shape == (8,)
     assert model.teacher_forced(emb, batch["actions"], batch["prev"]).shape == (8, 4, 32)
     assert model.rollout(emb[:, :1], batch["actions"], batch["prev"]).shape == (8, 4, 32)
-    assert model.reward(emb, batch["prev"][:, None].expand(8, 5)).shape == (8, 5, 3)
+    assert model.reward(emb, batch["prev"][:, None].expand(8, 5)).shape == (8, 5, 4)
     assert model.state(emb, torch.zeros(8, 5, dtype=torch.int64)).shape == (8, 5, model.state_dim)
     for free in (True, False):
         loss, m = world_model_loss(model, batch, LossConfig(free_running=free, sigreg_projections=32))
         loss.backward()
-        assert torch.isfinite(loss) and {"loss/pred", "loss/sigreg", "loss/reward"} <= set(m)
+        assert torch.isfinite(loss) and {"loss/pred", "loss/sigreg", "loss/reward", "loss/flag"} <= set(m)
     assert all(p.grad is not None for p in model.encoder.parameters()), "gradients reach the encoder: no stop-gradient"
 
 
@@ -246,6 +246,38 @@ def test_checkpoints_from_before_the_previous_action_load_and_ignore_it(trained,
         a = old.rollout(z[:, :1], batch["actions"], batch["prev"])
         b = old.rollout(z[:, :1], batch["actions"], (batch["prev"] + 1) % 5)
     assert torch.equal(a, b)
+
+
+def test_checkpoints_from_before_the_flag_head_load_and_predict_no_flag(corpus, tmp_path):
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY, flag_head=False)).eval()
+    config = {k: v for k, v in asdict(model.cfg).items() if k != "flag_head"}  # a sidecar from before the field
+    checkpoint.save(tmp_path / "old.safetensors", model.state_dict(), {"kind": "world_model", "config": config})
+    old, _ = load_world_model(tmp_path / "old.safetensors")
+    assert not old.cfg.flag_head
+    batch = batch_of(corpus)
+    with torch.no_grad():
+        out = old.reward(old.encode(batch["obs"]), batch["prev"][:, None].expand(8, 5))
+    decoded = decode_reward(out)
+    assert out.shape == (8, 5, 3) and decoded.shape == (8, 5, 4) and not decoded[..., 3].any()
+    loss, m = world_model_loss(old.train(), batch, LossConfig(sigreg_projections=32))
+    assert torch.isfinite(loss) and "loss/flag" not in m
+
+
+def test_the_flag_loss_weights_the_rare_touch(corpus):
+    torch.manual_seed(0)
+    model = WorldModel(TINY)
+    batch = batch_of(corpus)
+    assert not batch["rewards"][..., 3].any(), "the synthetic corpus has no flag"
+    touched = {**batch, "rewards": batch["rewards"].clone()}
+    touched["rewards"][0, 0, 3] = 1.0
+    with torch.no_grad():
+        plain = world_model_loss(model, batch, LossConfig(sigreg_projections=32), torch.Generator().manual_seed(0))[1]
+        light = world_model_loss(
+            model, touched, LossConfig(sigreg_projections=32, flag_weight=1.0), torch.Generator().manual_seed(0)
+        )[1]
+        heavy = world_model_loss(model, touched, LossConfig(sigreg_projections=32), torch.Generator().manual_seed(0))[1]
+    assert plain["loss/flag"] < light["loss/flag"] < heavy["loss/flag"]
 
 
 def test_bad_checkpoints_are_clear_errors(trained, tmp_path):
@@ -414,6 +446,20 @@ def test_other_config_in_run_folder_is_refused(trained, corpus):
     assert "lr: 0.0003 -> 0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_run_from_before_the_flag_head_resumes_only_without_it(corpus, tmp_path):
+    """A run folder whose config predates the flag head trained a head of three outputs: resuming it with the
+    default would build four, so it is refused, naming the field; --model.no-flag-head resumes it."""
+    args = ("train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(tmp_path), "--no-progress", "--steps", "4")
+    assert run_cli(*args, "--model.no-flag-head").returncode == 0
+    record = json.loads((tmp_path / "config.json").read_text())
+    del record["run_key"]["model"]["flag_head"]
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    r = run_cli(*args)
+    assert r.returncode == 2 and "model.flag_head: False -> True" in r.stderr
+    r = run_cli(*args, "--model.no-flag-head")
+    assert r.returncode == 0, r.stderr
+
+
 def test_cli_probe_and_diagnose(trained, corpus):
     r = run_cli("probe", str(trained / "model.safetensors"), "--corpus", str(corpus), "--mlp-steps", "50")
     assert r.returncode == 0, r.stderr
@@ -565,7 +611,7 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     z, r = without.rewards(context, past, seqs)
     v = value(z[:, -1], seqs[:, -1])
     assert v.shape == (8,) and v.std() > 0
-    alive = (1 - r[..., 2]).prod(-1)  # the value counts as much as surviving the horizon
+    alive = ((1 - r[..., 2]) * (1 - r[..., 3])).prod(-1)  # the value counts as much as the horizon's end still running
     torch.testing.assert_close(
         with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * alive * v
     )

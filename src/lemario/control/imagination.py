@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lemario.control.reward import RewardWeights, scalar_reward
+from lemario.control.reward import RewardWeights, ends, scalar_reward
 from lemario.core import checkpoint, runlog
 from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
@@ -156,7 +156,7 @@ def imagine(
 ):
     """Roll the policy forward in the world model from start latents (B, c, D), the c-1 actions between them and
     prev (B,) the action before the first. Returns states (B, H+1, state_dim) (the start's last and H imagined),
-    actions (B, H), reward-head outputs (B, H, 3)."""
+    actions (B, H), reward-head outputs (B, H, 4) (3 from a model without the flag head)."""
     seq = list(start.unbind(1))
     before = [prev, *past.unbind(1)]  # before[j]: the action before latent j
     h = world_model.history
@@ -184,9 +184,9 @@ def actor_critic_loss(
     scale: torch.Tensor,
 ) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Losses of one imagined batch (states s (B, H+1, F)); returns (loss, metrics, the new 5-95% return range)."""
-    r = decode_reward(reward_out)  # (B, H, 3): px, points, P(death)
+    r = decode_reward(reward_out)  # (B, H, 4): px, points, P(death), P(flag)
     rewards = scalar_reward(r, cfg.reward) / RETURN_UNIT  # (B, H), in the critic's unit
-    continues = 1 - r[..., 2]
+    continues = 1 - ends(r)
     with torch.no_grad():
         values = slow.value(s)  # (B, H+1)
         returns = lambda_returns(rewards, values, continues, cfg.gamma, cfg.lam)  # (B, H)
@@ -205,6 +205,7 @@ def actor_critic_loss(
         "imag/reward": rewards.mean().item(),
         "imag/return": returns.mean().item(),
         "imag/death": r[..., 2].mean().item(),
+        "imag/flag": r[..., 3].mean().item(),
         "imag/progress_px": r[..., 0].mean().item(),
         "loss/actor": actor_loss.item(),
         "loss/critic": critic_loss.item(),

@@ -79,7 +79,7 @@ class CEMResult(NamedTuple):
     """(H,) the best sequence seen."""
     score: float
     extra: torch.Tensor | None
-    """What the score function returned with that sequence's score (the planner: its predicted rewards (H, 3))."""
+    """What the score function returned with that sequence's score (the planner: its predicted rewards (H, 4))."""
     probs: torch.Tensor
     """(H, A) the final distribution."""
 
@@ -216,18 +216,18 @@ class LatentPlanner:
     def rewards(
         self, context: torch.Tensor, past: torch.Tensor, seqs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted latents (N, H, D) and decoded rewards (N, H, 3) of sequences seqs (N, H) from a context
+        """Predicted latents (N, H, D) and decoded rewards (N, H, 4) of sequences seqs (N, H) from a context
         (1, c, D) with past (1, c) the action taken before each of its latents."""
         z = rollout_shared(self.rollout_model, context.to(self.dtype), past, seqs)  # (N, H, D)
         return z.float(), decode_reward(self.rollout_model.reward(z, seqs).float())
 
     def objective(self, context: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None = None) -> Score:
-        """score(seqs (N, H)) -> (total (N,), predicted rewards (N, H, 3)): the discounted scalar reward plus the
+        """score(seqs (N, H)) -> (total (N,), predicted rewards (N, H, 4)): the discounted scalar reward plus the
         critic's value beyond the horizon, or for a goal the negative squared distance of the last latent to it."""
         cfg = self.cfg
 
         def score(seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            z, r = self.rewards(context, past, seqs)  # (N, H, D), (N, H, 3)
+            z, r = self.rewards(context, past, seqs)  # (N, H, D), (N, H, 4)
             if goal is not None:
                 return -(z[:, -1] - goal).square().sum(-1), r  # LeWM: squared distance of the last latent to the goal
             if cfg.survival:
@@ -249,6 +249,6 @@ class LatentPlanner:
         keep: torch.Tensor | None = None,
         goal: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """Best action sequence (H,), its score, and its predicted (progress px, score points, death prob.) (H, 3)."""
+        """Best action sequence (H,), its score, and its predicted (progress px, score points, P(death), P(flag)) (H, 4)."""
         best = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
         return best.seq, best.score, best.extra

@@ -21,7 +21,7 @@ import numpy as np
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.games.mario.ram import LABELS, label_table
-from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
 from lemario.games.push.board import head_targets
 
 PUSH = "push"
@@ -31,7 +31,7 @@ PUSH = "push"
 class EpisodeBuffer:
     frames: np.ndarray  # (N, H, W[, 3]) uint8, all episodes back to back
     actions: np.ndarray  # (N,) int64, action taken after frame i (-1 on an episode's last frame)
-    rewards: np.ndarray  # (N, 3) float32, reward of that action (0 on an episode's last frame)
+    rewards: np.ndarray  # (N, 4) float32, reward of that action (0 on an episode's last frame)
     labels: np.ndarray  # (N, L) int32, RAM labels of frame i
     episode_start: np.ndarray  # (N,) int64, index of the first frame of frame i's episode
     starts: np.ndarray  # (E,) first frame of each episode
@@ -137,15 +137,22 @@ class EpisodeBuffer:
         return np.where(started, before, 0).astype(before.dtype)
 
     def sample(
-        self, batch: int, k: int, stack: int, rng: np.random.Generator, valid: np.ndarray | None = None
+        self,
+        batch: int,
+        k: int,
+        stack: int,
+        rng: np.random.Generator,
+        valid: np.ndarray | None = None,
+        p: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """A batch of K-step windows:
+        """A batch of K-step windows drawn from the starts `valid` (default: every window), with probabilities p
+        (default: uniform):
         obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64 | (B, K, A) float32, prev (B[, A]) the action
-        before the first frame (0, NOOP, at an episode's start), rewards (B, K, 3) float32 (Mario; (B, K, 0) for
+        before the first frame (0, NOOP, at an episode's start), rewards (B, K, 4) float32 (Mario; (B, K, 0) for
         push), labels (B, K+1, L); with targets also state (B, K+1, S) float32.
         """
         valid = self.window_starts(k) if valid is None else valid
-        i = rng.choice(valid, size=batch)  # (B,)
+        i = rng.choice(valid, size=batch, p=p)  # (B,)
         t = i[:, None] + np.arange(k + 1)  # (B, K+1) frame of each step
         frame_idx = t[:, :, None] - np.arange(stack - 1, -1, -1)  # (B, K+1, stack), oldest first
         frame_idx = np.maximum(frame_idx, self.episode_start[i][:, None, None])
@@ -207,7 +214,7 @@ def _read_current(path: Path):
     labels = ep.labels
     if ep.meta.get("label_names", list(LABELS)) != list(LABELS):
         labels = label_table(read_episode(path, ram=True).ram)
-    rewards = ep.rewards if int(ep.meta["reward_spec_version"]) == REWARD_SPEC_VERSION else reward_triple(labels)
+    rewards = ep.rewards if int(ep.meta["reward_spec_version"]) == REWARD_SPEC_VERSION else episode_rewards(labels)
     return ep, labels, rewards
 
 

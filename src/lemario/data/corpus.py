@@ -10,7 +10,7 @@ Layout of `DIR/<run>-<index>.h5` (schema 1), for either game (meta `game`: 'mari
     ram      (T+1, 2048)      uint8, gzip-1  Mario only: full RAM of each frame (relabelling needs nothing else):
                                              the RAM its screen shows (meta ram_frame 'shown'); files without
                                              ram_frame hold the RAM one emulator frame later ('end')
-    rewards  (T, 3)           float32        Mario only: `lemario.games.mario.rewards.REWARD_CHANNELS` (attr
+    rewards  (T, 4)           float32        Mario only: `lemario.games.mario.rewards.REWARD_CHANNELS` (attr
                                              `channels`; meta `reward_spec_version`)
     attrs: game, seed, policy, run, ...; Mario: level, backend, action_set, frame settings, reward_spec_version
 
@@ -47,7 +47,7 @@ class Episode:
     actions: np.ndarray  # (T,) uint8 Mario action indices, or (T, A) float32 push thrusts
     ram: np.ndarray | None  # (T+1, 2048) uint8; None when read without it, or for a game without RAM
     labels: np.ndarray  # (T+1, L) int32 Mario RAM labels, or float32 push board states
-    rewards: np.ndarray | None  # (T, 3) float32 Mario reward channels; None for a game without them
+    rewards: np.ndarray | None  # (T, 4) float32 Mario reward channels; None for a game without them
     meta: dict
     label_names: tuple[str, ...] = LABELS
 

@@ -210,8 +210,12 @@ def world_model_variance(path: Path) -> float:
 def upgrade_key(stored: dict) -> dict:
     """A run key from before a change of meaning: runs before issue 19 decided by the 'seeds' rule; runs before
     imagination's reward weights became pixels (`lemario.control.reward`) kept flat `imagine.death_penalty` and
-    `imagine.score_weight` in units of RETURN_UNIT px."""
+    `imagine.score_weight` in units of RETURN_UNIT px; runs before reward spec v3 trained world models without the
+    flag head."""
     stored = {"detector": "seeds", **stored}
+    train = stored.get("train")
+    if isinstance(train, dict) and isinstance(train.get("model"), dict) and "flag_head" not in train["model"]:
+        stored = {**stored, "train": {**train, "model": {**train["model"], "flag_head": False}}}
     imagine = dict(stored.get("imagine", {}))
     if "death_penalty" not in imagine:
         return stored

@@ -29,6 +29,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
+from lemario.data.tiers import check_weights
 from lemario.model.trainer import Trainer
 from lemario.model.world_model import LossConfig, ModelConfig
 
@@ -76,6 +77,10 @@ class TrainConfig:
     """Use at most this many episodes of the corpus (0: all)."""
     episodes: Path | None = None
     """A JSON list of corpus file names to train on (the flywheel's replay selection; default: the whole corpus)."""
+    oversample: tuple[float, ...] = ()
+    """Weights of the training windows by their episode's tier (`lemario.data.tiers.TIERS`: dead, stuck, mid,
+    elite, flag), e.g. `1 1 1 2 4` draws an elite window twice and a flag window four times as often as others;
+    empty: uniform over windows."""
     init_from: Path | None = None
     """Warm start: the weights of this world-model checkpoint (same architecture) instead of a random init."""
     seed: int = 0
@@ -190,6 +195,7 @@ def train(cfg: TrainConfig) -> dict:
             f"--snapshot-every {cfg.snapshot_every} is not a multiple of --val-every {cfg.val_every}: snapshots are "
             "taken where validation recalibrates BatchNorm; use a multiple (or 0 for none)"
         )
+    check_weights(cfg.oversample)
     rank, world = _dist_info()
     device = resolve_device(cfg.device)
     own_group = world > 1 and not dist.is_initialized()

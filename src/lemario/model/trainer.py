@@ -20,6 +20,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.buffer import EpisodeBuffer, split_windows
+from lemario.data.tiers import window_probabilities
 from lemario.model.diagnose import diagnose, holds_a
 from lemario.model.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
 
@@ -103,6 +104,9 @@ class Trainer:
             cfg.corpus, max_episodes=cfg.max_episodes or None, files=files, skip_unreadable=cfg.skip_unreadable
         )
         self.train_starts, self.val_starts = split_windows(self.buffer, cfg.k, cfg.val_fraction)
+        self.train_p = None  # (n,) probabilities of the training windows; None: uniform
+        if cfg.oversample and self.buffer.game == "mario":
+            self.train_p = window_probabilities(self.train_starts, self.buffer.starts, self.buffer.labels, cfg.oversample)
         check_model_fits(cfg.model, self.buffer)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model).to(device)
@@ -134,7 +138,10 @@ class Trainer:
         key = run_key(cfg, BOOKKEEPING)
         if config_path.exists():
             defaults = run_key(type(cfg)(), BOOKKEEPING)
-            check_same_run(read_json(config_path)["run_key"], key, defaults, cfg.out, "world-model run")
+            stored = read_json(config_path)["run_key"]
+            if "model" in stored and "flag_head" not in stored["model"]:  # a run from before the flag head had none
+                stored = {**stored, "model": {**stored["model"], "flag_head": False}}
+            check_same_run(stored, key, defaults, cfg.out, "world-model run")
         if self.latest.exists():
             tensors, meta = checkpoint.load(self.latest, kind="world_model_training")
             model_tensors = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
@@ -170,7 +177,9 @@ class Trainer:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.step, cfg)
-        sample = self.buffer.sample(cfg.batch_size, cfg.k, cfg.model.frame_stack, self.rng, valid=self.train_starts)
+        sample = self.buffer.sample(
+            cfg.batch_size, cfg.k, cfg.model.frame_stack, self.rng, valid=self.train_starts, p=self.train_p
+        )
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1_000_003 + self.step)  # all ranks alike
         with autocast:
             loss, metrics = self.module(to_torch(sample, self.device), generator)

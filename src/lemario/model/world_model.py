@@ -29,7 +29,8 @@ from lemario.model.encoders import CNNEncoder, Projector, ViTEncoder
 from lemario.model.predictors import MLPPredictor, TransformerPredictor
 from lemario.model.sigreg import sigreg
 
-# The reward head predicts progress / PROGRESS_SCALE, score / SCORE_SCALE and a death logit.
+# The reward head predicts progress / PROGRESS_SCALE, score / SCORE_SCALE, a death logit and (reward spec v3) a
+# flag logit.
 PROGRESS_SCALE, SCORE_SCALE = 8.0, 100.0
 
 
@@ -69,6 +70,9 @@ class ModelConfig:
     """Actions are vectors of `n_actions` floats (the push game's thrusts) instead of indices below `n_actions`."""
     reward_head: bool = True
     """Mario's reward head (progress, score, death)."""
+    flag_head: bool = True
+    """The reward head also predicts the flag (reward spec v3). Checkpoints from before it have none: they load
+    with False and predict P(flag) = 0."""
     state_head: int = 0
     """Outputs of a head that reads the game state from each latent, trained with it (the push game: 8); 0: none."""
     state_hidden: int = 256
@@ -112,7 +116,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"unknown predictor {cfg.predictor!r}: use 'mlp' or 'transformer'")
         self.pred_proj = Projector(D, cfg.projector_hidden, D)
         if cfg.reward_head:
-            self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 3)
+            self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 4 if cfg.flag_head else 3)
         if cfg.state_head:
             self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
 
@@ -204,8 +208,8 @@ class WorldModel(nn.Module):
         return self.pred_proj(out[:, -1])
 
     def reward(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """(..., D) latents, (...) the action that led to each -> (..., 3): progress / PROGRESS_SCALE,
-        score / SCORE_SCALE, death logit."""
+        """(..., D) latents, (...) the action that led to each -> (..., 4) (3 without the flag head): progress /
+        PROGRESS_SCALE, score / SCORE_SCALE, death logit, flag logit."""
         return self.reward_head(self.state(z, prev))
 
     def decode_state(self, z: torch.Tensor) -> torch.Tensor:
@@ -221,8 +225,10 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
 
 
 def decode_reward(out: torch.Tensor) -> torch.Tensor:
-    """Reward-head output -> (progress px, score points, death probability)."""
-    return torch.stack([out[..., 0] * PROGRESS_SCALE, out[..., 1] * SCORE_SCALE, out[..., 2].sigmoid()], dim=-1)
+    """Reward-head output (..., 3 or 4) -> (..., 4): progress px, score points, death probability, flag probability
+    (0 from a head without the flag)."""
+    flag = out[..., 3].sigmoid() if out.shape[-1] > 3 else torch.zeros_like(out[..., 0])
+    return torch.stack([out[..., 0] * PROGRESS_SCALE, out[..., 1] * SCORE_SCALE, out[..., 2].sigmoid(), flag], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,8 @@ class LossConfig:
     """Weight of the reward head's loss (0 trains the JEPA alone)."""
     death_weight: float = 1.0
     """Weight of the positive (doomed) steps in the death loss: they are a few percent of all steps."""
+    flag_weight: float = 20.0
+    """Weight of the positive steps in the flag loss: one step per episode that reaches the flag."""
     reward_detach: bool = False
     """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
     and predictor."""
@@ -249,7 +257,7 @@ def world_model_loss(
     model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """batch: obs (B, K+1, S, H, W[, C]) uint8, actions (B, K[, A]), prev (B[, A]) (the action before the first
-    frame); with a reward head rewards (B, K, 3) float32, with a state head state (B, K+1, state_head) float32."""
+    frame); with a reward head rewards (B, K, 4) float32, with a state head state (B, K+1, state_head) float32."""
     obs, actions, prev = batch["obs"], batch["actions"], batch["prev"]
     emb = model.encode(obs)  # (B, K+1, D)
     c = cfg.context if cfg.free_running else 1
@@ -284,27 +292,28 @@ def world_model_loss(
 def _reward_loss(
     model: WorldModel, preds: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, cfg: LossConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reward head on the predicted latents against (B, K, 3) progress, score, death."""
-    out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 3)
+    """The reward head on the predicted latents against (B, K, 4) progress, score, death, flag."""
+    out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 4) or (B, K, 3)
     progress_loss = F.mse_loss(out[..., 0], rewards[..., 0] / PROGRESS_SCALE)
     score_loss = F.mse_loss(out[..., 1], rewards[..., 1] / SCORE_SCALE)
     death_loss = F.binary_cross_entropy_with_logits(
         out[..., 2], rewards[..., 2], pos_weight=torch.tensor(cfg.death_weight, device=out.device)
     )
     reward_loss = progress_loss + score_loss + death_loss
-    return reward_loss, {
-        "loss/reward": reward_loss,
-        "loss/progress": progress_loss,
-        "loss/score": score_loss,
-        "loss/death": death_loss,
-    }
+    metrics = {"loss/progress": progress_loss, "loss/score": score_loss, "loss/death": death_loss}
+    if model.cfg.flag_head:
+        flag_loss = F.binary_cross_entropy_with_logits(
+            out[..., 3], rewards[..., 3], pos_weight=torch.tensor(cfg.flag_weight, device=out.device)
+        )
+        reward_loss, metrics["loss/flag"] = reward_loss + flag_loss, flag_loss
+    return reward_loss, {"loss/reward": reward_loss, **metrics}
 
 
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:
     """A trained world model (eval mode) and its sidecar."""
     tensors, meta = checkpoint.load(path, kind="world_model")
     try:
-        cfg = ModelConfig(**meta["config"])
+        cfg = ModelConfig(**{"flag_head": False, **meta["config"]})  # no key: from before the flag head
     except TypeError as e:
         raise LemarioError(
             f"{path} has a model config this lemario cannot build ({e}): use a matching lemario version"

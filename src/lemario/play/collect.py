@@ -40,7 +40,7 @@ from lemario.data.corpus import (
 from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
-from lemario.games.mario.rewards import REWARD_SPEC_VERSION, reward_triple
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
 from lemario.play.episodes import Player, imap, play
 
 
@@ -138,7 +138,7 @@ def play_episode(
         "ram_frame": RAM_FRAME,
         **_env_meta(env.config),
     }
-    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, reward_triple(labels), meta)
+    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, episode_rewards(labels), meta)
 
 
 def _env_meta(cfg: EnvConfig) -> dict:

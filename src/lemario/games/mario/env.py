@@ -25,7 +25,7 @@ from lemario.games.mario import frames
 from lemario.games.mario.actions import action_bytes, action_set
 from lemario.games.mario.emulator import BACKENDS, boot, make_emulator, parse_level
 from lemario.games.mario.ram import info_from_ram
-from lemario.games.mario.rewards import DEATH_PENALTY, step_triple
+from lemario.games.mario.rewards import DEATH_PENALTY, step_rewards
 
 RAM_FRAME = "shown"
 """Which frame's RAM `env.ram` and the labels hold, recorded with every episode: 'shown', the RAM the last screen
@@ -126,7 +126,7 @@ class SuperMarioBros(gym.Env):
             for _ in range(int(self.np_random.integers(0, self.config.noop_max + 1))):
                 self._advance(0)
         self._steps = 0
-        return self._obs(), dict(self._labels, progress=0.0, score_delta=0.0, death=0, steps=0)
+        return self._obs(), dict(self._labels, progress=0.0, score_delta=0.0, death=0, flag=0, steps=0)
 
     def step(self, action: int):
         if not 0 <= action < len(self._bytes):
@@ -134,8 +134,10 @@ class SuperMarioBros(gym.Env):
         prev = self._labels
         self._advance(self._bytes[action])
         self._steps += 1
-        progress, score_delta, death = step_triple(prev, self._labels)
-        info = dict(self._labels, progress=progress, score_delta=score_delta, death=int(death), steps=self._steps)
+        progress, score_delta, death, flag = step_rewards(prev, self._labels)
+        info = dict(
+            self._labels, progress=progress, score_delta=score_delta, death=int(death), flag=int(flag), steps=self._steps
+        )
         terminated = bool(
             info["flag_get"]
             or (self.config.life_loss_terminal and info["is_dying"])

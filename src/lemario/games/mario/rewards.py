@@ -1,4 +1,4 @@
-"""The versioned reward spec: the seed's reward triple, computed from stored RAM labels.
+"""The versioned reward spec: the seed's reward triple and the flag, computed from stored RAM labels.
 
 Channels, per agent step t -> t+1:
 - progress: x_pos[t+1] - x_pos[t]; a jump of more than MAX_STEP_DX pixels (respawn, pipe warp) counts 0.
@@ -6,8 +6,10 @@ Channels, per agent step t -> t+1:
 - death (v2): 1 when frame t+1 is doomed: from the step at which death is certain to the death itself (`doomed`),
   else 0. v1 marked only the step where Mario starts dying, which for a pit comes once he is already below the
   screen, several steps after nothing could save him.
-The env cannot see the future, so its per-step form (`step_triple`) marks the onset of dying; its scalar reward is
-progress - DEATH_PENALTY * death (gym-super-mario-bros' shape without its clock term).
+- flag (v3): 1 on the step at which Mario touches the flagpole (`flag_get` turns on; the env's episode ends there),
+  else 0. Before v3 the reward head never saw the flag: progress alone says nothing of it.
+The env cannot see the future, so its per-step form (`step_rewards`) marks the onset of dying; its scalar reward is
+progress - DEATH_PENALTY * death (gym-super-mario-bros' shape without its clock term), unchanged by the flag.
 
 Any change to these definitions must bump REWARD_SPEC_VERSION: a corpus labelled with another version is
 relabelled from its stored RAM labels (`relabel`) or refused.
@@ -19,8 +21,8 @@ import numpy as np
 
 from lemario.games.mario.ram import LABELS
 
-REWARD_SPEC_VERSION = 2
-REWARD_CHANNELS = ("progress", "score", "death")
+REWARD_SPEC_VERSION = 3
+REWARD_CHANNELS = ("progress", "score", "death", "flag")
 MAX_STEP_DX = 48  # Mario moves at most ~3 px per frame; more in one agent step is a teleport
 DEATH_PENALTY = 15.0
 PIT_Y = 63
@@ -30,7 +32,7 @@ ENEMY_STEPS = 2
 """Steps before the contact with an enemy counted as doomed: the labelled warning, a choice (not measured as
 certain: a jump may still escape one step before a contact)."""
 
-_X, _Y, _SCORE, _DYING = (LABELS.index(k) for k in ("x_pos", "y_pos", "score", "is_dying"))
+_X, _Y, _SCORE, _DYING, _FLAG = (LABELS.index(k) for k in ("x_pos", "y_pos", "score", "is_dying", "flag_get"))
 
 
 def death_onset(label_table: np.ndarray) -> tuple[int, bool]:
@@ -61,23 +63,22 @@ def doomed(label_table: np.ndarray) -> np.ndarray:
     return out
 
 
-def reward_triple(label_table: np.ndarray) -> np.ndarray:
-    """(T+1, len(LABELS)) labels of an episode -> (T, 3) float32 rewards (progress, score, death)."""
+def episode_rewards(label_table: np.ndarray) -> np.ndarray:
+    """(T+1, len(LABELS)) labels of an episode -> (T, len(REWARD_CHANNELS)) float32 rewards (progress, score,
+    death, flag)."""
     lab = label_table.astype(np.int64)
     dx = np.diff(lab[:, _X])
     dx = np.where(np.abs(dx) > MAX_STEP_DX, 0, dx)
     dscore = np.diff(lab[:, _SCORE])
-    return np.stack([dx, dscore, doomed(lab)[1:]], axis=-1).astype(np.float32)
+    flag = (lab[1:, _FLAG] == 1) & (lab[:-1, _FLAG] == 0)
+    return np.stack([dx, dscore, doomed(lab)[1:], flag], axis=-1).astype(np.float32)
 
 
-def step_triple(prev: dict, cur: dict) -> tuple[float, float, float]:
-    """The triple for one step from two `info` dicts (the env's per-step form of `reward_triple`: its death is the
-    onset of dying, the one death signal that needs no future)."""
+def step_rewards(prev: dict, cur: dict) -> tuple[float, float, float, float]:
+    """The channels for one step from two `info` dicts (the env's per-step form of `episode_rewards`: its death is
+    the onset of dying, the one death signal that needs no future)."""
     dx = cur["x_pos"] - prev["x_pos"]
     dx = 0 if abs(dx) > MAX_STEP_DX else dx
-    return float(dx), float(cur["score"] - prev["score"]), float(cur["is_dying"] == 1 and prev["is_dying"] == 0)
-
-
-def scalar_reward(triple: np.ndarray) -> np.ndarray:
-    """The env's reward from the triple (..., 3) -> (...)."""
-    return triple[..., 0] - DEATH_PENALTY * triple[..., 2]
+    onset = cur["is_dying"] == 1 and prev["is_dying"] == 0
+    flag = cur["flag_get"] == 1 and prev["flag_get"] == 0
+    return float(dx), float(cur["score"] - prev["score"]), float(onset), float(flag)
