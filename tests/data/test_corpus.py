@@ -75,6 +75,28 @@ def test_index_rebuilds_and_skips_damaged_files(tmp_path, episodes):
     assert len(EpisodeBuffer.load(tmp_path, files=["run-0001-00002.h5"]).lengths) == 1  # not one of those to read
 
 
+def test_a_corpus_reads_its_sub_corpora(tmp_path, episodes):
+    """Episodes one folder down (an exploration run, a linked corpus) belong to the corpus as SUB/<file>; a
+    sub-corpus's own index is reused, not rebuilt."""
+    corpus = tmp_path / "corpus"
+    (corpus / "explore" / "archive").mkdir(parents=True)
+    write_episode(corpus / "run-0001-00000.h5", episodes[0])
+    (tmp_path / "other").mkdir()
+    write_episode(tmp_path / "other" / "run-0001-00000.h5", episodes[1])
+    (corpus / "linked").symlink_to(tmp_path / "other")
+    write_episode(corpus / "explore" / "explore-000001-000.h5", episodes[2])
+    write_episode(corpus / "explore" / "archive" / "deeper.h5", episodes[2])  # two levels down: not the corpus's
+    scan(corpus / "explore")  # the sub-corpus's own index
+    cached = json.loads((corpus / "explore" / INDEX_NAME).read_text())["episodes"][0]
+    index = scan(corpus)
+    files = [e["file"] for e in index.episodes]
+    assert files == ["run-0001-00000.h5", "explore/explore-000001-000.h5", "linked/run-0001-00000.h5"]
+    assert index.episodes[1] == {**cached, "file": "explore/explore-000001-000.h5"}
+    buf = EpisodeBuffer.load(corpus)
+    assert buf.files == files and list(buf.lengths) == [episodes[i].n_steps + 1 for i in (0, 2, 1)]
+    assert len(EpisodeBuffer.load(corpus, files=["linked/run-0001-00000.h5"]).lengths) == 1
+
+
 def test_audit_table_shares():
     rows = audit(
         [

@@ -50,15 +50,28 @@ def test_two_iterations_end_to_end(uninterrupted):
     assert state["status"] == "done" and state["iterations_done"] == 2
     assert "K-seed mean" in stdout and "[iter 2] collect 3 episodes: policy:" in stdout
     corpus = _corpus(run)
-    assert len(corpus) == 6 + 3, "bootstrap episodes, then the iteration's own"
-    assert {p for *_, p in corpus[:6]} == {"biased"}
-    assert all(p.startswith("policy:RUN/hof/iter1_") for *_, p in corpus[6:]), "iteration 2 collects with the HOF best"
+    collected = [c for c in corpus if not c[0].startswith("explore/")]
+    assert len(collected) == 6 + 3, "bootstrap episodes, then the iteration's own"
+    assert {p for *_, p in collected[:6]} == {"biased"}
+    assert all(p.startswith("policy:RUN/hof/iter1_") for *_, p in collected[6:]), (
+        "iteration 2 collects with the HOF best"
+    )
+    # the exploration: one archive growing by --explore-steps per iteration, its episodes a sub-corpus trained on
+    explored = [c for c in corpus if c[0].startswith("explore/")]
+    archive = json.loads((run / "corpus" / "explore" / "archive" / "cells.json").read_text())
+    assert archive["env_steps"] == sum(n for _, n, *_ in explored) >= 80, "every exploration step counted"
+    chosen = [
+        sum(f.startswith("explore/") for f in json.loads((run / f"iter{n:03d}" / "selection.json").read_text()))
+        for n in (1, 2)
+    ]
+    assert 0 < chosen[0] < chosen[1] == len(explored), "each iteration trains on the exploration so far"
     for n in (1, 2):
         d = run / f"iter{n:03d}"
         s = json.loads((d / "summary.json").read_text())
         assert set(s["seed_scores"]) == {str(n * 1000 + 1), str(n * 1000 + 2)}, "policy seeds are iter*1000 + 1..K"
         assert s["decision"]["decision"] in ("commit", "branch", "halt") and "z" in s["decision"]
-        assert {"collect", "train", "imagine", "eval"} <= set(s["timing"])
+        assert {"collect", "explore", "train", "imagine", "eval"} <= set(s["timing"])
+        assert s["exploration"]["env_steps"] >= 40 * n and s["exploration"]["cells"] > 0
         assert math.isfinite(s["probes"]["x_pos"]["linear"]["r2"]) and s["audit"]["selection"]
         for seed in s["seed_scores"]:
             assert (d / "policies" / f"s{seed}" / "policy.safetensors").exists()
@@ -118,6 +131,8 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
         (["--k", "1"], "at least 2 policies"),
         (["--executor", "slurm"], "unknown executor 'slurm'"),
         (["--level", "9-9"], "unknown level '9-9'"),
+        (["--explore-steps", "-1"], "--explore-steps -1"),
+        (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
@@ -135,6 +150,7 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
         assert f"src='{png}'" in (out / "index.html").read_text()
     md = (out / "report.md").read_text()
     assert "## Detector decisions" in md and "| 2 |" in md and "between-seed sd" in md
+    assert "| exploration |" in md and "env steps, frontier x" in md
     # the video is the HOF best policy's furthest evaluation episode, replayed exactly
     entry = hof.folder(run, hof.top(run)[0])
     rows = [json.loads(line) for line in (entry / "eval" / "episodes.jsonl").read_text().splitlines()]

@@ -92,10 +92,14 @@ def test_files_written_before_the_layout_load():
     key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
     tiny = PRESETS["tiny"]
     no_flag = replace(tiny.train, model=replace(tiny.train.model, flag_head=False))  # world models before spec v3
-    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag)  # the rule it decided by
+    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, explore_steps=0)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")
     with pytest.raises(Exception, match="detector: seeds -> components"):
-        check_same_run(upgrade_key(key), run_key(replace(tiny, train=no_flag), BOOKKEEPING), defaults, Path("run"), "x")
+        check_same_run(
+            upgrade_key(key), run_key(replace(then, detector="components"), BOOKKEEPING), defaults, Path("r"), "x"
+        )
     with pytest.raises(Exception, match="train.model.flag_head: False -> True"):
-        check_same_run(upgrade_key(key), run_key(replace(then, train=tiny.train), BOOKKEEPING), defaults, Path("r"), "x")
+        check_same_run(
+            upgrade_key(key), run_key(replace(then, train=tiny.train), BOOKKEEPING), defaults, Path("r"), "x"
+        )

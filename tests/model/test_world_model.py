@@ -18,15 +18,18 @@ from lemario.core import checkpoint
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.data.buffer import EpisodeBuffer
+from lemario.data.corpus import write_episode
 from lemario.games.mario.env import EnvConfig
+from lemario.games.mario.ram import LABELS
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
+from lemario.model.trainer import Trainer
 from lemario.model.world_model import LossConfig, WorldModel, decode_reward, load_world_model, world_model_loss
 
 from conftest import run_cli
-from synthetic import write_corpus
+from synthetic import make_episode, write_corpus
 
 TINY = PRESETS["tiny"].model
 
@@ -264,6 +267,34 @@ def test_checkpoints_from_before_the_flag_head_load_and_predict_no_flag(corpus, 
     assert torch.isfinite(loss) and "loss/flag" not in m
 
 
+def test_the_ensemble_learns_beside_the_model_and_disagrees_off_its_data(corpus):
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY, ensemble=4))
+    batch = batch_of(corpus)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    loss, m = world_model_loss(model, batch, LossConfig(sigreg_projections=32), gen())
+    loss.backward()
+    with_ensemble = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    heads, model.cfg = model.ensemble_heads, replace(model.cfg, ensemble=0)
+    world_model_loss(model, batch, LossConfig(sigreg_projections=32), gen())[0].backward()
+    for a, p in zip(with_ensemble, model.encoder.parameters()):
+        torch.testing.assert_close(a, p.grad, msg="the ensemble's loss does not reach the encoder")
+    assert m["loss/ensemble"] > 0
+    # fitted on some transitions, the heads agree there and disagree on latents they never saw
+    z, prev, a = torch.randn(64, 32), torch.randint(0, 12, (64,)), torch.randint(0, 12, (64,))
+    target = torch.tanh(z.roll(1, dims=-1))
+    opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
+    model.cfg = replace(model.cfg, ensemble=4)
+    for _ in range(300):
+        opt.zero_grad()
+        (model.ensemble_predictions(z, prev, a) - target).square().mean().backward()
+        opt.step()
+    with torch.no_grad():
+        seen, unseen = model.disagreement(z, prev, a), model.disagreement(5 * torch.randn(64, 32), prev, a)
+    assert seen.shape == (64,) and seen.mean() * 10 < unseen.mean()
+
+
 def test_the_flag_loss_weights_the_rare_touch(corpus):
     torch.manual_seed(0)
     model = WorldModel(TINY)
@@ -446,10 +477,38 @@ def test_other_config_in_run_folder_is_refused(trained, corpus):
     assert "lr: 0.0003 -> 0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_training_draws_windows_by_their_tier_weight(tmp_path):
+    """--oversample: windows of an elite episode (max_x >= 1500) weigh 4, the others 1."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus").mkdir()
+    for i in range(3):
+        ep = make_episode(rng, 30)
+        if i == 0:
+            ep.labels[:, LABELS.index("x_pos")] += 1600
+        write_episode(tmp_path / "corpus" / f"run-0001-{i:05d}.h5", ep)
+    cfg = replace(PRESETS["tiny"], corpus=tmp_path / "corpus", out=tmp_path / "run", val_fraction=0.0)
+    t = Trainer(replace(cfg, oversample=(1, 1, 1, 4, 1)), torch.device("cpu"), 0, 1)
+    elite = t.train_starts < t.buffer.starts[1]
+    assert elite.sum() == len(t.train_starts) // 3
+    np.testing.assert_allclose(t.train_p[elite], 4 * t.train_p[~elite][0])
+    assert Trainer(cfg, torch.device("cpu"), 0, 1).train_p is None
+
+
 def test_a_run_from_before_the_flag_head_resumes_only_without_it(corpus, tmp_path):
     """A run folder whose config predates the flag head trained a head of three outputs: resuming it with the
     default would build four, so it is refused, naming the field; --model.no-flag-head resumes it."""
-    args = ("train", "--preset", "tiny", "--corpus", str(corpus), "--out", str(tmp_path), "--no-progress", "--steps", "4")
+    args = (
+        "train",
+        "--preset",
+        "tiny",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--steps",
+        "4",
+    )
     assert run_cli(*args, "--model.no-flag-head").returncode == 0
     record = json.loads((tmp_path / "config.json").read_text())
     del record["run_key"]["model"]["flag_head"]

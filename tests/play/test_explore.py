@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -72,6 +73,42 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     again.add("c", 2, 200, 79, state, flag=False)  # every state of rounds 1 and 10 replaced: their files go
     again.save()
     assert [p.name for p in (tmp_path / "states").glob("*.npz")] == ["round-000011.npz"]
+    again.add("b", 0, 401, 80, state, flag=False, novelty=0.2)  # a world model's disagreement on the way here
+    again.add("c", 1, 200, 79, state, flag=False, novelty=0.8)
+    keys, p = again.weights(Choosing(far=0.0, recent=0.0, novelty=2.0))
+    b, c = again.cells["b"], again.cells["c"]
+    w_b = 1 / math.sqrt(1 + b.chosen) + 1 / math.sqrt(1 + b.seen) + 2.0 * 0.2 / 0.8
+    w_c = 1 / math.sqrt(1 + c.chosen) + 1 / math.sqrt(1 + c.seen) + 2.0
+    assert p == pytest.approx(np.array([w_b, w_c]) / (w_b + w_c))
+
+
+def test_a_world_models_ensemble_scores_the_cells(tmp_path):
+    """--world-model: each cell found carries the ensemble's disagreement on the step that reached it."""
+    import torch
+
+    from lemario.core import checkpoint
+    from lemario.model.train import PRESETS as TRAIN_PRESETS
+    from lemario.model.world_model import WorldModel
+    from lemario.play.explore import PRESETS, explore, step_novelty
+
+    torch.manual_seed(0)
+    for name, ensemble in (("plain", 0), ("ensemble", 3)):
+        model = WorldModel(replace(TRAIN_PRESETS["tiny"].model, ensemble=ensemble)).eval()
+        checkpoint.save(
+            tmp_path / f"{name}.safetensors", model.state_dict(), {"kind": "world_model", "config": asdict(model.cfg)}
+        )
+    cfg = replace(PRESETS["tiny"], out=tmp_path / "run", env_steps=40, world_model=tmp_path / "ensemble.safetensors")
+    archive = explore(cfg)
+    scored = [c for c in archive.cells.values() if c.novelty > 0]
+    assert len(scored) == len(archive.cells) > 0
+    # the cell exploration 0 of round 1 reached at its first step, recomputed from that episode
+    ep = read_episode(tmp_path / "run" / "explore-000001-000.h5")
+    model = WorldModel(replace(TRAIN_PRESETS["tiny"].model, ensemble=3))
+    model.load_state_dict(checkpoint.load(tmp_path / "ensemble.safetensors")[0])
+    cell = archive.cells[cell_key("frame", ep.frames[1], {})]
+    assert cell.steps == 1 and cell.novelty == pytest.approx(step_novelty(model.eval(), ep, [1])[0], rel=1e-5)
+    r = run_cli(*TINY, "--world-model", str(tmp_path / "plain.safetensors"), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "has no disagreement ensemble: train one with --model.ensemble" in r.stderr
 
 
 def test_a_saved_state_restores_exactly(tmp_path):

@@ -249,6 +249,7 @@ class LatentPlanner:
         keep: torch.Tensor | None = None,
         goal: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """Best action sequence (H,), its score, and its predicted (progress px, score points, P(death), P(flag)) (H, 4)."""
+        """Best action sequence (H,), its score, and its predicted rewards (H, 4): progress px, score points,
+        P(death), P(flag)."""
         best = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
         return best.seq, best.score, best.extra

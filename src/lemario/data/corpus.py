@@ -17,6 +17,11 @@ Layout of `DIR/<run>-<index>.h5` (schema 1), for either game (meta `game`: 'mari
 A file is written under a temporary name, fsynced, then renamed: a reader sees a whole episode or none.
 `index.json` caches each file's summary; `scan()` rebuilds it from the files (only new or changed files are
 opened), and reports a truncated or corrupt file instead of failing on it.
+
+A corpus also holds the episodes of its sub-corpora, the folders one level down (`DIR/SUB/*.h5`, named
+`SUB/<file>` in its index): an exploration run beside the collector's episodes (the flywheel's
+`RUN/corpus/explore`), or other corpora linked in (`ln -s ../corpus-a a`). Each sub-corpus keeps its own writer
+and index.
 """
 
 from __future__ import annotations
@@ -172,15 +177,28 @@ class Index:
 
 
 def episode_files(corpus: Path) -> list[Path]:
-    """The episode files of a corpus folder, in name order (temporary files left out)."""
-    return sorted(p for p in corpus.glob("*.h5") if not p.name.startswith("."))
+    """The episode files of a corpus folder, then of its sub-corpora, each in name order (temporary files and
+    folders left out)."""
+    own = sorted(p for p in corpus.glob("*.h5") if not p.name.startswith("."))
+    subs = sorted(p for p in corpus.glob("*/*.h5") if not (p.name.startswith(".") or p.parent.name.startswith(".")))
+    return own + subs
 
 
 def _cached_rows(corpus: Path) -> dict[str, dict]:
+    """Index rows by file: the corpus's own index, with its sub-corpora's indexes for files it has not seen."""
+    rows = {}
+    for sub in sorted(p for p in corpus.glob(f"*/{INDEX_NAME}") if not p.parent.name.startswith(".")):
+        prefix = sub.parent.name
+        rows.update({f"{prefix}/{e['file']}": {**e, "file": f"{prefix}/{e['file']}"} for e in _index_rows(sub)})
+    rows.update({e["file"]: e for e in _index_rows(corpus / INDEX_NAME)})
+    return rows
+
+
+def _index_rows(path: Path) -> list[dict]:
     try:
-        return {e["file"]: e for e in json.loads((corpus / INDEX_NAME).read_text())["episodes"]}
+        return json.loads(path.read_text())["episodes"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}  # no index yet, or a damaged one: it is rebuilt from the files
+        return []  # no index yet, or a damaged one: it is rebuilt from the files
 
 
 def _write_index(corpus: Path, episodes: list[dict], bad: list[dict]) -> None:
@@ -207,15 +225,15 @@ def scan(corpus: Path, *, write: bool = True) -> Index:
     cached = _cached_rows(corpus)
     episodes, bad = [], []
     for path in episode_files(corpus):
-        stat = path.stat()
-        row = cached.get(path.name)
+        stat, name = path.stat(), path.relative_to(corpus).as_posix()
+        row = cached.get(name)
         if row and row["bytes"] == stat.st_size and row["mtime"] == stat.st_mtime:
             episodes.append(row)
             continue
         try:
-            episodes.append(summarize(path))
+            episodes.append({**summarize(path), "file": name})
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
-            bad.append({"file": path.name, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]})
+            bad.append({"file": name, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]})
     if write:
         _write_index(corpus, episodes, bad)
     return Index(episodes, bad)

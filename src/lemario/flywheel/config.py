@@ -23,6 +23,7 @@ from lemario.games.mario.env import EnvConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
 from lemario.model.train import TrainConfig
 from lemario.play.collect import CollectConfig
+from lemario.play.explore import ExploreConfig
 
 BOOKKEEPING = ("out", "iterations", "workers", "executor", "ray_address", "continue_after_halt", "progress")
 """FlywheelConfig fields that do not change what a run does: a resume may change them."""
@@ -56,6 +57,21 @@ class IterationImagineConfig(ImagineConfig):
     progress_row: tyro.conf.Suppress[int] = 0
 
 
+@dataclass(frozen=True)
+class IterationExploreConfig(ExploreConfig):
+    """`ExploreConfig` with the fields the flywheel sets hidden from the command line: its folder
+    (RUN/corpus/explore), its env-step total (iterations x --explore-steps), seed, game, workers and executor."""
+
+    out: tyro.conf.Suppress[Path] = ExploreConfig.out
+    env_steps: tyro.conf.Suppress[int] = ExploreConfig.env_steps
+    seed: tyro.conf.Suppress[int] = 0
+    env: tyro.conf.Suppress[EnvConfig] = field(default_factory=EnvConfig)
+    workers: tyro.conf.Suppress[int] = 1
+    executor: tyro.conf.Suppress[str] = "local"
+    ray_address: tyro.conf.Suppress[str] = ""
+    progress: tyro.conf.Suppress[bool] = True
+
+
 def _as(cls, cfg):
     """The same config values in the flywheel's variant of its class."""
     return cls(**{f.name: getattr(cfg, f.name) for f in fields(cfg)})
@@ -81,6 +97,12 @@ class FlywheelConfig:
     """Episodes collected per later iteration with the best policy."""
     explore: float = 0.1
     """Per-step probability of a biased-random macro overriding the collecting policy."""
+    explore_steps: int = 0
+    """Env steps of frontier exploration (`lemario explore`) per iteration, after the collection, into
+    RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
+    train on beside the collected ones (0: none)."""
+    explorer: IterationExploreConfig = field(default_factory=IterationExploreConfig)
+    """The exploration's cells, choice and exploring agent (`lemario.play.explore`)."""
     workers: int = 2
     """Collection and evaluation processes; also the parallel policy trainings of the local executor."""
     executor: str = "local"
@@ -147,6 +169,10 @@ class FlywheelConfig:
         if self.variance is not None:
             world_model_variance(self.variance)
         self.collect_config("biased", 0.0, 1, 1).validate()
+        if self.explore_steps < 0:
+            raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
+        if self.explore_steps:
+            self.explore_config(1).validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
@@ -165,6 +191,20 @@ class FlywheelConfig:
             ray_address=self.ray_address,
         )
 
+    def explore_config(self, iteration: int) -> ExploreConfig:
+        """The exploration run into RUN/corpus/explore, extended to `iteration` x explore_steps env steps."""
+        return replace(
+            _as(ExploreConfig, self.explorer),
+            out=self.out / "corpus" / "explore",
+            env_steps=iteration * self.explore_steps,
+            seed=self.seed,
+            env=self.env,
+            workers=self.workers,
+            executor=self.executor,
+            ray_address=self.ray_address,
+            progress=self.progress,
+        )
+
 
 PRESETS = {
     "tiny": FlywheelConfig(
@@ -174,6 +214,8 @@ PRESETS = {
         env=EnvConfig(max_steps=60),
         bootstrap_episodes=6,
         episodes=3,
+        explore_steps=40,
+        explorer=IterationExploreConfig(explore_steps=10, batch=2, cell="ram"),
         workers=1,
         eval_episodes=3,
         confirm_episodes=2,

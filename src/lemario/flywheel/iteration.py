@@ -1,8 +1,9 @@
 """One flywheel iteration, step by step (`run_iteration`), and what it leaves: `IterationSummary`.
 
-Every step's output is its "done" marker (the collection run's episodes, wm/model.json, probe.json, each policy's
-policy.json, eval/ and confirm/ summaries, decision.json, the hall-of-fame entry, summary.json), so a killed
-iteration resumes at the first step whose output is missing, with the plan it started with.
+Every step's output is its "done" marker (the collection run's episodes, the exploration's archive, wm/model.json,
+probe.json, each policy's policy.json, eval/ and confirm/ summaries, decision.json, the hall-of-fame entry,
+summary.json), so a killed iteration resumes at the first step whose output is missing, with the plan it started
+with.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import train
 from lemario.play.collect import collect
 from lemario.play.evaluate import EvalConfig, evaluate
+from lemario.play.explore import explore
 from lemario.play.stats import kseed_summary
 from lemario.play.variance import pooled_within_sd
 
@@ -59,6 +61,8 @@ class IterationSummary:
     best_corpus_x: int
     best_world_model: int = 0
     """Which of the iteration's world models the best policy was trained in."""
+    exploration: dict | None = None
+    """The exploration archive after this iteration (`Iteration.explore`); None without --explore-steps."""
 
     @property
     def score(self) -> dict:
@@ -135,6 +139,22 @@ class Iteration:
         col = self.cfg.collect_config(plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n)
         self.log(f"collect {col.episodes} episodes: {col.policy} (explore {col.explore})")
         self.timed("collect", lambda: collect(col))
+
+    def explore(self) -> dict | None:
+        """Extend the frontier exploration (RUN/corpus/explore) to this iteration's env-step total; returns the
+        archive's figures (None without --explore-steps)."""
+        if not self.cfg.explore_steps:
+            return None
+        ecfg = self.cfg.explore_config(self.n)
+        self.log(f"explore to {ecfg.env_steps} env steps ({ecfg.cell} cells, {ecfg.policy})")
+        archive = self.timed("explore", lambda: explore(ecfg))
+        return {
+            "env_steps": archive.env_steps,
+            "restores": archive.restores,
+            "cells": len(archive.cells),
+            "max_x": archive.max_x,
+            "flag_env_steps": archive.flag_env_steps,
+        }
 
     def select(self) -> list[dict]:
         """The replay selection (selection.json) and its audit (audit.json); returns the corpus's index rows."""
@@ -264,9 +284,11 @@ class Iteration:
 
 
 def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) -> IterationSummary:
-    """Iteration n after the finished `history`: collect, select, train, probe, imagine, evaluate, confirm, decide."""
+    """Iteration n after the finished `history`: collect, explore, select, train, probe, imagine, evaluate, confirm,
+    decide."""
     it = Iteration(cfg, n, history)
     it.collect()
+    exploration = it.explore()
     rows = it.select()
     it.train_world_model()
     probe = it.probe()
@@ -316,6 +338,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         corpus_frames=frames(rows),
         best_corpus_x=max(r["max_x"] for r in rows),
         best_world_model=best_wm,
+        exploration=exploration,
     )
     write_json(it.dir / "summary.json", summary.to_json())
     return summary

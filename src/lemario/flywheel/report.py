@@ -118,6 +118,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
             "confirm (fresh seeds)",
             "HOF best",
             "corpus episodes",
+            "exploration",
             "minutes",
         ],
         [
@@ -131,11 +132,21 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
                 _confirm_cell(s),
                 f"{c['score']:.0f} (iter {c['iteration']})",
                 s.corpus_episodes,
+                _exploration_cell(s),
                 f"{sum(s.timing.values()) / 60:.1f}",
             ]
             for s, c in zip(summaries, curve)
         ],
     )
+
+
+def _exploration_cell(s: IterationSummary) -> str:
+    """'E env steps, frontier x X[, flag at F]' of the archive after the iteration, or '-' without exploration."""
+    e = s.exploration
+    if not e:
+        return "-"
+    flag = f", flag at {e['flag_env_steps']}" if e["flag_env_steps"] is not None else ""
+    return f"{e['env_steps']} env steps, frontier x {e['max_x']}{flag}"
 
 
 def _design(s: IterationSummary) -> str:

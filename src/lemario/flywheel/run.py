@@ -26,6 +26,7 @@ that then commits is kept, one that does not is reverted. `halt` stops the run u
     RUN/config.json               resolved config, git commit, seeds
     RUN/state.json                finished iterations and their decisions (derived; for people and the report)
     RUN/corpus/                   every episode ever collected (HDF5, `lemario.data.corpus`)
+    RUN/corpus/explore/           with --explore-steps: the frontier exploration (`lemario explore`), a sub-corpus
     RUN/iterNNN/plan.json         the iteration's settings;  selection.json, audit.json;  wm/ (a `lemario train` run)
     RUN/iterNNN/probe.json  policies/s{seed}/  eval/  confirm/  decision.json  summary.json
     RUN/hof/                      the hall of fame (`lemario.flywheel.hof`)

@@ -106,7 +106,9 @@ class Trainer:
         self.train_starts, self.val_starts = split_windows(self.buffer, cfg.k, cfg.val_fraction)
         self.train_p = None  # (n,) probabilities of the training windows; None: uniform
         if cfg.oversample and self.buffer.game == "mario":
-            self.train_p = window_probabilities(self.train_starts, self.buffer.starts, self.buffer.labels, cfg.oversample)
+            self.train_p = window_probabilities(
+                self.train_starts, self.buffer.starts, self.buffer.labels, cfg.oversample
+            )
         check_model_fits(cfg.model, self.buffer)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model).to(device)

@@ -76,6 +76,10 @@ class ModelConfig:
     state_head: int = 0
     """Outputs of a head that reads the game state from each latent, trained with it (the push game: 8); 0: none."""
     state_hidden: int = 256
+    ensemble: int = 0
+    """Heads of a disagreement ensemble (Plan2Explore's): MLPs that each predict the next latent from the detached
+    (state, action), trained beside the model without shaping it; the variance between them (`disagreement`)
+    scores how new a transition is to the model. 0: none."""
 
 
 class WorldModel(nn.Module):
@@ -119,6 +123,10 @@ class WorldModel(nn.Module):
             self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 4 if cfg.flag_head else 3)
         if cfg.state_head:
             self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
+        if cfg.ensemble:
+            self.ensemble_heads = nn.ModuleList(
+                _mlp(self.state_dim + cfg.n_actions, cfg.reward_hidden, D) for _ in range(cfg.ensemble)
+            )
 
     @property
     def history(self) -> int:
@@ -212,6 +220,17 @@ class WorldModel(nn.Module):
         PROGRESS_SCALE, score / SCORE_SCALE, death logit, flag logit."""
         return self.reward_head(self.state(z, prev))
 
+    def ensemble_predictions(self, z: torch.Tensor, prev: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(..., D) latents, (...[, A]) the action before each and the action taken after it -> (E, ..., D): each
+        ensemble head's next latent."""
+        a = action if self.cfg.continuous_actions else F.one_hot(action, self.cfg.n_actions)
+        x = torch.cat([self.state(z, prev), a.to(z.dtype)], dim=-1)
+        return torch.stack([head(x) for head in self.ensemble_heads])
+
+    def disagreement(self, z: torch.Tensor, prev: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(...) the variance between the ensemble's next latents, averaged over the latent's dimensions."""
+        return self.ensemble_predictions(z, prev, action).float().var(dim=0).mean(-1)
+
     def decode_state(self, z: torch.Tensor) -> torch.Tensor:
         """(..., D) latents -> (..., state_head): the game state the state head reads (the push game:
         `lemario.games.push.board.head_targets`)."""
@@ -273,6 +292,10 @@ def world_model_loss(
         reward_loss, reward_metrics = _reward_loss(model, preds, actions[:, c - 1 :], batch["rewards"][:, c - 1 :], cfg)
         loss = loss + cfg.reward_weight * reward_loss
         metrics.update(reward_metrics)
+    if model.cfg.ensemble:
+        ensemble_loss = _ensemble_loss(model, emb.detach(), actions, prev)
+        loss = loss + ensemble_loss
+        metrics["loss/ensemble"] = ensemble_loss
     if model.cfg.state_head:
         target = batch["state"].float()  # (B, K+1, S)
         real = F.mse_loss(model.decode_state(emb).float(), target)
@@ -307,6 +330,14 @@ def _reward_loss(
         )
         reward_loss, metrics["loss/flag"] = reward_loss + flag_loss, flag_loss
     return reward_loss, {"loss/reward": reward_loss, **metrics}
+
+
+def _ensemble_loss(model: WorldModel, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """Each ensemble head against the real next latent, from the real (detached) one: emb (B, K+1, D), actions
+    (B, K[, A]), prev (B[, A]). Only the heads learn from it."""
+    before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, K[, A]) the action before each latent
+    preds = model.ensemble_predictions(emb[:, :-1], before, actions)  # (E, B, K, D)
+    return (preds.float() - emb[None, :, 1:].float()).square().mean()
 
 
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:

@@ -12,6 +12,8 @@ has the flag are kept (the flag is the point) but never chosen. Choosing draws c
     1 / sqrt(1 + chosen) + 1 / sqrt(1 + seen)        Go-Explore's count-based terms: rarely chosen, rarely seen
     + far * x / max_x                                 far along the level
     + recent * [found in the last `recent_rounds`]    recently found
+    + novelty * novelty / max novelty                 new to a world model: its ensemble's disagreement on
+                                                      the step that found the cell (Plan2Explore's signal)
 
 On disk (OUT/archive/): `cells.json`, the table a person reads (the run's totals, one row per round, one per cell)
 and `states/round-RRRRRR.npz`, the states a round found (one file, one fsync, a round). A round writes its state
@@ -66,6 +68,8 @@ class Cell:
     terminal: bool = False
     """Mario dying, or the flag: never chosen."""
     flag: bool = False
+    novelty: float = 0.0
+    """A world-model ensemble's disagreement on the step of the way here (0 without a world model)."""
 
 
 def state_bytes(state: MarioState) -> bytes:
@@ -106,6 +110,8 @@ class Choosing:
     far: float = 1.0
     recent: float = 0.5
     recent_rounds: int = 5
+    novelty: float = 1.0
+    """Weight of the disagreement term (it is 0 for every cell unless the run scores cells with a world model)."""
 
 
 class Archive:
@@ -193,12 +199,14 @@ class Archive:
         """(choosable cell keys in sorted order, their normalized choice probabilities)."""
         keys = sorted(k for k, c in self.cells.items() if not c.terminal)  # an order that survives a reload
         top = max(1, self.max_x)
+        most_novel = max((self.cells[k].novelty for k in keys), default=0.0) or 1.0
         w = np.array(
             [
                 1 / math.sqrt(1 + c.chosen)
                 + 1 / math.sqrt(1 + c.seen)
                 + cfg.far * c.x / top
                 + cfg.recent * (self.round - c.found_round < cfg.recent_rounds)
+                + cfg.novelty * c.novelty / most_novel
                 for c in (self.cells[k] for k in keys)
             ]
         )
@@ -212,7 +220,9 @@ class Archive:
             self.cells[k].chosen += 1
         return picks
 
-    def add(self, key: str, steps: int, x: int, y: int, state: MarioState | None, flag: bool) -> None:
+    def add(
+        self, key: str, steps: int, x: int, y: int, state: MarioState | None, flag: bool, novelty: float = 0.0
+    ) -> None:
         """A way to `key` of `steps` steps (state None: a terminal moment). Kept when the cell is new or the way is
         better: alive where the cell's way dies (a cell first met dying stays reachable), else fewer steps. Its state
         is written by the next `save`, in the current round's file."""
@@ -226,6 +236,8 @@ class Archive:
             name = f"{self._states_file}:{entry}"
         found = (old.found_round, old.found_env_steps) if old else (self.round, self.env_steps)
         counts = (old.chosen, old.seen) if old else (0, 0)
-        self.cells[key] = Cell(key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag)
+        self.cells[key] = Cell(
+            key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag, novelty=novelty
+        )
         if flag and self.flag_env_steps is None:
             self.flag_env_steps = self.env_steps

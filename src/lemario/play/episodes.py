@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import die_with_parent, ray_init, torch_threads
 from lemario.games.mario import ram as R
 from lemario.games.mario.env import EnvConfig, MarioState, SuperMarioBros
+from lemario.model.world_model import load_world_model
 
 OnStep = Callable[[np.ndarray, int | None, dict], None]
 """on_step(obs, action, info): after the reset (action None) and after every step; the env holds the new frame."""
@@ -70,12 +72,18 @@ class Player:
     """An env and the agents that play in it (built on first use, then reset per episode)."""
 
     def __init__(self, env_config: EnvConfig, planner: PlannerConfig | None = None):
-        self.env, self.planner, self.agents = SuperMarioBros(env_config), planner, {}
+        self.env, self.planner, self.agents, self.models = SuperMarioBros(env_config), planner, {}, {}
 
     def agent(self, spec: str, explore: float = 0.0):
         if (spec, explore) not in self.agents:
             self.agents[spec, explore] = make_agent(spec, self.env.config, self.planner, explore=explore)
         return self.agents[spec, explore]
+
+    def world_model(self, path: Path):
+        """A world model (eval mode), loaded once per worker."""
+        if path not in self.models:
+            self.models[path] = load_world_model(path)[0]
+        return self.models[path]
 
     def close(self) -> None:
         self.env.close()

@@ -5,6 +5,8 @@ plays the exploring policy from it for up to `explore_steps` steps (round 1 star
 empty). Every exploration is a corpus episode like the collector's, whose meta says where it started (`start`:
 'spawn' or 'cell:KEY', with the cell's steps from spawn and x); every moment it passes is a candidate cell, kept
 when new or reached by a better way than before (alive where the old way died, else in fewer steps from spawn).
+With a world model that has a disagreement ensemble, each cell found is also scored by the ensemble's
+disagreement on the step that reached it (Plan2Explore's novelty), which the choice of cells can weigh.
 The run stops once it has emulated `env_steps` agent steps (every step of every exploration counts; restores are
 counted beside them, and the emulator frames they cost where a backend has no snapshots and replays the button log).
 
@@ -21,21 +23,23 @@ unfinished round are deleted and played again, identically. One process writes a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import tyro
 
-from lemario.control.agents import validate_spec
+from lemario.control.agents import check_action_count, check_frames, validate_spec
 from lemario.core import plots
 from lemario.core.errors import LemarioError
 from lemario.core.files import check_writable, now_iso, read_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
-from lemario.data.corpus import add_to_index, format_summary, index_row, scan, write_episode
+from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
 from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import EnvConfig, MarioState
+from lemario.model.world_model import load_world_model
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
 from lemario.play.collect import play_episode
 from lemario.play.episodes import Player, Workers
@@ -62,6 +66,10 @@ class ExploreConfig:
     """The exploring agent: 'biased' (right-biased random macros), 'uniform', or 'policy:PATH' / 'planner:PATH'."""
     explore: float = 0.0
     """With a policy or planner: the per-step probability of a biased-random macro taking over."""
+    world_model: Path | None = None
+    """A world model with a disagreement ensemble (`lemario train --model.ensemble E`): each cell is scored by the
+    ensemble's disagreement on the step that found it, and `--choosing.novelty` weighs that score (none: no
+    scores)."""
     choosing: Choosing = field(default_factory=Choosing)
     """Weights of the choice of cells (`lemario.play.archive`)."""
     seed: int = 0
@@ -85,6 +93,14 @@ class ExploreConfig:
             raise LemarioError("--env-steps, --explore-steps, --batch and --workers must be at least 1")
         if self.executor not in ("local", "ray"):
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
+        if self.world_model is not None:
+            model, _ = load_world_model(self.world_model)
+            if not model.cfg.ensemble:
+                raise LemarioError(
+                    f"--world-model {self.world_model} has no disagreement ensemble: train one with --model.ensemble 5"
+                )
+            check_action_count(model.cfg.n_actions, self.env, "the world model")
+            check_frames(asdict(model.cfg), self.env, "the world model")
 
     @property
     def play_env(self) -> EnvConfig:
@@ -114,6 +130,7 @@ def _explore(
     env, start_steps = player.env, meta["start_steps"]
     found: dict[str, tuple] = {}
     seen: dict[str, int] = {}
+    step_of: dict[str, int] = {}  # the episode step that reached each found cell
 
     def visit(obs: np.ndarray, action: int | None, info: dict) -> None:
         if action is None:
@@ -125,10 +142,17 @@ def _explore(
         if way < best:
             state = None if way[0] else env.save_state()
             found[key] = (*way, int(info["x_pos"]), int(info["y_pos"]), state, bool(info["flag_get"]))
+            step_of[key] = info["steps"]
 
     ep = play_episode(env, player.agent(cfg.policy, cfg.explore), seed, cfg.policy, start, visit)
     ep.meta.update(meta, created=now_iso())
     write_episode(Path(cfg.out) / file, ep)
+    novelty = dict.fromkeys(found, 0.0)
+    if cfg.world_model is not None and found:
+        keys = sorted(found)
+        scores = step_novelty(player.world_model(cfg.world_model), ep, [step_of[k] for k in keys])
+        novelty = dict(zip(keys, scores))
+    found = {k: (*v, novelty[k]) for k, v in found.items()}
     replayed = len(start.buttons) if start is not None and start.snapshot is None else 0
     return {
         "index": index,
@@ -139,6 +163,20 @@ def _explore(
         "restored": start is not None,
         "replayed_frames": replayed,
     }
+
+
+@torch.no_grad()
+def step_novelty(model, ep: Episode, steps: list[int]) -> list[float]:
+    """The ensemble's disagreement on the transitions into the frames `steps` of an episode: from the stack ending
+    at frame t - 1 (frames before the episode's first repeat it, the buffer's convention), the action before it
+    (NOOP at the first) and action t - 1."""
+    t = np.asarray(steps) - 1  # (n,) the frame each transition starts from
+    stack = model.cfg.frame_stack
+    idx = np.maximum(t[:, None] - np.arange(stack - 1, -1, -1), 0)  # (n, stack), oldest first
+    obs = torch.as_tensor(ep.frames[idx])  # (n, stack, H, W[, C])
+    actions = ep.actions.astype(np.int64)
+    prev = torch.as_tensor(np.where(t > 0, actions[np.maximum(t - 1, 0)], 0))
+    return model.disagreement(model.encode(obs), prev, torch.as_tensor(actions[t])).tolist()
 
 
 def _open_run(cfg: ExploreConfig) -> Archive:
@@ -178,8 +216,8 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
         archive.env_steps += res["steps"]
         archive.restores += int(res["restored"])
         archive.emulator_frames += res["steps"] * cfg.env.frame_skip + res["replayed_frames"]
-        for key, (_, steps, x, y, state, flag) in res["found"].items():
-            archive.add(key, steps, x, y, state, flag)
+        for key, (_, steps, x, y, state, flag, novelty) in res["found"].items():
+            archive.add(key, steps, x, y, state, flag, novelty)
         for key, n in res["seen"].items():
             archive.cells[key].seen += n
     archive.rounds.append(

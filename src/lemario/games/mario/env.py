@@ -136,7 +136,12 @@ class SuperMarioBros(gym.Env):
         self._steps += 1
         progress, score_delta, death, flag = step_rewards(prev, self._labels)
         info = dict(
-            self._labels, progress=progress, score_delta=score_delta, death=int(death), flag=int(flag), steps=self._steps
+            self._labels,
+            progress=progress,
+            score_delta=score_delta,
+            death=int(death),
+            flag=int(flag),
+            steps=self._steps,
         )
         terminated = bool(
             info["flag_get"]
