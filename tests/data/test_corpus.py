@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from lemario.core.errors import LemarioError
-from lemario.data.buffer import EpisodeBuffer
+from lemario.data.buffer import EpisodeBuffer, window_probabilities
 from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write_episode
-from lemario.data.tiers import audit, window_probabilities
+from lemario.data.tiers import audit
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 from lemario.play.collect import play_episode
@@ -116,6 +116,22 @@ def test_audit_table_shares():
     }  # a flag episode is a tier above the elite; 700 is mid (tiers are [lo, hi))
 
 
+def _buffer(labels: np.ndarray, episode_starts: np.ndarray) -> EpisodeBuffer:
+    """A buffer of label rows alone (what window probabilities read)."""
+    n = len(labels)
+    return EpisodeBuffer(
+        frames=np.zeros((n, 1, 1), np.uint8),
+        actions=np.zeros(n, np.int64),
+        rewards=np.zeros((n, 4), np.float32),
+        labels=labels,
+        episode_start=np.repeat(episode_starts, np.diff(np.r_[episode_starts, n])),
+        starts=episode_starts,
+        lengths=np.diff(np.r_[episode_starts, n]),
+        files=[f"e{i}" for i in range(len(episode_starts))],
+        action_set="complex",
+    )
+
+
 def test_oversampled_tiers_are_drawn_by_their_weights():
     # three episodes of 11 frames: dead (max_x 100), elite (1600), flag; windows of k = 2: 9 per episode
     labels = np.zeros((33, len(LABELS)), np.int32)
@@ -123,16 +139,35 @@ def test_oversampled_tiers_are_drawn_by_their_weights():
     labels[11:22, LABELS.index("x_pos")] = 1600
     labels[22:, LABELS.index("x_pos")] = 3161
     labels[32, LABELS.index("flag_get")] = 1
-    episode_starts = np.array([0, 11, 22])
-    windows = np.r_[np.arange(0, 9), np.arange(11, 20), np.arange(22, 31)]
-    p = window_probabilities(windows, episode_starts, labels, (1, 1, 1, 2, 4))
+    buf = _buffer(labels, np.array([0, 11, 22]))
+    windows = buf.window_starts(2)
+    p = window_probabilities(buf, windows, (1, 1, 1, 2, 4))
     np.testing.assert_allclose(p, np.repeat([1, 2, 4], 9) / (9 * 7))
-    assert window_probabilities(windows, episode_starts, labels, ()) is None
-    assert window_probabilities(windows, episode_starts, labels, (3, 3, 3, 3, 3)) is None, "equal weights: uniform"
+    assert window_probabilities(buf, windows, ()) is None
+    assert window_probabilities(buf, windows, (3, 3, 3, 3, 3)) is None, "equal weights: uniform"
     with pytest.raises(LemarioError, match="give 5 weights >= 0, one per tier"):
-        window_probabilities(windows, episode_starts, labels, (1, 2))
+        window_probabilities(buf, windows, (1, 2))
     with pytest.raises(LemarioError, match="weight 0"):
-        window_probabilities(windows, episode_starts, labels, (0, 1, 1, 0, 0))
+        window_probabilities(buf, windows, (0, 1, 1, 0, 0))
+
+
+def test_levels_are_balanced_whatever_their_share_of_frames():
+    # 1-1: two episodes of 11 frames (18 windows of k = 2); 4-1: one of 31 (29 windows)
+    labels = np.zeros((53, len(LABELS)), np.int32)
+    labels[:, LABELS.index("world")], labels[:, LABELS.index("stage")] = 1, 1
+    labels[22:, LABELS.index("world")] = 4
+    labels[11:22, LABELS.index("x_pos")] = 1600  # the second 1-1 episode is elite
+    buf = _buffer(labels, np.array([0, 11, 22]))
+    windows = buf.window_starts(2)
+    p = window_probabilities(buf, windows, balance_levels=True)
+    assert p[:18].sum() == pytest.approx(0.5) and p[18:].sum() == pytest.approx(0.5)
+    np.testing.assert_allclose(p[18:], 0.5 / 29)
+    p = window_probabilities(buf, windows, (1, 1, 1, 3, 1), balance_levels=True)  # weights share a level's half
+    np.testing.assert_allclose(p[:9], 0.5 / 36)
+    np.testing.assert_allclose(p[9:18], 1.5 / 36)
+    assert p[18:].sum() == pytest.approx(0.5)
+    one_level = _buffer(labels[:22], np.array([0, 11]))
+    assert window_probabilities(one_level, one_level.window_starts(2), balance_levels=True) is None
 
 
 def test_buffer_windows(tmp_path, episodes):

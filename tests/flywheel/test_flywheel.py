@@ -150,7 +150,7 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
         assert f"src='{png}'" in (out / "index.html").read_text()
     md = (out / "report.md").read_text()
     assert "## Detector decisions" in md and "| 2 |" in md and "between-seed sd" in md
-    assert "| exploration |" in md and "env steps, frontier x" in md
+    assert "| env steps | exploration |" in md and "env steps, frontier x" in md
     # the video is the HOF best policy's furthest evaluation episode, replayed exactly
     entry = hof.folder(run, hof.top(run)[0])
     rows = [json.loads(line) for line in (entry / "eval" / "episodes.jsonl").read_text().splitlines()]

@@ -80,6 +80,7 @@ def test_files_written_before_the_layout_load():
     again = json.loads(json.dumps(summary.to_json()))
     added = {  # fields of issue 19 (several world models per iteration, the components detector), at their defaults
         "best_world_model": 0,
+        "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
         "plan": {"world_models": 1},
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1},
     }
@@ -92,7 +93,8 @@ def test_files_written_before_the_layout_load():
     key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
     tiny = PRESETS["tiny"]
     no_flag = replace(tiny.train, model=replace(tiny.train.model, flag_head=False))  # world models before spec v3
-    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, explore_steps=0)  # as it ran then
+    before = {"explore_steps": 0, "explorer": FlywheelConfig().explorer}  # issue 20's exploration: none then
+    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, **before)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")
     with pytest.raises(Exception, match="detector: seeds -> components"):

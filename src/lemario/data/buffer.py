@@ -20,6 +20,7 @@ import numpy as np
 
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
+from lemario.data.tiers import check_weights, tier_index
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
 from lemario.games.push.board import head_targets
@@ -234,3 +235,37 @@ def split_windows(buffer: EpisodeBuffer, k: int, fraction: float) -> tuple[np.nd
     if len(train) == 0:
         raise LemarioError(f"no training windows of {k} steps: collect more or longer episodes")
     return train, val
+
+
+def window_probabilities(
+    buffer: EpisodeBuffer, starts: np.ndarray, tier_weights: tuple[float, ...] = (), balance_levels: bool = False
+) -> np.ndarray | None:
+    """Probabilities (n,) of drawing each of the window starts (n,) of a Mario buffer; None: uniform.
+
+    tier_weights: a window of a tier-i episode (`lemario.data.tiers.TIERS`, by the episode's max x_pos and flag)
+    weighs tier_weights[i]. balance_levels: each level (the world and stage of an episode's first frame) gets the
+    same total probability, shared within it by those weights."""
+    check_weights(tier_weights)
+    labels, ends = buffer.labels, np.r_[buffer.starts[1:], len(buffer.labels)]
+    episode_of = np.searchsorted(buffer.starts, starts, side="right") - 1  # (n,)
+    w = np.ones(len(starts))
+    if tier_weights and len(set(tier_weights)) > 1:
+        x, flag = labels[:, LABELS.index("x_pos")], labels[:, LABELS.index("flag_get")]
+        tier = [tier_index(int(x[a:b].max()), int(flag[a:b].max())) for a, b in zip(buffer.starts, ends)]
+        w = np.asarray(tier_weights, np.float64)[np.asarray(tier)[episode_of]]
+    if w.sum() == 0:
+        raise LemarioError(f"--oversample {tier_weights} gives every training window weight 0: weigh a tier it holds")
+    if balance_levels:
+        first = labels[buffer.starts]  # (E, L) each episode's first frame
+        level = (first[:, LABELS.index("world")] * 100 + first[:, LABELS.index("stage")])[episode_of]  # (n,)
+        for lv in np.unique(level):
+            mine = level == lv
+            if w[mine].sum() == 0:
+                raise LemarioError(
+                    f"--oversample {tier_weights} gives every window of level {lv // 100}-{lv % 100} weight 0: "
+                    "weigh a tier it holds"
+                )
+            w[mine] /= w[mine].sum()
+    if np.allclose(w, w[0]):
+        return None
+    return w / w.sum()

@@ -4,17 +4,15 @@ oversampling of training windows.
 The seed's audit table showed where a corpus's frames come from (one stuck trajectory is ~1500 frames, one early
 death ~50); its replay buffer capped the stuck tier's share of frames and never evicted the elite. A flag
 episode is a tier of its own, above the elite. Training may draw each tier's windows with a weight
-(`window_probabilities`), so the rare far and flag episodes are seen more often than their share of frames.
+(`lemario.data.buffer.window_probabilities`), so the rare far and flag episodes are seen more often than their
+share of frames.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from lemario.core.errors import LemarioError
-from lemario.games.mario.ram import LABELS
 
 
 @dataclass(frozen=True)
@@ -74,22 +72,3 @@ def check_weights(weights: tuple[float, ...]) -> None:
         raise LemarioError(
             f"--oversample {' '.join(map(str, weights))}: give {len(TIERS)} weights >= 0, one per tier ({names})"
         )
-
-
-def window_probabilities(
-    starts: np.ndarray, episode_starts: np.ndarray, labels: np.ndarray, weights: tuple[float, ...]
-) -> np.ndarray | None:
-    """Probabilities of drawing each window start (n,) when a window of a tier-i episode weighs weights[i] (per
-    TIERS); None for uniform (no weights, or all equal). episode_starts (E,): each episode's first frame in the
-    buffer; labels (N, L): the buffer's RAM labels, whose max x_pos and flag_get place each episode in its tier."""
-    check_weights(weights)
-    if not weights or len(set(weights)) == 1:
-        return None
-    ends = np.r_[episode_starts[1:], len(labels)]
-    x, flag = labels[:, LABELS.index("x_pos")], labels[:, LABELS.index("flag_get")]
-    tier = [tier_index(int(x[a:b].max()), int(flag[a:b].max())) for a, b in zip(episode_starts, ends)]
-    episode_of = np.searchsorted(episode_starts, starts, side="right") - 1
-    w = np.asarray(weights, np.float64)[np.asarray(tier)[episode_of]]
-    if w.sum() == 0:
-        raise LemarioError(f"--oversample {weights} gives every training window weight 0: weigh a tier it holds")
-    return w / w.sum()

@@ -18,6 +18,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.core.files import read_json
 from lemario.data.replay import ReplayConfig
+from lemario.data.tiers import TIERS
 from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
@@ -253,8 +254,12 @@ def upgrade_key(stored: dict) -> dict:
     """A run key from before a change of meaning: runs before issue 19 decided by the 'seeds' rule; runs before
     imagination's reward weights became pixels (`lemario.control.reward`) kept flat `imagine.death_penalty` and
     `imagine.score_weight` in units of RETURN_UNIT px; runs before reward spec v3 trained world models without the
-    flag head."""
+    flag head, and counted flag episodes in the elite tier (a tier of its own since: both protected and uncapped,
+    so the replay selects the same episodes)."""
     stored = {"detector": "seeds", **stored}
+    tiers = stored.get("replay", {}).get("tiers")
+    if isinstance(tiers, list) and len(tiers) == 4 and tiers[-1].get("hi", 0) is None:
+        stored = {**stored, "replay": {**stored["replay"], "tiers": [asdict(t) for t in TIERS]}}
     train = stored.get("train")
     if isinstance(train, dict) and isinstance(train.get("model"), dict) and "flag_head" not in train["model"]:
         stored = {**stored, "train": {**train, "model": {**train["model"], "flag_head": False}}}

@@ -118,6 +118,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
             "confirm (fresh seeds)",
             "HOF best",
             "corpus episodes",
+            "env steps",
             "exploration",
             "minutes",
         ],
@@ -132,6 +133,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
                 _confirm_cell(s),
                 f"{c['score']:.0f} (iter {c['iteration']})",
                 s.corpus_episodes,
+                s.corpus_frames - s.corpus_episodes,  # every step collected or explored; evaluations not counted
                 _exploration_cell(s),
                 f"{sum(s.timing.values()) / 60:.1f}",
             ]

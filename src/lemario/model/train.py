@@ -81,6 +81,9 @@ class TrainConfig:
     """Weights of the training windows by their episode's tier (`lemario.data.tiers.TIERS`: dead, stuck, mid,
     elite, flag), e.g. `1 1 1 2 4` draws an elite window twice and a flag window four times as often as others;
     empty: uniform over windows."""
+    balance_levels: bool = False
+    """Give every level of a multi-level corpus (e.g. one sub-corpus per level) the same share of the training
+    windows, whatever its share of the frames."""
     init_from: Path | None = None
     """Warm start: the weights of this world-model checkpoint (same architecture) instead of a random init."""
     seed: int = 0

@@ -19,8 +19,7 @@ from lemario.core.device import precision_dtype, to_torch
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
-from lemario.data.buffer import EpisodeBuffer, split_windows
-from lemario.data.tiers import window_probabilities
+from lemario.data.buffer import EpisodeBuffer, split_windows, window_probabilities
 from lemario.model.diagnose import diagnose, holds_a
 from lemario.model.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
 
@@ -105,10 +104,8 @@ class Trainer:
         )
         self.train_starts, self.val_starts = split_windows(self.buffer, cfg.k, cfg.val_fraction)
         self.train_p = None  # (n,) probabilities of the training windows; None: uniform
-        if cfg.oversample and self.buffer.game == "mario":
-            self.train_p = window_probabilities(
-                self.train_starts, self.buffer.starts, self.buffer.labels, cfg.oversample
-            )
+        if (cfg.oversample or cfg.balance_levels) and self.buffer.game == "mario":
+            self.train_p = window_probabilities(self.buffer, self.train_starts, cfg.oversample, cfg.balance_levels)
         check_model_fits(cfg.model, self.buffer)
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model).to(device)
