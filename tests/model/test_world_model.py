@@ -497,26 +497,16 @@ def test_training_draws_windows_by_their_tier_weight(tmp_path):
 def test_a_run_from_before_the_flag_head_resumes_only_without_it(corpus, tmp_path):
     """A run folder whose config predates the flag head trained a head of three outputs: resuming it with the
     default would build four, so it is refused, naming the field; --model.no-flag-head resumes it."""
-    args = (
-        "train",
-        "--preset",
-        "tiny",
-        "--corpus",
-        str(corpus),
-        "--out",
-        str(tmp_path),
-        "--no-progress",
-        "--steps",
-        "4",
-    )
-    assert run_cli(*args, "--model.no-flag-head").returncode == 0
+    cfg = replace(PRESETS["tiny"], corpus=corpus, out=tmp_path, steps=4, progress=False, tensorboard=False)
+    no_flag = replace(cfg, model=replace(cfg.model, flag_head=False))
+    train(no_flag)
     record = json.loads((tmp_path / "config.json").read_text())
     del record["run_key"]["model"]["flag_head"]
     (tmp_path / "config.json").write_text(json.dumps(record))
-    r = run_cli(*args)
-    assert r.returncode == 2 and "model.flag_head: False -> True" in r.stderr
-    r = run_cli(*args, "--model.no-flag-head")
-    assert r.returncode == 0, r.stderr
+    with pytest.raises(LemarioError, match=r"model.flag_head: False -> True"):
+        train(cfg)
+    train(no_flag)  # the same run resumes
+    assert json.loads((tmp_path / "model.json").read_text())["step"] == 4
 
 
 def test_cli_probe_and_diagnose(trained, corpus):
