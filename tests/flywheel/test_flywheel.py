@@ -65,6 +65,10 @@ def test_two_iterations_end_to_end(uninterrupted):
         for n in (1, 2)
     ]
     assert 0 < chosen[0] < chosen[1] == len(explored), "each iteration trains on the exploration so far"
+    explorers = {p for *_, p in explored}
+    assert "biased" in explorers and any(p.startswith("policy:RUN/hof/iter1_") for p in explorers), (
+        "--explorer.policy collector: iteration 2 explores with the HOF best"
+    )
     for n in (1, 2):
         d = run / f"iter{n:03d}"
         s = json.loads((d / "summary.json").read_text())

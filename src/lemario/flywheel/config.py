@@ -28,6 +28,8 @@ from lemario.play.explore import ExploreConfig
 
 BOOKKEEPING = ("out", "iterations", "workers", "executor", "ray_address", "continue_after_halt", "progress")
 """FlywheelConfig fields that do not change what a run does: a resume may change them."""
+COLLECTOR = "collector"
+"""The explorer's policy spec for the iteration's collecting policy."""
 CONFIRM_SEED_OFFSET = 500_000  # confirmation episodes: EVAL_SEED_BASE + this + i, disjoint from the eval seeds
 
 
@@ -103,7 +105,8 @@ class FlywheelConfig:
     RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
     train on beside the collected ones (0: none)."""
     explorer: IterationExploreConfig = field(default_factory=IterationExploreConfig)
-    """The exploration's cells, choice and exploring agent (`lemario.play.explore`)."""
+    """The exploration's cells, choice and exploring agent (`lemario.play.explore`); `--explorer.policy collector`
+    explores with the iteration's collecting policy (biased play in the first, then the hall of fame's best)."""
     workers: int = 2
     """Collection and evaluation processes; also the parallel policy trainings of the local executor."""
     executor: str = "local"
@@ -173,7 +176,7 @@ class FlywheelConfig:
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
         if self.explore_steps:
-            self.explore_config(1).validate()
+            self.explore_config(1, "biased").validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
@@ -192,10 +195,13 @@ class FlywheelConfig:
             ray_address=self.ray_address,
         )
 
-    def explore_config(self, iteration: int) -> ExploreConfig:
-        """The exploration run into RUN/corpus/explore, extended to `iteration` x explore_steps env steps."""
+    def explore_config(self, iteration: int, collect_policy: str) -> ExploreConfig:
+        """The exploration run into RUN/corpus/explore, extended to `iteration` x explore_steps env steps; the
+        iteration's `collect_policy` explores where the explorer's policy is 'collector'."""
+        explorer = _as(ExploreConfig, self.explorer)
         return replace(
-            _as(ExploreConfig, self.explorer),
+            explorer,
+            policy=collect_policy if explorer.policy == COLLECTOR else explorer.policy,
             out=self.out / "corpus" / "explore",
             env_steps=iteration * self.explore_steps,
             seed=self.seed,
@@ -216,7 +222,7 @@ PRESETS = {
         bootstrap_episodes=6,
         episodes=3,
         explore_steps=40,
-        explorer=IterationExploreConfig(explore_steps=10, batch=2, cell="ram"),
+        explorer=IterationExploreConfig(explore_steps=10, batch=2, cell="ram", policy=COLLECTOR),
         workers=1,
         eval_episodes=3,
         confirm_episodes=2,

@@ -145,7 +145,7 @@ class Iteration:
         archive's figures (None without --explore-steps)."""
         if not self.cfg.explore_steps:
             return None
-        ecfg = self.cfg.explore_config(self.n)
+        ecfg = self.cfg.explore_config(self.n, self.plan.collect_policy)
         self.log(f"explore to {ecfg.env_steps} env steps ({ecfg.cell} cells, {ecfg.policy})")
         archive = self.timed("explore", lambda: explore(ecfg))
         return {

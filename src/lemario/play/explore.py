@@ -46,8 +46,9 @@ from lemario.play.episodes import Player, Workers
 
 NO_WAY = (True, 1 << 62)
 """Worse than any way to a cell."""
-BOOKKEEPING = ("out", "env_steps", "workers", "executor", "ray_address", "progress")
-"""Fields a resumed run may change (`env_steps` extends it)."""
+BOOKKEEPING = ("out", "env_steps", "policy", "explore", "workers", "executor", "ray_address", "progress")
+"""Fields a resumed run may change: `env_steps` extends it; the exploring agent may change between extensions (the
+flywheel explores with its latest policy), each episode records its own."""
 
 
 @dataclass(frozen=True)
