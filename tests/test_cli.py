@@ -133,6 +133,20 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         ],
         "reads stacks of 4 frames of 84 px, the env gives 4 of 96 px: pass --frame-stack 4 --resize 84",
     ),
+    (
+        "eval-frame-crop",
+        [
+            "eval",
+            "planner:{root}/wm/model.safetensors",
+            "--action-set",
+            "complex",
+            "--crop-top",
+            "32",
+            "--out",
+            "{root}/new",
+        ],
+        "reads frames cut 0 rows from the top, max-pooled; the env's are cut 32, max-pooled: pass --crop-top 0 --pool",
+    ),
     ("render-agent", ["render", "genius", "--out", "{root}/new"], "unknown agent 'genius'"),
     (
         "imagine-world-model",

@@ -154,3 +154,23 @@ def test_the_env_labels_the_frame_its_observation_ends_on(backend):
     tops, ys = np.array(tops), np.array(ys)
     assert np.ptp(ys) > 30, "the jump moves Mario"
     assert np.ptp(tops - ys) <= 1, "a fixed offset (pose: +-1 row)"
+
+
+def test_the_crop_cuts_the_hud_and_no_pool_keeps_the_last_frame():
+    rng = np.random.default_rng(0)
+    prev, last = (frames.RETRO_PALETTE[rng.integers(0, 64, (224, 240))].astype(np.uint8) for _ in range(2))
+    whole = frames.process(prev, last, "retro", True, 0)
+    assert whole.shape == (224, 240)
+    cut = frames.process(prev, last, "retro", True, 0, crop_top=32)
+    np.testing.assert_array_equal(cut, whole[32:])  # the rows below the HUD, untouched
+    assert frames.frame_shape(0, True, 32) == cut.shape and frames.frame_shape(84, True, 32) == (84, 84)
+    last_only = frames.process(prev, last, "retro", True, 0, pool=False)
+    np.testing.assert_array_equal(last_only, frames.process(last, last, "retro", True, 0))
+    assert (whole >= last_only).all() and (whole > last_only).any(), "the max of two frames is brighter"
+
+
+def test_a_cropped_env_gives_the_playfield(make_env):
+    env = make_env(crop_top=32, resize=0)
+    obs = env.reset(seed=0)[0]
+    assert obs.shape == (4, 192, 240) and env.config.preprocessing["crop_top"] == 32
+    np.testing.assert_array_equal(obs[-1], frames.process(env._rgb, env._rgb, "retro", True, 0, 32))

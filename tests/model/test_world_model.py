@@ -494,6 +494,25 @@ def test_training_draws_windows_by_their_tier_weight(tmp_path):
     assert Trainer(cfg, torch.device("cpu"), 0, 1).train_p is None
 
 
+def test_a_corpus_of_cropped_frames_needs_a_model_that_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus").mkdir()
+    for i in range(3):
+        ep = make_episode(rng, 30)
+        ep.meta.update(crop_top=32, pool=False)
+        write_episode(tmp_path / "corpus" / f"run-0001-{i:05d}.h5", ep)
+    cfg = replace(PRESETS["tiny"], corpus=tmp_path / "corpus", out=tmp_path / "run", steps=2, progress=False)
+    with pytest.raises(
+        LemarioError, match="cut 32 rows from the top, not max-pooled.*--model.crop-top 32 --model.no-pool"
+    ):
+        train(cfg)
+    train(replace(cfg, model=replace(cfg.model, crop_top=32, pool=False), tensorboard=False))
+    ep = make_episode(rng, 30)  # an episode of the default preprocessing joins
+    write_episode(tmp_path / "corpus" / "run-0002-00000.h5", ep)
+    with pytest.raises(LemarioError, match="mixes frames of crop 0 pooled and crop 32 unpooled"):
+        EpisodeBuffer.load(tmp_path / "corpus")
+
+
 def test_a_run_from_before_the_flag_head_resumes_only_without_it(corpus, tmp_path):
     """A run folder whose config predates the flag head trained a head of three outputs: resuming it with the
     default would build four, so it is refused, naming the field; --model.no-flag-head resumes it."""

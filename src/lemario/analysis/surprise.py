@@ -66,10 +66,10 @@ class RecolourableMario(SuperMarioBros):
     def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
         if not self.recoloured:
             return super()._process(prev, last)
-        backend = self.config.backend
-        prev, last = (recolour(mario_frames.canonical_rgb(s, backend)) for s in (prev, last))
+        cfg = self.config
+        prev, last = (recolour(mario_frames.canonical_rgb(s, cfg.backend)) for s in (prev, last))
         # already canonical: "retro" is the backend whose screens need no palette lookup
-        return mario_frames.process(prev, last, "retro", self.config.grayscale, self.config.resize)
+        return mario_frames.process(prev, last, "retro", cfg.grayscale, cfg.resize, cfg.crop_top, cfg.pool)
 
 
 def teleport_mario(env: SuperMarioBros, dx: int = MARIO_TELEPORT_PX) -> None:

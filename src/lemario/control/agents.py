@@ -85,13 +85,21 @@ def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
 
 
 def check_frames(model_config: dict, env_config: EnvConfig, what: str) -> None:
-    """A world model reads stacks of the frames it was trained on: the env must give the same stack and size."""
-    model = (model_config.get("frame_stack", 4), model_config.get("image_size", 84))
-    env = (env_config.frame_stack, env_config.resize)
-    if model != env:
+    """A world model reads stacks of the frames it was trained on: the env must give the same stack, size, crop
+    and pooling (a model config from before a field had that field's default)."""
+    env, defaults = env_config.preprocessing, EnvConfig().preprocessing
+    model = {k: model_config.get(k, defaults[k]) for k in env}
+    if (model["frame_stack"], model["image_size"]) != (env["frame_stack"], env["image_size"]):
         raise LemarioError(
-            f"{what} reads stacks of {model[0]} frames of {model[1]} px, the env gives {env[0]} of {env[1]} px: "
-            f"pass --frame-stack {model[0]} --resize {model[1]}"
+            f"{what} reads stacks of {model['frame_stack']} frames of {model['image_size']} px, the env gives "
+            f"{env['frame_stack']} of {env['image_size']} px: pass --frame-stack {model['frame_stack']} --resize "
+            f"{model['image_size']}"
+        )
+    if (model["crop_top"], model["pool"]) != (env["crop_top"], env["pool"]):
+        raise LemarioError(
+            f"{what} reads frames cut {model['crop_top']} rows from the top, {'' if model['pool'] else 'not '}"
+            f"max-pooled; the env's are cut {env['crop_top']}, {'' if env['pool'] else 'not '}max-pooled: pass "
+            f"--crop-top {model['crop_top']} {'--pool' if model['pool'] else '--no-pool'}"
         )
 
 

@@ -40,6 +40,8 @@ class EpisodeBuffer:
     files: list[str]
     action_set: str  # the action set every episode's action indices refer to ('push': thrusts)
     targets: np.ndarray | None = None  # (N, S) float32 state-head targets of frame i (the push game), else None
+    crop_top: int = 0  # Mario: the screen rows every episode's frames were cut from the top
+    pool: bool = True  # Mario: whether every episode's frames are the max of the last two emulator frames
 
     @property
     def game(self) -> str:
@@ -80,6 +82,7 @@ class EpisodeBuffer:
             )
         episodes = [_read_current(Path(corpus) / r["file"]) for r in rows]
         action_set = _one_action_set(Path(corpus), [ep.meta for ep, _, _ in episodes])
+        crop_top, pool = _one_preprocessing(Path(corpus), [ep.meta for ep, _, _ in episodes])
         parts = {k: [] for k in ("frames", "actions", "rewards", "labels")}
         for ep, labels, rewards in episodes:
             parts["frames"].append(ep.frames)
@@ -98,6 +101,8 @@ class EpisodeBuffer:
             lengths=lengths,
             files=[r["file"] for r in rows],
             action_set=action_set,
+            crop_top=crop_top,
+            pool=pool,
         )
 
     @classmethod
@@ -207,6 +212,15 @@ def _one_action_set(corpus: Path, metas: list[dict]) -> str:
             "train on episodes of one set"
         )
     return sets[0]
+
+
+def _one_preprocessing(corpus: Path, metas: list[dict]) -> tuple[int, bool]:
+    """The crop and pooling all episodes' frames share (episodes from before the options: 0 rows, pooled)."""
+    kinds = sorted({(int(m.get("crop_top", 0)), bool(m.get("pool", True))) for m in metas})
+    if len(kinds) > 1:
+        shown = " and ".join(f"crop {c} {'pooled' if p else 'unpooled'}" for c, p in kinds)
+        raise LemarioError(f"corpus {corpus} mixes frames of {shown}: train on episodes of one preprocessing")
+    return kinds[0]
 
 
 def _read_current(path: Path):

@@ -90,6 +90,12 @@ def check_model_fits(model: ModelConfig, buffer: EpisodeBuffer) -> None:
             f"the corpus's frames are {buffer.frames.shape[1:]}, the model takes {model.image_size} px with "
             f"{model.channels} channels: {fix}"
         )
+    if (buffer.crop_top, buffer.pool) != (model.crop_top, model.pool):
+        raise LemarioError(
+            f"the corpus's frames are cut {buffer.crop_top} rows from the top, {'' if buffer.pool else 'not '}"
+            f"max-pooled, the model's config says {model.crop_top}, {'' if model.pool else 'not '}max-pooled: pass "
+            f"--model.crop-top {buffer.crop_top} {'--model.pool' if buffer.pool else '--model.no-pool'}"
+        )
 
 
 class Trainer:

@@ -43,6 +43,10 @@ class ModelConfig:
     frame_stack: int = 4
     """Frames stacked as encoder channels."""
     image_size: int = 84
+    crop_top: int = 0
+    """Screen rows its frames were cut from the top (the env's --crop-top): agents refuse an env that differs."""
+    pool: bool = True
+    """Its frames are the max of the last two emulator frames (the env's --pool)."""
     latent_dim: int = 128
     """D, the embedding SIGReg shapes and the predictor predicts."""
     encoder_dim: int = 256

@@ -48,6 +48,11 @@ class EnvConfig:
     """Grayscale observations; False gives RGB (H, W, 3) frames."""
     frame_stack: int = 4
     """Frames per observation."""
+    crop_top: int = 0
+    """Screen rows cut from the top before resizing: 32 removes the HUD (score, coins, world, clock), so the
+    playfield fills the frame."""
+    pool: bool = True
+    """Each frame the max of the last two emulator frames (sprites flicker); False: the last one alone."""
     life_loss_terminal: bool = True
     """End the episode when Mario starts dying; False plays on until game over."""
     max_steps: int = 1500
@@ -68,10 +73,22 @@ class EnvConfig:
             )
         if self.frame_stack < 1 or self.max_steps < 1 or self.resize < 0 or self.noop_max < 0:
             raise LemarioError("frame_stack and max_steps must be >= 1, resize and noop_max >= 0")
+        if not 0 <= self.crop_top <= 64:
+            raise LemarioError(f"--crop-top {self.crop_top}: cut 0 to 64 rows (32 is the HUD)")
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
-        return frames.frame_shape(self.resize, self.grayscale)
+        return frames.frame_shape(self.resize, self.grayscale, self.crop_top)
+
+    @property
+    def preprocessing(self) -> dict:
+        """What a world model reading these frames must have been trained on (`control.agents.check_frames`)."""
+        return {
+            "frame_stack": self.frame_stack,
+            "image_size": self.resize,
+            "crop_top": self.crop_top,
+            "pool": self.pool,
+        }
 
 
 @dataclass
@@ -170,7 +187,8 @@ class SuperMarioBros(gym.Env):
         self._labels = info_from_ram(self._ram)
 
     def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
-        return frames.process(prev, last, self.config.backend, self.config.grayscale, self.config.resize)
+        cfg = self.config
+        return frames.process(prev, last, cfg.backend, cfg.grayscale, cfg.resize, cfg.crop_top, cfg.pool)
 
     def _obs(self) -> np.ndarray:
         return self._frames.copy()  # (frame_stack, H, W[, 3])
