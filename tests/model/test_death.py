@@ -6,7 +6,7 @@ import torch
 
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
-from lemario.model.death import calibration, death_onsets, death_report, roc_auc
+from lemario.model.death import calibration, death_onsets, death_report, flag_foresight, roc_auc
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
 
@@ -50,3 +50,10 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
     assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))
     assert 0 <= report["calibration"]["ece"] <= 1 and sum(b["n"] for b in report["calibration"]["bins"]) == len(buffer)
+    assert report["flag"] == {"positives": 0, "auc": None}, "no flag in this corpus"
+    buffer.rewards[ends[2] - 1, 3] = 1.0  # episode 2 touches the flagpole on its last step
+    flag = flag_foresight(buffer, np.arange(len(buffer), dtype=float), horizon=8)
+    assert flag["positives"] == 9 and 0 < flag["auc"] < 1  # the touch frame and the 8 before it
+    frames = np.arange(len(buffer))
+    soon = (frames <= ends[2]) & (frames >= ends[2] - 8)
+    assert flag_foresight(buffer, soon.astype(float), horizon=8)["auc"] == 1.0, "a score that knows is perfect"

@@ -6,6 +6,8 @@ Two questions, on every frame f of the episodes given:
   for pit deaths and the others (enemies, the clock), each against the same negatives.
 - **calibration**: the head's P(death) of the frame's own latent against its label (the reward spec's death
   channel: 1 on doomed frames) as the expected calibration error over equal-width bins, with the bins.
+With a flag head, the same foresight for the flag: does Mario touch the flagpole within `horizon` steps, scored by
+the highest P(flag) along the same rollout.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bat
     n_frames, stack = len(buffer), model.cfg.frame_stack
     episode_end = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)  # (N,) last frame of f's episode
     soonest, now = np.zeros(n_frames), np.zeros(n_frames)
+    flag = np.zeros(n_frames) if model.cfg.reward_head and model.cfg.flag_head else None
     for lo in range(0, n_frames, batch):
         f = np.arange(lo, min(lo + batch, n_frames))  # (n,)
         frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
@@ -70,8 +73,10 @@ def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bat
         valid = steps < episode_end[f][:, None]
         actions = torch.from_numpy(np.where(valid, buffer.actions[np.minimum(steps, n_frames - 1)], 0))
         preds = model.rollout(z[:, None], actions, prev)  # (n, H, D)
-        p = model.reward(preds, actions)[..., 2].sigmoid().numpy()  # (n, H)
-        soonest[f] = np.where(valid, p, 0.0).max(1)
+        p = model.reward(preds, actions).sigmoid().numpy()  # (n, H, 3 or 4)
+        soonest[f] = np.where(valid, p[..., 2], 0.0).max(1)
+        if flag is not None:
+            flag[f] = np.where(valid, p[..., 3], 0.0).max(1)
     onset, pit = death_onsets(buffer)
     frame = np.arange(n_frames)
     soon = (onset >= frame) & (onset - frame <= horizon)  # dies within the next `horizon` steps
@@ -88,7 +93,21 @@ def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bat
             "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
         },
         "calibration": calibration(now, doomed),
+        "flag": None if flag is None else flag_foresight(buffer, flag, horizon),
     }
+
+
+def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, horizon: int) -> dict:
+    """AUC of per-frame scores (N,) for 'touches the flagpole within `horizon` steps' (the reward spec's flag
+    channel marks the step that touches it)."""
+    touch = np.full(len(buffer), -1, np.int64)  # per frame: the frame its episode touches the flag at, or -1
+    for s, n in zip(buffer.starts, buffer.lengths):
+        steps = np.flatnonzero(buffer.rewards[s : s + n - 1, 3])
+        if len(steps):
+            touch[s : s + n] = s + steps[0] + 1
+    frame = np.arange(len(buffer))
+    soon = (touch >= frame) & (touch - frame <= horizon)
+    return {"positives": int(soon.sum()), "auc": roc_auc(scores, soon)}
 
 
 def format_death(report: dict) -> str:
@@ -102,4 +121,10 @@ def format_death(report: dict) -> str:
         f"P(death) of each frame's latent against its doomed label: ECE {cal['ece']:.4f}",
     ]
     lines += [f"  p {b['p']:.3f}  rate {b['rate']:.3f}  n {b['n']}" for b in cal["bins"]]
+    if report.get("flag") is not None:
+        f = report["flag"]
+        auc = "n/a" if f["auc"] is None else f"{f['auc']:.3f}"
+        lines.append(
+            f"flag within {report['horizon']} steps, max P(flag) along the rollout: AUC {auc} ({f['positives']} frames)"
+        )
     return "\n".join(lines)
