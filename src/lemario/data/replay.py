@@ -25,7 +25,8 @@ class ReplayConfig:
 
 
 def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
-    """The episodes to train on. rows: index rows (file, n_steps, max_x, flag_get), oldest first (file order)."""
+    """The episodes to train on. rows: index rows (file, n_steps, max_x, flag_get), oldest first (file order: a
+    sub-corpus's episodes, such as the flywheel's exploration, after the folder's own)."""
     tiers = cfg.tiers
     protected = [r for r in rows if tier_of(r, tiers).protected]
     rest = [r for r in rows if not tier_of(r, tiers).protected][-cfg.capacity :] if cfg.capacity > 0 else []
