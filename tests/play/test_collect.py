@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import writer_lock
-from lemario.data.corpus import read_episode, scan
+from lemario.data.corpus import format_summary, read_episode, scan
 from lemario.games.mario.env import EnvConfig
+from lemario.games.mario.ram import LABELS
 from lemario.play.collect import CollectConfig, collect, episode_seed
 
 from conftest import run_cli
@@ -47,6 +49,26 @@ def test_rerun_adds_a_new_run(tmp_path):
     ]
     seeds = {e["seed"] for e in index.episodes}
     assert len(seeds) == 4, "a new run plays new episodes"
+
+
+def test_several_levels_make_one_corpus_of_sub_corpora(tmp_path):
+    cfg = CollectConfig(
+        out=tmp_path, episodes=1, workers=1, env=EnvConfig(max_steps=30), progress=False, levels=("1-1", "4-1")
+    )
+    index = collect(cfg)
+    assert [(e["file"], e["level"]) for e in index.episodes] == [
+        ("1-1/run-0001-00000.h5", "1-1"),
+        ("4-1/run-0001-00000.h5", "4-1"),
+    ]
+    assert len({e["seed"] for e in index.episodes}) == 2, "each level its own seeds"
+    assert read_episode(tmp_path / "4-1" / "run-0001-00000.h5").labels[0, LABELS.index("world")] == 4
+    assert "levels: 1-1 1 episodes, 4-1 1 episodes" in format_summary(index)
+    with pytest.raises(LemarioError, match=r"holds the levels 1-1 4-1: pass --levels 1-1 4-1, or use another --out"):
+        collect(replace(cfg, levels=("1-1", "1-2")))
+    with pytest.raises(LemarioError, match="names a level twice"):
+        collect(replace(cfg, levels=("1-1", "1-1")))
+    with pytest.raises(LemarioError, match="unknown level '9-1'"):
+        collect(replace(cfg, levels=("1-1", "9-1")))
 
 
 def test_a_named_run_is_played_once(tmp_path):

@@ -253,6 +253,10 @@ def format_summary(index: Index, title: str = "corpus") -> str:
         xs = np.array([e["max_x"] for e in eps])
         flags = sum(e["flag_get"] for e in eps)
         lines.append(f"max_x: mean {xs.mean():.0f}, median {np.median(xs):.0f}, max {xs.max()}; flags {flags}")
+        levels = sorted({e["level"] for e in eps})
+        if len(levels) > 1:
+            counts = {lv: sum(e["level"] == lv for e in eps) for lv in levels}
+            lines.append("levels: " + ", ".join(f"{lv} {n} episodes" for lv, n in counts.items()))
     lines.append(f"{'tier (max_x)':<14}{'episodes':>10}{'frames':>10}{'share':>9}")
     for row in audit(eps):
         lines.append(f"{row['tier']:<14}{row['episodes']:>10}{row['frames']:>10}{row['share']:>8.1%}")

@@ -15,7 +15,7 @@ The player is any evaluation agent (`lemario.control.agents`): `biased`, `unifor
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from lemario.data.corpus import (
     warn_unreadable,
     write_episode,
 )
-from lemario.games.mario.emulator import resolve_rom
+from lemario.games.mario.emulator import parse_level, resolve_rom
 from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
@@ -62,6 +62,9 @@ class CollectConfig:
     """Base seed of the run; episode seeds derive from it, the run number and the episode index."""
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
     """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
+    levels: tuple[str, ...] = ()
+    """Collect on each of these levels instead of --level: `--episodes` each, into OUT/<level>/ (one sub-corpus
+    per level, so OUT is one multi-level corpus); the list is kept in OUT/levels.json and a folder refuses another."""
     progress: bool = True
     """Show the live progress bar."""
     executor: str = "local"
@@ -86,6 +89,26 @@ class CollectConfig:
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
         if self.episodes < 1 or self.workers < 1:
             raise LemarioError("--episodes and --workers must be at least 1")
+        for level in self.levels:
+            replace(self.env, level=level).validate()
+        if len(set(self.levels)) < len(self.levels):
+            raise LemarioError(f"--levels {' '.join(self.levels)} names a level twice: list each once")
+
+    def per_level(self) -> list[CollectConfig]:
+        """One collection per level into OUT/<level>/, each seeded from (seed, world, stage); [self] without
+        --levels."""
+        if not self.levels:
+            return [self]
+        return [
+            replace(
+                self,
+                out=self.out / level,
+                env=replace(self.env, level=level),
+                levels=(),
+                seed=int(np.random.SeedSequence([self.seed, *parse_level(level)]).generate_state(1)[0]),
+            )
+            for level in self.levels
+        ]
 
 
 BOOKKEEPING = ("out", "workers", "progress", "executor", "ray_address")
@@ -203,9 +226,16 @@ def _plan_run(cfg: CollectConfig) -> tuple[str, int, list[int]]:
 
 
 def collect(cfg: CollectConfig) -> Index:
-    """Run (or resume) a collection; returns the corpus index afterwards."""
+    """Run (or resume) a collection (one per level with --levels); returns the corpus index afterwards."""
     cfg.validate()
     check_writable(cfg.out)
+    if cfg.levels:
+        with writer_lock(cfg.out):
+            check_levels(cfg.out, cfg.levels)
+        for one in cfg.per_level():
+            print(f"level {one.env.level} into {one.out}")
+            collect(one)
+        return scan(cfg.out)
     with writer_lock(cfg.out):
         run, number, todo = _plan_run(cfg)
         done = cfg.episodes - len(todo)
@@ -240,6 +270,19 @@ def collect(cfg: CollectConfig) -> Index:
             bar.close()
             add_to_index(cfg.out, rows)
     return scan(cfg.out)
+
+
+def check_levels(out: Path, levels: tuple[str, ...]) -> None:
+    """Record a multi-level folder's levels (OUT/levels.json), or refuse a folder that holds another list."""
+    path = out / "levels.json"
+    if path.exists():
+        held = tuple(read_json(path)["levels"])
+        if held != levels:
+            raise LemarioError(
+                f"{out} holds the levels {' '.join(held)}: pass --levels {' '.join(held)}, or use another --out"
+            )
+        return
+    write_json(path, {"levels": list(levels)})
 
 
 def collect_main(cfg: CollectConfig) -> None:
