@@ -372,6 +372,21 @@ def test_several_specs_of_one_method_are_its_seeds(tmp_path):
     assert "uniform: K=2 seeds" in format_summary({**s, "out": str(tmp_path)})
 
 
+def test_agents_on_several_levels_one_evaluation_each(tmp_path):
+    from lemario.play.evaluate import evaluate_levels, format_levels
+
+    cfg = EvalConfig(
+        agents=("biased",), episodes=2, workers=1, env=EnvConfig(max_steps=40), out=tmp_path, levels=("1-1", "4-1")
+    )
+    levels = evaluate_levels(cfg)
+    assert list(levels) == ["1-1", "4-1"] and (tmp_path / "4-1" / "summary.json").exists()
+    again = evaluate(replace(cfg, levels=(), env=EnvConfig(max_steps=40, level="4-1"), out=tmp_path / "again"))
+    assert levels["4-1"]["per_agent"] == again["per_agent"], "a level's evaluation is the single-level one"
+    assert json.loads((tmp_path / "levels.json").read_text())["1-1"]["biased"]["episodes"] == 2
+    table = format_levels(levels)
+    assert "1-1" in table.splitlines()[0] and "4-1" in table.splitlines()[0] and "biased" in table
+
+
 def test_previous_action_models_plan_and_act_through_the_harness(tmp_path):
     from lemario.control.imagination import PRESETS as IMAGINE_PRESETS
     from lemario.control.imagination import run_imagine

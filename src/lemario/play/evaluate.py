@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ class EvalConfig:
     """Episodes per agent, on the evaluation seeds EVAL_SEED_BASE + seed_offset + 0..N-1."""
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
     """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
+    levels: tuple[str, ...] = ()
+    """Evaluate on each of these levels instead of --level: one evaluation per level into OUT/<level>/ (the same
+    seeds on each), and a table of every agent on every level (OUT/levels.json)."""
     workers: int = 2
     """Worker processes, one env each (1 plays in this process)."""
     out: Path = field(default_factory=lambda: Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S"))
@@ -65,6 +68,8 @@ class EvalConfig:
         for spec in self.agents:
             validate_spec(spec, self.env)
         self.env.validate()
+        for level in self.levels:
+            replace(self.env, level=level).validate()
         self.planner.validate()
 
 
@@ -170,6 +175,32 @@ def evaluate(cfg: EvalConfig) -> dict:
     return summary
 
 
+def evaluate_levels(cfg: EvalConfig) -> dict[str, dict]:
+    """`evaluate` on each of cfg.levels into OUT/<level>/; returns level -> its summary (also OUT/levels.json: level
+    -> per-agent aggregates)."""
+    cfg.validate()
+    summaries = {}
+    for level in cfg.levels:
+        print(f"level {level} into {cfg.out / level}", flush=True)
+        summaries[level] = evaluate(replace(cfg, env=replace(cfg.env, level=level), levels=(), out=cfg.out / level))
+    write_json(cfg.out / "levels.json", {level: s["per_agent"] for level, s in summaries.items()})
+    return summaries
+
+
+def format_levels(summaries: dict[str, dict]) -> str:
+    """Every agent on every level: mean max_x [95% CI] and flag rate."""
+    levels = list(summaries)
+    agents = list(next(iter(summaries.values()))["per_agent"])
+    lines = [f"{'agent':<40}" + "".join(f"{lv:>26}" for lv in levels)]
+    for spec in agents:
+        cells = []
+        for lv in levels:
+            a = summaries[lv]["per_agent"][spec]
+            cells.append(f"{a['mean_max_x']:.0f} [{a['ci95_low']:.0f}, {a['ci95_high']:.0f}] f{a['flag_rate']:.2f}")
+        lines.append(f"{spec[-40:]:<40}" + "".join(f"{c:>26}" for c in cells))
+    return "\n".join(lines)
+
+
 def format_summary(summary: dict) -> str:
     """The evaluation as a table: a row per agent, then the K-seed line."""
     lines = [f"{'agent':<40}{'n':>4}{'mean':>8}{'95% CI':>16}{'median':>8}{'max':>7}{'flag':>7}  ends"]
@@ -200,4 +231,7 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(cfg: EvalConfig) -> None:
-    print(format_summary(evaluate(cfg)))
+    if cfg.levels:
+        print(format_levels(evaluate_levels(cfg)))
+    else:
+        print(format_summary(evaluate(cfg)))
