@@ -105,7 +105,7 @@ class CollectConfig:
                 out=self.out / level,
                 env=replace(self.env, level=level),
                 levels=(),
-                seed=int(np.random.SeedSequence([self.seed, *parse_level(level)]).generate_state(1)[0]),
+                seed=level_seed(self.seed, level),
             )
             for level in self.levels
         ]
@@ -118,6 +118,11 @@ PRESETS = {
     "cpu": CollectConfig(),
     "gpu": CollectConfig(episodes=2000, workers=16),
 }
+
+
+def level_seed(seed: int, level: str) -> int:
+    """The base seed of a multi-level run's `level`: SeedSequence([seed, world, stage])."""
+    return int(np.random.SeedSequence([seed, *parse_level(level)]).generate_state(1)[0])
 
 
 def episode_seed(seed: int, run_number: int, index: int) -> int:

@@ -41,7 +41,7 @@ from lemario.games.mario.emulator import resolve_rom
 from lemario.games.mario.env import EnvConfig, MarioState
 from lemario.model.world_model import load_world_model
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
-from lemario.play.collect import play_episode
+from lemario.play.collect import check_levels, level_seed, play_episode
 from lemario.play.episodes import Player, Workers
 
 NO_WAY = (True, 1 << 62)
@@ -76,6 +76,9 @@ class ExploreConfig:
     seed: int = 0
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
     """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, ..."""
+    levels: tuple[str, ...] = ()
+    """Explore each of these levels instead of --level: `--env-steps` each, into OUT/<level>/ (a run and an archive
+    per level: OUT is one multi-level corpus); the list is kept in OUT/levels.json and a folder refuses another."""
     workers: int = 2
     """Worker processes, one emulator each (1 plays in this process)."""
     executor: str = "local"
@@ -94,6 +97,10 @@ class ExploreConfig:
             raise LemarioError("--env-steps, --explore-steps, --batch and --workers must be at least 1")
         if self.executor not in ("local", "ray"):
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
+        for level in self.levels:
+            replace(self.env, level=level).validate()
+        if len(set(self.levels)) < len(self.levels):
+            raise LemarioError(f"--levels {' '.join(self.levels)} names a level twice: list each once")
         if self.world_model is not None:
             model, _ = load_world_model(self.world_model)
             if not model.cfg.ensemble:
@@ -102,6 +109,16 @@ class ExploreConfig:
                 )
             check_action_count(model.cfg.n_actions, self.env, "the world model")
             check_frames(asdict(model.cfg), self.env, "the world model")
+
+    def per_level(self) -> list[ExploreConfig]:
+        """One exploration per level into OUT/<level>/, each seeded from (seed, world, stage); [self] without
+        --levels."""
+        if not self.levels:
+            return [self]
+        return [
+            replace(self, out=self.out / lv, env=replace(self.env, level=lv), levels=(), seed=level_seed(self.seed, lv))
+            for lv in self.levels
+        ]
 
     @property
     def play_env(self) -> EnvConfig:
@@ -283,12 +300,18 @@ def plot(archive: Archive, path: Path) -> None:
 
 
 def explore_main(cfg: ExploreConfig) -> None:
-    archive = explore(cfg)
+    if cfg.levels:
+        cfg.validate()
+        check_writable(cfg.out)
+        with writer_lock(cfg.out):
+            check_levels(cfg.out, cfg.levels)
+    for one in cfg.per_level():
+        archive = explore(one)
+        flag = archive.flag_env_steps
+        print(
+            f"{one.env.level} archive: {len(archive.cells)} cells, frontier x {archive.max_x}, "
+            + (f"flag first reached at {flag} env steps" if flag is not None else "flag not reached")
+            + f"; {archive.env_steps} env steps, {archive.restores} restores, {archive.emulator_frames} emulator "
+            f"frames; {one.out / 'archive' / 'cells.json'}"
+        )
     print(format_summary(scan(cfg.out), title=str(cfg.out)))
-    flag = archive.flag_env_steps
-    print(
-        f"archive: {len(archive.cells)} cells, frontier x {archive.max_x}, "
-        + (f"flag first reached at {flag} env steps" if flag is not None else "flag not reached")
-        + f"; {archive.env_steps} env steps, {archive.restores} restores, {archive.emulator_frames} emulator frames; "
-        f"{cfg.out / 'archive' / 'cells.json'}"
-    )
