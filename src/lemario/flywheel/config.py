@@ -233,6 +233,11 @@ PRESETS = {
         progress=False,
     ),
     "cpu": FlywheelConfig(),
+    "cpu-explore": FlywheelConfig(  # issue 20's arm beside the pure `cpu` one: the same loop plus exploration
+        out=Path("runs/flywheel-1-1-explore"),
+        explore_steps=10_000,  # about what the RAM-cell archive took to reach the flag (docs/RESULTS.md, session 11)
+        explorer=IterationExploreConfig(cell="ram"),
+    ),
     "gpu": FlywheelConfig(
         k=8,
         bootstrap_episodes=5000,
