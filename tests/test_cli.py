@@ -24,7 +24,11 @@ ROOT = "{root}"  # replaced by the fixture folder in every argument
 
 CASES = [  # (id, arguments, a fragment of the expected message)
     ("unknown-command", ["frobnicate"], "unknown command 'frobnicate'"),
-    ("unknown-preset", ["flywheel", "--preset", "huge"], "unknown preset 'huge': use one of tiny, cpu, gpu"),
+    (
+        "unknown-preset",
+        ["flywheel", "--preset", "huge"],
+        "unknown preset 'huge': use one of tiny, cpu, cpu-explore, gpu",
+    ),
     ("preset-of-a-command-without", ["corpus", "{root}/corpus", "--preset", "tiny"], "this command has none"),
     ("not-a-number", ["collect", "--episodes", "abc"], "Error parsing --episodes"),
     ("unknown-option", ["collect", "--bogus", "1"], "Unrecognized options: --bogus"),

@@ -105,3 +105,9 @@ def test_files_written_before_the_layout_load():
         check_same_run(
             upgrade_key(key), run_key(replace(then, train=tiny.train), BOOKKEEPING), defaults, Path("r"), "x"
         )
+
+
+def test_every_preset_validates():
+    for name, cfg in PRESETS.items():
+        cfg.validate()
+        assert cfg.explore_steps == 0 or cfg.explore_config(1, "biased").env_steps == cfg.explore_steps, name
