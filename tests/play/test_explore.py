@@ -175,16 +175,19 @@ def test_kills_then_resume_give_the_same_archive(uninterrupted, tmp_path):
     assert sorted(p.name for p in other.glob("explore-*.h5")) == sorted(p.name for p in run.glob("explore-*.h5"))
 
 
-def test_several_levels_each_their_own_archive(tmp_path):
-    args = (*TINY, "--env-steps", "40", "--out", str(tmp_path))
-    r = run_cli(*args, "--levels", "1-1", "4-1")
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_several_levels_each_their_own_archive(tmp_path, capsys):
+    from lemario.core.errors import LemarioError
+    from lemario.play.explore import PRESETS, explore_main
+
+    cfg = replace(PRESETS["tiny"], env_steps=40, out=tmp_path, levels=("1-1", "4-1"))
+    explore_main(cfg)
+    out = capsys.readouterr().out
     for level in ("1-1", "4-1"):
         assert json.loads((tmp_path / level / "archive" / "cells.json").read_text())["env_steps"] >= 40
-        assert f"{level} archive:" in r.stdout
-    assert {e["level"] for e in scan(tmp_path).episodes} == {"1-1", "4-1"} and "levels: 1-1" in r.stdout
-    r = run_cli(*args, "--levels", "1-1")
-    assert r.returncode == 2 and "holds the levels 1-1 4-1: pass --levels 1-1 4-1" in r.stderr
+        assert f"{level} archive:" in out
+    assert {e["level"] for e in scan(tmp_path).episodes} == {"1-1", "4-1"} and "levels: 1-1" in out
+    with pytest.raises(LemarioError, match="holds the levels 1-1 4-1: pass --levels 1-1 4-1"):
+        explore_main(replace(cfg, levels=("1-1",)))
 
 
 def test_bad_input_is_one_line(tmp_path):
