@@ -23,6 +23,7 @@ from lemario.baselines import ppo
 from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
 from lemario.core.errors import LemarioError
+from lemario.core.provenance import git_commit
 from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
 from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report, study
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             f"unknown command {name!r}: use one of {', '.join(COMMANDS)} (`lemario --help` says what each does)",
         )
     command = COMMANDS[name]
+    git_commit()  # read now: what this process runs, whatever the checkout becomes while it runs
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops a command as Ctrl-C does: what is written stays
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""

@@ -63,3 +63,23 @@ def test_a_refusal_is_one_line_that_names_at_most_four_fields():
     message = str(e.value)
     assert "\n" not in message and "f1: -1 -> 1; f2: -2 -> 2; f3: -3 -> 3; f4: -4 -> 4; and 1 more" in message
     json.dumps(message)
+
+
+def test_a_process_records_the_commit_it_started_with(tmp_path, monkeypatch):
+    """The checkout may move on while a long run works: the commit is read once per process and kept."""
+    import subprocess
+
+    from lemario.core import provenance
+
+    provenance.git_commit.cache_clear()
+    calls = []
+    real = subprocess.run
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(provenance.subprocess, "run", counting)
+    first = provenance.provenance()["git_commit"]
+    assert provenance.provenance()["git_commit"] == first and len(calls) == 2, "read once (rev-parse, status)"
+    provenance.git_commit.cache_clear()

@@ -1,13 +1,19 @@
-"""What makes a run reproducible from its folder: the code's git commit and the package version."""
+"""What makes a run reproducible from its folder: the code's git commit and the package version.
+
+The commit is read once per process and kept: a run records the code it started with, even when the checkout
+moves on while it runs (a training that lasts hours beside commits).
+"""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 from lemario import __version__
 
 
+@functools.cache
 def git_commit() -> str:
     """The commit of the lemario checkout (with '-dirty' when it has uncommitted changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[3]
