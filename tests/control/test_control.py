@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,7 +388,7 @@ def test_agents_on_several_levels_one_evaluation_each(tmp_path):
     assert "1-1" in table.splitlines()[0] and "4-1" in table.splitlines()[0] and "biased" in table
 
 
-def test_previous_action_models_plan_and_act_through_the_harness(tmp_path):
+def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monkeypatch):
     from lemario.control.imagination import PRESETS as IMAGINE_PRESETS
     from lemario.control.imagination import run_imagine
     from lemario.core import checkpoint
@@ -416,3 +417,24 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path):
         )
     )
     assert [a["episodes"] for a in s["per_agent"].values()] == [1, 1]
+    # shipped (scripts/ship_agent.py): the copy stands alone, bit for bit, and plays the same episode
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ship_agent", Path(__file__).parents[2] / "scripts" / "ship_agent.py")
+    ship_agent = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ship_agent", ship_agent)  # its dataclass resolves names through its module
+    spec.loader.exec_module(ship_agent)
+    shipped = ship_agent.ship(ship_agent.Args(policy, eval=tmp_path / "ev", to=tmp_path / "shipped"))
+    assert shipped["score"] == s["per_agent"][f"policy:{policy}"]
+    (tmp_path / "wm").rename(tmp_path / "moved")  # the shipped folder needs nothing outside itself
+    again = evaluate(
+        EvalConfig(
+            agents=(f"policy:{tmp_path / 'shipped' / 'policy.safetensors'}",),
+            episodes=1,
+            workers=1,
+            env=EnvConfig(max_steps=12),
+            out=tmp_path / "ev2",
+        )
+    )
+    assert next(iter(again["per_agent"].values()))["mean_max_x"] == s["per_agent"][f"policy:{policy}"]["mean_max_x"]
