@@ -108,6 +108,14 @@ def test_files_written_before_the_layout_load():
 
 
 def test_every_preset_validates():
-    for name, cfg in PRESETS.items():
+    for cfg in PRESETS.values():
         cfg.validate()
-        assert cfg.explore_steps == 0 or cfg.explore_config(1, "biased").env_steps == cfg.explore_steps, name
+
+
+def test_the_exploration_each_iteration_extends():
+    """Iteration n explores to n x --explore-steps; 'collector' explores with the iteration's collecting policy."""
+    tiny, explore = PRESETS["tiny"], PRESETS["cpu-explore"]
+    assert tiny.explore_config(3, "policy:P").env_steps == 3 * tiny.explore_steps == 120
+    assert tiny.explore_config(2, "policy:P").policy == "policy:P", "the tiny preset's explorer is 'collector'"
+    assert explore.explore_config(2, "policy:P").policy == "biased" and explore.explore_config(2, "x").cell == "ram"
+    assert explore.explore_config(1, "biased").out == explore.out / "corpus" / "explore"

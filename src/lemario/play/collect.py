@@ -89,10 +89,7 @@ class CollectConfig:
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
         if self.episodes < 1 or self.workers < 1:
             raise LemarioError("--episodes and --workers must be at least 1")
-        for level in self.levels:
-            replace(self.env, level=level).validate()
-        if len(set(self.levels)) < len(self.levels):
-            raise LemarioError(f"--levels {' '.join(self.levels)} names a level twice: list each once")
+        self.env.validate_levels(self.levels)
 
     def per_level(self) -> list[CollectConfig]:
         """One collection per level into OUT/<level>/, each seeded from (seed, world, stage); [self] without
@@ -235,8 +232,7 @@ def collect(cfg: CollectConfig) -> Index:
     cfg.validate()
     check_writable(cfg.out)
     if cfg.levels:
-        with writer_lock(cfg.out):
-            check_levels(cfg.out, cfg.levels)
+        check_levels(cfg.out, cfg.levels)
         for one in cfg.per_level():
             print(f"level {one.env.level} into {one.out}")
             collect(one)
@@ -278,16 +274,19 @@ def collect(cfg: CollectConfig) -> Index:
 
 
 def check_levels(out: Path, levels: tuple[str, ...]) -> None:
-    """Record a multi-level folder's levels (OUT/levels.json), or refuse a folder that holds another list."""
+    """Record a multi-level folder's levels (OUT/levels.json, under the folder's writer lock), or refuse a folder
+    that holds another list."""
+    check_writable(out)
     path = out / "levels.json"
-    if path.exists():
+    with writer_lock(out):
+        if not path.exists():
+            write_json(path, {"levels": list(levels)})
+            return
         held = tuple(read_json(path)["levels"])
-        if held != levels:
-            raise LemarioError(
-                f"{out} holds the levels {' '.join(held)}: pass --levels {' '.join(held)}, or use another --out"
-            )
-        return
-    write_json(path, {"levels": list(levels)})
+    if held != levels:
+        raise LemarioError(
+            f"{out} holds the levels {' '.join(held)}: pass --levels {' '.join(held)}, or use another --out"
+        )
 
 
 def collect_main(cfg: CollectConfig) -> None:

@@ -68,8 +68,7 @@ class EvalConfig:
         for spec in self.agents:
             validate_spec(spec, self.env)
         self.env.validate()
-        for level in self.levels:
-            replace(self.env, level=level).validate()
+        self.env.validate_levels(self.levels)
         self.planner.validate()
 
 

@@ -97,10 +97,7 @@ class ExploreConfig:
             raise LemarioError("--env-steps, --explore-steps, --batch and --workers must be at least 1")
         if self.executor not in ("local", "ray"):
             raise LemarioError(f"unknown executor {self.executor!r}: use local or ray")
-        for level in self.levels:
-            replace(self.env, level=level).validate()
-        if len(set(self.levels)) < len(self.levels):
-            raise LemarioError(f"--levels {' '.join(self.levels)} names a level twice: list each once")
+        self.env.validate_levels(self.levels)
         if self.world_model is not None:
             model, _ = load_world_model(self.world_model)
             if not model.cfg.ensemble:
@@ -302,9 +299,7 @@ def plot(archive: Archive, path: Path) -> None:
 def explore_main(cfg: ExploreConfig) -> None:
     if cfg.levels:
         cfg.validate()
-        check_writable(cfg.out)
-        with writer_lock(cfg.out):
-            check_levels(cfg.out, cfg.levels)
+        check_levels(cfg.out, cfg.levels)
     for one in cfg.per_level():
         archive = explore(one)
         flag = archive.flag_env_steps

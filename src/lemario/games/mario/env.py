@@ -15,7 +15,7 @@ nes-py (and the other backend) restores by replaying from the level start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gymnasium as gym
 import numpy as np
@@ -75,6 +75,13 @@ class EnvConfig:
             raise LemarioError("frame_stack and max_steps must be >= 1, resize and noop_max >= 0")
         if not 0 <= self.crop_top <= 64:
             raise LemarioError(f"--crop-top {self.crop_top}: cut 0 to 64 rows (32 is the HUD)")
+
+    def validate_levels(self, levels: tuple[str, ...]) -> None:
+        """A `--levels` list: each a level this env can boot (with its other settings), none twice."""
+        for level in levels:
+            replace(self, level=level).validate()
+        if len(set(levels)) < len(levels):
+            raise LemarioError(f"--levels {' '.join(levels)} names a level twice: list each once")
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
