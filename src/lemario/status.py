@@ -80,8 +80,10 @@ def _iteration_steps(run: Path, n: int) -> str:
     """How far iteration n got, step by step, from its files."""
     d = iter_dir(run, n)
     plan = Plan.from_json(read_json(d / "plan.json"))
-    collected = len(list((run / "corpus").glob(f"iter{n:03d}-*.h5")))
-    parts = [f"collect {collected}/{plan.collect_episodes}"]
+    corpus = run / "corpus"
+    levels = len(read_json(corpus / "levels.json")["levels"]) if (corpus / "levels.json").is_file() else 1
+    collected = len([*corpus.glob(f"iter{n:03d}-*.h5"), *corpus.glob(f"*/iter{n:03d}-*.h5")])
+    parts = [f"collect {collected}/{plan.collect_episodes * levels}"]
     if (d / "wm" / "config.json").is_file():
         steps = read_json(d / "wm" / "config.json")["config"]["steps"]
         ckpt = read_json(d / "wm" / "ckpt_latest.json")["step"] if (d / "wm" / "ckpt_latest.json").is_file() else 0

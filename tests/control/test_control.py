@@ -383,9 +383,23 @@ def test_agents_on_several_levels_one_evaluation_each(tmp_path):
     assert list(levels) == ["1-1", "4-1"] and (tmp_path / "4-1" / "summary.json").exists()
     again = evaluate(replace(cfg, levels=(), env=EnvConfig(max_steps=40, level="4-1"), out=tmp_path / "again"))
     assert levels["4-1"]["per_agent"] == again["per_agent"], "a level's evaluation is the single-level one"
-    assert json.loads((tmp_path / "levels.json").read_text())["1-1"]["biased"]["episodes"] == 2
+    pooled = json.loads((tmp_path / "summary.json").read_text())
+    assert pooled["per_level"]["1-1"]["biased"] == levels["1-1"]["per_agent"]["biased"]
+    means = [levels[lv]["per_agent"]["biased"]["mean_max_x"] for lv in ("1-1", "4-1")]
+    assert pooled["per_agent"]["biased"]["episodes"] == 4
+    assert pooled["per_agent"]["biased"]["mean_max_x"] == pytest.approx(np.mean(means)), "the mean of level means"
+    rows = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [r["level"] for r in rows] == ["1-1", "1-1", "4-1", "4-1"]
     table = format_levels(levels)
     assert "1-1" in table.splitlines()[0] and "4-1" in table.splitlines()[0] and "biased" in table
+    # a finished evaluation run again is not played again (its summary is reused); another one is
+    mtime = (tmp_path / "4-1" / "episodes.jsonl").stat().st_mtime
+    assert evaluate_levels(cfg)["4-1"]["per_agent"] == levels["4-1"]["per_agent"]
+    assert (tmp_path / "4-1" / "episodes.jsonl").stat().st_mtime == mtime
+    more = evaluate(
+        replace(cfg, levels=(), env=EnvConfig(max_steps=40, level="4-1"), episodes=3, out=tmp_path / "again")
+    )
+    assert more["per_agent"]["biased"]["episodes"] == 3
 
 
 def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monkeypatch):

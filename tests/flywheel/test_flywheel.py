@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -137,6 +138,8 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
         (["--level", "9-9"], "unknown level '9-9'"),
         (["--explore-steps", "-1"], "--explore-steps -1"),
         (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
+        (["--levels", "1-1", "9-1"], "unknown level '9-1'"),
+        (["--levels", "1-1", "1-1"], "names a level twice"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
@@ -209,3 +212,39 @@ def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tm
     entry = hof.folder(run, hof.catalog(run)[0])
     wm = d / ("wm1" if s["best_world_model"] else "wm") / "model.safetensors"
     assert (entry / "world_model.safetensors").read_bytes() == wm.read_bytes()
+
+
+def test_a_two_level_run_end_to_end(tmp_path):
+    """--levels 1-1 4-1: each level's collection and exploration a sub-corpus of its own, the replay selection level
+    by level, training and imagination balanced across levels, every evaluation on both levels (the iteration's
+    score pooling them), the report's per-level table; a re-run keeps the list, a changed list is refused."""
+    run, levels = tmp_path / "run", ("1-1", "4-1")
+    args = (*TINY, "--out", str(run), "--iterations", "1", "--levels", *levels)
+    r = run_cli(*args, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    corpus = scan(run / "corpus").episodes
+    folders = Counter(e["file"].split("/")[0] for e in corpus)
+    assert folders["1-1"] == folders["4-1"] == 6, "--bootstrap-episodes per level"
+    assert folders["explore-1-1"] > 0 and folders["explore-4-1"] > 0 and len(folders) == 4
+    assert all(e["level"] == e["file"].split("/")[0].removeprefix("explore-") for e in corpus)
+    selection = json.loads((run / "iter001" / "selection.json").read_text())
+    assert {f.split("/")[0].removeprefix("explore-") for f in selection} == set(levels)
+    assert json.loads((run / "iter001" / "wm" / "config.json").read_text())["config"]["balance_levels"] is True
+    policy = json.loads((run / "iter001" / "policies" / "s1001" / "policy.json").read_text())
+    assert policy["train_config"]["balance_levels"] is True
+    s = json.loads((run / "iter001" / "summary.json").read_text())
+    assert set(s["level_scores"]) == set(levels) and set(s["exploration"]["levels"]) == set(levels)
+    for label, agg in s["seed_scores"].items():
+        assert agg["episodes"] == 2 * 3, "--eval-episodes on each level"
+        level_means = [s["level_scores"][lv][label]["mean_max_x"] for lv in levels]
+        assert agg["mean_max_x"] == pytest.approx(sum(level_means) / 2)
+    assert json.loads((run / "iter001" / "confirm" / "summary.json").read_text())["per_level"].keys() == set(levels)
+    r = run_cli(*args)
+    assert r.returncode == 0 and "1 iterations finished" in r.stdout
+    r = run_cli(*TINY, "--out", str(run), "--iterations", "1", "--levels", "1-1")
+    assert r.returncode == 2 and "another config" in r.stderr and "levels" in r.stderr
+    r = run_cli("report", str(run), "--no-video")
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (run / "report" / "report.md").read_text()
+    assert "## Per level" in md and "| iter | 1-1 | 4-1 |" in md and "biased random" in md
+    assert (run / "report" / "levels.png").read_bytes()[:4] == b"\x89PNG"

@@ -124,6 +124,22 @@ def test_replay_capacity_keeps_the_elite():
     assert len(files) == 12 and files[1:-1] == [f"ep{i:04d}" for i in range(20, 30)], "otherwise the newest 10"
 
 
+def test_several_levels_are_selected_level_by_level():
+    """Each level gets an equal share of the capacity and its own tier caps: a level with few episodes keeps them
+    all, however many the other has, and a stuck tier on one level is capped by that level's mix alone."""
+    many = [{**row(i, 900, 100), "level": "1-1"} for i in range(30)]
+    few = [{**row(100 + i, 900, 100), "level": "4-1"} for i in range(3)]
+    chosen = select(many + few, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500),)))
+    files = [r["file"] for r in chosen]
+    assert files == [f"ep{i:04d}" for i in range(25, 30)] + ["ep0100", "ep0101", "ep0102"], "5 each, newest first"
+    assert select(many, ReplayConfig(capacity=10, tiers=(Tier("low", 0, 1500),))) == many[-10:], "one level: as before"
+    stuck = [{**row(200 + i, 650, 999), "level": "4-1"} for i in range(5)]
+    chosen = select(many[:3] + stuck, ReplayConfig())
+    assert [r["file"] for r in chosen] == [r["file"] for r in many[:3] + stuck], (
+        "4-1 holds only its stuck tier: kept whole, not capped by 1-1's frames"
+    )
+
+
 # ---- hall of fame ----------------------------------------------------------------------------------------------
 
 

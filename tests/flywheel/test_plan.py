@@ -81,6 +81,7 @@ def test_files_written_before_the_layout_load():
     added = {  # fields of issue 19 (several world models per iteration, the components detector), at their defaults
         "best_world_model": 0,
         "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
+        "level_scores": None,  # issue 21: each level's scores, none in a single-level run
         "plan": {"world_models": 1},
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1},
     }
@@ -113,9 +114,14 @@ def test_every_preset_validates():
 
 
 def test_the_exploration_each_iteration_extends():
-    """Iteration n explores to n x --explore-steps; 'collector' explores with the iteration's collecting policy."""
+    """Iteration n explores to n x --explore-steps; 'collector' explores with the iteration's collecting policy;
+    with --levels each level explores into a folder of its own, seeded apart."""
     tiny, explore = PRESETS["tiny"], PRESETS["cpu-explore"]
-    assert tiny.explore_config(3, "policy:P").env_steps == 3 * tiny.explore_steps == 120
-    assert tiny.explore_config(2, "policy:P").policy == "policy:P", "the tiny preset's explorer is 'collector'"
-    assert explore.explore_config(2, "policy:P").policy == "biased" and explore.explore_config(2, "x").cell == "ram"
-    assert explore.explore_config(1, "biased").out == explore.out / "corpus" / "explore"
+    [one] = tiny.explore_configs(3, "policy:P")
+    assert one.env_steps == 3 * tiny.explore_steps == 120
+    assert one.policy == "policy:P", "the tiny preset's explorer is 'collector'"
+    [other] = explore.explore_configs(2, "policy:P")
+    assert other.policy == "biased" and other.cell == "ram" and other.out == explore.out / "corpus" / "explore"
+    a, b = replace(explore, levels=("1-1", "4-1")).explore_configs(1, "biased")
+    assert (a.out.name, a.env.level, b.out.name, b.env.level) == ("explore-1-1", "1-1", "explore-4-1", "4-1")
+    assert a.seed != b.seed and a.env_steps == b.env_steps == explore.explore_steps

@@ -25,7 +25,7 @@ from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
-from lemario.model.trainer import Trainer
+from lemario.model.trainer import Trainer, recalibrate_batchnorm
 from lemario.model.world_model import LossConfig, WorldModel, decode_reward, load_world_model, world_model_loss
 
 from conftest import run_cli
@@ -717,3 +717,53 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
                 planner=PlannerConfig(value=str(policy)),
             )
         )
+
+
+def _level_batch(g: torch.Generator, cfg, n: int = 32) -> dict[str, torch.Tensor]:
+    """Two levels whose frames look alike (noise) and whose one step moves Mario +8 px on 1-1 and -8 px on 2-1:
+    only the level tells them apart."""
+    level = torch.where(torch.rand(n, generator=g) < 0.5, 1, 5)  # 1-1 and 2-1 (`level_index`)
+    rewards = torch.zeros(n, 1, 4)
+    rewards[:, 0, 0] = torch.where(level == 1, 8.0, -8.0)
+    obs = torch.randint(0, 256, (n, 2, cfg.frame_stack, cfg.image_size, cfg.image_size), generator=g).to(torch.uint8)
+    zeros = torch.zeros(n, 1, dtype=torch.int64)
+    return {"obs": obs, "actions": zeros, "prev": zeros[:, 0], "rewards": rewards, "level": level}
+
+
+def test_a_level_conditioned_model_tells_levels_apart_and_plays_unseen_ones_as_unknown(tmp_path):
+    """Known answer: with the level's vector the reward head predicts each level's own progress (+8 / -8 px);
+    without it only their mean (0). A level the model never trained on (or none) reads the unknown vector, which
+    the hidden windows (level dropout) train to that mean; the vectors and the levels seen survive a checkpoint."""
+    progress = {}
+    for conditioned in (False, True):
+        torch.manual_seed(0)
+        cfg = replace(TINY, level_embedding=conditioned, pred_dropout=0.0, frame_stack=1, image_size=36)
+        model = WorldModel(cfg)
+        model.see_levels([1, 5])
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        g, loss_cfg = torch.Generator().manual_seed(1), LossConfig(sigreg_projections=16, sigreg_lambda=0.0)
+        for _ in range(300):
+            loss, _ = world_model_loss(model, _level_batch(g, cfg), loss_cfg, g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        recalibrate_batchnorm(model, ((i, _level_batch(g, cfg)) for i in range(8)), loss_cfg)
+        if conditioned:
+            checkpoint.save(
+                tmp_path / "m.safetensors", model.state_dict(), {"kind": "world_model", "config": asdict(cfg)}
+            )
+            model, _ = load_world_model(tmp_path / "m.safetensors")
+            assert model.levels_seen.nonzero().flatten().tolist() == [1, 5]
+        model.eval()
+        batch = _level_batch(g, cfg, 64)
+        obs, zeros = batch["obs"], torch.zeros(64, 1, dtype=torch.int64)
+        with torch.no_grad():
+            for name, level in (("1-1", 1), ("2-1", 5), ("4-1 (never seen)", 13), ("none", None)):
+                z = model.encode(obs, None if level is None else torch.full((64,), level))  # (64, 2, D)
+                out = decode_reward(model.reward(model.rollout(z[:, :1], zeros, zeros[:, 0]), zeros))
+                progress[conditioned, name] = out[:, 0, 0].mean().item()
+    assert abs(progress[True, "1-1"] - 8) < 2 and abs(progress[True, "2-1"] + 8) < 2, progress
+    assert (
+        abs(progress[True, "4-1 (never seen)"]) < 2.5 and progress[True, "none"] == progress[True, "4-1 (never seen)"]
+    )
+    assert all(abs(progress[False, name]) < 2.5 for name in ("1-1", "2-1", "none")), progress

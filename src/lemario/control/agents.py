@@ -27,6 +27,7 @@ from lemario.control.policies import BiasedPolicy, make_policy
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS, action_set
+from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
 from lemario.model.world_model import load_world_model
 
@@ -103,6 +104,12 @@ def check_frames(model_config: dict, env_config: EnvConfig, what: str) -> None:
         )
 
 
+def env_level(env_config: EnvConfig) -> torch.Tensor:
+    """(1,) the level index of the env's level, as a level-conditioned world model reads it (one it never trained
+    on plays as the unknown level)."""
+    return torch.tensor([level_number(env_config.level)])
+
+
 class PlannerAgent:
     """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
     `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
@@ -112,7 +119,7 @@ class PlannerAgent:
         check_action_count(model.cfg.n_actions, env_config, "the world model")
         check_frames(asdict(model.cfg), env_config, "the world model")
         actions = action_set(env_config.action_set)
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.level = model, cfg, env_level(env_config)
         self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
 
@@ -131,7 +138,8 @@ class PlannerAgent:
         if self.last_x is not None and self.pending is not None:
             self.stats["predicted_dx"].append(self.pending)
             self.stats["realized_dx"].append(info["x_pos"] - self.last_x)
-        self.latents = (self.latents + [self.model.encode(torch.from_numpy(obs)[None])[0]])[-self.model.history :]
+        z = self.model.encode(torch.from_numpy(obs)[None], self.level)[0]  # (D,)
+        self.latents = (self.latents + [z])[-self.model.history :]
         if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
             context = torch.stack(self.latents)[None]  # (1, c, D)
             before = ([0] * len(self.latents) + self.past)[-len(self.latents) :]  # NOOP before the first frame
@@ -177,6 +185,7 @@ class PolicyAgent:
         self.ac, self.model, _ = load_policy(path)
         check_action_count(self.model.cfg.n_actions, env_config, f"the policy {path}")
         check_frames(asdict(self.model.cfg), env_config, f"the policy {path}")
+        self.level = env_level(env_config)
 
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
@@ -184,7 +193,7 @@ class PolicyAgent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict) -> int:
-        z = self.model.encode(torch.from_numpy(obs)[None])  # (1, D)
+        z = self.model.encode(torch.from_numpy(obs)[None], self.level)  # (1, D)
         probs = self.ac.dist(self.model.state(z, self.last)).probs  # (1, A)
         self.last = torch.multinomial(probs, 1, generator=self.generator)[0]  # (1,)
         return int(self.last[0])

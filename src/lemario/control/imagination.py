@@ -28,7 +28,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
-from lemario.data.buffer import EpisodeBuffer
+from lemario.data.buffer import EpisodeBuffer, window_probabilities
 from lemario.model.trainer import read_episode_list
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
 
@@ -109,6 +109,8 @@ class ImagineConfig:
     """Read at most this many corpus episodes (0: all)."""
     episodes: Path | None = None
     """A JSON list of corpus file names to start from (the flywheel's replay selection; default: all)."""
+    balance_levels: bool = False
+    """Start from each level of a multi-level corpus equally often, whatever its share of the frames."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'. The saved policy is always loadable on CPU."""
     threads: int = 0
@@ -256,17 +258,20 @@ def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log
     return ac
 
 
-def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int):
-    """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus."""
+def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False):
+    """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus (each level
+    equally often with balance_levels)."""
     c = world_model.history
     valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
+    p = window_probabilities(buffer, valid, balance_levels=True) if balance_levels else None
 
     device = module_device(world_model)
 
     def starts(rng: np.random.Generator):
-        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
+        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid, p=p)
         with torch.no_grad():
-            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device))  # (B, c, D)
+            level = torch.from_numpy(sample["level"]).to(device)  # (B,)
+            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device), level)  # (B, c, D)
         return z, torch.from_numpy(sample["actions"]).to(device), torch.from_numpy(sample["prev"]).to(device)
 
     return starts
@@ -289,7 +294,9 @@ def run_imagine(cfg: ImagineConfig) -> Path:
         def log(step, m):
             runlog.append_row(metrics_path, {"update": step, "time": round(time.time() - t0, 2), **m})
 
-        ac = train_policy(model, corpus_starts(model, buffer, cfg.batch), cfg, model.cfg.n_actions, log)
+        ac = train_policy(
+            model, corpus_starts(model, buffer, cfg.batch, cfg.balance_levels), cfg, model.cfg.n_actions, log
+        )
         path = cfg.out / "policy.safetensors"
         checkpoint.save(
             path,

@@ -21,7 +21,7 @@ import numpy as np
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.data.tiers import check_weights, tier_index
-from lemario.games.mario.ram import LABELS, label_table
+from lemario.games.mario.ram import LABELS, label_table, level_index
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
 from lemario.games.push.board import head_targets
 
@@ -142,6 +142,14 @@ class EpisodeBuffer:
         started = (frames > self.episode_start[frames]).reshape(-1, *[1] * (before.ndim - 1))
         return np.where(started, before, 0).astype(before.dtype)
 
+    def levels(self, frames: np.ndarray) -> np.ndarray:
+        """The level index (`lemario.games.mario.ram.level_index`) of each frame's episode, (n,) int64: the world and
+        stage of its first frame (0 for the push game, which has no levels)."""
+        if self.game != "mario":
+            return np.zeros(len(frames), np.int64)
+        first = self.labels[self.episode_start[frames]]  # (n, L)
+        return level_index(first[:, LABELS.index("world")], first[:, LABELS.index("stage")]).astype(np.int64)
+
     def sample(
         self,
         batch: int,
@@ -155,7 +163,7 @@ class EpisodeBuffer:
         (default: uniform):
         obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64 | (B, K, A) float32, prev (B[, A]) the action
         before the first frame (0, NOOP, at an episode's start), rewards (B, K, 4) float32 (Mario; (B, K, 0) for
-        push), labels (B, K+1, L); with targets also state (B, K+1, S) float32.
+        push), labels (B, K+1, L), level (B,) int64 (`levels`); with targets also state (B, K+1, S) float32.
         """
         valid = self.window_starts(k) if valid is None else valid
         i = rng.choice(valid, size=batch, p=p)  # (B,)
@@ -168,6 +176,7 @@ class EpisodeBuffer:
             "prev": self.prev_actions(i),
             "rewards": self.rewards[t[:, :-1]],
             "labels": self.labels[t],
+            "level": self.levels(i),
         }
         if self.targets is not None:
             batch["state"] = self.targets[t]
@@ -270,14 +279,13 @@ def window_probabilities(
     if w.sum() == 0:
         raise LemarioError(f"--oversample {tier_weights} gives every training window weight 0: weigh a tier it holds")
     if balance_levels:
-        first = labels[buffer.starts]  # (E, L) each episode's first frame
-        level = (first[:, LABELS.index("world")] * 100 + first[:, LABELS.index("stage")])[episode_of]  # (n,)
+        level = buffer.levels(starts)  # (n,)
         for lv in np.unique(level):
             mine = level == lv
             if w[mine].sum() == 0:
                 raise LemarioError(
-                    f"--oversample {tier_weights} gives every window of level {lv // 100}-{lv % 100} weight 0: "
-                    "weigh a tier it holds"
+                    f"--oversample {tier_weights} gives every window of level {(lv - 1) // 4 + 1}-{(lv - 1) % 4 + 1} "
+                    "weight 0: weigh a tier it holds"
                 )
             w[mine] /= w[mine].sum()
     if np.allclose(w, w[0]):

@@ -5,13 +5,14 @@ The corpus keeps every episode; what the world model trains on is a selection of
   by default) are never evicted;
 - each tier may cap its share of the selected *frames* (one stuck trajectory is ~1500 frames, one early death
   ~50): the stuck tier 200-700 at 30% by default. Over-cap tiers lose their oldest trajectories first. A
-  corpus holding nothing but a capped tier keeps it whole (there is no mix to balance).
+  corpus holding nothing but a capped tier keeps it whole (there is no mix to balance);
+- a corpus of several levels is selected level by level, the capacity shared equally among them.
 The audit table (`lemario.data.tiers.audit`) of every selection is printed and saved by the flywheel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lemario.data.tiers import TIERS, Tier, frames, tier_of
 
@@ -25,8 +26,20 @@ class ReplayConfig:
 
 
 def select(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
-    """The episodes to train on. rows: index rows (file, n_steps, max_x, flag_get), oldest first (file order: a
-    sub-corpus's episodes, such as the flywheel's exploration, after the folder's own)."""
+    """The episodes to train on. rows: index rows (file, n_steps, max_x, flag_get[, level]), oldest first (file
+    order: a sub-corpus's episodes, such as the flywheel's exploration, after the folder's own). The episodes of
+    several levels are selected level by level, each with an equal share of the capacity and its own tier caps (a
+    tier is a stretch of max_x, which means something only within one level)."""
+    levels = sorted({r.get("level") for r in rows}, key=str)
+    if len(levels) < 2:
+        return _select_level(rows, cfg)
+    share = replace(cfg, capacity=max(1, cfg.capacity // len(levels))) if cfg.capacity > 0 else cfg
+    chosen = {id(r) for lv in levels for r in _select_level([r for r in rows if r.get("level") == lv], share)}
+    return [r for r in rows if id(r) in chosen]
+
+
+def _select_level(rows: list[dict], cfg: ReplayConfig) -> list[dict]:
+    """`select` on the episodes of one level."""
     tiers = cfg.tiers
     protected = [r for r in rows if tier_of(r, tiers).protected]
     rest = [r for r in rows if not tier_of(r, tiers).protected][-cfg.capacity :] if cfg.capacity > 0 else []

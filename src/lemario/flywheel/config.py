@@ -23,7 +23,7 @@ from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
 from lemario.model.train import TrainConfig
-from lemario.play.collect import CollectConfig
+from lemario.play.collect import CollectConfig, level_seed
 from lemario.play.explore import ExploreConfig
 
 BOOKKEEPING = ("out", "iterations", "workers", "executor", "ray_address", "continue_after_halt", "progress")
@@ -94,10 +94,16 @@ class FlywheelConfig:
     measures it)."""
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
     """The game collection and evaluation play (`lemario.games.mario.env.EnvConfig`): --level, --max-steps, ..."""
+    levels: tuple[str, ...] = ()
+    """Play each of these levels instead of --level, with one world model and one set of policies for all: each
+    level's collection into RUN/corpus/<level>/ (the episode counts below are per level), its exploration into
+    RUN/corpus/explore-<level>/, the replay selection level by level, world-model windows and imagination starts
+    balanced across levels, and every evaluation on every level (ITER/eval/<level>/; an iteration's score pools
+    them: the mean of the level means)."""
     bootstrap_episodes: int = 1000
-    """Biased-random episodes collected in iteration 1 (no policy exists yet)."""
+    """Biased-random episodes collected in iteration 1 (no policy exists yet), per level."""
     episodes: int = 100
-    """Episodes collected per later iteration with the best policy."""
+    """Episodes collected per later iteration with the best policy, per level."""
     explore: float = 0.1
     """Per-step probability of a biased-random macro overriding the collecting policy."""
     explore_steps: int = 0
@@ -176,8 +182,10 @@ class FlywheelConfig:
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
         if self.explore_steps:
-            self.explore_config(1, "biased").validate()
+            for ecfg in self.explore_configs(1, "biased"):
+                ecfg.validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
+        self.env.validate_levels(self.levels)
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""
@@ -190,16 +198,18 @@ class FlywheelConfig:
             run=f"iter{iteration:03d}",
             seed=self.seed,
             env=self.env,
+            levels=self.levels,
             progress=self.progress,
             executor=self.executor,
             ray_address=self.ray_address,
         )
 
-    def explore_config(self, iteration: int, collect_policy: str) -> ExploreConfig:
-        """The exploration run into RUN/corpus/explore, extended to `iteration` x explore_steps env steps; the
-        iteration's `collect_policy` explores where the explorer's policy is 'collector'."""
+    def explore_configs(self, iteration: int, collect_policy: str) -> list[ExploreConfig]:
+        """The exploration run into RUN/corpus/explore (with --levels, one per level into RUN/corpus/explore-<level>,
+        seeded from the seed and the level), extended to `iteration` x explore_steps env steps; the iteration's
+        `collect_policy` explores where the explorer's policy is 'collector'."""
         explorer = _as(ExploreConfig, self.explorer)
-        return replace(
+        one = replace(
             explorer,
             policy=collect_policy if explorer.policy == COLLECTOR else explorer.policy,
             out=self.out / "corpus" / "explore",
@@ -211,6 +221,17 @@ class FlywheelConfig:
             ray_address=self.ray_address,
             progress=self.progress,
         )
+        if not self.levels:
+            return [one]
+        return [
+            replace(
+                one,
+                out=self.out / "corpus" / f"explore-{lv}",
+                env=replace(self.env, level=lv),
+                seed=level_seed(self.seed, lv),
+            )
+            for lv in self.levels
+        ]
 
 
 PRESETS = {

@@ -159,3 +159,43 @@ def plot_world_model(run: Path, summaries: list[IterationSummary], path: Path) -
         ax.set_xticks(its)
         ax.legend(fontsize=7)
     save_png(fig, path)
+
+
+def level_means(s: IterationSummary) -> dict[str, tuple[float, float, float]]:
+    """With --levels: level -> (mean over the iteration's policies of their mean max_x there, the sd between
+    them, the best policy's flag rate there); empty for a single-level run."""
+    out = {}
+    for level, scores in (s.level_scores or {}).items():
+        means = [a["mean_max_x"] for a in scores.values()]
+        sd = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+        out[level] = (float(np.mean(means)), sd, max(a["flag_rate"] for a in scores.values()))
+    return out
+
+
+def plot_levels(summaries: list[IterationSummary], references: dict[str, float], path: Path) -> None:
+    """A multi-level run's policies per level and iteration (mean +- sd over the policies), with each level's
+    biased-random reference."""
+    plt = figure()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    levels = list(summaries[0].level_scores)
+    its = [s.iteration for s in summaries]
+    for j, level in enumerate(levels):
+        color = f"C{j % 10}"
+        stats = [level_means(s)[level] for s in summaries]
+        ax.errorbar(
+            np.array(its) + 0.06 * (j - (len(levels) - 1) / 2),
+            [m for m, _, _ in stats],
+            yerr=[sd for _, sd, _ in stats],
+            color=color,
+            marker="o",
+            capsize=3,
+            label=level,
+        )
+        if level in references:
+            ax.axhline(references[level], color=color, linestyle="--", linewidth=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean max_x (policies' mean +- sd)")
+    ax.set_xticks(its)
+    ax.set_title("per level (dashed: biased random)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_png(fig, path)

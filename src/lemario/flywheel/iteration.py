@@ -25,7 +25,7 @@ from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import train
 from lemario.play.collect import collect
-from lemario.play.evaluate import EvalConfig, evaluate
+from lemario.play.evaluate import EvalConfig, evaluate, evaluate_levels
 from lemario.play.explore import explore
 from lemario.play.stats import kseed_summary
 from lemario.play.variance import pooled_within_sd
@@ -63,6 +63,8 @@ class IterationSummary:
     """Which of the iteration's world models the best policy was trained in."""
     exploration: dict | None = None
     """The exploration archive after this iteration (`Iteration.explore`); None without --explore-steps."""
+    level_scores: dict[str, dict[str, dict]] | None = None
+    """With --levels: level -> policy label -> its evaluation aggregate on that level."""
 
     @property
     def score(self) -> dict:
@@ -141,20 +143,26 @@ class Iteration:
         self.timed("collect", lambda: collect(col))
 
     def explore(self) -> dict | None:
-        """Extend the frontier exploration (RUN/corpus/explore) to this iteration's env-step total; returns the
-        archive's figures (None without --explore-steps)."""
+        """Extend the frontier exploration (RUN/corpus/explore, or one per level) to this iteration's env-step total;
+        returns the archive's figures (with --levels: their env steps and each level's figures; None without
+        --explore-steps)."""
         if not self.cfg.explore_steps:
             return None
-        ecfg = self.cfg.explore_config(self.n, self.plan.collect_policy)
-        self.log(f"explore to {ecfg.env_steps} env steps ({ecfg.cell} cells, {ecfg.policy})")
-        archive = self.timed("explore", lambda: explore(ecfg))
-        return {
-            "env_steps": archive.env_steps,
-            "restores": archive.restores,
-            "cells": len(archive.cells),
-            "max_x": archive.max_x,
-            "flag_env_steps": archive.flag_env_steps,
-        }
+        figures = {}
+        for ecfg in self.cfg.explore_configs(self.n, self.plan.collect_policy):
+            level = f" on {ecfg.env.level}" if self.cfg.levels else ""
+            self.log(f"explore{level} to {ecfg.env_steps} env steps ({ecfg.cell} cells, {ecfg.policy})")
+            archive = self.timed(f"explore {ecfg.env.level}" if level else "explore", lambda c=ecfg: explore(c))
+            figures[ecfg.env.level] = {
+                "env_steps": archive.env_steps,
+                "restores": archive.restores,
+                "cells": len(archive.cells),
+                "max_x": archive.max_x,
+                "flag_env_steps": archive.flag_env_steps,
+            }
+        if not self.cfg.levels:
+            return next(iter(figures.values()))
+        return {"env_steps": sum(f["env_steps"] for f in figures.values()), "levels": figures}
 
     def select(self) -> list[dict]:
         """The replay selection (selection.json) and its audit (audit.json); returns the corpus's index rows."""
@@ -183,6 +191,7 @@ class Iteration:
                 episodes=self.dir / "selection.json",
                 init_from=init_from,
                 seed=seed,
+                balance_levels=cfg.train.balance_levels or len(cfg.levels) > 1,
                 progress=cfg.progress and len(self.wms) == 1,
             )
             for wm, seed in zip(self.wms, plan.train_seeds)
@@ -224,6 +233,7 @@ class Iteration:
                 out=self.dir / "policies" / (f"s{seed}" if w == 0 else f"w{w}-s{seed}"),
                 seed=seed,
                 entropy=entropy,
+                balance_levels=cfg.imagine.balance_levels or len(cfg.levels) > 1,
                 progress=cfg.progress,
             ))
             for w, wm in enumerate(self.wms)
@@ -237,35 +247,41 @@ class Iteration:
         return {label: (w, c.out / "policy.safetensors") for label, (w, c) in icfgs.items()}
 
     def evaluate(self, name: str, specs: tuple[str, ...], episodes: int, seed_offset: int = 0) -> dict:
-        """Per-agent aggregates of an evaluation into ITER/name (played only when its summary is missing)."""
+        """The summary of an evaluation into ITER/name (played only when its summary is missing; with --levels on
+        every level, `per_agent` pooling them)."""
         cfg, out = self.cfg, self.dir / name
         if not (out / "summary.json").exists():
-            self.log(f"{name}: {len(specs)} policies x {episodes} episodes")
+            levels = f" on {len(cfg.levels)} levels" if cfg.levels else ""
+            self.log(f"{name}: {len(specs)} policies x {episodes} episodes{levels}")
             ecfg = EvalConfig(
                 agents=specs,
                 episodes=episodes,
                 out=out,
                 seed_offset=seed_offset,
                 env=cfg.env,
+                levels=cfg.levels,
                 workers=cfg.workers,
                 progress=cfg.progress,
             )
-            self.timed(name, lambda: evaluate(ecfg))
-        return read_json(out / "summary.json")["per_agent"]
+            self.timed(name, lambda: evaluate_levels(ecfg) if cfg.levels else evaluate(ecfg))
+        return read_json(out / "summary.json")
 
-    def score(self, policies: dict[str, tuple[int, Path]]) -> tuple[dict[str, dict], dict]:
+    def score(self, policies: dict[str, tuple[int, Path]]) -> tuple[dict[str, dict], dict, dict | None]:
         """Every policy on the harness: (label -> its aggregate, the K-seed summary whose sd is the policies' spread
-        within their world models)."""
+        within their world models, with --levels level -> label -> its aggregate on that level)."""
         specs = {label: f"policy:{path}" for label, (_, path) in policies.items()}
-        per_agent = self.evaluate("eval", tuple(specs.values()), self.cfg.eval_episodes)
-        per_seed = {label: per_agent[spec] for label, spec in specs.items()}
+        summary = self.evaluate("eval", tuple(specs.values()), self.cfg.eval_episodes)
+        per_seed = {label: summary["per_agent"][spec] for label, spec in specs.items()}
+        per_level = summary.get("per_level")
+        if per_level is not None:
+            per_level = {lv: {label: agg[spec] for label, spec in specs.items()} for lv, agg in per_level.items()}
         kseed = kseed_summary(per_seed)
         groups = [
             [per_seed[label]["mean_max_x"] for label, (w, _) in policies.items() if w == g]
             for g in range(len(self.wms))
         ]
         kseed["sd_between_seeds"] = pooled_within_sd(groups)
-        return per_seed, kseed
+        return per_seed, kseed, per_level
 
     def decide(self, per_seed: dict[str, dict], kseed: dict) -> Decision:
         """The detector's decision against the finished iterations (decision.json, made once)."""
@@ -282,6 +298,15 @@ class Iteration:
         write_json(path, decision_json(self.n, decision, self.plan, means))
         return decision
 
+    def hall_of_fame(self, world_model: Path, policy: Path, extra: dict, confirmed: bool) -> dict:
+        """The iteration's hall-of-fame entry (added once): its best policy, that policy's world model, the
+        evaluations."""
+        entry = next((e for e in hof.catalog(self.cfg.out) if e["iteration"] == self.n), None)
+        if entry is not None:
+            return entry
+        confirm_dir = self.dir / "confirm" if confirmed else None
+        return hof.add(self.cfg.out, self.n, world_model, policy, self.dir / "eval", extra, confirm_dir)
+
 
 def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) -> IterationSummary:
     """Iteration n after the finished `history`: collect, explore, select, train, probe, imagine, evaluate, confirm,
@@ -293,13 +318,14 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
     it.train_world_model()
     probe = it.probe()
     policies = it.imagine()
-    per_seed, kseed = it.score(policies)
+    per_seed, kseed, per_level = it.score(policies)
     best_label = kseed["best_seed"]
     best_wm, best_policy = policies[best_label]
     best_spec = f"policy:{best_policy}"
     confirm = None
     if cfg.confirm_episodes:
-        confirm = it.evaluate("confirm", (best_spec,), cfg.confirm_episodes, CONFIRM_SEED_OFFSET)[best_spec]
+        confirmation = it.evaluate("confirm", (best_spec,), cfg.confirm_episodes, CONFIRM_SEED_OFFSET)
+        confirm = confirmation["per_agent"][best_spec]
     mean, sd = kseed["mean_of_means"], kseed["sd_between_seeds"]
     decision = it.decide(per_seed, kseed)
     it.log(
@@ -307,18 +333,15 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         f"seeds) -> {decision.verdict.upper()}: {decision.reason}"
     )
     best_seed = int(best_label.rpartition("-")[2])
-    entry = next((e for e in hof.catalog(cfg.out) if e["iteration"] == n), None)
-    if entry is None:
-        extra = {
-            "best_agent": best_spec,
-            "best_seed": best_seed,
-            "best_world_model": best_wm,
-            "k_mean": mean,
-            "k_sd": sd,
-            "decision": decision.verdict,
-        }
-        confirm_dir = it.dir / "confirm" if confirm else None
-        entry = hof.add(cfg.out, n, it.wms[best_wm], best_policy, it.dir / "eval", extra, confirm_dir)
+    extra = {
+        "best_agent": best_spec,
+        "best_seed": best_seed,
+        "best_world_model": best_wm,
+        "k_mean": mean,
+        "k_sd": sd,
+        "decision": decision.verdict,
+    }
+    entry = it.hall_of_fame(it.wms[best_wm], best_policy, extra, confirm is not None)
     wm_meta = read_json(it.wm.with_suffix(".json"))
     summary = IterationSummary(
         iteration=n,
@@ -339,6 +362,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         best_corpus_x=max(r["max_x"] for r in rows),
         best_world_model=best_wm,
         exploration=exploration,
+        level_scores=per_level,
     )
     write_json(it.dir / "summary.json", summary.to_json())
     return summary

@@ -6,19 +6,22 @@
     RUN/report/hof.png                   hall-of-fame best over iterations (confirmation score, 95% CI)
     RUN/report/tiers.png                 frame share per tier: the corpus and the replay selection
     RUN/report/world_model.png           held-out losses and probe scores per iteration, training loss curves
+    RUN/report/levels.png                a run on several levels (--levels): the policies per level and iteration,
+                                         beside each level's biased-random reference (and a per-level table)
     RUN/report/best.mp4, best.gif        the hall of fame's best policy on its best evaluation episode, its world
                                          model's decoded dreams beside the game
     RUN/report/dreams.png, dream_long.png  those dreams as strips (real, decoded, dreamed; one long dream)
     RUN/report/decoder.safetensors       the post-hoc decoder they come from (diagnostic, trained here once)
 
 The biased-random reference is the mean max_x of iteration 1's collection (the seed's baseline policy, played
-on collection seeds). Everything is read from the run folder; the report can be rebuilt at any time.
+on collection seeds; per level too in a multi-level run). Everything is read from the run folder; the report can
+be rebuilt at any time.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,16 @@ from lemario.core.runconfig import as_json, with_defaults
 from lemario.data.corpus import scan
 from lemario.flywheel import hof
 from lemario.flywheel.config import FlywheelConfig
-from lemario.flywheel.figures import PROBE_KEYS, hof_curve, plot_hof, plot_kseed, plot_tiers, plot_world_model
+from lemario.flywheel.figures import (
+    PROBE_KEYS,
+    hof_curve,
+    level_means,
+    plot_hof,
+    plot_kseed,
+    plot_levels,
+    plot_tiers,
+    plot_world_model,
+)
 from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.run import finished
 from lemario.games.mario.env import EnvConfig
@@ -60,10 +72,15 @@ class ReportConfig:
     decoder_steps: int = 2000
 
 
-def biased_reference(run: Path) -> float | None:
-    """Mean max_x of the run's biased-random episodes (iteration 1's collection), or None."""
+def biased_references(run: Path) -> dict[str | None, float]:
+    """Mean max_x of the run's biased-random episodes (iteration 1's collection): None -> over all of them, and
+    level -> over that level's; empty without any."""
     rows = [r for r in scan(Path(run) / "corpus", write=False).episodes if r["policy"] == "biased"]
-    return float(np.mean([r["max_x"] for r in rows])) if rows else None
+    if not rows:
+        return {}
+    levels = {r["level"] for r in rows}
+    out = {lv: float(np.mean([r["max_x"] for r in rows if r["level"] == lv])) for lv in levels}
+    return {None: float(np.mean([r["max_x"] for r in rows])), **out}
 
 
 def dream_decoder(run: Path, entry: Path, out: Path, steps: int) -> Path:
@@ -86,9 +103,10 @@ def render_best(run: Path, out: Path, cfg: ReportConfig) -> dict | None:
     decoder = dream_decoder(run, entry, out, cfg.decoder_steps) if cfg.dreams else None
     rows = runlog.read_rows(entry / "eval" / "episodes.jsonl")
     rows = [r for r in rows if r.get("agent") == top[0].get("best_agent")] or rows
-    best = max(rows, key=lambda r: (r["max_x"], -r["steps"]))
+    best = max(rows, key=lambda r: (r["flag_get"], r["max_x"], -r["steps"]))
     stored = read_json(run / "config.json")["config"]  # as written by any lemario: in today's shape
     env = EnvConfig(**with_defaults(stored, as_json(FlywheelConfig()))["env"])
+    env = replace(env, level=best.get("level", env.level))  # a multi-level run's rows name their level
     with torch_threads(1):  # as in the evaluation workers, so the replay is the evaluated episode
         return render(
             RenderConfig(
@@ -147,6 +165,12 @@ def _exploration_cell(s: IterationSummary) -> str:
     e = s.exploration
     if not e:
         return "-"
+    if "levels" in e:  # a multi-level run: each level's archive
+        return "; ".join(f"{lv}: {_exploration_cell_of(f)}" for lv, f in e["levels"].items())
+    return _exploration_cell_of(e)
+
+
+def _exploration_cell_of(e: dict) -> str:
     flag = f", flag at {e['flag_env_steps']}" if e["flag_env_steps"] is not None else ""
     return f"{e['env_steps']} env steps, frontier x {e['max_x']}{flag}"
 
@@ -187,6 +211,17 @@ def _decisions_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     )
 
 
+def _levels_table(summaries: list[IterationSummary], references: dict) -> tuple[str, str]:
+    """A multi-level run: per iteration and level, the policies' mean max_x +- sd and the best flag rate."""
+    levels = list(summaries[0].level_scores)
+    ref = [f"{references[lv]:.0f}" if lv in references else "-" for lv in levels]
+    rows = [["biased random", *ref]]
+    for s in summaries:
+        means = level_means(s)
+        rows.append([s.iteration] + [f"{m:.0f} +- {sd:.0f}, flag {f:.2f}" for m, sd, f in map(means.get, levels)])
+    return table(["iter", *levels], rows)
+
+
 def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     nan = float("nan")
     return table(
@@ -217,14 +252,14 @@ def _headline(run: Path, summaries: list[IterationSummary], curve: list[dict], r
     )
 
 
-def _write_page(out: Path, head: str, tables: list, video: dict | None) -> None:
+def _write_page(out: Path, head: str, tables: list, figures: list, video: dict | None) -> None:
     """report.md and index.html: the headline, the tables, the figures and the best episode."""
     md = [f"# lemario flywheel report\n\n{head}\n"]
     body = [f"<h1>lemario flywheel report</h1><p>{html.escape(head)}</p>"]
     for title, (tmd, thtml) in tables:
         md += [f"## {title}\n", tmd, ""]
         body += [f"<h2>{title}</h2>", thtml]
-    for title, png in FIGURES:
+    for title, png in figures:
         md.append(f"## {title}\n\n![{title}]({png})\n")
         body.append(f"<h2>{title}</h2><img src='{png}' alt='{title}'>")
     if video:
@@ -262,19 +297,25 @@ def build(cfg: ReportConfig) -> Path:
         raise LemarioError(f"{run} has no finished flywheel iteration: run `lemario flywheel --out {run}` first")
     out = run / "report"
     out.mkdir(exist_ok=True)
-    reference = biased_reference(run)
+    references = biased_references(run)
+    reference = references.get(None)
     curve = hof_curve(summaries)
     plot_kseed(summaries, reference, out / "kseed.png")
     plot_hof(curve, reference, out / "hof.png")
     plot_tiers(summaries, out / "tiers.png")
     plot_world_model(run, summaries, out / "world_model.png")
+    figures = list(FIGURES)
     video = render_best(run, out, cfg) if cfg.video else None
     tables = [
         ("Iterations", _iterations_table(summaries, curve)),
         ("Detector decisions", _decisions_table(summaries)),
         ("World model", _world_model_table(summaries)),
     ]
-    _write_page(out, _headline(run, summaries, curve, reference), tables, video)
+    if summaries[0].level_scores:
+        plot_levels(summaries, references, out / "levels.png")
+        figures.append(("Per level", "levels.png"))
+        tables.insert(1, ("Per level", _levels_table(summaries, references)))
+    _write_page(out, _headline(run, summaries, curve, reference), tables, figures, video)
     return out
 
 

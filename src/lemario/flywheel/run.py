@@ -27,8 +27,10 @@ that then commits is kept, one that does not is reverted. `halt` stops the run u
     RUN/state.json                finished iterations and their decisions (derived; for people and the report)
     RUN/corpus/                   every episode ever collected (HDF5, `lemario.data.corpus`)
     RUN/corpus/explore/           with --explore-steps: the frontier exploration (`lemario explore`), a sub-corpus
+    RUN/corpus/<level>/           with --levels: each level's collected episodes (and explore-<level>/ its exploration)
     RUN/iterNNN/plan.json         the iteration's settings;  selection.json, audit.json;  wm/ (a `lemario train` run)
     RUN/iterNNN/probe.json  policies/s{seed}/  eval/  confirm/  decision.json  summary.json
+                                  (with --levels, eval/ and confirm/ hold a folder per level and the pooled summary)
     RUN/hof/                      the hall of fame (`lemario.flywheel.hof`)
 """
 

@@ -66,7 +66,7 @@ def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bat
     for lo in range(0, n_frames, batch):
         f = np.arange(lo, min(lo + batch, n_frames))  # (n,)
         frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
-        z = model.encode(torch.from_numpy(buffer.frames[frames]))  # (n, D)
+        z = model.encode(torch.from_numpy(buffer.frames[frames]), torch.from_numpy(buffer.levels(f)))  # (n, D)
         prev = torch.from_numpy(buffer.prev_actions(f))
         now[f] = model.reward(z, prev)[:, 2].sigmoid().numpy()
         steps = f[:, None] + np.arange(horizon)  # (n, H) the transitions taken next

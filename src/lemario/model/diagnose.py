@@ -71,7 +71,7 @@ def diagnose(
     was_training = model.training
     model.eval()
     try:
-        emb = model.encode(batch["obs"]).float()  # (B, K+1, D)
+        emb = model.encode(batch["obs"], batch.get("level")).float()  # (B, K+1, D)
         actions, prev = batch["actions"], batch["prev"]
         z, a, target = emb[:, :1], actions[:, :1], emb[:, 1]  # (B, 1, D), (B, 1), (B, D)
         out = model.predict(z, a, prev)[:, 0]  # (B, D)

@@ -87,7 +87,7 @@ def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512
         )  # (n, stack)
         trunk = model.trunk(torch.from_numpy(buffer.frames[frame_idx]))  # (n, encoder_dim)
         trunks.append(trunk.float().numpy())
-        embs.append(model.projector(trunk).float().numpy())
+        embs.append(model.project(trunk, torch.from_numpy(buffer.levels(j))).float().numpy())
     return np.concatenate(trunks), np.concatenate(embs)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
+from lemario.games.mario.ram import N_LEVELS
 from lemario.model.encoders import CNNEncoder, Projector, ViTEncoder
 from lemario.model.predictors import MLPPredictor, TransformerPredictor
 from lemario.model.sigreg import sigreg
@@ -80,6 +81,10 @@ class ModelConfig:
     state_head: int = 0
     """Outputs of a head that reads the game state from each latent, trained with it (the push game: 8); 0: none."""
     state_hidden: int = 256
+    level_embedding: bool = False
+    """A learned vector per level (world and stage) added to every latent, so the predictor, the reward head and the
+    controllers know the level they play (issue 21). A level the model never trained on, or none given, gets the
+    'unknown' vector, which training learns on windows whose level it hides (`--loss.level-dropout`)."""
     ensemble: int = 0
     """Heads of a disagreement ensemble (Plan2Explore's): MLPs that each predict the next latent from the detached
     (state, action), trained beside the model without shaping it; the variance between them (`disagreement`)
@@ -127,6 +132,10 @@ class WorldModel(nn.Module):
             self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 4 if cfg.flag_head else 3)
         if cfg.state_head:
             self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
+        if cfg.level_embedding:
+            self.level_embedding = nn.Embedding(N_LEVELS + 1, D)  # row 0: the unknown level
+            nn.init.zeros_(self.level_embedding.weight)  # starts as the unconditioned model
+            self.register_buffer("levels_seen", torch.zeros(N_LEVELS + 1, dtype=torch.bool))
         if cfg.ensemble:
             self.ensemble_heads = nn.ModuleList(
                 _mlp(self.state_dim + cfg.n_actions, cfg.reward_hidden, D) for _ in range(cfg.ensemble)
@@ -159,11 +168,29 @@ class WorldModel(nn.Module):
             obs = obs.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (N, S*C, H, W)
         return self.encoder(obs.float() / 255.0)
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings."""
+    def encode(self, obs: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings. level: the level index of each stack
+        (`lemario.games.mario.ram.level_index`; the leading dimensions of obs, or the first of them, as a window's
+        level), which a level-conditioned model adds as its vector (a level it never trained on, 0 or None: the
+        unknown level's) and any other model ignores."""
         n = self.frame_dims
         lead = obs.shape[:-n]
-        return self.projector(self.trunk(obs.reshape(-1, *obs.shape[-n:]))).reshape(*lead, -1)
+        if level is not None:
+            level = level.reshape(*level.shape, *[1] * (len(lead) - level.dim())).expand(lead).reshape(-1)
+        return self.project(self.trunk(obs.reshape(-1, *obs.shape[-n:])), level).reshape(*lead, -1)
+
+    def project(self, trunk: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, encoder_dim) trunk features, (N,) their level indexes -> (N, D) embeddings (`encode`)."""
+        z = self.projector(trunk)
+        if not self.cfg.level_embedding:
+            return z
+        level = torch.zeros(len(z), dtype=torch.int64, device=z.device) if level is None else level
+        return z + self.level_embedding(torch.where(self.levels_seen[level], level, 0))
+
+    def see_levels(self, levels) -> None:
+        """Mark level indexes as trained on (a level-conditioned model uses their vectors from now on)."""
+        if self.cfg.level_embedding:
+            self.levels_seen[torch.as_tensor(levels, dtype=torch.int64, device=self.levels_seen.device)] = True
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """(B, T, D), (B, T[, A]), prev (B[, A]) the action before z[:, 0] -> (B, T, D): output t predicts the latent
@@ -274,15 +301,19 @@ class LossConfig:
     and predictor."""
     state_weight: float = 10.0
     """Weight of the state head's loss, for models that have one (the seed's lambda = 10)."""
+    level_dropout: float = 0.2
+    """A level-conditioned model (`--model.level-embedding`) trains on this share of windows with their level hidden
+    (the unknown level's vector), which is what it plays on a level it never trained on."""
 
 
 def world_model_loss(
     model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """batch: obs (B, K+1, S, H, W[, C]) uint8, actions (B, K[, A]), prev (B[, A]) (the action before the first
-    frame); with a reward head rewards (B, K, 4) float32, with a state head state (B, K+1, state_head) float32."""
+    frame); with a reward head rewards (B, K, 4) float32, with a state head state (B, K+1, state_head) float32;
+    optionally level (B,) each window's level index (a level-conditioned model reads it)."""
     obs, actions, prev = batch["obs"], batch["actions"], batch["prev"]
-    emb = model.encode(obs)  # (B, K+1, D)
+    emb = model.encode(obs, _shown_level(model, batch.get("level"), cfg.level_dropout, generator))  # (B, K+1, D)
     c = cfg.context if cfg.free_running else 1
     if cfg.free_running:
         preds = model.rollout(emb[:, :c], actions, prev)  # (B, K+1-c, D), from the first c real latents
@@ -314,6 +345,17 @@ def world_model_loss(
             "baseline/no_change": F.mse_loss(emb[:, :-1].float(), emb[:, 1:].float()).item(),
         }
     return loss, metrics
+
+
+def _shown_level(
+    model: WorldModel, level: torch.Tensor | None, dropout: float, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """The windows' levels (B,) a level-conditioned model trains with: in training mode a `dropout` share of them
+    hidden (0, the unknown level)."""
+    if level is None or not (model.cfg.level_embedding and model.training and dropout > 0):
+        return level
+    hide = torch.rand(level.shape, generator=generator, device=level.device) < dropout
+    return torch.where(hide, 0, level)
 
 
 def _reward_loss(

@@ -47,7 +47,8 @@ class EvalConfig:
     """The game (`lemario.games.mario.env.EnvConfig`): --level, --backend, --action-set, --max-steps, ..."""
     levels: tuple[str, ...] = ()
     """Evaluate on each of these levels instead of --level: one evaluation per level into OUT/<level>/ (the same
-    seeds on each), and a table of every agent on every level (OUT/levels.json)."""
+    seeds on each), then OUT/summary.json and episodes.jsonl over all of them (each agent's episodes of every
+    level pooled, and `per_level`: level -> per-agent aggregates) and a table of every agent on every level."""
     workers: int = 2
     """Worker processes, one env each (1 plays in this process)."""
     out: Path = field(default_factory=lambda: Path("runs/eval") / time.strftime("%Y%m%d-%H%M%S"))
@@ -140,6 +141,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     check_writable(out)
     with writer_lock(out):
         key, partial = _resume_key(cfg), out / PARTIAL
+        done = _finished(out, key)
+        if done is not None:
+            print(f"{out} holds this evaluation already: its summary is reused", flush=True)
+            return {**done, "out": str(out)}
         rows = _load_partial(partial, key)
         done = {(r["agent"], r["episode"]) for r in rows}
         tasks = [
@@ -165,6 +170,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "per_agent": per_agent,
             "kseed": _kseed_by_method(per_agent),
             "config": json.loads(json.dumps(asdict(cfg), default=str)),
+            "resume_key": key,
             **provenance(),
         }
         atomic_write_text(out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -174,15 +180,41 @@ def evaluate(cfg: EvalConfig) -> dict:
     return summary
 
 
+def _finished(out: Path, key: dict) -> dict | None:
+    """OUT/summary.json when it holds the evaluation of this resume key (a re-run of a finished evaluation)."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("resume_key") == key else None
+
+
 def evaluate_levels(cfg: EvalConfig) -> dict[str, dict]:
-    """`evaluate` on each of cfg.levels into OUT/<level>/; returns level -> its summary (also OUT/levels.json: level
-    -> per-agent aggregates)."""
+    """`evaluate` on each of cfg.levels into OUT/<level>/ (a finished level is not played again), then OUT/summary.json
+    and OUT/episodes.jsonl over all levels: each row with its level, each agent's episodes of every level pooled
+    (with the same episodes per level, its mean max_x is the mean of its level means), and `per_level`. Returns
+    level -> that level's summary."""
     cfg.validate()
     summaries = {}
     for level in cfg.levels:
         print(f"level {level} into {cfg.out / level}", flush=True)
         summaries[level] = evaluate(replace(cfg, env=replace(cfg.env, level=level), levels=(), out=cfg.out / level))
-    write_json(cfg.out / "levels.json", {level: s["per_agent"] for level, s in summaries.items()})
+    rows = [
+        {"level": level, **row} for level in cfg.levels for row in runlog.read_rows(cfg.out / level / "episodes.jsonl")
+    ]
+    per_agent = _aggregate(rows, cfg.agents)
+    with writer_lock(cfg.out):
+        atomic_write_text(cfg.out / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_json(
+            cfg.out / "summary.json",
+            {
+                "per_agent": per_agent,
+                "kseed": _kseed_by_method(per_agent),
+                "per_level": {level: s["per_agent"] for level, s in summaries.items()},
+                "config": json.loads(json.dumps(asdict(cfg), default=str)),
+                **provenance(),
+            },
+        )
     return summaries
 
 

@@ -37,7 +37,7 @@ from lemario.core.files import check_writable, now_iso, read_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
-from lemario.games.mario.emulator import resolve_rom
+from lemario.games.mario.emulator import level_number, resolve_rom
 from lemario.games.mario.env import EnvConfig, MarioState
 from lemario.model.world_model import load_world_model
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
@@ -191,7 +191,8 @@ def step_novelty(model, ep: Episode, steps: list[int]) -> list[float]:
     obs = torch.as_tensor(ep.frames[idx])  # (n, stack, H, W[, C])
     actions = ep.actions.astype(np.int64)
     prev = torch.as_tensor(np.where(t > 0, actions[np.maximum(t - 1, 0)], 0))
-    return model.disagreement(model.encode(obs), prev, torch.as_tensor(actions[t])).tolist()
+    level = torch.tensor([level_number(ep.meta["level"])])
+    return model.disagreement(model.encode(obs, level), prev, torch.as_tensor(actions[t])).tolist()
 
 
 def _open_run(cfg: ExploreConfig) -> Archive:

@@ -19,7 +19,7 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-from lemario.control.agents import make_agent, validate_spec
+from lemario.control.agents import env_level, make_agent, validate_spec
 from lemario.core.files import check_writable, write_json
 from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
@@ -137,7 +137,7 @@ def dream_figures(cfg: RenderConfig, obs: torch.Tensor, actions: torch.Tensor) -
     moment's decoded drift_k-step dream as (T+1, H, W) uint8 (black before there is one)."""
     decoder, model = load_decoder(cfg.decoder)
     k = cfg.drift_k
-    z = model.encode(obs)  # (T+1, D)
+    z = model.encode(obs, env_level(cfg.env))  # (T+1, D)
     dreams = k_step_dreams(model, z, actions, k)
     decoded = torch.zeros(len(z), *decoder(z[:1]).shape[1:])  # (T+1, C, H, W)
     decoded[k:] = decoder(dreams[k:])
@@ -189,7 +189,7 @@ def render(cfg: RenderConfig) -> dict:
     obs, acts = torch.from_numpy(np.stack(observations)), torch.tensor(actions)
     if model is not None:
         with torch.no_grad():
-            z = model.encode(obs)  # (T+1, D)
+            z = model.encode(obs, env_level(cfg.env))  # (T+1, D)
         drift = latent_drift(k_step_dreams(model, z, acts, cfg.drift_k), z)
     if cfg.decoder is not None:
         pictures = dream_figures(cfg, obs, acts)

@@ -69,6 +69,11 @@ def parse_level(level: str) -> tuple[int, int]:
     return world, stage
 
 
+def level_number(level: str) -> int:
+    """'W-S' -> its index 1..32 (`lemario.games.mario.ram.level_index`)."""
+    return R.level_index(*parse_level(level))
+
+
 class NesPyEmulator:
     """LaiNES through nes-py's C library (one frame per `step`)."""
 

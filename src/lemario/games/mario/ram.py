@@ -27,6 +27,16 @@ COIN_DIGITS = slice(0x7ED, 0x7EF)
 PLAYER_NORMAL, PLAYER_DYING, PLAYER_DEAD = 0x08, 0x0B, 0x06
 FLOAT_FLAGPOLE = 3
 
+N_LEVELS = 32
+"""SMB's levels: worlds 1-8 x stages 1-4."""
+
+
+def level_index(world, stage):
+    """A level's index 1..N_LEVELS from its 1-based world and stage (the labels' and `parse_level`'s), arrays or
+    ints alike; 0 is left free for 'no level' (a level-conditioned world model's unknown level)."""
+    return (world - 1) * 4 + stage
+
+
 # Column order of the per-step label table stored in the corpus.
 LABELS = (
     "x_pos",
