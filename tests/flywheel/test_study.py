@@ -45,3 +45,18 @@ def test_bad_input_is_one_line(corpus, tmp_path):
     assert r.returncode == 2 and "at least 2 world models" in r.stderr
     r = run_cli("study", "variance", "--world-models", str(tmp_path / "no.safetensors"), str(tmp_path / "b"))
     assert r.returncode == 2 and "no world model at" in r.stderr
+    # world models of other frames than the env's are refused before any policy is trained on them
+    import torch
+
+    from lemario.core import checkpoint
+
+    wm = tmp_path / "wm112.safetensors"
+    checkpoint.save(wm, {"w": torch.zeros(1)}, {"kind": "world_model", "config": {"image_size": 112}})
+    r = run_cli(
+        "study", "variance", "--world-models", str(wm), str(wm), "--corpus", str(corpus), "--out", str(tmp_path / "s")
+    )
+    assert (
+        r.returncode == 2
+        and "pass --frame-stack 4 --resize 112" in r.stderr
+        and not (tmp_path / "s" / "policies").exists()
+    )

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import tyro
 
+from lemario.control.agents import check_frames
 from lemario.control.imagination import ImagineConfig, run_imagine
-from lemario.core import plots
+from lemario.core import checkpoint, plots
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS, run_configs
 from lemario.core.files import check_writable, read_json, write_json, writer_lock
@@ -104,6 +105,9 @@ class VarianceStudyConfig:
         for path in self.world_models:
             if not Path(path).is_file():
                 raise LemarioError(f"no world model at {path}: pass model.safetensors files of `lemario train` runs")
+            check_frames(checkpoint.load_meta(Path(path))["config"], self.env, f"the world model {path}")
+        if not self.world_models:
+            check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
         if not self.corpus.is_dir():
             raise LemarioError(f"no corpus at {self.corpus}: pass the folder the world models were trained on")
 
