@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import tyro
 
+from lemario.model.loss import world_model_loss
 from lemario.model.train import PRESETS
-from lemario.model.world_model import WorldModel, world_model_loss
+from lemario.model.world_model import WorldModel
 
 
 @dataclass(frozen=True)

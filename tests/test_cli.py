@@ -158,7 +158,7 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         "no checkpoint at",
     ),
     ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
-    ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 84 px, the env gives"),
+    ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 112 px, the env gives"),
     ("flywheel-detector", ["flywheel", "--detector", "vibes", "--out", "{root}/new"], "unknown detector 'vibes'"),
     (
         "flywheel-variance",

@@ -11,6 +11,8 @@ from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig, upgrad
 from lemario.flywheel.detector import Decision
 from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
+from lemario.games.mario.env import EnvConfig
+from lemario.model.world_model import ModelConfig
 
 CFG = replace(PRESETS["tiny"], out=Path("/nonexistent/run"))  # an empty hall of fame
 
@@ -55,8 +57,11 @@ def test_plan_and_decision_round_trip_through_their_json():
 
 def test_a_run_key_of_the_flat_layout_resumes():
     """Keys written before the layout issue: the env's fields at the top level, imagination's reward weights flat
-    and in units of 8 px (death penalty 5 = 40 px); the same run today."""
-    key = run_key(FlywheelConfig(), BOOKKEEPING)
+    and in units of 8 px (death penalty 5 = 40 px), 84-px frames and a model without the previous action; the same
+    run today."""
+    cpu = FlywheelConfig()
+    then = replace(cpu, env=EnvConfig(), train=replace(cpu.train, model=ModelConfig()))  # the `cpu` model then
+    key, defaults = run_key(then, BOOKKEEPING), run_key(cpu, BOOKKEEPING)
     old = {k: v for k, v in key.items() if k != "env"} | {
         k: key["env"][k] for k in ("level", "backend", "action_set", "max_steps")
     }
@@ -64,10 +69,11 @@ def test_a_run_key_of_the_flat_layout_resumes():
         "death_penalty": 5.0,
         "score_weight": 0.0,
     }
-    check_same_run(upgrade_key(old), key, key, Path("run"), "flywheel run")
+    old["train"] = old["train"] | {"model": {k: v for k, v in key["train"]["model"].items() if k != "prev_action"}}
+    check_same_run(upgrade_key(old), key, defaults, Path("run"), "flywheel run")
     with pytest.raises(Exception, match=r"imagine.reward.death_penalty: 16.0 -> 40.0"):
         check_same_run(
-            upgrade_key(old | {"imagine": old["imagine"] | {"death_penalty": 2.0}}), key, key, Path("run"), "x"
+            upgrade_key(old | {"imagine": old["imagine"] | {"death_penalty": 2.0}}), key, defaults, Path("run"), "x"
         )
 
 

@@ -50,13 +50,13 @@ def test_bad_input_is_one_line(corpus, tmp_path):
 
     from lemario.core import checkpoint
 
-    wm = tmp_path / "wm112.safetensors"
-    checkpoint.save(wm, {"w": torch.zeros(1)}, {"kind": "world_model", "config": {"image_size": 112}})
+    wm = tmp_path / "wm96.safetensors"
+    checkpoint.save(wm, {"w": torch.zeros(1)}, {"kind": "world_model", "config": {"image_size": 96}})
     r = run_cli(
         "study", "variance", "--world-models", str(wm), str(wm), "--corpus", str(corpus), "--out", str(tmp_path / "s")
     )
     assert (
         r.returncode == 2
-        and "pass --frame-stack 4 --resize 112" in r.stderr
+        and "pass --frame-stack 4 --resize 96" in r.stderr
         and not (tmp_path / "s" / "policies").exists()
     )

@@ -17,8 +17,9 @@ from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
+from lemario.model.loss import LossConfig, world_model_loss
 from lemario.model.train import PRESETS, train
-from lemario.model.world_model import LossConfig, WorldModel, load_world_model, world_model_loss
+from lemario.model.world_model import WorldModel, load_world_model
 from lemario.play.push_data import PushDataConfig, generate
 from lemario.play.push_goal import goal_task
 

@@ -23,10 +23,11 @@ from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import LABELS
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
+from lemario.model.loss import LossConfig, world_model_loss
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
 from lemario.model.trainer import Trainer, recalibrate_batchnorm
-from lemario.model.world_model import LossConfig, WorldModel, decode_reward, load_world_model, world_model_loss
+from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
 from conftest import run_cli
 from synthetic import make_episode, write_corpus

@@ -21,8 +21,8 @@ from lemario.data.replay import ReplayConfig
 from lemario.data.tiers import TIERS
 from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
+from lemario.model.train import CPU_MODEL, TrainConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
-from lemario.model.train import TrainConfig
 from lemario.play.collect import CollectConfig, level_seed
 from lemario.play.explore import ExploreConfig
 
@@ -92,8 +92,9 @@ class FlywheelConfig:
     """World models trained per iteration (in parallel: processes, or Ray tasks on workers and GPUs), each with
     its K policies: the iteration's mean then averages W world models' training noise (`lemario study variance`
     measures it)."""
-    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
-    """The game collection and evaluation play (`lemario.games.mario.env.EnvConfig`): --level, --max-steps, ..."""
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=lambda: CPU_MODEL.frames_env())
+    """The game collection and evaluation play (`lemario.games.mario.env.EnvConfig`): --level, --max-steps, ...; its
+    frames are the world model's (112 px for the default model: `--resize` follows `--train.model.image-size`)."""
     levels: tuple[str, ...] = ()
     """Play each of these levels instead of --level, with one world model and one set of policies for all: each
     level's collection into RUN/corpus/<level>/ (the episode counts below are per level), its exploration into
@@ -146,7 +147,7 @@ class FlywheelConfig:
     """Base seed: collection seeds and the world model's seed derive from it."""
     train: IterationTrainConfig = field(
         default_factory=lambda: _as(
-            IterationTrainConfig, replace(TRAIN_PRESETS["cpu"], steps=2500, minutes=25.0, progress=False)
+            IterationTrainConfig, replace(TRAIN_PRESETS["cpu"], steps=2500, stop_at=0, minutes=25.0, progress=False)
         )
     )
     """World-model training per iteration (its corpus, out, episodes, init_from and seed are the flywheel's)."""
@@ -260,6 +261,7 @@ PRESETS = {
         explorer=IterationExploreConfig(cell="ram"),
     ),
     "gpu": FlywheelConfig(
+        env=TRAIN_PRESETS["gpu"].model.frames_env(),
         k=8,
         bootstrap_episodes=5000,
         episodes=1000,
@@ -287,14 +289,19 @@ def upgrade_key(stored: dict) -> dict:
     imagination's reward weights became pixels (`lemario.control.reward`) kept flat `imagine.death_penalty` and
     `imagine.score_weight` in units of RETURN_UNIT px; runs before reward spec v3 trained world models without the
     flag head, and counted flag episodes in the elite tier (a tier of its own since: both protected and uncapped,
-    so the replay selects the same episodes)."""
+    so the replay selects the same episodes); runs before the `cpu` preset's 112-px previous-action model (issue 16)
+    played 84-px frames with models that had no previous-action input, whatever their key omits."""
     stored = {"detector": "seeds", **stored}
+    if "env" not in stored:  # before the env was one nested config: 84-px frames, not a flywheel setting then
+        stored = {**stored, "env": {"resize": 84}}
     tiers = stored.get("replay", {}).get("tiers")
     if isinstance(tiers, list) and len(tiers) == 4 and tiers[-1].get("hi", 0) is None:
         stored = {**stored, "replay": {**stored["replay"], "tiers": [asdict(t) for t in TIERS]}}
     train = stored.get("train")
-    if isinstance(train, dict) and isinstance(train.get("model"), dict) and "flag_head" not in train["model"]:
-        stored = {**stored, "train": {**train, "model": {**train["model"], "flag_head": False}}}
+    if isinstance(train, dict) and isinstance(train.get("model"), dict):
+        # models before reward spec v3 had no flag head, before issue 16 no previous action
+        before = {"flag_head": False, "prev_action": False}
+        stored = {**stored, "train": {**train, "model": {**before, **train["model"]}}}
     imagine = dict(stored.get("imagine", {}))
     if "death_penalty" not in imagine:
         return stored

@@ -35,8 +35,8 @@ from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.core.runlog import read_rows
 from lemario.games.mario.env import EnvConfig
+from lemario.model.train import CPU_MODEL, TrainConfig, train
 from lemario.model.train import PRESETS as TRAIN_PRESETS
-from lemario.model.train import TrainConfig, train
 from lemario.play.evaluate import EvalConfig, evaluate
 from lemario.play.variance import (
     COMPONENTS,
@@ -71,8 +71,9 @@ class VarianceStudyConfig:
     """World-model training (its corpus, out and seed are the study's)."""
     imagine: ImagineConfig = field(default_factory=lambda: ImagineConfig(updates=600, batch=128, progress=False))
     """Policy training (its world model, corpus, out and seed are the study's)."""
-    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=EnvConfig)
-    """The game the policies are evaluated on (`lemario.games.mario.env.EnvConfig`)."""
+    env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=lambda: CPU_MODEL.frames_env())
+    """The game the policies are evaluated on (`lemario.games.mario.env.EnvConfig`), giving the world models' frames
+    (the `cpu` preset's by default)."""
     workers: int = 2
     """Processes for trainings and evaluation episodes."""
     executor: str = "local"

@@ -30,8 +30,9 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.data.tiers import check_weights
+from lemario.model.loss import LossConfig
 from lemario.model.trainer import Trainer
-from lemario.model.world_model import LossConfig, ModelConfig
+from lemario.model.world_model import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ _PUSH_MODEL = ModelConfig(
     reward_head=False,
     state_head=8,
 )
+CPU_MODEL = ModelConfig(image_size=112, latent_dim=256, prev_action=True)
+"""The `cpu` preset's world model."""
 _TINY_SCHEDULE = dict(steps=30, batch_size=8, warmup=5, val_every=10, diag_every=15, ckpt_every=10, log_every=5)
 """Seconds on a CPU: the tiny presets' steps and clocks."""
 _PUSH_LOSS = LossConfig(context=3, sigreg_lambda=0.09)
@@ -136,7 +139,10 @@ PRESETS = {
     "tiny": TrainConfig(
         model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), out=Path("runs/wm-tiny"), **_TINY_SCHEDULE
     ),
-    "cpu": TrainConfig(minutes=55.0, steps=7500),  # nature CNN + MLP: ~2.5 steps/s on 2 cores (benchmarks/train_wm.py)
+    # Issue 16's choice (docs/RESULTS.md, sessions 8-13): the previous action as an input, a 256-D embedding and
+    # 112-px frames, nature CNN + MLP; 6,235 steps of a 7,500-step schedule, the length of the 3 measured seeds
+    # (~1 h on 2 cores, capped at 65 min). The frames it reads: CPU_MODEL.frames_env().
+    "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=65.0),
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     "push": TrainConfig(
         corpus=Path("runs/push-data"),

@@ -22,7 +22,8 @@ from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.buffer import EpisodeBuffer, split_windows, window_probabilities
 from lemario.model.diagnose import diagnose, holds_a
-from lemario.model.world_model import LossConfig, ModelConfig, WorldModel, world_model_loss
+from lemario.model.loss import LossConfig, world_model_loss
+from lemario.model.world_model import ModelConfig, WorldModel
 
 BOOKKEEPING = (
     "out",

@@ -1,5 +1,5 @@
-"""The JEPA world model: encoder + BatchNorm projector, action-conditioned predictor + its projector, reward head;
-and its loss, a small pure function: next-latent prediction + lambda * SIGReg (+ the reward head's loss).
+"""The JEPA world model: encoder + BatchNorm projector, action-conditioned predictor + its projector, reward head
+(its loss: `lemario.model.loss`).
 
 No EMA, no stop-gradient, no pretrained weights, no reconstruction: the target latents come from the same
 encoder the gradient flows through.
@@ -16,7 +16,7 @@ existed) the previous action is accepted and ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,10 +25,10 @@ from torch import nn
 
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
+from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import N_LEVELS
 from lemario.model.encoders import CNNEncoder, Projector, ViTEncoder
 from lemario.model.predictors import MLPPredictor, TransformerPredictor
-from lemario.model.sigreg import sigreg
 
 # The reward head predicts progress / PROGRESS_SCALE, score / SCORE_SCALE, a death logit and (reward spec v3) a
 # flag logit.
@@ -89,6 +89,16 @@ class ModelConfig:
     """Heads of a disagreement ensemble (Plan2Explore's): MLPs that each predict the next latent from the detached
     (state, action), trained beside the model without shaping it; the variance between them (`disagreement`)
     scores how new a transition is to the model. 0: none."""
+
+    def frames_env(self, env: EnvConfig | None = None) -> EnvConfig:
+        """`env` (default: the default env) giving the frames this model reads: its stack, size, crop and pooling."""
+        return replace(
+            env or EnvConfig(),
+            frame_stack=self.frame_stack,
+            resize=self.image_size,
+            crop_top=self.crop_top,
+            pool=self.pool,
+        )
 
 
 class WorldModel(nn.Module):
@@ -279,111 +289,6 @@ def decode_reward(out: torch.Tensor) -> torch.Tensor:
     (0 from a head without the flag)."""
     flag = out[..., 3].sigmoid() if out.shape[-1] > 3 else torch.zeros_like(out[..., 0])
     return torch.stack([out[..., 0] * PROGRESS_SCALE, out[..., 1] * SCORE_SCALE, out[..., 2].sigmoid(), flag], dim=-1)
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    free_running: bool = True
-    """Feed the predictor its own outputs over the K steps (the seed's K=4 finding) instead of teacher forcing."""
-    context: int = 1
-    """Real latents a free-running window starts from (the push game: the predictor's history, which shows the
-    velocities one frame cannot); the other K+1-context latents are predicted."""
-    sigreg_lambda: float = 0.1
-    sigreg_projections: int = 1024
-    reward_weight: float = 1.0
-    """Weight of the reward head's loss (0 trains the JEPA alone)."""
-    death_weight: float = 1.0
-    """Weight of the positive (doomed) steps in the death loss: they are a few percent of all steps."""
-    flag_weight: float = 20.0
-    """Weight of the positive steps in the flag loss: one step per episode that reaches the flag."""
-    reward_detach: bool = False
-    """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
-    and predictor."""
-    state_weight: float = 10.0
-    """Weight of the state head's loss, for models that have one (the seed's lambda = 10)."""
-    level_dropout: float = 0.2
-    """A level-conditioned model (`--model.level-embedding`) trains on this share of windows with their level hidden
-    (the unknown level's vector), which is what it plays on a level it never trained on."""
-
-
-def world_model_loss(
-    model: WorldModel, batch: dict[str, torch.Tensor], cfg: LossConfig, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """batch: obs (B, K+1, S, H, W[, C]) uint8, actions (B, K[, A]), prev (B[, A]) (the action before the first
-    frame); with a reward head rewards (B, K, 4) float32, with a state head state (B, K+1, state_head) float32;
-    optionally level (B,) each window's level index (a level-conditioned model reads it)."""
-    obs, actions, prev = batch["obs"], batch["actions"], batch["prev"]
-    emb = model.encode(obs, _shown_level(model, batch.get("level"), cfg.level_dropout, generator))  # (B, K+1, D)
-    c = cfg.context if cfg.free_running else 1
-    if cfg.free_running:
-        preds = model.rollout(emb[:, :c], actions, prev)  # (B, K+1-c, D), from the first c real latents
-    else:
-        preds = model.teacher_forced(emb, actions, prev)  # (B, K, D)
-    pred_loss = F.mse_loss(preds.float(), emb[:, c:].float())
-    sig = sigreg(emb.transpose(0, 1), num_proj=cfg.sigreg_projections, generator=generator)  # per step, averaged
-    loss = pred_loss + cfg.sigreg_lambda * sig
-    metrics = {"loss/pred": pred_loss, "loss/sigreg": sig}
-    if model.cfg.reward_head:
-        reward_loss, reward_metrics = _reward_loss(model, preds, actions[:, c - 1 :], batch["rewards"][:, c - 1 :], cfg)
-        loss = loss + cfg.reward_weight * reward_loss
-        metrics.update(reward_metrics)
-    if model.cfg.ensemble:
-        ensemble_loss = _ensemble_loss(model, emb.detach(), actions, prev)
-        loss = loss + ensemble_loss
-        metrics["loss/ensemble"] = ensemble_loss
-    if model.cfg.state_head:
-        target = batch["state"].float()  # (B, K+1, S)
-        real = F.mse_loss(model.decode_state(emb).float(), target)
-        predicted = F.mse_loss(model.decode_state(preds).float(), target[:, c:])
-        loss = loss + cfg.state_weight * (real + predicted)
-        metrics.update({"loss/state": real, "loss/state_predicted": predicted})
-    with torch.no_grad():
-        metrics = {
-            "loss/total": loss.item(),
-            **{k: v.item() for k, v in metrics.items()},
-            "emb/std": emb.float().std(dim=(0, 1)).mean().item(),
-            "baseline/no_change": F.mse_loss(emb[:, :-1].float(), emb[:, 1:].float()).item(),
-        }
-    return loss, metrics
-
-
-def _shown_level(
-    model: WorldModel, level: torch.Tensor | None, dropout: float, generator: torch.Generator | None
-) -> torch.Tensor | None:
-    """The windows' levels (B,) a level-conditioned model trains with: in training mode a `dropout` share of them
-    hidden (0, the unknown level)."""
-    if level is None or not (model.cfg.level_embedding and model.training and dropout > 0):
-        return level
-    hide = torch.rand(level.shape, generator=generator, device=level.device) < dropout
-    return torch.where(hide, 0, level)
-
-
-def _reward_loss(
-    model: WorldModel, preds: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, cfg: LossConfig
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reward head on the predicted latents against (B, K, 4) progress, score, death, flag."""
-    out = model.reward(preds.detach() if cfg.reward_detach else preds, actions).float()  # (B, K, 4) or (B, K, 3)
-    progress_loss = F.mse_loss(out[..., 0], rewards[..., 0] / PROGRESS_SCALE)
-    score_loss = F.mse_loss(out[..., 1], rewards[..., 1] / SCORE_SCALE)
-    death_loss = F.binary_cross_entropy_with_logits(
-        out[..., 2], rewards[..., 2], pos_weight=torch.tensor(cfg.death_weight, device=out.device)
-    )
-    reward_loss = progress_loss + score_loss + death_loss
-    metrics = {"loss/progress": progress_loss, "loss/score": score_loss, "loss/death": death_loss}
-    if model.cfg.flag_head:
-        flag_loss = F.binary_cross_entropy_with_logits(
-            out[..., 3], rewards[..., 3], pos_weight=torch.tensor(cfg.flag_weight, device=out.device)
-        )
-        reward_loss, metrics["loss/flag"] = reward_loss + flag_loss, flag_loss
-    return reward_loss, {"loss/reward": reward_loss, **metrics}
-
-
-def _ensemble_loss(model: WorldModel, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    """Each ensemble head against the real next latent, from the real (detached) one: emb (B, K+1, D), actions
-    (B, K[, A]), prev (B[, A]). Only the heads learn from it."""
-    before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, K[, A]) the action before each latent
-    preds = model.ensemble_predictions(emb[:, :-1], before, actions)  # (E, B, K, D)
-    return (preds.float() - emb[None, :, 1:].float()).square().mean()
 
 
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:

@@ -41,6 +41,7 @@ from lemario.games.mario.emulator import parse_level, resolve_rom
 from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
+from lemario.model.train import CPU_MODEL
 from lemario.play.episodes import Player, imap, play
 
 
@@ -112,7 +113,7 @@ BOOKKEEPING = ("out", "workers", "progress", "executor", "ray_address")
 """CollectConfig fields that do not change a run's episodes (where they go, how fast)."""
 PRESETS = {
     "tiny": CollectConfig(out=Path("runs/corpus-tiny"), episodes=2, workers=1, env=EnvConfig(max_steps=60)),
-    "cpu": CollectConfig(),
+    "cpu": CollectConfig(env=CPU_MODEL.frames_env()),  # the frames of the `cpu` world model (`lemario train`)
     "gpu": CollectConfig(episodes=2000, workers=16),
 }
 

@@ -39,6 +39,7 @@ from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
 from lemario.games.mario.emulator import level_number, resolve_rom
 from lemario.games.mario.env import EnvConfig, MarioState
+from lemario.model.train import CPU_MODEL
 from lemario.model.world_model import load_world_model
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
 from lemario.play.collect import check_levels, level_seed, play_episode
@@ -125,7 +126,7 @@ class ExploreConfig:
 
 PRESETS = {
     "tiny": ExploreConfig(out=Path("runs/explore-tiny"), env_steps=240, explore_steps=20, batch=4, workers=1),
-    "cpu": ExploreConfig(),
+    "cpu": ExploreConfig(env=CPU_MODEL.frames_env()),  # the frames of the `cpu` world model
 }
 
 
