@@ -162,3 +162,18 @@ def test_the_jump_latch_a_held_a_gives_one_takeoff(make_env):
     assert _takeoffs(held) == 1 and held[-1]["on_ground"] == 1
     released, _, _ = play(env, [NOOP] * 3 + [A] * 20 + [NOOP] + [A] * 20)  # land, release one step, press again
     assert _takeoffs(released) == 2
+
+
+def test_level_indexes_number_the_32_levels_and_name_them_back():
+    """1-1 is 1, 1-4 is 4, 2-1 is 5, 8-4 is 32 (0 stays free for 'no level'); the world and stage labels read
+    from RAM give the same index as the level's name."""
+    from lemario.games.mario.emulator import level_number
+
+    assert [R.level_index(w, s) for w, s in ((1, 1), (1, 4), (2, 1), (8, 4))] == [1, 4, 5, 32]
+    names = [f"{w}-{s}" for w in range(1, 9) for s in range(1, 5)]
+    assert [R.level_name(level_number(n)) for n in names] == names
+    assert sorted(level_number(n) for n in names) == list(range(1, R.N_LEVELS + 1))
+    ram = np.zeros(2048, np.uint8)
+    ram[R.WORLD], ram[R.STAGE] = 3, 1  # 0-based in RAM: 4-2
+    labels = R.labels(ram)
+    assert R.level_index(labels["world"], labels["stage"]) == level_number("4-2") == 14

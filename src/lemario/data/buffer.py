@@ -21,7 +21,7 @@ import numpy as np
 from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.data.tiers import check_weights, tier_index
-from lemario.games.mario.ram import LABELS, label_table, level_index
+from lemario.games.mario.ram import LABELS, label_table, level_index, level_name
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
 from lemario.games.push.board import head_targets
 
@@ -284,8 +284,8 @@ def window_probabilities(
             mine = level == lv
             if w[mine].sum() == 0:
                 raise LemarioError(
-                    f"--oversample {tier_weights} gives every window of level {(lv - 1) // 4 + 1}-{(lv - 1) % 4 + 1} "
-                    "weight 0: weigh a tier it holds"
+                    f"--oversample {tier_weights} gives every window of level {level_name(lv)} weight 0: weigh a "
+                    "tier it holds"
                 )
             w[mine] /= w[mine].sum()
     if np.allclose(w, w[0]):

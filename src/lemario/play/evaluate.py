@@ -141,10 +141,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     check_writable(out)
     with writer_lock(out):
         key, partial = _resume_key(cfg), out / PARTIAL
-        done = _finished(out, key)
-        if done is not None:
+        finished = _finished(out, key)
+        if finished is not None:
             print(f"{out} holds this evaluation already: its summary is reused", flush=True)
-            return {**done, "out": str(out)}
+            return {**finished, "out": str(out)}
         rows = _load_partial(partial, key)
         done = {(r["agent"], r["episode"]) for r in rows}
         tasks = [

@@ -37,6 +37,11 @@ def level_index(world, stage):
     return (world - 1) * 4 + stage
 
 
+def level_name(index: int) -> str:
+    """'W-S' of a level index (`level_index`'s inverse)."""
+    return f"{(index - 1) // 4 + 1}-{(index - 1) % 4 + 1}"
+
+
 # Column order of the per-step label table stored in the corpus.
 LABELS = (
     "x_pos",
