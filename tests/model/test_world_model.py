@@ -184,6 +184,8 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     assert np.mean(pred[-5:]) < 0.5 * np.mean(pred[:3])
     val = [r for r in rows if "val/loss/pred" in r]
     assert val[-1]["val/loss/pred"] < val[0]["val/loss/pred"]
+    peak = json.loads((trained / "model.json").read_text())["metrics"]["sys/peak_rss_gib"]
+    assert 0.05 < peak < 24 and val[-1]["sys/peak_rss_gib"] == peak, "the process's peak memory, logged and kept"
     report = run_probes(ProbeConfig(checkpoint=trained / "model.safetensors", corpus=corpus, mlp_steps=300))
     probes = report["probes"]  # chance is R2 0 and balanced accuracy 0.5
     assert probes["x_pos"]["linear"]["r2"] > 0.15 and probes["x_pos"]["mlp"]["r2"] > 0.6

@@ -1,10 +1,11 @@
 """Where tensors live and in what arithmetic: one resolver for every command's `--device`, the CPU's bf16 check,
-and the move of a numpy batch onto the device."""
+the move of a numpy batch onto the device, and the process's peak memory."""
 
 from __future__ import annotations
 
 import functools
 import os
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,8 @@ def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """A sampled numpy batch as tensors on `device`."""
     return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, in GiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

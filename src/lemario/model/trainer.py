@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lemario.core import checkpoint, runlog
-from lemario.core.device import precision_dtype, to_torch
+from lemario.core.device import peak_rss_gib, precision_dtype, to_torch
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.runconfig import as_json, check_same_run, run_key
@@ -215,6 +215,7 @@ class Trainer:
         )
         if val:
             self.last_val = validate(self.model, self.buffer, self.held_out, cfg, self.device, VAL_SEED)
+            self.last_val["sys/peak_rss_gib"] = peak_rss_gib()  # the corpus in memory, and training's own
             metrics.update(self.last_val)
         if diag:
             rng = np.random.default_rng(VAL_SEED + 1)
