@@ -235,6 +235,13 @@ class FlywheelConfig:
         ]
 
 
+TRAIN_LEVELS = ("1-1", "2-1", "1-2", "1-4", "2-4", "6-1")
+"""Issue 21's split, fixed before any multi-level run: levels trained on, overworld (1-1, 2-1, 6-1), underground
+(1-2) and castle (1-4, 2-4) looks..."""
+HELD_OUT_LEVELS = ("5-1", "4-2", "3-4")
+"""...and levels no multi-level run trains or tunes on, one of each look: overworld 5-1, underground 4-2, castle
+3-4 (zero-shot evaluation: `lemario eval --levels 5-1 4-2 3-4`)."""
+
 PRESETS = {
     "tiny": FlywheelConfig(
         out=Path("runs/flywheel-tiny"),
@@ -259,6 +266,25 @@ PRESETS = {
         out=Path("runs/flywheel-1-1-explore"),
         explore_steps=10_000,  # about what the RAM-cell archive took to reach the flag (docs/RESULTS.md, session 11)
         explorer=IterationExploreConfig(cell="ram"),
+    ),
+    "cpu-levels": FlywheelConfig(  # issue 21: one world model and K policies for the training levels
+        out=Path("runs/flywheel-levels"),
+        levels=TRAIN_LEVELS,
+        bootstrap_episodes=200,  # per level: 1,200 in all, about the single-level bootstrap's frames
+        episodes=20,
+        eval_episodes=10,  # per level: each policy's score pools 60 episodes
+        confirm_episodes=10,
+        train=_as(
+            IterationTrainConfig,
+            replace(
+                TRAIN_PRESETS["cpu"],
+                model=replace(CPU_MODEL, level_embedding=True),
+                steps=2500,
+                stop_at=0,
+                minutes=25.0,
+                progress=False,
+            ),
+        ),
     ),
     "gpu": FlywheelConfig(
         env=TRAIN_PRESETS["gpu"].model.frames_env(),
