@@ -431,6 +431,8 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
         )
     )
     assert [a["episodes"] for a in s["per_agent"].values()] == [1, 1]
+    for spec in (f"planner:{wm}", f"policy:{policy}"):  # both act through the model: both are checked against it
+        assert {"predicted_dx_mean", "realized_dx_mean", "dx_correlation"} <= set(s["per_agent"][spec])
     # shipped (scripts/ship_agent.py): the copy stands alone, bit for bit, and plays the same episode
     import importlib.util
     import sys
@@ -452,3 +454,24 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
         )
     )
     assert next(iter(again["per_agent"].values()))["mean_max_x"] == s["per_agent"][f"policy:{policy}"]["mean_max_x"]
+
+
+def test_the_progress_check_pairs_each_prediction_with_the_progress_that_followed():
+    """Known answer: predicted 5 then 3 px, the game moved 4 then 3; a cancelled prediction (an exploration macro
+    replaced the action) is not paired; a step without a prediction is not either."""
+    from lemario.control.agents import ProgressCheck
+
+    check = ProgressCheck()
+    check.reset()
+    check.observe({"x_pos": 40})  # the first frame: nothing to pair yet
+    check.expect(5.0, {"x_pos": 40})
+    check.observe({"x_pos": 44})
+    check.expect(3.0, {"x_pos": 44})
+    check.observe({"x_pos": 47})
+    check.expect(9.0, {"x_pos": 47})
+    check.cancel()
+    check.observe({"x_pos": 40})
+    check.observe({"x_pos": 41})
+    assert (check.predicted, check.realized) == ([5.0, 3.0], [4, 3])
+    st = check.stats()
+    assert (st["predicted_dx_mean"], st["realized_dx_mean"], st["dx_correlation"]) == (4.0, 3.5, 0.0)

@@ -29,7 +29,7 @@ from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS, action_set
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
-from lemario.model.world_model import load_world_model
+from lemario.model.world_model import decode_reward, load_world_model
 
 SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
@@ -110,10 +110,46 @@ def env_level(env_config: EnvConfig) -> torch.Tensor:
     return torch.tensor([level_number(env_config.level)])
 
 
+class ProgressCheck:
+    """The seed's predictability-bias diagnostic, for any agent that acts through a world model: the progress the
+    model predicted for each executed action against the progress the game then made. A policy or plan that
+    exploits its model shows predicted progress it never realizes."""
+
+    def reset(self) -> None:
+        self.predicted: list[float] = []
+        self.realized: list[float] = []
+        self.pending: float | None = None
+        self.last_x: int | None = None
+
+    def observe(self, info: dict) -> None:
+        """At each step's observation: the previous action's realized progress against its prediction."""
+        if self.last_x is not None and self.pending is not None:
+            self.predicted.append(self.pending)
+            self.realized.append(info["x_pos"] - self.last_x)
+
+    def expect(self, dx: float, info: dict) -> None:
+        """The model's predicted progress (px) of the action about to be taken from the state `info` describes."""
+        self.pending, self.last_x = dx, info["x_pos"]
+
+    def cancel(self) -> None:
+        """Another action than the predicted one was executed (an exploration macro)."""
+        self.pending = None
+
+    def stats(self) -> dict:
+        pred, real = np.array(self.predicted), np.array(self.realized)
+        return {
+            "predicted_dx_mean": float(pred.mean()) if len(pred) else 0.0,
+            "realized_dx_mean": float(real.mean()) if len(real) else 0.0,
+            "dx_correlation": float(np.corrcoef(pred, real)[0, 1])
+            if len(pred) > 2 and pred.std() > 0 and real.std() > 0
+            else 0.0,
+        }
+
+
 class PlannerAgent:
     """Encodes each observation, keeps the predictor's history of latents, re-plans with CEM every
     `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
-    still, and predicted against realized progress of each executed action."""
+    still, and predicted against realized progress of each executed action (`ProgressCheck`)."""
 
     def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
         check_action_count(model.cfg.n_actions, env_config, "the world model")
@@ -124,20 +160,18 @@ class PlannerAgent:
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
 
     def reset(self, seed: int) -> None:
-        self.stats = {"planned": 0, "planned_standing": 0, "predicted_dx": [], "realized_dx": []}
-        self.pending = None
+        self.stats = {"planned": 0, "planned_standing": 0}
+        self.check = ProgressCheck()
+        self.check.reset()
         self.generator = torch.Generator().manual_seed(seed)
         self.latents: list[torch.Tensor] = []
         self.past: list[int] = []
         self.plan: list[int] = []
         self.expected: list[float] = []
-        self.last_x = None
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict) -> int:
-        if self.last_x is not None and self.pending is not None:
-            self.stats["predicted_dx"].append(self.pending)
-            self.stats["realized_dx"].append(info["x_pos"] - self.last_x)
+        self.check.observe(info)
         z = self.model.encode(torch.from_numpy(obs)[None], self.level)[0]  # (D,)
         self.latents = (self.latents + [z])[-self.model.history :]
         if not self.plan or len(self.plan) <= self.cfg.horizon - self.cfg.replan_every:
@@ -152,34 +186,26 @@ class PlannerAgent:
             self.stats["planned"] += len(self.plan)
             self.stats["planned_standing"] += int(self.standing[seq].sum())
         action = self.plan.pop(0)
-        self.pending = self.expected.pop(0)
+        self.check.expect(self.expected.pop(0), info)
         self.past.append(action)
-        self.last_x = info["x_pos"]
         return action
 
     def executed(self, action: int) -> None:
         """The env took `action` instead of the one just returned (an exploration macro): the history of actions
         before each latent holds what was done, and the predicted progress was for another action."""
         self.past[-1] = action
-        self.pending = None
+        self.check.cancel()
 
     def episode_stats(self) -> dict:
         """The predictability-bias diagnostic of the last episode."""
         s = self.stats
-        pred, real = np.array(s["predicted_dx"]), np.array(s["realized_dx"])
-        return {
-            "planned_standing_share": s["planned_standing"] / max(1, s["planned"]),
-            "predicted_dx_mean": float(pred.mean()) if len(pred) else 0.0,
-            "realized_dx_mean": float(real.mean()) if len(real) else 0.0,
-            "dx_correlation": float(np.corrcoef(pred, real)[0, 1])
-            if len(pred) > 2 and pred.std() > 0 and real.std() > 0
-            else 0.0,
-        }
+        return {"planned_standing_share": s["planned_standing"] / max(1, s["planned"]), **self.check.stats()}
 
 
 class PolicyAgent:
     """Encodes the observation with the policy's world model and samples pi(a|s), s its state (the latent, and
-    the agent's own last action when the world model takes it)."""
+    the agent's own last action when the world model takes it); records the progress its world model predicts for
+    each action against the game's (`ProgressCheck`)."""
 
     def __init__(self, path: Path, env_config: EnvConfig):
         self.ac, self.model, _ = load_policy(path)
@@ -190,17 +216,29 @@ class PolicyAgent:
     def reset(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
         self.last = torch.zeros(1, dtype=torch.int64)  # NOOP before the first frame
+        self.check = ProgressCheck()
+        self.check.reset()
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict) -> int:
+        self.check.observe(info)
         z = self.model.encode(torch.from_numpy(obs)[None], self.level)  # (1, D)
         probs = self.ac.dist(self.model.state(z, self.last)).probs  # (1, A)
-        self.last = torch.multinomial(probs, 1, generator=self.generator)[0]  # (1,)
-        return int(self.last[0])
+        action = torch.multinomial(probs, 1, generator=self.generator)[0]  # (1,)
+        if self.model.cfg.reward_head:
+            nxt = self.model.rollout(z[:, None], action[:, None], self.last)  # (1, 1, D)
+            self.check.expect(float(decode_reward(self.model.reward(nxt, action[:, None]))[0, 0, 0]), info)
+        self.last = action
+        return int(action[0])
 
     def executed(self, action: int) -> None:
         """The env took `action` instead of the one just returned: the next state's previous action is it."""
         self.last = torch.tensor([action])
+        self.check.cancel()
+
+    def episode_stats(self) -> dict:
+        """The predictability-bias diagnostic of the last episode."""
+        return self.check.stats()
 
 
 class PPOAgent:

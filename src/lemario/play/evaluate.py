@@ -107,7 +107,8 @@ def _load_partial(path: Path, key: dict) -> list[dict]:
     return rows[1:]
 
 
-PLANNER_STATS = ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation")
+AGENT_STATS = ("planned_standing_share", "predicted_dx_mean", "realized_dx_mean", "dx_correlation")
+"""Per-episode diagnostics some agents report (`episode_stats`): their means are part of the agent's aggregate."""
 
 
 def _aggregate(rows: list[dict], agents: tuple[str, ...]) -> dict[str, dict]:
@@ -118,8 +119,7 @@ def _aggregate(rows: list[dict], agents: tuple[str, ...]) -> dict[str, dict]:
         agg = aggregate(mine)
         ends = [r["end"] for r in mine]
         agg["ends"] = {e: ends.count(e) for e in sorted(set(ends))}
-        if "planned_standing_share" in mine[0]:
-            agg.update({k: float(np.mean([r[k] for r in mine])) for k in PLANNER_STATS})
+        agg.update({k: float(np.mean([r[k] for r in mine])) for k in AGENT_STATS if k in mine[0]})
         per_agent[spec] = agg
     return per_agent
 
@@ -239,10 +239,11 @@ def format_summary(summary: dict) -> str:
         ci = f"[{a['ci95_low']:.0f}, {a['ci95_high']:.0f}]"
         ends = ", ".join(f"{k} {v}" for k, v in a["ends"].items())
         flag = f"  MODE COLLAPSE at x={a['mode_final_x']:d}" if a["mode_collapse"] else ""
-        if "planned_standing_share" in a:
+        if "predicted_dx_mean" in a:
+            standing = f"planned standing {a['planned_standing_share']:.0%}, " if "planned_standing_share" in a else ""
             flag += (
-                f"  [planned standing {a['planned_standing_share']:.0%}, predicted dx {a['predicted_dx_mean']:.1f} "
-                f"vs realized {a['realized_dx_mean']:.1f}, corr {a['dx_correlation']:.2f}]"
+                f"  [{standing}predicted dx {a['predicted_dx_mean']:.1f} vs realized {a['realized_dx_mean']:.1f}, "
+                f"corr {a['dx_correlation']:.2f}]"
             )
         lines.append(
             f"{spec[-40:]:<40}{a['episodes']:>4}{a['mean_max_x']:>8.0f}{ci:>16}{a['median_max_x']:>8.0f}"
