@@ -59,15 +59,22 @@ def synthetic_batch(model_cfg, B: int, K: int, g: torch.Generator) -> dict[str, 
         batch["actions"] = torch.randint(0, model_cfg.n_actions, (B, K), generator=g)
         batch["prev"] = torch.zeros(B, dtype=torch.int64)
     if model_cfg.reward_head:
-        batch["rewards"] = torch.zeros(B, K, 3)
+        batch["rewards"] = torch.zeros(B, K, 4)  # progress, score, death, flag (reward spec v3)
     if model_cfg.state_head:
         batch["state"] = torch.rand(B, K + 1, model_cfg.state_head, generator=g)
     return batch
 
 
+def combo_model(model_cfg, encoder: str, cnn: str, predictor: str):
+    """The preset's model with another encoder and predictor (a ViT's patch: the nearest that tiles the frame)."""
+    size, patch = model_cfg.image_size, model_cfg.vit_patch
+    patch = min((p for p in range(4, size + 1) if size % p == 0), key=lambda p: abs(p - patch))
+    return replace(model_cfg, encoder=encoder, cnn=cnn, predictor=predictor, vit_patch=patch)
+
+
 def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
     cfg = PRESETS[args.preset]
-    model_cfg = replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)
+    model_cfg = combo_model(cfg.model, encoder, cnn, predictor)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = WorldModel(model_cfg).to(device)
@@ -119,11 +126,9 @@ def main(args: Args) -> None:
     combos = COMBOS if cfg.model.channels == 1 else [(cfg.model.encoder, cfg.model.cnn, cfg.model.predictor)]
     for encoder, cnn, predictor in combos:
         rates = measure(encoder, cnn, predictor, args)
-        params = sum(
-            p.numel()
-            for p in WorldModel(replace(cfg.model, encoder=encoder, cnn=cnn, predictor=predictor)).parameters()
-        )
-        label = f"{encoder}-{cnn}" if encoder == "cnn" else encoder
+        model_cfg = combo_model(cfg.model, encoder, cnn, predictor)
+        params = sum(p.numel() for p in WorldModel(model_cfg).parameters())
+        label = f"{encoder}-{cnn}" if encoder == "cnn" else f"vit/{model_cfg.vit_patch}"
         m, s = float(np.mean(rates)), float(np.std(rates, ddof=1))
         rates_fps = f"{m * frames_per_step:>10.0f}{s * frames_per_step:>7.0f}"
         print(f"{label:<14}{predictor:<13}{params / 1e6:>8.2f}M{m:>10.2f}{s:>7.2f}{rates_fps}", flush=True)

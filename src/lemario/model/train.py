@@ -141,7 +141,7 @@ PRESETS = {
     ),
     # Issue 16's choice (docs/RESULTS.md, sessions 8-13): the previous action as an input, a 256-D embedding and
     # 112-px frames, nature CNN + MLP; 6,235 steps of a 7,500-step schedule, the length of the 3 measured seeds
-    # (~1 h on 2 cores, capped at 65 min). The frames it reads: CPU_MODEL.frames_env().
+    # (2.14 steps/s on 2 cores, benchmarks/train_wm.py: ~50 min; capped at 65). Its frames: CPU_MODEL.frames_env().
     "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=65.0),
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     "push": TrainConfig(
