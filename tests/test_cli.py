@@ -27,7 +27,7 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     (
         "unknown-preset",
         ["flywheel", "--preset", "huge"],
-        "unknown preset 'huge': use one of tiny, cpu, cpu-explore, gpu",
+        "unknown preset 'huge': use one of tiny, cpu, cpu-explore, cpu-levels, gpu",
     ),
     ("preset-of-a-command-without", ["corpus", "{root}/corpus", "--preset", "tiny"], "this command has none"),
     ("not-a-number", ["collect", "--episodes", "abc"], "Error parsing --episodes"),
