@@ -381,6 +381,17 @@ def test_stop_at_ends_early_on_the_full_schedule(corpus, tmp_path):
     assert json.loads((tmp_path / "stopped" / "model.json").read_text())["step"] == 5
 
 
+def test_a_resumed_run_counts_its_earlier_minutes_against_the_budget(corpus, tmp_path):
+    """--minutes budgets the run, not each process: a run stopped after T seconds and resumed with a budget of T/2
+    stops at once, where a fresh budget would have trained on."""
+    cfg = replace(PRESETS["tiny"], corpus=corpus, out=tmp_path / "run", steps=400, progress=False, tensorboard=False)
+    train(replace(cfg, stop_at=6))
+    seconds = checkpoint.load_meta(tmp_path / "run" / "ckpt_latest.safetensors")["seconds"]
+    assert seconds > 0
+    train(replace(cfg, minutes=seconds / 2 / 60))
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["step"] == 6
+
+
 def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):
     args = [
         "train",

@@ -46,8 +46,9 @@ class TrainConfig:
     steps: int = 4000
     """Optimizer steps (the cosine schedule spans them)."""
     minutes: float = 0.0
-    """Wall-clock budget: stop and checkpoint after this many minutes (0: none). The step it stopped at is saved
-    (`step` in model.json); `--stop-at` that step replays the same run on any machine, at any load."""
+    """Wall-clock budget: stop and checkpoint after this many minutes of training, counted over every process that
+    resumed the run (0: none). The step it stopped at is saved (`step` in model.json); `--stop-at` that step replays
+    the same run on any machine, at any load."""
     stop_at: int = 0
     """Stop and checkpoint at this step without changing the schedule, which still spans `steps` (0: at `steps`)."""
     batch_size: int = 64
@@ -258,7 +259,7 @@ def _run(trainer: Trainer) -> dict:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(cfg.out / "tb"))
-    t_start = saved = time.time()
+    t_start = saved = trainer.started = time.time()  # the budget counts training, not loading the corpus
 
     def log(metrics: dict, step: int) -> None:
         if rank == 0:
@@ -274,7 +275,7 @@ def _run(trainer: Trainer) -> dict:
     trainer.module.train()
     with _StopRequest() as stop:
         while trainer.step < end:
-            over_budget = bool(cfg.minutes) and time.time() - t_start > cfg.minutes * 60
+            over_budget = bool(cfg.minutes) and trainer.seconds > cfg.minutes * 60  # a resumed run's earlier time too
             if _any_rank(over_budget or stop.asked, trainer.world, trainer.device):
                 break
             metrics = trainer.train_step(autocast)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -130,8 +131,15 @@ class Trainer:
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
         self.rng = np.random.default_rng([cfg.seed, rank])
         self.step = 0
+        self.seconds_before = 0.0  # training seconds of the processes before this one (a resumed run's)
+        self.started = time.time()
         self.last_val: dict = {}
         self.latest = cfg.out / "ckpt_latest.safetensors"
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock seconds this run has trained, over every process that resumed it (what --minutes budgets)."""
+        return self.seconds_before + time.time() - self.started
 
     @property
     def held_out(self) -> np.ndarray:
@@ -155,7 +163,7 @@ class Trainer:
             checkpoint.load_state(self.model, model_tensors, self.latest)
             checkpoint.load_optimizer(self.opt, tensors, "optim")
             torch.set_rng_state(tensors["rng/torch"])
-            self.step = meta["step"]
+            self.step, self.seconds_before = meta["step"], meta.get("seconds", 0.0)
             if self.rank == 0:
                 self.rng.bit_generator.state = meta["numpy_rng"]
                 runlog.keep_rows(cfg.out / runlog.NAME, lambda r: r["step"] <= self.step)
@@ -237,6 +245,7 @@ class Trainer:
         meta = {
             "kind": "world_model_training",
             "step": self.step,
+            "seconds": self.seconds,
             "numpy_rng": self.rng.bit_generator.state,
             "model_config": as_json(self.cfg).get("model"),
             "metrics": self.last_val,
