@@ -185,7 +185,7 @@ class WorldModel(nn.Module):
         unknown level's) and any other model ignores."""
         n = self.frame_dims
         lead = obs.shape[:-n]
-        if level is not None:
+        if level is not None and self.cfg.level_embedding:  # (other models ignore it: no work per step)
             level = level.reshape(*level.shape, *[1] * (len(lead) - level.dim())).expand(lead).reshape(-1)
         return self.project(self.trunk(obs.reshape(-1, *obs.shape[-n:])), level).reshape(*lead, -1)
 
