@@ -145,6 +145,7 @@ def test_straightening_along_a_trainings_snapshots(mario_run):
     rows = json.loads((mario_run / "analysis" / "straightening.json").read_text())["rows"]
     assert [row["x"] for row in rows] == [10, 20]
     assert all(-1 <= row[k] <= 1 for row in rows for k in ("real", "predicted"))
+    assert all(row["seconds"] > 0 for row in rows)  # each analysis reports its own cost
     assert (mario_run / "analysis" / "straightening.png").stat().st_size > 0
     r = run_cli("analyze", "straightening", str(mario_run.parent), "--corpus", corpus)
     assert r.returncode == 2 and "holds no world model" in r.stderr
@@ -164,12 +165,14 @@ def test_weight_files_of_a_flywheel_are_its_iterations_world_models(mario_run, t
 def test_surprise_command_on_mario(mario_run, tmp_path):
     model = mario_run / "model.safetensors"
     r = run_cli(
-        "analyze", "surprise", str(model), "--episodes", "3", "--t0", "6", "--after", "3", "--out", str(tmp_path)
-    )
+        "analyze", "surprise", str(model), "--episodes", "3", "--t0", "6", "--after", "3", "--threads", "1",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "surprise.json").read_text())
     assert result["episodes"] == 3 and set(result["tests"]) == {"physical", "cosmetic"}
     assert len(result["curves"]["none"]["mean"]) == 10 and (tmp_path / "surprise.png").exists()
+    assert result["seconds"] > 0
     r = run_cli("analyze", "surprise", str(model), "--game", "push", "--out", str(tmp_path))
     assert r.returncode == 2 and "not a push world model" in r.stderr
 
@@ -209,6 +212,7 @@ def test_decoder_command_beats_the_mean_frame_and_leaves_the_world_model_alone(m
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "decoder.json").read_text())["result"]
     assert result["mse"]["decoder"] < result["mse"]["mean_frame"]
+    assert result["seconds"] >= result["train_seconds"] > 0
     after = checkpoint.load(model)[0]
     assert all(torch.equal(before[k], after[k]) for k in before)
     decoder, wm = load_decoder(tmp_path / "decoder.safetensors")

@@ -13,6 +13,7 @@ RUN/analysis/straightening.json; the figure of all runs goes to --out.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import tyro
 
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
 from lemario.core.files import write_json
 from lemario.core.plots import figure, save_png
 from lemario.core.runconfig import as_json
@@ -85,6 +87,8 @@ class StraighteningConfig:
     length: int = 16
     """Steps per trajectory."""
     seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
     out: Path | None = None
     """Folder of the figure and the combined JSON (default: the first run's analysis folder)."""
 
@@ -103,6 +107,7 @@ def measure_run(run: Path, buffer: EpisodeBuffer, cfg: StraighteningConfig) -> l
     """One row per weight file of the run: straightness of real and predicted trajectories, mean and SE."""
     rows = []
     for x, path in weight_files(run)[1]:
+        t_start = time.perf_counter()
         model, meta = load_world_model(path)
         if (buffer.game == "push") != model.cfg.continuous_actions:
             raise LemarioError(f"{path} is a model of the other game than {cfg.corpus}: pass a corpus of its game")
@@ -112,8 +117,12 @@ def measure_run(run: Path, buffer: EpisodeBuffer, cfg: StraighteningConfig) -> l
         for name, traj in (("real", real), ("predicted", predicted)):
             s = straightness(traj).numpy()
             row[name], row[f"{name}_se"] = float(s.mean()), float(s.std(ddof=1) / np.sqrt(len(s)))
+        row["seconds"] = round(time.perf_counter() - t_start, 1)
         rows.append(row)
-        print(f"{run} {x:>6}: real {row['real']:+.3f} +- {row['real_se']:.3f}  predicted {row['predicted']:+.3f}")
+        print(
+            f"{run} {x:>6}: real {row['real']:+.3f} +- {row['real_se']:.3f}  predicted {row['predicted']:+.3f} "
+            f"({row['seconds']:.0f} s)"
+        )
     return rows
 
 
@@ -137,7 +146,8 @@ def straightening_main(cfg: StraighteningConfig) -> None:
     buffer = EpisodeBuffer.load(cfg.corpus)
     results = {}
     for run in cfg.runs:
-        rows = measure_run(run, buffer, cfg)
+        with torch_threads(cfg.threads):
+            rows = measure_run(run, buffer, cfg)
         write_json(Path(run) / "analysis" / "straightening.json", {"config": as_json(cfg), "rows": rows})
         results[str(run)] = rows
     out = cfg.out or Path(cfg.runs[0]) / "analysis"

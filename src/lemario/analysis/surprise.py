@@ -22,6 +22,7 @@ over time, mean +- standard error, per branch).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ import tyro
 
 from lemario.control.agents import ScriptedAgent
 from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
 from lemario.core.files import write_json
 from lemario.core.plots import figure, save_png
 from lemario.core.runconfig import as_json
@@ -188,6 +190,8 @@ class SurpriseConfig:
     """Steps played after t0."""
     seed: int = 0
     """Offset of the episode seeds (SURPRISE_SEED_BASE + seed + i)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     push: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -202,6 +206,7 @@ class SurpriseConfig:
 
 def run_surprise(cfg: SurpriseConfig) -> dict:
     cfg.validate()
+    t_start = time.perf_counter()
     model, _ = load_world_model(cfg.model)
     if (cfg.game == "push") != model.cfg.continuous_actions:
         raise LemarioError(f"{cfg.model} is not a {cfg.game} world model: pass --game for its game")
@@ -247,6 +252,7 @@ def run_surprise(cfg: SurpriseConfig) -> dict:
         "curves": {k: {"mean": _nan_list(v.mean(0)), "se": _nan_list(v.std(0, ddof=1) / np.sqrt(len(v)))}
                    for k, v in stacked.items()},
         "tests": tests,
+        "seconds": round(time.perf_counter() - t_start, 1),
     }  # fmt: skip
 
 
@@ -277,7 +283,8 @@ def plot(result: dict, path: Path) -> None:
 
 
 def surprise_main(cfg: SurpriseConfig) -> None:
-    result = run_surprise(cfg)
+    with torch_threads(cfg.threads):
+        result = run_surprise(cfg)
     out = cfg.out or Path(cfg.model).parent / "analysis"
     write_json(out / "surprise.json", result)
     plot(result, out / "surprise.png")
@@ -286,4 +293,4 @@ def surprise_main(cfg: SurpriseConfig) -> None:
             f"{kind:>9}: surprise x{t['ratio']:.2f} over the {cfg.window} steps after t0, paired difference "
             f"{t['mean_difference']:+.4f} +- {t['se']:.4f}, p = {t['p_greater']:.2g} ({result['episodes']} episodes)"
         )
-    print(f"wrote {out / 'surprise.json'} and surprise.png")
+    print(f"wrote {out / 'surprise.json'} and surprise.png ({result['seconds']:.0f} s)")

@@ -125,6 +125,7 @@ class DecoderConfig:
 
 
 def train_decoder(cfg: DecoderConfig) -> dict:
+    t_start = time.perf_counter()
     model, meta = load_world_model(cfg.model)
     buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)
     if (buffer.game == "push") != model.cfg.continuous_actions:
@@ -162,6 +163,7 @@ def train_decoder(cfg: DecoderConfig) -> dict:
         "decoder_on_those_frames_mse": float(errors["decoder"][has_prev].mean()),
     }
     result["psnr"] = {k: psnr(v) for k, v in result["mse"].items()}
+    result["seconds"] = round(time.perf_counter() - t_start, 1)  # the whole analysis: embedding, fit, scoring
     out = cfg.out or Path(cfg.model).parent / "analysis"
     world_model = os.path.relpath(Path(cfg.model).resolve(), out.resolve())  # moves with a run folder
     meta = {"kind": "decoder", "world_model": world_model, "config": as_json(cfg), "result": result}
@@ -208,5 +210,6 @@ def decoder_main(cfg: DecoderConfig) -> None:
     print(
         f"held-out MSE: decoder {m['decoder']:.5f} (PSNR {r['psnr']['decoder']:.1f} dB), mean frame "
         f"{m['mean_frame']:.5f}, previous frame {r['previous_frame_mse']:.5f} (decoder on those frames "
-        f"{r['decoder_on_those_frames_mse']:.5f}); {r['score_frames']} frames, trained {r['train_seconds']} s"
+        f"{r['decoder_on_those_frames_mse']:.5f}); {r['score_frames']} frames, trained {r['train_seconds']} s of "
+        f"{r['seconds']} s"
     )
