@@ -98,14 +98,23 @@ def test_model_shapes_and_loss(corpus, encoder, predictor, prev_action):
     assert all(p.grad is not None for p in model.encoder.parameters()), "gradients reach the encoder: no stop-gradient"
 
 
-@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
-@pytest.mark.parametrize("prev_action", [False, True])
-def test_teacher_forced_windows_match_direct_predictions(predictor, prev_action):
-    torch.manual_seed(0)
-    model = WorldModel(replace(TINY, predictor=predictor, history=3, prev_action=prev_action)).eval()
-    for block in getattr(model.predictor, "blocks", []):  # AdaLN-zero starts with the action as a no-op: wake it
+def _wake(model: WorldModel) -> None:
+    """Random weights where training starts at zero (AdaLN-zero's action modulation, a residual model's last
+    projector layer), so the tests below see every input matter."""
+    for block in getattr(model.predictor, "blocks", []):
         if hasattr(block, "modulation"):
             torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
+    if model.cfg.residual:
+        torch.nn.init.normal_(model.pred_proj.net[-1].weight, std=0.1)
+
+
+@pytest.mark.parametrize("predictor,residual", [("mlp", False), ("transformer", False), ("transformer", True)])
+@pytest.mark.parametrize("prev_action", [False, True])
+def test_teacher_forced_windows_match_direct_predictions(predictor, prev_action, residual):
+    torch.manual_seed(0)
+    cfg = replace(TINY, predictor=predictor, history=3, prev_action=prev_action, residual=residual)
+    model = WorldModel(cfg).eval()
+    _wake(model)
     emb = torch.randn(2, 7, 32)
     actions, prev = torch.randint(0, 12, (2, 6)), torch.randint(0, 12, (2,))
     before = torch.cat([prev[:, None], actions], dim=1)  # the action before each latent
@@ -121,18 +130,17 @@ def test_teacher_forced_windows_match_direct_predictions(predictor, prev_action)
     assert changed.tolist() == [prev_action and t < model.history for t in range(6)]
 
 
-@pytest.mark.parametrize("predictor", ["mlp", "transformer"])
+@pytest.mark.parametrize("predictor,residual", [("mlp", False), ("transformer", False), ("transformer", True)])
 @pytest.mark.parametrize("prev_action", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_rollout_is_predict_fed_its_own_outputs(predictor, prev_action, training):
+def test_rollout_is_predict_fed_its_own_outputs(predictor, prev_action, training, residual):
     """The rollout conditions the action sequence once and slides windows over it: the same numbers as calling
     `predict` on each window with the predictions fed back (in train mode BatchNorm normalises whole windows)."""
     torch.manual_seed(0)
-    model = WorldModel(replace(TINY, predictor=predictor, history=3, prev_action=prev_action, pred_dropout=0.0))
+    cfg = replace(TINY, predictor=predictor, history=3, prev_action=prev_action, pred_dropout=0.0, residual=residual)
+    model = WorldModel(cfg)
     model.train(training)
-    for block in getattr(model.predictor, "blocks", []):
-        if hasattr(block, "modulation"):
-            torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
+    _wake(model)
     c, n = 2, 5
     context, actions, prev = torch.randn(3, c, 32), torch.randint(0, 12, (3, c - 1 + n)), torch.randint(0, 12, (3,))
     before = torch.cat([prev[:, None], actions], dim=1)  # the action before each latent
@@ -141,6 +149,44 @@ def test_rollout_is_predict_fed_its_own_outputs(predictor, prev_action, training
         lo = max(0, j - model.history + 1)
         seq.append(model.predict(torch.stack(seq[lo : j + 1], 1), actions[:, lo : j + 1], before[:, lo])[:, -1])
     assert torch.allclose(model.rollout(context, actions, prev), torch.stack(seq[c:], 1), atol=1e-5)
+
+
+def _slow_batch(g: torch.Generator, n: int = 128):
+    """A slow world, as the push game's latents are: windows of 3 random latents (B, 3, 16) and thrusts (B, 3, 4);
+    the thrust moves the first 4 dimensions of the newest latent by 0.1 x thrust."""
+    z, a = torch.randn(n, 3, 16, generator=g), torch.rand(n, 3, 4, generator=g) * 2 - 1
+    target = z[:, -1].clone()
+    target[:, :4] += 0.1 * a[:, -1]
+    return z, a, target
+
+
+def test_a_residual_predictor_starts_as_no_change_and_beats_it_where_a_plain_one_cannot():
+    """Rebuilding the latent through the predictor's projector costs more than the whole step's change (the push
+    model's fault, issue 17); predicting the change starts exactly at "no change" and learns the thrust's effect."""
+    cfg = replace(TINY, latent_dim=16, n_actions=4, continuous_actions=True, predictor="transformer", history=3)
+    cfg = replace(cfg, pred_hidden=64, pred_dropout=0.0)
+    z, a, target = _slow_batch(torch.Generator().manual_seed(2), 1024)
+    no_change = (z[:, -1] - target).square().mean().item()
+    error = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        model = WorldModel(replace(cfg, residual=residual))
+        if residual:
+            assert torch.equal(model.eval().predict(z, a, a[:, 0])[:, -1], z[:, -1])  # no change at init
+            assert torch.equal(model.rollout(z, a, a[:, 0])[:, 0], z[:, -1])
+        model.train()
+        opt = torch.optim.Adam([*model.predictor.parameters(), *model.pred_proj.parameters()], lr=3e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(200):
+            zb, ab, tb = _slow_batch(g)
+            loss = (model.predict(zb, ab, ab[:, 0])[:, -1] - tb).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            error[residual] = (model.eval().predict(z, a, a[:, 0])[:, -1] - target).square().mean().item()
+    assert error[False] > no_change, (error, no_change)  # measured: ~100x worse
+    assert error[True] < 0.5 * no_change, (error, no_change)  # measured: ~17x better
 
 
 def _latch_batch(g: torch.Generator, n: int = 256):

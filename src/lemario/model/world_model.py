@@ -85,6 +85,10 @@ class ModelConfig:
     """A learned vector per level (world and stage) added to every latent, so the predictor, the reward head and the
     controllers know the level they play (issue 21). A level the model never trained on, or none given, gets the
     'unknown' vector, which training learns on windows whose level it hides (`--loss.level-dropout`)."""
+    residual: bool = False
+    """The prediction is the newest latent plus the predictor's output, whose last layer starts at zero: the model
+    starts as "no change" and learns the change. For a game whose latent moves little per step (the push game),
+    where a predictor that must rebuild the latent through its projector did worse than copying it."""
     ensemble: int = 0
     """Heads of a disagreement ensemble (Plan2Explore's): MLPs that each predict the next latent from the detached
     (state, action), trained beside the model without shaping it; the variance between them (`disagreement`)
@@ -138,6 +142,9 @@ class WorldModel(nn.Module):
         else:
             raise ValueError(f"unknown predictor {cfg.predictor!r}: use 'mlp' or 'transformer'")
         self.pred_proj = Projector(D, cfg.projector_hidden, D)
+        if cfg.residual:
+            nn.init.zeros_(self.pred_proj.net[-1].weight)  # starts as "no change"
+            nn.init.zeros_(self.pred_proj.net[-1].bias)
         if cfg.reward_head:
             self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 4 if cfg.flag_head else 3)
         if cfg.state_head:
@@ -209,7 +216,8 @@ class WorldModel(nn.Module):
         if self.cfg.prev_action:
             before = torch.cat([prev[:, None], actions[:, :-1]], dim=1)  # (B, T) the action before each latent
         out = self.predictor(z, actions, before)
-        return self.pred_proj(out.reshape(-1, out.shape[-1])).reshape(out.shape)
+        out = self.pred_proj(out.reshape(-1, out.shape[-1])).reshape(out.shape)
+        return z + out if self.cfg.residual else out
 
     def teacher_forced(self, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """Predict each next latent from the real ones: (B, K+1, D), (B, K), prev (B,) -> (B, K, D)."""
@@ -243,18 +251,21 @@ class WorldModel(nn.Module):
             j = c - 1 + t  # index of the newest latent
             lo = max(0, j - self.history + 1)
             window = torch.stack(seq[lo : j + 1], dim=1)  # (B, <=history, D)
-            nxt = self._project_newest(self.predictor.run(window, cond[:, lo : j + 1]))  # (B, D)
+            nxt = self._project_newest(self.predictor.run(window, cond[:, lo : j + 1]), window)  # (B, D)
             seq.append(nxt)
             preds.append(nxt)
         return torch.stack(preds, dim=1)
 
-    def _project_newest(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) predictor outputs -> (B, D) the newest one through `pred_proj`. Training normalises over all T
-        positions (BatchNorm's batch statistics, as these models were trained); eval mode is row-wise, so only the
-        newest row is computed."""
+    def _project_newest(self, out: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) predictor outputs of a (B, T, D) window of latents -> (B, D) the next latent: the newest output
+        through `pred_proj` (plus the newest latent, residual models). Training normalises over all T positions
+        (BatchNorm's batch statistics, as these models were trained); eval mode is row-wise, so only the newest row
+        is computed."""
         if self.training:
-            return self.pred_proj(out.flatten(0, 1)).view(out.shape)[:, -1]
-        return self.pred_proj(out[:, -1])
+            nxt = self.pred_proj(out.flatten(0, 1)).view(out.shape)[:, -1]
+        else:
+            nxt = self.pred_proj(out[:, -1])
+        return window[:, -1] + nxt if self.cfg.residual else nxt
 
     def reward(self, z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """(..., D) latents, (...) the action that led to each -> (..., 4) (3 without the flag head): progress /
