@@ -15,15 +15,19 @@ from lemario.games.mario.rewards import episode_rewards
 PUSH = {0: (0, 0), 1: (1, 0), 2: (-1, 0), 3: (0, 1), 4: (0, -1)}  # action -> velocity change
 
 
-def make_episode(rng: np.random.Generator, steps: int) -> Episode:
+def make_episode(rng: np.random.Generator, steps: int, level: str = "1-1", background: int = 20) -> Episode:
+    """One episode of the square on `level` (its world and stage labels), drawn over a `background` grey."""
+    world, stage = (int(p) for p in level.split("-"))
     x, y, vx, vy = rng.integers(10, 70), 0, 0, 0
     frames, labels, actions = [], [], []
     for t in range(steps + 1):
-        frame = np.full((84, 84), 20, np.uint8)
+        frame = np.full((84, 84), background, np.uint8)
         frame[70 - y : 78 - y, x : x + 8] = 230  # the square, y counted upward from the floor
         frames.append(frame)
         row = dict.fromkeys(LABELS, 0)
-        row.update(x_pos=x, y_pos=y, x_vel=vx, y_vel=vy, on_ground=int(y == 0), lives=2, time=400 - t, world=1, stage=1)
+        row.update(
+            x_pos=x, y_pos=y, x_vel=vx, y_vel=vy, on_ground=int(y == 0), lives=2, time=400 - t, world=world, stage=stage
+        )
         labels.append([row[k] for k in LABELS])
         if t == steps:
             break
@@ -40,7 +44,7 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
     meta = {
         "seed": 0,
         "policy": "synthetic",
-        "level": "1-1",
+        "level": level,
         "backend": "synthetic",
         "action_set": "right-only",  # five actions, as PUSH has
         "n_steps": steps,
@@ -58,11 +62,13 @@ def make_episode(rng: np.random.Generator, steps: int) -> Episode:
     )
 
 
-def write_corpus(folder: Path, episodes: int = 12, steps: int = 40, seed: int = 0) -> Path:
+def write_corpus(
+    folder: Path, episodes: int = 12, steps: int = 40, seed: int = 0, level: str = "1-1", background: int = 20
+) -> Path:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(episodes):
-        ep = make_episode(rng, steps)
+        ep = make_episode(rng, steps, level, background)
         ep.meta.update(seed=i, run_index=i)
         write_episode(folder / f"run-0001-{i:05d}.h5", ep)
     return folder

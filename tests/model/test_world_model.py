@@ -241,6 +241,31 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     assert (trained / "probe.json").exists()
 
 
+def test_probes_fitted_on_training_levels_are_scored_on_held_out_ones(trained, tmp_path):
+    """Issue 21's transfer probe: fitted on one level's episodes, scored on a level of the same look (the probe
+    carries over) and on one drawn on another background (it carries over less)."""
+    root = tmp_path / "levels"
+    write_corpus(root / "1-1", episodes=16, seed=5)
+    write_corpus(root / "2-1", episodes=8, seed=6, level="2-1")
+    write_corpus(root / "3-1", episodes=8, seed=7, level="3-1", background=120)
+    model = str(trained / "model.safetensors")
+    cfg = ProbeConfig(
+        checkpoint=Path(model), corpus=root, mlp_steps=300, held_out_levels=("2-1", "3-1"), out=tmp_path / "p.json"
+    )
+    report = run_probes(cfg)
+    held = report["held_out_levels"]
+    assert held["2-1"]["frames"] == held["3-1"]["frames"] == 8 * 41
+    assert report["fit_episodes"] + report["score_episodes"] == 16  # only the training level's episodes
+    y_pos = {level: held[level]["probes"]["y_pos"]["mlp"]["r2"] for level in held}  # chance: 0
+    assert y_pos["2-1"] > 0.4 and y_pos["3-1"] < 0.2, y_pos
+    kept = {level: held[level]["retention"]["x_pos"] for level in held}  # held-out R2 / in-distribution R2
+    assert kept["3-1"] < 0 < kept["2-1"], kept
+    r = run_cli("probe", model, "--corpus", str(root), "--held-out-levels", "4-1", "--out", str(tmp_path / "q.json"))
+    assert r.returncode == 2 and "holds no frames of held-out level(s) 4-1" in r.stderr
+    r = run_cli("probe", model, "--corpus", str(root), "--held-out-levels", "9-1", "--out", str(tmp_path / "q.json"))
+    assert r.returncode == 2 and "unknown level '9-1'" in r.stderr
+
+
 def test_collapsed_predictor_is_flagged(trained, corpus):
     model, _ = load_world_model(trained / "model.safetensors")
     batch = batch_of(corpus, b=64)

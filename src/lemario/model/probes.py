@@ -24,6 +24,7 @@ from torch import nn
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.data.buffer import EpisodeBuffer, is_val_episode
+from lemario.games.mario.emulator import level_number
 from lemario.games.mario.ram import LABELS
 from lemario.games.push.board import STATE_NAMES, T_ANGLE, head_positions
 from lemario.model.world_model import load_world_model
@@ -53,6 +54,9 @@ class ProbeConfig:
     """Embed at most this many frames (spread over the episodes)."""
     mlp_steps: int = 1500
     seed: int = 0
+    held_out_levels: tuple[str, ...] = ()
+    """Levels ('W-S') of a multi-level corpus the probes never fit on: they fit on the other levels' episodes and
+    are also scored on each of these, with the share of the in-distribution R^2 they keep (issue 21)."""
     out: Path | None = None
     """Where to write the JSON table (default: probe.json beside the checkpoint)."""
 
@@ -162,19 +166,32 @@ def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
 
 
 def probe_layer(
-    x: np.ndarray, targets: dict[str, tuple[np.ndarray, bool]], is_score: np.ndarray, groups: np.ndarray, cfg
-) -> dict:
-    """Linear and MLP probes of every target from features x (N, F), fitted where ~is_score (episodes `groups`)
-    and scored where is_score: {name: {"linear": score, "mlp": score}}."""
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    results = {}
+    x: np.ndarray,
+    targets: dict[str, tuple[np.ndarray, bool]],
+    fit: np.ndarray,
+    groups: np.ndarray,
+    cfg,
+    scored: dict[str, np.ndarray],
+) -> dict[str, dict]:
+    """Linear and MLP probes of every target from features x (N, F), fitted where `fit` (episodes `groups`) and
+    scored on each boolean mask of `scored`: {set: {name: {"linear": score, "mlp": score}}}. Features are
+    standardized over the fitting frames and the first scored set (the frames `lemario probe` always uses)."""
+    first = next(iter(scored.values()))
+    ref = x[fit | first]
+    x = (x - ref.mean(0)) / (ref.std(0) + 1e-6)
+    rows = [np.flatnonzero(m) for m in scored.values()]
+    bounds = np.cumsum([0, *map(len, rows)])
+    every = np.concatenate(rows)
+    results: dict[str, dict] = {name: {} for name in scored}
     for name, (y, binary) in targets.items():
         y = y.astype(np.float64)
-        yf, ys = y[~is_score], y[is_score]
+        yf = y[fit]
         m, s = (0.0, 1.0) if binary else (yf.mean(), yf.std() + 1e-9)  # regression targets standardized
-        lin = ridge_probe(x[~is_score], (yf - m) / s, x[is_score], binary, groups) * s + m
-        mlp = mlp_probe(x[~is_score], (yf - m) / s, x[is_score], binary, cfg.mlp_steps, cfg.seed) * s + m
-        results[name] = {"linear": score(ys, lin, binary), "mlp": score(ys, mlp, binary)}
+        lin = ridge_probe(x[fit], (yf - m) / s, x[every], binary, groups) * s + m
+        mlp = mlp_probe(x[fit], (yf - m) / s, x[every], binary, cfg.mlp_steps, cfg.seed) * s + m
+        for i, set_name in enumerate(scored):
+            part, ys = slice(bounds[i], bounds[i + 1]), y[rows[i]]
+            results[set_name][name] = {"linear": score(ys, lin[part], binary), "mlp": score(ys, mlp[part], binary)}
     return results
 
 
@@ -184,19 +201,35 @@ def run_probes(cfg: ProbeConfig) -> dict:
     buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)  # an analysis: warn and go on
     scored_eps, idx, episode = split_frames(buffer, "probe", cfg.score_fraction, cfg.max_frames, cfg.seed)
     trunk, emb = embed_frames(model, buffer, idx)
-    is_score = scored_eps[episode]
-    groups = episode[~is_score]
+    held = held_out_frames(buffer, idx, cfg.held_out_levels, cfg.corpus)  # (N,) frames of levels never fitted on
+    is_score = scored_eps[episode] & ~held
+    fit = ~scored_eps[episode] & ~held
+    scored = {"in_distribution": is_score}
+    for name in cfg.held_out_levels:
+        scored[name] = held & (buffer.levels(idx) == level_number(name))
     targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer).items()}
+    layers = {
+        key: probe_layer(x, targets, fit, episode[fit], cfg, scored)
+        for key, x in (("probes", emb), ("trunk_probes", trunk))
+    }
     report = {
         "checkpoint": str(cfg.checkpoint),
         "corpus": str(cfg.corpus),
         "frames": int(len(idx)),
-        "fit_episodes": int((~scored_eps).sum()),
-        "score_episodes": int(scored_eps.sum()),
+        "fit_episodes": int(len(np.unique(episode[fit]))),
+        "score_episodes": int(len(np.unique(episode[is_score]))),
         "step": meta.get("step"),
-        "probes": probe_layer(emb, targets, is_score, groups, cfg),
-        "trunk_probes": probe_layer(trunk, targets, is_score, groups, cfg),
+        **{key: layer["in_distribution"] for key, layer in layers.items()},
     }
+    if cfg.held_out_levels:
+        report["held_out_levels"] = {
+            name: {
+                "frames": int(scored[name].sum()),
+                **{key: layer[name] for key, layer in layers.items()},
+                "retention": retention(layers["probes"]["in_distribution"], layers["probes"][name]),
+            }
+            for name in cfg.held_out_levels
+        }
     if model.cfg.state_head:
         report["state_head"] = state_head_error(model, emb[is_score], buffer.labels[idx][is_score])
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
@@ -204,7 +237,33 @@ def run_probes(cfg: ProbeConfig) -> dict:
     return report
 
 
-@torch.no_grad()
+def held_out_frames(buffer: EpisodeBuffer, idx: np.ndarray, levels: tuple[str, ...], corpus: Path) -> np.ndarray:
+    """(N,) bool: which of the frames idx belong to the named levels; every named level must be in the corpus and
+    some other level too (the probes fit on those)."""
+    if not levels:
+        return np.zeros(len(idx), dtype=bool)
+    numbers = [level_number(name) for name in levels]  # a malformed or unknown level: a clear error
+    present = set(np.unique(buffer.levels(idx)).tolist())
+    missing = [name for name, n in zip(levels, numbers) if n not in present]
+    if missing:
+        raise LemarioError(
+            f"{corpus} holds no frames of held-out level(s) {', '.join(missing)}: collect them (`lemario collect "
+            "--levels ...`) or drop them from --held-out-levels"
+        )
+    if present <= set(numbers):
+        raise LemarioError(f"{corpus} holds only the held-out levels: the probes need other levels to fit on")
+    return np.isin(buffer.levels(idx), numbers)
+
+
+def retention(inside: dict, held: dict) -> dict[str, float]:
+    """{regression target: linear R^2 on a held-out level / its in-distribution linear R^2} (the issue's >= 0.9)."""
+    out = {}
+    for name, r in inside.items():
+        if "r2" in r["linear"] and r["linear"]["r2"] > 0:
+            out[name] = held[name]["linear"]["r2"] / r["linear"]["r2"]
+    return out
+
+
 def state_head_error(model, emb: np.ndarray, states: np.ndarray) -> dict:
     """Mean error of what the push state head reads from embeddings (N, D), against the true (N, 14) states:
     positions in board units, the T's angle in degrees."""
@@ -230,6 +289,10 @@ def format_table(report: dict) -> str:
     for key, title in (("probes", "embedding (what the controllers read)"), ("trunk_probes", "encoder trunk")):
         if key in report:
             lines += [f"{title}:", *_rows(report[key])]
+    for name, r in report.get("held_out_levels", {}).items():
+        kept = ", ".join(f"{k} {v:.2f}" for k, v in r["retention"].items())
+        lines += [f"held-out level {name} ({r['frames']} frames), embedding:", *_rows(r["probes"])]
+        lines.append(f"  linear R2 kept from in-distribution: {kept}")
     if "state_head" in report:
         h = report["state_head"]
         lines.append(
