@@ -264,6 +264,7 @@ def retention(inside: dict, held: dict) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
 def state_head_error(model, emb: np.ndarray, states: np.ndarray) -> dict:
     """Mean error of what the push state head reads from embeddings (N, D), against the true (N, 14) states:
     positions in board units, the T's angle in degrees."""
