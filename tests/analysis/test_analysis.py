@@ -198,9 +198,11 @@ def test_the_decoder_overfits_a_handful_of_frames():
     z = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     decoder = Decoder(32, 64, 1, width=16)
-    curve = fit_decoder(decoder, z, frames, steps=300, batch=6, lr=3e-3, seed=0)
-    assert decoder(z).shape == (6, 1, 64, 64)
+    curve, steps = fit_decoder(decoder, z, frames, steps=300, batch=6, lr=3e-3, seed=0)
+    assert decoder(z).shape == (6, 1, 64, 64) and steps == 300
     assert curve[-1] < 0.05 * curve[0]  # ~0.25 (the sigmoid's grey start) down to a copy
+    _, steps = fit_decoder(decoder, z, frames, steps=10**6, batch=6, lr=3e-3, seed=0, minutes=0.02)
+    assert 0 < steps < 10**6  # a time budget ends the fit (and its schedule) before the steps would
 
 
 def test_decoder_command_beats_the_mean_frame_and_leaves_the_world_model_alone(mario_run, tmp_path):
