@@ -126,7 +126,7 @@ class DecoderConfig:
     """Share of episodes (chosen by file name) the decoder is scored on, never trained on."""
     max_frames: int = 20000
     steps: int = 2000
-    minutes: float = 7.0
+    minutes: float = 6.0
     """Training budget (0: none, for a fit that repeats exactly): the schedule ends with it when the steps would
     take longer (the report names the steps done), so the whole analysis stays within 10 minutes."""
     batch_size: int = 64
