@@ -10,13 +10,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 from lemario.control.imagination import load_policy
+from lemario.core.errors import LemarioError
 from lemario.core.files import writer_lock
 from lemario.data.corpus import scan
 from lemario.flywheel import hof
+from lemario.flywheel.config import PRESETS
+from lemario.flywheel.plan import plan_iteration
 
 from conftest import run_cli
 
@@ -145,6 +149,24 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
+    """--start-from (issue 21's fine-tuning): iteration 1 collects with the other run's best policy and warm-starts
+    from its world model; from its own first entry on the run follows its own hall of fame."""
+    run, _ = uninterrupted
+    best = hof.folder(run, hof.top(run)[0])
+    cfg = replace(PRESETS["tiny"], out=tmp_path / "ft", start_from=run, env=replace(PRESETS["tiny"].env, level="1-2"))
+    cfg.validate()
+    for start in (run, best):  # a flywheel folder means its best entry
+        plan = plan_iteration(replace(cfg, start_from=start), 1, [])
+        assert plan.collect_policy == f"policy:{best / 'policy.safetensors'}" and plan.hof_best is None
+        assert plan.init_from == str(best / "world_model.safetensors") and plan.collect_episodes == cfg.episodes
+    assert plan_iteration(replace(cfg, start_from=None), 1, []).collect_policy == "biased"
+    with pytest.raises(LemarioError, match="differs in latent_dim"):
+        replace(cfg, train=replace(cfg.train, model=replace(cfg.train.model, latent_dim=16))).validate()
+    r = run_cli(*TINY, "--out", str(tmp_path / "bad"), "--start-from", str(tmp_path))
+    assert r.returncode == 2 and "neither a hall-of-fame entry" in r.stderr
 
 
 def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):

@@ -14,11 +14,13 @@ import tyro
 
 from lemario.control.agents import check_frames
 from lemario.control.imagination import RETURN_UNIT, ImagineConfig
+from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.core.files import read_json
 from lemario.data.replay import ReplayConfig
 from lemario.data.tiers import TIERS
+from lemario.flywheel import hof
 from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import CPU_MODEL, TrainConfig
@@ -101,6 +103,11 @@ class FlywheelConfig:
     RUN/corpus/explore-<level>/, the replay selection level by level, world-model windows and imagination starts
     balanced across levels, and every evaluation on every level (ITER/eval/<level>/; an iteration's score pools
     them: the mean of the level means)."""
+    start_from: Path | None = None
+    """Another flywheel's folder (its hall of fame's best) or one hall-of-fame entry (RUN/hof/NAME) to start from:
+    the first iteration collects with its policy and warm-starts from its world model instead of biased play and a
+    fresh model, for --episodes episodes (issue 21's fine-tuning on a level: the iterations' env steps against
+    their scores are the curve; the same run without it is training from scratch). The model options must be its."""
     bootstrap_episodes: int = 1000
     """Biased-random episodes collected in iteration 1 (no policy exists yet), per level."""
     episodes: int = 100
@@ -187,6 +194,15 @@ class FlywheelConfig:
                 ecfg.validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
         self.env.validate_levels(self.levels)
+        if self.start_from is not None:
+            theirs = checkpoint.load_meta(start_entry(self.start_from) / "world_model.safetensors", "world_model")
+            ours = asdict(self.train.model)
+            differ = sorted(k for k, v in theirs["config"].items() if k in ours and ours[k] != v)
+            if differ:
+                raise LemarioError(
+                    f"--start-from {self.start_from}: its world model differs in {', '.join(differ)}: pass its "
+                    f"options (--train.model.{differ[0].replace('_', '-')} ...)"
+                )
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""
@@ -338,3 +354,17 @@ def upgrade_key(stored: dict) -> dict:
 def iter_dir(run: Path, n: int) -> Path:
     """RUN/iterNNN, the folder of iteration n."""
     return Path(run) / f"iter{n:03d}"
+
+
+def start_entry(path: Path) -> Path:
+    """The hall-of-fame entry `--start-from` names: the entry itself, or a flywheel folder's best."""
+    path = Path(path)
+    if (path / "policy.safetensors").exists() and (path / "world_model.safetensors").exists():
+        return path
+    best = hof.top(path) if (path / "hof").is_dir() else []
+    if not best:
+        raise LemarioError(
+            f"--start-from {path}: neither a hall-of-fame entry (policy.safetensors and world_model.safetensors) nor "
+            "a flywheel folder with one: pass RUN or RUN/hof/NAME of a run that finished an iteration"
+        )
+    return hof.folder(path, best[0])

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 
 from lemario.data.replay import ReplayConfig
 from lemario.flywheel import hof
-from lemario.flywheel.config import FlywheelConfig
+from lemario.flywheel.config import FlywheelConfig, start_entry
 
 WORLD_MODEL_SEED_STRIDE = 1_000_000
 """World model w of an iteration trains with seed train_seed + w x this (apart from every first world model's)."""
@@ -104,6 +104,8 @@ def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
     settings = base.flipped(flip) if flip else base
     best = hof.top(cfg.out)
     entry = hof.folder(cfg.out, best[0]) if best else None
+    if entry is None and cfg.start_from is not None:  # fine-tuning: another run's best until this one has its own
+        entry = start_entry(cfg.start_from)
     return Plan(
         iteration=n,
         flip=flip,
