@@ -201,12 +201,11 @@ def run_probes(cfg: ProbeConfig) -> dict:
     buffer = EpisodeBuffer.load(cfg.corpus, skip_unreadable=True)  # an analysis: warn and go on
     scored_eps, idx, episode = split_frames(buffer, "probe", cfg.score_fraction, cfg.max_frames, cfg.seed)
     trunk, emb = embed_frames(model, buffer, idx)
-    held = held_out_frames(buffer, idx, cfg.held_out_levels, cfg.corpus)  # (N,) frames of levels never fitted on
+    held_levels = held_out_masks(buffer.levels(idx), cfg.held_out_levels, cfg.corpus)  # {level: (N,) its frames}
+    held = np.logical_or.reduce([np.zeros(len(idx), dtype=bool), *held_levels.values()])
     is_score = scored_eps[episode] & ~held
     fit = ~scored_eps[episode] & ~held
-    scored = {"in_distribution": is_score}
-    for name in cfg.held_out_levels:
-        scored[name] = held & (buffer.levels(idx) == level_number(name))
+    scored = {"in_distribution": is_score, **held_levels}
     targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer).items()}
     layers = {
         key: probe_layer(x, targets, fit, episode[fit], cfg, scored)
@@ -237,22 +236,19 @@ def run_probes(cfg: ProbeConfig) -> dict:
     return report
 
 
-def held_out_frames(buffer: EpisodeBuffer, idx: np.ndarray, levels: tuple[str, ...], corpus: Path) -> np.ndarray:
-    """(N,) bool: which of the frames idx belong to the named levels; every named level must be in the corpus and
-    some other level too (the probes fit on those)."""
-    if not levels:
-        return np.zeros(len(idx), dtype=bool)
-    numbers = [level_number(name) for name in levels]  # a malformed or unknown level: a clear error
-    present = set(np.unique(buffer.levels(idx)).tolist())
-    missing = [name for name, n in zip(levels, numbers) if n not in present]
+def held_out_masks(levels: np.ndarray, names: tuple[str, ...], corpus: Path) -> dict[str, np.ndarray]:
+    """{level name: (N,) bool, which frames of level indexes `levels` (N,) are of it}; every named level must be in
+    the corpus and some other level too (the probes fit on those)."""
+    masks = {name: levels == level_number(name) for name in names}  # a malformed or unknown level: a clear error
+    missing = [name for name, m in masks.items() if not m.any()]
     if missing:
         raise LemarioError(
             f"{corpus} holds no frames of held-out level(s) {', '.join(missing)}: collect them (`lemario collect "
             "--levels ...`) or drop them from --held-out-levels"
         )
-    if present <= set(numbers):
+    if masks and np.logical_or.reduce(list(masks.values())).all():
         raise LemarioError(f"{corpus} holds only the held-out levels: the probes need other levels to fit on")
-    return np.isin(buffer.levels(idx), numbers)
+    return masks
 
 
 def retention(inside: dict, held: dict) -> dict[str, float]:
