@@ -117,7 +117,7 @@ def measure_run(run: Path, buffer: EpisodeBuffer, cfg: StraighteningConfig) -> l
         for name, traj in (("real", real), ("predicted", predicted)):
             s = straightness(traj).numpy()
             row[name], row[f"{name}_se"] = float(s.mean()), float(s.std(ddof=1) / np.sqrt(len(s)))
-        row["seconds"] = round(time.perf_counter() - t_start, 1)
+        row["seconds"] = round(time.perf_counter() - t_start, 3)
         rows.append(row)
         print(
             f"{run} {x:>6}: real {row['real']:+.3f} +- {row['real_se']:.3f}  predicted {row['predicted']:+.3f} "

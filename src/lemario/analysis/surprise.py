@@ -252,7 +252,7 @@ def run_surprise(cfg: SurpriseConfig) -> dict:
         "curves": {k: {"mean": _nan_list(v.mean(0)), "se": _nan_list(v.std(0, ddof=1) / np.sqrt(len(v)))}
                    for k, v in stacked.items()},
         "tests": tests,
-        "seconds": round(time.perf_counter() - t_start, 1),
+        "seconds": round(time.perf_counter() - t_start, 3),
     }  # fmt: skip
 
 

@@ -171,7 +171,7 @@ def train_decoder(cfg: DecoderConfig) -> dict:
         "step": meta.get("step"),
         "fit_frames": int((~is_score).sum()),
         "score_frames": int(is_score.sum()),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 3),
         "steps": steps,
         "loss_curve": curve,
         "mse": {k: float(v.mean()) for k, v in errors.items()},
@@ -179,7 +179,7 @@ def train_decoder(cfg: DecoderConfig) -> dict:
         "decoder_on_those_frames_mse": float(errors["decoder"][has_prev].mean()),
     }
     result["psnr"] = {k: psnr(v) for k, v in result["mse"].items()}
-    result["seconds"] = round(time.perf_counter() - t_start, 1)  # the whole analysis: embedding, fit, scoring
+    result["seconds"] = round(time.perf_counter() - t_start, 3)  # the whole analysis: embedding, fit, scoring
     out = cfg.out or Path(cfg.model).parent / "analysis"
     world_model = os.path.relpath(Path(cfg.model).resolve(), out.resolve())  # moves with a run folder
     meta = {"kind": "decoder", "world_model": world_model, "config": as_json(cfg), "result": result}
@@ -227,5 +227,5 @@ def decoder_main(cfg: DecoderConfig) -> None:
         f"held-out MSE: decoder {m['decoder']:.5f} (PSNR {r['psnr']['decoder']:.1f} dB), mean frame "
         f"{m['mean_frame']:.5f}, previous frame {r['previous_frame_mse']:.5f} (decoder on those frames "
         f"{r['decoder_on_those_frames_mse']:.5f}); {r['score_frames']} frames; {r['steps']} steps in "
-        f"{r['train_seconds']} s, {r['seconds']} s in all"
+        f"{r['train_seconds']:.0f} s, {r['seconds']:.0f} s in all"
     )
