@@ -10,6 +10,15 @@ from lemario.games.mario.env import EnvConfig, SuperMarioBros
 DATA = Path(__file__).parent / "fixtures"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist the two workers share the two cores: one torch thread each, and in the CLIs they start."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def make_env():
     """Envs made through this fixture are closed after the test (stable-retro allows one emulator per process)."""
