@@ -169,6 +169,12 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ("flywheel-executor", ["flywheel", "--executor", "spark", "--out", "{root}/new"], "unknown executor"),
     ("flywheel-hidden-flag", ["flywheel", "--train.corpus", "x", "--out", "{root}/new"], "Unrecognized options"),
     ("ppo-level", ["baseline", "ppo", "--level", "9-9", "--out", "{root}/new"], "unknown level '9-9'"),
+    (
+        "ppo-levels",
+        ["baseline", "ppo", "--levels", "1-1", "4-1", "2-1", "--out", "{root}/new"],
+        "--n-envs 8 does not deal evenly over 3 levels",
+    ),
+    ("ppo-init", ["baseline", "ppo", "--init-from", "{root}/none.zip", "--out", "{root}/new"], "no such file"),
     ("ppo-summary", ["baseline", "summary", "{root}/corpus", "--out", "{root}/new"], "is not a PPO run folder"),
     ("hof-missing", ["hof", "list", "{root}/nothing"], "has no hall of fame yet"),
     ("report-missing", ["report", "{root}/nothing"], "has no finished flywheel iteration"),

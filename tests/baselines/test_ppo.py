@@ -1,6 +1,7 @@
 """The PPO baseline: a tiny run through the CLI, checkpoint round trips, the RND state across save/load."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from lemario.baselines.milestones import record_milestones
 from lemario.baselines.ppo import (
     PRESETS,
     drop_lost_rows,
+    init_policy,
     load_run_state,
     make_vec_env,
+    new_model,
     save_run_state,
 )
 from lemario.baselines.rnd import RND
@@ -132,3 +135,41 @@ def test_rnd_state_survives_save_and_load(tmp_path):
     x = torch.from_numpy(frames).float()[:, None] / 255
     with torch.no_grad():
         assert other.error(x).mean() < RND(seed=1).error(x).mean(), "the restored predictor has learned these frames"
+
+
+def test_a_two_level_run_started_from_another_runs_policy(tmp_path):
+    """--levels deals the envs over the levels and evaluates on each; --init-from starts from a checkpoint's policy
+    (issue 21's fine-tuning row); a changed level list is a one-line error on resume."""
+    cfg = PRESETS["tiny"]
+    venv, rnd = make_vec_env(replace(cfg, levels=("1-1", "4-1")))
+    try:
+        assert [c.level for c in venv.get_attr("config")] == ["1-1", "4-1"]
+        source = new_model(replace(cfg, seed=7), venv, "cpu")
+        save_run_state(source, venv, rnd, tmp_path / "source")
+        fresh = new_model(cfg, venv, "cpu")
+        init_policy(fresh, tmp_path / "source.zip")
+        assert all(torch.equal(a, b) for a, b in zip(fresh.policy.parameters(), source.policy.parameters()))
+    finally:
+        venv.close()
+    other = make_vec_env(replace(cfg, env=replace(cfg.env, action_set="complex"), n_envs=1, rnd_coef=0))[0]
+    try:
+        with pytest.raises(LemarioError, match="over 7 actions, this run's env gives .* over 12"):
+            init_policy(
+                new_model(replace(cfg, env=replace(cfg.env, action_set="complex")), other, "cpu"),
+                tmp_path / "source.zip",
+            )
+    finally:
+        other.close()
+
+    out = tmp_path / "ppo"
+    args = ["baseline", "ppo", "--preset", "tiny", "--out", str(out), "--no-progress", "--timesteps", "64"]
+    r = run_cli(*args, "--levels", "1-1", "4-1", "--init-from", str(tmp_path / "source.zip"), timeout=600)
+    assert r.returncode == 0 and "starting from the policy of" in r.stdout, r.stderr[-3000:]
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval/mean_max_x" in x]
+    assert evals and all(
+        row["eval/mean_max_x"] == (row["eval/1-1/mean_max_x"] + row["eval/4-1/mean_max_x"]) / 2 for row in evals
+    )  # one episode per level: the pooled mean is the mean of the level means
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert stored["levels"] == ["1-1", "4-1"] and stored["init_from"] == str(tmp_path / "source.zip")
+    r = run_cli(*args, "--levels", "1-1", "2-1", "--init-from", str(tmp_path / "source.zip"))
+    assert r.returncode == 2 and "levels" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +32,14 @@ from lemario.baselines.sb3 import PPO, BaseCallback, DummyVecEnv, Monitor, Subpr
 from lemario.baselines.shaping import ShapedReward, ShapingConfig
 from lemario.core import runlog
 from lemario.core.device import resolve_device
+from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, check_writable, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
-from lemario.play.evaluate import EvalConfig, evaluate
+from lemario.games.mario.levels import TRAIN_LEVELS
+from lemario.play.evaluate import EvalConfig, evaluate, evaluate_levels
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,26 @@ class PPOConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    levels: tuple[str, ...] = ()
+    """Train on each of these levels instead of --level, the envs dealt out in turn (--n-envs a multiple of their
+    number), and evaluate on each: an evaluation's mean max_x pools them (issue 21's multi-level PPO)."""
+    init_from: Path | None = None
+    """Start from the policy of this PPO checkpoint (e.g. RUN/checkpoints/best_eval.zip of a run on other levels)
+    instead of a fresh one: issue 21's fine-tuning row. Its reward statistics, curiosity and optimizer start afresh."""
+
+    def validate(self) -> None:
+        """Every check that can fail before an env starts."""
+        self.env.validate()
+        self.env.validate_levels(self.levels)
+        if self.levels and self.n_envs % len(self.levels):
+            raise LemarioError(
+                f"--n-envs {self.n_envs} does not deal evenly over {len(self.levels)} levels: pass a multiple of "
+                f"{len(self.levels)}"
+            )
+        if self.init_from is not None and not self.init_from.is_file():
+            raise LemarioError(
+                f"--init-from {self.init_from}: no such file: pass a PPO checkpoint, RUN/checkpoints/NAME.zip"
+            )
 
 
 PRESETS = {
@@ -93,14 +115,19 @@ PRESETS = {
     ),
     "cpu": PPOConfig(),
     "gpu": PPOConfig(timesteps=10_000_000, n_envs=16, keep_every=500_000),
+    # Issue 21: one policy for the training levels, an env on each; fine-tune it on a held-out level with
+    # `--level 5-1 --init-from runs/ppo-levels/checkpoints/best_eval.zip`, against the cpu preset from scratch there.
+    "cpu-levels": PPOConfig(out=Path("runs/ppo-levels"), levels=TRAIN_LEVELS, n_envs=6),
 }
 BOOKKEEPING = ("out", "timesteps", "checkpoint_every", "keep_every", "progress", "device")
 """Fields a run's later invocations may change: they do not change what it learns."""
 
 
 def _make_env(cfg: PPOConfig, rank: int):
+    env_cfg = replace(cfg.env, level=cfg.levels[rank % len(cfg.levels)]) if cfg.levels else cfg.env
+
     def thunk():
-        env = SuperMarioBros(cfg.env)
+        env = SuperMarioBros(env_cfg)
         env.reset(seed=cfg.seed * 1000 + rank)
         return Monitor(ShapedReward(env, cfg.shaping), info_keywords=("max_x", "flag_get"))
 
@@ -143,6 +170,18 @@ def new_model(cfg: PPOConfig, venv, device: str, tensorboard_log: str | None = N
     with torch.no_grad():
         model.policy.action_net.bias[jumps] += cfg.action_bias_jump
     return model
+
+
+def init_policy(model: PPO, path: Path) -> None:
+    """Copy the policy (trunk, actor and critic) of the PPO checkpoint at `path` into `model`."""
+    source = PPO.load(path, device=model.device)
+    if source.observation_space != model.observation_space or source.action_space != model.action_space:
+        raise LemarioError(
+            f"--init-from {path}: its policy reads {source.observation_space.shape} frames over "
+            f"{source.action_space.n} actions, this run's env gives {model.observation_space.shape} over "
+            f"{model.action_space.n}: pass the env options (--action-set, --resize, ...) it was trained with"
+        )
+    model.policy.load_state_dict(source.policy.state_dict())
 
 
 def save_run_state(model: PPO, venv: VecNormalize, rnd, path: Path) -> None:
@@ -255,26 +294,26 @@ class LemarioCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         latest = self.cfg.out / "checkpoints" / "latest.zip"
-        s = evaluate(
-            EvalConfig(
-                agents=(f"ppo:{latest}",),
-                episodes=self.cfg.eval_episodes,
-                workers=1,
-                env=self.cfg.env,
-                out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}",
-                progress=False,  # inside the training's own bar
-            )
+        ecfg = EvalConfig(
+            agents=(f"ppo:{latest}",),
+            episodes=self.cfg.eval_episodes,
+            workers=1,
+            env=self.cfg.env,
+            levels=self.cfg.levels,
+            out=self.cfg.out / "evals" / f"step_{self.num_timesteps:09d}",
+            progress=False,  # inside the training's own bar
         )
-        agg = next(iter(s["per_agent"].values()))
-        self._log(
-            {
-                "eval/mean_max_x": agg["mean_max_x"],
-                "eval/max_max_x": agg["max_max_x"],
-                "eval/flag_rate": agg["flag_rate"],
-                "eval/ci95_low": agg["ci95_low"],
-                "eval/ci95_high": agg["ci95_high"],
-            }
-        )
+        if ecfg.levels:
+            per_level = evaluate_levels(ecfg)
+        else:
+            evaluate(ecfg)
+            per_level = {}
+        agg = next(iter(read_json(ecfg.out / "summary.json")["per_agent"].values()))  # with levels: them pooled
+        row = {f"eval/{k}": agg[k] for k in ("mean_max_x", "max_max_x", "flag_rate", "ci95_low", "ci95_high")}
+        for level, s in per_level.items():
+            a = next(iter(s["per_agent"].values()))
+            row |= {f"eval/{level}/mean_max_x": a["mean_max_x"], f"eval/{level}/flag_rate": a["flag_rate"]}
+        self._log(row)
         self.state["next_eval"] += self.cfg.eval_every
         record_milestones(
             self.state["first_eval_reached"], int(self.num_timesteps), agg["mean_max_x"], agg["flag_rate"] >= 0.5
@@ -291,7 +330,7 @@ class LemarioCallback(BaseCallback):
 
 def train_ppo(cfg: PPOConfig) -> dict:
     """Train (or resume) a PPO run in `cfg.out`; returns its state (env steps, milestones, best evaluation)."""
-    cfg.env.validate()
+    cfg.validate()
     check_writable(cfg.out)
     with writer_lock(cfg.out):
         config_path = cfg.out / "config.json"
@@ -322,6 +361,9 @@ def train_ppo(cfg: PPOConfig) -> dict:
                 print(f"resuming {cfg.out} at {model.num_timesteps} env steps")
             else:
                 model = new_model(cfg, venv, device, tensorboard_log=str(cfg.out / "tb"))
+                if cfg.init_from is not None:
+                    init_policy(model, cfg.init_from)
+                    print(f"starting from the policy of {cfg.init_from}")
             callback = LemarioCallback(cfg, venv, rnd, state)
             remaining = cfg.timesteps - model.num_timesteps
             if remaining > 0:

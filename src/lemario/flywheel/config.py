@@ -23,6 +23,7 @@ from lemario.data.tiers import TIERS
 from lemario.flywheel import hof
 from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
+from lemario.games.mario.levels import TRAIN_LEVELS
 from lemario.model.train import CPU_MODEL, TrainConfig
 from lemario.model.train import PRESETS as TRAIN_PRESETS
 from lemario.play.collect import CollectConfig, level_seed
@@ -250,13 +251,6 @@ class FlywheelConfig:
             for lv in self.levels
         ]
 
-
-TRAIN_LEVELS = ("1-1", "2-1", "1-2", "1-4", "2-4", "6-1")
-"""Issue 21's split, fixed before any multi-level run: levels trained on, overworld (1-1, 2-1, 6-1), underground
-(1-2) and castle (1-4, 2-4) looks..."""
-HELD_OUT_LEVELS = ("5-1", "4-2", "3-4")
-"""...and levels no multi-level run trains or tunes on, one of each look: overworld 5-1, underground 4-2, castle
-3-4 (zero-shot evaluation: `lemario eval --levels 5-1 4-2 3-4`)."""
 
 PRESETS = {
     "tiny": FlywheelConfig(
