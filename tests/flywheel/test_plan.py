@@ -57,8 +57,8 @@ def test_plan_and_decision_round_trip_through_their_json():
 
 def test_a_run_key_of_the_flat_layout_resumes():
     """Keys written before the layout issue: the env's fields at the top level, imagination's reward weights flat
-    and in units of 8 px (death penalty 5 = 40 px), 84-px frames and a model without the previous action; the same
-    run today."""
+    and in units of 8 px (death penalty 5 = 40 px), 84-px whole pooled frames and a model without the previous action;
+    the same run today."""
     cpu = FlywheelConfig()
     then = replace(cpu, env=EnvConfig(), train=replace(cpu.train, model=ModelConfig()))  # the `cpu` model then
     key, defaults = run_key(then, BOOKKEEPING), run_key(cpu, BOOKKEEPING)
@@ -69,7 +69,8 @@ def test_a_run_key_of_the_flat_layout_resumes():
         "death_penalty": 5.0,
         "score_weight": 0.0,
     }
-    old["train"] = old["train"] | {"model": {k: v for k, v in key["train"]["model"].items() if k != "prev_action"}}
+    before_crop = ("prev_action", "crop_top", "pool")  # nor a HUD crop or a pooling switch: whole, pooled frames
+    old["train"] = old["train"] | {"model": {k: v for k, v in key["train"]["model"].items() if k not in before_crop}}
     check_same_run(upgrade_key(old), key, defaults, Path("run"), "flywheel run")
     with pytest.raises(Exception, match=r"imagine.reward.death_penalty: 16.0 -> 40.0"):
         check_same_run(

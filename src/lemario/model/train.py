@@ -131,7 +131,7 @@ _PUSH_MODEL = ModelConfig(
     reward_head=False,
     state_head=8,
 )
-CPU_MODEL = ModelConfig(image_size=112, latent_dim=256, prev_action=True)
+CPU_MODEL = ModelConfig(image_size=112, crop_top=32, pool=False, latent_dim=256, prev_action=True)
 """The `cpu` preset's world model."""
 _TINY_SCHEDULE = dict(steps=30, batch_size=8, warmup=5, val_every=10, diag_every=15, ckpt_every=10, log_every=5)
 """Seconds on a CPU: the tiny presets' steps and clocks."""
@@ -140,9 +140,10 @@ PRESETS = {
     "tiny": TrainConfig(
         model=_TINY_MODEL, loss=LossConfig(sigreg_projections=64), out=Path("runs/wm-tiny"), **_TINY_SCHEDULE
     ),
-    # Issue 16's choice (docs/RESULTS.md, sessions 8-13): the previous action as an input, a 256-D embedding and
-    # 112-px frames, nature CNN + MLP; 6,235 steps of a 7,500-step schedule, the length of the 3 measured seeds
-    # (2.14 steps/s on 2 cores, benchmarks/train_wm.py: ~50 min; capped at 65). Its frames: CPU_MODEL.frames_env().
+    # Issue 16's choice (docs/RESULTS.md, sessions 8-15): the previous action as an input, a 256-D embedding and
+    # 112-px frames of the playfield (the HUD's 32 rows cut) without the max of two frames, nature CNN + MLP; 6,235
+    # steps of a 7,500-step schedule, the length of the 3 measured seeds (2.14 steps/s on 2 cores,
+    # benchmarks/train_wm.py: ~50 min; capped at 65). Its frames: CPU_MODEL.frames_env().
     "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=65.0),
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     "push": TrainConfig(
@@ -317,4 +318,4 @@ def train_main(cfg: TrainConfig) -> None:
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"world model saved to {cfg.out / 'model.safetensors'}")
         for k, v in val.items():
-            print(f"  {k:<22}{v:.4f}")
+            print(f"  {k:<24}{v:.4f}")
