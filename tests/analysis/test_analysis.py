@@ -2,6 +2,7 @@
 up to the commands on tiny trained models; the perturbations change exactly what they claim to."""
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,18 @@ def test_straightening_along_a_trainings_snapshots(mario_run):
     assert all(-1 <= row[k] <= 1 for row in rows for k in ("real", "predicted"))
     assert all(row["seconds"] > 0 for row in rows)  # each analysis reports its own cost
     assert (mario_run / "analysis" / "straightening.png").stat().st_size > 0
+    # again: nothing new to measure; a rewritten weight file or other settings are measured anew
+    os.utime(files[0][1])  # the step-10 snapshot, written after the measurement
+    r = run_cli("analyze", "straightening", str(mario_run), "--corpus", corpus, "--windows", "16", "--length", "8")
+    assert r.returncode == 0 and r.stdout.count("(measured before)") == 1, r.stdout
+    again = json.loads((mario_run / "analysis" / "straightening.json").read_text())["rows"]
+    assert again[1] == rows[1] and again[0]["weights"] == rows[0]["weights"]
+    assert again[0]["real"] == pytest.approx(rows[0]["real"])  # the same windows measured again
+    figure = mario_run.parent / "new" / "folder"
+    args = ("--windows", "8", "--length", "8", "--out", str(figure))
+    r = run_cli("analyze", "straightening", str(mario_run), "--corpus", corpus, *args)
+    assert r.returncode == 0 and "(measured before)" not in r.stdout, r.stdout + r.stderr[-2000:]
+    assert (figure / "straightening.png").exists() and (figure / "straightening-all.json").exists()
     r = run_cli("analyze", "straightening", str(mario_run.parent), "--corpus", corpus)
     assert r.returncode == 2 and "holds no world model" in r.stderr
 

@@ -8,11 +8,14 @@ is applied per time step, so the time axis is free): a mild temporal collapse it
 
 `lemario analyze straightening RUN [RUN ...]` measures every weight file of each run: a world-model training's
 snapshots (`lemario train --snapshot-every N`) and final model, or a flywheel's iterations. Each run gets
-RUN/analysis/straightening.json; the figure of all runs goes to --out.
+RUN/analysis/straightening.json; the figure of all runs goes to --out. A weight file that json already measured
+with the same corpus, windows, length and seed, and that has not been written since, is not measured again (a
+flywheel's new iterations, or several runs put in one figure, cost only what is new).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ import tyro
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
-from lemario.core.files import write_json
+from lemario.core.files import read_json, write_json
 from lemario.core.plots import figure, save_png
 from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer
@@ -103,10 +106,37 @@ class StraighteningConfig:
                 )
 
 
+MEASURE = ("corpus", "windows", "length", "seed")
+"""The settings a measured row depends on."""
+
+
+def measured_before(run: Path, cfg: StraighteningConfig) -> dict[str, dict]:
+    """Weight file -> its row in RUN/analysis/straightening.json, for the files measured with cfg's settings and
+    not written since."""
+    path = Path(run) / "analysis" / "straightening.json"
+    if not path.exists():
+        return {}
+    stored, now = read_json(path), as_json(cfg)
+    if any(stored["config"].get(k) != now[k] for k in MEASURE):
+        return {}
+    written = path.stat().st_mtime
+    return {
+        r["weights"]: r
+        for r in stored["rows"]
+        if Path(r["weights"]).exists() and os.path.getmtime(r["weights"]) < written
+    }
+
+
 def measure_run(run: Path, buffer: EpisodeBuffer, cfg: StraighteningConfig) -> list[dict]:
     """One row per weight file of the run: straightness of real and predicted trajectories, mean and SE."""
-    rows = []
+    rows, known = [], measured_before(run, cfg)
     for x, path in weight_files(run)[1]:
+        if str(path) in known:
+            rows.append({**known[str(path)], "x": x})
+            print(
+                f"{run} {x:>6}: real {rows[-1]['real']:+.3f}  predicted {rows[-1]['predicted']:+.3f} (measured before)"
+            )
+            continue
         t_start = time.perf_counter()
         model, meta = load_world_model(path)
         if (buffer.game == "push") != model.cfg.continuous_actions:

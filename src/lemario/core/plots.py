@@ -20,10 +20,11 @@ def figure():
 
 
 def save_png(fig, path: Path) -> None:
-    """Write a figure as PNG atomically and close it."""
+    """Write a figure as PNG atomically (its folder created) and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     figure().close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 
 
