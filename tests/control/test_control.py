@@ -475,3 +475,42 @@ def test_the_progress_check_pairs_each_prediction_with_the_progress_that_followe
     assert (check.predicted, check.realized) == ([5.0, 3.0], [4, 3])
     st = check.stats()
     assert (st["predicted_dx_mean"], st["realized_dx_mean"], st["dx_correlation"]) == (4.0, 3.5, 0.0)
+
+
+def test_eval_and_render_play_the_frames_their_model_reads_unless_told_otherwise(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from lemario.control.agents import agents_env, validate_spec
+    from lemario.core import checkpoint
+    from lemario.model.train import PRESETS as TRAIN_PRESETS
+    from lemario.play.evaluate import eval_main
+    from lemario.play.render import RenderConfig, render_main
+
+    def save(name: str, **frames) -> str:
+        torch.manual_seed(0)
+        model = WorldModel(replace(TRAIN_PRESETS["tiny"].model, **frames))
+        path = tmp_path / f"{name}.safetensors"
+        checkpoint.save(path, model.state_dict(), {"kind": "world_model", "config": asdict(model.cfg)})
+        return f"planner:{path}"
+
+    wm = save("playfield", crop_top=32, pool=False)  # frames of the playfield, no max of two frames
+    env, changed = agents_env((wm, "biased"), EnvConfig())
+    assert changed and env.preprocessing == {"frame_stack": 4, "image_size": 84, "crop_top": 32, "pool": False}
+    assert agents_env(("biased",), EnvConfig()) == (EnvConfig(), False)  # no model: nothing to follow
+    told = EnvConfig(crop_top=16)
+    assert agents_env((wm,), told) == (told, False)  # frames passed explicitly are kept (and refused by the check)
+    with pytest.raises(LemarioError, match="pass --crop-top 32 --no-pool"):
+        validate_spec(wm, told)
+    other = save("whole")
+    assert agents_env((wm, other), EnvConfig()) == (EnvConfig(), False)  # models that disagree: nothing to follow
+
+    planner = PlannerConfig(samples=8, elites=2, iterations=1, horizon=2)
+    eval_main(EvalConfig(agents=(wm,), episodes=1, workers=1, env=EnvConfig(max_steps=5), out=tmp_path / "ev",
+                         planner=planner, progress=False))  # fmt: skip
+    assert "playing the frames the agents' world model reads" in capsys.readouterr().out
+    env = json.loads((tmp_path / "ev" / "summary.json").read_text())["config"]["env"]
+    assert (env["crop_top"], env["pool"]) == (32, False)
+    render_main(RenderConfig(agent=wm, episodes=1, env=EnvConfig(max_steps=3), out=tmp_path / "render"))
+    assert "playing the frames the agent's world model reads" in capsys.readouterr().out
+    rendered = json.loads((tmp_path / "render" / "render.json").read_text())
+    assert rendered["config"]["env"]["crop_top"] == 32 and rendered["git_commit"]

@@ -29,7 +29,7 @@ from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS, action_set
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
-from lemario.model.world_model import decode_reward, load_world_model
+from lemario.model.world_model import ModelConfig, decode_reward, load_world_model
 
 SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
@@ -85,11 +85,49 @@ def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
         raise LemarioError(f"{what} chooses among {n} actions, the env's {env_config.action_set} set has {have}: {fix}")
 
 
+def model_frames(model_config: dict) -> dict:
+    """The frames a world model reads, as `EnvConfig.preprocessing` names them (a model config from before a
+    field had that field's default)."""
+    return {k: model_config.get(k, v) for k, v in EnvConfig().preprocessing.items()}
+
+
+def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> tuple[EnvConfig, bool]:
+    """`env_config` playing the frames its model agents read, when it was left at the default frames and every
+    planner and policy among `specs` reads the same ones (so `lemario eval policy:pretrained/1-1/policy.safetensors`
+    needs no frame flags), and whether it changed. Frames passed explicitly are kept: `check_frames` names any
+    mismatch. A spec this cannot read is left to `validate_spec`'s message."""
+    if env_config.preprocessing != EnvConfig().preprocessing:
+        return env_config, False
+    frames = []
+    for spec in specs:
+        kind, _, path = spec.partition(":")
+        if kind not in ("planner", "policy") or not path:
+            continue
+        try:
+            meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])
+            model_meta = meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
+        except LemarioError:
+            return env_config, False
+        frames.append(model_frames(model_meta["config"]))
+    if not frames or any(f != frames[0] for f in frames) or frames[0] == env_config.preprocessing:
+        return env_config, False
+    return ModelConfig(**frames[0]).frames_env(env_config), True
+
+
+def frames_note(env_config: EnvConfig) -> str:
+    """The env's frames in words, and the flags that give them."""
+    e = env_config
+    return (
+        f"{e.frame_stack} stacked frames of {e.resize} px, {e.crop_top} rows cut from the top, "
+        f"{'' if e.pool else 'no '}max of two frames (--frame-stack {e.frame_stack} --resize {e.resize} "
+        f"--crop-top {e.crop_top} {'--pool' if e.pool else '--no-pool'})"
+    )
+
+
 def check_frames(model_config: dict, env_config: EnvConfig, what: str) -> None:
     """A world model reads stacks of the frames it was trained on: the env must give the same stack, size, crop
-    and pooling (a model config from before a field had that field's default)."""
-    env, defaults = env_config.preprocessing, EnvConfig().preprocessing
-    model = {k: model_config.get(k, defaults[k]) for k in env}
+    and pooling."""
+    env, model = env_config.preprocessing, model_frames(model_config)
     if (model["frame_stack"], model["image_size"]) != (env["frame_stack"], env["image_size"]):
         raise LemarioError(
             f"{what} reads stacks of {model['frame_stack']} frames of {model['image_size']} px, the env gives "

@@ -12,9 +12,8 @@ from collapsing. Policies are checkpointed like world models (safetensors + JSON
 from __future__ import annotations
 
 import copy
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
+from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer, window_probabilities
 from lemario.model.trainer import read_episode_list
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
@@ -311,7 +311,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
                 },
                 "world_model": str(cfg.world_model),
                 "world_model_commit": wm_meta.get("git_commit"),
-                "train_config": json.loads(json.dumps(asdict(cfg), default=str)),
+                "train_config": as_json(cfg),
                 "updates": cfg.updates,
                 "seconds": round(time.time() - t0, 1),
             },

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import tyro
 from tqdm import tqdm
 
-from lemario.control.agents import method_of, validate_spec
+from lemario.control.agents import agents_env, frames_note, method_of, validate_spec
 from lemario.control.planner import PlannerConfig
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, check_writable, write_json, writer_lock
 from lemario.core.provenance import provenance
-from lemario.core.runconfig import differences, run_key, with_defaults
+from lemario.core.runconfig import as_json, differences, run_key, with_defaults
 from lemario.games.mario.env import EnvConfig
 from lemario.play.episodes import Player, imap, play
 from lemario.play.stats import aggregate, kseed_summary
@@ -169,7 +169,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         summary = {
             "per_agent": per_agent,
             "kseed": _kseed_by_method(per_agent),
-            "config": json.loads(json.dumps(asdict(cfg), default=str)),
+            "config": as_json(cfg),
             "resume_key": key,
             **provenance(),
         }
@@ -211,7 +211,7 @@ def evaluate_levels(cfg: EvalConfig) -> dict[str, dict]:
                 "per_agent": per_agent,
                 "kseed": _kseed_by_method(per_agent),
                 "per_level": {level: s["per_agent"] for level, s in summaries.items()},
-                "config": json.loads(json.dumps(asdict(cfg), default=str)),
+                "config": as_json(cfg),
                 **provenance(),
             },
         )
@@ -263,6 +263,10 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(cfg: EvalConfig) -> None:
+    env, changed = agents_env(cfg.agents, cfg.env)
+    if changed:
+        print(f"playing the frames the agents' world model reads: {frames_note(env)}", flush=True)
+        cfg = replace(cfg, env=env)
     if cfg.levels:
         print(format_levels(evaluate_levels(cfg)))
     else:

@@ -10,7 +10,7 @@ world model's imagined latent drifts from the real one, k steps after the imagin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -19,8 +19,10 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-from lemario.control.agents import env_level, make_agent, validate_spec
+from lemario.control.agents import agents_env, env_level, frames_note, make_agent, validate_spec
 from lemario.core.files import check_writable, write_json
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import as_json
 from lemario.games.mario.actions import action_label, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.model.decoder import load_decoder, strip
@@ -208,12 +210,18 @@ def render(cfg: RenderConfig) -> dict:
         "mp4": str(mp4),
         "gif": str(gif),
         "mean_drift": mean_drift,
+        "config": as_json(cfg),
+        **provenance(),
     }
     write_json(cfg.out / "render.json", summary)
     return summary
 
 
 def render_main(cfg: RenderConfig) -> None:
+    env, changed = agents_env((cfg.agent,), cfg.env)
+    if changed:
+        print(f"playing the frames the agent's world model reads: {frames_note(env)}", flush=True)
+        cfg = replace(cfg, env=env)
     s = render(cfg)
     c = s["chosen"]
     print(
