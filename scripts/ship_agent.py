@@ -5,7 +5,8 @@ and what they scored, so `lemario eval` / `lemario render` on it work right afte
 
 OUT/policy.safetensors + .json   the policy; its sidecar names the world model beside it
 OUT/world_model.safetensors + .json
-OUT/provenance.json              the source files, their git commits, the evaluation's aggregate for this policy
+OUT/provenance.json              the source files, their git commits, the evaluation's aggregate and episodes for
+                                 this policy (each with its evaluation seed: any of them can be replayed)
 The weights are copied bit for bit (no cast): the shipped agent plays exactly as evaluated.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import tyro
 
 from lemario.control.imagination import load_policy, policy_world_model
-from lemario.core import checkpoint
+from lemario.core import checkpoint, runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 
@@ -46,6 +47,11 @@ def ship(args: Args) -> dict:
         shutil.copyfile(src, args.to / f"{name}.safetensors")
     shutil.copyfile(checkpoint.sidecar_path(wm), args.to / "world_model.json")
     write_json(args.to / "policy.json", {**meta, "world_model": "world_model.safetensors"})
+    episodes = [
+        {k: r[k] for k in ("episode", "eval_seed", "max_x", "steps", "end", "flag_get")}
+        for r in runlog.read_rows(args.eval / "episodes.jsonl")
+        if r.get("agent") == spec
+    ]
     provenance = {
         "policy": str(args.policy),
         "policy_commit": meta.get("git_commit"),
@@ -54,6 +60,7 @@ def ship(args: Args) -> dict:
         "evaluation": str(args.eval),
         "eval_config": summary.get("config"),
         "score": summary["per_agent"][spec],
+        "episodes": episodes,
     }
     write_json(args.to / "provenance.json", provenance)
     return provenance

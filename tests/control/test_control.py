@@ -443,6 +443,7 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     spec.loader.exec_module(ship_agent)
     shipped = ship_agent.ship(ship_agent.Args(policy, eval=tmp_path / "ev", to=tmp_path / "shipped"))
     assert shipped["score"] == s["per_agent"][f"policy:{policy}"]
+    assert [e["max_x"] for e in shipped["episodes"]] == [s["per_agent"][f"policy:{policy}"]["mean_max_x"]]
     (tmp_path / "wm").rename(tmp_path / "moved")  # the shipped folder needs nothing outside itself
     again = evaluate(
         EvalConfig(
