@@ -495,15 +495,15 @@ def test_eval_and_render_play_the_frames_their_model_reads_unless_told_otherwise
         return f"planner:{path}"
 
     wm = save("playfield", crop_top=32, pool=False)  # frames of the playfield, no max of two frames
-    env, changed = agents_env((wm, "biased"), EnvConfig())
-    assert changed and env.preprocessing == {"frame_stack": 4, "image_size": 84, "crop_top": 32, "pool": False}
-    assert agents_env(("biased",), EnvConfig()) == (EnvConfig(), False)  # no model: nothing to follow
+    env = agents_env((wm, "biased"), EnvConfig(max_steps=9))
+    assert env == EnvConfig(max_steps=9, crop_top=32, pool=False)
+    assert agents_env(("biased",), EnvConfig()) == EnvConfig()  # no model: nothing to follow
     told = EnvConfig(crop_top=16)
-    assert agents_env((wm,), told) == (told, False)  # frames passed explicitly are kept (and refused by the check)
+    assert agents_env((wm,), told) == told  # frames passed explicitly are kept (and refused by the check)
     with pytest.raises(LemarioError, match="pass --crop-top 32 --no-pool"):
         validate_spec(wm, told)
     other = save("whole")
-    assert agents_env((wm, other), EnvConfig()) == (EnvConfig(), False)  # models that disagree: nothing to follow
+    assert agents_env((wm, other), EnvConfig()) == EnvConfig()  # models that disagree: nothing to follow
 
     planner = PlannerConfig(samples=8, elites=2, iterations=1, horizon=2)
     eval_main(EvalConfig(agents=(wm,), episodes=1, workers=1, env=EnvConfig(max_steps=5), out=tmp_path / "ev",

@@ -91,13 +91,13 @@ def model_frames(model_config: dict) -> dict:
     return {k: model_config.get(k, v) for k, v in EnvConfig().preprocessing.items()}
 
 
-def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> tuple[EnvConfig, bool]:
+def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> EnvConfig:
     """`env_config` playing the frames its model agents read, when it was left at the default frames and every
     planner and policy among `specs` reads the same ones (so `lemario eval policy:pretrained/1-1/policy.safetensors`
-    needs no frame flags), and whether it changed. Frames passed explicitly are kept: `check_frames` names any
-    mismatch. A spec this cannot read is left to `validate_spec`'s message."""
+    needs no frame flags). Frames passed explicitly are kept: `check_frames` names any mismatch. A spec this cannot
+    read is left to `validate_spec`'s message."""
     if env_config.preprocessing != EnvConfig().preprocessing:
-        return env_config, False
+        return env_config
     frames = []
     for spec in specs:
         kind, _, path = spec.partition(":")
@@ -107,11 +107,11 @@ def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> tuple[EnvConfig
             meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])
             model_meta = meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
         except LemarioError:
-            return env_config, False
+            return env_config
         frames.append(model_frames(model_meta["config"]))
-    if not frames or any(f != frames[0] for f in frames) or frames[0] == env_config.preprocessing:
-        return env_config, False
-    return ModelConfig(**frames[0]).frames_env(env_config), True
+    if not frames or any(f != frames[0] for f in frames):
+        return env_config
+    return ModelConfig(**frames[0]).frames_env(env_config)
 
 
 def frames_note(env_config: EnvConfig) -> str:

@@ -263,8 +263,8 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(cfg: EvalConfig) -> None:
-    env, changed = agents_env(cfg.agents, cfg.env)
-    if changed:
+    env = agents_env(cfg.agents, cfg.env)
+    if env != cfg.env:
         print(f"playing the frames the agents' world model reads: {frames_note(env)}", flush=True)
         cfg = replace(cfg, env=env)
     if cfg.levels:

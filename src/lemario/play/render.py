@@ -218,8 +218,8 @@ def render(cfg: RenderConfig) -> dict:
 
 
 def render_main(cfg: RenderConfig) -> None:
-    env, changed = agents_env((cfg.agent,), cfg.env)
-    if changed:
+    env = agents_env((cfg.agent,), cfg.env)
+    if env != cfg.env:
         print(f"playing the frames the agent's world model reads: {frames_note(env)}", flush=True)
         cfg = replace(cfg, env=env)
     s = render(cfg)
