@@ -53,15 +53,20 @@ def validate_spec(spec: str, env_config: EnvConfig | None = None) -> None:
             if not Path(path).is_file():
                 raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
             return
-        meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])  # missing, damaged, wrong kind: its message
+        meta, model_meta = _metas(kind, path)  # missing, damaged, wrong kind: its message
         if env_config is not None:
             check_action_count(meta["config"]["n_actions"], env_config, f"the {kind} {path}")
-            model_meta = meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
             check_frames(model_meta["config"], env_config, f"the {kind} {path}")
         return
     raise LemarioError(
         f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS)
     )
+
+
+def _metas(kind: str, path: str) -> tuple[dict, dict]:
+    """The sidecars of a planner's or policy's checkpoint and of the world model it acts through."""
+    meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])
+    return meta, meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
 
 
 class ScriptedAgent:
@@ -104,11 +109,9 @@ def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> EnvConfig:
         if kind not in ("planner", "policy") or not path:
             continue
         try:
-            meta = checkpoint.load_meta(Path(path), kind=MODEL_AGENTS[kind])
-            model_meta = meta if kind == "planner" else checkpoint.load_meta(policy_world_model(Path(path), meta))
+            frames.append(model_frames(_metas(kind, path)[1]["config"]))
         except LemarioError:
             return env_config
-        frames.append(model_frames(model_meta["config"]))
     if not frames or any(f != frames[0] for f in frames):
         return env_config
     return ModelConfig(**frames[0]).frames_env(env_config)
