@@ -515,3 +515,29 @@ def test_eval_and_render_play_the_frames_their_model_reads_unless_told_otherwise
     assert "playing the frames the agent's world model reads" in capsys.readouterr().out
     rendered = json.loads((tmp_path / "render" / "render.json").read_text())
     assert rendered["config"]["env"]["crop_top"] == 32 and rendered["git_commit"]
+
+
+def test_the_shipped_agent_replays_its_evaluation_from_its_own_folder(tmp_path):
+    """pretrained/1-1 (scripts/ship_agent.py): the policy and its world model load from the repository alone, play
+    the frames they read without being told, and replay an episode of the evaluation that scored them exactly."""
+    from lemario.play.evaluate import eval_main
+
+    shipped = Path(__file__).parents[2] / "pretrained" / "1-1"
+    prov = json.loads((shipped / "provenance.json").read_text())
+    assert prov["score"]["episodes"] == len(prov["episodes"]) >= 30
+    first = min(prov["episodes"], key=lambda e: e["steps"])  # the shortest: the test stays quick
+    frames = ("frame_stack", "resize", "crop_top", "pool")  # left to eval: the model's own
+    played = EnvConfig(**{k: v for k, v in prov["eval_config"]["env"].items() if k not in frames})
+    eval_main(
+        EvalConfig(
+            agents=(f"policy:{shipped / 'policy.safetensors'}",),
+            episodes=1,
+            workers=1,
+            env=played,
+            seed_offset=first["eval_seed"] - EVAL_SEED_BASE,
+            out=tmp_path / "ev",
+            progress=False,
+        )
+    )
+    (row,) = [json.loads(line) for line in (tmp_path / "ev" / "episodes.jsonl").read_text().splitlines()]
+    assert (row["max_x"], row["steps"], row["end"]) == (first["max_x"], first["steps"], first["end"])
