@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +117,19 @@ def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> EnvConfig:
     return ModelConfig(**frames[0]).frames_env(env_config)
 
 
-def frames_note(env_config: EnvConfig) -> str:
-    """The env's frames in words, and the flags that give them."""
-    e = env_config
-    return (
-        f"{e.frame_stack} stacked frames of {e.resize} px, {e.crop_top} rows cut from the top, "
-        f"{'' if e.pool else 'no '}max of two frames (--frame-stack {e.frame_stack} --resize {e.resize} "
-        f"--crop-top {e.crop_top} {'--pool' if e.pool else '--no-pool'})"
+def with_agents_frames(cfg, specs: tuple[str, ...]):
+    """A command's config (one with an `env`) whose env plays the frames its agents read (`agents_env`), saying so
+    when that changed it."""
+    env = agents_env(specs, cfg.env)
+    if env == cfg.env:
+        return cfg
+    print(
+        f"playing the frames the world model reads: {env.frame_stack} stacked frames of {env.resize} px, "
+        f"{env.crop_top} rows cut from the top, {'' if env.pool else 'no '}max of two frames (--frame-stack "
+        f"{env.frame_stack} --resize {env.resize} --crop-top {env.crop_top} {'--pool' if env.pool else '--no-pool'})",
+        flush=True,
     )
+    return replace(cfg, env=env)
 
 
 def check_frames(model_config: dict, env_config: EnvConfig, what: str) -> None:

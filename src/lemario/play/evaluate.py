@@ -23,7 +23,7 @@ import numpy as np
 import tyro
 from tqdm import tqdm
 
-from lemario.control.agents import agents_env, frames_note, method_of, validate_spec
+from lemario.control.agents import method_of, validate_spec, with_agents_frames
 from lemario.control.planner import PlannerConfig
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
@@ -263,10 +263,7 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(cfg: EvalConfig) -> None:
-    env = agents_env(cfg.agents, cfg.env)
-    if env != cfg.env:
-        print(f"playing the frames the agents' world model reads: {frames_note(env)}", flush=True)
-        cfg = replace(cfg, env=env)
+    cfg = with_agents_frames(cfg, cfg.agents)
     if cfg.levels:
         print(format_levels(evaluate_levels(cfg)))
     else:

@@ -10,7 +10,7 @@ world model's imagined latent drifts from the real one, k steps after the imagin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -19,7 +19,7 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-from lemario.control.agents import agents_env, env_level, frames_note, make_agent, validate_spec
+from lemario.control.agents import env_level, make_agent, validate_spec, with_agents_frames
 from lemario.core.files import check_writable, write_json
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
@@ -218,10 +218,7 @@ def render(cfg: RenderConfig) -> dict:
 
 
 def render_main(cfg: RenderConfig) -> None:
-    env = agents_env((cfg.agent,), cfg.env)
-    if env != cfg.env:
-        print(f"playing the frames the agent's world model reads: {frames_note(env)}", flush=True)
-        cfg = replace(cfg, env=env)
+    cfg = with_agents_frames(cfg, (cfg.agent,))
     s = render(cfg)
     c = s["chosen"]
     print(
