@@ -5,7 +5,8 @@
 A world model learns what an action does only from the steps that took it: a direction the collector rarely
 holds, or holds only inside a run the other way (momentum), is predicted from those few steps, and a policy can
 find the error. Prints, per sub-corpus (a level of a multi-level corpus; '.' for the folder's own episodes):
-the share of steps whose action holds left / right / neither, and the mean x change (px) on those steps.
+the share of steps whose action holds left / right / neither, the mean x change (px) on those steps, and the
+actions no step took (what a controller may choose but the world model never saw).
 """
 
 import argparse
@@ -19,8 +20,9 @@ import numpy as np
 from lemario.games.mario.actions import ACTION_SETS
 
 
-def coverage(corpus: Path, action_set: str = "complex") -> dict[str, dict[str, tuple[float, float]]]:
-    """{level: {direction: (share of steps, mean x change on them)}}; a flat corpus is one level, '.'."""
+def coverage(corpus: Path, action_set: str = "complex") -> dict[str, dict]:
+    """{level: {direction: (share of steps, mean x change on them), 'never': [actions no step took]}}; a flat
+    corpus is one level, '.'."""
     names = ACTION_SETS[action_set]
     direction = np.array(["left" if "left" in n else "right" if "right" in n else "neither" for n in names])
     files = sorted(corpus.rglob("*.h5"))
@@ -32,16 +34,17 @@ def coverage(corpus: Path, action_set: str = "complex") -> dict[str, dict[str, t
         with h5py.File(f, "r") as h:
             x = h["labels"][:, 0].astype(np.int64)  # (T+1,) x_pos
             steps[str(f.parent.relative_to(corpus).parts[0]) if f.parent != corpus else "."].append(
-                (direction[h["actions"][:]], np.diff(x))
+                (h["actions"][:], np.diff(x))
             )
     out = {}
     for level, eps in sorted(steps.items()):
-        dirs = np.concatenate([d for d, _ in eps])
-        dx = np.concatenate([v for _, v in eps])
+        actions = np.concatenate([a for a, _ in eps])
+        dirs, dx = direction[actions], np.concatenate([v for _, v in eps])
         out[level] = {
             d: (float((dirs == d).mean()), float(dx[dirs == d].mean()) if (dirs == d).any() else float("nan"))
             for d in ("left", "right", "neither")
         }
+        out[level]["never"] = ["+".join(names[i]) or "NOOP" for i in sorted(set(range(len(names))) - set(actions))]
     return out
 
 
@@ -53,7 +56,9 @@ def main() -> None:
     print(f"{'part':8} {'left share':>10} {'dx|left':>8} {'right share':>11} {'dx|right':>9} {'neither':>8} {'dx':>6}")
     for level, c in coverage(args.corpus, args.action_set).items():
         (ls, ldx), (rs, rdx), (ns, ndx) = c["left"], c["right"], c["neither"]
-        print(f"{level:8} {ls:10.1%} {ldx:8.2f} {rs:11.1%} {rdx:9.2f} {ns:8.1%} {ndx:6.2f}")
+        print(
+            f"{level:8} {ls:10.1%} {ldx:8.2f} {rs:11.1%} {rdx:9.2f} {ns:8.1%} {ndx:6.2f}  never: {' '.join(c['never'])}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def test_shares_and_moves_per_level_are_counted(tmp_path):
     c = action_coverage.coverage(tmp_path)
     assert c["1-1"]["right"] == (0.5, 6.0) and c["1-1"]["left"] == (0.25, -2.0) and c["1-1"]["neither"] == (0.25, 0.0)
     assert c["1-2"]["left"] == (1.0, -4.0) and c["1-2"]["right"][0] == 0.0
+    assert c["1-1"]["never"] == ["right+A", "right+B", "right+A+B", "A", "left+A", "left+B", "left+A+B", "down", "up"]
+    assert c["1-2"]["never"][:2] == ["NOOP", "right"]
 
 
 def test_a_folder_without_episodes_is_a_one_line_error(tmp_path, capsys):
