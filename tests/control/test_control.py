@@ -156,6 +156,9 @@ def test_harness_rows_and_determinism(tmp_path):
     assert [r["eval_seed"] for r in rows[:3]] == [EVAL_SEED_BASE + i for i in range(3)]
     for r in rows:
         assert r["end"] in {"enemy", "pit", "time", "step_limit", "flag"} and r["max_x"] >= r["final_x"] >= 0
+        assert len(r["actions"]) == 12 and sum(r["actions"]) == r["steps"]  # steps per action of the complex set
+    biased = np.sum([r["actions"] for r in rows if r["agent"] == "biased"], axis=0)
+    assert biased[[5, 7, 8, 9, 10, 11]].sum() == 0 < biased[[1, 2, 3, 4]].sum()  # its macros never press these
     agg = s["per_agent"]["biased"]
     assert agg["mean_max_x"] == pytest.approx(np.mean([r["max_x"] for r in rows if r["agent"] == "biased"]))
     assert s["kseed"] == {}, "biased and random are two methods, not two seeds of one"

@@ -43,15 +43,18 @@ def end_of(info: dict, ram: np.ndarray, truncated: bool) -> str:
 
 def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None, start: MarioState | None = None) -> dict:
     """One episode from the level start (or from a saved `start`, as exploration restores one) with the env and
-    agent seeded by `seed`; returns its row (max_x, final x, flag, steps, how it ended, return)."""
+    agent seeded by `seed`; returns its row (max_x, final x, flag, steps, how it ended, return, and how many steps
+    took each action: what a controller chose, beside what its world model saw in its corpus)."""
     obs, info = env.reset(seed=seed, options={"state": start} if start is not None else None)
     agent.reset(seed)
     if on_step:
         on_step(obs, None, info)
     max_x, ret, term, trunc = info["x_pos"], 0.0, False, False
+    actions = [0] * env.action_space.n  # steps per action index
     while not (term or trunc):
         action = agent.act(obs, info)
         obs, r, term, trunc, info = env.step(action)
+        actions[action] += 1
         ret += r
         max_x = max(max_x, info["x_pos"])
         if on_step:
@@ -65,6 +68,7 @@ def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None, s
         "end": end_of(info, env.ram, trunc),
         "end_x": int(info["x_pos"]),
         "return": float(ret),
+        "actions": actions,
     }
 
 
