@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from lemario.games.mario.actions import ACTION_SETS
+from lemario.games.mario.ram import LABELS
 
 
 def coverage(corpus: Path, action_set: str = "complex") -> dict[str, dict]:
@@ -32,7 +33,7 @@ def coverage(corpus: Path, action_set: str = "complex") -> dict[str, dict]:
     steps: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for f in files:
         with h5py.File(f, "r") as h:
-            x = h["labels"][:, 0].astype(np.int64)  # (T+1,) x_pos
+            x = h["labels"][:, LABELS.index("x_pos")].astype(np.int64)  # (T+1,)
             steps[str(f.parent.relative_to(corpus).parts[0]) if f.parent != corpus else "."].append(
                 (h["actions"][:], np.diff(x))
             )
