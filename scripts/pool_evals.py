@@ -2,19 +2,23 @@
 
     python scripts/pool_evals.py runs/eval-biased/o0 runs/eval-biased/o1000 ... [--json OUT.json]
 
-Per level and agent: the mean max_x of each folder (a set of eval seeds), their mean and sd, the episodes pooled and
-the flag rate. Per level and method (`biased`, `policy`, `planner`, ...): the agents of one method are its seeds,
-so the row gives each seed's mean over every set and the sd across seeds (the seed spread issue 21's target is in).
+Per level and agent: the evaluation harness's aggregate of the episodes of every folder, and each folder's (each set
+of eval seeds') mean max_x with their sd. Per level and method (`biased`, `policy`, `planner`, ...): the agents of
+one method are its seeds, so the row is the harness's K-seed summary: each seed's mean over every set and the sd
+between seeds (the seed spread issue 21's target is in).
 """
 
 import argparse
 import json
-import statistics as st
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from lemario.control.agents import method_of
+from lemario.core.files import write_json
+from lemario.play.stats import aggregate, kseed_summary
 
 
 def read_episodes(folder: Path) -> list[dict]:
@@ -29,48 +33,34 @@ def read_episodes(folder: Path) -> list[dict]:
     return episodes
 
 
-def sd(values: list[float]) -> float:
-    return st.stdev(values) if len(values) > 1 else 0.0
-
-
 def pool(folders: list[Path]) -> dict:
-    """{'agents': [...], 'methods': [...]}: one row per (level, agent) and per (level, method)."""
-    # (level, agent) -> set index -> max_x values; flags counted over all sets
-    scores: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    flags: dict[tuple[str, str], int] = defaultdict(int)
+    """{'agents': [...], 'methods': [...]}: per (level, agent) the harness's aggregate of its episodes over every
+    folder, with each folder's mean and their sd; per (level, method) the harness's K-seed summary of its agents."""
+    episodes: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for i, folder in enumerate(folders):
         for ep in read_episodes(folder):
-            key = (ep["level"], ep["agent"])
-            scores[key][i].append(ep["max_x"])
-            flags[key] += int(ep["flag_get"])
+            episodes[ep["level"], ep["agent"]][i].append(ep)
     agents = []
-    for (level, agent), sets in scores.items():
-        set_means = [st.mean(sets[i]) for i in sorted(sets)]
-        n = sum(len(v) for v in sets.values())
+    for (level, agent), sets in episodes.items():
+        set_means = [float(np.mean([e["max_x"] for e in sets[i]])) for i in sorted(sets)]
         agents.append(
             {
                 "level": level,
                 "agent": agent,
+                **aggregate([e for i in sorted(sets) for e in sets[i]]),
                 "set_means": set_means,
-                "mean": st.mean(set_means),
-                "sd_sets": sd(set_means),
-                "episodes": n,
-                "flag_rate": flags[(level, agent)] / n,
+                "sd_sets": float(np.std(set_means, ddof=1)) if len(set_means) > 1 else float("nan"),
             }
         )
-    by_method: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    by_method: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for row in agents:
-        by_method[(row["level"], method_of(row["agent"]))].append(row)
+        by_method[row["level"], method_of(row["agent"])][row["agent"]] = row
     methods = [
         {
             "level": level,
             "method": method,
-            "seeds": len(rows),
-            "seed_means": [r["mean"] for r in rows],
-            "mean": st.mean(r["mean"] for r in rows),
-            "sd_seeds": sd([r["mean"] for r in rows]),
-            "episodes": sum(r["episodes"] for r in rows),
-            "flag_rate": sum(r["flag_rate"] * r["episodes"] for r in rows) / sum(r["episodes"] for r in rows),
+            **kseed_summary(rows),
+            "seed_means": [r["mean_max_x"] for r in rows.values()],
         }
         for (level, method), rows in by_method.items()
     ]
@@ -83,19 +73,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = ap.parse_args()
     table = pool(args.folders)
-    print(f"{'level':6} {'method':8} {'seeds':>5} {'episodes':>8} {'mean':>6} {'sd seeds':>8} {'flags':>6}  seed means")
+    print(f"{'level':6} {'method':8} {'seeds':>5} {'mean':>6} {'sd seeds':>8} {'flags':>6}  seed means")
     for r in table["methods"]:
         means = " ".join(f"{m:.0f}" for m in r["seed_means"])
         print(
-            f"{r['level']:6} {r['method']:8} {r['seeds']:5d} {r['episodes']:8d} {r['mean']:6.0f} {r['sd_seeds']:8.0f} "
+            f"{r['level']:6} {r['method']:8} {r['seeds']:5d} {r['mean_of_means']:6.0f} {r['sd_between_seeds']:8.0f} "
             f"{r['flag_rate']:6.1%}  {means}"
         )
     print(f"\n{'level':6} {'agent':40} {'episodes':>8} {'mean':>6} {'sd sets':>7}  set means")
     for r in table["agents"]:
         means = " ".join(f"{m:.0f}" for m in r["set_means"])
-        print(f"{r['level']:6} {r['agent'][-40:]:40} {r['episodes']:8d} {r['mean']:6.0f} {r['sd_sets']:7.0f}  {means}")
+        print(
+            f"{r['level']:6} {r['agent'][-40:]:40} {r['episodes']:8d} {r['mean_max_x']:6.0f} {r['sd_sets']:7.0f}  "
+            f"{means}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(table, indent=1))
+        write_json(args.json, table)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def write_eval(folder: Path, episodes: list[dict], level: str = "1-1") -> Path:
 
 
 def ep(agent: str, max_x: int, level: str | None = None, flag: int = 0) -> dict:
-    return {"agent": agent, "max_x": max_x, "flag_get": flag, **({"level": level} if level else {})}
+    row = {"agent": agent, "max_x": max_x, "final_x": max_x, "flag_get": flag, "steps": 10}
+    return {**row, **({"level": level} if level else {})}
 
 
 def test_sets_and_seeds_pool_to_known_means_and_spreads(tmp_path):
@@ -34,14 +35,17 @@ def test_sets_and_seeds_pool_to_known_means_and_spreads(tmp_path):
     )
     table = pool_evals.pool([set0, set1])
     agents = {(r["level"], r["agent"]): r for r in table["agents"]}
-    assert agents[("1-1", a)]["set_means"] == [200, 400]  # each folder's mean, then their mean and sd
-    assert agents[("1-1", a)]["mean"] == 300 and agents[("1-1", a)]["sd_sets"] == pytest.approx(141.421, abs=1e-3)
+    assert agents[("1-1", a)]["set_means"] == [200, 400]  # each folder's mean, and their sd
+    assert agents[("1-1", a)]["mean_max_x"] == 300 and agents[("1-1", a)]["sd_sets"] == pytest.approx(141.421, abs=1e-3)
     assert agents[("1-1", b)]["flag_rate"] == 0.5 and agents[("1-1", b)]["episodes"] == 2
     methods = {(r["level"], r["method"]): r for r in table["methods"]}
     assert methods[("1-1", "policy")]["seed_means"] == [300, 600]  # two policies: two seeds of one method
-    assert methods[("1-1", "policy")]["sd_seeds"] == pytest.approx(212.132, abs=1e-3)
-    assert methods[("1-1", "policy")]["flag_rate"] == pytest.approx(1 / 6)
-    assert methods[("5-1", "biased")]["mean"] == 20 and methods[("5-1", "biased")]["seeds"] == 1
+    assert methods[("1-1", "policy")]["mean_of_means"] == 450
+    assert methods[("1-1", "policy")]["sd_between_seeds"] == pytest.approx(212.132, abs=1e-3)
+    assert (
+        methods[("1-1", "policy")]["flag_rate"] == pytest.approx(0.25) and methods[("1-1", "policy")]["best_seed"] == b
+    )
+    assert methods[("5-1", "biased")]["mean_of_means"] == 20 and methods[("5-1", "biased")]["seeds"] == 1
 
 
 def test_a_one_level_evaluation_takes_its_level_from_its_config(tmp_path):
