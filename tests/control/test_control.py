@@ -73,6 +73,22 @@ def test_biased_prior_favours_right():
     assert p[0, right].sum() > 0.5
 
 
+def test_the_planner_never_samples_an_action_it_may_not_choose():
+    actions = action_set("complex")
+    allowed = torch.tensor([i in (0, 1, 2, 3, 4, 6) for i in range(12)])
+    p = prior_probs(PlannerConfig(horizon=4, prior="uniform"), actions, allowed)
+    assert torch.allclose(p[:, allowed], torch.full((4, 6), 1 / 6)) and (p[:, ~allowed] == 0).all()
+    cfg = PlannerConfig(horizon=4, samples=64, elites=8, iterations=3)
+    seen = []
+
+    def score(seqs):  # prefers action 9 above all: the score a model would flatter an action it never saw with
+        seen.append(seqs)
+        return (seqs == 9).float().sum(-1) + (seqs == 1).float().sum(-1) * 0.5, None
+
+    best = cem(score, p, cfg, torch.Generator().manual_seed(0))
+    assert allowed[torch.cat(seen)].all() and torch.equal(best.seq, torch.ones(4, dtype=torch.int64))
+
+
 @pytest.mark.parametrize("predictor", ["mlp", "transformer"])
 @pytest.mark.parametrize("prev_action", [False, True])
 def test_shared_prefix_rollout_equals_rolling_out_every_sequence(predictor, prev_action):
@@ -320,6 +336,20 @@ def test_actor_critic_learns_the_optimal_action():
     probs = ac.dist(torch.zeros(16, 4)).probs.mean(0)
     assert probs[1] > 0.8, probs
     assert probs[3] < 0.05, "the deadly action is avoided"
+
+
+def test_actor_critic_never_learns_an_action_it_may_not_choose():
+    """The line world's best action (1) forbidden: the policy puts exactly 0 on it, still avoids the deadly one,
+    and its entropy stays finite."""
+
+    def starts(rng):
+        return torch.zeros(64, 1, 4), torch.zeros(64, 0, dtype=torch.int64), torch.zeros(64, dtype=torch.int64)
+
+    cfg = ImagineConfig(updates=60, batch=64, horizon=8, hidden=32, actor_lr=3e-3, critic_lr=3e-3, progress=False)
+    ac = train_policy(_LineWorld(), starts, cfg, n_actions=4, allowed=torch.tensor([True, False, True, True]))
+    dist = ac.dist(torch.zeros(16, 4))
+    assert (dist.probs[:, 1] == 0).all() and dist.probs[:, 3].mean() < 0.1, dist.probs.mean(0)
+    assert torch.isfinite(dist.entropy()).all()
 
 
 # ---- videos ----------------------------------------------------------------------------------------------------

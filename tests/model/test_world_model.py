@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lemario.control.imagination import load_policy
 from lemario.core import checkpoint
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
@@ -27,7 +28,7 @@ from lemario.model.loss import LossConfig, world_model_loss
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.train import PRESETS, train
 from lemario.model.trainer import Trainer, recalibrate_batchnorm
-from lemario.model.world_model import WorldModel, decode_reward, load_world_model
+from lemario.model.world_model import WorldModel, decode_reward, known_actions, load_world_model
 
 from conftest import run_cli
 from synthetic import make_episode, write_corpus
@@ -385,6 +386,17 @@ def test_the_flag_loss_weights_the_rare_touch(corpus):
     assert plain["loss/flag"] < light["loss/flag"] < heavy["loss/flag"]
 
 
+def test_known_actions_are_those_that_took_their_share_of_the_corpus():
+    meta = {"action_counts": [500, 0, 300, 1, 199]}
+    assert known_actions(meta, 0.002).tolist() == [True, False, True, False, True]  # 1 of 1000 steps is 0.1%...
+    assert known_actions(meta, 0.001).tolist() == [True, False, True, True, True]  # ...and a share is inclusive
+    assert known_actions(meta, 0.0) is None and known_actions({}, 0.001) is None  # every action: off, or no counts
+    with pytest.raises(LemarioError, match="lower the minimum share"):
+        known_actions(meta, 0.9)
+    with pytest.raises(LemarioError, match=r"not in \[0, 1\)"):
+        known_actions(meta, -0.1)
+
+
 def test_bad_checkpoints_are_clear_errors(trained, tmp_path):
     with pytest.raises(LemarioError, match="no checkpoint"):
         load_world_model(tmp_path / "nothing.safetensors")
@@ -737,6 +749,14 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     tensors, meta = checkpoint.load(tmp_path / "pi" / "policy.safetensors", kind="policy")
     assert meta["updates"] == 20 and meta["world_model"].endswith("model.safetensors")
+    # the synthetic corpus takes actions 0-4 only: the policy may choose those alone, and says so
+    wm_meta = checkpoint.load_meta(trained / "model.safetensors")
+    taken = EpisodeBuffer.load(corpus).actions
+    assert wm_meta["action_counts"] == np.bincount(taken[taken >= 0], minlength=wm_meta["config"]["n_actions"]).tolist()
+    assert meta["config"]["actions"] == [0, 1, 2, 3, 4]
+    ac, _, _ = load_policy(tmp_path / "pi" / "policy.safetensors")
+    probs = ac.dist(torch.randn(32, ac.actor.net[0].in_features)).probs  # (32, A)
+    assert (probs[:, 5:] == 0).all() and torch.allclose(probs.sum(-1), torch.ones(32))
     rows = [json.loads(x) for x in (tmp_path / "pi" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "imag/return" in rows[0]
     from lemario.play.evaluate import EvalConfig, evaluate

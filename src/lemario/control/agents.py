@@ -29,7 +29,7 @@ from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS, action_set
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
-from lemario.model.world_model import ModelConfig, decode_reward, load_world_model
+from lemario.model.world_model import ModelConfig, decode_reward, known_actions, load_world_model
 
 SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
@@ -197,12 +197,14 @@ class PlannerAgent:
     `replan_every` steps, and records the seed's predictability-bias diagnostic: how many planned actions stand
     still, and predicted against realized progress of each executed action (`ProgressCheck`)."""
 
-    def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig):
+    def __init__(self, model, cfg: PlannerConfig, env_config: EnvConfig, allowed: torch.Tensor | None = None):
+        """allowed (A,) bool: the actions the planner may choose (`known_actions` of the model's sidecar)."""
         check_action_count(model.cfg.n_actions, env_config, "the world model")
         check_frames(asdict(model.cfg), env_config, "the world model")
         actions = action_set(env_config.action_set)
         self.model, self.cfg, self.level = model, cfg, env_level(env_config)
-        self.planner = LatentPlanner(model, cfg, actions, critic_value(Path(cfg.value), model) if cfg.value else None)
+        value = critic_value(Path(cfg.value), model) if cfg.value else None
+        self.planner = LatentPlanner(model, cfg, actions, value, allowed)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
 
     def reset(self, seed: int) -> None:
@@ -358,5 +360,6 @@ def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None)
         return PolicyAgent(Path(path), env_config)
     if kind == "ppo":
         return PPOAgent(Path(path), env_config)
-    model, _ = load_world_model(Path(path))
-    return PlannerAgent(model, planner or PlannerConfig(), env_config)
+    model, meta = load_world_model(Path(path))
+    cfg = planner or PlannerConfig()
+    return PlannerAgent(model, cfg, env_config, known_actions(meta, cfg.min_action_share))

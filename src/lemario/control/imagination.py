@@ -30,7 +30,7 @@ from lemario.core.files import check_writable, writer_lock
 from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer, window_probabilities
 from lemario.model.trainer import read_episode_list
-from lemario.model.world_model import PROGRESS_SCALE, decode_reward, load_world_model
+from lemario.model.world_model import PROGRESS_SCALE, decode_reward, known_actions, load_world_model
 
 RETURN_UNIT = PROGRESS_SCALE
 """Pixels of progress per unit of the critic's returns (symlog is near linear around 1)."""
@@ -111,6 +111,9 @@ class ImagineConfig:
     """A JSON list of corpus file names to start from (the flywheel's replay selection; default: all)."""
     balance_levels: bool = False
     """Start from each level of a multi-level corpus equally often, whatever its share of the frames."""
+    min_action_share: float = 0.001
+    """The policy chooses only actions that took at least this share of the world model's training corpus's steps
+    (`lemario.model.world_model.known_actions`); 0: every action, as before issue 21."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'. The saved policy is always loadable on CPU."""
     threads: int = 0
@@ -129,18 +132,22 @@ PRESETS = {
 
 
 class ActorCritic(nn.Module):
-    """pi(a|s) and V(s) on world-model states (N, state_dim); the actor starts uniform, the critic predicts symlog
+    """pi(a|s) and V(s) on world-model states (N, state_dim); the actor starts uniform over the allowed actions
+    (`allowed` (A,) bool, None: all; kept in the checkpoint's sidecar, not its tensors), the critic predicts symlog
     returns."""
 
-    def __init__(self, state_dim: int, n_actions: int, hidden: int):
+    def __init__(self, state_dim: int, n_actions: int, hidden: int, allowed: torch.Tensor | None = None):
         super().__init__()
         self.actor = MLP(state_dim, n_actions, hidden)
         self.critic = MLP(state_dim, 1, hidden)
         nn.init.zeros_(self.actor.net[-1].weight)  # start uniform
         nn.init.zeros_(self.actor.net[-1].bias)
+        allowed = torch.ones(n_actions, dtype=torch.bool) if allowed is None else allowed.bool()
+        self.register_buffer("allowed", allowed, persistent=False)
 
     def dist(self, s: torch.Tensor) -> torch.distributions.Categorical:
-        return torch.distributions.Categorical(logits=self.actor(s))
+        logits = self.actor(s).masked_fill(~self.allowed, torch.finfo(s.dtype).min)  # (N, A)
+        return torch.distributions.Categorical(logits=logits)
 
     def value(self, s: torch.Tensor) -> torch.Tensor:
         return symexp(self.critic(s)[..., 0])
@@ -217,12 +224,15 @@ def actor_critic_loss(
     return actor_loss + critic_loss, metrics, spread
 
 
-def train_policy(world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None) -> ActorCritic:
+def train_policy(
+    world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None, allowed: torch.Tensor | None = None
+) -> ActorCritic:
     """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), the actions between them
-    (B, c-1), the action before the first (B,)), on the world model's device."""
+    (B, c-1), the action before the first (B,)), on the world model's device; allowed (A,) bool: the actions the
+    policy may choose (None: all)."""
     device = module_device(world_model)
     torch.manual_seed(cfg.seed)
-    ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden).to(device)
+    ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden, allowed).to(device)
     slow = copy.deepcopy(ac).requires_grad_(False)
     opt = torch.optim.Adam(
         [{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}]
@@ -294,9 +304,9 @@ def run_imagine(cfg: ImagineConfig) -> Path:
         def log(step, m):
             runlog.append_row(metrics_path, {"update": step, "time": round(time.time() - t0, 2), **m})
 
-        ac = train_policy(
-            model, corpus_starts(model, buffer, cfg.batch, cfg.balance_levels), cfg, model.cfg.n_actions, log
-        )
+        allowed = known_actions(wm_meta, cfg.min_action_share)
+        starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels)
+        ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed)
         path = cfg.out / "policy.safetensors"
         checkpoint.save(
             path,
@@ -308,6 +318,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
                     "state_dim": model.state_dim,
                     "n_actions": model.cfg.n_actions,
                     "hidden": cfg.hidden,
+                    "actions": None if allowed is None else allowed.nonzero()[:, 0].tolist(),
                 },
                 "world_model": str(cfg.world_model),
                 "world_model_commit": wm_meta.get("git_commit"),
@@ -336,7 +347,11 @@ def load_policy(path: Path):
     tensors, meta = checkpoint.load(path, kind="policy")
     c = meta["config"]
     state_dim = c.get("state_dim", c["latent_dim"])  # policies before the previous action: the latent alone
-    ac = ActorCritic(state_dim, c["n_actions"], c["hidden"])
+    allowed = None  # policies before issue 21's mask choose among every action
+    if c.get("actions") is not None:
+        allowed = torch.zeros(c["n_actions"], dtype=torch.bool)
+        allowed[c["actions"]] = True
+    ac = ActorCritic(state_dim, c["n_actions"], c["hidden"], allowed)
     checkpoint.load_state(ac, tensors, Path(path))
     wm_path = policy_world_model(Path(path), meta)
     model, _ = load_world_model(wm_path)

@@ -53,6 +53,9 @@ class PlannerConfig:
     value: str = ""
     """A policy checkpoint (`lemario imagine`) trained on the same world model: its critic scores the last
     predicted latent, the value beyond the horizon ('' for none)."""
+    min_action_share: float = 0.001
+    """Plan only with actions that took at least this share of the world model's training corpus's steps
+    (`lemario.model.world_model.known_actions`); 0: every action, as before issue 21."""
 
     def validate(self) -> None:
         if self.prior not in PRIORS:
@@ -135,12 +138,17 @@ def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor, torch
     return value
 
 
-def prior_probs(cfg: PlannerConfig, actions: list[tuple[str, ...]]) -> torch.Tensor:
-    """(horizon, A) initial distribution of a validated config."""
+def prior_probs(
+    cfg: PlannerConfig, actions: list[tuple[str, ...]], allowed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(horizon, A) initial distribution of a validated config; actions outside `allowed` (A,) bool get 0, so CEM
+    never samples them."""
     if cfg.prior == "uniform":
         p = torch.ones(len(actions))
     else:  # biased: favour right, rarely noop
         p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])
+    if allowed is not None:
+        p = p * allowed
     return (p / p.sum()).expand(cfg.horizon, -1).clone()
 
 
@@ -203,13 +211,19 @@ class LatentPlanner:
     """CEM/MPC through a world model: sequences rolled out by its predictor, scored by its reward head."""
 
     def __init__(
-        self, model: WorldModel, cfg: PlannerConfig, actions: list[tuple[str, ...]], value: Callable | None = None
+        self,
+        model: WorldModel,
+        cfg: PlannerConfig,
+        actions: list[tuple[str, ...]],
+        value: Callable | None = None,
+        allowed: torch.Tensor | None = None,
     ):
+        """allowed (A,) bool: the actions plans may hold (`known_actions`); None: all."""
         cfg.validate()
         self.model, self.cfg, self.value = model.eval(), cfg, value
         self.dtype = precision_dtype(cfg.precision, next(model.parameters()).device)
         self.rollout_model = planning_copy(self.model, self.dtype)  # only its predictor and reward head run
-        self.prior = prior_probs(cfg, actions)
+        self.prior = prior_probs(cfg, actions, allowed)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)
 
     @torch.no_grad()  # (plan() runs it in inference mode; a direct call returns ordinary tensors)

@@ -273,6 +273,9 @@ class Trainer:
             "corpus": str(cfg.corpus),
             "train_config": as_json(cfg),
         }
+        if self.buffer.game == "mario":  # what the controllers may choose (`lemario.model.world_model.known_actions`)
+            taken = self.buffer.actions[self.buffer.actions >= 0]  # (-1 marks an episode's last frame)
+            meta["action_counts"] = np.bincount(taken, minlength=cfg.model.n_actions).tolist()
         checkpoint.save(path or cfg.out / "model.safetensors", self.model.state_dict(), meta)
 
 

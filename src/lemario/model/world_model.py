@@ -302,6 +302,27 @@ def decode_reward(out: torch.Tensor) -> torch.Tensor:
     return torch.stack([out[..., 0] * PROGRESS_SCALE, out[..., 1] * SCORE_SCALE, out[..., 2].sigmoid(), flag], dim=-1)
 
 
+def known_actions(meta: dict, min_share: float) -> torch.Tensor | None:
+    """(A,) bool: the actions a controller of this world model may choose, those that took at least `min_share` of
+    its training corpus's steps; None (every action) for a model whose sidecar has no counts (trained before they
+    were recorded) or for min_share 0.
+
+    A model learns what an action does only from the steps that took it: one it never saw gets whatever its
+    embedding's random init predicts, and a controller finds the action whose prediction flatters it (issue 21:
+    the biased collector never presses 6 of the 12 complex actions; policies trained through such a model walked
+    into 1-1's left wall predicting 8 px of progress a step)."""
+    if not 0 <= min_share < 1:
+        raise LemarioError(f"minimum action share {min_share} is not in [0, 1): pass e.g. 0.001, or 0 for every action")
+    counts = meta.get("action_counts")
+    if counts is None or min_share == 0:
+        return None
+    counts = torch.tensor(counts, dtype=torch.float64)
+    allowed = counts / counts.sum().clamp_min(1) >= min_share
+    if not allowed.any():
+        raise LemarioError(f"no action takes {min_share:.2%} of the world model's corpus: lower the minimum share")
+    return allowed
+
+
 def load_world_model(path: Path, device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:
     """A trained world model (eval mode) and its sidecar."""
     tensors, meta = checkpoint.load(path, kind="world_model")
