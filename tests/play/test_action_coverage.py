@@ -38,3 +38,26 @@ def test_a_folder_without_episodes_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         action_coverage.coverage(tmp_path)
     assert exit.value.code == 2 and "holds no episodes" in capsys.readouterr().err
+
+
+def test_counts_are_recorded_into_the_sidecar_of_the_model_trained_on_the_corpus(tmp_path, capsys):
+    from lemario.core import checkpoint
+    from lemario.model.world_model import known_actions
+
+    write_episode(tmp_path / "c" / "1-1" / "a.h5", [1, 1, 6, 0], [40, 45, 52, 50, 50])
+    write_episode(tmp_path / "c" / "1-2" / "a.h5", [6, 6], [40, 37, 32])
+    meta = {"kind": "world_model", "config": {"n_actions": 12}, "corpus": str(tmp_path / "c"), "train_config": {}}
+    model = tmp_path / "wm" / "model.safetensors"
+    checkpoint.save(model, {}, meta)
+    assert action_coverage.record(model, tmp_path / "c") == [1, 2, 0, 0, 0, 0, 3] + [0] * 5
+    assert known_actions(checkpoint.load_meta(model), 0.001).nonzero()[:, 0].tolist() == [0, 1, 6]
+    assert action_coverage.record(model, tmp_path / "c")[6] == 3  # again: the same counts, no error
+    for other, message in (
+        ({"corpus": str(tmp_path / "elsewhere")}, "was trained on"),
+        ({"train_config": {"episodes": "sel.json"}}, "a selection"),
+        ({"action_counts": [1] * 12}, "already records other action counts"),
+    ):
+        checkpoint.save(model, {}, {**meta, **other})
+        with pytest.raises(SystemExit) as exit:
+            action_coverage.record(model, tmp_path / "c")
+        assert exit.value.code == 2 and message in capsys.readouterr().err
