@@ -17,6 +17,7 @@ from lemario.control.planner import (
     prior_probs,
     rollout_shared,
 )
+from lemario.control.policies import make_policy
 from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
 from lemario.core.device import precision_dtype
 from lemario.core.errors import LemarioError
@@ -63,6 +64,21 @@ def test_cem_keeps_the_previous_plan_when_it_is_best():
         keep,
     )
     assert torch.equal(best, keep)
+
+
+def test_the_covering_collector_takes_every_action_the_biased_one_never_does():
+    never = [5, 7, 8, 9, 10, 11]  # A, left+A, left+B, left+A+B, down, up: no biased macro holds them
+    played = {}
+    for name in ("biased", "covering"):
+        policy = make_policy(name, "complex", np.random.default_rng(0))
+        played[name] = np.array([policy.act({}) for _ in range(20000)])
+    biased, covering = (np.bincount(played[n], minlength=12) for n in ("biased", "covering"))
+    assert biased[never].sum() == 0 and (covering > 0).all()
+    # 15% of macros hold a uniform action for 1-8 steps (mean 4.5) against the biased macros' mean 6.45 steps:
+    # 0.675 / (0.675 + 0.85 * 6.45) = 11% of the steps, half of them on the six actions biased play never takes
+    assert 0.04 < covering[never].sum() / 20000 < 0.07, covering
+    held = played["covering"][1:] == played["covering"][:-1]
+    assert held[np.isin(played["covering"][1:], never)].mean() > 0.5, "those actions are held for a few steps too"
 
 
 def test_biased_prior_favours_right():

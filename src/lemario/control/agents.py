@@ -2,6 +2,7 @@
 
     random (or uniform)       uniform over the action set
     biased                    the seed's right-biased random baseline (`lemario.control.policies.BiasedPolicy`)
+    covering                  biased, with some macros holding any action (`CoveringPolicy`: a corpus of every action)
     planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.control.planner`)
     policy:PATH               an imagination actor-critic policy (`lemario.control.imagination`), sampling its actions
     ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
@@ -31,12 +32,12 @@ from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
 from lemario.model.world_model import ModelConfig, decode_reward, known_actions, load_world_model
 
-SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased"}
+SCRIPTED = {"random": "uniform", "uniform": "uniform", "biased": "biased", "covering": "covering"}
 MODEL_AGENTS = {"planner": "world_model", "policy": "policy", "ppo": None}
 
 
 def method_of(spec: str) -> str:
-    """The method an agent spec is a seed of: 'uniform', 'biased', 'planner', 'policy' or 'ppo'."""
+    """The method an agent spec is a seed of: 'uniform', 'biased', 'covering', 'planner', 'policy' or 'ppo'."""
     return SCRIPTED.get(spec) or spec.partition(":")[0]
 
 

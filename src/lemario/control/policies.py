@@ -1,4 +1,5 @@
-"""Scripted data-collection policies: uniform random and the seed's right-biased random with held jumps.
+"""Scripted data-collection policies: uniform random, the seed's right-biased random with held jumps, and that
+biased play with some macros holding any action (`covering`), so a corpus holds every action of the set.
 
 A policy maps the env's `info` (RAM labels) to an action index; it never looks at pixels, so collection costs
 only emulation. Each policy owns a numpy Generator, seeded per episode by the collector.
@@ -11,7 +12,7 @@ import numpy as np
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
 
-POLICIES = ("uniform", "biased")
+POLICIES = ("uniform", "biased", "covering")
 
 
 class UniformPolicy:
@@ -76,9 +77,35 @@ class BiasedPolicy:
         return self._queue.pop()
 
 
-def make_policy(name: str, action_set_name: str, rng: np.random.Generator) -> UniformPolicy | BiasedPolicy:
+class CoveringPolicy(BiasedPolicy):
+    """`BiasedPolicy` whose macros, with probability ANY[0], hold an action drawn uniformly from the whole set for
+    ANY[1]-ANY[2] steps instead.
+
+    The biased macros press 6 of the complex set's 12 actions (never A alone, left with A or B, down, up); a world
+    model learns what an action does only from steps that took it, and controllers choosing among all 12 found the
+    never-seen ones' errors (issue 21). Held for a few steps, as the game's momentum and the jump latch need.
+    """
+
+    name = "covering"
+    ANY = (0.15, 1, 8)
+
+    def __init__(self, action_set_name: str, rng: np.random.Generator):
+        self.n = len(action_set(action_set_name))
+        super().__init__(action_set_name, rng)
+
+    def macro(self) -> list[int]:
+        if self.rng.random() < self.ANY[0]:
+            return [int(self.rng.integers(self.n))] * int(self.rng.integers(self.ANY[1], self.ANY[2] + 1))
+        return super().macro()
+
+
+def make_policy(
+    name: str, action_set_name: str, rng: np.random.Generator
+) -> UniformPolicy | BiasedPolicy | CoveringPolicy:
     if name == "uniform":
         return UniformPolicy(action_set_name, rng)
     if name == "biased":
         return BiasedPolicy(action_set_name, rng)
+    if name == "covering":
+        return CoveringPolicy(action_set_name, rng)
     raise LemarioError(f"unknown policy {name!r}: use one of {', '.join(POLICIES)}")

@@ -54,7 +54,8 @@ class CollectConfig:
     workers: int = 2
     """Worker processes, one emulator each (1 plays in this process)."""
     policy: str = "biased"
-    """Agent spec: 'biased' (right-biased random with held jumps), 'uniform', 'policy:PATH' or 'planner:PATH'."""
+    """Agent spec: 'biased' (right-biased random with held jumps), 'covering' (biased, with some macros holding any
+    action: a corpus in which every action was taken), 'uniform', 'policy:PATH' or 'planner:PATH'."""
     explore: float = 0.0
     """Per-step probability of a biased-random macro overriding the agent (exploration)."""
     run: str = ""
