@@ -267,6 +267,24 @@ def test_probes_fitted_on_training_levels_are_scored_on_held_out_ones(trained, t
     assert r.returncode == 2 and "unknown level '9-1'" in r.stderr
 
 
+def test_action_progress_pairs_each_action_with_the_steps_that_took_it(trained, corpus):
+    from lemario.model.diagnose import action_progress
+
+    model, _ = load_world_model(trained / "model.safetensors")
+    batch = batch_of(corpus, b=64, k=1)
+    rows = action_progress(model, batch)
+    taken, x = batch["actions"][:, 0], batch["labels"][..., LABELS.index("x_pos")].float()
+    assert [r["action"] for r in rows] == list(range(model.cfg.n_actions))
+    assert sum(r["steps"] for r in rows) == 64
+    for r in rows:
+        mask = taken == r["action"]
+        if mask.any():
+            assert r["real_dx"] == pytest.approx((x[mask, 1] - x[mask, 0]).mean().item())
+        else:  # never taken: promised something all the same
+            assert np.isnan(r["real_dx"]) and np.isfinite(r["predicted_dx_everywhere"])
+    assert any(r["steps"] == 0 for r in rows)
+
+
 def test_collapsed_predictor_is_flagged(trained, corpus):
     model, _ = load_world_model(trained / "model.safetensors")
     batch = batch_of(corpus, b=64)
@@ -638,6 +656,7 @@ def test_cli_probe_and_diagnose(trained, corpus):
     assert r.returncode == 0, r.stderr
     assert "sensitivity_latent" in r.stdout and "effective_rank" in r.stdout
     assert "AUC all n/a (0 frames)" in r.stdout and "ECE" in r.stdout, "the synthetic corpus has no deaths"
+    assert "predicted everywhere" in r.stdout and "never taken" in r.stdout, "the synthetic corpus takes 5 actions"
     r = run_cli("status", str(trained))
     assert r.returncode == 0 and "finished, step 300 of 300 logged, checkpoint at step 300" in r.stdout, r.stderr
 

@@ -12,6 +12,9 @@ numbers catch that from held-out windows:
 - the jump latch: one-step prediction error on grounded steps that press A, split by whether A was held on the
   step before (no jump starts) or released (a jump starts). A model that cannot tell the two apart averages them
   and errs on both; one that sees the previous action need not.
+- what the model believes each action does (`action_progress`, printed by `lemario diagnose`): per action, the
+  progress its reward head predicts over every state of the batch, against the x change of the steps that took
+  it. An action the corpus never took still gets a prediction, and a controller may find it flattering (issue 21).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
 from lemario.model.death import death_report, format_death
 from lemario.model.sigreg import sigreg
-from lemario.model.world_model import WorldModel, load_world_model
+from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
 # A predictor whose output moves less than this fraction of the targets' spread ignores that input.
 MIN_SENSITIVITY = 0.05
 MIN_LATCH_STEPS = 8  # fewer steps of a latch group in the batch: no error reported for it
 _ON_GROUND = LABELS.index("on_ground")
+_X_POS = LABELS.index("x_pos")
 
 
 def holds_a(action_set_name: str) -> torch.Tensor:
@@ -120,6 +124,50 @@ def diagnose(
     return metrics, warnings_from(metrics)
 
 
+@torch.no_grad()
+def action_progress(model: WorldModel, batch: dict[str, torch.Tensor]) -> list[dict]:
+    """Per action of a Mario model with a reward head: the batch's steps that took it, their mean x change (px) and
+    the progress predicted for them, and the progress predicted for it from every state of the batch (what a
+    controller choosing it anywhere is promised). obs (B, 2+, S, H, W), actions (B, 1+), prev (B,), labels
+    (B, 2+, L)."""
+    was_training = model.training
+    model.eval()
+    try:
+        z = model.encode(batch["obs"][:, :1], batch.get("level"))  # (B, 1, D)
+        taken, prev = batch["actions"][:, 0], batch["prev"]  # (B,), (B,)
+        real = (batch["labels"][:, 1, _X_POS] - batch["labels"][:, 0, _X_POS]).float()  # (B,) px
+        rows = []
+        for i in range(model.cfg.n_actions):
+            a = torch.full_like(taken, i)
+            nxt = model.predict(z, a[:, None], prev)[:, 0]  # (B, D)
+            predicted = decode_reward(model.reward(nxt, a).float())[:, 0]  # (B,) px
+            mask = taken == i
+            rows.append(
+                {
+                    "action": i,
+                    "steps": int(mask.sum()),
+                    "real_dx": real[mask].mean().item() if mask.any() else float("nan"),
+                    "predicted_dx": predicted[mask].mean().item() if mask.any() else float("nan"),
+                    "predicted_dx_everywhere": predicted.mean().item(),
+                }
+            )
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def format_action_progress(rows: list[dict], action_set_name: str) -> str:
+    names = action_set(action_set_name)
+    lines = ["action        steps  real dx  predicted dx  predicted everywhere (px per step)"]
+    for r in rows:
+        name = ("+".join(names[r["action"]]) or "noop") if r["action"] < len(names) else f"#{r['action']}"
+        lines.append(
+            f"{name:<12}{r['steps']:>7}{r['real_dx']:>9.2f}{r['predicted_dx']:>14.2f}{r['predicted_dx_everywhere']:>22.2f}"
+            + ("   never taken" if not r["steps"] else "")
+        )
+    return "\n".join(lines)
+
+
 def warnings_from(m: dict[str, float]) -> list[str]:
     """The collapse warnings that the diagnostic metrics call for (empty when the model looks alive)."""
     out = []
@@ -174,4 +222,6 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     )
     metrics, warnings = diagnose(model, batch, holds_a(buffer.action_set))
     print(format_report(metrics, warnings))
+    if model.cfg.reward_head:
+        print(format_action_progress(action_progress(model, batch), buffer.action_set))
     print(format_death(death_report(model, buffer, cfg.death_horizon)))
