@@ -161,10 +161,8 @@ def format_action_progress(rows: list[dict], action_set_name: str) -> str:
     lines = ["action        steps  real dx  predicted dx  predicted everywhere (px per step)"]
     for r in rows:
         name = ("+".join(names[r["action"]]) or "noop") if r["action"] < len(names) else f"#{r['action']}"
-        lines.append(
-            f"{name:<12}{r['steps']:>7}{r['real_dx']:>9.2f}{r['predicted_dx']:>14.2f}{r['predicted_dx_everywhere']:>22.2f}"
-            + ("   never taken" if not r["steps"] else "")
-        )
+        dx = f"{r['real_dx']:>9.2f}{r['predicted_dx']:>14.2f}{r['predicted_dx_everywhere']:>22.2f}"
+        lines.append(f"{name:<12}{r['steps']:>7}{dx}" + ("   never taken" if not r["steps"] else ""))
     return "\n".join(lines)
 
 
