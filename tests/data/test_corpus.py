@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from lemario.core.errors import LemarioError
-from lemario.data.buffer import EpisodeBuffer, window_probabilities
+from lemario.data.buffer import EpisodeBuffer, stored_ram, window_probabilities
 from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write_episode
 from lemario.data.tiers import audit
-from lemario.games.mario.ram import LABELS
+from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 from lemario.play.collect import play_episode
 
@@ -95,6 +95,8 @@ def test_a_corpus_reads_its_sub_corpora(tmp_path, episodes):
     buf = EpisodeBuffer.load(corpus)
     assert buf.files == files and list(buf.lengths) == [episodes[i].n_steps + 1 for i in (0, 2, 1)]
     assert len(EpisodeBuffer.load(corpus, files=["linked/run-0001-00000.h5"]).lengths) == 1
+    ram = stored_ram(corpus, buf.files)  # back to back as the buffer holds the frames: its labels come from it
+    np.testing.assert_array_equal(label_table(ram), buf.labels)
 
 
 def test_audit_table_shares():

@@ -59,6 +59,19 @@ def test_walking_into_the_first_goomba_kills(make_env):
     assert all(i["is_dying"] == 0 for i in infos[:-1])
 
 
+def test_the_first_goomba_comes_near_as_mario_walks_into_it(make_env):
+    _, rams, _ = play(make_env(), [RIGHT] * 200)
+    enemy = R.enemy_labels(rams)
+    dx, near = enemy["enemy_dx"], enemy["enemy_near"]
+    assert dx[0] == R.ENEMY_FAR and near[0] == 0, "at spawn no enemy is in play"
+    active = np.flatnonzero(dx < R.ENEMY_FAR)
+    assert len(active) > 0 and (active == np.arange(active[0], len(dx))).all(), "once in play it stays ahead"
+    assert dx[active[0]] > R.ENEMY_NEAR, "it comes into play farther than 'near'"
+    assert (np.diff(dx[active]) <= 0).all(), "Mario and the goomba walk toward each other"
+    assert abs(dx[-1]) <= 16 and near[-1] == 1, "at the death the goomba touches Mario"
+    assert (R.enemy_labels(rams[-1])["enemy_dx"] == dx[-1]).all(), "one snapshot gives the same label"
+
+
 def test_falling_into_the_first_pit(make_env):
     infos, rams, (term, _) = play(make_env(), scripted_actions("pit_1-1.txt"))
     last = infos[-1]

@@ -239,6 +239,7 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     assert probes["y_pos"]["linear"]["r2"] > 0.3 and probes["y_pos"]["mlp"]["r2"] > 0.6
     assert probes["on_ground"]["linear"]["balanced_accuracy"] > 0.6
     assert report["trunk_probes"]["x_pos"]["mlp"]["r2"] > 0.6, "the trunk holds what the embedding is made from"
+    assert {"enemy_dx", "enemy_near"} <= probes.keys(), "a Mario corpus's stored RAM gives the enemy targets"
     assert (trained / "probe.json").exists()
 
 

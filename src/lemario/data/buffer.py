@@ -242,6 +242,13 @@ def _read_current(path: Path):
     return ep, labels, rewards
 
 
+def stored_ram(corpus: Path, files: list[str]) -> np.ndarray | None:
+    """(N, 2048) the stored RAM of the episodes `files` of a Mario corpus, back to back as a buffer of those files
+    holds their frames; None when an episode has none."""
+    rams = [read_episode(Path(corpus) / f, ram=True).ram for f in files]
+    return None if any(r is None for r in rams) else np.concatenate(rams)
+
+
 def is_val_episode(file: str, fraction: float) -> bool:
     """Whether an episode file is held out: a hash of its name, so the split is stable as the corpus grows."""
     return zlib.crc32(file.encode()) % 10_000 < fraction * 10_000

@@ -3,8 +3,9 @@
 Linear (ridge, regularization chosen on a validation fold) and small-MLP probes from embeddings to the game's
 labels, fitted on some episodes and scored on others (a split by episode file). Regression targets report R^2
 and Pearson r; binary ones accuracy and balanced accuracy (is_dying is rare: accuracy alone would flatter a
-constant). Mario: RAM physics. The push game: both discs' and the T's positions and velocities, the T's angle as
-cosine and sine; and for a model with a state head, that head's error in board units on the scored episodes.
+constant). Mario: RAM physics, and how far ahead the nearest enemy is (from the stored RAM). The push game: both
+discs' and the T's positions and velocities, the T's angle as cosine and sine; and for a model with a state head,
+that head's error in board units on the scored episodes.
 
 Two layers are probed: the embedding the predictor, the reward head and the controllers read (after the
 BatchNorm projector, `probes`), and the encoder's trunk before it (`trunk_probes`): what the trunk holds and the
@@ -23,9 +24,9 @@ from torch import nn
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
-from lemario.data.buffer import EpisodeBuffer, is_val_episode
+from lemario.data.buffer import EpisodeBuffer, is_val_episode, stored_ram
 from lemario.games.mario.emulator import level_number
-from lemario.games.mario.ram import LABELS
+from lemario.games.mario.ram import LABELS, enemy_labels
 from lemario.games.push.board import STATE_NAMES, T_ANGLE, head_positions
 from lemario.model.world_model import load_world_model
 
@@ -33,13 +34,18 @@ REGRESSION = ("x_pos", "y_pos", "x_vel", "y_vel")
 BINARY = ("on_ground", "is_dying")
 
 
-def probe_targets(buffer: EpisodeBuffer) -> dict[str, tuple[np.ndarray, bool]]:
-    """{name: ((N,) target per frame, binary)} for the buffer's game."""
+def probe_targets(buffer: EpisodeBuffer, ram: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, bool]]:
+    """{name: ((N,) target per frame, binary)} for the buffer's game; with Mario's stored RAM (N, 2048) also where
+    the nearest enemy ahead is (`enemy_labels`: the distance, and whether it is near)."""
     if buffer.game == "push":
         out = {n: (buffer.labels[:, i], False) for i, n in enumerate(STATE_NAMES) if i != T_ANGLE}
         angle = buffer.labels[:, T_ANGLE]
         return {**out, "t_cos": (np.cos(angle), False), "t_sin": (np.sin(angle), False)}
-    return {n: (buffer.labels[:, LABELS.index(n)], n in BINARY) for n in REGRESSION + BINARY}
+    out = {n: (buffer.labels[:, LABELS.index(n)], n in BINARY) for n in REGRESSION + BINARY}
+    if ram is not None:
+        enemy = enemy_labels(ram)
+        out |= {"enemy_dx": (enemy["enemy_dx"], False), "enemy_near": (enemy["enemy_near"], True)}
+    return out
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,8 @@ def run_probes(cfg: ProbeConfig) -> dict:
     is_score = scored_eps[episode] & ~held
     fit = ~scored_eps[episode] & ~held
     scored = {"in_distribution": is_score, **held_levels}
-    targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer).items()}
+    ram = stored_ram(cfg.corpus, buffer.files) if buffer.game == "mario" else None
+    targets = {name: (y[idx], binary) for name, (y, binary) in probe_targets(buffer, ram).items()}
     layers = {
         key: probe_layer(x, targets, fit, episode[fit], cfg, scored)
         for key, x in (("probes", emb), ("trunk_probes", trunk))

@@ -24,6 +24,11 @@ TIME_DIGITS = slice(0x7F8, 0x7FB)
 SCORE_DIGITS = slice(0x7DD, 0x7E3)  # six digits; the display adds a constant trailing 0
 COIN_DIGITS = slice(0x7ED, 0x7EF)
 
+# The five enemy slots (measured on 1-1: walking right into the first goomba, its slot turns active at Mario's
+# x 161, and he dies at x 296 with the goomba at 304; tests/games/test_ram_labels.py).
+ENEMY_ACTIVE = slice(0x0F, 0x14)  # non-zero while the slot's enemy is in play
+ENEMY_X_PAGE, ENEMY_X_SCREEN = slice(0x6E, 0x73), slice(0x87, 0x8C)  # enemy x in the level, as Mario's
+
 PLAYER_NORMAL, PLAYER_DYING, PLAYER_DEAD = 0x08, 0x0B, 0x06
 FLOAT_FLAGPOLE = 3
 
@@ -102,6 +107,25 @@ def labels(ram: np.ndarray) -> dict[str, np.ndarray]:
         "float_state": float_state,
         "player_state": player_state,
     }
+
+
+ENEMY_FAR = 256
+"""enemy_dx when no enemy in play is ahead of Mario: one screen."""
+ENEMY_BEHIND, ENEMY_NEAR = -16, 64
+"""Enemies count from 16 px behind Mario (overlapping him) on; 'near' is within 64 px ahead (~10 steps at a run)."""
+
+
+def enemy_labels(ram: np.ndarray) -> dict[str, np.ndarray]:
+    """Where the enemies are, from RAM (2048,) or (T, 2048): 'enemy_dx', the level-x distance from Mario to the
+    nearest enemy in play at least ENEMY_BEHIND px ahead (ENEMY_FAR when there is none; capped there), and
+    'enemy_near', 1 when that distance is at most ENEMY_NEAR. Not corpus labels: probes compute them from the
+    stored RAM."""
+    r = np.asarray(ram).astype(np.int64)
+    mario = r[..., X_PAGE] * 256 + r[..., X_SCREEN]  # (...)
+    dx = r[..., ENEMY_X_PAGE] * 256 + r[..., ENEMY_X_SCREEN] - mario[..., None]  # (..., 5)
+    ahead = (r[..., ENEMY_ACTIVE] != 0) & (dx >= ENEMY_BEHIND)
+    nearest = np.where(ahead, dx, ENEMY_FAR).min(axis=-1).clip(max=ENEMY_FAR)
+    return {"enemy_dx": nearest, "enemy_near": (nearest <= ENEMY_NEAR).astype(np.int64)}
 
 
 def label_table(ram: np.ndarray) -> np.ndarray:
