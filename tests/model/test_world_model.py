@@ -25,7 +25,7 @@ from lemario.games.mario.ram import LABELS
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.loss import LossConfig, world_model_loss
-from lemario.model.probes import ProbeConfig, run_probes
+from lemario.model.probes import ProbeConfig, rollout_scores, rollout_start_frames, run_probes
 from lemario.model.train import PRESETS, train
 from lemario.model.trainer import Trainer, recalibrate_batchnorm
 from lemario.model.world_model import WorldModel, decode_reward, known_actions, load_world_model
@@ -241,6 +241,41 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     assert report["trunk_probes"]["x_pos"]["mlp"]["r2"] > 0.6, "the trunk holds what the embedding is made from"
     assert {"enemy_dx", "enemy_near"} <= probes.keys(), "a Mario corpus's stored RAM gives the enemy targets"
     assert (trained / "probe.json").exists()
+    rollout = report["rollout_probes"]
+    assert rollout["starts"] > 100 and list(rollout["horizons"]) == [1, 4, 15]
+    x = {k: {w: s["r2"] for w, s in r["x_pos"].items()} for k, r in rollout["horizons"].items()}
+    print(x)
+    assert x[15]["no_change"] < x[15]["real"] - 0.05, "the square moves: the start tells less of frame t+15"
+    assert np.isfinite([x[k]["rollout"] for k in x]).all()
+
+
+def test_rollout_start_frames_leave_room_for_context_and_horizon(corpus):
+    buffer = EpisodeBuffer.load(corpus)
+    use = np.arange(len(buffer.starts)) % 2 == 0
+    t = rollout_start_frames(buffer, use, history=3, horizon=15, n=10**6, seed=0)
+    episode = np.searchsorted(buffer.starts, t, side="right") - 1
+    assert use[episode].all() and len(t) == use.sum() * (41 - 2 - 15)
+    assert (t - 2 >= buffer.starts[episode]).all() and (t + 15 < buffer.starts[episode] + 41).all()
+    assert len(rollout_start_frames(buffer, use, 3, 15, n=50, seed=0)) == 50
+    assert len(rollout_start_frames(buffer, use, 3, 40, n=50, seed=0)) == 0, "no episode is long enough"
+
+
+def test_rollout_scores_read_the_real_the_predicted_and_the_start_latent():
+    """Known answer: a label linear in the latent; a rollout that is the real future scores as the real latent, one
+    that never moves as "no change"."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=6)
+    x_fit = rng.normal(size=(400, 6))
+    real = np.cumsum(rng.normal(size=(300, 5, 6)), axis=1)  # (B, K+1, D) latents that drift
+    y_ahead = real @ w
+    groups = np.arange(400) // 20
+    args = (x_fit, x_fit @ w, groups, real)
+    perfect = rollout_scores(*args, real[:, 1:], y_ahead, (1, 4), binary=False)
+    frozen = rollout_scores(*args, np.repeat(real[:, :1], 4, axis=1), y_ahead, (1, 4), binary=False)
+    for k in (1, 4):
+        assert perfect[k]["rollout"]["r2"] == pytest.approx(perfect[k]["real"]["r2"]) == pytest.approx(1, abs=1e-3)
+        assert frozen[k]["rollout"]["r2"] == pytest.approx(frozen[k]["no_change"]["r2"])
+    assert frozen[4]["no_change"]["r2"] < frozen[1]["no_change"]["r2"] < 0.9
 
 
 def test_probes_fitted_on_training_levels_are_scored_on_held_out_ones(trained, tmp_path):
