@@ -20,7 +20,7 @@ from lemario.core.files import writer_lock
 from lemario.data.corpus import scan
 from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
-from lemario.flywheel.config import PRESETS
+from lemario.flywheel.config import PRESETS, FlywheelConfig
 from lemario.flywheel.plan import plan_iteration
 
 from conftest import run_cli
@@ -148,11 +148,21 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
         (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
         (["--levels", "1-1", "9-1"], "unknown level '9-1'"),
         (["--levels", "1-1", "1-1"], "names a level twice"),
+        (["--world-model-sd", "-5"], "--world-model-sd -5.0: give the study's sd"),
+        (["--world-model-sd", "30", "--variance", "v.json"], "both give the world-model component"),
+        (["--variance", "missing.json"], "is not a variance study's variance.json"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_world_model_component_from_a_study_file_or_its_sd(tmp_path):
+    study = tmp_path / "variance.json"
+    study.write_text(json.dumps({"components": {"world_model": {"variance": 900.0}}}))
+    assert FlywheelConfig(variance=study).world_model_var() == FlywheelConfig(world_model_sd=30.0).world_model_var()
+    assert FlywheelConfig().world_model_var() is None, "unmeasured: the policy noise alone, and decisions say so"
 
 
 def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):

@@ -143,6 +143,9 @@ class FlywheelConfig:
     variance: Path | None = None
     """A variance study's variance.json (`lemario study variance`) whose world-model component the 'components'
     detector adds; none: the policy seeds' noise alone, which every decision then says."""
+    world_model_sd: float | None = None
+    """The world-model component's sd (mean max_x) as a study measured it, for when its variance.json is not at hand:
+    the `cpu` preset's 341 (docs/RESULTS.md, session 15, `runs/study-r112np-eval`). Instead of --variance."""
     patience: int = 3
     """Halt after this many iterations without a commit."""
     continue_after_halt: bool = False
@@ -185,8 +188,11 @@ class FlywheelConfig:
             )
         if self.detector not in RULES:
             raise LemarioError(f"unknown detector {self.detector!r}: use one of {', '.join(RULES)}")
-        if self.variance is not None:
-            world_model_variance(self.variance)
+        if self.variance is not None and self.world_model_sd is not None:
+            raise LemarioError("--variance and --world-model-sd both give the world-model component: pass one")
+        if self.world_model_sd is not None and not self.world_model_sd >= 0:
+            raise LemarioError(f"--world-model-sd {self.world_model_sd}: give the study's sd, >= 0")
+        self.world_model_var()
         self.collect_config("biased", 0.0, 1, 1).validate()
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
@@ -204,6 +210,12 @@ class FlywheelConfig:
                     f"--start-from {self.start_from}: its world model differs in {', '.join(differ)}: pass its "
                     f"options (--train.model.{differ[0].replace('_', '-')} ...)"
                 )
+
+    def world_model_var(self) -> float | None:
+        """The world-model variance component the 'components' detector adds (None: not measured)."""
+        if self.world_model_sd is not None:
+            return self.world_model_sd**2
+        return None if self.variance is None else world_model_variance(self.variance)
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""

@@ -19,7 +19,7 @@ from lemario.data.corpus import scan, warn_unreadable
 from lemario.data.replay import select
 from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
-from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, world_model_variance
+from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir
 from lemario.flywheel.detector import Decision, IterationScore, decide
 from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
 from lemario.model.probes import ProbeConfig, run_probes
@@ -291,7 +291,7 @@ class Iteration:
         cfg = self.cfg
         k, w = len(self.plan.policy_seeds), len(self.wms)
         current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], k, world_models=w)
-        wm_var = world_model_variance(cfg.variance) if cfg.variance else None
+        wm_var = cfg.world_model_var()
         history = [s.as_score for s in self.history]
         decision = decide(history, current, cfg.threshold, cfg.patience, cfg.detector, wm_var)
         means = {seed: s["mean_max_x"] for seed, s in per_seed.items()}
