@@ -192,3 +192,5 @@ def test_probes_and_state_head_error_on_push(trained, corpus, tmp_path):
     assert {"amber_x", "t_vx", "t_cos", "t_sin"} <= set(report["probes"]) and "t_angle" not in report["probes"]
     assert {"r2", "r"} <= set(report["probes"]["t_x"]["linear"])
     assert 0 < report["state_head"]["t_error"] < 512 and "state head" in r.stdout
+    rollout = report["rollout_probes"]  # continuous thrusts fed to the rollout
+    assert rollout["starts"] > 0 and "t_x" in rollout["horizons"]["15"] and "rollout probes" in r.stdout
