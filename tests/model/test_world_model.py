@@ -25,7 +25,8 @@ from lemario.games.mario.ram import LABELS
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.loss import LossConfig, world_model_loss
-from lemario.model.probes import ProbeConfig, rollout_scores, rollout_start_frames, run_probes
+from lemario.model.probes import ProbeConfig, run_probes
+from lemario.model.rollout_probes import rollout_scores, rollout_start_frames
 from lemario.model.train import PRESETS, train
 from lemario.model.trainer import Trainer, recalibrate_batchnorm
 from lemario.model.world_model import WorldModel, decode_reward, known_actions, load_world_model

@@ -35,7 +35,8 @@ from lemario.core.executor import torch_threads
 from lemario.core.plots import figure, save_png
 from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer
-from lemario.model.probes import embed_frames, split_frames
+from lemario.model.probe_fit import embed_frames
+from lemario.model.probes import split_frames
 from lemario.model.world_model import load_world_model
 
 

@@ -11,12 +11,8 @@ Two layers are probed: the embedding the predictor, the reward head and the cont
 BatchNorm projector, `probes`), and the encoder's trunk before it (`trunk_probes`): what the trunk holds and the
 projection drops is the projector's loss, what neither holds the encoder never learnt.
 
-Rollout probes (`horizons`): what the controllers train on is not the encoder's embedding but the predictor's
-free-running rollout of it. The linear probes fitted on real embeddings read, k steps after a real start in the
-scored episodes, three latents: the real one of frame t+k (the ceiling), the one the predictor rolled out from the
-start with the actions really taken (what imagination sees), and the start's own (no change: the floor a
-predictor must beat to carry anything). A label whose rollout score falls to the no-change one is lost in
-imagination even when the encoder holds it.
+Rollout probes (`horizons`, `lemario.model.rollout_probes`): the same linear probes read k steps into the
+predictor's free-running rollout.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from torch import nn
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
@@ -35,6 +30,8 @@ from lemario.data.buffer import EpisodeBuffer, is_val_episode, stored_ram
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.ram import LABELS, enemy_labels
 from lemario.games.push.board import STATE_NAMES, T_ANGLE, head_positions
+from lemario.model.probe_fit import embed_frames, mlp_probe, ridge_probe, score
+from lemario.model.rollout_probes import format_rollout, run_rollout_probes
 from lemario.model.world_model import load_world_model
 
 REGRESSION = ("x_pos", "y_pos", "x_vel", "y_vel")
@@ -104,92 +101,6 @@ def split_frames(
     return scored, idx, np.repeat(np.arange(len(buffer.starts)), buffer.lengths)[idx]
 
 
-@torch.no_grad()
-def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Trunk features (N, encoder_dim) and embeddings (N, D) of the frame stacks ending at frames idx."""
-    stack = model.cfg.frame_stack
-    trunks, embs = [], []
-    for i in range(0, len(idx), batch):
-        j = idx[i : i + batch]
-        frame_idx = np.maximum(
-            j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None]
-        )  # (n, stack)
-        trunk = model.trunk(torch.from_numpy(buffer.frames[frame_idx]))  # (n, encoder_dim)
-        trunks.append(trunk.float().numpy())
-        embs.append(model.project(trunk, torch.from_numpy(buffer.levels(j))).float().numpy())
-    return np.concatenate(trunks), np.concatenate(embs)
-
-
-def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """Weights (D+1,) of ridge regression on standardized inputs with a bias column (not penalized)."""
-    xb = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-    reg = lam * np.eye(xb.shape[1])
-    reg[-1, -1] = 0
-    return np.linalg.solve(xb.T @ xb + reg, xb.T @ y)
-
-
-def ridge_predict(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return x @ w[:-1] + w[-1]
-
-
-def r2(y: np.ndarray, pred: np.ndarray) -> float:
-    ss = ((y - y.mean()) ** 2).sum()
-    return float(1 - ((y - pred) ** 2).sum() / ss) if ss > 0 else float("nan")
-
-
-def ridge_probe(x_fit, y_fit, x_score, binary: bool, groups: np.ndarray) -> np.ndarray:
-    """Ridge with lambda chosen on held-out episodes of the fitting set (a fifth of its episodes: frames of
-    one episode are too alike to validate on each other); returns predictions on x_score."""
-    episodes = np.unique(groups)
-    held = episodes[-max(1, len(episodes) // 5) :]
-    val = np.isin(groups, held)
-    tr = ~val
-    if not tr.any():
-        tr = val
-    best = None
-    for lam in (1e-3, 1e-2, 1e-1, 1, 10, 100, 1000):
-        w = ridge_fit(x_fit[tr], y_fit[tr], lam)
-        p = ridge_predict(x_fit[val], w)
-        score = ((p > 0.5) == (y_fit[val] > 0.5)).mean() if binary else r2(y_fit[val], p)
-        if best is None or score > best[0]:
-            best = (score, lam)
-    return ridge_predict(x_score, ridge_fit(x_fit, y_fit, best[1]))
-
-
-def mlp_probe(x_fit, y_fit, x_score, binary: bool, steps: int, seed: int) -> np.ndarray:
-    """A one-hidden-layer MLP fitted on (x_fit, y_fit); returns its predictions (probabilities if binary) on x_score."""
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(x_fit.shape[1], 256), nn.ReLU(), nn.Linear(256, 1))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    xf, yf = torch.from_numpy(x_fit).float(), torch.from_numpy(y_fit).float()
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        i = torch.randint(len(xf), (min(512, len(xf)),), generator=g)
-        out = net(xf[i])[:, 0]
-        loss = (
-            nn.functional.binary_cross_entropy_with_logits(out, yf[i]) if binary else nn.functional.mse_loss(out, yf[i])
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        out = net(torch.from_numpy(x_score).float())[:, 0]
-        return (out.sigmoid() if binary else out).numpy()
-
-
-def score(y: np.ndarray, pred: np.ndarray, binary: bool) -> dict:
-    """R^2 and Pearson r for a regression target; accuracy, balanced accuracy and positives for a binary one."""
-    if not binary:
-        r = float(np.corrcoef(y, pred)[0, 1]) if y.std() > 0 and pred.std() > 0 else float("nan")
-        return {"r2": r2(y, pred), "r": r}
-    hit = (pred > 0.5) == (y > 0.5)
-    pos, neg = y > 0.5, y <= 0.5
-    bal = (
-        float(0.5 * (hit[pos].mean() + hit[neg].mean())) if pos.any() and neg.any() else None
-    )  # undefined without both classes
-    return {"accuracy": float(hit.mean()), "balanced_accuracy": bal, "positives": int(pos.sum())}
-
-
 def probe_layer(
     x: np.ndarray,
     targets: dict[str, tuple[np.ndarray, bool]],
@@ -218,97 +129,6 @@ def probe_layer(
             part, ys = slice(bounds[i], bounds[i + 1]), y[rows[i]]
             results[set_name][name] = {"linear": score(ys, lin[part], binary), "mlp": score(ys, mlp[part], binary)}
     return results
-
-
-def rollout_start_frames(
-    buffer: EpisodeBuffer, episodes: np.ndarray, history: int, horizon: int, n: int, seed: int
-) -> np.ndarray:
-    """Up to n frames t (sorted) of the episodes (E,) bool with `history` - 1 frames before t and `horizon` after
-    it in the same episode: a rollout's start (its context ends at t)."""
-    per_episode = [
-        np.arange(s + history - 1, s + length - horizon)
-        for s, length, use in zip(buffer.starts, buffer.lengths, episodes)
-        if use and length > history - 1 + horizon
-    ]
-    t = np.concatenate(per_episode) if per_episode else np.zeros(0, np.int64)
-    if len(t) > n:
-        t = np.sort(np.random.default_rng(seed).choice(t, n, replace=False))
-    return t
-
-
-@torch.no_grad()
-def rolled_out(model, buffer: EpisodeBuffer, t: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """From starts t (B,): the real embeddings of frames t..t+horizon (B, horizon+1, D) and the predictor's
-    free-running rollout (B, horizon, D) from the real context ending at t, fed the actions really taken."""
-    h = model.history
-    context = t[:, None] + np.arange(1 - h, 1)  # (B, h) frames of the context, oldest first
-    ahead = t[:, None] + np.arange(horizon + 1)  # (B, horizon+1)
-    need = np.unique(np.concatenate([context.ravel(), ahead.ravel()]))
-    _, z = embed_frames(model, buffer, need)  # (n, D)
-    actions = buffer.actions[t[:, None] + np.arange(1 - h, horizon)]  # (B, h-1+horizon[, A])
-    prev = buffer.prev_actions(t - (h - 1))
-    pred = model.rollout(
-        torch.from_numpy(z[np.searchsorted(need, context)]), torch.from_numpy(actions), torch.from_numpy(prev)
-    )
-    return z[np.searchsorted(need, ahead)], pred.float().numpy()
-
-
-def rollout_scores(
-    x_fit: np.ndarray,
-    y_fit: np.ndarray,
-    groups: np.ndarray,
-    real: np.ndarray,
-    pred: np.ndarray,
-    y_ahead: np.ndarray,
-    horizons: tuple[int, ...],
-    binary: bool,
-) -> dict[int, dict]:
-    """One linear probe, fitted on real embeddings x_fit (N, D) -> y_fit (N,) (episodes `groups`), scored k steps
-    ahead of each start: on the real embedding real[:, k] (B, K+1, D), the rollout's pred[:, k-1] (B, K, D) and the
-    start's real[:, 0] (no change), against y_ahead[:, k] (B, K+1). {k: {"real", "rollout", "no_change": score}}."""
-    ref_m, ref_s = x_fit.mean(0), x_fit.std(0) + 1e-6
-    m, s = (0.0, 1.0) if binary else (y_fit.mean(), y_fit.std() + 1e-9)
-    latents = [real[:, 0], *(real[:, k] for k in horizons), *(pred[:, k - 1] for k in horizons)]
-    out = ridge_probe(
-        (x_fit - ref_m) / ref_s, (y_fit - m) / s, (np.concatenate(latents) - ref_m) / ref_s, binary, groups
-    )
-    out = out.reshape(len(latents), len(real)) * s + m  # (1 + 2 horizons, B)
-    n = len(horizons)
-    return {
-        k: {
-            "real": score(y_ahead[:, k], out[1 + i], binary),
-            "rollout": score(y_ahead[:, k], out[1 + n + i], binary),
-            "no_change": score(y_ahead[:, k], out[0], binary),
-        }
-        for i, k in enumerate(horizons)
-    }
-
-
-def run_rollout_probes(
-    model, buffer: EpisodeBuffer, targets: dict, emb_fit: np.ndarray, fit_idx: np.ndarray, groups, episodes, cfg
-) -> dict:
-    """The rollout probes of every target (full (N_corpus,) arrays in `targets`) from starts in `episodes` (E,) bool;
-    fitted on the embeddings emb_fit of frames fit_idx (episodes `groups`)."""
-    K = max(cfg.horizons)
-    t = rollout_start_frames(buffer, episodes, model.history, K, cfg.rollout_starts, cfg.seed)
-    if not len(t):
-        return {"starts": 0, "horizons": {}}
-    real, pred = rolled_out(model, buffer, t, K)
-    ahead = t[:, None] + np.arange(K + 1)
-    per_target = {
-        name: rollout_scores(
-            emb_fit,
-            y[fit_idx].astype(np.float64),
-            groups,
-            real,
-            pred,
-            y[ahead].astype(np.float64),
-            cfg.horizons,
-            binary,
-        )
-        for name, (y, binary) in targets.items()
-    }
-    return {"starts": int(len(t)), "horizons": {k: {n: r[k] for n, r in per_target.items()} for k in cfg.horizons}}
 
 
 def run_probes(cfg: ProbeConfig) -> dict:
@@ -414,7 +234,7 @@ def format_table(report: dict) -> str:
         lines += [f"held-out level {name} ({r['frames']} frames), embedding:", *_rows(r["probes"])]
         lines.append(f"  linear R2 kept from in-distribution: {kept}")
     if report.get("rollout_probes", {}).get("horizons"):
-        lines += _rollout_rows(report["rollout_probes"])
+        lines += format_rollout(report["rollout_probes"])
     if "state_head" in report:
         h = report["state_head"]
         lines.append(
@@ -436,23 +256,6 @@ def _rows(probes: dict) -> list[str]:
                 bal = "n/a" if s["balanced_accuracy"] is None else f"{s['balanced_accuracy']:.3f}"
                 cells.append(f"acc {s['accuracy']:.3f} bal {bal}")
         lines.append(f"{name:<12}{cells[0]:>22}{cells[1]:>22}")
-    return lines
-
-
-def _rollout_rows(r: dict) -> list[str]:
-    horizons = list(r["horizons"])
-    lines = [
-        f"rollout probes (linear, fitted on real embeddings; {r['starts']} starts in the scored episodes): "
-        "real / rollout / no change, k steps after the start (R2; balanced accuracy for binary labels)",
-        f"{'label':<12}" + "".join(f"{f'k={k}':>22}" for k in horizons),
-    ]
-    for name in r["horizons"][horizons[0]]:
-        cells = []
-        for k in horizons:
-            s = r["horizons"][k][name]
-            vals = [s[w].get("r2", s[w].get("balanced_accuracy")) for w in ("real", "rollout", "no_change")]
-            cells.append(" / ".join("n/a" if v is None else f"{v:.2f}" for v in vals))
-        lines.append(f"{name:<12}" + "".join(f"{c:>22}" for c in cells))
     return lines
 
 
