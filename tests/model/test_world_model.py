@@ -25,8 +25,9 @@ from lemario.games.mario.ram import LABELS
 from lemario.model.diagnose import diagnose
 from lemario.model.encoders import CNNEncoder, ViTEncoder
 from lemario.model.loss import LossConfig, world_model_loss
+from lemario.model.probe_fit import embed_frames
 from lemario.model.probes import ProbeConfig, run_probes
-from lemario.model.rollout_probes import rollout_scores, rollout_start_frames
+from lemario.model.rollout_probes import rolled_out, rollout_scores, rollout_start_frames
 from lemario.model.train import PRESETS, train
 from lemario.model.trainer import Trainer, recalibrate_batchnorm
 from lemario.model.world_model import WorldModel, decode_reward, known_actions, load_world_model
@@ -245,7 +246,6 @@ def test_training_loss_falls_and_probes_beat_chance(trained, corpus):
     rollout = report["rollout_probes"]
     assert rollout["starts"] > 100 and list(rollout["horizons"]) == [1, 4, 15]
     x = {k: {w: s["r2"] for w, s in r["x_pos"].items()} for k, r in rollout["horizons"].items()}
-    print(x)
     assert x[15]["no_change"] < x[15]["real"] - 0.05, "the square moves: the start tells less of frame t+15"
     assert np.isfinite([x[k]["rollout"] for k in x]).all()
 
@@ -259,6 +259,18 @@ def test_rollout_start_frames_leave_room_for_context_and_horizon(corpus):
     assert (t - 2 >= buffer.starts[episode]).all() and (t + 15 < buffer.starts[episode] + 41).all()
     assert len(rollout_start_frames(buffer, use, 3, 15, n=50, seed=0)) == 50
     assert len(rollout_start_frames(buffer, use, 3, 40, n=50, seed=0)) == 0, "no episode is long enough"
+
+
+def test_a_rollout_reuses_the_frames_already_embedded(trained, corpus):
+    """The probes' embeddings stand in for the frames they cover: the same latents as embedding every frame anew."""
+    model, _ = load_world_model(trained / "model.safetensors")
+    buffer = EpisodeBuffer.load(corpus)
+    t = rollout_start_frames(buffer, np.ones(len(buffer.starts), bool), model.history, 4, n=64, seed=0)
+    idx = np.arange(0, len(buffer), 2)  # half the frames known
+    known = rolled_out(model, buffer, t, 4, idx, embed_frames(model, buffer, idx)[1])
+    fresh = rolled_out(model, buffer, t, 4, idx[:0], np.zeros((0, model.cfg.latent_dim), np.float32))
+    for a, b in zip(known, fresh):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_rollout_scores_read_the_real_the_predicted_and_the_start_latent():

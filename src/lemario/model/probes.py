@@ -170,7 +170,7 @@ def run_probes(cfg: ProbeConfig) -> dict:
     if cfg.horizons:
         held_eps = np.isin(np.arange(len(buffer.starts)), np.unique(episode[held]))
         report["rollout_probes"] = run_rollout_probes(
-            model, buffer, every_frame, emb[fit], idx[fit], episode[fit], scored_eps & ~held_eps, cfg
+            model, buffer, every_frame, idx, emb, fit, episode[fit], scored_eps & ~held_eps, cfg
         )
     if model.cfg.state_head:
         report["state_head"] = state_head_error(model, emb[is_score], buffer.labels[idx][is_score])

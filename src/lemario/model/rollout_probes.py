@@ -32,14 +32,21 @@ def rollout_start_frames(
 
 
 @torch.no_grad()
-def rolled_out(model, buffer: EpisodeBuffer, t: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def rolled_out(
+    model, buffer: EpisodeBuffer, t: np.ndarray, horizon: int, idx: np.ndarray, emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """From starts t (B,): the real embeddings of frames t..t+horizon (B, horizon+1, D) and the predictor's
-    free-running rollout (B, horizon, D) from the real context ending at t, fed the actions really taken."""
+    free-running rollout (B, horizon, D) from the real context ending at t, fed the actions really taken. Frames
+    among the already embedded ones (sorted idx (N,), emb (N, D)) are not embedded again."""
     h = model.history
     context = t[:, None] + np.arange(1 - h, 1)  # (B, h) frames of the context, oldest first
     ahead = t[:, None] + np.arange(horizon + 1)  # (B, horizon+1)
     need = np.unique(np.concatenate([context.ravel(), ahead.ravel()]))
-    _, z = embed_frames(model, buffer, need)  # (n, D)
+    have = np.isin(need, idx)
+    z = np.empty((len(need), emb.shape[1]), np.float32)  # (n, D)
+    z[have] = emb[np.searchsorted(idx, need[have])]
+    if not have.all():
+        z[~have] = embed_frames(model, buffer, need[~have])[1]
     actions = buffer.actions[t[:, None] + np.arange(1 - h, horizon)]  # (B, h-1+horizon[, A])
     prev = buffer.prev_actions(t - (h - 1))
     pred = model.rollout(
@@ -80,20 +87,28 @@ def rollout_scores(
 
 
 def run_rollout_probes(
-    model, buffer: EpisodeBuffer, targets: dict, emb_fit: np.ndarray, fit_idx: np.ndarray, groups, episodes, cfg
+    model,
+    buffer: EpisodeBuffer,
+    targets: dict,
+    idx: np.ndarray,
+    emb: np.ndarray,
+    fit: np.ndarray,
+    groups,
+    episodes,
+    cfg,
 ) -> dict:
     """The rollout probes of every target (full (N_corpus,) arrays in `targets`) from starts in `episodes` (E,) bool;
-    fitted on the embeddings emb_fit of frames fit_idx (episodes `groups`)."""
+    fitted on the embeddings emb (N, D) of the frames idx (N,) where `fit` (N,) bool (episodes `groups`)."""
     K = max(cfg.horizons)
     t = rollout_start_frames(buffer, episodes, model.history, K, cfg.rollout_starts, cfg.seed)
     if not len(t):
         return {"starts": 0, "horizons": {}}
-    real, pred = rolled_out(model, buffer, t, K)
+    real, pred = rolled_out(model, buffer, t, K, idx, emb)
     ahead = t[:, None] + np.arange(K + 1)
     per_target = {
         name: rollout_scores(
-            emb_fit,
-            y[fit_idx].astype(np.float64),
+            emb[fit],
+            y[idx[fit]].astype(np.float64),
             groups,
             real,
             pred,
