@@ -17,6 +17,7 @@ from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
+from lemario.model.diagnose import DiagnoseConfig, diagnose, diagnose_main
 from lemario.model.loss import LossConfig, world_model_loss
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import WorldModel, load_world_model
@@ -87,6 +88,21 @@ def test_teacher_forced_windows_match_direct_predictions_with_thrusts():
     other[:, 2] = -other[:, 2]
     changed = (model.teacher_forced(emb, other, torch.zeros(2, 4)) - tf).abs().amax(dim=(0, 2)) > 1e-6
     assert changed.tolist() == [False, False, True, True, True, False]  # the thrust at 2 reaches 3 windows
+
+
+def test_diagnostics_predict_from_the_whole_history(corpus):
+    """A residual model at init is exactly "no change": the one step diagnosed must be the newest real latent of a
+    3-latent history carried to the next (the push model trains from 3 and was never asked to predict from 1)."""
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY.model, residual=True))
+    batch = to_torch(EpisodeBuffer.load(corpus).sample(32, 4, 1, np.random.default_rng(2)), torch.device("cpu"))
+    metrics, _ = diagnose(model, batch)
+    with torch.no_grad():
+        emb = model.eval().encode(batch["obs"])  # (32, 5, D)
+    still = torch.nn.functional.mse_loss(emb[:, 2], emb[:, 3]).item()
+    assert model.history == 3 and metrics["diag/pred_mse"] == pytest.approx(still, rel=1e-5)
+    assert metrics["diag/no_change_mse"] == pytest.approx(still, rel=1e-5)
+    assert metrics["diag/pred_mse"] != pytest.approx(torch.nn.functional.mse_loss(emb[:, 0], emb[:, 1]).item())
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +210,10 @@ def test_probes_and_state_head_error_on_push(trained, corpus, tmp_path):
     assert 0 < report["state_head"]["t_error"] < 512 and "state head" in r.stdout
     rollout = report["rollout_probes"]  # continuous thrusts fed to the rollout
     assert rollout["starts"] > 0 and "t_x" in rollout["horizons"]["15"] and "rollout probes" in r.stdout
+
+
+def test_diagnose_command_on_push(trained, corpus, capsys):
+    """No jump latch, action promises or death foresight for a game without them; the one-step report is there."""
+    diagnose_main(DiagnoseConfig(trained, corpus=corpus, windows=32))
+    out = capsys.readouterr().out
+    assert "pred_vs_best_baseline" in out and "death" not in out.lower() and "latch" not in out

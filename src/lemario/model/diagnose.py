@@ -6,7 +6,9 @@ numbers catch that from held-out windows:
 - sensitivity to the latent: spread of the predictor's output when its input latent changes (other samples'
   latents, same actions), relative to the spread of the real next latents. ~0 means it ignores the state.
 - sensitivity to the action: spread of the output over all actions for a fixed latent, relative to the same.
-- prediction loss against two trivial predictors: the mean next latent, and "no change" (z_{t+1} = z_t).
+- prediction loss against two trivial predictors: the mean next latent, and "no change" (z_{t+1} = z_t). The
+  predictor reads its whole history of real latents (3 for the push game's transformer, 1 for Mario's MLP), as in
+  training: the push model trains from 3 and was never asked to predict from one.
 - effective rank (exp of the entropy of the normalized singular values) and per-dimension spread of the
   embeddings; the SIGReg statistic on held-out data.
 - the jump latch: one-step prediction error on grounded steps that press A, split by whether A was held on the
@@ -42,18 +44,22 @@ _ON_GROUND = LABELS.index("on_ground")
 _X_POS = LABELS.index("x_pos")
 
 
-def holds_a(action_set_name: str) -> torch.Tensor:
-    """(A,) bool: which actions of the set hold the jump button."""
-    return torch.tensor(["A" in buttons for buttons in action_set(action_set_name)])
+def holds_a(buffer: EpisodeBuffer) -> torch.Tensor | None:
+    """(A,) bool: which actions of a Mario corpus's set hold the jump button; None for another game's corpus."""
+    if buffer.game != "mario":
+        return None
+    return torch.tensor(["A" in buttons for buttons in action_set(buffer.action_set)])
 
 
 def latch_errors(
-    out: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor], jump: torch.Tensor
+    out: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor], jump: torch.Tensor, step: int = 0
 ) -> dict[str, float]:
-    """One-step errors (B, D) of grounded A-steps after a held A and after a release; jump (A,) bool."""
-    a, prev = batch["actions"][:, 0], batch["prev"]
+    """One-step errors (B, D) of grounded A-steps after a held A and after a release, the step predicted being
+    each window's `step`; jump (A,) bool."""
+    a = batch["actions"][:, step]
+    prev = batch["actions"][:, step - 1] if step else batch["prev"]
     jump = jump.to(a.device)
-    grounded_a = (batch["labels"][:, 0, _ON_GROUND] == 1) & jump[a]
+    grounded_a = (batch["labels"][:, step, _ON_GROUND] == 1) & jump[a]
     err = (out - target).square().mean(-1)  # (B,)
     metrics = {}
     for name, mask in (("held", grounded_a & jump[prev]), ("released", grounded_a & ~jump[prev])):
@@ -77,24 +83,28 @@ def diagnose(
     try:
         emb = model.encode(batch["obs"], batch.get("level")).float()  # (B, K+1, D)
         actions, prev = batch["actions"], batch["prev"]
-        z, a, target = emb[:, :1], actions[:, :1], emb[:, 1]  # (B, 1, D), (B, 1), (B, D)
-        out = model.predict(z, a, prev)[:, 0]  # (B, D)
+        # one step from the predictor's whole history of real latents (a model trained from c > 1 of them, as the
+        # push game's, never learnt to predict from fewer)
+        c = min(model.history, actions.shape[1])
+        z, a, target = emb[:, :c], actions[:, :c], emb[:, c]  # (B, c, D), (B, c[, A]), (B, D)
+        out = model.predict(z, a, prev)[:, -1]  # (B, D)
         target_spread = target.std(dim=0).mean().clamp_min(1e-8)
 
         other = torch.roll(torch.arange(len(z)), 1)
-        shuffled = model.predict(z[other], a, prev[other])[:, 0]  # other states, same actions
+        shuffled = model.predict(z[other], a, prev[other])[:, -1]  # other states, same actions
         sens_z = (out - shuffled).norm(dim=-1).mean() / (2**0.5 * target_spread * target.shape[-1] ** 0.5)
 
-        if model.cfg.continuous_actions:  # the batch's actions, each given to every state
-            choices = [torch.roll(a, i, dims=0) for i in range(min(16, len(a)))]
+        if model.cfg.continuous_actions:  # the batch's newest actions, each given to every state
+            newest = [torch.roll(a[:, -1], i, dims=0) for i in range(min(16, len(a)))]
         else:
-            choices = [torch.full_like(a, i) for i in range(model.cfg.n_actions)]
-        per_action = torch.stack([model.predict(z, c, prev)[:, 0] for c in choices], dim=1)  # (B, choices, D)
+            newest = [torch.full_like(a[:, -1], i) for i in range(model.cfg.n_actions)]
+        choices = [torch.cat([a[:, :-1], n[:, None]], dim=1) for n in newest]
+        per_action = torch.stack([model.predict(z, ch, prev)[:, -1] for ch in choices], dim=1)  # (B, choices, D)
         sens_a = per_action.std(dim=1).mean() / target_spread
 
         pred_mse = F.mse_loss(out, target).item()
         mean_mse = F.mse_loss(target.mean(0, keepdim=True).expand_as(target), target).item()
-        still_mse = F.mse_loss(z[:, 0], target).item()
+        still_mse = F.mse_loss(z[:, -1], target).item()
 
         flat = emb.reshape(-1, emb.shape[-1])
         s = torch.linalg.svdvals(flat - flat.mean(0))
@@ -118,7 +128,7 @@ def diagnose(
             ).item(),
         }
         if jump is not None:
-            metrics.update(latch_errors(out, target, batch, jump))
+            metrics.update(latch_errors(out, target, batch, jump, c - 1))
     finally:
         model.train(was_training)
     return metrics, warnings_from(metrics)
@@ -218,8 +228,8 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     batch = to_torch(
         buffer.sample(cfg.windows, cfg.k, model.cfg.frame_stack, np.random.default_rng(cfg.seed)), torch.device("cpu")
     )
-    metrics, warnings = diagnose(model, batch, holds_a(buffer.action_set))
+    metrics, warnings = diagnose(model, batch, holds_a(buffer))
     print(format_report(metrics, warnings))
-    if model.cfg.reward_head:
+    if model.cfg.reward_head:  # Mario's: what each action promises, and death foresight
         print(format_action_progress(action_progress(model, batch), buffer.action_set))
-    print(format_death(death_report(model, buffer, cfg.death_horizon)))
+        print(format_death(death_report(model, buffer, cfg.death_horizon)))

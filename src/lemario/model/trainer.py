@@ -230,8 +230,7 @@ class Trainer:
             sample = self.buffer.sample(
                 min(256, 4 * cfg.batch_size), cfg.k, cfg.model.frame_stack, rng, valid=self.held_out
             )
-            jump = holds_a(self.buffer.action_set) if self.buffer.game == "mario" else None
-            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device), jump)
+            diag_metrics, warnings = diagnose(self.model, to_torch(sample, self.device), holds_a(self.buffer))
             metrics.update(diag_metrics)
         return metrics, warnings
 
