@@ -4,10 +4,10 @@ the fix, no traceback, and leaves everything already written as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,7 +193,9 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Every case run once, two at a time; and the fixture folder's files before and after all of them."""
+    """Every case run once, two at a time, each in its own process forked from one that imported the command
+    (`cli_fork.py`: 48 interpreter starts cost 3 minutes of the suite); and the fixture folder's files before and
+    after all of them."""
     root = tmp_path_factory.mktemp("bad-input")
     corpus = write_corpus(root / "corpus", episodes=6, steps=30)
     damaged = write_corpus(root / "damaged", episodes=3, steps=30)
@@ -210,16 +212,23 @@ def results(tmp_path_factory):
     train(replace(PRESETS["tiny"], corpus=corpus, out=root / "wm", steps=10, progress=False, tensorboard=False))
     scan(corpus), scan(damaged), scan(mixed)  # the index caches, as any earlier command leaves them
     before = _snapshot(root)
+    # each case its own new folder: two at a time must not meet at one writer lock
+    cases = [
+        (name, [a.replace("{root}/new", f"{{root}}/new-{name}").replace(ROOT, str(root)) for a in args])
+        for name, args, _ in CASES
+    ]
+    logs = tmp_path_factory.mktemp("bad-input-logs")
+    (logs / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-    def run(case):
-        # each case its own new folder: two at a time must not meet at one writer lock
-        args = [a.replace("{root}/new", f"{{root}}/new-{case[0]}").replace(ROOT, str(root)) for a in case[1]]
-        cmd = [sys.executable, "-m", "lemario.cli", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
-
-    with ThreadPoolExecutor(2) as pool:
-        done = dict(zip([c[0] for c in CASES], pool.map(run, CASES)))
+    cmd = [sys.executable, str(Path(__file__).parent / "cli_fork.py"), str(logs / "cases.json"), str(logs)]
+    subprocess.run(cmd, check=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    status = json.loads((logs / "status.json").read_text())
+    done = {
+        name: subprocess.CompletedProcess(
+            args, status[name], (logs / f"{name}.out").read_text(), (logs / f"{name}.err").read_text()
+        )
+        for name, args in cases
+    }
     return done, before, _snapshot(root)
 
 
