@@ -63,6 +63,8 @@ class TrainConfig:
     """Share of episodes held out (chosen by a hash of the file name, so stable as the corpus grows)."""
     val_every: int = 250
     val_batches: int = 4
+    recal_batches: int = 16
+    """Training batches BatchNorm's running statistics are recomputed from before each validation or diagnosis."""
     diag_every: int = 500
     ckpt_every: int = 500
     """Steps between checkpoints (ckpt_latest, what a resume starts from)."""
@@ -133,7 +135,9 @@ _PUSH_MODEL = ModelConfig(
 )
 CPU_MODEL = ModelConfig(image_size=112, crop_top=32, pool=False, latent_dim=256, prev_action=True)
 """The `cpu` preset's world model."""
-_TINY_SCHEDULE = dict(steps=30, batch_size=8, warmup=5, val_every=10, diag_every=15, ckpt_every=10, log_every=5)
+_TINY_SCHEDULE = dict(
+    steps=30, batch_size=8, warmup=5, val_every=15, recal_batches=4, diag_every=15, ckpt_every=10, log_every=5
+)
 """Seconds on a CPU: the tiny presets' steps and clocks."""
 _PUSH_LOSS = LossConfig(context=3, sigreg_lambda=0.09)
 PRESETS = {
