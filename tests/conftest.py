@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -46,9 +47,35 @@ def scripted_actions(name: str) -> list[int]:
     return actions
 
 
+def _cli_env() -> dict[str, str]:
+    """A clean environment for Ray: nothing set by an earlier test in this process may make a Ray test pass."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "PYTHONUNBUFFERED": "1"}
+
+
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    # a clean environment for Ray: nothing set by an earlier test in this process may make a Ray test pass
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "lemario.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+        [sys.executable, "-m", "lemario.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_cli_env(),
+        **kwargs,
     )
+
+
+def run_cli_many(
+    cases: dict[str, list[str]], logs: Path, timeout: float = 600
+) -> dict[str, subprocess.CompletedProcess]:
+    """Independent command lines, two at a time, each in its own process forked from one that imported the command
+    (`cli_fork.py`: an interpreter start with torch costs ~4 s, several under the suite's load); logs: an empty folder
+    for their output. Returns each case's exit status, stdout and stderr, as `run_cli` would."""
+    (logs / "cases.json").write_text(json.dumps(list(cases.items())))
+    cmd = [sys.executable, str(Path(__file__).parent / "cli_fork.py"), str(logs / "cases.json"), str(logs)]
+    subprocess.run(cmd, check=True, timeout=timeout, env=_cli_env(), stdin=subprocess.DEVNULL)
+    status = json.loads((logs / "status.json").read_text())
+    return {
+        name: subprocess.CompletedProcess(
+            args, status[name], (logs / f"{name}.out").read_text(), (logs / f"{name}.err").read_text()
+        )
+        for name, args in cases.items()
+    }

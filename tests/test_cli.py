@@ -4,10 +4,6 @@ the fix, no traceback, and leaves everything already written as it was."""
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +13,7 @@ import pytest
 from lemario.data.corpus import scan, write_episode
 from lemario.model.train import PRESETS, train
 
+from conftest import run_cli_many
 from synthetic import make_episode, write_corpus
 
 ROOT = "{root}"  # replaced by the fixture folder in every argument
@@ -193,9 +190,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Every case run once, two at a time, each in its own process forked from one that imported the command
-    (`cli_fork.py`: 48 interpreter starts cost 3 minutes of the suite); and the fixture folder's files before and
-    after all of them."""
+    """Every case run once (`run_cli_many`: 48 interpreter starts cost 3 minutes of the suite); and the fixture
+    folder's files before and after all of them."""
     root = tmp_path_factory.mktemp("bad-input")
     corpus = write_corpus(root / "corpus", episodes=6, steps=30)
     damaged = write_corpus(root / "damaged", episodes=3, steps=30)
@@ -213,22 +209,11 @@ def results(tmp_path_factory):
     scan(corpus), scan(damaged), scan(mixed)  # the index caches, as any earlier command leaves them
     before = _snapshot(root)
     # each case its own new folder: two at a time must not meet at one writer lock
-    cases = [
-        (name, [a.replace("{root}/new", f"{{root}}/new-{name}").replace(ROOT, str(root)) for a in args])
+    cases = {
+        name: [a.replace("{root}/new", f"{{root}}/new-{name}").replace(ROOT, str(root)) for a in args]
         for name, args, _ in CASES
-    ]
-    logs = tmp_path_factory.mktemp("bad-input-logs")
-    (logs / "cases.json").write_text(json.dumps(cases))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(Path(__file__).parent / "cli_fork.py"), str(logs / "cases.json"), str(logs)]
-    subprocess.run(cmd, check=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-    status = json.loads((logs / "status.json").read_text())
-    done = {
-        name: subprocess.CompletedProcess(
-            args, status[name], (logs / f"{name}.out").read_text(), (logs / f"{name}.err").read_text()
-        )
-        for name, args in cases
     }
+    done = run_cli_many(cases, tmp_path_factory.mktemp("bad-input-logs"))
     return done, before, _snapshot(root)
 
 

@@ -27,7 +27,7 @@ from lemario.model.encoders import Projector
 from lemario.model.world_model import ModelConfig, WorldModel
 from lemario.play.evaluate import EVAL_SEED_BASE, EvalConfig, evaluate, format_summary
 
-from conftest import run_cli
+from conftest import run_cli_many
 
 
 def test_cem_finds_a_hidden_sequence():
@@ -240,15 +240,28 @@ def test_bad_agent_specs(tmp_path):
         evaluate(EvalConfig(agents=("smart",), episodes=1, workers=1, out=tmp_path / "x"))
     with pytest.raises(LemarioError, match="needs a checkpoint"):
         evaluate(EvalConfig(agents=("planner",), episodes=1, workers=1, out=tmp_path / "x"))
-    r = run_cli("eval", "planner:/nonexistent/model.safetensors", "--episodes", "1")
-    assert r.returncode == 2 and "no checkpoint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    for option, value, message in (
+    planner = (
         ("precision", "fp8", "unknown planner precision 'fp8'"),
         ("prior", "left", "unknown planner prior"),
         ("elites", "512", "elites <= samples"),
         ("value", "/nonexistent/policy.safetensors", "no policy checkpoint"),
-    ):
-        r = run_cli("eval", "biased", "--episodes", "1", f"--planner.{option}", value, "--out", str(tmp_path / option))
+    )
+    cases = {"checkpoint": ["eval", "planner:/nonexistent/model.safetensors", "--episodes", "1"]}
+    for option, value, _ in planner:
+        cases[option] = [
+            "eval",
+            "biased",
+            "--episodes",
+            "1",
+            f"--planner.{option}",
+            value,
+            "--out",
+            str(tmp_path / option),
+        ]
+    (tmp_path / "logs").mkdir()
+    runs = run_cli_many(cases, tmp_path / "logs")
+    for name, message in (("checkpoint", "no checkpoint"), *((option, message) for option, _, message in planner)):
+        r = runs[name]
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

@@ -23,7 +23,7 @@ from lemario.flywheel import hof
 from lemario.flywheel.config import PRESETS, FlywheelConfig
 from lemario.flywheel.plan import plan_iteration
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 
 TINY = ("flywheel", "--preset", "tiny")
 
@@ -138,23 +138,31 @@ def test_a_different_config_on_the_same_folder_is_refused(uninterrupted):
     assert r.returncode == 2 and "another config" in r.stderr
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--k", "1"], "at least 2 policies"),
-        (["--executor", "slurm"], "unknown executor 'slurm'"),
-        (["--level", "9-9"], "unknown level '9-9'"),
-        (["--explore-steps", "-1"], "--explore-steps -1"),
-        (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
-        (["--levels", "1-1", "9-1"], "unknown level '9-1'"),
-        (["--levels", "1-1", "1-1"], "names a level twice"),
-        (["--world-model-sd", "-5"], "--world-model-sd -5.0: give the study's sd"),
-        (["--world-model-sd", "30", "--variance", "v.json"], "both give the world-model component"),
-        (["--variance", "missing.json"], "is not a variance study's variance.json"),
-    ],
-)
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    r = run_cli(*TINY, "--out", str(tmp_path / "run"), *args)
+BAD_INPUT = [
+    (["--k", "1"], "at least 2 policies"),
+    (["--executor", "slurm"], "unknown executor 'slurm'"),
+    (["--level", "9-9"], "unknown level '9-9'"),
+    (["--explore-steps", "-1"], "--explore-steps -1"),
+    (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
+    (["--levels", "1-1", "9-1"], "unknown level '9-1'"),
+    (["--levels", "1-1", "1-1"], "names a level twice"),
+    (["--world-model-sd", "-5"], "--world-model-sd -5.0: give the study's sd"),
+    (["--world-model-sd", "30", "--variance", "v.json"], "both give the world-model component"),
+    (["--variance", "missing.json"], "is not a variance study's variance.json"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory) -> dict:
+    """Every bad command line run once, each its own run folder (`run_cli_many`)."""
+    root = tmp_path_factory.mktemp("bad-flywheel")
+    cases = {str(i): [*TINY, "--out", str(root / f"run{i}"), *args] for i, (args, _) in enumerate(BAD_INPUT)}
+    return run_cli_many(cases, tmp_path_factory.mktemp("bad-flywheel-logs"))
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_input_is_one_clear_line(bad_input, case):
+    r, message = bad_input[str(case)], BAD_INPUT[case][1]
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

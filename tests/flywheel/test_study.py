@@ -7,7 +7,7 @@ import pytest
 
 from lemario.play.variance import COMPONENTS
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +41,22 @@ def test_a_tiny_study_end_to_end_and_resumed(corpus, tmp_path):
 
 
 def test_bad_input_is_one_line(corpus, tmp_path):
-    r = run_cli("study", "variance", "--preset", "tiny", "--w", "1", "--corpus", str(corpus), "--out", str(tmp_path))
-    assert r.returncode == 2 and "at least 2 world models" in r.stderr
-    r = run_cli("study", "variance", "--world-models", str(tmp_path / "no.safetensors"), str(tmp_path / "b"))
-    assert r.returncode == 2 and "no world model at" in r.stderr
-    # world models of other frames than the env's are refused before any policy is trained on them
     import torch
 
     from lemario.core import checkpoint
 
-    wm = tmp_path / "wm96.safetensors"
+    wm = tmp_path / "wm96.safetensors"  # other frames than the env's
     checkpoint.save(wm, {"w": torch.zeros(1)}, {"kind": "world_model", "config": {"image_size": 96}})
-    r = run_cli(
-        "study", "variance", "--world-models", str(wm), str(wm), "--corpus", str(corpus), "--out", str(tmp_path / "s")
-    )
-    assert (
-        r.returncode == 2
-        and "pass --frame-stack 4 --resize 96" in r.stderr
-        and not (tmp_path / "s" / "policies").exists()
-    )
+    study = ("study", "variance")
+    cases = {
+        "w": [*study, "--preset", "tiny", "--w", "1", "--corpus", str(corpus), "--out", str(tmp_path / "a")],
+        "missing": [*study, "--world-models", str(tmp_path / "no.safetensors"), str(tmp_path / "b")],
+        "frames": [*study, "--world-models", str(wm), str(wm), "--corpus", str(corpus), "--out", str(tmp_path / "s")],
+    }
+    (tmp_path / "logs").mkdir()
+    r = run_cli_many(cases, tmp_path / "logs")
+    assert r["w"].returncode == 2 and "at least 2 world models" in r["w"].stderr
+    assert r["missing"].returncode == 2 and "no world model at" in r["missing"].stderr
+    # refused before any policy is trained on them
+    assert r["frames"].returncode == 2 and "pass --frame-stack 4 --resize 96" in r["frames"].stderr
+    assert not (tmp_path / "s" / "policies").exists()
