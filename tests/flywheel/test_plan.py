@@ -101,6 +101,7 @@ def test_files_written_before_the_layout_load():
     key = json.loads((legacy / "flywheel_config.json").read_text())["run_key"]
     tiny = PRESETS["tiny"]
     no_flag = replace(tiny.train, model=replace(tiny.train.model, flag_head=False))  # world models before spec v3
+    no_flag = replace(no_flag, val_every=10, recal_batches=16)  # the tiny schedule then
     before = {"explore_steps": 0, "explorer": FlywheelConfig().explorer}  # issue 20's exploration: none then
     then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, **before)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)

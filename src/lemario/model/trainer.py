@@ -219,7 +219,9 @@ class Trainer:
             return metrics, warnings
         cfg = self.cfg
         recalibrate_batchnorm(
-            self.model, _sample_batches(self.buffer, self.train_starts, cfg, self.device, cfg.recal_batches, 777), cfg.loss
+            self.model,
+            _sample_batches(self.buffer, self.train_starts, cfg, self.device, cfg.recal_batches, 777),
+            cfg.loss,
         )
         if val:
             self.last_val = validate(self.model, self.buffer, self.held_out, cfg, self.device, VAL_SEED)
