@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from lemario import cli
 
@@ -34,7 +35,7 @@ def _child(args: list[str], out: str, name: str) -> None:
 
 
 def main(cases_path: str, out: str, parallel: int = 2) -> None:
-    cases = json.loads(open(cases_path).read())
+    cases = json.loads(Path(cases_path).read_text())
     running: dict[int, str] = {}
     status: dict[str, int] = {}
     for name, args in cases:
@@ -50,8 +51,7 @@ def main(cases_path: str, out: str, parallel: int = 2) -> None:
     while running:
         pid, wait_status = os.wait()
         status[running.pop(pid)] = os.waitstatus_to_exitcode(wait_status)
-    with open(f"{out}/status.json", "w") as f:
-        json.dump(status, f)
+    Path(out, "status.json").write_text(json.dumps(status))
 
 
 if __name__ == "__main__":
