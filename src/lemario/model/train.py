@@ -133,7 +133,7 @@ _PUSH_MODEL = ModelConfig(
     reward_head=False,
     state_head=8,
 )
-CPU_MODEL = ModelConfig(image_size=112, crop_top=32, pool=False, latent_dim=256, prev_action=True)
+CPU_MODEL = ModelConfig(image_size=112, crop_top=32, pool=False, latent_dim=256, prev_action=True, residual=True)
 """The `cpu` preset's world model."""
 _TINY_SCHEDULE = dict(
     steps=30, batch_size=8, warmup=5, val_every=15, recal_batches=4, diag_every=15, ckpt_every=10, log_every=5
@@ -146,9 +146,11 @@ PRESETS = {
     ),
     # Issue 16's choice (docs/RESULTS.md, sessions 8-15): the previous action as an input, a 256-D embedding and
     # 112-px frames of the playfield (the HUD's 32 rows cut) without the max of two frames, nature CNN + MLP; 6,235
-    # steps of a 7,500-step schedule, the length of the 3 measured seeds (2.14 steps/s on 2 cores,
-    # benchmarks/train_wm.py: ~50 min; capped at 65). Its frames: CPU_MODEL.frames_env().
-    "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=65.0),
+    # steps of a 7,500-step schedule, the length of the 3 measured seeds (2.14 steps/s on 2 cores of session 15's
+    # host, ~50 min; 1.46 on session 20's, ~71: capped at 80). Residual predictor since session 22 (3 seeds each way,
+    # session 21: one step beats "no change", height read 4 steps out, control 1401 ± 65 against 963 ± 345).
+    # Its frames: CPU_MODEL.frames_env().
+    "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=80.0),
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     "push": TrainConfig(
         corpus=Path("runs/push-data"),
