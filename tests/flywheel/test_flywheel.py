@@ -171,6 +171,10 @@ def test_the_world_model_component_from_a_study_file_or_its_sd(tmp_path):
     study.write_text(json.dumps({"components": {"world_model": {"variance": 900.0}}}))
     assert FlywheelConfig(variance=study).world_model_var() == FlywheelConfig(world_model_sd=30.0).world_model_var()
     assert FlywheelConfig().world_model_var() is None, "unmeasured: the policy noise alone, and decisions say so"
+    assert FlywheelConfig(variance=study).world_model_var_high() is None, "a study file without an interval"
+    study.write_text(json.dumps({"components": {"world_model": {"variance": 0.0, "ci95": [0.0, 149479.0]}}}))
+    assert FlywheelConfig(variance=study).world_model_var_high() == 149479.0
+    assert FlywheelConfig(world_model_sd=30.0).world_model_var_high() is None
 
 
 def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):

@@ -75,6 +75,19 @@ def test_components_rule_counts_the_world_models_training_noise():
     assert unmeasured.z == pytest.approx(90 / math.sqrt(2 * 40.0**2 / 3))
 
 
+def test_a_commit_on_the_estimate_states_its_z_at_the_world_model_components_top():
+    """A 3-world-model study can estimate the component at 0 with an interval to sd 387 (the residual preset's): +300
+    over the best with policy sd 200, K 3 commits on the estimate (z 1.84) and says that at the top it would be 0.53;
+    the verdict is the estimate's."""
+    history = [it(1, 1000, 200, k=3, decision="commit")]
+    d = decide(history, it(2, 1300, 200, k=3), world_model_var=0.0, world_model_var_high=387.0**2)
+    se, se_high = 200 / math.sqrt(3), math.sqrt(387.0**2 + 200.0**2 / 3)
+    assert d.verdict == "commit" and d.z == pytest.approx(300 / (se * 2**0.5))
+    assert d.z_high == pytest.approx(300 / (se_high * 2**0.5)) and d.world_model_var_high == 387.0**2
+    assert f"{d.z_high:.2f} at the world-model component's 95% top (sd 387)" in d.reason
+    assert decide(history, it(2, 1300, 200, k=3), world_model_var=0.0).z_high is None
+
+
 def test_more_world_models_per_iteration_shrink_the_standard_error():
     assert it(1, 0, 40, k=3, w=3).se(80.0**2) == pytest.approx(math.sqrt(80.0**2 / 3 + 40.0**2 / 9))
     with pytest.raises(ValueError, match="unknown detector rule"):

@@ -215,7 +215,11 @@ class FlywheelConfig:
         """The world-model variance component the 'components' detector adds (None: not measured)."""
         if self.world_model_sd is not None:
             return self.world_model_sd**2
-        return None if self.variance is None else world_model_variance(self.variance)
+        return None if self.variance is None else world_model_variance(self.variance)[0]
+
+    def world_model_var_high(self) -> float | None:
+        """The top of that component's 95% interval, where the study gives one (None: --world-model-sd, or none)."""
+        return None if self.variance is None else world_model_variance(self.variance)[1]
 
     def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""
@@ -321,10 +325,13 @@ PRESETS = {
 }
 
 
-def world_model_variance(path: Path) -> float:
-    """The world-model variance component of a variance study's variance.json."""
+def world_model_variance(path: Path) -> tuple[float, float | None]:
+    """The world-model variance component of a variance study's variance.json, and its 95% interval's top (None in a
+    study without one)."""
     try:
-        return float(read_json(Path(path))["components"]["world_model"]["variance"])
+        component = read_json(Path(path))["components"]["world_model"]
+        ci = component.get("ci95")
+        return float(component["variance"]), None if ci is None else float(ci[1])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LemarioError(
             f"--variance {path} is not a variance study's variance.json ({e.__class__.__name__}: {e}): run "

@@ -17,7 +17,9 @@ evaluated on the harness; its score is the mean of the policies' means. Against 
     otherwise                 -> halt     (no improvement the noise cannot explain: an operator decides)
 
 The policies of one iteration share its world models, so their spread cannot show the world models' own
-training noise: without a measured world-model component the 'components' rule says so in every decision.
+training noise: without a measured world-model component the 'components' rule says so in every decision. A study of
+3 world models measures that component loosely (the residual preset's: sd 0, 95% interval [0, 387]); given the
+interval's top, a decision also states its z there (`z_high`), so a commit that rests on the estimate alone shows it.
 Every decision carries its evidence (means, sds, K, W, standard errors, z, threshold, the flipped variable).
 """
 
@@ -73,6 +75,10 @@ class Decision:
     best_se: float | None = None
     world_model_var: float | None = None
     world_models: int = 1
+    world_model_var_high: float | None = None
+    """The top of the world-model component's 95% interval (a study's), when known."""
+    z_high: float | None = None
+    """z with the world-model component at `world_model_var_high`."""
 
     def to_json(self) -> dict:
         """The decision as stored in decision.json (the verdict under "decision")."""
@@ -119,9 +125,11 @@ def decide(
     patience: int = 3,
     rule: str = "components",
     world_model_var: float | None = None,
+    world_model_var_high: float | None = None,
 ) -> Decision:
     """Commit, branch or halt for `current` against the best committed iteration of `history` (see the module).
-    `world_model_var` (rule components): the world-model component of a variance study; None: unmeasured (0)."""
+    `world_model_var` (rule components): the world-model component of a variance study; None: unmeasured (0);
+    `world_model_var_high`: its interval's top, for `z_high` (it does not change the verdict)."""
     if rule not in RULES:
         raise ValueError(f"unknown detector rule {rule!r}: use one of {', '.join(RULES)}")
     if current.k < 2 or not math.isfinite(current.sd):
@@ -133,6 +141,7 @@ def decide(
     evidence.update(world_models=current.world_models)
     if components:
         evidence.update(se=current.se(world_model_var or 0.0), world_model_var=world_model_var)
+        evidence.update(world_model_var_high=world_model_var_high)
     committed = [h for h in history if h.verdict == "commit"]
     if not committed:
         first = evidence["se"] if components else current.sd
@@ -144,26 +153,32 @@ def decide(
     diff = current.mean - best.mean
     z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
     evidence.update(z=z, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean)
+    at_top = ""
     if components:
         evidence["best_se"] = best.se(world_model_var or 0.0)
+        if world_model_var_high is not None:
+            high = math.sqrt(current.se(world_model_var_high) ** 2 + best.se(world_model_var_high) ** 2)
+            evidence["z_high"] = diff / high if high > 0 else z
+            top_sd = math.sqrt(world_model_var_high)
+            at_top = f"; {evidence['z_high']:.2f} at the world-model component's 95% top (sd {top_sd:.0f})"
     if z > threshold:
         return Decision(
             "commit",
             f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
-            f"{z:.2f} {unit} > {threshold}",
+            f"{z:.2f} {unit} > {threshold}{at_top}",
             **evidence,
         )
     since = since_commit(history)
     if since + 1 >= patience:
         return Decision(
             "halt",
-            f"{since + 1} iterations without an improvement beyond {threshold} {unit} (z now {z:.2f})",
+            f"{since + 1} iterations without an improvement beyond {threshold} {unit} (z now {z:.2f}{at_top})",
             **evidence,
         )
     flip = FLIPS[since % len(FLIPS)]
     return Decision(
         "branch",
-        f"z {z:.2f} <= {threshold} {unit}: within the noise or worse; re-run with {flip} flipped",
+        f"z {z:.2f} <= {threshold} {unit}{at_top}: within the noise or worse; re-run with {flip} flipped",
         flip=flip,
         **evidence,
     )

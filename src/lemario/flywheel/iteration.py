@@ -293,7 +293,9 @@ class Iteration:
         current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], k, world_models=w)
         wm_var = cfg.world_model_var()
         history = [s.as_score for s in self.history]
-        decision = decide(history, current, cfg.threshold, cfg.patience, cfg.detector, wm_var)
+        decision = decide(
+            history, current, cfg.threshold, cfg.patience, cfg.detector, wm_var, cfg.world_model_var_high()
+        )
         means = {seed: s["mean_max_x"] for seed, s in per_seed.items()}
         write_json(path, decision_json(self.n, decision, self.plan, means))
         return decision
