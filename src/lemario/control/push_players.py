@@ -96,7 +96,42 @@ def turn_cost(disc: torch.Tensor, t: torch.Tensor, goal: torch.Tensor, kind: str
     return around(disc - t, behind, T_RADIUS) + 2 * to_goal.norm(dim=-1)
 
 
-class LatentPlanner:
+class TurnPlanner:
+    """What both planning players share: a player (what it sees -> thrust) that plans once at the start of each turn
+    (`plan_turn`) and plays the plan open-loop, keeping the last plan, its samples' T paths and its planning time."""
+
+    def __init__(self, steps_per_turn: int, cfg: GaussianCEMConfig | None, cost: str, seed: int, warm: str):
+        cfg = cfg or GaussianCEMConfig()
+        cfg.validate()
+        self.warm = warm_rule(warm)
+        self.cfg, self.horizon, self.cost = cfg, steps_per_turn, cost
+        self.gen = torch.Generator().manual_seed(seed)
+        self.queue: list[np.ndarray] = []
+        self.last: CEMPlan | None = None
+        self.t_paths: list[torch.Tensor] = []
+        """Per CEM iteration of the last plan: (N, H, 2) each sample's T centre after each step (predicted or
+        simulated)."""
+        self.seconds = 0.0
+        """Planning time of the last plan."""
+
+    def __call__(self, seen: Seen) -> np.ndarray:
+        if seen.step_in_turn == 0 or not self.queue:
+            self.last = self.plan_turn(seen)
+            self.queue = list(self.last.actions.numpy())
+        return self.queue.pop(0).astype(np.float32)
+
+    def plan_turn(self, seen: Seen) -> CEMPlan:
+        raise NotImplementedError
+
+    def search(self, cost, mean: torch.Tensor | None, t0: float) -> CEMPlan:
+        """CEM over one turn's thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
+        self.t_paths = []
+        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
+        self.seconds = time.perf_counter() - t0
+        return plan
+
+
+class LatentPlanner(TurnPlanner):
     """A player (what it sees -> thrust) that plans each turn with CEM inside a push world model."""
 
     def __init__(
@@ -108,29 +143,17 @@ class LatentPlanner:
         seed: int = 0,
         warm: str = "",
     ):
-        cfg = cfg or GaussianCEMConfig()
-        cfg.validate()
-        self.warm = warm_rule(warm)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         if not (model.cfg.continuous_actions and model.cfg.state_head):
             raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
-        self.model, self.cfg, self.horizon, self.cost = model.eval(), cfg, steps_per_turn, cost
-        self.gen = torch.Generator().manual_seed(seed)
-        self.queue: list[np.ndarray] = []
-        self.last: CEMPlan | None = None
-        self.t_paths: list[torch.Tensor] = []
-        """Per CEM iteration of the last plan: (N, H, 2) each sample's predicted T centre after each step."""
-        self.seconds = 0.0
-        """Planning time of the last plan."""
+        self.model = model.eval()
         self.goal: torch.Tensor | None = None
         """(D,) the goal frame's latent, for goal reaching."""
 
-    def __call__(self, seen: Seen) -> np.ndarray:
-        if seen.step_in_turn == 0 or not self.queue:
-            self.last = self.plan(seen)
-            self.queue = list(self.last.actions.numpy())
-        return self.queue.pop(0).astype(np.float32)
+    def plan_turn(self, seen: Seen) -> CEMPlan:
+        return self.plan(seen)
 
     @torch.no_grad()
     def match_goal(self, z: torch.Tensor, me: int) -> torch.Tensor:
@@ -171,7 +194,6 @@ class LatentPlanner:
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])
         picture = self.match_goal(context[0, -1], me) if self.cost == "latent" and self.goal is None else None
-        self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
             n = len(actions)
@@ -187,10 +209,7 @@ class LatentPlanner:
                 return (preds[:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
-        mean = self.rule_turn(context, past, me) if self.warm else None
-        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
-        self.seconds = time.perf_counter() - t0
-        return plan
+        return self.search(cost, self.rule_turn(context, past, me) if self.warm else None, t0)
 
     @torch.no_grad()
     def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int) -> torch.Tensor:
@@ -209,7 +228,7 @@ class LatentPlanner:
         return thrusts[0, :, 2 * me : 2 * me + 2]
 
 
-class SimulatorPlanner:
+class SimulatorPlanner(TurnPlanner):
     """A player (what it sees -> thrust) that plans each turn with CEM in the true simulator."""
 
     def __init__(
@@ -220,29 +239,16 @@ class SimulatorPlanner:
         seed: int = 0,
         warm: str = "",
     ):
-        cfg = cfg or GaussianCEMConfig()
-        cfg.validate()
-        self.warm = warm_rule(warm)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm)
         turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
-        self.cfg, self.horizon, self.cost = cfg, steps_per_turn, cost
         self.board = Board()
-        self.gen = torch.Generator().manual_seed(seed)
-        self.queue: list[np.ndarray] = []
-        self.last: CEMPlan | None = None
-        self.t_paths: list[torch.Tensor] = []
-        """Per CEM iteration of the last plan: (N, H, 2) each sample's simulated T centre after each step."""
-        self.seconds = 0.0
 
-    def __call__(self, seen: Seen) -> np.ndarray:
-        if seen.step_in_turn == 0 or not self.queue:
-            self.last = self.plan(seen.state, seen.me)
-            self.queue = list(self.last.actions.numpy())
-        return self.queue.pop(0).astype(np.float32)
+    def plan_turn(self, seen: Seen) -> CEMPlan:
+        return self.plan(seen.state, seen.me)
 
     def plan(self, state: np.ndarray, me: int) -> CEMPlan:
         t0 = time.perf_counter()
         goal = torch.as_tensor(GOALS[me])
-        self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
             paths = []
@@ -259,10 +265,7 @@ class SimulatorPlanner:
             self.t_paths.append(states[..., T_POS])
             return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
-        mean = self.rule_turn(state, me) if self.warm else None
-        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
-        self.seconds = time.perf_counter() - t0
-        return plan
+        return self.search(cost, self.rule_turn(state, me) if self.warm else None, t0)
 
     def rule_turn(self, state: np.ndarray, me: int) -> torch.Tensor:
         """(H, 2) the warm rule's thrusts over one turn played in the simulator from `state`."""
