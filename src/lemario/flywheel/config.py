@@ -145,7 +145,8 @@ class FlywheelConfig:
     detector adds; none: the policy seeds' noise alone, which every decision then says."""
     world_model_sd: float | None = None
     """The world-model component's sd (mean max_x) as a study measured it, for when its variance.json is not at hand:
-    the `cpu` preset's 341 (docs/RESULTS.md, session 15, `runs/study-r112np-eval`). Instead of --variance."""
+    the residual `cpu` preset's 0, 95% interval [0, 387] (docs/RESULTS.md, session 21, `runs/study-res`; the plain
+    preset's was 341). Instead of --variance (which also gives the interval's top to every decision)."""
     patience: int = 3
     """Halt after this many iterations without a commit."""
     continue_after_halt: bool = False
