@@ -17,7 +17,7 @@ from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
-from lemario.model.diagnose import DiagnoseConfig, diagnose, diagnose_main
+from lemario.model.diagnose import DiagnoseConfig, diagnose, diagnose_main, thrust_response
 from lemario.model.loss import LossConfig, world_model_loss
 from lemario.model.train import PRESETS, train
 from lemario.model.world_model import WorldModel, load_world_model
@@ -103,6 +103,22 @@ def test_diagnostics_predict_from_the_whole_history(corpus):
     assert model.history == 3 and metrics["diag/pred_mse"] == pytest.approx(still, rel=1e-5)
     assert metrics["diag/no_change_mse"] == pytest.approx(still, rel=1e-5)
     assert metrics["diag/pred_mse"] != pytest.approx(torch.nn.functional.mse_loss(emb[:, 0], emb[:, 1]).item())
+
+
+def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(corpus):
+    """AdaLN-zero at init: the thrust conditions nothing, so the rollout given the thrusts played and given none
+    are the same rollout; woken, they differ. The real motion is the discs' displacement in the corpus's states."""
+    torch.manual_seed(0)
+    model = WorldModel(TINY.model)
+    batch = to_torch(EpisodeBuffer.load(corpus).sample(32, 5, 1, np.random.default_rng(3)), torch.device("cpu"))
+    asleep = thrust_response(model, batch)
+    assert asleep["thrust/r2_given"] == asleep["thrust/r2_zeroed"] and asleep["thrust/steps"] == 3
+    discs = head_positions(batch["state"])[:, :, :2]  # (32, 6, 2, 2)
+    assert asleep["thrust/real_motion"] == pytest.approx((discs[:, -1] - discs[:, 2]).norm(dim=-1).mean().item())
+    for block in model.predictor.blocks:
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
+    awake = thrust_response(model, batch)
+    assert awake["thrust/r2_given"] != pytest.approx(awake["thrust/r2_zeroed"])
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +229,9 @@ def test_probes_and_state_head_error_on_push(trained, corpus, tmp_path):
 
 
 def test_diagnose_command_on_push(trained, corpus, capsys):
-    """No jump latch, action promises or death foresight for a game without them; the one-step report is there."""
+    """No jump latch, action promises or death foresight for a game without them; the one-step report and what the
+    thrust does are there."""
     diagnose_main(DiagnoseConfig(trained, corpus=corpus, windows=32))
     out = capsys.readouterr().out
     assert "pred_vs_best_baseline" in out and "death" not in out.lower() and "latch" not in out
+    assert "given the thrusts played" in out

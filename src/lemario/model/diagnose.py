@@ -17,6 +17,8 @@ numbers catch that from held-out windows:
 - what the model believes each action does (`action_progress`, printed by `lemario diagnose`): per action, the
   progress its reward head predicts over every state of the batch, against the x change of the steps that took
   it. An action the corpus never took still gets a prediction, and a controller may find it flattering (issue 21).
+- what a push model believes the thrust does (`thrust_response`, printed by `lemario diagnose`): how much of the
+  discs' real motion over a window its free-running rollout explains, given the thrusts played and given none.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
+from lemario.games.push.board import head_positions
 from lemario.model.death import death_report, format_death
 from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, decode_reward, load_world_model
@@ -166,6 +169,34 @@ def action_progress(model: WorldModel, batch: dict[str, torch.Tensor]) -> list[d
     return rows
 
 
+@torch.no_grad()
+def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A push model's free-running rollout over each window from its history of real latents, once with the
+    thrusts played and once with every thrust after the last real latent zeroed: R² of both discs' displacement
+    (last real latent to the window's end, as the state head reads them) against the real displacement. A model
+    that ignores its thrusts scores the same twice. obs (B, K+1, ...), actions (B, K, 4), state (B, K+1, 8)."""
+    was_training = model.training
+    model.eval()
+    try:
+        emb = model.encode(batch["obs"]).float()  # (B, K+1, D)
+        actions = batch["actions"]
+        c = min(model.history, actions.shape[1])
+        discs = head_positions(batch["state"].float())[:, :, :2]  # (B, K+1, 2, 2) units
+        real = discs[:, -1] - discs[:, c - 1]  # (B, 2, 2)
+        start = head_positions(model.decode_state(emb[:, c - 1]).float())[:, :2]
+        zeroed = actions.clone()
+        zeroed[:, c - 1 :] = 0
+        metrics = {"thrust/real_motion": real.norm(dim=-1).mean().item(), "thrust/steps": actions.shape[1] - c + 1}
+        for name, a in (("given", actions), ("zeroed", zeroed)):
+            last = model.rollout(emb[:, :c], a, batch["prev"])[:, -1]  # (B, D)
+            moved = head_positions(model.decode_state(last).float())[:, :2] - start  # (B, 2, 2)
+            residual = (moved - real).square().sum()
+            metrics[f"thrust/r2_{name}"] = (1 - residual / (real - real.mean(0)).square().sum()).item()
+    finally:
+        model.train(was_training)
+    return metrics
+
+
 def format_action_progress(rows: list[dict], action_set_name: str) -> str:
     names = action_set(action_set_name)
     lines = ["action        steps  real dx  predicted dx  predicted everywhere (px per step)"]
@@ -233,3 +264,10 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     if model.cfg.reward_head:  # Mario's: what each action promises, and death foresight
         print(format_action_progress(action_progress(model, batch), buffer.action_set))
         print(format_death(death_report(model, buffer, cfg.death_horizon)))
+    elif model.cfg.continuous_actions and model.cfg.state_head:  # the push game's: what the thrust does
+        t = thrust_response(model, batch)
+        motion = f"{t['thrust/steps']} free-running steps (mean {t['thrust/real_motion']:.1f} units)"
+        print(
+            f"thrust: the discs' motion over {motion}, R² {t['thrust/r2_given']:.3f} given the thrusts played, "
+            f"{t['thrust/r2_zeroed']:.3f} given none"
+        )
