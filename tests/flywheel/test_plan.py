@@ -90,7 +90,8 @@ def test_files_written_before_the_layout_load():
         "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
         "level_scores": None,  # issue 21: each level's scores, none in a single-level run
         "plan": {"world_models": 1},
-        "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1},
+        "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1}
+        | {"world_model_var_high": None, "z_high": None},  # session 22: z at the world-model component's top
     }
     for field, value in added.items():
         if isinstance(value, dict):

@@ -346,8 +346,9 @@ def upgrade_key(stored: dict) -> dict:
     `imagine.score_weight` in units of RETURN_UNIT px; runs before reward spec v3 trained world models without the
     flag head, and counted flag episodes in the elite tier (a tier of its own since: both protected and uncapped,
     so the replay selects the same episodes); runs before the `cpu` preset's 112-px previous-action model (issue 16)
-    played 84-px frames with models that had no previous-action input, and runs before the HUD crop whole, pooled
-    frames, whatever their key omits."""
+    played 84-px frames with models that had no previous-action input, runs before the HUD crop whole, pooled
+    frames, and runs before the residual predictor (the `cpu` preset's since session 22) plain ones, whatever their
+    key omits."""
     stored = {"detector": "seeds", **stored}
     if "env" not in stored:  # before the env was one nested config: 84-px frames, not a flywheel setting then
         stored = {**stored, "env": {"resize": 84}}
@@ -358,8 +359,8 @@ def upgrade_key(stored: dict) -> dict:
         stored = {**stored, "replay": {**stored["replay"], "tiers": [asdict(t) for t in TIERS]}}
     train = stored.get("train")
     if isinstance(train, dict) and isinstance(train.get("model"), dict):
-        # models before reward spec v3 had no flag head, before issue 16 no previous action
-        before = {"flag_head": False, "prev_action": False, "crop_top": 0, "pool": True}
+        # models before reward spec v3 had no flag head, before issue 16 no previous action, nor a residual predictor
+        before = {"flag_head": False, "prev_action": False, "crop_top": 0, "pool": True, "residual": False}
         stored = {**stored, "train": {**train, "model": {**before, **train["model"]}}}
     imagine = dict(stored.get("imagine", {}))
     if "death_penalty" not in imagine:

@@ -108,6 +108,16 @@ def noise(current: IterationScore, best: IterationScore, rule: str, world_model_
     return math.sqrt(current.se(wm_var) ** 2 + best.se(wm_var) ** 2), unit
 
 
+def at_top(current: IterationScore, best: IterationScore, var_high: float | None, z: float) -> tuple[float | None, str]:
+    """z with the world-model component at its interval's top `var_high` (`z` where the difference has no noise),
+    and the words a decision adds for it; (None, '') without a top."""
+    if var_high is None:
+        return None, ""
+    se = math.sqrt(current.se(var_high) ** 2 + best.se(var_high) ** 2)
+    z_high = (current.mean - best.mean) / se if se > 0 else z
+    return z_high, f"; {z_high:.2f} at the world-model component's 95% top (sd {math.sqrt(var_high):.0f})"
+
+
 def since_commit(history: list[IterationScore]) -> int:
     """Iterations since the last commit."""
     since = 0
@@ -153,32 +163,27 @@ def decide(
     diff = current.mean - best.mean
     z = diff / sd if sd > 0 else (math.copysign(math.inf, diff) if diff else 0.0)  # noiseless seeds: any gain is real
     evidence.update(z=z, pooled_sd=sd, best_iteration=best.iteration, best_mean=best.mean)
-    at_top = ""
+    z_high, top = at_top(current, best, world_model_var_high, z) if components else (None, "")
     if components:
-        evidence["best_se"] = best.se(world_model_var or 0.0)
-        if world_model_var_high is not None:
-            high = math.sqrt(current.se(world_model_var_high) ** 2 + best.se(world_model_var_high) ** 2)
-            evidence["z_high"] = diff / high if high > 0 else z
-            top_sd = math.sqrt(world_model_var_high)
-            at_top = f"; {evidence['z_high']:.2f} at the world-model component's 95% top (sd {top_sd:.0f})"
+        evidence.update(best_se=best.se(world_model_var or 0.0), z_high=z_high)
     if z > threshold:
         return Decision(
             "commit",
             f"mean {current.mean:.0f} beats the best ({best.mean:.0f}, iter {best.iteration}) by "
-            f"{z:.2f} {unit} > {threshold}{at_top}",
+            f"{z:.2f} {unit} > {threshold}{top}",
             **evidence,
         )
     since = since_commit(history)
     if since + 1 >= patience:
         return Decision(
             "halt",
-            f"{since + 1} iterations without an improvement beyond {threshold} {unit} (z now {z:.2f}{at_top})",
+            f"{since + 1} iterations without an improvement beyond {threshold} {unit} (z now {z:.2f}{top})",
             **evidence,
         )
     flip = FLIPS[since % len(FLIPS)]
     return Decision(
         "branch",
-        f"z {z:.2f} <= {threshold} {unit}{at_top}: within the noise or worse; re-run with {flip} flipped",
+        f"z {z:.2f} <= {threshold} {unit}{top}: within the noise or worse; re-run with {flip} flipped",
         flip=flip,
         **evidence,
     )
