@@ -119,6 +119,11 @@ def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(c
         torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
     awake = thrust_response(model, batch)
     assert awake["thrust/r2_given"] != pytest.approx(awake["thrust/r2_zeroed"])
+    # a residual model at init imagines no motion at all: R² is then 1 - sum(real²) / sum((real - its mean)²)
+    still = thrust_response(WorldModel(replace(TINY.model, residual=True)), batch)
+    real = discs[:, -1] - discs[:, 2]  # (32, 2, 2)
+    expected = 1 - real.square().sum() / (real - real.mean(0)).square().sum()
+    assert still["thrust/r2_given"] == pytest.approx(expected.item(), rel=1e-4) == still["thrust/r2_zeroed"]
 
 
 @pytest.fixture(scope="module")
