@@ -1,9 +1,11 @@
-"""A tiny synthetic corpus that needs no emulator: a bright square that actions push around an 84x84 frame.
+"""A tiny synthetic corpus that needs no emulator: a bright square that actions push around an 84x84 frame; and a
+PPO run folder made by hand (`fake_ppo_run`).
 
 Its labels follow the corpus schema (x_pos, y_pos, x_vel, y_vel, on_ground, ...), so world-model training,
 probes and diagnostics run end to end on it in seconds.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,36 @@ def write_corpus(
         ep.meta.update(seed=i, run_index=i)
         write_episode(folder / f"run-0001-{i:05d}.h5", ep)
     return folder
+
+
+def fake_ppo_run(path: Path, seed: int, first_reached: dict, first_eval_reached: dict, evals: list) -> Path:
+    """A PPO run folder as `lemario baseline ppo` leaves it: config, state, and metrics rows of 119 training
+    episodes and of harness evaluations, `evals` of (env steps, mean max_x[, flag rate]), with a CI of +- 100."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": {"seed": seed, "eval_episodes": 10}, "git_commit": "x"}))
+    (path / "state.json").write_text(
+        json.dumps(
+            {
+                "first_reached": first_reached,
+                "first_eval_reached": first_eval_reached,
+                "best_eval": max(e[1] for e in evals),
+                "env_steps": 200_000,
+                "elapsed": 7200.0,
+            }
+        )
+    )
+    rows = [{"env_steps": 1000 * i, "time": i, "episode/max_x": 600 + 10 * i, "episode/flag": 0} for i in range(1, 120)]
+    rows += [
+        {
+            "env_steps": n,
+            "time": n / 1000,
+            "eval/mean_max_x": m,
+            "eval/ci95_low": m - 100,
+            "eval/ci95_high": m + 100,
+            "eval/flag_rate": flag[0] if flag else 0.0,
+            "eval/max_max_x": m + 300,
+        }
+        for n, m, *flag in evals
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

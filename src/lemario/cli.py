@@ -18,7 +18,7 @@ from typing import NamedTuple, NoReturn
 import tyro
 
 from lemario import status
-from lemario.analysis import straightening, surprise
+from lemario.analysis import env_steps, straightening, surprise
 from lemario.baselines import ppo
 from lemario.baselines import summary as ppo_summary
 from lemario.control import imagination
@@ -114,6 +114,12 @@ COMMANDS = {
         ppo_summary.SummaryConfig,
         None,
         ppo_summary.summary_main,
+    ),
+    "compare": Command(
+        "world-model flywheel runs beside PPO runs against env steps: curves, milestones, equal-steps table",
+        env_steps.CompareConfig,
+        None,
+        env_steps.compare_main,
     ),
     "report": Command(
         "a flywheel run as HTML and Markdown: K-seed scores, HOF best, tiers, world model, best video",

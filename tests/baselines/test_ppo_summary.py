@@ -1,7 +1,5 @@
 """`lemario baseline summary`: milestones over seeds and the learning-curve figure, from run folders made here."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -9,36 +7,7 @@ from lemario.baselines.summary import SummaryConfig, build, milestone_row, rolli
 from lemario.core.errors import LemarioError
 
 from conftest import run_cli
-
-
-def _fake_run(path, seed, first_reached, first_eval_reached, evals):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"config": {"seed": seed, "eval_episodes": 10}, "git_commit": "x"}))
-    (path / "state.json").write_text(
-        json.dumps(
-            {
-                "first_reached": first_reached,
-                "first_eval_reached": first_eval_reached,
-                "best_eval": max(m for _, m in evals),
-                "env_steps": 200_000,
-                "elapsed": 7200.0,
-            }
-        )
-    )
-    rows = [{"env_steps": 1000 * i, "time": i, "episode/max_x": 600 + 10 * i, "episode/flag": 0} for i in range(1, 120)]
-    rows += [
-        {
-            "env_steps": n,
-            "time": n / 1000,
-            "eval/mean_max_x": m,
-            "eval/ci95_low": m - 100,
-            "eval/ci95_high": m + 100,
-            "eval/flag_rate": 0.0,
-            "eval/max_max_x": m + 300,
-        }
-        for n, m in evals
-    ]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+from synthetic import fake_ppo_run
 
 
 def test_milestone_row_and_rolling_median():
@@ -48,8 +17,8 @@ def test_milestone_row_and_rolling_median():
 
 
 def test_summary_of_two_seeds(tmp_path):
-    _fake_run(tmp_path / "s0", 0, {"700": 800, "1500": 9000}, {"700": 50_000}, [(50_000, 880.0), (100_000, 1100.0)])
-    _fake_run(tmp_path / "s1", 1, {"700": 1200}, {"700": 100_000}, [(50_000, 650.0), (100_000, 760.0)])
+    fake_ppo_run(tmp_path / "s0", 0, {"700": 800, "1500": 9000}, {"700": 50_000}, [(50_000, 880.0), (100_000, 1100.0)])
+    fake_ppo_run(tmp_path / "s1", 1, {"700": 1200}, {"700": 100_000}, [(50_000, 650.0), (100_000, 760.0)])
     out = tmp_path / "summary"
     r = run_cli(
         "baseline", "summary", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out), "--reference", "612"

@@ -24,6 +24,7 @@ from lemario.flywheel.config import PRESETS, FlywheelConfig
 from lemario.flywheel.plan import plan_iteration
 
 from conftest import run_cli, run_cli_many
+from synthetic import fake_ppo_run
 
 TINY = ("flywheel", "--preset", "tiny")
 
@@ -218,6 +219,24 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     assert (out / "decoder.safetensors").stat().st_mtime == trained_at  # the same best entry: its decoder reused
     r = run_cli("report", str(run.parent / "nothing"))
     assert r.returncode == 2 and "no finished flywheel iteration" in r.stderr
+
+
+def test_compare_puts_the_run_beside_ppo_at_equal_env_steps(uninterrupted, tmp_path):
+    run, _ = uninterrupted
+    s = [json.loads((run / f"iter{n:03d}" / "summary.json").read_text()) for n in (1, 2)]
+    steps = [d["corpus_frames"] - d["corpus_episodes"] for d in s]
+    ppo = fake_ppo_run(tmp_path / "ppo", 0, {}, {}, [(0, 100.0), (2 * steps[1], 300.0)])
+    r = run_cli("compare", "--flywheel", str(run), "--ppo", str(ppo), "--out", str(tmp_path / "cmp"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    for n, d in enumerate(s, 1):
+        se = d["k_sd"] / math.sqrt(len(d["seed_scores"]))
+        ci = f"{d['k_mean']:.0f} [{d['k_mean'] - se:.0f}, {d['k_mean'] + se:.0f}]"
+        ppo_at = 100 + 200 * steps[n - 1] / (2 * steps[1])  # PPO's line interpolated at the iteration's env steps
+        assert (
+            f"| {run.name} (seed 0) | {n} | {steps[n - 1]:,} | {ci} |" in md
+            and f"| {ppo_at:.0f} | {ppo_at:.0f} |" in md
+        )
 
 
 def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):

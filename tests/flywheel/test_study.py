@@ -2,9 +2,11 @@
 on the same real-emulator episodes, decomposed; a re-run resumes without training anything again."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from lemario.flywheel.study import PRESETS, _open_study
 from lemario.play.variance import COMPONENTS
 
 from conftest import run_cli, run_cli_many
@@ -38,6 +40,16 @@ def test_a_tiny_study_end_to_end_and_resumed(corpus, tmp_path):
     assert (out / "wm" / "s0" / "model.safetensors").stat().st_mtime_ns == stamp
     other = run_cli("study", "variance", "--preset", "tiny", "--k", "3", "--corpus", str(corpus), "--out", str(out))
     assert other.returncode == 2 and "(k: 2 -> 3)" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    # a study of world models trained elsewhere records their own training configs, not its unused --train
+    models = tuple(out / "wm" / f"s{w}" / "model.safetensors" for w in (0, 1))
+    _open_study(replace(PRESETS["tiny"], corpus=corpus, out=tmp_path / "given", world_models=models))
+    config = json.loads((tmp_path / "given" / "config.json").read_text())["config"]
+    assert config["train"].startswith("unused") and [r["path"] for r in config["world_model_runs"]] == list(
+        map(str, models)
+    )
+    assert [r["train_config"]["seed"] for r in config["world_model_runs"]] == [0, 1] and config["world_model_runs"][0][
+        "step"
+    ]
 
 
 def test_bad_input_is_one_line(corpus, tmp_path):

@@ -11,9 +11,11 @@ KEYS = tuple(str(m) for m in MILESTONES) + ("flag",)
 """state.json's milestone names."""
 
 
-def record_milestones(reached: dict[str, int], step: int, x: float, flag: bool) -> None:
-    """Note `step` for each milestone ('700', '1500', '2000', 'flag') passed by x / flag that `reached` lacks."""
-    for m in MILESTONES:
+def record_milestones(
+    reached: dict[str, int], step: int, x: float, flag: bool, marks: tuple[int, ...] = MILESTONES
+) -> None:
+    """Note `step` for each milestone (each of `marks`, then 'flag') passed by x / flag that `reached` lacks."""
+    for m in marks:
         if x >= m:
             reached.setdefault(str(m), step)
     if flag:

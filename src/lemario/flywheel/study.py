@@ -246,7 +246,14 @@ def _open_study(cfg: VarianceStudyConfig) -> None:
         check_same_run(stored, key, run_key(VarianceStudyConfig(), BOOKKEEPING), cfg.out, "variance study")
         return
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), "created": created, **provenance()})
+    config = as_json(cfg)
+    if cfg.world_models:  # trained elsewhere: their own training configs, not the unused --train defaults
+        config["train"] = "unused: the --world-models were trained elsewhere (world_model_runs: their configs)"
+        config["world_model_runs"] = [
+            {"path": str(p), **{k: m.get(k) for k in ("git_commit", "step", "train_config")}}
+            for p, m in ((p, checkpoint.load_meta(Path(p))) for p in cfg.world_models)
+        ]
+    write_json(cfg.out / "config.json", {"run_key": key, "config": config, "created": created, **provenance()})
 
 
 def study(cfg: VarianceStudyConfig) -> dict:
