@@ -30,7 +30,7 @@ from lemario.baselines.summary import load_run as load_ppo_run
 from lemario.baselines.summary import milestone_row
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, read_json
-from lemario.core.plots import figure, save_png, table
+from lemario.core.plots import env_steps_axis, figure, save_png, table
 from lemario.flywheel.run import finished
 
 
@@ -131,10 +131,7 @@ def plot_curves(curves: list[Curve], cfg: CompareConfig, path: Path) -> None:
         (ax_x, "evaluation mean max_x (flywheel: +- sd/sqrt(K); PPO: 95% CI)"),
         (ax_flag, "evaluation flag rate"),
     ):
-        ax.set_xlabel("env steps")
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
+        env_steps_axis(ax, title)
     ax_x.set_ylabel("max x")
     ax_x.legend(fontsize=8)
     save_png(fig, path)

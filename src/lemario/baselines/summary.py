@@ -23,7 +23,7 @@ from lemario.baselines.milestones import KEYS
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, read_json
-from lemario.core.plots import figure, save_png, table
+from lemario.core.plots import env_steps_axis, figure, save_png, table
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,7 @@ def plot_curve(runs: list[dict], cfg: SummaryConfig, path: Path) -> None:
         ax.axhline(3161, color="tab:red", linewidth=0.8, label="1-1 flagpole (x 3161)")
         if cfg.reference is not None:
             ax.axhline(cfg.reference, color="gray", linestyle="--", linewidth=0.8, label=cfg.reference_label)
-        ax.set_xlabel("env steps")
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
+        env_steps_axis(ax, title)
     ax_eval.set_ylabel("max x")
     ax_eval.legend(fontsize=8)
     save_png(fig, path)

@@ -28,6 +28,14 @@ def save_png(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def env_steps_axis(ax, title: str) -> None:
+    """An axis whose x is env steps (ticks as 50k / 1.5M), titled, with a light grid."""
+    ax.set_xlabel("env steps")
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
 def table(header: list[str], rows: list[list]) -> tuple[str, str]:
     """(markdown, html) of one table."""
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
