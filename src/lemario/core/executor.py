@@ -1,7 +1,8 @@
 """Where the flywheel's parallel work runs: a local process pool (default) or Ray tasks.
 
 `run_parallel(fn, configs, ...)` runs fn(config) for each config and returns the results in order.
-- local: spawned processes (fresh interpreters, killed with their parent), at most `processes` at a time;
+- local: a `ProcessPool` of spawned processes (fresh interpreters, killed with their parent), at most `processes`
+  at a time;
 - ray: one Ray task each, asking for `cpus` CPUs and, where the cluster has GPUs, one GPU. `ray_address` ""
   starts a private local instance bound to 127.0.0.1; "auto" or "HOST:PORT" joins a running cluster (whose
   nodes must see the run folder at the same path, e.g. a shared filesystem).
@@ -13,7 +14,10 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -78,10 +82,65 @@ def ray_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _call(payload: tuple[Callable, object]):
+def _init_worker(initializer: Callable | None, initargs: tuple) -> None:
     die_with_parent()
-    fn, arg = payload
-    return fn(arg)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+class ProcessPool:
+    """`processes` spawned worker processes (fresh interpreters: no inherited locks or emulator state) that die with
+    their parent, running module-level functions. A context manager that never hangs on a worker:
+    - a worker that dies (killed, out of memory) raises a LemarioError in the parent, not a wait for ever;
+    - leaving the block on an exception (Ctrl-C, SIGTERM, an error) stops the workers: SIGTERM, which a training
+      answers by stopping at its next step, then SIGKILL for any still running after `grace` seconds. Work is
+      written atomically, so either loses nothing already written."""
+
+    def __init__(self, processes: int, initializer: Callable | None = None, initargs: tuple = (), grace: float = 10):
+        self.grace = grace
+        self.executor = ProcessPoolExecutor(
+            processes, mp.get_context("spawn"), initializer=_init_worker, initargs=(initializer, initargs)
+        )
+
+    def _results(self, futures: list[Future], ordered: bool) -> Iterator:
+        try:
+            for f in futures if ordered else as_completed(futures):
+                yield f.result()
+        except BrokenProcessPool:
+            raise LemarioError(
+                "a worker process died (killed, or out of memory): everything already written is intact; re-run "
+                "the command to resume"
+            ) from None
+
+    def imap_unordered(self, fn: Callable, items: list) -> Iterator:
+        """fn(item) for every item, yielded as each finishes."""
+        return self._results([self.executor.submit(fn, x) for x in items], ordered=False)
+
+    def map(self, fn: Callable, items: list) -> list:
+        """fn(item) for every item, in order."""
+        return list(self._results([self.executor.submit(fn, x) for x in items], ordered=True))
+
+    def close(self, stop: bool = False) -> None:
+        """Wait for the workers to finish their work and exit; `stop`: stop them now (SIGTERM, then SIGKILL)."""
+        if not stop:
+            self.executor.shutdown(wait=True)
+            return
+        workers = list((self.executor._processes or {}).values())  # Python 3.14's terminate_workers(), by hand
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for p in workers:
+            p.terminate()
+        deadline = time.monotonic() + self.grace
+        for p in workers:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(stop=exc_type is not None)
 
 
 def run_parallel(
@@ -100,8 +159,8 @@ def run_parallel(
         return ray.get([task.remote(a) for a in args])
     if processes <= 1 or len(args) == 1:
         return [fn(a) for a in args]
-    with mp.get_context("spawn").Pool(min(processes, len(args))) as pool:
-        return pool.map(_call, [(fn, a) for a in args], chunksize=1)
+    with ProcessPool(min(processes, len(args))) as pool:
+        return pool.map(fn, args)
 
 
 def usable_cores() -> int:

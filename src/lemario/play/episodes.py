@@ -8,7 +8,6 @@ spawned processes that die with their parent, or in Ray actors; `Workers` keeps 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from lemario.control.agents import make_agent
 from lemario.control.planner import PlannerConfig
 from lemario.core.errors import LemarioError
-from lemario.core.executor import die_with_parent, ray_init, torch_threads
+from lemario.core.executor import ProcessPool, ray_init, torch_threads
 from lemario.games.mario import ram as R
 from lemario.games.mario.env import EnvConfig, MarioState, SuperMarioBros
 from lemario.model.world_model import load_world_model
@@ -99,13 +98,12 @@ _init_error = ""
 
 def _init_worker(env_config: EnvConfig, planner: PlannerConfig | None) -> None:
     global _player, _init_error
-    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is an OSError, like a full disk
     torch.set_num_threads(1)  # model agents: one worker per core
     try:
         _player = Player(env_config, planner)
-    except Exception as e:  # noqa: BLE001 - raised by the first task: a failing Pool initializer respawns forever
+    except Exception as e:  # noqa: BLE001 - raised by the first task: a failing initializer only says "broken"
         _init_error = f"a worker could not start its env: {e}"
 
 
@@ -129,7 +127,7 @@ class _RayPlayer:
 
 class Workers:
     """A pool of players kept across many `imap` calls (exploration plays one round of tasks at a time): one
-    `Player` in this process, spawned processes that die with their parent, or Ray actors. A context manager."""
+    `Player` in this process, a `ProcessPool` of spawned processes, or Ray actors. A context manager."""
 
     def __init__(
         self,
@@ -149,8 +147,7 @@ class Workers:
         elif workers == 1:
             self.player = Player(env_config, planner)
         else:
-            ctx = mp.get_context("spawn")  # fresh interpreters: no inherited lock fd, no forked emulator state
-            self.pool = ctx.Pool(workers, _init_worker, (env_config, planner))
+            self.pool = ProcessPool(workers, _init_worker, (env_config, planner))
 
     def imap(self, fn: Callable, tasks: list[tuple]) -> Iterator:
         """fn(player, *task) for every task, yielded as each finishes."""
@@ -159,7 +156,7 @@ class Workers:
                 for t in tasks:
                     yield fn(self.player, *t)
         elif self.pool is not None:
-            yield from self.pool.imap_unordered(_call, [(fn, t) for t in tasks], chunksize=1)
+            yield from self.pool.imap_unordered(_call, [(fn, t) for t in tasks])
         else:
             from ray.util import ActorPool
 
@@ -168,12 +165,11 @@ class Workers:
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self.player is not None:
             self.player.close()
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.close(stop=True)  # the players hold nothing to save: stopped, not waited for
         if self.actors is not None:
             import ray
 
