@@ -130,8 +130,10 @@ from lemario.core.executor import run_parallel
 def _interrupt(signum, frame):  # as `lemario` does: a SIGTERM stops a command as Ctrl-C does
     raise KeyboardInterrupt
 
-def work(seconds):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker that does not stop when asked (the worst case)
+def work(task):
+    seconds, deaf = task
+    if deaf:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker that does not stop when asked (the worst case)
     print("worker", os.getpid(), flush=True)
     time.sleep(seconds)
     return seconds
@@ -139,7 +141,8 @@ def work(seconds):
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run_parallel(work, [120, 120, 120], processes=2)
+        deaf = sys.argv[1] == "deaf"
+        run_parallel(work, [(120, deaf)] * 3, processes=2)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     except Exception as e:
@@ -147,11 +150,12 @@ if __name__ == "__main__":
 """
 
 
-def _start_stuck_work(tmp_path):
+def _start_stuck_work(tmp_path, workers_ignore_sigterm: bool):
     """The script above, started; returns it and its two workers' pids once both are at work."""
     script = tmp_path / "stuck.py"
     script.write_text(STUCK_WORK)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    deaf = "deaf" if workers_ignore_sigterm else "-"
+    proc = subprocess.Popen([sys.executable, str(script), deaf], stdout=subprocess.PIPE, text=True)
     workers = [int(proc.stdout.readline().split()[1]) for _ in range(2)]
     return proc, workers
 
@@ -166,7 +170,7 @@ def _gone(pid: int) -> bool:
 def test_a_worker_that_dies_is_an_error_not_a_wait(tmp_path):
     """A worker killed mid-task (the OOM killer, a stray kill): the parent says so at once instead of waiting for the
     lost result for ever (multiprocessing.Pool's behaviour), and its other worker is stopped."""
-    proc, workers = _start_stuck_work(tmp_path)
+    proc, workers = _start_stuck_work(tmp_path, workers_ignore_sigterm=False)
     os.kill(workers[0], 9)
     out, _ = proc.communicate(timeout=30)
     assert "error: a worker process died" in out and "re-run the command to resume" in out
@@ -176,7 +180,7 @@ def test_a_worker_that_dies_is_an_error_not_a_wait(tmp_path):
 def test_sigterm_stops_the_parent_and_workers_that_ignore_it(tmp_path):
     """A SIGTERM to the parent while its workers ignore SIGTERM: the parent stops them (SIGKILL after the 10-s
     grace) and exits; multiprocessing.Pool's terminate() would join them for ever."""
-    proc, workers = _start_stuck_work(tmp_path)
+    proc, workers = _start_stuck_work(tmp_path, workers_ignore_sigterm=True)
     proc.terminate()
     out, _ = proc.communicate(timeout=40)
     assert "interrupted" in out and all(_gone(w) for w in workers)
