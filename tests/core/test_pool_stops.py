@@ -4,6 +4,7 @@
 import os
 import subprocess
 import sys
+import time
 
 STUCK_WORK = """
 import os, signal, sys, time
@@ -66,3 +67,15 @@ def test_sigterm_stops_the_parent_and_workers_that_ignore_it(tmp_path):
     proc.terminate()
     out, _ = proc.communicate(timeout=40)
     assert "interrupted" in out and all(_gone(w) for w in workers)
+
+
+def test_workers_die_with_a_parent_killed_outright(tmp_path):
+    """SIGKILL to the parent (nothing of it runs again): its fork server sees the pipe close and exits, and the kernel
+    kills the workers with it, so no orphan plays on."""
+    proc, workers = _start_stuck_work(tmp_path, workers_ignore_sigterm=True)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while not all(_gone(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(w) for w in workers)

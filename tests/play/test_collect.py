@@ -127,7 +127,7 @@ def test_sigkill_then_rerun_completes_the_same_corpus(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # the workers die with their parent (PR_SET_PDEATHSIG)
+    time.sleep(0.5)  # the workers die with their parent (`die_with`)
     index = scan(tmp_path / "killed")
     assert not index.bad and 3 <= len(index.episodes) < 10
     r = run_cli(*args)

@@ -33,6 +33,7 @@ from lemario.baselines.shaping import ShapedReward, ShapingConfig
 from lemario.core import runlog
 from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
+from lemario.core.executor import forkserver
 from lemario.core.files import atomic_write_text, check_writable, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
@@ -137,7 +138,11 @@ def _make_env(cfg: PPOConfig, rank: int):
 def make_vec_env(cfg: PPOConfig):
     """The recipe's vector env (shaped reward, RND bonus, reward normalization) and its RND (None without)."""
     thunks = [_make_env(cfg, i) for i in range(cfg.n_envs)]
-    venv = SubprocVecEnv(thunks, start_method="spawn") if cfg.n_envs > 1 else DummyVecEnv(thunks)
+    if cfg.n_envs > 1:
+        forkserver()  # its preload set: env processes start without importing torch again
+        venv = SubprocVecEnv(thunks, start_method="forkserver")
+    else:
+        venv = DummyVecEnv(thunks)
     rnd = None
     if cfg.rnd_coef > 0:
         rnd = RND(seed=cfg.seed)

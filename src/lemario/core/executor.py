@@ -1,8 +1,8 @@
 """Where the flywheel's parallel work runs: a local process pool (default) or Ray tasks.
 
 `run_parallel(fn, configs, ...)` runs fn(config) for each config and returns the results in order.
-- local: a `ProcessPool` of spawned processes (fresh interpreters, killed with their parent), at most `processes`
-  at a time;
+- local: a `ProcessPool` of worker processes (forked from a clean server process, killed with their parent), at most
+  `processes` at a time;
 - ray: one Ray task each, asking for `cpus` CPUs and, where the cluster has GPUs, one GPU. `ray_address` ""
   starts a private local instance bound to 127.0.0.1; "auto" or "HOST:PORT" joins a running cluster (whose
   nodes must see the run folder at the same path, e.g. a shared filesystem).
@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -26,14 +27,28 @@ import torch
 from lemario.core.errors import LemarioError
 
 EXECUTORS = ("local", "ray")
+# What the fork server imports once, so that a worker starts in a tenth of a second instead of importing torch and
+# lemario again (~4 s on an idle core, 7 under load; a flywheel iteration starts about seven pools): the command's
+# own module (`lemario.cli` imports every command), torch, and the emulator's players.
+PRELOAD = ["__main__", "torch", "lemario.play.episodes"]
 
 
-def die_with_parent() -> None:
-    """Linux: the kernel kills this worker when its parent dies (even by SIGKILL), so no orphan plays on."""
+def die_with(pid: int) -> None:
+    """This process is killed when process `pid` (the command that started the pool) dies, even by SIGKILL, so no
+    orphan plays on. A pool worker's parent is the fork server, which outlives the command while any worker holds its
+    pipe: a daemon thread waits on the command's pidfd (Linux ≥ 5.3) and kills this process when it ends."""
     try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        os.kill(os.getpid(), signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux, or an old kernel: the parent's own pool shutdown must do
+        return
+
+    def wait() -> None:
+        select.select([fd], [], [])  # readable once the process has exited
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait, daemon=True, name="die-with-parent").start()
 
 
 @contextmanager
@@ -82,24 +97,34 @@ def ray_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def _init_worker(initializer: Callable | None, initargs: tuple) -> None:
-    die_with_parent()
+def forkserver() -> mp.context.ForkServerContext:
+    """multiprocessing's fork server context, its preload set (read when the server starts: this process's first
+    pool). Its workers are forked from a process that has imported `PRELOAD` and done nothing else: no threads, no
+    locks, no emulator, what `spawn` guarantees, without each worker importing torch again."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _init_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    die_with(parent)
     if initializer is not None:
         initializer(*initargs)
 
 
 class ProcessPool:
-    """`processes` spawned worker processes (fresh interpreters: no inherited locks or emulator state) that die with
-    their parent, running module-level functions. A context manager that never hangs on a worker:
+    """`processes` worker processes (from the `forkserver`) that die with their parent, running module-level
+    functions. A context manager that never hangs on a worker:
     - a worker that dies (killed, out of memory) raises a LemarioError in the parent, not a wait for ever;
     - leaving the block on an exception (Ctrl-C, SIGTERM, an error) stops the workers: SIGTERM, which a training
       answers by stopping at its next step, then SIGKILL for any still running after `grace` seconds. Work is
-      written atomically, so either loses nothing already written."""
+      written atomically, so either loses nothing already written.
+    If the parent is killed outright, its workers kill themselves (`die_with`)."""
 
     def __init__(self, processes: int, initializer: Callable | None = None, initargs: tuple = (), grace: float = 10):
         self.grace = grace
         self.executor = ProcessPoolExecutor(
-            processes, mp.get_context("spawn"), initializer=_init_worker, initargs=(initializer, initargs)
+            processes, forkserver(), initializer=_init_worker, initargs=(os.getpid(), initializer, initargs)
         )
 
     def _results(self, futures: list[Future], ordered: bool) -> Iterator:
@@ -146,7 +171,7 @@ class ProcessPool:
 def run_parallel(
     fn: Callable, args: list, executor: str = "local", processes: int = 2, cpus: int = 1, ray_address: str = ""
 ) -> list:
-    """fn(arg) for each arg, in order: in spawned processes (at most `processes` at once) or as Ray tasks."""
+    """fn(arg) for each arg, in order: in worker processes (at most `processes` at once) or as Ray tasks."""
     if executor not in EXECUTORS:
         raise LemarioError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if not args:

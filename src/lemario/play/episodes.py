@@ -3,7 +3,7 @@ rendering all play through them.
 
 A worker holds a `Player`: one env and the agents it has built, by spec, on first use. `imap(fn, tasks, ...)`
 calls fn(player, *task) for every task and yields the results as they finish, in this process (one worker), in
-spawned processes that die with their parent, or in Ray actors; `Workers` keeps such a pool across many calls.
+worker processes that die with their parent, or in Ray actors; `Workers` keeps such a pool across many calls.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class _RayPlayer:
 
 class Workers:
     """A pool of players kept across many `imap` calls (exploration plays one round of tasks at a time): one
-    `Player` in this process, a `ProcessPool` of spawned processes, or Ray actors. A context manager."""
+    `Player` in this process, a `ProcessPool` of worker processes, or Ray actors. A context manager."""
 
     def __init__(
         self,
