@@ -11,7 +11,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import run_parallel, torch_threads
 from lemario.data.corpus import scan
 
-from conftest import run_cli
+from conftest import run_cli_many
 
 
 def _pid_and_square(x):
@@ -98,23 +98,14 @@ def test_torch_threads_restores_the_count():
 
 
 def test_flywheel_iteration_on_ray_collects_the_same_corpus(tmp_path):
+    """The same tiny iteration on both executors, side by side (most of the Ray run is Ray starting up)."""
+    args = ["flywheel", "--preset", "tiny", "--iterations", "1", "--workers", "2"]
+    cases = {ex: [*args, "--executor", ex, "--out", str(tmp_path / ex)] for ex in ("local", "ray")}
+    (tmp_path / "logs").mkdir()
+    done = run_cli_many(cases, tmp_path / "logs")
     runs = {}
-    for executor in ("local", "ray"):
+    for executor, r in done.items():
         run = tmp_path / executor
-        r = run_cli(
-            "flywheel",
-            "--preset",
-            "tiny",
-            "--iterations",
-            "1",
-            "--workers",
-            "2",
-            "--executor",
-            executor,
-            "--out",
-            str(run),
-            timeout=600,
-        )
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"({executor}, 2 at a time)" in r.stdout
         runs[executor] = [(e["file"], e["n_steps"], e["max_x"]) for e in scan(run / "corpus").episodes]
