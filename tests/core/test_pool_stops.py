@@ -70,8 +70,8 @@ def test_sigterm_stops_the_parent_and_workers_that_ignore_it(tmp_path):
 
 
 def test_workers_die_with_a_parent_killed_outright(tmp_path):
-    """SIGKILL to the parent (nothing of it runs again): its fork server sees the pipe close and exits, and the kernel
-    kills the workers with it, so no orphan plays on."""
+    """SIGKILL to the parent (nothing of it runs again): its workers, children of the fork server that outlives it,
+    kill themselves, so no orphan plays on."""
     proc, workers = _start_stuck_work(tmp_path, workers_ignore_sigterm=True)
     proc.kill()
     proc.wait()

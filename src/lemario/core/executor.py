@@ -27,9 +27,9 @@ import torch
 from lemario.core.errors import LemarioError
 
 EXECUTORS = ("local", "ray")
-# What the fork server imports once, so that a worker starts in a tenth of a second instead of importing torch and
-# lemario again (~4 s on an idle core, 7 under load; a flywheel iteration starts about seven pools): the command's
-# own module (`lemario.cli` imports every command), torch, and the emulator's players.
+# What the fork server imports once, so that a pool starts in a tenth of a second instead of each worker importing
+# torch and lemario again (7 s under load; the flywheel starts a pool in most phases): the command's own module
+# (`lemario.cli` imports every command), torch, and the emulator's players.
 PRELOAD = ["__main__", "torch", "lemario.play.episodes"]
 
 
