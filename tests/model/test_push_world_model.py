@@ -27,6 +27,9 @@ from lemario.play.push_goal import goal_task
 from conftest import run_cli
 
 TINY = PRESETS["push-tiny"]
+PLAIN = replace(TINY.model, residual=False)
+"""The push preset's model is residual (its predictor starts as "no change"): the AdaLN-zero tests take the plain
+predictor, whose output is the transformer's own."""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def test_buffer_samples_push_windows(corpus):
 @pytest.mark.parametrize("context", [1, 3])
 def test_loss_with_continuous_actions_and_the_state_head(corpus, context):
     torch.manual_seed(0)
-    model = WorldModel(TINY.model)
+    model = WorldModel(PLAIN)
     batch = to_torch(EpisodeBuffer.load(corpus).sample(4, 4, 1, np.random.default_rng(1)), torch.device("cpu"))
     loss, metrics = world_model_loss(model, batch, LossConfig(context=context, sigreg_projections=16))
     loss.backward()
@@ -75,7 +78,7 @@ def test_loss_with_continuous_actions_and_the_state_head(corpus, context):
 
 def test_teacher_forced_windows_match_direct_predictions_with_thrusts():
     torch.manual_seed(0)
-    model = WorldModel(TINY.model).eval()
+    model = WorldModel(PLAIN).eval()
     for block in model.predictor.blocks:  # AdaLN-zero starts with the action as a no-op: wake it
         torch.nn.init.normal_(block.modulation[1].weight, std=0.1)
     emb, actions = torch.randn(2, 7, 32), torch.rand(2, 6, 4) * 2 - 1
@@ -94,7 +97,7 @@ def test_diagnostics_predict_from_the_whole_history(corpus):
     """A residual model at init is exactly "no change": the one step diagnosed must be the newest real latent of a
     3-latent history carried to the next (the push model trains from 3 and was never asked to predict from 1)."""
     torch.manual_seed(0)
-    model = WorldModel(replace(TINY.model, residual=True))
+    model = WorldModel(TINY.model)
     batch = to_torch(EpisodeBuffer.load(corpus).sample(32, 4, 1, np.random.default_rng(2)), torch.device("cpu"))
     metrics, _ = diagnose(model, batch)
     with torch.no_grad():
@@ -109,7 +112,7 @@ def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(c
     """AdaLN-zero at init: the thrust conditions nothing, so the rollout given the thrusts played and given none
     are the same rollout; woken, they differ. The real motion is the discs' displacement in the corpus's states."""
     torch.manual_seed(0)
-    model = WorldModel(TINY.model)
+    model = WorldModel(PLAIN)
     batch = to_torch(EpisodeBuffer.load(corpus).sample(32, 5, 1, np.random.default_rng(3)), torch.device("cpu"))
     asleep = thrust_response(model, batch)
     assert asleep["thrust/r2_given"] == asleep["thrust/r2_zeroed"] and asleep["thrust/steps"] == 3
@@ -120,7 +123,7 @@ def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(c
     awake = thrust_response(model, batch)
     assert awake["thrust/r2_given"] != pytest.approx(awake["thrust/r2_zeroed"])
     # a residual model at init imagines no motion at all: R² is then 1 - sum(real²) / sum((real - its mean)²)
-    still = thrust_response(WorldModel(replace(TINY.model, residual=True)), batch)
+    still = thrust_response(WorldModel(TINY.model), batch)
     real = discs[:, -1] - discs[:, 2]  # (32, 2, 2)
     expected = 1 - real.square().sum() / (real - real.mean(0)).square().sum()
     assert still["thrust/r2_given"] == pytest.approx(expected.item(), rel=1e-4) == still["thrust/r2_zeroed"]
