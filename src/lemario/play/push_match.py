@@ -143,30 +143,27 @@ def play_match(amber: Player, cyan: Player, seed: int, game: PushConfig) -> dict
 
 def pairing(name: str, opponent: str, cfg: PlayConfig) -> list[dict]:
     """`cfg.matches` matches of `name` against `opponent`, rows from `name`'s side."""
-    rows = []
-    for i in range(cfg.matches):
-        seed = EVAL_SEED_BASE + cfg.seed + i // 2
-        side = i % 2  # 0: `name` is amber
-        me, them = make_player(name, seed, cfg), make_player(opponent, seed + 1, cfg)
-        t0 = time.perf_counter()
-        match = play_match(*((me, them) if side == 0 else (them, me)), seed, cfg.game)
-        own, other = side, 1 - side
-        progress = (match["end"][other] - match["end"][own]) - (match["start"][other] - match["start"][own])
-        outcome = "draw" if match["winner"] == -1 else ("win" if match["winner"] == side else "loss")
-        rows.append(
-            {
-                "player": name,
-                "opponent": opponent,
-                "side": ("amber", "cyan")[side],
-                "seed": seed,
-                "outcome": outcome,
-                "own_distance": match["end"][own],
-                "opponent_distance": match["end"][other],
-                "progress": progress,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-    return rows
+    return [match_row(name, opponent, EVAL_SEED_BASE + cfg.seed + i // 2, i % 2, cfg) for i in range(cfg.matches)]
+
+
+def match_row(name: str, opponent: str, seed: int, side: int, cfg: PlayConfig) -> dict:
+    """One match of `name` (amber when `side` is 0) against `opponent` from the start of `seed`, from `name`'s side."""
+    me, them = make_player(name, seed, cfg), make_player(opponent, seed + 1, cfg)
+    t0 = time.perf_counter()
+    match = play_match(*((me, them) if side == 0 else (them, me)), seed, cfg.game)
+    own, other = side, 1 - side
+    progress = (match["end"][other] - match["end"][own]) - (match["start"][other] - match["start"][own])
+    return {
+        "player": name,
+        "opponent": opponent,
+        "side": ("amber", "cyan")[side],
+        "seed": seed,
+        "outcome": "draw" if match["winner"] == -1 else ("win" if match["winner"] == side else "loss"),
+        "own_distance": match["end"][own],
+        "opponent_distance": match["end"][other],
+        "progress": progress,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
