@@ -13,9 +13,10 @@ from lemario.control.gaussian_cem import GaussianCEMConfig
 from lemario.control.push_players import LatentPlanner
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import STATE_DIM, head_positions, head_state, head_targets, random_start
-from lemario.games.push.env import PushGame
+from lemario.games.push.env import PushConfig, PushGame
 from lemario.games.push.opponents import chase_t
 from lemario.model.diagnose import DiagnoseConfig, diagnose, diagnose_main, thrust_response
 from lemario.model.loss import LossConfig, world_model_loss
@@ -23,6 +24,7 @@ from lemario.model.train import PRESETS, train
 from lemario.model.world_model import WorldModel, load_world_model
 from lemario.play.push_data import PushDataConfig, generate
 from lemario.play.push_goal import goal_task
+from lemario.play.push_match import MODEL, PlayConfig, match_row
 
 from conftest import run_cli
 
@@ -243,3 +245,24 @@ def test_diagnose_command_on_push(trained, corpus, capsys):
     out = capsys.readouterr().out
     assert "pred_vs_best_baseline" in out and "death" not in out.lower() and "latch" not in out
     assert "given the thrusts played" in out
+
+
+def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
+    """pretrained/push (scripts/ship_push_model.py): the model loads from the repository alone and replays one of the
+    matches that scored it exactly (on one thread, as the matches were played), from the side it played."""
+    shipped = Path(__file__).parents[2] / "pretrained" / "push"
+    prov = json.loads((shipped / "provenance.json").read_text())
+    assert set(prov["summaries"]) == {"random", "passive", "chase_t", "adversarial"}
+    assert all(s["matches"] == 50 for s in prov["summaries"].values()) and len(prov["rows"]) == 200
+    row = next(r for r in prov["rows"] if r["opponent"] == "chase_t")
+    played = prov["match_config"]
+    cfg = PlayConfig(
+        cost=played["cost"],
+        warm=played["warm"],
+        cem=GaussianCEMConfig(**played["cem"]),
+        game=PushConfig(**played["game"]),
+    )
+    name = f"{MODEL}{shipped / 'world_model.safetensors'}"
+    with torch_threads(1):
+        again = match_row(name, row["opponent"], row["seed"], ("amber", "cyan").index(row["side"]), cfg)
+    assert {**again, "player": row["player"], "seconds": row["seconds"]} == row

@@ -96,7 +96,7 @@ def test_bad_messages_get_an_error_and_the_server_goes_on(message, error):
 
 def test_serve_config_errors():
     with pytest.raises(Exception, match="--model PATH"):
-        create_app(ServeConfig())
+        create_app(ServeConfig(model=Path("no-such/model.safetensors")))
     with pytest.raises(Exception, match="unknown opponent"):
         create_app(ServeConfig(opponent="bully"))
 

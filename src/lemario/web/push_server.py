@@ -46,20 +46,23 @@ STATIC = Path(__file__).parent / "static"
 MAX_MESSAGE = 16_384
 MAX_WAYPOINTS = 3
 OPPONENTS = ("model", "oracle", *SCRIPTED)
+SHIPPED = Path("pretrained/push/world_model.safetensors")
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    model: Path | None = None
-    """A push world model (`lemario train --preset push`); the default opponent when given."""
+    model: Path | None = SHIPPED
+    """A push world model (`lemario train --preset push`); by default the one shipped in the repository
+    (scripts/ship_push_model.py), read from the directory the server starts in."""
     opponent: str = "model"
     """Who the person plays: 'model' (CEM in the world model), 'oracle' (CEM in the true simulator) or a scripted
     player."""
     host: str = "127.0.0.1"
     port: int = 8800
     cost: str = "approach"
-    warm: str = ""
-    """Start the planner's search from a scripted rule's turn ('chase_t' or 'adversarial'); empty: from no thrust."""
+    warm: str = "chase_t"
+    """Start the planner's search from a scripted rule's turn ('chase_t' or 'adversarial'; chase_t was chosen on
+    the tuning seeds, docs/RESULTS.md session 10); empty: from no thrust."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
 
@@ -68,8 +71,9 @@ class ServeConfig:
             raise LemarioError(f"unknown opponent {self.opponent!r}: use one of {', '.join(OPPONENTS)}")
         if self.opponent == "model" and (self.model is None or not Path(self.model).is_file()):
             raise LemarioError(
-                f"the model opponent needs --model PATH to a push world model ({self.model} is not one): train one "
-                "with `lemario train --preset push`, or play --opponent oracle"
+                f"the model opponent needs --model PATH to a push world model ({self.model} is not one): run from "
+                "the repository's root for the shipped one, train one with `lemario train --preset push`, or play "
+                "--opponent oracle"
             )
         if self.cost not in MODEL_COSTS or (self.cost == "latent" and self.opponent != "model"):
             raise LemarioError(
