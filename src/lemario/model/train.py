@@ -154,8 +154,9 @@ PRESETS = {
     "cpu": TrainConfig(model=CPU_MODEL, steps=7500, stop_at=6235, minutes=80.0),
     # The push game (`lemario push data`): a ViT over single RGB frames, the causal transformer over 3 of them.
     # Residual since session 26 (one step beats "no change": 0.87-0.91 of it from step 1,500, where the plain
-    # predictor stayed 2.25x worse, sessions 10 and 21); 2,000 steps, the whole schedule, to fit the 2-hour target
-    # on the slower hosts (0.46 steps/s on 2 cores of session 20's host, ~72 min; 0.75 on session 10's, ~45).
+    # predictor stayed 2.25x worse, sessions 10 and 21; 0.93 at the end of this schedule); 2,000 steps, the whole
+    # schedule, to fit the 2-hour target on the slower hosts (0.44 steps/s on 2 cores of session 26's host, ~76 min;
+    # 0.75 on session 10's, ~45). Matches did not improve on the plain model's (docs/RESULTS.md, session 26).
     "push": TrainConfig(
         corpus=Path("runs/push-data"),
         out=Path("runs/push-wm"),
