@@ -112,7 +112,8 @@ def test_diagnostics_predict_from_the_whole_history(corpus):
 
 def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(corpus):
     """AdaLN-zero at init: the thrust conditions nothing, so the rollout given the thrusts played and given none
-    are the same rollout; woken, they differ. The real motion is the discs' displacement in the corpus's states."""
+    are the same rollout; woken, they differ. The real motion is the discs' (and the T's) displacement in the
+    windows' states."""
     torch.manual_seed(0)
     model = WorldModel(PLAIN)
     batch = to_torch(EpisodeBuffer.load(corpus).sample(32, 5, 1, np.random.default_rng(3)), torch.device("cpu"))
@@ -129,6 +130,17 @@ def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(c
     real = discs[:, -1] - discs[:, 2]  # (32, 2, 2)
     expected = 1 - real.square().sum() / (real - real.mean(0)).square().sum()
     assert still["thrust/r2_given"] == pytest.approx(expected.item(), rel=1e-4) == still["thrust/r2_zeroed"]
+    # the same for the T, scored on its own: this corpus never pushes it, so the windows' last states push it here
+    pushed = {**batch, "state": batch["state"].clone()}
+    pushed["state"][:, -1, 4:6] += 0.05 * torch.randn(32, 2, generator=torch.Generator().manual_seed(4))
+    t = head_positions(pushed["state"])[:, :, 2]  # (32, 6, 2)
+    real_t = t[:, -1] - t[:, 2]
+    asleep_t = thrust_response(WorldModel(PLAIN), pushed)
+    assert asleep_t["thrust/t_real_motion"] == pytest.approx(real_t.norm(dim=-1).mean().item())
+    assert asleep_t["thrust/t_r2_given"] == asleep_t["thrust/t_r2_zeroed"]
+    still_t = thrust_response(WorldModel(TINY.model), pushed)
+    expected_t = 1 - real_t.square().sum() / (real_t - real_t.mean(0)).square().sum()
+    assert still_t["thrust/t_r2_given"] == pytest.approx(expected_t.item(), rel=1e-4) == still_t["thrust/t_r2_zeroed"]
 
 
 @pytest.fixture(scope="module")

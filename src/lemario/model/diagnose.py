@@ -173,7 +173,8 @@ def action_progress(model: WorldModel, batch: dict[str, torch.Tensor]) -> list[d
 def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """A push model's free-running rollout over each window from its history of real latents, once with the
     thrusts played and once with every thrust after the last real latent zeroed: R² of both discs' displacement
-    (last real latent to the window's end, as the state head reads them) against the real displacement. A model
+    (last real latent to the window's end, as the state head reads them) against the real displacement, and the
+    same for the T's centre (`thrust/t_*`: what a push moves, and what the planner's cost reads most). A model
     that ignores its thrusts scores the same twice. obs (B, K+1, ...), actions (B, K, 4), state (B, K+1, 8)."""
     was_training = model.training
     model.eval()
@@ -181,20 +182,29 @@ def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[s
         emb = model.encode(batch["obs"]).float()  # (B, K+1, D)
         actions = batch["actions"]
         c = min(model.history, actions.shape[1])
-        discs = head_positions(batch["state"].float())[:, :, :2]  # (B, K+1, 2, 2) units
-        real = discs[:, -1] - discs[:, c - 1]  # (B, 2, 2)
-        start = head_positions(model.decode_state(emb[:, c - 1]).float())[:, :2]
+        bodies = head_positions(batch["state"].float())  # (B, K+1, 3, 2) units: amber, cyan, the T
+        real = bodies[:, -1] - bodies[:, c - 1]  # (B, 3, 2)
+        start = head_positions(model.decode_state(emb[:, c - 1]).float())
         zeroed = actions.clone()
         zeroed[:, c - 1 :] = 0
-        metrics = {"thrust/real_motion": real.norm(dim=-1).mean().item(), "thrust/steps": actions.shape[1] - c + 1}
+        metrics = {
+            "thrust/real_motion": real[:, :2].norm(dim=-1).mean().item(),
+            "thrust/t_real_motion": real[:, 2].norm(dim=-1).mean().item(),
+            "thrust/steps": actions.shape[1] - c + 1,
+        }
         for name, a in (("given", actions), ("zeroed", zeroed)):
             last = model.rollout(emb[:, :c], a, batch["prev"])[:, -1]  # (B, D)
-            moved = head_positions(model.decode_state(last).float())[:, :2] - start  # (B, 2, 2)
-            residual = (moved - real).square().sum()
-            metrics[f"thrust/r2_{name}"] = (1 - residual / (real - real.mean(0)).square().sum()).item()
+            moved = head_positions(model.decode_state(last).float()) - start  # (B, 3, 2)
+            metrics[f"thrust/r2_{name}"] = _r2(moved[:, :2], real[:, :2])
+            metrics[f"thrust/t_r2_{name}"] = _r2(moved[:, 2], real[:, 2])
     finally:
         model.train(was_training)
     return metrics
+
+
+def _r2(predicted: torch.Tensor, real: torch.Tensor) -> float:
+    """R² of displacements (B, ..., 2) over the batch."""
+    return (1 - (predicted - real).square().sum() / (real - real.mean(0)).square().sum()).item()
 
 
 def format_action_progress(rows: list[dict], action_set_name: str) -> str:
@@ -270,4 +280,8 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
         print(
             f"thrust: the discs' motion over {motion}, R² {t['thrust/r2_given']:.3f} given the thrusts played, "
             f"{t['thrust/r2_zeroed']:.3f} given none"
+        )
+        print(
+            f"thrust: the T's motion (mean {t['thrust/t_real_motion']:.1f} units), R² {t['thrust/t_r2_given']:.3f} "
+            f"given the thrusts played, {t['thrust/t_r2_zeroed']:.3f} given none"
         )
