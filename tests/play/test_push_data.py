@@ -1,11 +1,13 @@
 """The push data generator: turn structure, regimes, the corpus round trip, resume and refusal."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from lemario.core.errors import LemarioError
+from lemario.core.files import read_json, write_json
 from lemario.data.buffer import EpisodeBuffer
 from lemario.data.corpus import read_episode, scan
 from lemario.games.push.board import STATE_DIM, STATE_NAMES
@@ -29,6 +31,21 @@ def test_episodes_keep_the_turn_structure_of_play():
     assert np.array_equal(ep.frames, generate_episode(game, episode_seed(0, 1)).frames)  # determined by its seed
 
 
+def test_a_disc_keeps_its_turn_with_probability_persist():
+    game = PushConfig(turns=4, steps_per_turn=2)
+    kept, fresh = [], []
+    for i in range(60):
+        turns = generate_episode(game, episode_seed(0, i), persist=0.75).meta["turns"]
+        for k, turn in enumerate(turns):
+            if k < 2:  # each disc's first turn has nothing to keep
+                assert not turn["kept"]
+                continue
+            same = turn["regime"] == turns[k - 2]["regime"] and turn["target"] == turns[k - 2]["target"]
+            (kept if turn["kept"] else fresh).append(same)
+    assert all(kept) and abs(len(kept) / (len(kept) + len(fresh)) - 0.75) < 0.06  # 360 turns
+    assert not any(t["kept"] for t in generate_episode(game, episode_seed(0, 1)).meta["turns"])  # persist 0
+
+
 def test_regimes_are_drawn_with_the_seeds_shares():
     rng = np.random.default_rng(0)
     counts = Counter(draw_regime(rng) for _ in range(20_000))
@@ -50,7 +67,21 @@ def test_corpus_round_trip_resume_and_refusal(tmp_path):
     generate(cfg)  # writes exactly the missing episode
     assert first.read_bytes() == before and len(scan(cfg.out).episodes) == 4
     again = read_episode(cfg.out / "push-00002.h5")
-    assert np.array_equal(again.frames, generate_episode(cfg.game, episode_seed(0, 2)).frames)
+    assert np.array_equal(again.frames, generate_episode(cfg.game, episode_seed(0, 2), cfg.persist).frames)
     with pytest.raises(LemarioError, match="seed: 0 -> 1"):
         generate(PushDataConfig(out=cfg.out, episodes=4, turns=2, seed=1, workers=1, progress=False))
+    assert ep.meta["persist"] == 0.75 and len(ep.meta["turns"]) == 4
     assert EpisodeBuffer.load(cfg.out).game == "push"
+
+
+def test_a_folder_from_before_persist_resumes_only_without_it(tmp_path):
+    old = PushDataConfig(out=tmp_path / "old", episodes=1, turns=1, persist=0.0, workers=1, progress=False)
+    generate(old)
+    manifest = old.out / "config.json"
+    stored = read_json(manifest)
+    del stored["key"]["persist"]  # as written before the field existed
+    write_json(manifest, stored)
+    with pytest.raises(LemarioError, match="persist: 0.0 -> 0.75"):
+        generate(replace(old, persist=0.75, episodes=2))
+    generate(replace(old, episodes=2))  # the old behaviour resumes
+    assert len(scan(old.out).episodes) == 2

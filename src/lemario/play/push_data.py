@@ -1,7 +1,12 @@
 """Push-game training data: `lemario push data`, episodes of the seed's regimes in the turn structure of real play.
 
 Episode i is played from seed SeedSequence([seed, i]): a random start, then turns of `steps_per_turn` steps,
-amber and cyan alternating, each turn one regime (`lemario.games.push.regimes`) for the acting disc. It is written
+amber and cyan alternating, each turn one regime (`lemario.games.push.regimes`) for the acting disc. A disc keeps
+its previous turn's regime and target with probability `persist`, as a player goes on with a plan (the regimes'
+shares per turn are unchanged): a contact push then reaches the T and moves it over several turns, as in real play.
+Without it (`persist` 0, the corpora before session 27) the T moved more than a pixel (8 units) in 6% of the turns
+against about half of them in matches between the scripted players, so the world model hardly saw a push move the
+T (docs/RESULTS.md, session 27). It is written
 to the corpus format (`lemario.data.corpus`) as `DIR/push-<i>.h5`: the frames, both discs' thrusts (the idle
 one's zero), the board state per frame, and per turn the actor and the regime in the metadata.
 
@@ -44,6 +49,8 @@ class PushDataConfig:
     steps_per_turn: int = 5
     obs_size: int = 64
     seed: int = 0
+    persist: float = 0.75
+    """Probability that a disc keeps its previous turn's regime and target (a run lasts 1 / (1 - persist) turns)."""
     workers: int = 2
     """Worker processes."""
     progress: bool = True
@@ -51,6 +58,8 @@ class PushDataConfig:
     def validate(self) -> None:
         if min(self.episodes, self.workers) < 1:
             raise LemarioError("--episodes and --workers must be at least 1")
+        if not 0.0 <= self.persist < 1.0:
+            raise LemarioError(f"--persist {self.persist} is not a probability below 1: use e.g. 0.75")
         self.game.validate()
 
     @property
@@ -58,17 +67,22 @@ class PushDataConfig:
         return PushConfig(turns=self.turns, steps_per_turn=self.steps_per_turn, obs_size=self.obs_size)
 
 
-def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence) -> Episode:
-    """One episode of regime turns from `seed` (a full match's length, no winner recorded)."""
+def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence, persist: float = 0.0) -> Episode:
+    """One episode of regime turns from `seed` (a full match's length, no winner recorded); each disc keeps its
+    last turn (regime and target) with probability `persist` (0: every turn drawn afresh, the older corpora)."""
     rng = np.random.default_rng(seed)
     env = PushGame(game)
     obs, info = env.reset(seed=int(rng.integers(2**31)))
     frames, states, actions, turns = [obs], [info["state"]], [], []
+    last: list[Turn | None] = [None] * len(PLAYERS)  # each disc's current turn
     for _ in range(game.match_steps):
         me = info["actor"]
         if info["step_in_turn"] == 0:
-            turn = Turn(draw_regime(rng), info["state"], me, rng)
-            turns.append({"actor": PLAYERS[me], "regime": turn.regime})
+            kept = persist > 0 and last[me] is not None and rng.uniform() < persist  # no draw at 0: old seeds replay
+            turn = last[me] if kept else Turn(draw_regime(rng), info["state"], me, rng)
+            last[me] = turn
+            target = None if turn.target is None else [round(float(v), 2) for v in turn.target]
+            turns.append({"actor": PLAYERS[me], "regime": turn.regime, "target": target, "kept": bool(kept)})
         thrust = turn(info["state"])
         obs, _, _, _, info = env.step(thrust)
         both = np.zeros((len(PLAYERS), 2), np.float32)
@@ -76,7 +90,7 @@ def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence) -> Ep
         frames.append(obs)
         states.append(info["state"])
         actions.append(both.reshape(-1))
-    meta = {"game": "push", "policy": "regimes", "turns": turns, "obs_size": game.obs_size}
+    meta = {"game": "push", "policy": "regimes", "persist": persist, "turns": turns, "obs_size": game.obs_size}
     return Episode(np.stack(frames), np.stack(actions), None, np.stack(states), None, meta, label_names=STATE_NAMES)
 
 
@@ -84,9 +98,9 @@ def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index])
 
 
-def _write(task: tuple[Path, PushConfig, int, int, dict]) -> dict:
-    out, game, seed, index, extra = task
-    ep = generate_episode(game, episode_seed(seed, index))
+def _write(task: tuple[Path, PushConfig, int, float, int, dict]) -> dict:
+    out, game, seed, persist, index, extra = task
+    ep = generate_episode(game, episode_seed(seed, index), persist)
     ep.meta.update(seed=seed, run="push", run_index=index, **extra)
     path = out / f"push-{index:05d}.h5"
     write_episode(path, ep)
@@ -100,7 +114,8 @@ def generate(cfg: PushDataConfig) -> None:
         key, manifest = run_key(cfg, BOOKKEEPING), cfg.out / MANIFEST
         if manifest.exists():
             stored = read_json(manifest)["key"]
-            check_same_run(stored, key, run_key(PushDataConfig(), BOOKKEEPING), cfg.out, "push data")
+            legacy = run_key(PushDataConfig(persist=0.0), BOOKKEEPING)  # a key without `persist` predates it
+            check_same_run(stored, key, legacy, cfg.out, "push data")
         else:
             write_json(manifest, {"key": key, "created": now_iso(), **provenance()})
         done = {int(p.stem.split("-")[1]) for p in cfg.out.glob("push-*.h5")}
@@ -112,7 +127,7 @@ def generate(cfg: PushDataConfig) -> None:
         try:
             for start in range(0, len(todo), 50):  # chunks: the index is updated as they land
                 chunk = todo[start : start + 50]
-                tasks = [(cfg.out, cfg.game, cfg.seed, i, extra) for i in chunk]
+                tasks = [(cfg.out, cfg.game, cfg.seed, cfg.persist, i, extra) for i in chunk]
                 add_to_index(cfg.out, run_parallel(_write, tasks, processes=cfg.workers))
                 bar.update(len(chunk))
         finally:

@@ -31,6 +31,7 @@ class Turn:
 
     def __init__(self, regime: str, state: np.ndarray, me: int, rng: np.random.Generator):
         self.regime, self.me, self.rng = regime, me, rng
+        self.target: np.ndarray | None = None  # the point the disc heads for (none under no thrust)
         t = np.asarray(state[T_POS], np.float64)
         phi = rng.uniform(0, 2 * np.pi)
         direction = np.array([np.cos(phi), np.sin(phi)])
