@@ -18,6 +18,7 @@ from lemario.games.push.board import (
     clip_thrust,
     random_start,
     t_extent,
+    turn_motion,
 )
 from lemario.games.push.env import PushConfig, PushGame, goal_reached, match_result
 from lemario.games.push.opponents import Waypoints, chase_t, route, scripted
@@ -89,6 +90,12 @@ def test_turns_alternate_and_the_idle_disc_stays():
     assert cyan_moved[:3] == [False] * 3 and all(cyan_moved[3:6])
     with pytest.raises(LemarioError, match="reset"):
         env.step(np.zeros(2))
+
+
+def test_turn_motion_is_the_ts_travel_over_each_turn():
+    states = np.zeros((7, STATE_DIM), np.float32)
+    states[:, T_POS] = [[0, 0], [1, 0], [3, 0], [3, 4], [3, 4], [9, 12], [9, 12]]  # 3 turns of 2 steps
+    assert np.allclose(turn_motion(states, 2), [3.0, 4.0, 10.0])
 
 
 def test_win_rule_on_constructed_end_states():
@@ -164,6 +171,9 @@ def test_round_robin_through_the_cli(tmp_path):
     assert cells["chase_t vs passive"]["win_rate"] == 1.0 and cells["passive vs chase_t"]["win_rate"] == 0.0
     assert cells["chase_t vs chase_t"]["win_rate"] == 0.5  # the same starts from both sides
     assert {"wins", "draws", "losses", "ci95_low", "mean_progress"} <= set(cells["chase_t vs passive"])
+    assert cells["passive vs chase_t"]["pushed_own"] == 0.0  # the passive disc never pushes...
+    assert cells["passive vs chase_t"]["moved_own"] > 0.0  # ...though the T may coast on in its turns
+    assert cells["chase_t vs passive"]["pushed_own"] > 0.5 and cells["chase_t vs passive"]["moved_own"] > 0.3
 
 
 def test_what_a_player_sees():

@@ -127,6 +127,12 @@ def read_episode(path: Path, *, ram: bool = False) -> Episode:
         )
 
 
+def read_labels(path: Path) -> np.ndarray:
+    """(T+1, L) one episode's labels alone (no frames read)."""
+    with h5py.File(path, "r") as f:
+        return f["labels"][()]
+
+
 def summarize(path: Path) -> dict:
     """The index row of one episode file; raises on a truncated or inconsistent file."""
     with h5py.File(path, "r") as f:

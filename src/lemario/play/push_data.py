@@ -29,8 +29,17 @@ from lemario.core.executor import run_parallel
 from lemario.core.files import check_writable, now_iso, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import check_same_run, run_key
-from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
-from lemario.games.push.board import PLAYERS, STATE_NAMES
+from lemario.data.corpus import (
+    Episode,
+    add_to_index,
+    episode_files,
+    format_summary,
+    index_row,
+    read_labels,
+    scan,
+    write_episode,
+)
+from lemario.games.push.board import MOVED, PLAYERS, STATE_NAMES, turn_motion
 from lemario.games.push.env import PushConfig, PushGame
 from lemario.games.push.regimes import REGIMES, Turn, draw_regime
 
@@ -139,4 +148,8 @@ def data_main(cfg: PushDataConfig) -> None:
     generate(cfg)
     index = scan(cfg.out)
     print(format_summary(index, title=str(cfg.out)))
+    moved = np.concatenate([turn_motion(read_labels(p), cfg.steps_per_turn) for p in episode_files(cfg.out)])
+    print(
+        f"the T moved over {MOVED:.0f} units in {np.mean(moved > MOVED):.1%} of turns (mean {moved.mean():.1f} units)"
+    )
     print(f"regimes: {', '.join(REGIMES)}; {time.perf_counter() - t0:.0f} s")

@@ -4,9 +4,12 @@ A pairing of N matches plays N // 2 starting positions twice, once with each pla
 so neither side nor the first move favours anyone. Match seeds are `EVAL_SEED_BASE + seed + i`: disjoint from the
 data generator's seeds and from the seeds the scripted rules and the planners' costs were tuned on (0-99).
 
-Per match, from the player's side: the outcome (win, loss, draw), the T's distance to each goal at the end, and
-the progress: how much the distance difference moved in the player's favour over the match. Per pairing: the win
-rate with a bootstrap 95% CI (a draw counts as half a win), draws, and the mean progress.
+Per match, from the player's side: the outcome (win, loss, draw), the T's distance to each goal at the end, the
+progress: how much the distance difference moved in the player's favour over the match, whether the player's disc
+touched the T in each of its turns (a push), and how far the T went in its turns and the opponent's (it coasts on
+after a push). Per pairing: the win rate with a bootstrap 95% CI (a draw counts as half a win), draws, the mean
+progress, the share of the player's turns with a push, and the shares of its and the opponent's turns in which the
+T went over one pixel of the model's frames.
 
 `lemario push match --player NAME --opponent A B ...` plays one player (or several seeds of one world model,
 each against every opponent, pooled in the summary with each seed's rate beside it); `lemario push table` plays
@@ -28,7 +31,7 @@ from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPl
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.runconfig import as_json
-from lemario.games.push.board import goal_distances
+from lemario.games.push.board import MOVED, goal_distances, turn_motion
 from lemario.games.push.env import PushConfig, PushGame, Seen
 from lemario.games.push.opponents import SCRIPTED, scripted
 from lemario.model.world_model import load_world_model
@@ -130,15 +133,28 @@ def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
 
 
 def play_match(amber: Player, cyan: Player, seed: int, game: PushConfig) -> dict:
-    """One match from the start of `seed`: the winner (0 amber, 1 cyan, -1 draw) and the distances at start and end."""
+    """One match from the start of `seed`: the winner (0 amber, 1 cyan, -1 draw), the distances at start and end, and
+    per turn (amber's first, alternating) whether the acting disc touched the T and how far the T went."""
     env = PushGame(game)
     _, info = env.reset(seed=seed)
-    start = info["goal_distances"]
+    start, states, touched = info["goal_distances"], [info["state"]], []
     players, done = (amber, cyan), False
     while not done:
-        _, _, done, _, info = env.step(players[info["actor"]](env.seen()))
+        me = info["actor"]
+        _, _, done, _, info = env.step(players[me](env.seen()))
+        states.append(info["state"])
+        touched.append(bool(info["touched"][me]))
     end = goal_distances(info["state"])
-    return {"seed": seed, "winner": info["winner"], "start": start.tolist(), "end": end.tolist()}
+    moved = turn_motion(np.stack(states), game.steps_per_turn).tolist()
+    pushed = np.array(touched).reshape(-1, game.steps_per_turn).any(1).tolist()
+    return {
+        "seed": seed,
+        "winner": info["winner"],
+        "start": start.tolist(),
+        "end": end.tolist(),
+        "pushed": pushed,
+        "t_moved": moved,
+    }
 
 
 def pairing(name: str, opponent: str, cfg: PlayConfig) -> list[dict]:
@@ -162,12 +178,16 @@ def match_row(name: str, opponent: str, seed: int, side: int, cfg: PlayConfig) -
         "own_distance": match["end"][own],
         "opponent_distance": match["end"][other],
         "progress": progress,
+        "pushed_own": match["pushed"][own::2],
+        "t_moved_own": match["t_moved"][own::2],
+        "t_moved_opponent": match["t_moved"][other::2],
         "seconds": time.perf_counter() - t0,
     }
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Win rate (a draw is half a win) with its bootstrap 95% CI, wins / draws / losses, mean progress."""
+    """Win rate (a draw is half a win) with its bootstrap 95% CI, wins / draws / losses, mean progress, and the share
+    of the player's and the opponent's turns that moved the T."""
     score = np.array([{"win": 1.0, "draw": 0.5, "loss": 0.0}[r["outcome"]] for r in rows])
     lo, hi = bootstrap_ci(score)
     outcomes = [r["outcome"] for r in rows]
@@ -180,6 +200,9 @@ def summarize(rows: list[dict]) -> dict:
         "draws": outcomes.count("draw"),
         "losses": outcomes.count("loss"),
         "mean_progress": float(np.mean([r["progress"] for r in rows])),
+        "pushed_own": float(np.mean([r["pushed_own"] for r in rows])),
+        "moved_own": float(np.mean([np.array(r["t_moved_own"]) > MOVED for r in rows])),
+        "moved_opponent": float(np.mean([np.array(r["t_moved_opponent"]) > MOVED for r in rows])),
         "seconds_per_match": float(np.mean([r["seconds"] for r in rows])),
     }
 
@@ -187,7 +210,8 @@ def summarize(rows: list[dict]) -> dict:
 def _line(name: str, opponent: str, s: dict) -> str:
     return (
         f"{name:>12} vs {opponent:<12} win {s['win_rate']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]  "
-        f"W/D/L {s['wins']}/{s['draws']}/{s['losses']}  progress {s['mean_progress']:+.0f}"
+        f"W/D/L {s['wins']}/{s['draws']}/{s['losses']}  progress {s['mean_progress']:+.0f}  "
+        f"pushes in {s['pushed_own']:.0%} of turns, T moved in {s['moved_own']:.0%} / {s['moved_opponent']:.0%}"
     )
 
 

@@ -120,13 +120,22 @@ class Board:
         out += [*t.position, wrap_angle(t.angle), *t.velocity, t.angular_velocity]
         return np.array(out, np.float32)
 
-    def step(self, thrusts: np.ndarray) -> None:
-        """One env step: each disc's thrust (clipped to the unit disc) held for `SUBSTEPS` physics steps."""
+    def step(self, thrusts: np.ndarray) -> np.ndarray:
+        """One env step: each disc's thrust (clipped to the unit disc) held for `SUBSTEPS` physics steps -> (2,)
+        whether each disc touched the T during it."""
         thrusts = clip_thrust(np.asarray(thrusts, np.float64).reshape(len(PLAYERS), 2))
+        touched = np.zeros(len(PLAYERS), bool)
         for _ in range(SUBSTEPS):
             for body, a in zip(self.discs, thrusts):
                 body.force = (float(a[0]) * THRUST, float(a[1]) * THRUST)
             self.space.step(DT)
+            self.t.each_arbiter(lambda arbiter: self._touch(arbiter, touched))
+        return touched
+
+    def _touch(self, arbiter: pymunk.Arbiter, touched: np.ndarray) -> None:
+        for shape in arbiter.shapes:
+            if shape.body in self.discs:
+                touched[self.discs.index(shape.body)] = True
 
 
 def clip_thrust(a: np.ndarray) -> np.ndarray:
@@ -154,6 +163,16 @@ def random_start(rng: np.random.Generator) -> np.ndarray:
 def goal_distances(state: np.ndarray) -> np.ndarray:
     """(2,) distance from the T's centre to amber's and to cyan's goal."""
     return np.linalg.norm(GOALS - np.asarray(state)[T_POS], axis=-1)
+
+
+MOVED = 8.0
+"""A turn moved the T when its centre travelled more than this (units): one pixel of the model's 64-px frames."""
+
+
+def turn_motion(states: np.ndarray, steps_per_turn: int) -> np.ndarray:
+    """(T+1, 14) board states of whole turns -> (T / steps_per_turn,) how far the T's centre went over each turn."""
+    t = np.asarray(states)[::steps_per_turn, T_POS]
+    return np.linalg.norm(np.diff(t, axis=0), axis=-1)
 
 
 HEAD_NAMES = ("amber_x", "amber_y", "cyan_x", "cyan_y", "t_x", "t_y", "t_cos", "t_sin")

@@ -138,10 +138,11 @@ class PushGame(gym.Env):
             raise LemarioError("the episode is over: call reset() before step()")
         thrusts = np.zeros((len(PLAYERS), 2), np.float32)
         thrusts[self.actor] = clip_thrust(np.asarray(action, np.float32).reshape(2))
-        self.board.step(thrusts)
+        touched = self.board.step(thrusts)
         self.steps += 1
         state = self.board.state()
         info = self._info(state)
+        info["touched"] = touched  # (2,) which disc touched the T during the step
         obs = self._obs(state)
         self.frames.append(obs)
         self.thrusts.append(thrusts.reshape(-1))  # what the board applied
