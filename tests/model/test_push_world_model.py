@@ -130,7 +130,11 @@ def test_thrust_response_is_the_same_twice_for_a_model_that_ignores_the_thrust(c
     real = discs[:, -1] - discs[:, 2]  # (32, 2, 2)
     expected = 1 - real.square().sum() / (real - real.mean(0)).square().sum()
     assert still["thrust/r2_given"] == pytest.approx(expected.item(), rel=1e-4) == still["thrust/r2_zeroed"]
-    # the same for the T, scored on its own: this corpus never pushes it, so the windows' last states push it here
+    # the same for the T, scored on its own: held still it leaves R² nothing to explain (NaN); pushed in the windows'
+    # last states, it is scored as the discs are
+    held = {**batch, "state": batch["state"].clone()}
+    held["state"][:, :, 4:6] = held["state"][:, :1, 4:6]
+    assert np.isnan(thrust_response(WorldModel(TINY.model), held)["thrust/t_r2_given"])
     pushed = {**batch, "state": batch["state"].clone()}
     pushed["state"][:, -1, 4:6] += 0.05 * torch.randn(32, 2, generator=torch.Generator().manual_seed(4))
     t = head_positions(pushed["state"])[:, :, 2]  # (32, 6, 2)

@@ -203,8 +203,11 @@ def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[s
 
 
 def _r2(predicted: torch.Tensor, real: torch.Tensor) -> float:
-    """R² of displacements (B, ..., 2) over the batch."""
-    return (1 - (predicted - real).square().sum() / (real - real.mean(0)).square().sum()).item()
+    """R² of displacements (B, ..., 2) over the batch; NaN when nothing moved (no variance to explain)."""
+    spread = (real - real.mean(0)).square().sum()
+    if spread == 0:
+        return float("nan")
+    return (1 - (predicted - real).square().sum() / spread).item()
 
 
 def format_action_progress(rows: list[dict], action_set_name: str) -> str:
