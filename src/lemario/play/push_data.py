@@ -5,10 +5,10 @@ amber and cyan alternating, each turn one regime (`lemario.games.push.regimes`) 
 its previous turn's regime and target with probability `persist`, as a player goes on with a plan (the regimes'
 shares per turn are unchanged): a contact push then reaches the T and moves it over several turns, as in real play.
 Without it (`persist` 0, the corpora before session 27) the T moved more than a pixel (8 units) in 6% of the turns
-against about half of them in matches between the scripted players, so the world model hardly saw a push move the
-T (docs/RESULTS.md, session 27). It is written
-to the corpus format (`lemario.data.corpus`) as `DIR/push-<i>.h5`: the frames, both discs' thrusts (the idle
-one's zero), the board state per frame, and per turn the actor and the regime in the metadata.
+against 42-49% in matches where a scripted pusher plays, so the world model hardly saw a push move the T
+(docs/RESULTS.md, session 27). It is written to the corpus format (`lemario.data.corpus`) as `DIR/push-<i>.h5`: the
+frames, both discs' thrusts (the idle one's zero), the board state per frame, and per turn the actor, the regime,
+its target and whether it was kept, in the metadata.
 
 A folder holds one generator config (`DIR/config.json`); re-running the command writes exactly the episodes
 still missing (after a kill), a larger `--episodes` adds more, and another config is refused. One writer per
