@@ -3,7 +3,9 @@
 A run folder stores its config's *key*: the resolved config without its bookkeeping fields (where it writes, how
 long it runs, how it shows progress). Re-running a command on the folder compares keys. A key written by an older
 lemario lacks the options added since; they are compared at their defaults, which by convention are the old
-behaviour, and fields that moved into a nested config are compared there, so old runs still resume.
+behaviour (a command whose new option's default is new behaviour passes the old value as the comparison default,
+as `push data` does for `persist`), and fields that moved into a nested config are compared there, so old runs
+still resume.
 """
 
 from __future__ import annotations

@@ -120,16 +120,18 @@ class Board:
         out += [*t.position, wrap_angle(t.angle), *t.velocity, t.angular_velocity]
         return np.array(out, np.float32)
 
-    def step(self, thrusts: np.ndarray) -> np.ndarray:
-        """One env step: each disc's thrust (clipped to the unit disc) held for `SUBSTEPS` physics steps -> (2,)
-        whether each disc touched the T during it."""
+    def step(self, thrusts: np.ndarray, contacts: bool = False) -> np.ndarray | None:
+        """One env step: each disc's thrust (clipped to the unit disc) held for `SUBSTEPS` physics steps. With
+        `contacts`, -> (2,) whether each disc touched the T during it (a check after every physics step, which makes
+        a step slower: the simulator planner's rollouts leave it off)."""
         thrusts = clip_thrust(np.asarray(thrusts, np.float64).reshape(len(PLAYERS), 2))
-        touched = np.zeros(len(PLAYERS), bool)
+        touched = np.zeros(len(PLAYERS), bool) if contacts else None
         for _ in range(SUBSTEPS):
             for body, a in zip(self.discs, thrusts):
                 body.force = (float(a[0]) * THRUST, float(a[1]) * THRUST)
             self.space.step(DT)
-            self.t.each_arbiter(lambda arbiter: self._touch(arbiter, touched))
+            if contacts:
+                self.t.each_arbiter(lambda arbiter: self._touch(arbiter, touched))
         return touched
 
     def _touch(self, arbiter: pymunk.Arbiter, touched: np.ndarray) -> None:

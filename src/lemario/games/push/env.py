@@ -138,7 +138,7 @@ class PushGame(gym.Env):
             raise LemarioError("the episode is over: call reset() before step()")
         thrusts = np.zeros((len(PLAYERS), 2), np.float32)
         thrusts[self.actor] = clip_thrust(np.asarray(action, np.float32).reshape(2))
-        touched = self.board.step(thrusts)
+        touched = self.board.step(thrusts, contacts=True)
         self.steps += 1
         state = self.board.state()
         info = self._info(state)
