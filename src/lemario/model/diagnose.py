@@ -35,7 +35,7 @@ from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
-from lemario.games.push.board import head_positions
+from lemario.games.push.board import MOVED, head_positions
 from lemario.model.death import death_report, format_death
 from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, decode_reward, load_world_model
@@ -175,7 +175,11 @@ def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[s
     thrusts played and once with every thrust after the last real latent zeroed: R² of both discs' displacement
     (last real latent to the window's end, as the state head reads them) against the real displacement, and the
     same for the T's centre (`thrust/t_*`: what a push moves, and what the planner's cost reads most). A model
-    that ignores its thrusts scores the same twice. obs (B, K+1, ...), actions (B, K, 4), state (B, K+1, 8)."""
+    that ignores its thrusts scores the same twice. Beside them, the T's displacement the state head reads off the
+    window's last real frame (`seen`: what the encoder sees of the T's motion, an upper bound for the rollout through
+    this head), and all three T lines again on the windows where the T moved over `MOVED` units, a pixel of the
+    model's frames (`*_moving`; `thrust/t_moving` counts them).
+    obs (B, K+1, ...), actions (B, K, 4), state (B, K+1, 8)."""
     was_training = model.training
     model.eval()
     try:
@@ -187,16 +191,24 @@ def thrust_response(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[s
         start = head_positions(model.decode_state(emb[:, c - 1]).float())
         zeroed = actions.clone()
         zeroed[:, c - 1 :] = 0
+        moving = real[:, 2].norm(dim=-1) > MOVED  # (B,)
         metrics = {
             "thrust/real_motion": real[:, :2].norm(dim=-1).mean().item(),
             "thrust/t_real_motion": real[:, 2].norm(dim=-1).mean().item(),
             "thrust/steps": actions.shape[1] - c + 1,
+            "thrust/t_moving": int(moving.sum()),
         }
-        for name, a in (("given", actions), ("zeroed", zeroed)):
-            last = model.rollout(emb[:, :c], a, batch["prev"])[:, -1]  # (B, D)
-            moved = head_positions(model.decode_state(last).float()) - start  # (B, 3, 2)
-            metrics[f"thrust/r2_{name}"] = _r2(moved[:, :2], real[:, :2])
+        last = {
+            name: model.rollout(emb[:, :c], a, batch["prev"])[:, -1]
+            for name, a in (("given", actions), ("zeroed", zeroed))
+        }
+        last["seen"] = emb[:, -1]
+        for name, latent in last.items():  # (B, D) each
+            moved = head_positions(model.decode_state(latent).float()) - start  # (B, 3, 2)
+            if name != "seen":
+                metrics[f"thrust/r2_{name}"] = _r2(moved[:, :2], real[:, :2])
             metrics[f"thrust/t_r2_{name}"] = _r2(moved[:, 2], real[:, 2])
+            metrics[f"thrust/t_r2_{name}_moving"] = _r2(moved[moving, 2], real[moving, 2])
     finally:
         model.train(was_training)
     return metrics
@@ -286,5 +298,11 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
         )
         print(
             f"thrust: the T's motion (mean {t['thrust/t_real_motion']:.1f} units), R² {t['thrust/t_r2_given']:.3f} "
-            f"given the thrusts played, {t['thrust/t_r2_zeroed']:.3f} given none"
+            f"given the thrusts played, {t['thrust/t_r2_zeroed']:.3f} given none, {t['thrust/t_r2_seen']:.3f} read "
+            "off the last real frame"
+        )
+        print(
+            f"thrust: the T, on the {t['thrust/t_moving']} windows where it moved over {MOVED:.0f} units: R² "
+            f"{t['thrust/t_r2_given_moving']:.3f} given the thrusts played, {t['thrust/t_r2_zeroed_moving']:.3f} given "
+            f"none, {t['thrust/t_r2_seen_moving']:.3f} read off the last real frame"
         )

@@ -35,6 +35,12 @@ class LossConfig:
     and predictor."""
     state_weight: float = 10.0
     """Weight of the state head's loss, for models that have one (the seed's lambda = 10)."""
+    motion_weight: float = 0.0
+    """Weight of the state head's motion loss (models with a state head): the displacement it reads from the window's
+    last context latent to each later latent, real and predicted, against the real one, each state dimension in
+    units of its real displacement's spread in the batch. The position loss weighs a push's few units on the T
+    as nothing against the head's reading error; a planner compares plans from one start, so the displacement is
+    what it needs. 0 leaves it out."""
     level_dropout: float = 0.2
     """A level-conditioned model (`--model.level-embedding`) trains on this share of windows with their level hidden
     (the unknown level's vector), which is what it plays on a level it never trained on."""
@@ -71,6 +77,10 @@ def world_model_loss(
         predicted = F.mse_loss(model.decode_state(preds).float(), target[:, c:])
         loss = loss + cfg.state_weight * (real + predicted)
         metrics.update({"loss/state": real, "loss/state_predicted": predicted})
+        if cfg.motion_weight:
+            motion, motion_metrics = _motion_loss(model, emb, preds, target, c)
+            loss = loss + cfg.motion_weight * motion
+            metrics.update(motion_metrics)
     with torch.no_grad():
         metrics = {
             "loss/total": loss.item(),
@@ -110,6 +120,21 @@ def _reward_loss(
         )
         reward_loss, metrics["loss/flag"] = reward_loss + flag_loss, flag_loss
     return reward_loss, {"loss/reward": reward_loss, **metrics}
+
+
+def _motion_loss(
+    model: WorldModel, emb: torch.Tensor, preds: torch.Tensor, target: torch.Tensor, c: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The state head's displacements from the last context latent emb[:, c-1] to the later real latents emb[:, c:]
+    and to the predicted ones preds (B, K+1-c, D), against the real displacements in target (B, K+1, S); squared
+    errors divided per state dimension by the real displacements' mean square in the batch (a constant), so a
+    head that reads no motion scores about 1 on each."""
+    anchor = model.decode_state(emb[:, c - 1 : c]).float()  # (B, 1, S)
+    real = target[:, c:] - target[:, c - 1 : c]  # (B, K+1-c, S)
+    scale = real.square().mean(dim=(0, 1)).clamp_min(1e-8)  # (S,)
+    seen = ((model.decode_state(emb[:, c:]).float() - anchor - real).square() / scale).mean()
+    predicted = ((model.decode_state(preds).float() - anchor - real).square() / scale).mean()
+    return seen + predicted, {"loss/motion": seen, "loss/motion_predicted": predicted}
 
 
 def _ensemble_loss(model: WorldModel, emb: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
