@@ -50,6 +50,14 @@ def test_a_warm_start_is_scored_as_it_is():
     cold = gaussian_cem(cost, 2, 2, cfg, torch.Generator().manual_seed(0))
     assert warm.cost == 0.0 and torch.equal(warm.actions, target) and torch.equal(warm.history[0].actions[0], target)
     assert cold.cost > 0.01
+    # one sample: the warm start played unsearched, whatever its cost
+    away = torch.zeros(2, 2)
+    alone = gaussian_cem(
+        cost, 2, 2, GaussianCEMConfig(samples=1, iterations=1), torch.Generator().manual_seed(0), mean=away
+    )
+    assert torch.equal(alone.actions, away) and alone.cost == pytest.approx(cost(away[None]).item())
+    with pytest.raises(LemarioError, match="samples 0"):
+        GaussianCEMConfig(samples=0).validate()
 
 
 def test_head_state_reads_positions_angle_and_velocities():

@@ -20,6 +20,8 @@ from lemario.core.errors import LemarioError
 @dataclass(frozen=True)
 class GaussianCEMConfig:
     samples: int = 96
+    """Sequences per iteration. One sample and one iteration with a warm start play the warm start unsearched: the
+    only sample is the warm mean itself (the push players' rule as their model reads it)."""
     elite_frac: float = 0.15
     """Share of the samples refit on (the seed's top 15%)."""
     iterations: int = 6
@@ -27,9 +29,9 @@ class GaussianCEMConfig:
     min_std: float = 0.05
 
     def validate(self) -> None:
-        if self.samples < 2 or self.iterations < 1 or not 0 < self.elite_frac <= 1 or self.init_std <= 0:
+        if self.samples < 1 or self.iterations < 1 or not 0 < self.elite_frac <= 1 or self.init_std <= 0:
             raise LemarioError(
-                f"CEM samples {self.samples} (>= 2), iterations {self.iterations} (>= 1), elite_frac "
+                f"CEM samples {self.samples} (>= 1), iterations {self.iterations} (>= 1), elite_frac "
                 f"{self.elite_frac} (in (0, 1]), init_std {self.init_std} (> 0)"
             )
 
