@@ -167,7 +167,9 @@ def test_chase_t_pushes_the_t_home_against_a_passive_opponent():
 def test_round_robin_through_the_cli(tmp_path):
     r = run_cli("push", "table", "--players", "passive", "chase_t", "--matches", "4", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
-    cells = json.loads((tmp_path / "table.json").read_text())["cells"]
+    table = json.loads((tmp_path / "table.json").read_text())
+    cells = table["cells"]
+    assert table["git_commit"] and table["config"]["matches"] == 4  # reproducible from its folder
     assert cells["chase_t vs passive"]["win_rate"] == 1.0 and cells["passive vs chase_t"]["win_rate"] == 0.0
     assert cells["chase_t vs chase_t"]["win_rate"] == 0.5  # the same starts from both sides
     assert {"wins", "draws", "losses", "ci95_low", "mean_progress"} <= set(cells["chase_t vs passive"])

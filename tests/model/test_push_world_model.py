@@ -253,6 +253,7 @@ def test_model_player_through_the_cli(trained, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 seeds vs passive" in r.stdout
     result = json.loads((tmp_path / "matches.json").read_text())
+    assert result["git_commit"] and "lemario_version" in result
     assert result["summaries"]["passive"]["matches"] == 4 and len(result["per_player"]["passive"]) == 2
     twins = list(result["per_player"]["passive"].values())
     assert twins[0]["win_rate"] == twins[1]["win_rate"]  # same weights, same seeds: the same matches
@@ -269,6 +270,7 @@ def test_goal_reaching_evaluation(trained, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads((tmp_path / "goal.json").read_text())
     assert set(result["summary"]) == {"model", "still", "random"} and len(result["rows"]) == 6
+    assert result["git_commit"]
     assert all(row["steps"] <= 10 for row in result["rows"])
     model, _ = load_world_model(trained)
     with pytest.raises(LemarioError, match="goal cost"):

@@ -18,7 +18,8 @@ numbers catch that from held-out windows:
   progress its reward head predicts over every state of the batch, against the x change of the steps that took
   it. An action the corpus never took still gets a prediction, and a controller may find it flattering (issue 21).
 - what a push model believes the thrust does (`thrust_response`, printed by `lemario diagnose`): how much of the
-  discs' real motion over a window its free-running rollout explains, given the thrusts played and given none.
+  discs' and the T's real motion over a window its free-running rollout explains, given the thrusts played and
+  given none, and how much of the T's the state head reads off real frames at all.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from lemario.control.gaussian_cem import GaussianCEMConfig
 from lemario.control.push_players import GOAL_COSTS, LatentPlanner
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
+from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
 from lemario.games.push.board import Board, random_start
 from lemario.games.push.env import PushConfig, PushGame
@@ -118,4 +119,4 @@ def goal_main(cfg: GoalConfig) -> None:
         summary[name] = {"success_rate": float(wins.mean()), "ci95_low": lo, "ci95_high": hi, "tasks": len(wins)}
         print(f"{name:>8}: success {wins.mean():.2f} [{lo:.2f}, {hi:.2f}] over {len(wins)} tasks")
     if cfg.out is not None:
-        write_json(cfg.out / "goal.json", {"config": as_json(cfg), "summary": summary, "rows": rows})
+        write_json(cfg.out / "goal.json", {"config": as_json(cfg), **provenance(), "summary": summary, "rows": rows})

@@ -30,6 +30,7 @@ from lemario.control.gaussian_cem import GaussianCEMConfig
 from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
+from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
 from lemario.games.push.board import MOVED, goal_distances, turn_motion
 from lemario.games.push.env import PushConfig, PushGame, Seen
@@ -232,7 +233,13 @@ def match_main(cfg: MatchConfig) -> None:
         label = cfg.player[0] if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
         print(_line(label, opponent, summaries[opponent]), flush=True)
     if cfg.out is not None:
-        record = {"config": as_json(cfg), "summaries": summaries, "per_player": per_player, "rows": rows}
+        record = {
+            "config": as_json(cfg),
+            **provenance(),
+            "summaries": summaries,
+            "per_player": per_player,
+            "rows": rows,
+        }
         write_json(cfg.out / "matches.json", record)
 
 
@@ -252,4 +259,4 @@ def table_main(cfg: TableConfig) -> None:
         rates = "".join(f"{cells[f'{name} vs {o}']['win_rate']:>{width}.2f}" for o in cfg.players)
         print(f"{name:>{width}}{rates}")
     if cfg.out is not None:
-        write_json(cfg.out / "table.json", {"config": as_json(cfg), "cells": cells, "rows": rows})
+        write_json(cfg.out / "table.json", {"config": as_json(cfg), **provenance(), "cells": cells, "rows": rows})
