@@ -73,12 +73,13 @@ def world_model_loss(
         metrics["loss/ensemble"] = ensemble_loss
     if model.cfg.state_head:
         target = batch["state"].float()  # (B, K+1, S)
-        real = F.mse_loss(model.decode_state(emb).float(), target)
-        predicted = F.mse_loss(model.decode_state(preds).float(), target[:, c:])
+        read, read_preds = model.decode_state(emb).float(), model.decode_state(preds).float()
+        real = F.mse_loss(read, target)
+        predicted = F.mse_loss(read_preds, target[:, c:])
         loss = loss + cfg.state_weight * (real + predicted)
         metrics.update({"loss/state": real, "loss/state_predicted": predicted})
         if cfg.motion_weight:
-            motion, motion_metrics = _motion_loss(model, emb, preds, target, c)
+            motion, motion_metrics = _motion_loss(read, read_preds, target, c)
             loss = loss + cfg.motion_weight * motion
             metrics.update(motion_metrics)
     with torch.no_grad():
@@ -123,17 +124,17 @@ def _reward_loss(
 
 
 def _motion_loss(
-    model: WorldModel, emb: torch.Tensor, preds: torch.Tensor, target: torch.Tensor, c: int
+    read: torch.Tensor, read_preds: torch.Tensor, target: torch.Tensor, c: int
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The state head's displacements from the last context latent emb[:, c-1] to the later real latents emb[:, c:]
-    and to the predicted ones preds (B, K+1-c, D), against the real displacements in target (B, K+1, S); squared
-    errors divided per state dimension by the real displacements' mean square in the batch (a constant), so a
-    head that reads no motion scores about 1 on each."""
-    anchor = model.decode_state(emb[:, c - 1 : c]).float()  # (B, 1, S)
+    """The state head's displacements from what it reads off the last context latent, read[:, c-1], to what it reads
+    off the later real latents read[:, c:] and the predicted ones read_preds (B, K+1-c, S), against the real
+    displacements in target (B, K+1, S); squared errors divided per state dimension by the real displacements' mean
+    square in the batch (a constant), so a head that reads no motion scores about 1 on each."""
+    anchor = read[:, c - 1 : c]  # (B, 1, S)
     real = target[:, c:] - target[:, c - 1 : c]  # (B, K+1-c, S)
     scale = real.square().mean(dim=(0, 1)).clamp_min(1e-8)  # (S,)
-    seen = ((model.decode_state(emb[:, c:]).float() - anchor - real).square() / scale).mean()
-    predicted = ((model.decode_state(preds).float() - anchor - real).square() / scale).mean()
+    seen = ((read[:, c:] - anchor - real).square() / scale).mean()
+    predicted = ((read_preds - anchor - real).square() / scale).mean()
     return seen + predicted, {"loss/motion": seen, "loss/motion_predicted": predicted}
 
 
