@@ -5,9 +5,12 @@ the seed system: ~2 s per turn on CPU), and of the simulator planner for compari
     .venv/bin/python benchmarks/push_plan.py --model runs/push-wm/model.safetensors
 
 A turn's plan is CEM over its 5 thrusts (samples x iterations, the defaults: 96 x 6) from a 3-frame context, every
-sample rolled through the predictor in one batch per step and read by the state head. Time does not depend on
-the weights, so without --model a randomly initialised model of the preset is timed. Each figure is over `turns`
-plans from the positions of a real match (median and 90th percentile).
+sample rolled through the predictor in one batch per step and read by the state head; with --warm the rule's turn
+played in the model first, with --replan a plan of the turn's rest before each later step. Time does not depend on
+the weights, so without --model a randomly initialised model of the preset is timed. Each figure is a whole turn's
+planning (the player called on each of its 5 steps) over `turns` turns of a real match (median and 90th percentile).
+
+    .venv/bin/python benchmarks/push_plan.py --warm chase_t --cem.init-std 0.1 --replan
 """
 
 from __future__ import annotations
@@ -36,28 +39,35 @@ class Args:
     turns: int = 20
     threads: int = 0
     """torch threads (0: torch's default)."""
+    warm: str = ""
+    """The players' warm-start rule (`lemario push match --warm`)."""
+    replan: bool = False
+    """Plan the turn's rest again before each step (`lemario push match --replan`)."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
 
 
-def positions(turns: int) -> list:
-    """What a player sees at the start of `turns` turns of a chase_t self-play match."""
+def positions(turns: int) -> list[list]:
+    """What a player sees at each step of `turns` turns of chase_t self-play matches."""
     env, seen = PushGame(), []
     env.reset(seed=7)
-    while len(seen) < turns:
+    while len(seen) < turns or seen[-1] and len(seen[-1]) < env.config.steps_per_turn:
         if env.steps >= env.config.match_steps:
             env.reset(seed=7 + len(seen))
         view = env.seen()
         if view.step_in_turn == 0:
-            seen.append(view)
+            seen.append([])
+        seen[-1].append(view)
         env.step(chase_t(view.state, view.me))
-    return seen
+    return seen[:turns]
 
 
-def timed(planner, seen: list) -> np.ndarray:
+def timed(player, turns: list[list]) -> np.ndarray:
+    """Seconds per turn: the player called on each step's view (its moves are not played; the views are chase_t's)."""
     out = []
-    for view in seen:
+    for views in turns:
         t0 = time.perf_counter()
-        planner.plan(view) if isinstance(planner, LatentPlanner) else planner.plan(view.state, view.me)
+        for view in views:
+            player(view)
         out.append(time.perf_counter() - t0)
     return np.array(out)
 
@@ -70,11 +80,12 @@ def main(args: Args) -> None:
     seen = positions(args.turns)
     threads = torch.get_num_threads()
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, threads {threads}; model {params / 1e6:.2f}M")
-    print(f"CEM {args.cem.samples} samples x {args.cem.iterations} iterations, horizon 5, {args.turns} turns")
-    for name, planner in (
-        ("world model", LatentPlanner(model, cfg=args.cem)),
-        ("simulator", SimulatorPlanner(cfg=args.cem)),
-    ):
+    print(
+        f"CEM {args.cem.samples} samples x {args.cem.iterations} iterations, init std {args.cem.init_std}, horizon 5, "
+        f"warm {args.warm or 'none'}, replan {args.replan}, {args.turns} turns"
+    )
+    plans = dict(cfg=args.cem, warm=args.warm, replan=args.replan)
+    for name, planner in (("world model", LatentPlanner(model, **plans)), ("simulator", SimulatorPlanner(**plans))):
         timed(planner, seen[:2])  # warm-up
         t = timed(planner, seen)
         print(

@@ -127,3 +127,29 @@ def test_a_warm_started_simulator_planner_starts_from_the_rule_and_does_no_worse
     end = info["state"]
     rule_cost = float(turn_cost(torch.as_tensor(end[0:2]), torch.as_tensor(end[T_POS]), torch.as_tensor(GOALS[0])))
     assert plan.cost <= rule_cost + 1e-3
+
+
+def test_a_replanning_planner_plans_the_turns_rest_before_each_step_and_follows_the_board():
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[0:2], state[4:6] = (340, 256), (460, 60)  # amber behind the T, cyan out of the way
+    ends, horizons = {}, {}
+    for replan in (False, True):
+        planner = SimulatorPlanner(cfg=GaussianCEMConfig(samples=48, iterations=3), seed=0, replan=replan)
+        plan_turn, horizons[replan] = planner.plan_turn, []
+        planner.plan_turn = lambda seen, h, rest, f=plan_turn, hs=horizons[replan]: hs.append(h) or f(seen, h, rest)
+        env = PushGame()
+        env.reset(options={"state": state})
+        for step in range(5):  # one turn; after its first step the T is knocked 80 units off the plan's line
+            _, _, _, _, info = env.step(planner(env.seen()))
+            if step == 0:
+                knocked = env.board.state()
+                knocked[9] += 80
+                env.board.set_state(knocked)
+        end = info["state"]
+        ends[replan] = float(
+            turn_cost(torch.as_tensor(end[0:2]), torch.as_tensor(end[T_POS]), torch.as_tensor(GOALS[0]))
+        )
+        assert planner.last.history[0].actions.shape == (48, 5, 2) and len(planner.t_paths) == 3  # the turn's first
+    assert horizons == {False: [5], True: [5, 4, 3, 2, 1]}
+    assert ends[True] < ends[False] - 20, ends

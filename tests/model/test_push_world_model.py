@@ -223,10 +223,25 @@ def test_a_warm_started_latent_planner_plays_the_rule_in_the_model(trained):
     first = env.seen().frames  # amber's first frame (the context of its plan)
     z = model.encode(torch.as_tensor(first[:1])[:, None])  # (1, D)
     with torch.no_grad():
-        turn = planner.rule_turn(z[None], torch.zeros(1, 0, 4), 0)  # (5, 2)
+        turn = planner.rule_turn(z[None], torch.zeros(1, 0, 4), 0, 5)  # (5, 2)
         want = chase_t(head_state(model.decode_state(z)[0].numpy()), 0)  # the rule on the board the head reads
     assert turn.shape == (5, 2) and np.allclose(turn[0].numpy(), want, atol=1e-6)
     assert torch.allclose(planner.last.history[0].actions[0], turn, atol=1e-4)  # CEM's first sample is the rule's turn
+
+
+def test_a_replanning_latent_planner_plans_each_steps_rest_from_the_real_frames(trained):
+    model, _ = load_world_model(trained)
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=8, iterations=2), seed=0, warm="chase_t", replan=True)
+    plan, horizons, spent = planner.plan, [], []
+    planner.plan = lambda seen, h, rest: horizons.append((h, seen.frames.shape[0])) or plan(seen, h, rest)
+    env = PushGame()
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(planner(env.seen()))
+        spent.append(planner.seconds)
+    assert horizons == [(5, 1), (4, 2), (3, 3), (2, 3), (1, 3)]  # the turn's rest, from up to 3 real frames
+    assert planner.t_paths[0].shape == (8, 5, 2) and planner.last.history[0].actions.shape == (8, 5, 2)  # the first
+    assert spent == sorted(spent) and spent[-1] > spent[0]  # the turn's planning time adds the replans
 
 
 def test_the_latent_match_cost_plans_toward_a_picture_of_winning(trained):

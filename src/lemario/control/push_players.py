@@ -15,10 +15,13 @@ iteration, each sample's predicted T path and cost (the "dream field" a person c
 `SimulatorPlanner` is the upper bound the world-model player is measured against: the same CEM over a turn's
 thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state.
 
-Both plan once at the start of each turn and play the plan open-loop. Either can start its search from a scripted
+Both plan at the start of each turn and play the plan open-loop, or with `replan` plan again before each later
+step of the turn, over the steps left, from what they see then (receding horizon: a model's errors over the turn
+are corrected by the real frames each step). Either can start its search from a scripted
 rule's turn (`warm`): the rule plays the turn out in the planner's own model of the game (the simulator; for the
 world-model player, the predictor, the rule reading the board from each predicted latent with the state head), and
-those thrusts are CEM's first mean, scored as one of its samples. Without it the search starts from no thrust.
+those thrusts are CEM's first mean, scored as one of its samples. Without it the search starts from no thrust, or when
+replanning from the rest of the turn's plan.
 """
 
 from __future__ import annotations
@@ -97,14 +100,17 @@ def turn_cost(disc: torch.Tensor, t: torch.Tensor, goal: torch.Tensor, kind: str
 
 
 class TurnPlanner:
-    """What both planning players share: a player (what it sees -> thrust) that plans once at the start of each turn
-    (`plan_turn`) and plays the plan open-loop, keeping the last plan, its samples' T paths and its planning time."""
+    """What both planning players share: a player (what it sees -> thrust) that plans at the start of each turn
+    (`plan_turn`) and plays the plan (with `replan`, planning the turn's rest again before each step), keeping the
+    turn's first plan, its samples' T paths and the turn's planning time."""
 
-    def __init__(self, steps_per_turn: int, cfg: GaussianCEMConfig | None, cost: str, seed: int, warm: str):
+    def __init__(
+        self, steps_per_turn: int, cfg: GaussianCEMConfig | None, cost: str, seed: int, warm: str, replan: bool
+    ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
         self.warm = warm_rule(warm)
-        self.cfg, self.horizon, self.cost = cfg, steps_per_turn, cost
+        self.cfg, self.horizon, self.cost, self.replan = cfg, steps_per_turn, cost, replan
         self.gen = torch.Generator().manual_seed(seed)
         self.queue: list[np.ndarray] = []
         self.last: CEMPlan | None = None
@@ -112,21 +118,27 @@ class TurnPlanner:
         """Per CEM iteration of the last plan: (N, H, 2) each sample's T centre after each step (predicted or
         simulated)."""
         self.seconds = 0.0
-        """Planning time of the last plan."""
+        """Planning time of the last plan (played as a player: of the turn so far, replans included)."""
 
     def __call__(self, seen: Seen) -> np.ndarray:
         if seen.step_in_turn == 0 or not self.queue:
-            self.last = self.plan_turn(seen)
+            self.last = self.plan_turn(seen, self.horizon, None)
             self.queue = list(self.last.actions.numpy())
+        elif self.replan:
+            shown, spent = self.t_paths, self.seconds  # a person is shown the turn's first plan
+            rest = torch.as_tensor(np.array(self.queue))  # (h, 2)
+            self.queue = list(self.plan_turn(seen, len(self.queue), rest).actions.numpy())
+            self.t_paths, self.seconds = shown, spent + self.seconds
         return self.queue.pop(0).astype(np.float32)
 
-    def plan_turn(self, seen: Seen) -> CEMPlan:
+    def plan_turn(self, seen: Seen, horizon: int, rest: torch.Tensor | None) -> CEMPlan:
+        """A plan of `horizon` thrusts; `rest` (horizon, 2): the search's start when there is no warm rule."""
         raise NotImplementedError
 
-    def search(self, cost, mean: torch.Tensor | None, t0: float) -> CEMPlan:
-        """CEM over one turn's thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
+    def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float) -> CEMPlan:
+        """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
         self.t_paths = []
-        plan = gaussian_cem(cost, self.horizon, 2, self.cfg, self.gen, project_thrust, mean)
+        plan = gaussian_cem(cost, horizon, 2, self.cfg, self.gen, project_thrust, mean)
         self.seconds = time.perf_counter() - t0
         return plan
 
@@ -142,8 +154,9 @@ class LatentPlanner(TurnPlanner):
         cost: str = "approach",
         seed: int = 0,
         warm: str = "",
+        replan: bool = False,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         if not (model.cfg.continuous_actions and model.cfg.state_head):
@@ -152,8 +165,8 @@ class LatentPlanner(TurnPlanner):
         self.goal: torch.Tensor | None = None
         """(D,) the goal frame's latent, for goal reaching."""
 
-    def plan_turn(self, seen: Seen) -> CEMPlan:
-        return self.plan(seen)
+    def plan_turn(self, seen: Seen, horizon: int, rest: torch.Tensor | None) -> CEMPlan:
+        return self.plan(seen, horizon, rest)
 
     @torch.no_grad()
     def match_goal(self, z: torch.Tensor, me: int) -> torch.Tensor:
@@ -187,8 +200,9 @@ class LatentPlanner(TurnPlanner):
         return (read[:, keep] - want[keep]).norm(dim=-1)
 
     @torch.no_grad()
-    def plan(self, seen: Seen) -> CEMPlan:
-        t0 = time.perf_counter()
+    def plan(self, seen: Seen, horizon: int | None = None, rest: torch.Tensor | None = None) -> CEMPlan:
+        """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
+        t0, horizon = time.perf_counter(), horizon or self.horizon
         model, me = self.model, seen.me
         context = model.encode(torch.as_tensor(seen.frames)[:, None])[None]  # (1, c, D)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
@@ -197,7 +211,7 @@ class LatentPlanner(TurnPlanner):
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
             n = len(actions)
-            thrusts = torch.zeros(n, self.horizon, 4)
+            thrusts = torch.zeros(n, horizon, 4)
             thrusts[..., 2 * me : 2 * me + 2] = actions  # the idle disc gets none
             full = torch.cat([past.expand(n, -1, -1), thrusts], dim=1)  # (N, c-1+H, 4)
             preds = model.rollout(context.expand(n, -1, -1), full, torch.zeros(n, 4))  # (N, H, D)
@@ -209,17 +223,17 @@ class LatentPlanner(TurnPlanner):
                 return (preds[:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
-        return self.search(cost, self.rule_turn(context, past, me) if self.warm else None, t0)
+        return self.search(cost, horizon, self.rule_turn(context, past, me, horizon) if self.warm else rest, t0)
 
     @torch.no_grad()
-    def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int) -> torch.Tensor:
-        """(H, 2) the warm rule's thrusts over one turn played in the world model: at each step the rule reads the
-        board from the newest latent with the state head (velocities from the latent before), and its thrust
+    def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int, horizon: int) -> torch.Tensor:
+        """(H, 2) the warm rule's thrusts over `horizon` steps played in the world model: at each step the rule reads
+        the board from the newest latent with the state head (velocities from the latent before), and its thrust
         moves the predictor on. context (1, c, D) real latents, past (1, c-1, 4) the thrusts between them."""
         model = self.model
         reads = list(model.decode_state(context[0]).numpy())  # c x (8,)
-        thrusts = torch.zeros(1, self.horizon, 4)
-        for i in range(self.horizon):
+        thrusts = torch.zeros(1, horizon, 4)
+        for i in range(horizon):
             state = head_state(reads[-1], reads[-2] if len(reads) > 1 else None)
             thrusts[0, i, 2 * me : 2 * me + 2] = torch.as_tensor(clip_thrust(self.warm(state, me)))
             full = torch.cat([past, thrusts[:, : i + 1]], dim=1)  # (1, c-1+i+1, 4)
@@ -238,16 +252,18 @@ class SimulatorPlanner(TurnPlanner):
         cost: str = "approach",
         seed: int = 0,
         warm: str = "",
+        replan: bool = False,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan)
         turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
         self.board = Board()
 
-    def plan_turn(self, seen: Seen) -> CEMPlan:
-        return self.plan(seen.state, seen.me)
+    def plan_turn(self, seen: Seen, horizon: int, rest: torch.Tensor | None) -> CEMPlan:
+        return self.plan(seen.state, seen.me, horizon, rest)
 
-    def plan(self, state: np.ndarray, me: int) -> CEMPlan:
-        t0 = time.perf_counter()
+    def plan(self, state: np.ndarray, me: int, horizon: int | None = None, rest: torch.Tensor | None = None) -> CEMPlan:
+        """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
+        t0, horizon = time.perf_counter(), horizon or self.horizon
         goal = torch.as_tensor(GOALS[me])
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
@@ -265,13 +281,13 @@ class SimulatorPlanner(TurnPlanner):
             self.t_paths.append(states[..., T_POS])
             return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
-        return self.search(cost, self.rule_turn(state, me) if self.warm else None, t0)
+        return self.search(cost, horizon, self.rule_turn(state, me, horizon) if self.warm else rest, t0)
 
-    def rule_turn(self, state: np.ndarray, me: int) -> torch.Tensor:
-        """(H, 2) the warm rule's thrusts over one turn played in the simulator from `state`."""
+    def rule_turn(self, state: np.ndarray, me: int, horizon: int) -> torch.Tensor:
+        """(H, 2) the warm rule's thrusts over `horizon` steps played in the simulator from `state`."""
         self.board.set_state(state)
         out = []
-        for _ in range(self.horizon):
+        for _ in range(horizon):
             a = clip_thrust(self.warm(self.board.state(), me))
             thrusts = np.zeros((len(PLAYERS), 2))
             thrusts[me] = a

@@ -57,6 +57,9 @@ class PlayConfig:
     warm: str = ""
     """Start the planners' search from a scripted rule's turn played out in their own model of the game
     ('chase_t' or 'adversarial'; `lemario.control.push_players`); empty: from no thrust."""
+    replan: bool = False
+    """The planners plan the turn's rest again before each of its steps, from what they see then (receding
+    horizon); otherwise each turn's plan is played open-loop."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -125,10 +128,16 @@ def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
     if name.startswith(MODEL):
         return LatentPlanner(
-            _world_model(name.removeprefix(MODEL)), cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm
+            _world_model(name.removeprefix(MODEL)),
+            cfg.game.steps_per_turn,
+            cfg.cem,
+            cfg.cost,
+            seed,
+            cfg.warm,
+            cfg.replan,
         )
     if name == "oracle":
-        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
+        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
     rule = scripted(name, seed)
     return lambda seen: rule(seen.state, seen.me)
 

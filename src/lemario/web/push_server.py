@@ -63,6 +63,9 @@ class ServeConfig:
     warm: str = "chase_t"
     """Start the planner's search from a scripted rule's turn ('chase_t' or 'adversarial'; chase_t was chosen on
     the tuning seeds, docs/RESULTS.md session 10); empty: from no thrust."""
+    replan: bool = False
+    """The planner plans the turn's rest again before each of its steps (receding horizon); the dream field shows
+    the turn's first plan."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
 
@@ -104,10 +107,11 @@ class Match:
         self.env = PushGame(cfg.game)
         self.seed = seed
         self.env.reset(seed=seed)
+        plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
         if cfg.opponent == "model":
-            self.opponent = LatentPlanner(model, cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
+            self.opponent = LatentPlanner(model, *plans)
         elif cfg.opponent == "oracle":
-            self.opponent = SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm)
+            self.opponent = SimulatorPlanner(*plans)
         else:
             rule = scripted(cfg.opponent, seed)
             self.opponent = lambda seen: rule(seen.state, seen.me)
