@@ -29,7 +29,7 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
-from lemario.play import collect, evaluate, explore, push_data, push_goal, push_match, render
+from lemario.play import collect, evaluate, explore, push_data, push_fidelity, push_goal, push_match, render
 from lemario.web import push_server
 
 
@@ -157,6 +157,12 @@ COMMANDS = {
         push_goal.GoalConfig,
         None,
         push_goal.goal_main,
+    ),
+    "push fidelity": Command(
+        "the push game: how well world models rank a turn's candidate thrusts against the true simulator",
+        push_fidelity.FidelityConfig,
+        None,
+        push_fidelity.fidelity_main,
     ),
     "push serve": Command(
         "the push game in the browser: a person against the latent-planning world model (FastAPI + WebSocket)",

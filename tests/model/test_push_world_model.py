@@ -276,6 +276,25 @@ def test_model_player_through_the_cli(trained, tmp_path):
     assert bad.returncode == 2 and "no world model at" in bad.stderr
 
 
+def test_fidelity_of_two_identical_models_and_their_ensemble(trained, tmp_path):
+    twin = tmp_path / "twin" / "model.safetensors"
+    twin.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(trained.with_suffix(suffix), twin.with_suffix(suffix))
+    r = run_cli("push", "fidelity", str(trained), str(twin), "--positions", "4", "--samples", "12", "--widths", "0.3",
+                "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / "fidelity.json").read_text())
+    s = result["summary"]
+    assert s["0.3 simulator"]["rho"] == pytest.approx(1.0) and s["0.3 simulator"]["regret"] == 0.0
+    assert s["0.3 simulator"]["gain"] >= max(s["0.3 model 0"]["gain"], 0.0)  # no pick beats the true best
+    for name in ("model 1", "ensemble +0 sd", "ensemble +1 sd"):  # the same weights: the same judgement
+        assert s[f"0.3 {name}"] == s["0.3 model 0"], name
+    assert len(result["rows"]) == 4 and result["git_commit"]
+    bad = run_cli("push", "fidelity", str(tmp_path / "none.safetensors"))
+    assert bad.returncode == 2 and "no world model at" in bad.stderr
+
+
 def test_goal_reaching_evaluation(trained, tmp_path):
     start, goal = goal_task(5, 25)
     again = goal_task(5, 25)

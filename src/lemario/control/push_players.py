@@ -27,6 +27,7 @@ replanning from the rest of the turn's plan.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -137,7 +138,6 @@ class TurnPlanner:
 
     def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float) -> CEMPlan:
         """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
-        self.t_paths = []
         plan = gaussian_cem(cost, horizon, 2, self.cfg, self.gen, project_thrust, mean)
         self.seconds = time.perf_counter() - t0
         return plan
@@ -203,14 +203,23 @@ class LatentPlanner(TurnPlanner):
     def plan(self, seen: Seen, horizon: int | None = None, rest: torch.Tensor | None = None) -> CEMPlan:
         """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
         t0, horizon = time.perf_counter(), horizon or self.horizon
+        cost, context, past = self.costs(seen)
+        return self.search(cost, horizon, self.rule_turn(context, past, seen.me, horizon) if self.warm else rest, t0)
+
+    @torch.no_grad()
+    def costs(self, seen: Seen) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The cost of candidate thrusts (N, H, 2) -> (N,) as the model predicts them from what the player sees (each
+        sample's predicted T path kept in `t_paths`), and what it predicts from: the context (1, c, D) of real
+        latents and the thrusts between them (1, c-1, 4)."""
         model, me = self.model, seen.me
         context = model.encode(torch.as_tensor(seen.frames)[:, None])[None]  # (1, c, D)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])
         picture = self.match_goal(context[0, -1], me) if self.cost == "latent" and self.goal is None else None
+        self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
-            n = len(actions)
+            n, horizon = actions.shape[:2]
             thrusts = torch.zeros(n, horizon, 4)
             thrusts[..., 2 * me : 2 * me + 2] = actions  # the idle disc gets none
             full = torch.cat([past.expand(n, -1, -1), thrusts], dim=1)  # (N, c-1+H, 4)
@@ -223,7 +232,7 @@ class LatentPlanner(TurnPlanner):
                 return (preds[:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
-        return self.search(cost, horizon, self.rule_turn(context, past, me, horizon) if self.warm else rest, t0)
+        return cost, context, past
 
     @torch.no_grad()
     def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int, horizon: int) -> torch.Tensor:
@@ -264,7 +273,14 @@ class SimulatorPlanner(TurnPlanner):
     def plan(self, state: np.ndarray, me: int, horizon: int | None = None, rest: torch.Tensor | None = None) -> CEMPlan:
         """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
         t0, horizon = time.perf_counter(), horizon or self.horizon
+        cost = self.costs(state, me)
+        return self.search(cost, horizon, self.rule_turn(state, me, horizon) if self.warm else rest, t0)
+
+    def costs(self, state: np.ndarray, me: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The cost of candidate thrusts (N, H, 2) -> (N,) played out in the simulator from `state` (each sample's
+        T path kept in `t_paths`)."""
         goal = torch.as_tensor(GOALS[me])
+        self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
             paths = []
@@ -281,7 +297,7 @@ class SimulatorPlanner(TurnPlanner):
             self.t_paths.append(states[..., T_POS])
             return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
-        return self.search(cost, horizon, self.rule_turn(state, me, horizon) if self.warm else rest, t0)
+        return cost
 
     def rule_turn(self, state: np.ndarray, me: int, horizon: int) -> torch.Tensor:
         """(H, 2) the warm rule's thrusts over `horizon` steps played in the simulator from `state`."""

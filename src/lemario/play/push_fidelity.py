@@ -1,0 +1,157 @@
+"""How well push world models rank a turn's candidate thrusts: `lemario push fidelity MODEL [MODEL ...]`.
+
+A latent planner is only as good as the order its cost puts candidate turns in; a search on a cost that orders
+them wrongly picks turns the model scores well and the board does not. At the turn starts of scripted matches
+(chase_t against adversarial, from both sides; match seeds `EVAL_SEED_BASE + seed + i`, the tuning range by
+default), candidate turns are drawn around the rule's turn (chase_t's, played in the simulator from the true
+board) with a Gaussian of each given width, as CEM's first iteration draws them (projected into the thrust disc;
+the rule's turn itself is candidate 0). Every candidate is scored in the true simulator and by each model, from the
+frames a player sees, with the planners' own cost. Per width and scorer, over the positions:
+- `rho`: rank correlation (Spearman) of the scorer's costs with the true ones;
+- `regret`: the true cost of the scorer's pick minus the best true cost among the candidates;
+- `gain`: the rule's true cost minus the true cost of the scorer's pick (> 0: the pick really beats the rule's
+  turn; the simulator's own pick gives the most there is to gain), beside `believed`, the gain the scorer saw;
+- `beats_rule`: the share of positions where the pick's true cost is below the rule's.
+With several models (seeds of one recipe), also their ensemble: the mean of their costs plus `penalty` times their
+standard deviation (a pick the models disagree on costs more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust
+from lemario.core.errors import LemarioError
+from lemario.core.files import write_json
+from lemario.core.provenance import provenance
+from lemario.core.runconfig import as_json
+from lemario.games.push.env import PushGame, Seen
+from lemario.games.push.opponents import adversarial, chase_t
+from lemario.model.world_model import load_world_model
+from lemario.play.push_match import EVAL_SEED_BASE
+from lemario.play.stats import bootstrap_ci
+
+ORACLE = "simulator"
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    models: tyro.conf.Positional[tuple[Path, ...]]
+    """Push world models (model.safetensors); several: also their ensemble."""
+    positions: int = 100
+    """Turn starts scored (10 per match)."""
+    samples: int = 96
+    """Candidate turns per position and width, the rule's own among them."""
+    widths: tuple[float, ...] = (0.1, 0.3, 0.7)
+    """Standard deviations of the candidates' thrusts around the rule's (CEM's --cem.init-std)."""
+    penalties: tuple[float, ...] = (0.0, 1.0)
+    """The ensemble's cost: the models' mean cost plus this many standard deviations of it (several models)."""
+    cost: str = "approach"
+    seed: int = 900_000
+    """Offset of the match seeds (EVAL_SEED_BASE + seed + i): by default the tuning range, not the evaluation's."""
+    out: Path | None = None
+    """Folder for fidelity.json (per-position rows and the summary); none: print only."""
+
+    def validate(self) -> None:
+        if not self.models:
+            raise LemarioError("pass at least one push world model (model.safetensors)")
+        for m in self.models:
+            if not Path(m).is_file():
+                raise LemarioError(f"no world model at {m}: pass push model.safetensors files")
+        if self.positions < 1 or self.samples < 2 or not self.widths or min(self.widths) <= 0:
+            raise LemarioError("--positions >= 1, --samples >= 2 and positive --widths, please")
+        if self.cost not in COSTS:
+            raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(COSTS)}")
+
+
+def turn_starts(n: int, seed: int) -> list[Seen]:
+    """What the acting player sees at `n` turn starts of chase_t (amber) against adversarial (cyan) matches."""
+    out, i = [], 0
+    while len(out) < n:
+        env = PushGame()
+        env.reset(seed=EVAL_SEED_BASE + seed + i)
+        done, i = False, i + 1
+        while not done and len(out) < n:
+            seen = env.seen()
+            if seen.step_in_turn == 0:
+                out.append(seen)
+            rule = chase_t if seen.me == 0 else adversarial
+            done = env.step(rule(seen.state, seen.me))[2]
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation of two (N,) arrays (continuous values: ties do not occur)."""
+    ra, rb = a.argsort().argsort().astype(np.float64), b.argsort().argsort().astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def judge(scores: np.ndarray, true: np.ndarray) -> dict:
+    """How a scorer's (N,) costs of candidates (candidate 0 the rule's turn) pick among them, by their true costs."""
+    pick = int(scores.argmin())
+    return {
+        "rho": spearman(scores, true),
+        "regret": float(true[pick] - true.min()),
+        "gain": float(true[0] - true[pick]),
+        "believed": float(scores[0] - scores[pick]),
+        "beats_rule": float(true[pick] < true[0]),
+    }
+
+
+@torch.no_grad()
+def score_position(
+    seen: Seen, sim: SimulatorPlanner, models: list[LatentPlanner], cfg: FidelityConfig, width: float, gen
+) -> dict:
+    """Every scorer's judgement of one position's candidates at one width (`sim`: warm-started from chase_t)."""
+    rule = sim.rule_turn(seen.state, seen.me, sim.horizon)  # (H, 2)
+    noise = torch.randn(cfg.samples, *rule.shape, generator=gen)
+    noise[0] = 0.0
+    candidates = project_thrust(rule + width * noise)  # (N, H, 2)
+    true = sim.costs(seen.state, seen.me)(candidates).numpy()
+    per_model = np.stack([m.costs(seen)[0](candidates).numpy() for m in models])  # (M, N)
+    scorers = {ORACLE: true, **{f"model {i}": c for i, c in enumerate(per_model)}}
+    if len(models) > 1:
+        for k in cfg.penalties:
+            scorers[f"ensemble +{k:g} sd"] = per_model.mean(0) + k * per_model.std(0)
+    return {name: judge(scores, true) for name, scores in scorers.items()}
+
+
+def fidelity_main(cfg: FidelityConfig) -> None:
+    cfg.validate()
+    models = [LatentPlanner(load_world_model(m)[0], cost=cfg.cost) for m in cfg.models]
+    sim = SimulatorPlanner(cost=cfg.cost, warm="chase_t")
+    starts = turn_starts(cfg.positions, cfg.seed)
+    rows, summary = [], {}
+    for width in cfg.widths:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        judged = [score_position(seen, sim, models, cfg, width, gen) for seen in starts]
+        rows += [{"width": width, "position": i, **j} for i, j in enumerate(judged)]
+        for name in judged[0]:
+            summary[f"{width:g} {name}"] = aggregate([j[name] for j in judged])
+            print(line(width, name, summary[f"{width:g} {name}"]))
+    if cfg.out is not None:
+        models_named = {f"model {i}": str(m) for i, m in enumerate(cfg.models)}
+        write_json(
+            cfg.out / "fidelity.json",
+            {"config": as_json(cfg), **provenance(), "models": models_named, "summary": summary, "rows": rows},
+        )
+
+
+def aggregate(judged: list[dict]) -> dict:
+    """Means over positions, with a bootstrap 95% CI of the gain."""
+    out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
+    out["gain_ci95"] = list(bootstrap_ci([j["gain"] for j in judged]))
+    return out
+
+
+def line(width: float, name: str, s: dict) -> str:
+    lo, hi = s["gain_ci95"]
+    return (
+        f"width {width:<4g} {name:<18} rho {s['rho']:+.2f}  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
+        f"[{lo:+.1f}, {hi:+.1f}] (believed {s['believed']:+.1f})  beats the rule in {s['beats_rule']:.0%}"
+    )
