@@ -17,11 +17,12 @@ thrusts and the same cost, each candidate played out in the true pymunk simulato
 
 Both plan at the start of each turn and play the plan open-loop, or with `replan` plan again before each later
 step of the turn, over the steps left, from what they see then (receding horizon: a model's errors over the turn
-are corrected by the real frames each step). Either can start its search from a scripted
-rule's turn (`warm`): the rule plays the turn out in the planner's own model of the game (the simulator; for the
-world-model player, the predictor, the rule reading the board from each predicted latent with the state head), and
-those thrusts are CEM's first mean, scored as one of its samples. Without it the search starts from no thrust, or when
-replanning from the rest of the turn's plan.
+are corrected by the real frames each step). Either can start its search from a scripted rule's turn (`warm`):
+the rule plays the turn out in the planner's own model of the game (the simulator; for the world-model player, the
+predictor, the rule reading the board from each predicted latent with the state head), and those thrusts are
+CEM's first mean, scored as one of its samples. Without it the search starts from no thrust, or when replanning
+from the rest of the turn's plan. `costs` is the cost a planner searches, for analyses of it
+(`lemario.play.push_fidelity`).
 """
 
 from __future__ import annotations
