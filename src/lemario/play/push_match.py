@@ -126,18 +126,11 @@ def _world_model(path: str):
 
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
+    plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
     if name.startswith(MODEL):
-        return LatentPlanner(
-            _world_model(name.removeprefix(MODEL)),
-            cfg.game.steps_per_turn,
-            cfg.cem,
-            cfg.cost,
-            seed,
-            cfg.warm,
-            cfg.replan,
-        )
+        return LatentPlanner(_world_model(name.removeprefix(MODEL)), *plans)
     if name == "oracle":
-        return SimulatorPlanner(cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
+        return SimulatorPlanner(*plans)
     rule = scripted(name, seed)
     return lambda seen: rule(seen.state, seen.me)
 
