@@ -45,6 +45,20 @@ def test_a_branch_flips_the_next_iteration_and_a_commit_keeps_it():
     assert fifth.flip == "warm_start" and fifth.settings.entropy_scale == 1.0 and fifth.settings.warm_start is False
 
 
+def test_later_iterations_collect_a_share_on_policy(tmp_path):
+    """The bootstrap has no policy to play alone; a plan saved before --on-policy explored every episode."""
+    assert plan_iteration(CFG, 1, []).collect_on_policy == 0.0
+    hof = tmp_path / "hof" / "iter1_meanx700_maxx900"
+    hof.mkdir(parents=True)
+    (tmp_path / "hof" / "catalog.json").write_text(
+        json.dumps([{"name": hof.name, "iteration": 1, "mean_max_x": 700.0, "max_max_x": 900.0, "score": 700.0}])
+    )
+    second = plan_iteration(replace(CFG, out=tmp_path, on_policy=0.25), 2, [Past("commit")])
+    assert second.collect_policy.startswith("policy:") and second.collect_on_policy == 0.25
+    old = {k: v for k, v in second.to_json().items() if k != "collect_on_policy"}
+    assert Plan.from_json(old).collect_on_policy == 0.0
+
+
 def test_plan_and_decision_round_trip_through_their_json():
     plan = plan_iteration(CFG, 3, [Past("commit"), Past("branch", flip="exploration")])
     text = json.dumps(plan.to_json())
@@ -60,7 +74,7 @@ def test_a_run_key_of_the_flat_layout_resumes():
     and in units of 8 px (death penalty 5 = 40 px), 84-px whole pooled frames and a model without the previous action;
     the same run today."""
     cpu = FlywheelConfig()
-    then = replace(cpu, env=EnvConfig(), train=replace(cpu.train, model=ModelConfig()))  # the `cpu` model then
+    then = replace(cpu, env=EnvConfig(), train=replace(cpu.train, model=ModelConfig()), on_policy=0.0)  # `cpu` then
     key, defaults = run_key(then, BOOKKEEPING), run_key(cpu, BOOKKEEPING)
     old = {k: v for k, v in key.items() if k != "env"} | {
         k: key["env"][k] for k in ("level", "backend", "action_set", "max_steps")
@@ -89,7 +103,7 @@ def test_files_written_before_the_layout_load():
         "best_world_model": 0,
         "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
         "level_scores": None,  # issue 21: each level's scores, none in a single-level run
-        "plan": {"world_models": 1},
+        "plan": {"world_models": 1, "collect_on_policy": 0.0},  # session 32: every collected episode explored
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1}
         | {"world_model_var_high": None, "z_high": None},  # session 22: z at the world-model component's top
     }
@@ -104,6 +118,7 @@ def test_files_written_before_the_layout_load():
     no_flag = replace(tiny.train, model=replace(tiny.train.model, flag_head=False))  # world models before spec v3
     no_flag = replace(no_flag, val_every=10, recal_batches=16)  # the tiny schedule then
     before = {"explore_steps": 0, "explorer": FlywheelConfig().explorer}  # issue 20's exploration: none then
+    before["on_policy"] = 0.0  # session 32's on-policy episodes: none then
     then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, **before)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")

@@ -17,7 +17,7 @@ from lemario.core.files import writer_lock
 from lemario.data.corpus import format_summary, read_episode, scan
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import LABELS
-from lemario.play.collect import CollectConfig, collect, episode_seed
+from lemario.play.collect import CollectConfig, collect, episode_explore, episode_seed
 
 from conftest import run_cli
 
@@ -84,6 +84,27 @@ def test_a_named_run_is_played_once(tmp_path):
         )
     index = collect(CollectConfig(out=tmp_path, episodes=1, workers=1, env=EnvConfig(max_steps=30), progress=False))
     assert "run-0002-00000.h5" in [e["file"] for e in index.episodes], "unnamed runs number on after named ones"
+
+
+def test_the_on_policy_share_is_spread_over_the_episodes():
+    def explores(share: float, n: int) -> list[float]:
+        return [episode_explore(CollectConfig(explore=0.2, on_policy=share), i) for i in range(n)]
+
+    assert explores(0.0, 4) == [0.2] * 4 and explores(1.0, 4) == [0.0] * 4
+    assert explores(0.5, 6) == [0.2, 0.0] * 3, "half: every other episode, so a partial run holds both"
+    assert explores(0.25, 8) == [0.2, 0.2, 0.2, 0.0] * 2
+    assert explores(0.3, 10).count(0.0) == 3
+
+
+def test_on_policy_episodes_record_no_exploration(tmp_path):
+    cfg = CollectConfig(
+        out=tmp_path, episodes=2, workers=1, env=EnvConfig(max_steps=60), progress=False, explore=0.5, on_policy=0.5
+    )
+    collect(cfg)
+    explored, alone = (read_episode(tmp_path / f"run-0001-0000{i}.h5").meta for i in (0, 1))
+    assert explored["explore"] == 0.5 and explored["explored_steps"] > 0
+    assert alone["explore"] == 0.0 and alone["explored_steps"] == 0
+    assert explored["seed"] == episode_seed(0, 1, 0) and alone["seed"] == episode_seed(0, 1, 1), "seeds as before"
 
 
 def test_exploring_agent_mixes_in_biased_macros(make_env):
@@ -162,6 +183,7 @@ def test_second_writer_is_refused(tmp_path):
         (["--action-set", "all"], "unknown action set 'all'"),
         (["--policy", "smart"], "unknown agent 'smart'"),
         (["--rom", "/nonexistent/smb.nes"], "ROM not found at /nonexistent/smb.nes"),
+        (["--on-policy", "1.5"], "--on-policy 1.5 is not a share of episodes"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

@@ -165,6 +165,7 @@ def index_row(path: Path, meta: dict, n_steps: int) -> dict:
         row.update(
             max_x=int(meta["max_x"]),
             flag_get=int(meta["flag_get"]),
+            explore=float(meta.get("explore", 0.0)),
             level=meta["level"],
             backend=meta["backend"],
             reward_spec_version=int(meta.get("reward_spec_version", REWARD_SPEC_VERSION)),

@@ -114,7 +114,12 @@ class FlywheelConfig:
     episodes: int = 100
     """Episodes collected per later iteration with the best policy, per level."""
     explore: float = 0.1
-    """Per-step probability of a biased-random macro overriding the collecting policy."""
+    """Per-step probability of a biased-random macro overriding the collecting policy (0.1 hands ~40% of the steps
+    to the macros, 0.4 ~80%)."""
+    on_policy: float = 0.5
+    """Share of a later iteration's collected episodes played by the best policy with no exploration (issue 20:
+    with every episode explored, the corpus's episodes averaged a third of the policy's evaluated max_x and held no
+    flag); the others explore with --explore."""
     explore_steps: int = 0
     """Env steps of frontier exploration (`lemario explore`) per iteration, after the collection, into
     RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
@@ -194,7 +199,7 @@ class FlywheelConfig:
         if self.world_model_sd is not None and not self.world_model_sd >= 0:
             raise LemarioError(f"--world-model-sd {self.world_model_sd}: give the study's sd, >= 0")
         self.world_model_var()
-        self.collect_config("biased", 0.0, 1, 1).validate()
+        self.collect_config("biased", 0.0, 1, 1, self.on_policy).validate()
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
         if self.explore_steps:
@@ -222,7 +227,9 @@ class FlywheelConfig:
         """The top of that component's 95% interval, where the study gives one (None: --world-model-sd, or none)."""
         return None if self.variance is None else world_model_variance(self.variance)[1]
 
-    def collect_config(self, policy: str, explore: float, episodes: int, iteration: int) -> CollectConfig:
+    def collect_config(
+        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float = 0.0
+    ) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""
         return CollectConfig(
             out=self.out / "corpus",
@@ -230,6 +237,7 @@ class FlywheelConfig:
             workers=self.workers,
             policy=policy,
             explore=explore,
+            on_policy=on_policy,
             run=f"iter{iteration:03d}",
             seed=self.seed,
             env=self.env,
@@ -347,9 +355,9 @@ def upgrade_key(stored: dict) -> dict:
     flag head, and counted flag episodes in the elite tier (a tier of its own since: both protected and uncapped,
     so the replay selects the same episodes); runs before the `cpu` preset's 112-px previous-action model (issue 16)
     played 84-px frames with models that had no previous-action input, runs before the HUD crop whole, pooled
-    frames, and runs before the residual predictor (the `cpu` preset's since session 22) plain ones, whatever their
-    key omits."""
-    stored = {"detector": "seeds", **stored}
+    frames, runs before the residual predictor (the `cpu` preset's since session 22) plain ones, and runs before
+    --on-policy explored every collected episode, whatever their key omits."""
+    stored = {"detector": "seeds", "on_policy": 0.0, **stored}
     if "env" not in stored:  # before the env was one nested config: 84-px frames, not a flywheel setting then
         stored = {**stored, "env": {"resize": 84}}
     # before the HUD crop existed every frame was whole and pooled (the `cpu` preset has neither since session 15)

@@ -138,9 +138,16 @@ class Iteration:
 
     def collect(self) -> None:
         plan = self.plan
-        col = self.cfg.collect_config(plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n)
-        self.log(f"collect {col.episodes} episodes: {col.policy} (explore {col.explore})")
-        self.timed("collect", lambda: collect(col))
+        col = self.cfg.collect_config(
+            plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n, plan.collect_on_policy
+        )
+        self.log(f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}, on-policy {col.on_policy})")
+        rows = [r for r in self.timed("collect", lambda: collect(col)).episodes if r["run"] == col.run]
+        for name, explored in (("on-policy", False), ("explored", True)):
+            if group := [r for r in rows if bool(r.get("explore")) == explored]:
+                mean = sum(r["max_x"] for r in group) / len(group)
+                flags = sum(r["flag_get"] for r in group)
+                self.log(f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags")
 
     def explore(self) -> dict | None:
         """Extend the frontier exploration (RUN/corpus/explore, or one per level) to this iteration's env-step total;

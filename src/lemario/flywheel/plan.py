@@ -74,6 +74,8 @@ class Plan:
     """Seed of the first world model; world model w trains with `train_seeds[w]`."""
     world_models: int = 1
     """World models trained (plans from before issue 19 had one)."""
+    collect_on_policy: float = 0.0
+    """Share of the collected episodes played with no exploration (plans from before session 32 explored all)."""
 
     @property
     def train_seeds(self) -> tuple[int, ...]:
@@ -119,6 +121,7 @@ def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
         policy_seeds=tuple(n * 1000 + i for i in range(1, cfg.k + 1)),
         train_seed=cfg.seed * 1000 + n,
         world_models=cfg.world_models,
+        collect_on_policy=cfg.on_policy if entry else 0.0,
     )
 
 

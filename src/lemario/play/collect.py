@@ -9,7 +9,10 @@ once: re-running resumes it until complete, then does nothing. Nothing is ever o
 time writes to a folder.
 
 The player is any evaluation agent (`lemario.control.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
-`--explore EPS` mixing in biased-random macros.
+`--explore EPS` mixing in biased-random macros. A macro lasts 6.5 steps on average, so EPS of 0.1 already hands ~40%
+of the steps to biased play (0.4: ~80%); `--on-policy SHARE` plays that share of the episodes with no macros, so a
+corpus holds the agent's own trajectories (how far it really gets, flags included) beside the perturbed ones. Each
+episode records its `explore` and `explored_steps`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class CollectConfig:
     action: a corpus in which every action was taken), 'uniform', 'policy:PATH' or 'planner:PATH'."""
     explore: float = 0.0
     """Per-step probability of a biased-random macro overriding the agent (exploration)."""
+    on_policy: float = 0.0
+    """Share of the run's episodes played with no exploration (the agent alone), spread evenly over the episode
+    indices; the others explore with --explore."""
     run: str = ""
     """Run name (default: the next run-NNNN). A named run is played once: re-running resumes it, never repeats it."""
     seed: int = 0
@@ -80,6 +86,8 @@ class CollectConfig:
         validate_spec(self.policy, self.env)
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
+        if not 0 <= self.on_policy <= 1:
+            raise LemarioError(f"--on-policy {self.on_policy} is not a share of episodes: pass a value in [0, 1]")
         if self.run and (
             not self.run.replace("-", "").replace("_", "").isalnum() or self.run.startswith(("-", "run-"))
         ):
@@ -124,6 +132,12 @@ def level_seed(seed: int, level: str) -> int:
     return int(np.random.SeedSequence([seed, *parse_level(level)]).generate_state(1)[0])
 
 
+def episode_explore(cfg: CollectConfig, index: int) -> float:
+    """Episode `index`'s exploration: 0 for the on-policy share of the indices (spread evenly: episode i is on-policy
+    when floor((i + 1) x share) passes floor(i x share)), --explore for the others."""
+    return 0.0 if int((index + 1) * cfg.on_policy) > int(index * cfg.on_policy) else cfg.explore
+
+
 def episode_seed(seed: int, run_number: int, index: int) -> int:
     """Seed of episode `index` of run `run_number`: SeedSequence([seed, run, index]), disjoint from eval seeds."""
     return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
@@ -148,6 +162,7 @@ def play_episode(
             on_step(obs, action, info)
 
     row = play(env, agent, seed, record, start)
+    stats = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
     ram = np.stack(rams)  # (T+1, 2048)
     labels = label_table(ram)  # (T+1, L)
     x = labels[:, LABELS.index("x_pos")]
@@ -162,6 +177,7 @@ def play_episode(
         "terminated": int(not truncated),
         "truncated": int(truncated),
         "death_x": int(x[dying[0]]) if len(dying) else -1,
+        "explored_steps": int(stats.get("explored_steps", 0)),
         "ram_frame": RAM_FRAME,
         **_env_meta(env.config),
     }
@@ -248,7 +264,15 @@ def collect(cfg: CollectConfig) -> Index:
             print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
         extra = {"run": run, **provenance()}
         tasks = [
-            (f"{run}-{i:05d}.h5", i, episode_seed(cfg.seed, number, i), cfg.policy, cfg.explore, cfg.out, extra)
+            (
+                f"{run}-{i:05d}.h5",
+                i,
+                episode_seed(cfg.seed, number, i),
+                cfg.policy,
+                episode_explore(cfg, i),
+                cfg.out,
+                extra,
+            )
             for i in todo
         ]
         results = imap(_play_and_write, tasks, cfg.env, None, cfg.workers, cfg.executor, cfg.ray_address)
