@@ -228,7 +228,7 @@ class FlywheelConfig:
         return None if self.variance is None else world_model_variance(self.variance)[1]
 
     def collect_config(
-        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float = 0.0
+        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float
     ) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus."""
         return CollectConfig(
