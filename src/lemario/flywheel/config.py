@@ -118,8 +118,8 @@ class FlywheelConfig:
     to the macros, 0.4 ~80%)."""
     on_policy: float = 0.5
     """Share of a later iteration's collected episodes played by the best policy with no exploration (issue 20:
-    with every episode explored, the corpus's episodes averaged a third of the policy's evaluated max_x and held no
-    flag); the others explore with --explore."""
+    with every episode explored, a run's collections averaged 746-1029 max_x while its policies scored up to 2554
+    alone, and its corpus held no flag); the others explore with --explore."""
     explore_steps: int = 0
     """Env steps of frontier exploration (`lemario explore`) per iteration, after the collection, into
     RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
