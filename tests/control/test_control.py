@@ -319,6 +319,25 @@ class _Remembers:
         self.told.append(action)
 
 
+def test_an_ensemble_samples_the_geometric_mean_of_its_members():
+    from lemario.control.agents import ensemble_probs
+
+    def cat(probs):
+        return torch.distributions.Categorical(probs=torch.tensor([probs]))
+
+    one = cat([0.7, 0.2, 0.1])
+    assert torch.equal(ensemble_probs([one]), one.probs), "a single policy plays as itself"
+    assert torch.allclose(ensemble_probs([one, one, one]), one.probs), "copies of one policy play as that policy"
+    assert torch.allclose(
+        ensemble_probs([cat([0.9, 0.1, 0.0]), cat([0.1, 0.9, 0.0])]), torch.tensor([[0.5, 0.5, 0]]), atol=1e-6
+    )
+    # the first action: sqrt(0.8 * 0.2); each other one is masked in one member (the actor's mask): a veto
+    masked = torch.finfo(torch.float32).min
+    vetoes = [torch.tensor([[0.8, 0.2, 0.0]]).log(), torch.tensor([[0.2, 0.0, 0.8]]).log()]
+    vetoes = [torch.distributions.Categorical(logits=v.clamp(min=masked)) for v in vetoes]
+    assert torch.allclose(ensemble_probs(vetoes), torch.tensor([[1.0, 0, 0]]))
+
+
 def test_exploration_tells_the_agent_what_the_env_took():
     inner = _Remembers()
     agent = ExploringAgent(inner, 1.0, "complex")
@@ -495,6 +514,23 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     assert [a["episodes"] for a in s["per_agent"].values()] == [1, 1]
     for spec in (f"planner:{wm}", f"policy:{policy}"):  # both act through the model: both are checked against it
         assert {"predicted_dx_mean", "realized_dx_mean", "dx_correlation"} <= set(s["per_agent"][spec])
+    # an ensemble: two copies of the policy play its episode; a second policy makes a real ensemble that plays
+    other = run_imagine(replace(imagine, out=tmp_path / "pi2", seed=imagine.seed + 1))
+    pair = evaluate(
+        EvalConfig(
+            agents=(f"policy:{policy},{policy}", f"policy:{policy},{other}"),
+            episodes=1,
+            workers=1,
+            env=EnvConfig(max_steps=12),
+            out=tmp_path / "ev3",
+        )
+    )
+    assert (
+        pair["per_agent"][f"policy:{policy},{policy}"]["mean_max_x"] == s["per_agent"][f"policy:{policy}"]["mean_max_x"]
+    )
+    assert pair["per_agent"][f"policy:{policy},{other}"]["episodes"] == 1
+    with pytest.raises(LemarioError, match="single commas"):
+        evaluate(EvalConfig(agents=(f"policy:{policy},,{other}",), episodes=1, workers=1, out=tmp_path / "ev4"))
     # shipped (scripts/ship_agent.py): the copy stands alone, bit for bit, and plays the same episode
     import importlib.util
     import sys

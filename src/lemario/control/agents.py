@@ -5,6 +5,9 @@
     covering                  biased, with some macros holding any action (`CoveringPolicy`: a corpus of every action)
     planner:PATH              latent CEM/MPC through the world model at PATH (`lemario.control.planner`)
     policy:PATH               an imagination actor-critic policy (`lemario.control.imagination`), sampling its actions
+    policy:PATH,PATH,...      an ensemble of such policies: each step samples the normalized geometric mean of their
+                              action probabilities (a product of experts: an action any member finds unlikely is
+                              unlikely; n copies of one policy play as that policy)
     ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
@@ -54,14 +57,23 @@ def validate_spec(spec: str, env_config: EnvConfig | None = None) -> None:
             if not Path(path).is_file():
                 raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
             return
-        meta, model_meta = _metas(kind, path)  # missing, damaged, wrong kind: its message
-        if env_config is not None:
-            check_action_count(meta["config"]["n_actions"], env_config, f"the {kind} {path}")
-            check_frames(model_meta["config"], env_config, f"the {kind} {path}")
+        for one in member_paths(kind, path):
+            meta, model_meta = _metas(kind, one)  # missing, damaged, wrong kind: its message
+            if env_config is not None:
+                check_action_count(meta["config"]["n_actions"], env_config, f"the {kind} {one}")
+                check_frames(model_meta["config"], env_config, f"the {kind} {one}")
         return
     raise LemarioError(
         f"unknown agent {spec!r}: use one of {', '.join(SCRIPTED)}, " + ", ".join(f"{k}:PATH" for k in MODEL_AGENTS)
     )
+
+
+def member_paths(kind: str, path: str) -> list[str]:
+    """The checkpoints a spec's path names: a policy spec may list several, comma-separated (an ensemble)."""
+    paths = path.split(",") if kind == "policy" else [path]
+    if not all(paths):
+        raise LemarioError(f"empty checkpoint in {kind}:{path}: separate an ensemble's paths with single commas")
+    return paths
 
 
 def _metas(kind: str, path: str) -> tuple[dict, dict]:
@@ -110,7 +122,7 @@ def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> EnvConfig:
         if kind not in ("planner", "policy") or not path:
             continue
         try:
-            frames.append(model_frames(_metas(kind, path)[1]["config"]))
+            frames += [model_frames(_metas(kind, one)[1]["config"]) for one in member_paths(kind, path)]
         except LemarioError:
             return env_config
     if not frames or any(f != frames[0] for f in frames):
@@ -251,15 +263,30 @@ class PlannerAgent:
         return {"planned_standing_share": s["planned_standing"] / max(1, s["planned"]), **self.check.stats()}
 
 
+def ensemble_probs(dists: list[torch.distributions.Categorical]) -> torch.Tensor:
+    """(N, A) the normalized geometric mean of the members' action probabilities (one member: its own, as is)."""
+    if len(dists) == 1:
+        return dists[0].probs
+    return torch.distributions.Categorical(logits=torch.stack([d.logits for d in dists]).mean(0)).probs
+
+
 class PolicyAgent:
     """Encodes the observation with the policy's world model and samples pi(a|s), s its state (the latent, and
     the agent's own last action when the world model takes it); records the progress its world model predicts for
-    each action against the game's (`ProgressCheck`)."""
+    each action against the game's (`ProgressCheck`, through the first policy's world model).
 
-    def __init__(self, path: Path, env_config: EnvConfig):
-        self.ac, self.model, _ = load_policy(path)
-        check_action_count(self.model.cfg.n_actions, env_config, f"the policy {path}")
-        check_frames(asdict(self.model.cfg), env_config, f"the policy {path}")
+    Several policies play as one: each reads the observation through its own world model (encoded once per distinct
+    model file) and the agent samples the normalized geometric mean of their probabilities."""
+
+    def __init__(self, paths: list[Path], env_config: EnvConfig):
+        models: dict[Path, object] = {}
+        self.members = []  # (actor-critic, world model)
+        for path in paths:
+            ac, model, meta = load_policy(path)
+            check_action_count(model.cfg.n_actions, env_config, f"the policy {path}")
+            check_frames(asdict(model.cfg), env_config, f"the policy {path}")
+            self.members.append((ac, models.setdefault(policy_world_model(path, meta).resolve(), model)))
+        self.model = self.members[0][1]
         self.level = env_level(env_config)
 
     def reset(self, seed: int) -> None:
@@ -271,10 +298,12 @@ class PolicyAgent:
     @torch.no_grad()
     def act(self, obs: np.ndarray, info: dict) -> int:
         self.check.observe(info)
-        z = self.model.encode(torch.from_numpy(obs)[None], self.level)  # (1, D)
-        probs = self.ac.dist(self.model.state(z, self.last)).probs  # (1, A)
+        frame = torch.from_numpy(obs)[None]
+        latents = {id(model): model.encode(frame, self.level) for _, model in self.members}  # each (1, D)
+        probs = ensemble_probs([ac.dist(model.state(latents[id(model)], self.last)) for ac, model in self.members])
         action = torch.multinomial(probs, 1, generator=self.generator)[0]  # (1,)
         if self.model.cfg.reward_head:
+            z = latents[id(self.model)]
             nxt = self.model.rollout(z[:, None], action[:, None], self.last)  # (1, 1, D)
             self.check.expect(float(decode_reward(self.model.reward(nxt, action[:, None]))[0, 0, 0]), info)
         self.last = action
@@ -358,7 +387,7 @@ def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None)
         return ScriptedAgent(SCRIPTED[spec], env_config)
     kind, _, path = spec.partition(":")
     if kind == "policy":
-        return PolicyAgent(Path(path), env_config)
+        return PolicyAgent([Path(p) for p in member_paths(kind, path)], env_config)
     if kind == "ppo":
         return PPOAgent(Path(path), env_config)
     model, meta = load_world_model(Path(path))
