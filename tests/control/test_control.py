@@ -515,7 +515,16 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     for spec in (f"planner:{wm}", f"policy:{policy}"):  # both act through the model: both are checked against it
         assert {"predicted_dx_mean", "realized_dx_mean", "dx_correlation"} <= set(s["per_agent"][spec])
     # an ensemble: two copies of the policy play its episode; a second policy makes a real ensemble that plays
-    other = run_imagine(replace(imagine, out=tmp_path / "pi2", seed=imagine.seed + 1))
+    other = run_imagine(replace(imagine, out=tmp_path / "pi2", seed=imagine.seed + 1, snapshot_every=10))
+    # its snapshot after 10 of its 20 updates is, bit for bit, the policy of a 10-update run
+    assert sorted(p.name for p in (tmp_path / "pi2" / "snapshots").iterdir()) == [
+        "policy-000010.json",
+        "policy-000010.safetensors",
+    ]
+    short = run_imagine(replace(imagine, out=tmp_path / "pi3", seed=imagine.seed + 1, updates=10))
+    snap, snap_meta = checkpoint.load(tmp_path / "pi2" / "snapshots" / "policy-000010.safetensors", kind="policy")
+    assert snap_meta["updates"] == 10 and snap.keys() == checkpoint.load(short)[0].keys()
+    assert all(torch.equal(v, checkpoint.load(short)[0][k]) for k, v in snap.items())
     pair = evaluate(
         EvalConfig(
             agents=(f"policy:{policy},{policy}", f"policy:{policy},{other}"),

@@ -12,6 +12,7 @@ from collapsing. Policies are checkpointed like world models (safetensors + JSON
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class ImagineConfig:
     out: Path = Path("runs/policy-1-1")
     """Policy run folder (policy.safetensors + .json, metrics.jsonl)."""
     updates: int = 2000
+    snapshot_every: int = 0
+    """Also save the policy every this many updates, as OUT/snapshots/policy-UUUUUU.safetensors (0: never): its
+    score against training length, each snapshot a policy `lemario eval` plays."""
     batch: int = 256
     """Imagined trajectories per update."""
     horizon: int = 15
@@ -225,11 +229,18 @@ def actor_critic_loss(
 
 
 def train_policy(
-    world_model, starts_fn, cfg: ImagineConfig, n_actions: int, log=None, allowed: torch.Tensor | None = None
+    world_model,
+    starts_fn,
+    cfg: ImagineConfig,
+    n_actions: int,
+    log=None,
+    allowed: torch.Tensor | None = None,
+    snapshot=None,
 ) -> ActorCritic:
     """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), the actions between them
     (B, c-1), the action before the first (B,)), on the world model's device; allowed (A,) bool: the actions the
-    policy may choose (None: all)."""
+    policy may choose (None: all); snapshot(updates, ac) is called every `cfg.snapshot_every` updates before the
+    last."""
     device = module_device(world_model)
     torch.manual_seed(cfg.seed)
     ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden, allowed).to(device)
@@ -265,6 +276,8 @@ def train_policy(
         )
         if log and (i + 1) % 10 == 0:
             log(i + 1, metrics)
+        if snapshot and cfg.snapshot_every and (i + 1) % cfg.snapshot_every == 0 and i + 1 < cfg.updates:
+            snapshot(i + 1, ac)
     return ac
 
 
@@ -299,19 +312,16 @@ def run_imagine(cfg: ImagineConfig) -> Path:
         )
         metrics_path = cfg.out / runlog.NAME
         metrics_path.unlink(missing_ok=True)  # a policy is trained in one go: an interrupted attempt's log goes
+        shutil.rmtree(cfg.out / "snapshots", ignore_errors=True)  # and its snapshots
         t0 = time.time()
 
         def log(step, m):
             runlog.append_row(metrics_path, {"update": step, "time": round(time.time() - t0, 2), **m})
 
         allowed = known_actions(wm_meta, cfg.min_action_share)
-        starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels)
-        ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed)
-        path = cfg.out / "policy.safetensors"
-        checkpoint.save(
-            path,
-            ac.state_dict(),
-            {
+
+        def save(path: Path, ac: ActorCritic, updates: int) -> None:
+            sidecar = {
                 "kind": "policy",
                 "config": {
                     "latent_dim": model.cfg.latent_dim,
@@ -323,10 +333,18 @@ def run_imagine(cfg: ImagineConfig) -> Path:
                 "world_model": str(cfg.world_model),
                 "world_model_commit": wm_meta.get("git_commit"),
                 "train_config": as_json(cfg),
-                "updates": cfg.updates,
+                "updates": updates,
                 "seconds": round(time.time() - t0, 1),
-            },
-        )
+            }
+            checkpoint.save(path, ac.state_dict(), sidecar)
+
+        def snapshot(updates: int, ac: ActorCritic) -> None:
+            save(cfg.out / "snapshots" / f"policy-{updates:06d}.safetensors", ac, updates)
+
+        starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels)
+        ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot)
+        path = cfg.out / "policy.safetensors"
+        save(path, ac, cfg.updates)
     return path
 
 

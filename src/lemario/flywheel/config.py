@@ -57,6 +57,7 @@ class IterationImagineConfig(ImagineConfig):
     corpus: tyro.conf.Suppress[Path] = ImagineConfig.corpus
     out: tyro.conf.Suppress[Path] = ImagineConfig.out
     episodes: tyro.conf.Suppress[Path | None] = None
+    snapshot_every: tyro.conf.Suppress[int] = 0
     seed: tyro.conf.Suppress[int] = 0
     threads: tyro.conf.Suppress[int] = 0
     progress: tyro.conf.Suppress[bool] = True
