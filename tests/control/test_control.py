@@ -501,15 +501,18 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     policy = run_imagine(imagine)
     meta = checkpoint.load_meta(policy, kind="policy")
     assert meta["config"]["state_dim"] == model.latent_dim + model.n_actions
-    s = evaluate(
-        EvalConfig(
-            agents=(f"planner:{wm}", f"policy:{policy}"),
-            episodes=1,
-            workers=1,
-            env=EnvConfig(max_steps=12),
-            out=tmp_path / "ev",
-            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4),
-        )
+
+    def play(out: str, *agents: str, **kw) -> dict:
+        """One 12-step episode of each agent into tmp_path / out."""
+        cfg = EvalConfig(agents=agents, episodes=1, workers=1, env=EnvConfig(max_steps=12), out=tmp_path / out, **kw)
+        return evaluate(cfg)
+
+    def rows(out: str, agent: str) -> list[tuple]:
+        lines = (tmp_path / out / "episodes.jsonl").read_text().splitlines()
+        return [(r["max_x"], r["actions"]) for r in map(json.loads, lines) if r["agent"] == agent]
+
+    s = play(
+        "ev", f"planner:{wm}", f"policy:{policy}", planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4)
     )
     assert [a["episodes"] for a in s["per_agent"].values()] == [1, 1]
     for spec in (f"planner:{wm}", f"policy:{policy}"):  # both act through the model: both are checked against it
@@ -523,23 +526,15 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     ]
     short = run_imagine(replace(imagine, out=tmp_path / "pi3", seed=imagine.seed + 1, updates=10))
     snap, snap_meta = checkpoint.load(tmp_path / "pi2" / "snapshots" / "policy-000010.safetensors", kind="policy")
-    assert snap_meta["updates"] == 10 and snap.keys() == checkpoint.load(short)[0].keys()
-    assert all(torch.equal(v, checkpoint.load(short)[0][k]) for k, v in snap.items())
-    pair = evaluate(
-        EvalConfig(
-            agents=(f"policy:{policy},{policy}", f"policy:{policy},{other}"),
-            episodes=1,
-            workers=1,
-            env=EnvConfig(max_steps=12),
-            out=tmp_path / "ev3",
-        )
-    )
-    assert (
-        pair["per_agent"][f"policy:{policy},{policy}"]["mean_max_x"] == s["per_agent"][f"policy:{policy}"]["mean_max_x"]
-    )
-    assert pair["per_agent"][f"policy:{policy},{other}"]["episodes"] == 1
+    short_tensors = checkpoint.load(short)[0]
+    assert snap_meta["updates"] == 10 and snap.keys() == short_tensors.keys()
+    assert all(torch.equal(v, short_tensors[k]) for k, v in snap.items())
+    copies, pair = f"policy:{policy},{policy}", f"policy:{policy},{other}"
+    ensembles = play("ev3", copies, pair)
+    assert rows("ev3", copies) == rows("ev", f"policy:{policy}"), "the same steps, action for action"
+    assert ensembles["per_agent"][pair]["episodes"] == 1
     with pytest.raises(LemarioError, match="single commas"):
-        evaluate(EvalConfig(agents=(f"policy:{policy},,{other}",), episodes=1, workers=1, out=tmp_path / "ev4"))
+        play("ev4", f"policy:{policy},,{other}")
     # shipped (scripts/ship_agent.py): the copy stands alone, bit for bit, and plays the same episode
     import importlib.util
     import sys
@@ -552,15 +547,7 @@ def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monke
     assert shipped["score"] == s["per_agent"][f"policy:{policy}"]
     assert [e["max_x"] for e in shipped["episodes"]] == [s["per_agent"][f"policy:{policy}"]["mean_max_x"]]
     (tmp_path / "wm").rename(tmp_path / "moved")  # the shipped folder needs nothing outside itself
-    again = evaluate(
-        EvalConfig(
-            agents=(f"policy:{tmp_path / 'shipped' / 'policy.safetensors'}",),
-            episodes=1,
-            workers=1,
-            env=EnvConfig(max_steps=12),
-            out=tmp_path / "ev2",
-        )
-    )
+    again = play("ev2", f"policy:{tmp_path / 'shipped' / 'policy.safetensors'}")
     assert next(iter(again["per_agent"].values()))["mean_max_x"] == s["per_agent"][f"policy:{policy}"]["mean_max_x"]
 
 
