@@ -232,3 +232,13 @@ def test_bad_input_changes_nothing_already_written(results):
     _, before, after = results
     kept = {f: h for f, h in before.items() if not f.endswith(".lock")}
     assert {f: after.get(f) for f in kept} == kept
+
+
+def test_usage_lists_every_command_apart_from_its_help():
+    """`lemario --help` gives each command a line whose name stands at least two spaces from its help text."""
+    from lemario.cli import COMMANDS, _usage
+
+    lines = _usage().splitlines()
+    for name, command in COMMANDS.items():
+        (line,) = [line for line in lines if line.strip().startswith(name + " ") and line.endswith(command.help)]
+        assert line[2 + len(name) : 4 + len(name)] == "  ", line

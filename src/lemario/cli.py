@@ -205,7 +205,8 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: lemario COMMAND [--preset NAME] [OPTIONS]", "", "commands:"]
-    lines += [f"  {name:<18}{command.help}" for name, command in COMMANDS.items()]
+    width = max(len(name) for name in COMMANDS) + 2
+    lines += [f"  {name:<{width}}{command.help}" for name, command in COMMANDS.items()]
     lines.append("\n`lemario COMMAND --help` lists a command's options.")
     return "\n".join(lines)
 
