@@ -17,6 +17,8 @@ numbers catch that from held-out windows:
 - what the model believes each action does (`action_progress`, printed by `lemario diagnose`): per action, the
   progress its reward head predicts over every state of the batch, against the x change of the steps that took
   it. An action the corpus never took still gets a prediction, and a controller may find it flattering (issue 21).
+  Then the same by place on every step (`lemario.model.progress`): by x bin, and on blocked steps (right held, x
+  unchanged), where policies stall.
 - what a push model believes the thrust does (`thrust_response`, printed by `lemario diagnose`): how much of the
   discs' and the T's real motion over a window its free-running rollout explains, given the thrusts played and
   given none, and how much of the T's the state head reads off real frames at all.
@@ -38,6 +40,7 @@ from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
 from lemario.games.push.board import MOVED, head_positions
 from lemario.model.death import death_report, format_death
+from lemario.model.progress import format_progress, progress_report
 from lemario.model.sigreg import sigreg
 from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
@@ -277,6 +280,10 @@ class DiagnoseConfig:
     seed: int = 0
     death_horizon: int = 8
     """Steps ahead for the death foresight AUC (every frame of the corpus is scored)."""
+    progress_horizon: int = 8
+    """Steps of the free-running rollout over which predicted and realized progress are also compared."""
+    progress_bin: int = 256
+    """Width in px of the x bins of the progress report (every step of the corpus is scored)."""
 
 
 def diagnose_main(cfg: DiagnoseConfig) -> None:
@@ -290,6 +297,7 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     if model.cfg.reward_head:  # Mario's: what each action promises, and death foresight
         print(format_action_progress(action_progress(model, batch), buffer.action_set))
         print(format_death(death_report(model, buffer, cfg.death_horizon)))
+        print(format_progress(progress_report(model, buffer, cfg.progress_horizon, cfg.progress_bin)))
     elif model.cfg.continuous_actions and model.cfg.state_head:  # the push game's: what the thrust does
         t = thrust_response(model, batch)
         motion = f"{t['thrust/steps']} free-running steps (mean {t['thrust/real_motion']:.1f} units)"

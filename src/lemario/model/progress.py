@@ -1,0 +1,126 @@
+"""Where does the world model's progress head err? Predicted against realized x change on every step of a corpus.
+
+Issue 20's plateau: policies trained in imagination stop at the same places (1-1's stair walls at x ≈ 2230 and 2990)
+and hold right+B there until the step cap, while the evaluation shows their model promising ~2 px a step the game
+does not give. This measures that on stored episodes, for every step f -> f+1 that has a next frame:
+
+- **one step**: the progress the reward head reads off the predicted next latent (the taken action, from the real
+  latent of f: what a controller choosing that action is promised) against the step's progress reward;
+- **along a rollout**: the mean over the next `horizon` steps of a free-running rollout of the actions actually
+  taken against the mean realized over the same steps (what imagination sums; an error that one step hides can grow);
+- **blocked steps**: steps that hold right while Mario is alive and his x does not change (a wall, a pipe, a stair
+  riser; also the top of a jump into one). A model that reads such a step as progress rewards pushing into walls.
+
+Steps are grouped by Mario's x at f (`bin_px` wide bins) and by blocked / moving right / the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.actions import action_set
+from lemario.games.mario.ram import LABELS
+from lemario.model.world_model import WorldModel, decode_reward
+
+_X_POS, _DYING = LABELS.index("x_pos"), LABELS.index("is_dying")
+GROUPS = ("blocked", "moving_right", "other")
+
+
+def holds_right(action_set_name: str) -> np.ndarray:
+    """(A,) bool: which actions of a Mario action set hold right."""
+    return np.array(["right" in buttons for buttons in action_set(action_set_name)])
+
+
+def _ahead(buffer: EpisodeBuffer, steps: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, horizon) the transitions taken from each of `steps` on (clipped to the buffer), and which of them belong
+    to the step's episode (a transition needs a next frame)."""
+    last = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)  # (N,) last frame of each frame's episode
+    ahead = steps[:, None] + np.arange(horizon)
+    return np.minimum(ahead, len(buffer) - 1), ahead < last[steps][:, None]
+
+
+@torch.no_grad()
+def predicted_progress(
+    model: WorldModel, buffer: EpisodeBuffer, steps: np.ndarray, horizon: int, batch: int = 512
+) -> np.ndarray:
+    """(n, horizon) px: the progress the reward head predicts for each of the next `horizon` transitions from each
+    frame in `steps` along a free-running rollout of the actions taken (NaN past the episode's end)."""
+    model.eval()
+    stack = model.cfg.frame_stack
+    out = np.full((len(steps), horizon), np.nan)
+    for lo in range(0, len(steps), batch):
+        f = steps[lo : lo + batch]  # (n,)
+        frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
+        z = model.encode(torch.from_numpy(buffer.frames[frames]), torch.from_numpy(buffer.levels(f)))  # (n, D)
+        ahead, valid = _ahead(buffer, f, horizon)  # (n, H) the transitions taken next
+        actions = torch.from_numpy(np.where(valid, buffer.actions[ahead], 0))
+        preds = model.rollout(z[:, None], actions, torch.from_numpy(buffer.prev_actions(f)))  # (n, H, D)
+        dx = decode_reward(model.reward(preds, actions).float())[..., 0].numpy()  # (n, H)
+        out[lo : lo + len(f)] = np.where(valid, dx, np.nan)
+    return out
+
+
+def progress_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bin_px: int = 256) -> dict:
+    """Predicted against realized progress on every step of a Mario corpus, by group and by x bin (see the module)."""
+    last = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)
+    steps = np.flatnonzero(np.arange(len(buffer)) < last)  # (n,) frames with a next frame
+    predicted = predicted_progress(model, buffer, steps, horizon)  # (n, H)
+    ahead, valid = _ahead(buffer, steps, horizon)
+    realized = np.where(valid, buffer.rewards[ahead, 0], np.nan)  # (n, H)
+    real = buffer.rewards[steps, 0]
+    alive = (buffer.labels[steps, _DYING] == 0) & (buffer.labels[steps + 1, _DYING] == 0)
+    right = holds_right(buffer.action_set)[buffer.actions[steps]]
+    group = np.where(right & alive & (real == 0), 0, np.where(right & (real > 0), 1, 2))
+    x = buffer.labels[steps, _X_POS].astype(np.int64)
+
+    def row(mask: np.ndarray) -> dict:
+        if not mask.any():
+            return {"steps": 0}
+        return {
+            "steps": int(mask.sum()),
+            "real": float(real[mask].mean()),
+            "predicted": float(predicted[mask, 0].mean()),
+            "real_rollout": float(np.nanmean(realized[mask])),
+            "predicted_rollout": float(np.nanmean(predicted[mask])),
+        }
+
+    bins = []
+    for lo in range(0, int(x.max()) + 1, bin_px):
+        inside = (x >= lo) & (x < lo + bin_px)
+        if inside.any():
+            bins.append({"x": lo, **row(inside), "blocked": row(inside & (group == 0))})
+    return {
+        "horizon": horizon,
+        "bin_px": bin_px,
+        "groups": {name: row(group == i) for i, name in enumerate(GROUPS)},
+        "bins": bins,
+        "correlation": _correlation(predicted[:, 0], real),
+    }
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r; NaN when either side does not vary."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def format_progress(report: dict) -> str:
+    h = report["horizon"]
+
+    def cells(r: dict) -> str:
+        if not r["steps"]:
+            return f"{0:>8}"
+        one = f"{r['real']:>7.2f}{r['predicted']:>7.2f}"
+        return f"{r['steps']:>8}{one}{r['real_rollout']:>8.2f}{r['predicted_rollout']:>7.2f}"
+
+    lines = [
+        f"progress (px per step): one step from the real latent, and the mean over a {h}-step rollout of the actions "
+        f"taken; correlation of one-step predicted and real {report['correlation']:.3f}",
+        f"{'':<14}{'steps':>8}{'real':>7}{'pred':>7}{'real ' + str(h):>8}{'pred ' + str(h):>7}",
+    ]
+    lines += [f"{name:<14}{cells(r)}" for name, r in report["groups"].items()]
+    lines.append(f"by x ({report['bin_px']} px bins): all steps | blocked steps (right held, alive, x unchanged)")
+    for b in report["bins"]:
+        lines.append(f"x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{cells(b)} |{cells(b['blocked'])}")
+    return "\n".join(lines)
