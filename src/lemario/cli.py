@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -276,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         command.main(cfg)
     except LemarioError as e:
         _fail(f"lemario {name}", str(e))
+    except BrokenPipeError:  # the reader went away (`lemario corpus C | head`): nothing left to tell it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        sys.exit(141)
     except KeyboardInterrupt:
         print(
             f"lemario {name}: interrupted; everything already written is intact, re-run the command to resume",

@@ -94,6 +94,17 @@ def test_two_iterations_end_to_end(uninterrupted):
     assert plan2["init_from"].endswith("world_model.safetensors") and "hof/iter1_" in plan2["init_from"], (
         "warm start from the HOF"
     )
+    # the warm-start model's progress error on the episodes iteration 2 collected (iteration 1 had no model)
+    error = json.loads((run / "iter002" / "progress.json").read_text())
+    assert (
+        error["world_model"] == plan2["init_from"]
+        and error["episodes"] == 3
+        and not (run / "iter001" / "progress.json").exists()
+    )
+    groups = error["report"]["groups"]
+    assert 0 < sum(g["steps"] for g in groups.values()) <= 100, "at most --progress-steps of the collected steps"
+    assert json.loads((run / "iter002" / "summary.json").read_text())["model_error"] == error["report"]
+    assert "the warm-start model on them: blocked steps" in stdout
     # a hall-of-fame entry stands alone: its policy loads with the entry's own world model
     entry = hof.folder(run, cat[0])
     ac, model, meta = load_policy(entry / "policy.safetensors")
@@ -207,6 +218,10 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     md = (out / "report.md").read_text()
     assert "## Detector decisions" in md and "| 2 |" in md and "between-seed sd" in md
     assert "| env steps | exploration |" in md and "env steps, frontier x" in md
+    blocked = json.loads((run / "iter002" / "progress.json").read_text())["report"]["groups"]["blocked"]["steps"]
+    assert "| blocked steps (prev WM) |" in md
+    assert any(line.startswith("| 1 |") and line.endswith("| - | - |") for line in md.splitlines()), "no model before"
+    assert any(line.startswith("| 2 |") and f"| {blocked} |" in line for line in md.splitlines())
     # the video is the HOF best policy's furthest evaluation episode, replayed exactly
     entry = hof.folder(run, hof.top(run)[0])
     rows = [json.loads(line) for line in (entry / "eval" / "episodes.jsonl").read_text().splitlines()]

@@ -39,6 +39,8 @@ def test_a_model_that_predicts_what_the_game_gave_matches_everywhere(buffer, mon
     assert sum(r["steps"] for r in report["groups"].values()) == len(buffer) - len(buffer.starts)
     assert sum(b["steps"] for b in report["bins"]) == len(buffer) - len(buffer.starts)
     assert report["groups"]["blocked"]["real"] == 0.0 and report["groups"]["moving_right"]["real"] > 0
+    some = progress.progress_report(None, buffer, horizon=HORIZON, max_steps=50)
+    assert sum(r["steps"] for r in some["groups"].values()) == 50 and some["correlation"] == pytest.approx(1.0)
 
 
 def test_blocked_steps_hold_right_while_alive_and_do_not_move(buffer, monkeypatch):

@@ -161,6 +161,8 @@ class FlywheelConfig:
     """Frames embedded by each iteration's probes."""
     probe_mlp_steps: int = 300
     """Optimizer steps of each MLP probe."""
+    progress_steps: int = 20000
+    """Collected steps (at random; 0: all) the warm-start model's progress error is measured on (decides nothing)."""
     seed: int = 0
     """Base seed: collection seeds and the world model's seed derive from it."""
     train: IterationTrainConfig = field(
@@ -293,6 +295,7 @@ PRESETS = {
         confirm_episodes=2,
         probe_frames=2000,
         probe_mlp_steps=20,
+        progress_steps=100,
         train=_as(IterationTrainConfig, replace(TRAIN_PRESETS["tiny"], progress=False, tensorboard=False)),
         imagine=IterationImagineConfig(updates=10, batch=16, horizon=5, hidden=32, progress=False),
         progress=False,

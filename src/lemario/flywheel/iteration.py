@@ -23,6 +23,7 @@ from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_di
 from lemario.flywheel.detector import Decision, IterationScore, decide
 from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
 from lemario.model.probes import ProbeConfig, run_probes
+from lemario.model.progress import episodes_progress, summary_line
 from lemario.model.train import train
 from lemario.play.collect import collect
 from lemario.play.evaluate import EvalConfig, evaluate, evaluate_levels
@@ -65,6 +66,8 @@ class IterationSummary:
     """The exploration archive after this iteration (`Iteration.explore`); None without --explore-steps."""
     level_scores: dict[str, dict[str, dict]] | None = None
     """With --levels: level -> policy label -> its evaluation aggregate on that level."""
+    model_error: dict | None = None
+    """The warm-start world model's progress report on the iteration's collected episodes (`Iteration.model_error`)."""
 
     @property
     def score(self) -> dict:
@@ -136,7 +139,8 @@ class Iteration:
             write_json(self.dir / "timing.json", self.timing)
         return out
 
-    def collect(self) -> None:
+    def collect(self) -> list[dict]:
+        """This iteration's collection run; returns its episodes' index rows."""
         plan = self.plan
         col = self.cfg.collect_config(
             plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n, plan.collect_on_policy
@@ -148,6 +152,23 @@ class Iteration:
                 mean = sum(r["max_x"] for r in group) / len(group)
                 flags = sum(r["flag_get"] for r in group)
                 self.log(f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags")
+        return rows
+
+    def model_error(self, rows: list[dict]) -> dict | None:
+        """The warm-start world model's progress error (`lemario.model.progress`) on the episodes just collected:
+        states the previous policy reached, which that model never trained on (progress.json; None without a warm
+        start)."""
+        path = self.dir / "progress.json"
+        if not path.exists() and self.plan.init_from and rows:
+            files = [r["file"] for r in rows]
+            steps = self.cfg.progress_steps
+            report = self.timed(
+                "progress", lambda: episodes_progress(Path(self.plan.init_from), self.corpus, files, steps)
+            )
+            write_json(path, {"world_model": self.plan.init_from, "episodes": len(rows), "report": report})
+            if report:
+                self.log(f"the warm-start model on them: {summary_line(report)}")
+        return read_json(path)["report"] if path.exists() else None
 
     def explore(self) -> dict | None:
         """Extend the frontier exploration (RUN/corpus/explore, or one per level) to this iteration's env-step total;
@@ -321,7 +342,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
     """Iteration n after the finished `history`: collect, explore, select, train, probe, imagine, evaluate, confirm,
     decide."""
     it = Iteration(cfg, n, history)
-    it.collect()
+    model_error = it.model_error(it.collect())
     exploration = it.explore()
     rows = it.select()
     it.train_world_model()
@@ -372,6 +393,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         best_world_model=best_wm,
         exploration=exploration,
         level_scores=per_level,
+        model_error=model_error,
     )
     write_json(it.dir / "summary.json", summary.to_json())
     return summary

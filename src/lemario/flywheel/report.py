@@ -222,10 +222,21 @@ def _levels_table(summaries: list[IterationSummary], references: dict) -> tuple[
     return table(["iter", *levels], rows)
 
 
+def _blocked_cells(s: IterationSummary) -> list[str]:
+    """The warm-start model on the iteration's new episodes: how many steps were blocked (right held, x unchanged)
+    and the progress it predicted there, one step and along its rollout (the game gives 0)."""
+    b = (s.model_error or {}).get("groups", {}).get("blocked", {"steps": None})
+    if not b["steps"]:
+        return [str(b["steps"] if b["steps"] is not None else "-"), "-"]
+    return [str(b["steps"]), f"{b['predicted']:.2f} / {b['predicted_rollout']:.2f}"]
+
+
 def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     nan = float("nan")
     return table(
-        ["iter", "val pred", "val sigreg"] + [f"{k} R2" for k in PROBE_KEYS] + ["on_ground bal", "is_dying bal"],
+        ["iter", "val pred", "val sigreg"]
+        + [f"{k} R2" for k in PROBE_KEYS]
+        + ["on_ground bal", "is_dying bal", "blocked steps (prev WM)", "blocked pred px (1 / rollout)"],
         [
             [
                 s.iteration,
@@ -234,6 +245,7 @@ def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
             ]
             + [f"{s.probes[k]['linear']['r2']:.3f}" for k in PROBE_KEYS]
             + [f"{s.probes[k]['linear'].get('balanced_accuracy') or nan:.3f}" for k in ("on_ground", "is_dying")]
+            + _blocked_cells(s)
             for s in summaries
         ],
     )

@@ -16,13 +16,15 @@ Steps are grouped by Mario's x at f (`bin_px` wide bins) and by blocked / moving
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import action_set
 from lemario.games.mario.ram import LABELS
-from lemario.model.world_model import WorldModel, decode_reward
+from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
 _X_POS, _DYING = LABELS.index("x_pos"), LABELS.index("is_dying")
 GROUPS = ("blocked", "moving_right", "other")
@@ -62,10 +64,15 @@ def predicted_progress(
     return out
 
 
-def progress_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bin_px: int = 256) -> dict:
-    """Predicted against realized progress on every step of a Mario corpus, by group and by x bin (see the module)."""
+def progress_report(
+    model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bin_px: int = 256, max_steps: int = 0
+) -> dict:
+    """Predicted against realized progress on every step of a Mario corpus (or `max_steps` of them drawn at random,
+    seeded), by group and by x bin (see the module)."""
     last = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)
     steps = np.flatnonzero(np.arange(len(buffer)) < last)  # (n,) frames with a next frame
+    if 0 < max_steps < len(steps):
+        steps = np.sort(np.random.default_rng(0).choice(steps, max_steps, replace=False))
     predicted = predicted_progress(model, buffer, steps, horizon)  # (n, H)
     ahead, valid = _ahead(buffer, steps, horizon)
     realized = np.where(valid, buffer.rewards[ahead, 0], np.nan)  # (n, H)
@@ -98,6 +105,28 @@ def progress_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, 
         "bins": bins,
         "correlation": _correlation(predicted[:, 0], real),
     }
+
+
+def episodes_progress(world_model: Path, corpus: Path, files: list[str], max_steps: int = 0) -> dict | None:
+    """The report of a world model on the named episodes of a corpus; None for a model without a reward head."""
+    model, _ = load_world_model(world_model)
+    if not model.cfg.reward_head:
+        return None
+    return progress_report(model, EpisodeBuffer.load(corpus, files=files), max_steps=max_steps)
+
+
+def summary_line(report: dict) -> str:
+    """The blocked and moving-right groups in a line."""
+    b, m = report["groups"]["blocked"], report["groups"]["moving_right"]
+    h = report["horizon"]
+    blocked = f"blocked steps {b['steps']}"
+    if b["steps"]:
+        blocked += f": predicted {b['predicted']:.2f} px ({h}-step rollout {b['predicted_rollout']:.2f} vs real "
+        blocked += f"{b['real_rollout']:.2f})"
+    moving = f"moving right {m['steps']}"
+    if m["steps"]:
+        moving += f": real {m['real']:.2f}, predicted {m['predicted']:.2f}"
+    return f"{blocked}; {moving}"
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
