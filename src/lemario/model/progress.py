@@ -68,9 +68,8 @@ def progress_report(
     model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bin_px: int = 256, max_steps: int = 0
 ) -> dict:
     """Predicted against realized progress on every step of a Mario corpus (or `max_steps` of them drawn at random,
-    seeded), by group and by x bin (see the module)."""
-    last = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)
-    steps = np.flatnonzero(np.arange(len(buffer)) < last)  # (n,) frames with a next frame
+    seeded), by group and by x bin (see the module; a corpus of several levels shares the bins)."""
+    steps = np.flatnonzero(_ahead(buffer, np.arange(len(buffer)), 1)[1][:, 0])  # (n,) frames with a next frame
     if 0 < max_steps < len(steps):
         steps = np.sort(np.random.default_rng(0).choice(steps, max_steps, replace=False))
     predicted = predicted_progress(model, buffer, steps, horizon)  # (n, H)
