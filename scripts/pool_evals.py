@@ -1,11 +1,13 @@
 """Pool several `lemario eval` folders (e.g. one per --seed-offset, each possibly `--levels`) into one table.
 
     python scripts/pool_evals.py runs/eval-biased/o0 runs/eval-biased/o1000 ... [--json OUT.json]
+        [--group NAME=TEXT ...]
 
 Per level and agent: the evaluation harness's aggregate of the episodes of every folder, and each folder's (each set
 of eval seeds') mean max_x with their sd. Per level and method (`biased`, `policy`, `planner`, ...): the agents of
 one method are its seeds, so the row is the harness's K-seed summary: each seed's mean over every set and the sd
-between seeds (the seed spread issue 21's target is in).
+between seeds (the seed spread issue 21's target is in). `--group plain=pi-plain emb=pi-emb` makes the agents whose
+spec contains TEXT a method NAME of their own (two arms of policies in one evaluation).
 """
 
 import argparse
@@ -33,9 +35,10 @@ def read_episodes(folder: Path) -> list[dict]:
     return episodes
 
 
-def pool(folders: list[Path]) -> dict:
+def pool(folders: list[Path], groups: dict[str, str] | None = None) -> dict:
     """{'agents': [...], 'methods': [...]}: per (level, agent) the harness's aggregate of its episodes over every
-    folder, with each folder's mean and their sd; per (level, method) the harness's K-seed summary of its agents."""
+    folder, with each folder's mean and their sd; per (level, method) the harness's K-seed summary of its agents
+    (`groups`: method name -> a text whose agents form that method)."""
     episodes: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for i, folder in enumerate(folders):
         for ep in read_episodes(folder):
@@ -54,7 +57,8 @@ def pool(folders: list[Path]) -> dict:
         )
     by_method: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for row in agents:
-        by_method[row["level"], method_of(row["agent"])][row["agent"]] = row
+        named = [name for name, text in (groups or {}).items() if text in row["agent"]]
+        by_method[row["level"], named[0] if named else method_of(row["agent"])][row["agent"]] = row
     methods = [
         {
             "level": level,
@@ -71,8 +75,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
+    ap.add_argument(
+        "--group", nargs="*", default=[], help="NAME=TEXT: agents whose spec contains TEXT form method NAME"
+    )
     args = ap.parse_args()
-    table = pool(args.folders)
+    if bad := [g for g in args.group if "=" not in g]:
+        print(f"pool_evals: --group {bad[0]!r} is not NAME=TEXT: e.g. --group plain=pi-plain", file=sys.stderr)
+        raise SystemExit(2)
+    table = pool(args.folders, dict(g.split("=", 1) for g in args.group))
     print(f"{'level':6} {'method':8} {'seeds':>5} {'mean':>6} {'sd seeds':>8} {'flags':>6}  seed means")
     for r in table["methods"]:
         means = " ".join(f"{m:.0f}" for m in r["seed_means"])

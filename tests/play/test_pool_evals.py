@@ -58,3 +58,11 @@ def test_a_folder_without_episodes_is_a_one_line_error(tmp_path, capsys):
         pool_evals.pool([tmp_path])
     assert exit.value.code == 2
     assert capsys.readouterr().err.strip().endswith("episodes.jsonl is missing: pass folders written by `lemario eval`")
+
+
+def test_groups_split_the_policies_of_one_evaluation_into_arms(tmp_path):
+    plain, emb = "policy:runs/pi-plain-s1/policy.safetensors", "policy:runs/pi-emb-s1/policy.safetensors"
+    folder = write_eval(tmp_path / "o0", [ep(plain, 100), ep(plain, 300), ep(emb, 500), ep("biased", 50)])
+    methods = {r["method"]: r for r in pool_evals.pool([folder], {"plain": "pi-plain", "emb": "pi-emb"})["methods"]}
+    assert set(methods) == {"plain", "emb", "biased"}
+    assert methods["plain"]["seed_means"] == [200] and methods["emb"]["seed_means"] == [500]
