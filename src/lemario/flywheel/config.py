@@ -295,7 +295,6 @@ PRESETS = {
         confirm_episodes=2,
         probe_frames=2000,
         probe_mlp_steps=20,
-        progress_steps=100,
         train=_as(IterationTrainConfig, replace(TRAIN_PRESETS["tiny"], progress=False, tensorboard=False)),
         imagine=IterationImagineConfig(updates=10, batch=16, horizon=5, hidden=32, progress=False),
         progress=False,
