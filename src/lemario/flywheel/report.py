@@ -225,9 +225,11 @@ def _levels_table(summaries: list[IterationSummary], references: dict) -> tuple[
 def _blocked_cells(s: IterationSummary) -> list[str]:
     """The warm-start model on the iteration's new episodes: how many steps were blocked (right held, x unchanged)
     and the progress it predicted there, one step and along its rollout (the game gives 0)."""
-    b = (s.model_error or {}).get("groups", {}).get("blocked", {"steps": None})
+    b = (s.model_error or {}).get("groups", {}).get("blocked")
+    if b is None:  # the first iteration, or a run from before the measurement
+        return ["-", "-"]
     if not b["steps"]:
-        return [str(b["steps"] if b["steps"] is not None else "-"), "-"]
+        return ["0", "-"]
     return [str(b["steps"]), f"{b['predicted']:.2f} / {b['predicted_rollout']:.2f}"]
 
 
