@@ -1,7 +1,8 @@
 """`lemario flywheel`: lemario's main job. Each iteration (the seed's Flywheel v2, M1-M4):
 
     collect   episodes with the hall of fame's best policy plus biased-random exploration (iteration 1, with no
-              policy yet: the biased-random baseline) into RUN/corpus
+              policy yet: the biased-random baseline) into RUN/corpus; the warm-start world model's progress error
+              on them is measured (`lemario.model.progress`: does it read walls as progress where the policy went?)
     select    the bounded, stratified replay selection of the corpus (`lemario.data.replay`), audit table saved
     train     the world model on the selection, warm-started from the hall of fame's best world model
     probe     linear/MLP probes of the new world model to RAM physics (`lemario.model.probes`)
@@ -29,6 +30,7 @@ that then commits is kept, one that does not is reverted. `halt` stops the run u
     RUN/corpus/explore/           with --explore-steps: the frontier exploration (`lemario explore`), a sub-corpus
     RUN/corpus/<level>/           with --levels: each level's collected episodes (and explore-<level>/ its exploration)
     RUN/iterNNN/plan.json         the iteration's settings;  selection.json, audit.json;  wm/ (a `lemario train` run)
+    RUN/iterNNN/progress.json     the warm-start model's progress error on the episodes just collected
     RUN/iterNNN/probe.json  policies/s{seed}/  eval/  confirm/  decision.json  summary.json
                                   (with --levels, eval/ and confirm/ hold a folder per level and the pooled summary)
     RUN/hof/                      the hall of fame (`lemario.flywheel.hof`)
