@@ -36,7 +36,7 @@ import tyro
 
 from lemario.core.device import to_torch
 from lemario.data.buffer import EpisodeBuffer
-from lemario.games.mario.actions import action_set
+from lemario.games.mario.actions import action_set, holds
 from lemario.games.mario.ram import LABELS
 from lemario.games.push.board import MOVED, head_positions
 from lemario.model.death import death_report, format_death
@@ -55,7 +55,7 @@ def holds_a(buffer: EpisodeBuffer) -> torch.Tensor | None:
     """(A,) bool: which actions of a Mario corpus's set hold the jump button; None for another game's corpus."""
     if buffer.game != "mario":
         return None
-    return torch.tensor(["A" in buttons for buttons in action_set(buffer.action_set)])
+    return torch.from_numpy(holds(buffer.action_set, "A"))
 
 
 def latch_errors(

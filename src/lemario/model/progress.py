@@ -22,17 +22,12 @@ import numpy as np
 import torch
 
 from lemario.data.buffer import EpisodeBuffer
-from lemario.games.mario.actions import action_set
+from lemario.games.mario.actions import holds
 from lemario.games.mario.ram import LABELS
 from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
 _X_POS, _DYING = LABELS.index("x_pos"), LABELS.index("is_dying")
 GROUPS = ("blocked", "moving_right", "other")
-
-
-def holds_right(action_set_name: str) -> np.ndarray:
-    """(A,) bool: which actions of a Mario action set hold right."""
-    return np.array(["right" in buttons for buttons in action_set(action_set_name)])
 
 
 def _ahead(buffer: EpisodeBuffer, steps: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +72,7 @@ def progress_report(
     realized = np.where(valid, buffer.rewards[ahead, 0], np.nan)  # (n, H)
     real = buffer.rewards[steps, 0]
     alive = (buffer.labels[steps, _DYING] == 0) & (buffer.labels[steps + 1, _DYING] == 0)
-    right = holds_right(buffer.action_set)[buffer.actions[steps]]
+    right = holds(buffer.action_set, "right")[buffer.actions[steps]]
     group = np.where(right & alive & (real == 0), 0, np.where(right & (real > 0), 1, 2))
     x = buffer.labels[steps, _X_POS].astype(np.int64)
 

@@ -6,6 +6,8 @@ so agents and numbers carry over from that ecosystem.
 
 from __future__ import annotations
 
+import numpy as np
+
 from lemario.core.errors import LemarioError
 
 # NES controller byte: one bit per button, as the console reads it.
@@ -45,6 +47,11 @@ def button_byte(buttons: tuple[str, ...]) -> int:
 def action_bytes(name: str) -> list[int]:
     """Controller byte of each action in the named set."""
     return [button_byte(a) for a in action_set(name)]
+
+
+def holds(name: str, button: str) -> np.ndarray:
+    """(A,) bool: which actions of the named set hold `button`."""
+    return np.array([button in buttons for buttons in action_set(name)])
 
 
 def action_label(buttons: tuple[str, ...]) -> str:
