@@ -60,9 +60,13 @@ def test_two_iterations_end_to_end(uninterrupted):
     collected = [c for c in corpus if not c[0].startswith("explore/")]
     assert len(collected) == 6 + 3, "bootstrap episodes, then the iteration's own"
     assert {p for *_, p in collected[:6]} == {"biased"}
-    assert all(p.startswith("policy:RUN/hof/iter1_") for *_, p in collected[6:]), (
-        "iteration 2 collects with the HOF best"
-    )
+    first = "policy:RUN/hof/" + next(e["name"] for e in cat if e["iteration"] == 1) + "/policy.safetensors"
+    assert [p for *_, p in collected[6:]] == [
+        first,
+        "policy:RUN/iter001/policies/s1001/policy.safetensors",
+        first,
+    ], "iteration 2 explores with the HOF best; its on-policy episode (1 of 3) is iteration 1's first policy's"
+    assert "on-policy 0.5 by 2 policies of iteration 1)" in stdout
     # the exploration: one archive growing by --explore-steps per iteration, its episodes a sub-corpus trained on
     explored = [c for c in corpus if c[0].startswith("explore/")]
     archive = json.loads((run / "corpus" / "explore" / "archive" / "cells.json").read_text())

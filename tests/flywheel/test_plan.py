@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from lemario.core.errors import LemarioError
 from lemario.core.runconfig import check_same_run, run_key
-from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig, upgrade_key
+from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig
 from lemario.flywheel.detector import Decision
 from lemario.flywheel.iteration import IterationSummary
+from lemario.flywheel.keys import upgrade_key
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
 from lemario.games.mario.env import EnvConfig
 from lemario.model.world_model import ModelConfig
@@ -57,6 +59,18 @@ def test_later_iterations_collect_a_share_on_policy(tmp_path):
     assert second.collect_policy.startswith("policy:") and second.collect_on_policy == 0.25
     old = {k: v for k, v in second.to_json().items() if k != "collect_on_policy"}
     assert Plan.from_json(old).collect_on_policy == 0.0
+    assert second.collect_on_policy_agents == () and second.collection(CFG).on_policy_agents == ()
+    last = replace(CFG, out=tmp_path, on_policy_by="last", world_models=2, k=2)
+    third = plan_iteration(last, 3, [Past("commit"), Past("branch")])
+    assert third.collect_on_policy_agents == tuple(
+        f"policy:{tmp_path}/iter002/policies/{name}/policy.safetensors"
+        for name in ("s2001", "s2002", "w1-s2001", "w1-s2002")
+    ), "iteration 2's policies, every world model's, whatever the hall of fame holds"
+    assert third.collection(last).on_policy_agents == third.collect_on_policy_agents
+    assert Plan.from_json(json.loads(json.dumps(third.to_json()))) == third
+    assert plan_iteration(last, 1, []).collect_on_policy_agents == (), "the bootstrap has no policies"
+    with pytest.raises(LemarioError, match="--on-policy-by 'worst'"):
+        replace(CFG, on_policy_by="worst").validate()
 
 
 def test_plan_and_decision_round_trip_through_their_json():
@@ -104,7 +118,8 @@ def test_files_written_before_the_layout_load():
         "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
         "level_scores": None,  # issue 21: each level's scores, none in a single-level run
         "model_error": None,  # session 34: the warm-start model's progress error, none before it was measured
-        "plan": {"world_models": 1, "collect_on_policy": 0.0},  # session 32: every collected episode explored
+        "plan": {"world_models": 1, "collect_on_policy": 0.0, "collect_on_policy_agents": []},  # session 32: every
+        # collected episode explored; session 35: the collecting policy alone played the on-policy ones
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1}
         | {"world_model_var_high": None, "z_high": None},  # session 22: z at the world-model component's top
     }

@@ -17,7 +17,7 @@ from lemario.core.files import writer_lock
 from lemario.data.corpus import format_summary, read_episode, scan
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import LABELS
-from lemario.play.collect import CollectConfig, collect, episode_explore, episode_seed
+from lemario.play.collect import CollectConfig, collect, episode_agent, episode_seed
 
 from conftest import run_cli
 
@@ -88,12 +88,23 @@ def test_a_named_run_is_played_once(tmp_path):
 
 def test_the_on_policy_share_is_spread_over_the_episodes():
     def explores(share: float, n: int) -> list[float]:
-        return [episode_explore(CollectConfig(explore=0.2, on_policy=share), i) for i in range(n)]
+        return [episode_agent(CollectConfig(explore=0.2, on_policy=share), i)[1] for i in range(n)]
 
     assert explores(0.0, 4) == [0.2] * 4 and explores(1.0, 4) == [0.0] * 4
     assert explores(0.5, 6) == [0.2, 0.0] * 3, "half: every other episode, so a partial run holds both"
     assert explores(0.25, 8) == [0.2, 0.2, 0.2, 0.0] * 2
     assert explores(0.3, 10).count(0.0) == 3
+
+
+def test_on_policy_agents_play_the_on_policy_episodes_in_turn():
+    cfg = CollectConfig(policy="biased", explore=0.2, on_policy=0.5, on_policy_agents=("uniform", "covering"))
+    assert [episode_agent(cfg, i) for i in range(6)] == [
+        ("biased", 0.2), ("uniform", 0.0), ("biased", 0.2), ("covering", 0.0), ("biased", 0.2), ("uniform", 0.0)
+    ]  # fmt: skip
+    third = replace(cfg, on_policy=1 / 3, on_policy_agents=("uniform", "covering", "biased"))
+    assert [episode_agent(third, i)[0] for i in range(2, 9, 3)] == ["uniform", "covering", "biased"]
+    with pytest.raises(LemarioError, match="--on-policy SHARE > 0"):
+        replace(cfg, on_policy=0.0).validate()
 
 
 def test_on_policy_episodes_record_no_exploration(tmp_path):
@@ -105,6 +116,12 @@ def test_on_policy_episodes_record_no_exploration(tmp_path):
     assert explored["explore"] == 0.5 and explored["explored_steps"] > 0
     assert alone["explore"] == 0.0 and alone["explored_steps"] == 0
     assert explored["seed"] == episode_seed(0, 1, 0) and alone["seed"] == episode_seed(0, 1, 1), "seeds as before"
+    collect(replace(cfg, on_policy_agents=("uniform",), run="others"))
+    explored, alone = (read_episode(tmp_path / f"others-0000{i}.h5").meta for i in (0, 1))
+    assert (explored["policy"], explored["explore"]) == ("biased", 0.5) and (alone["policy"], alone["explore"]) == (
+        "uniform",
+        0.0,
+    ), "the on-policy episode is the other agent's, with no exploration"
 
 
 def test_exploring_agent_mixes_in_biased_macros(make_env):

@@ -13,13 +13,12 @@ from pathlib import Path
 import tyro
 
 from lemario.control.agents import check_frames
-from lemario.control.imagination import RETURN_UNIT, ImagineConfig
+from lemario.control.imagination import ImagineConfig
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.core.files import read_json
 from lemario.data.replay import ReplayConfig
-from lemario.data.tiers import TIERS
 from lemario.flywheel import hof
 from lemario.flywheel.detector import RULES
 from lemario.games.mario.env import EnvConfig
@@ -33,6 +32,8 @@ BOOKKEEPING = ("out", "iterations", "workers", "executor", "ray_address", "conti
 """FlywheelConfig fields that do not change what a run does: a resume may change them."""
 COLLECTOR = "collector"
 """The explorer's policy spec for the iteration's collecting policy."""
+ON_POLICY_BY = ("best", "last")
+"""Who plays a later iteration's on-policy episodes (`FlywheelConfig.on_policy_by`)."""
 CONFIRM_SEED_OFFSET = 500_000  # confirmation episodes: EVAL_SEED_BASE + this + i, disjoint from the eval seeds
 
 
@@ -121,6 +122,9 @@ class FlywheelConfig:
     """Share of a later iteration's collected episodes played by the best policy with no exploration (issue 20:
     with every episode explored, a run's collections averaged 746-1029 max_x while its policies scored up to 2554
     alone, and its corpus held no flag); the others explore with --explore."""
+    on_policy_by: str = "best"
+    """Who plays those: 'best' (the hall of fame's best) or 'last' (the previous iteration's policies in turn, every
+    world model's: the states where the policies being replaced fail, which the best need not reach)."""
     explore_steps: int = 0
     """Env steps of frontier exploration (`lemario explore`) per iteration, after the collection, into
     RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
@@ -202,6 +206,8 @@ class FlywheelConfig:
         if self.world_model_sd is not None and not self.world_model_sd >= 0:
             raise LemarioError(f"--world-model-sd {self.world_model_sd}: give the study's sd, >= 0")
         self.world_model_var()
+        if self.on_policy_by not in ON_POLICY_BY:
+            raise LemarioError(f"--on-policy-by {self.on_policy_by!r}: use one of {', '.join(ON_POLICY_BY)}")
         self.collect_config("biased", 0.0, 1, 1, self.on_policy).validate()
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
@@ -231,9 +237,9 @@ class FlywheelConfig:
         return None if self.variance is None else world_model_variance(self.variance)[1]
 
     def collect_config(
-        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float
+        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float, agents: tuple = ()
     ) -> CollectConfig:
-        """Iteration `iteration`'s collection run into RUN/corpus."""
+        """Iteration `iteration`'s collection run into RUN/corpus (`agents`: its on-policy agents, if not `policy`)."""
         return CollectConfig(
             out=self.out / "corpus",
             episodes=episodes,
@@ -241,6 +247,7 @@ class FlywheelConfig:
             policy=policy,
             explore=explore,
             on_policy=on_policy,
+            on_policy_agents=agents,
             run=f"iter{iteration:03d}",
             seed=self.seed,
             env=self.env,
@@ -288,6 +295,7 @@ PRESETS = {
         env=EnvConfig(max_steps=60),
         bootstrap_episodes=6,
         episodes=3,
+        on_policy_by="last",
         explore_steps=40,
         explorer=IterationExploreConfig(explore_steps=10, batch=2, cell="ram", policy=COLLECTOR),
         workers=1,
@@ -351,38 +359,19 @@ def world_model_variance(path: Path) -> tuple[float, float | None]:
         ) from None
 
 
-def upgrade_key(stored: dict) -> dict:
-    """A run key from before a change of meaning: runs before issue 19 decided by the 'seeds' rule; runs before
-    imagination's reward weights became pixels (`lemario.control.reward`) kept flat `imagine.death_penalty` and
-    `imagine.score_weight` in units of RETURN_UNIT px; runs before reward spec v3 trained world models without the
-    flag head, and counted flag episodes in the elite tier (a tier of its own since: both protected and uncapped,
-    so the replay selects the same episodes); runs before the `cpu` preset's 112-px previous-action model (issue 16)
-    played 84-px frames with models that had no previous-action input, runs before the HUD crop whole, pooled
-    frames, runs before the residual predictor (the `cpu` preset's since session 22) plain ones, and runs before
-    --on-policy explored every collected episode, whatever their key omits."""
-    stored = {"detector": "seeds", "on_policy": 0.0, **stored}
-    if "env" not in stored:  # before the env was one nested config: 84-px frames, not a flywheel setting then
-        stored = {**stored, "env": {"resize": 84}}
-    # before the HUD crop existed every frame was whole and pooled (the `cpu` preset has neither since session 15)
-    stored = {**stored, "env": {"crop_top": 0, "pool": True, **stored["env"]}}
-    tiers = stored.get("replay", {}).get("tiers")
-    if isinstance(tiers, list) and len(tiers) == 4 and tiers[-1].get("hi", 0) is None:
-        stored = {**stored, "replay": {**stored["replay"], "tiers": [asdict(t) for t in TIERS]}}
-    train = stored.get("train")
-    if isinstance(train, dict) and isinstance(train.get("model"), dict):
-        # models before reward spec v3 had no flag head, before issue 16 no previous action, nor a residual predictor
-        before = {"flag_head": False, "prev_action": False, "crop_top": 0, "pool": True, "residual": False}
-        stored = {**stored, "train": {**train, "model": {**before, **train["model"]}}}
-    imagine = dict(stored.get("imagine", {}))
-    if "death_penalty" not in imagine:
-        return stored
-    reward = {k: imagine.pop(k) * RETURN_UNIT for k in ("death_penalty", "score_weight") if k in imagine}
-    return {**stored, "imagine": {**imagine, "reward": reward}}
-
-
 def iter_dir(run: Path, n: int) -> Path:
     """RUN/iterNNN, the folder of iteration n."""
     return Path(run) / f"iter{n:03d}"
+
+
+def policy_label(w: int, seed: int) -> str:
+    """A policy's name in an iteration's scores: its seed, prefixed by its world model after the first."""
+    return str(seed) if w == 0 else f"w{w}-{seed}"
+
+
+def policy_dir(iteration_dir: Path, w: int, seed: int) -> Path:
+    """ITER/policies/sSEED (world model 0) or ITER/policies/wW-sSEED: policy `seed` of world model w."""
+    return iteration_dir / "policies" / (f"s{seed}" if w == 0 else f"w{w}-s{seed}")
 
 
 def start_entry(path: Path) -> Path:

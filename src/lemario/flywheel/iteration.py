@@ -19,7 +19,7 @@ from lemario.data.corpus import scan, warn_unreadable
 from lemario.data.replay import select
 from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
-from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir
+from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, policy_dir, policy_label
 from lemario.flywheel.detector import Decision, IterationScore, decide
 from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
 from lemario.model.probes import ProbeConfig, run_probes
@@ -99,11 +99,6 @@ class IterationSummary:
         return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
 
 
-def policy_label(w: int, seed: int) -> str:
-    """A policy's name in an iteration's scores: its seed, prefixed by its world model after the first."""
-    return str(seed) if w == 0 else f"w{w}-{seed}"
-
-
 def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:
     """decision.json: the detector's decision with the iteration, the flip it ran with and the seeds' means."""
     return {"iteration": n, **decision.to_json(), "applied_flip": plan.flip, "seed_means": seed_means}
@@ -141,11 +136,11 @@ class Iteration:
 
     def collect(self) -> list[dict]:
         """This iteration's collection run; returns its episodes' index rows."""
-        plan = self.plan
-        col = self.cfg.collect_config(
-            plan.collect_policy, plan.collect_explore, plan.collect_episodes, self.n, plan.collect_on_policy
+        col = self.plan.collection(self.cfg)
+        by = f" by {len(col.on_policy_agents)} policies of iteration {self.n - 1}" if col.on_policy_agents else ""
+        self.log(
+            f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}, on-policy {col.on_policy}{by})"
         )
-        self.log(f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}, on-policy {col.on_policy})")
         rows = [r for r in self.timed("collect", lambda: collect(col)).episodes if r["run"] == col.run]
         for name, explored in (("on-policy", False), ("explored", True)):
             if group := [r for r in rows if bool(r.get("explore")) == explored]:
@@ -258,7 +253,7 @@ class Iteration:
                 world_model=wm,
                 corpus=self.corpus,
                 episodes=self.dir / "selection.json",
-                out=self.dir / "policies" / (f"s{seed}" if w == 0 else f"w{w}-s{seed}"),
+                out=policy_dir(self.dir, w, seed),
                 seed=seed,
                 entropy=entropy,
                 balance_levels=cfg.imagine.balance_levels or len(cfg.levels) > 1,

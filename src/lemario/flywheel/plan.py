@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, replace
 
 from lemario.data.replay import ReplayConfig
 from lemario.flywheel import hof
-from lemario.flywheel.config import FlywheelConfig, start_entry
+from lemario.flywheel.config import FlywheelConfig, iter_dir, policy_dir, start_entry
+from lemario.play.collect import CollectConfig
 
 WORLD_MODEL_SEED_STRIDE = 1_000_000
 """World model w of an iteration trains with seed train_seed + w x this (apart from every first world model's)."""
@@ -76,13 +77,31 @@ class Plan:
     """World models trained (plans from before issue 19 had one)."""
     collect_on_policy: float = 0.0
     """Share of the collected episodes played with no exploration (plans from before session 32 explored all)."""
+    collect_on_policy_agents: tuple[str, ...] = ()
+    """Agent specs that play those in turn (--on-policy-by last: the previous iteration's policies); empty: the
+    collecting policy."""
 
     @property
     def train_seeds(self) -> tuple[int, ...]:
         return tuple(self.train_seed + WORLD_MODEL_SEED_STRIDE * w for w in range(self.world_models))
 
+    def collection(self, cfg: FlywheelConfig) -> CollectConfig:
+        """The iteration's collection run into RUN/corpus."""
+        return cfg.collect_config(
+            self.collect_policy,
+            self.collect_explore,
+            self.collect_episodes,
+            self.iteration,
+            self.collect_on_policy,
+            self.collect_on_policy_agents,
+        )
+
     def to_json(self) -> dict:
-        return {**asdict(self), "policy_seeds": list(self.policy_seeds)}
+        return {
+            **asdict(self),
+            "policy_seeds": list(self.policy_seeds),
+            "collect_on_policy_agents": list(self.collect_on_policy_agents),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> Plan:
@@ -92,6 +111,7 @@ class Plan:
                 "settings": Settings(**d["settings"]),
                 "base": Settings(**d["base"]),
                 "policy_seeds": tuple(d["policy_seeds"]),
+                "collect_on_policy_agents": tuple(d.get("collect_on_policy_agents", ())),
             }
         )
 
@@ -118,10 +138,28 @@ def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
         collect_episodes=cfg.episodes if entry else cfg.bootstrap_episodes,
         init_from=str(entry / "world_model.safetensors") if entry and settings.warm_start else None,
         hof_best=best[0]["name"] if best else None,
-        policy_seeds=tuple(n * 1000 + i for i in range(1, cfg.k + 1)),
+        policy_seeds=policy_seeds(cfg, n),
         train_seed=cfg.seed * 1000 + n,
         world_models=cfg.world_models,
         collect_on_policy=cfg.on_policy if entry else 0.0,
+        collect_on_policy_agents=previous_policies(cfg, n) if entry and cfg.on_policy_by == "last" else (),
+    )
+
+
+def policy_seeds(cfg: FlywheelConfig, n: int) -> tuple[int, ...]:
+    """The seeds of iteration n's K policies in each world model: n x 1000 + 1..K."""
+    return tuple(n * 1000 + i for i in range(1, cfg.k + 1))
+
+
+def previous_policies(cfg: FlywheelConfig, n: int) -> tuple[str, ...]:
+    """The agent specs of iteration n-1's policies, world model by world model in seed order (none before
+    iteration 2: a fine-tuning run's first iteration has only the entry it starts from)."""
+    prev = iter_dir(cfg.out, n - 1)
+    return tuple(
+        f"policy:{policy_dir(prev, w, seed) / 'policy.safetensors'}"
+        for w in range(cfg.world_models)
+        for seed in policy_seeds(cfg, n - 1)
+        if n > 1
     )
 
 

@@ -1,8 +1,10 @@
 """`lemario flywheel`: lemario's main job. Each iteration (the seed's Flywheel v2, M1-M4):
 
     collect   episodes with the hall of fame's best policy plus biased-random exploration (iteration 1, with no
-              policy yet: the biased-random baseline) into RUN/corpus; the warm-start world model's progress error
-              on them is measured (`lemario.model.progress`: does it read walls as progress where the policy went?)
+              policy yet: the biased-random baseline) into RUN/corpus, --on-policy of them played alone (by the
+              best, or with --on-policy-by last the previous iteration's K policies in turn); the warm-start world
+              model's progress error on them is measured (`lemario.model.progress`: does it read walls as
+              progress where the policy went?)
     select    the bounded, stratified replay selection of the corpus (`lemario.data.replay`), audit table saved
     train     the world model on the selection, warm-started from the hall of fame's best world model
     probe     linear/MLP probes of the new world model to RAM physics (`lemario.model.probes`)
@@ -46,8 +48,9 @@ from lemario.core.files import check_writable, read_json, write_json, writer_loc
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.flywheel import hof
-from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir, upgrade_key
+from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
 from lemario.flywheel.iteration import IterationSummary, run_iteration
+from lemario.flywheel.keys import upgrade_key
 
 
 def finished(run: Path) -> list[IterationSummary]:

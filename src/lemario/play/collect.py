@@ -11,8 +11,9 @@ time writes to a folder.
 The player is any evaluation agent (`lemario.control.agents`): `biased`, `uniform`, `policy:PATH`, `planner:PATH`, with
 `--explore EPS` mixing in biased-random macros. A macro lasts 6.5 steps on average, so EPS of 0.1 already hands ~40%
 of the steps to biased play (0.4: ~80%); `--on-policy SHARE` plays that share of the episodes with no macros, so a
-corpus holds the agent's own trajectories (how far it really gets, flags included) beside the perturbed ones. Each
-episode records its `explore` and `explored_steps`.
+corpus holds the agent's own trajectories (how far it really gets, flags included) beside the perturbed ones, and
+`--on-policy-agents SPEC ...` has other agents play them in turn. Each episode records its `policy`, `explore` and
+`explored_steps`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class CollectConfig:
     on_policy: float = 0.0
     """Share of the run's episodes played with no exploration (the agent alone), spread evenly over the episode
     indices; the others explore with --explore."""
+    on_policy_agents: tuple[str, ...] = ()
+    """Agent specs that play the on-policy episodes in turn instead of --policy (the flywheel's previous iteration's
+    policies); the explored episodes stay --policy's."""
     run: str = ""
     """Run name (default: the next run-NNNN). A named run is played once: re-running resumes it, never repeats it."""
     seed: int = 0
@@ -83,7 +87,10 @@ class CollectConfig:
     def validate(self) -> None:
         self.env.validate()
         resolve_rom(self.env.rom, self.env.backend)
-        validate_spec(self.policy, self.env)
+        for spec in (self.policy, *self.on_policy_agents):
+            validate_spec(spec, self.env)
+        if self.on_policy_agents and not self.on_policy:
+            raise LemarioError("--on-policy-agents play the on-policy episodes: pass --on-policy SHARE > 0 too")
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
         if not 0 <= self.on_policy <= 1:
@@ -132,10 +139,15 @@ def level_seed(seed: int, level: str) -> int:
     return int(np.random.SeedSequence([seed, *parse_level(level)]).generate_state(1)[0])
 
 
-def episode_explore(cfg: CollectConfig, index: int) -> float:
-    """Episode `index`'s exploration: 0 for the on-policy share of the indices (spread evenly: episode i is on-policy
-    when floor((i + 1) x share) passes floor(i x share)), --explore for the others."""
-    return 0.0 if int((index + 1) * cfg.on_policy) > int(index * cfg.on_policy) else cfg.explore
+def episode_agent(cfg: CollectConfig, index: int) -> tuple[str, float]:
+    """Episode `index`'s agent spec and exploration. The on-policy share of the indices is spread evenly (episode i
+    is on-policy when floor((i + 1) x share) passes floor(i x share)) and played with no exploration, by
+    --on-policy-agents in turn where given (the j-th on-policy episode, j = floor(i x share), by agent j mod their
+    number); the others by --policy with --explore."""
+    if int((index + 1) * cfg.on_policy) == int(index * cfg.on_policy):
+        return cfg.policy, cfg.explore
+    agents = cfg.on_policy_agents or (cfg.policy,)
+    return agents[int(index * cfg.on_policy) % len(agents)], 0.0
 
 
 def episode_seed(seed: int, run_number: int, index: int) -> int:
@@ -268,8 +280,7 @@ def collect(cfg: CollectConfig) -> Index:
                 f"{run}-{i:05d}.h5",
                 i,
                 episode_seed(cfg.seed, number, i),
-                cfg.policy,
-                episode_explore(cfg, i),
+                *episode_agent(cfg, i),
                 cfg.out,
                 extra,
             )
