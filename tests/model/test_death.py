@@ -7,6 +7,7 @@ import torch
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
 from lemario.model.death import calibration, death_onsets, death_report, flag_foresight, roc_auc
+from lemario.model.taken import taken_rollouts
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
 
@@ -45,7 +46,7 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     assert onset[buffer.starts[0]] == ends[0] and onset[buffer.starts[2]] == -1 and pit[ends[1]] and not pit[ends[0]]
     torch.manual_seed(0)
     model = WorldModel(PRESETS["tiny"].model)
-    report = death_report(model, buffer, horizon=8, batch=16)
+    report = death_report(buffer, taken_rollouts(model, buffer, horizon=8, batch=16), model.cfg.flag_head)
     assert report["frames"] == len(buffer)
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
     assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))

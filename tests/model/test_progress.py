@@ -1,5 +1,5 @@
-"""The progress report: known answers through a model that predicts what the game gave, the groups' rules, and a
-real (untrained) model's rollouts ending with their episodes."""
+"""The progress report: known answers through rollouts that predict what the game gave, the groups' rules, and a
+real (untrained) model's report."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ import torch
 import lemario.model.progress as progress
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
+from lemario.model.taken import TakenRollouts, taken_rollouts
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
 
@@ -29,9 +30,17 @@ def _realized(buffer: EpisodeBuffer, steps: np.ndarray, horizon: int) -> np.ndar
     return np.where(ahead < last[steps][:, None], buffer.rewards[np.minimum(ahead, len(buffer) - 1), 0], np.nan)
 
 
-def test_a_model_that_predicts_what_the_game_gave_matches_everywhere(buffer, monkeypatch):
-    monkeypatch.setattr(progress, "predicted_progress", lambda m, b, steps, horizon: _realized(b, steps, horizon))
-    report = progress.progress_report(None, buffer, horizon=HORIZON, bin_px=16)
+def _rollouts(buffer: EpisodeBuffer, frames: np.ndarray, progress_px) -> TakenRollouts:
+    """Rollouts from `frames` whose head predicts `progress_px(frames)` (n, HORIZON) px and nothing else."""
+    valid = np.isfinite(_realized(buffer, frames, HORIZON))
+    ahead = np.zeros((len(frames), HORIZON, 4))
+    ahead[..., 0] = np.where(valid, progress_px(frames), 0.0)
+    return TakenRollouts(frames, np.zeros((len(frames), 4)), ahead, valid)
+
+
+def test_rollouts_that_predict_what_the_game_gave_match_everywhere(buffer):
+    every = np.arange(len(buffer))
+    report = progress.progress_report(buffer, _rollouts(buffer, every, lambda f: _realized(buffer, f, HORIZON)), 16)
     assert report["correlation"] == pytest.approx(1.0)
     rows = list(report["groups"].values()) + report["bins"]
     for r in rows:
@@ -39,15 +48,15 @@ def test_a_model_that_predicts_what_the_game_gave_matches_everywhere(buffer, mon
     assert sum(r["steps"] for r in report["groups"].values()) == len(buffer) - len(buffer.starts)
     assert sum(b["steps"] for b in report["bins"]) == len(buffer) - len(buffer.starts)
     assert report["groups"]["blocked"]["real"] == 0.0 and report["groups"]["moving_right"]["real"] > 0
-    some = progress.progress_report(None, buffer, horizon=HORIZON, max_steps=50)
+    fifty = progress.scored_steps(buffer, max_steps=50)
+    assert len(fifty) == 50 and (np.diff(fifty) > 0).all() and np.array_equal(fifty, progress.scored_steps(buffer, 50))
+    some = progress.progress_report(buffer, _rollouts(buffer, fifty, lambda f: _realized(buffer, f, HORIZON)))
     assert sum(r["steps"] for r in some["groups"].values()) == 50 and some["correlation"] == pytest.approx(1.0)
 
 
-def test_blocked_steps_hold_right_while_alive_and_do_not_move(buffer, monkeypatch):
-    monkeypatch.setattr(
-        progress, "predicted_progress", lambda m, b, steps, horizon: np.full((len(steps), horizon), 2.0)
-    )
-    report = progress.progress_report(None, buffer, horizon=HORIZON, bin_px=16)
+def test_blocked_steps_hold_right_while_alive_and_do_not_move(buffer):
+    every = np.arange(len(buffer))
+    report = progress.progress_report(buffer, _rollouts(buffer, every, lambda f: np.full((len(f), HORIZON), 2.0)), 16)
     f = np.flatnonzero(np.arange(len(buffer)) < np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths))
     x, a, dx = buffer.labels[f, LABELS.index("x_pos")], buffer.actions[f], buffer.labels[f + 1, 0] - buffer.labels[f, 0]
     blocked = np.isin(a, [1, 2, 3, 4]) & (dx == 0)  # right-only: every action but NOOP holds right; no one dies here
@@ -65,13 +74,10 @@ def test_blocked_steps_hold_right_while_alive_and_do_not_move(buffer, monkeypatc
     assert "blocked" in text and f"x    64-80    {wall['steps']:>8}" in text
 
 
-def test_a_real_model_rolls_out_until_each_episode_ends(buffer):
+def test_a_real_models_report_on_sampled_steps(buffer, tmp_path):
     torch.manual_seed(0)
     model = WorldModel(PRESETS["tiny"].model)
-    ends = buffer.starts + buffer.lengths - 1
-    steps = np.array([buffer.starts[0], ends[0] - 2, ends[0] - 1])
-    p = progress.predicted_progress(model, buffer, steps, horizon=HORIZON, batch=2)
-    assert np.isfinite(p[0]).all() and np.isfinite(p[1, :2]).all() and np.isnan(p[1, 2:]).all()
-    assert np.isfinite(p[2, 0]) and np.isnan(p[2, 1:]).all()
-    report = progress.progress_report(model, buffer, horizon=HORIZON)
+    steps = progress.scored_steps(buffer, max_steps=40)
+    report = progress.progress_report(buffer, taken_rollouts(model, buffer, steps, horizon=HORIZON))
+    assert sum(r["steps"] for r in report["groups"].values()) == 40
     assert np.isfinite(report["groups"]["moving_right"]["predicted_rollout"])

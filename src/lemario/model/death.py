@@ -13,11 +13,10 @@ the highest P(flag) along the same rollout.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.rewards import death_onset
-from lemario.model.world_model import WorldModel
+from lemario.model.taken import TakenRollouts
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
@@ -55,28 +54,14 @@ def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
     return onset, pit
 
 
-@torch.no_grad()
-def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, batch: int = 512) -> dict:
-    """Foresight AUCs (all deaths, pits, others) and calibration of P(death) on every frame of `buffer`."""
-    model.eval()
-    n_frames, stack = len(buffer), model.cfg.frame_stack
-    episode_end = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)  # (N,) last frame of f's episode
-    soonest, now = np.zeros(n_frames), np.zeros(n_frames)
-    flag = np.zeros(n_frames) if model.cfg.reward_head and model.cfg.flag_head else None
-    for lo in range(0, n_frames, batch):
-        f = np.arange(lo, min(lo + batch, n_frames))  # (n,)
-        frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
-        z = model.encode(torch.from_numpy(buffer.frames[frames]), torch.from_numpy(buffer.levels(f)))  # (n, D)
-        prev = torch.from_numpy(buffer.prev_actions(f))
-        now[f] = model.reward(z, prev)[:, 2].sigmoid().numpy()
-        steps = f[:, None] + np.arange(horizon)  # (n, H) the transitions taken next
-        valid = steps < episode_end[f][:, None]
-        actions = torch.from_numpy(np.where(valid, buffer.actions[np.minimum(steps, n_frames - 1)], 0))
-        preds = model.rollout(z[:, None], actions, prev)  # (n, H, D)
-        p = model.reward(preds, actions).sigmoid().numpy()  # (n, H, 3 or 4)
-        soonest[f] = np.where(valid, p[..., 2], 0.0).max(1)
-        if flag is not None:
-            flag[f] = np.where(valid, p[..., 3], 0.0).max(1)
+def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool) -> dict:
+    """Foresight AUCs (all deaths, pits, others) and calibration of P(death) on every frame of `buffer`, from the
+    reward head along the actions taken from each (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
+    n_frames, horizon = len(buffer), taken.horizon
+    if len(taken.frames) != n_frames:
+        raise ValueError("the death report scores every frame: pass taken_rollouts of the whole buffer")
+    soonest = taken.ahead[..., 2].max(1)  # (N,) the highest P(death) along the rollout (0 past the episode)
+    flag = taken.ahead[..., 3].max(1) if flag_head else None
     onset, pit = death_onsets(buffer)
     frame = np.arange(n_frames)
     soon = (onset >= frame) & (onset - frame <= horizon)  # dies within the next `horizon` steps
@@ -92,7 +77,7 @@ def death_report(model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bat
             "pit": roc_auc(soonest[far | (soon & pit)], soon[far | (soon & pit)]),
             "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
         },
-        "calibration": calibration(now, doomed),
+        "calibration": calibration(taken.now[:, 2], doomed),
         "flag": None if flag is None else flag_foresight(buffer, flag, horizon),
     }
 

@@ -42,6 +42,7 @@ from lemario.games.push.board import MOVED, head_positions
 from lemario.model.death import death_report, format_death
 from lemario.model.progress import format_progress, progress_report
 from lemario.model.sigreg import sigreg
+from lemario.model.taken import taken_rollouts
 from lemario.model.world_model import WorldModel, decode_reward, load_world_model
 
 # A predictor whose output moves less than this fraction of the targets' spread ignores that input.
@@ -278,10 +279,9 @@ class DiagnoseConfig:
     windows: int = 1024
     k: int = 4
     seed: int = 0
-    death_horizon: int = 8
-    """Steps ahead for the death foresight AUC (every frame of the corpus is scored)."""
-    progress_horizon: int = 8
-    """Steps of the free-running rollout over which predicted and realized progress are also compared."""
+    horizon: int = 8
+    """Steps of the free-running rollout of the actions taken from every frame of the corpus (`lemario.model.taken`):
+    death and flag foresight within them, and the progress predicted and realized over them."""
     progress_bin: int = 256
     """Width in px of the x bins of the progress report (every step of the corpus is scored)."""
 
@@ -296,8 +296,9 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     print(format_report(metrics, warnings))
     if model.cfg.reward_head:  # Mario's: what each action promises, and death foresight
         print(format_action_progress(action_progress(model, batch), buffer.action_set))
-        print(format_death(death_report(model, buffer, cfg.death_horizon)))
-        print(format_progress(progress_report(model, buffer, cfg.progress_horizon, cfg.progress_bin)))
+        taken = taken_rollouts(model, buffer, horizon=cfg.horizon)  # one pass for both reports
+        print(format_death(death_report(buffer, taken, model.cfg.flag_head)))
+        print(format_progress(progress_report(buffer, taken, cfg.progress_bin)))
     elif model.cfg.continuous_actions and model.cfg.state_head:  # the push game's: what the thrust does
         t = thrust_response(model, batch)
         motion = f"{t['thrust/steps']} free-running steps (mean {t['thrust/real_motion']:.1f} units)"

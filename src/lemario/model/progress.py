@@ -19,56 +19,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import holds
 from lemario.games.mario.ram import LABELS
-from lemario.model.world_model import WorldModel, decode_reward, load_world_model
+from lemario.model.taken import TakenRollouts, taken_rollouts, transitions_ahead
+from lemario.model.world_model import load_world_model
 
 _X_POS, _DYING = LABELS.index("x_pos"), LABELS.index("is_dying")
 GROUPS = ("blocked", "moving_right", "other")
 
 
-def _ahead(buffer: EpisodeBuffer, steps: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, horizon) the transitions taken from each of `steps` on (clipped to the buffer), and which of them belong
-    to the step's episode (a transition needs a next frame)."""
-    last = np.repeat(buffer.starts + buffer.lengths - 1, buffer.lengths)  # (N,) last frame of each frame's episode
-    ahead = steps[:, None] + np.arange(horizon)
-    return np.minimum(ahead, len(buffer) - 1), ahead < last[steps][:, None]
-
-
-@torch.no_grad()
-def predicted_progress(
-    model: WorldModel, buffer: EpisodeBuffer, steps: np.ndarray, horizon: int, batch: int = 512
-) -> np.ndarray:
-    """(n, horizon) px: the progress the reward head predicts for each of the next `horizon` transitions from each
-    frame in `steps` along a free-running rollout of the actions taken (NaN past the episode's end)."""
-    model.eval()
-    stack = model.cfg.frame_stack
-    out = np.full((len(steps), horizon), np.nan)
-    for lo in range(0, len(steps), batch):
-        f = steps[lo : lo + batch]  # (n,)
-        frames = np.maximum(f[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[f][:, None])
-        z = model.encode(torch.from_numpy(buffer.frames[frames]), torch.from_numpy(buffer.levels(f)))  # (n, D)
-        ahead, valid = _ahead(buffer, f, horizon)  # (n, H) the transitions taken next
-        actions = torch.from_numpy(np.where(valid, buffer.actions[ahead], 0))
-        preds = model.rollout(z[:, None], actions, torch.from_numpy(buffer.prev_actions(f)))  # (n, H, D)
-        dx = decode_reward(model.reward(preds, actions).float())[..., 0].numpy()  # (n, H)
-        out[lo : lo + len(f)] = np.where(valid, dx, np.nan)
-    return out
-
-
-def progress_report(
-    model: WorldModel, buffer: EpisodeBuffer, horizon: int = 8, bin_px: int = 256, max_steps: int = 0
-) -> dict:
-    """Predicted against realized progress on every step of a Mario corpus (or `max_steps` of them drawn at random,
-    seeded), by group and by x bin (see the module; a corpus of several levels shares the bins)."""
-    steps = np.flatnonzero(_ahead(buffer, np.arange(len(buffer)), 1)[1][:, 0])  # (n,) frames with a next frame
-    if 0 < max_steps < len(steps):
-        steps = np.sort(np.random.default_rng(0).choice(steps, max_steps, replace=False))
-    predicted = predicted_progress(model, buffer, steps, horizon)  # (n, H)
-    ahead, valid = _ahead(buffer, steps, horizon)
+def progress_report(buffer: EpisodeBuffer, taken: TakenRollouts, bin_px: int = 256) -> dict:
+    """Predicted against realized progress on every step of a Mario corpus that `taken` covers (its frames that have
+    a next frame), by group and by x bin (see the module; a corpus of several levels shares the bins)."""
+    has_next = taken.valid[:, 0]
+    steps, horizon = taken.frames[has_next], taken.horizon  # (n,)
+    predicted = np.where(taken.valid[has_next], taken.ahead[has_next, :, 0], np.nan)  # (n, H)
+    ahead, valid = transitions_ahead(buffer, steps, horizon)
     realized = np.where(valid, buffer.rewards[ahead, 0], np.nan)  # (n, H)
     real = buffer.rewards[steps, 0]
     alive = (buffer.labels[steps, _DYING] == 0) & (buffer.labels[steps + 1, _DYING] == 0)
@@ -102,11 +70,21 @@ def progress_report(
 
 
 def episodes_progress(world_model: Path, corpus: Path, files: list[str], max_steps: int = 0) -> dict | None:
-    """The report of a world model on the named episodes of a corpus; None for a model without a reward head."""
+    """The report of a world model on the named episodes of a corpus, on `max_steps` of their steps drawn at random
+    (seeded; 0: all); None for a model without a reward head."""
     model, _ = load_world_model(world_model)
     if not model.cfg.reward_head:
         return None
-    return progress_report(model, EpisodeBuffer.load(corpus, files=files), max_steps=max_steps)
+    buffer = EpisodeBuffer.load(corpus, files=files)
+    return progress_report(buffer, taken_rollouts(model, buffer, scored_steps(buffer, max_steps)))
+
+
+def scored_steps(buffer: EpisodeBuffer, max_steps: int = 0) -> np.ndarray:
+    """The frames that have a next frame, or `max_steps` of them drawn at random (seeded), in order."""
+    steps = np.flatnonzero(transitions_ahead(buffer, np.arange(len(buffer)), 1)[1][:, 0])
+    if 0 < max_steps < len(steps):
+        steps = np.sort(np.random.default_rng(0).choice(steps, max_steps, replace=False))
+    return steps
 
 
 def summary_line(report: dict) -> str:
