@@ -212,6 +212,42 @@ def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
     assert r.returncode == 2 and "neither a hall-of-fame entry" in r.stderr
 
 
+def test_a_fork_starts_as_the_sources_iterations_then_goes_its_own_way(uninterrupted, tmp_path):
+    run, _ = uninterrupted
+    fork = tmp_path / "fork"
+    args = ("--out", str(fork), "--fork-from", str(run), "--fork-after", "2", "--on-policy-by", "best")
+    r = run_cli(*TINY, *args, "--iterations", "3", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "differs in: iterations" not in r.stdout and "on_policy_by: last -> best" in r.stdout
+    config = json.loads((fork / "config.json").read_text())
+    assert config["forked_from"] == {"run": str(run), "iterations": 2, "differs": ["on_policy_by: last -> best"]}
+    ours, theirs = fork / "iter002" / "wm" / "model.safetensors", run / "iter002" / "wm" / "model.safetensors"
+    assert ours.stat().st_ino == theirs.stat().st_ino, "hard links, not copies"
+    sidecar = json.loads((fork / "iter002" / "policies" / "s2001" / "policy.json").read_text())
+    assert sidecar["world_model"] == str(ours), "the fork's policies name its own world models"
+    assert json.loads((run / "iter002" / "policies" / "s2001" / "policy.json").read_text())["world_model"] == str(
+        theirs
+    ), "the source is not written"
+    assert sorted(e["iteration"] for e in hof.catalog(fork)) == [1, 2, 3], "its own iteration 3 joins the source's"
+    collected = [c for c in _corpus(fork) if c[0].startswith("iter")]
+    source = [c[:3] for c in _corpus(run) if c[0].startswith("iter")]
+    assert [c[:3] for c in collected[:9]] == source, "iterations 1-2's episodes"
+    assert len(collected) == 12 and all(p.startswith("policy:RUN/hof/") for *_, p in collected[9:]), (
+        "--on-policy-by best from then on"
+    )
+    assert json.loads((fork / "iter003" / "plan.json").read_text())["init_from"].startswith(str(fork / "hof"))
+    r = run_cli(*TINY, *args, "--iterations", "3")
+    assert r.returncode == 0 and "3 iterations finished" in r.stdout, "the same command resumes the fork"
+    for extra, message in (
+        (("--fork-after", "1"), "fork a run with --explore-steps only after"),
+        (("--fork-after", "2", "--train.model.latent-dim", "16"), "must share its frames, levels and world model"),
+        (("--fork-after", "3"), "has not finished iteration 3"),
+        (("--fork-after", "0"), "a fork takes --fork-from RUN and --fork-after N >= 1"),
+    ):
+        r = run_cli(*TINY, "--out", str(tmp_path / "bad"), "--fork-from", str(run), *extra)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
 def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     run, _ = uninterrupted
     r = run_cli("report", str(run), "--decoder-steps", "20")

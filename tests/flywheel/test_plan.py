@@ -55,7 +55,7 @@ def test_later_iterations_collect_a_share_on_policy(tmp_path):
     (tmp_path / "hof" / "catalog.json").write_text(
         json.dumps([{"name": hof.name, "iteration": 1, "mean_max_x": 700.0, "max_max_x": 900.0, "score": 700.0}])
     )
-    second = plan_iteration(replace(CFG, out=tmp_path, on_policy=0.25), 2, [Past("commit")])
+    second = plan_iteration(replace(CFG, out=tmp_path, on_policy=0.25, on_policy_by="best"), 2, [Past("commit")])
     assert second.collect_policy.startswith("policy:") and second.collect_on_policy == 0.25
     old = {k: v for k, v in second.to_json().items() if k != "collect_on_policy"}
     assert Plan.from_json(old).collect_on_policy == 0.0
@@ -135,6 +135,7 @@ def test_files_written_before_the_layout_load():
     no_flag = replace(no_flag, val_every=10, recal_batches=16)  # the tiny schedule then
     before = {"explore_steps": 0, "explorer": FlywheelConfig().explorer}  # issue 20's exploration: none then
     before["on_policy"] = 0.0  # session 32's on-policy episodes: none then
+    before["on_policy_by"] = "best"  # session 35's choice of who plays them: the best then
     then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, **before)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")

@@ -111,6 +111,12 @@ class FlywheelConfig:
     the first iteration collects with its policy and warm-starts from its world model instead of biased play and a
     fresh model, for --episodes episodes (issue 21's fine-tuning on a level: the iterations' env steps against
     their scores are the curve; the same run without it is training from scratch). The model options must be its."""
+    fork_from: Path | None = None
+    """Start a new run folder as iterations 1..--fork-after of this flywheel run (hard links: its iterations, the
+    corpus they collected, their hall-of-fame entries), then go on with this config: an A/B of a change from one
+    iteration on against the source's own next ones (`lemario.flywheel.fork`; config.json lists what differs)."""
+    fork_after: int = 0
+    """The source's finished iterations a fork starts with."""
     bootstrap_episodes: int = 1000
     """Biased-random episodes collected in iteration 1 (no policy exists yet), per level."""
     episodes: int = 100
@@ -216,6 +222,10 @@ class FlywheelConfig:
                 ecfg.validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
         self.env.validate_levels(self.levels)
+        if (self.fork_from is None) != (self.fork_after < 1) or (self.fork_from and self.start_from):
+            raise LemarioError(
+                "a fork takes --fork-from RUN and --fork-after N >= 1 together, without --start-from: pass both"
+            )
         if self.start_from is not None:
             theirs = checkpoint.load_meta(start_entry(self.start_from) / "world_model.safetensors", "world_model")
             ours = asdict(self.train.model)

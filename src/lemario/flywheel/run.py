@@ -49,6 +49,7 @@ from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.flywheel import hof
 from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
+from lemario.flywheel.fork import fork
 from lemario.flywheel.iteration import IterationSummary, run_iteration
 from lemario.flywheel.keys import upgrade_key
 
@@ -83,15 +84,19 @@ def write_state(cfg: FlywheelConfig, summaries: list[IterationSummary], status: 
 
 
 def _open_run(cfg: FlywheelConfig) -> None:
-    """Write config.json for a new run, or check that the folder holds this run."""
-    key = run_key(cfg, BOOKKEEPING)
+    """Write config.json for a new run (a fork's after its iterations are in: a fork killed midway forks again), or
+    check that the folder holds this run."""
+    key, defaults = run_key(cfg, BOOKKEEPING), run_key(FlywheelConfig(), BOOKKEEPING)
     if (cfg.out / "config.json").exists():
-        defaults = run_key(FlywheelConfig(), BOOKKEEPING)
         stored = upgrade_key(read_json(cfg.out / "config.json")["run_key"])
         check_same_run(stored, key, defaults, cfg.out, "flywheel run")
         return
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), "created": created, **provenance()})
+    record = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **provenance()}
+    if cfg.fork_from is not None:
+        record["forked_from"] = fork(cfg.fork_from, cfg.fork_after, cfg.out, key, defaults)
+        differs = "; ".join(record["forked_from"]["differs"]) or "nothing"
+        print(f"forked {cfg.fork_from} after iteration {cfg.fork_after}; from there on it differs in: {differs}")
+    write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), **record})
 
 
 def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
