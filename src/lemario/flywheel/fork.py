@@ -8,8 +8,9 @@ of those iterations; nothing of the source is written, and the forked policies n
 Its config.json, written last, records `forked_from`: the source, N, and every field of the config that differs
 from the source's. A kill mid-fork leaves no config.json, so the same command forks again (links already made are
 kept). Refused: a source with unfinished iterations before N, a source with frontier exploration forked before
-its last iteration (its archive keeps no per-iteration state), or one whose game frames, levels or world model differ from this config's (the fork warm-starts
-from the source's models and trains on its corpus).
+its last iteration (its archive keeps no per-iteration state), or one whose game frames, levels or world model
+differ from this config's (the fork warm-starts from the source's models and trains on its corpus). Logs (.jsonl)
+are copied, since they are appended in place.
 """
 
 from __future__ import annotations
