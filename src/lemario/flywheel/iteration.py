@@ -145,8 +145,10 @@ class Iteration:
         for name, explored in (("on-policy", False), ("explored", True)):
             if group := [r for r in rows if bool(r.get("explore")) == explored]:
                 mean = sum(r["max_x"] for r in group) / len(group)
-                flags = sum(r["flag_get"] for r in group)
-                self.log(f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags")
+                flags, capped = sum(r["flag_get"] for r in group), sum(r["n_steps"] >= col.env.max_steps for r in group)
+                self.log(
+                    f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags, {capped} at the step cap"
+                )
         return rows
 
     def model_error(self, rows: list[dict]) -> dict | None:
