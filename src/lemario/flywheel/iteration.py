@@ -144,10 +144,10 @@ class Iteration:
         rows = [r for r in self.timed("collect", lambda: collect(col)).episodes if r["run"] == col.run]
         for name, explored in (("on-policy", False), ("explored", True)):
             if group := [r for r in rows if bool(r.get("explore")) == explored]:
-                mean = sum(r["max_x"] for r in group) / len(group)
-                flags, capped = sum(r["flag_get"] for r in group), sum(r["n_steps"] >= col.env.max_steps for r in group)
+                mean, flags = sum(r["max_x"] for r in group) / len(group), sum(r["flag_get"] for r in group)
+                capped = sum(r["n_steps"] >= col.env.max_steps for r in group)
                 self.log(
-                    f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags, {capped} at the step cap"
+                    f"collected {name}: {len(group)} episodes, mean max_x {mean:.0f}, {flags} flags, {capped} capped"
                 )
         return rows
 
