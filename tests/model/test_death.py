@@ -6,7 +6,15 @@ import torch
 
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
-from lemario.model.death import calibration, death_onsets, death_report, flag_foresight, roc_auc
+from lemario.model.death import (
+    calibration,
+    death_onsets,
+    death_report,
+    flag_foresight,
+    foresight_by_x,
+    format_death,
+    roc_auc,
+)
 from lemario.model.taken import taken_rollouts
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
@@ -49,6 +57,7 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     report = death_report(buffer, taken_rollouts(model, buffer, horizon=8, batch=16), model.cfg.flag_head)
     assert report["frames"] == len(buffer)
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
+    assert sum(b["positives"] for b in report["by_x"]) == 18 and "where deaths come" in format_death(report)
     assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))
     assert 0 <= report["calibration"]["ece"] <= 1 and sum(b["n"] for b in report["calibration"]["bins"]) == len(buffer)
     assert report["flag"] == {"positives": 0, "auc": None}, "no flag in this corpus"
@@ -58,3 +67,14 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     frames = np.arange(len(buffer))
     soon = (frames <= ends[2]) & (frames >= ends[2] - 8)
     assert flag_foresight(buffer, soon.astype(float), horizon=8)["auc"] == 1.0, "a score that knows is perfect"
+
+
+def test_foresight_by_place_compares_frames_at_the_same_x():
+    x = np.array([10, 20, 30, 300, 310, 320, 330, 600])
+    soon = np.array([0, 0, 0, 1, 1, 0, 0, 0], bool)
+    scores = np.array([0.9, 0.9, 0.9, 0.5, 0.4, 0.1, 0.45, 0.0])
+    rows = foresight_by_x(x, scores, soon, bin_px=256)
+    assert [r["x"] for r in rows] == [256], "only bins where a death comes"
+    (r,) = rows
+    assert (r["frames"], r["positives"]) == (4, 2) and r["auc"] == pytest.approx(0.75)  # 0.4 loses to 0.45
+    assert r["p_positive"] == pytest.approx(0.45) and r["p_negative"] == pytest.approx(0.275)

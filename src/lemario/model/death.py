@@ -15,8 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from lemario.data.buffer import EpisodeBuffer
+from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import death_onset
 from lemario.model.taken import TakenRollouts
+
+_X_POS = LABELS.index("x_pos")
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
@@ -54,9 +57,10 @@ def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
     return onset, pit
 
 
-def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool) -> dict:
-    """Foresight AUCs (all deaths, pits, others) and calibration of P(death) on every frame of `buffer`, from the
-    reward head along the actions taken from each (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
+def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, bin_px: int = 256) -> dict:
+    """Foresight AUCs (all deaths, pits, others; and within each `bin_px` x bin where deaths come) and calibration
+    of P(death) on every frame of `buffer`, from the reward head along the actions taken from each
+    (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
     n_frames, horizon = len(buffer), taken.horizon
     if len(taken.frames) != n_frames:
         raise ValueError("the death report scores every frame: pass taken_rollouts of the whole buffer")
@@ -77,9 +81,29 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool) -
             "pit": roc_auc(soonest[far | (soon & pit)], soon[far | (soon & pit)]),
             "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
         },
+        "bin_px": bin_px,
+        "by_x": foresight_by_x(buffer.labels[:, _X_POS], soonest, soon, bin_px),
         "calibration": calibration(taken.now[:, 2], doomed),
         "flag": None if flag is None else flag_foresight(buffer, flag, horizon),
     }
+
+
+def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: int) -> list[dict]:
+    """Per `bin_px` x bin holding frames that precede a death: the AUC among that bin's frames (does the model tell
+    the passes that end in a death from those that do not, at the same place?) and the mean score of both."""
+    rows = []
+    for lo in range(0, int(x.max()) + 1, bin_px):
+        inside = (x >= lo) & (x < lo + bin_px)
+        if soon[inside].any():
+            pos, neg = scores[inside & soon], scores[inside & ~soon]
+            row = {
+                "x": lo,
+                "frames": int(inside.sum()),
+                "positives": len(pos),
+                "auc": roc_auc(scores[inside], soon[inside]),
+            }
+            rows.append({**row, "p_positive": float(pos.mean()), "p_negative": float(neg.mean()) if len(neg) else None})
+    return rows
 
 
 def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, horizon: int) -> dict:
@@ -106,6 +130,16 @@ def format_death(report: dict) -> str:
         f"P(death) of each frame's latent against its doomed label: ECE {cal['ece']:.4f}",
     ]
     lines += [f"  p {b['p']:.3f}  rate {b['rate']:.3f}  n {b['n']}" for b in cal["bins"]]
+    if report.get("by_x"):
+        lines.append(
+            "where deaths come, by x: frames, those within the horizon of a death, AUC among the bin's frames, "
+            "mean max P(death) of those and of the others"
+        )
+        for b in report["by_x"]:
+            auc = "n/a" if b["auc"] is None else f"{b['auc']:.3f}"
+            neg = "n/a" if b["p_negative"] is None else f"{b['p_negative']:.3f}"
+            where = f"  x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{b['frames']:>7} {b['positives']:>6}"
+            lines.append(f"{where}  AUC {auc}  P {b['p_positive']:.3f} vs {neg}")
     if report.get("flag") is not None:
         f = report["flag"]
         auc = "n/a" if f["auc"] is None else f"{f['auc']:.3f}"

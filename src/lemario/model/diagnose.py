@@ -283,7 +283,7 @@ class DiagnoseConfig:
     """Steps of the free-running rollout of the actions taken from every frame of the corpus (`lemario.model.taken`):
     death and flag foresight within them, and the progress predicted and realized over them."""
     progress_bin: int = 256
-    """Width in px of the x bins of the progress report (every step of the corpus is scored)."""
+    """Width in px of the x bins of the progress report and of the death foresight by place."""
 
 
 def diagnose_main(cfg: DiagnoseConfig) -> None:
@@ -297,7 +297,7 @@ def diagnose_main(cfg: DiagnoseConfig) -> None:
     if model.cfg.reward_head:  # Mario's: what each action promises, and death foresight
         print(format_action_progress(action_progress(model, batch), buffer.action_set))
         taken = taken_rollouts(model, buffer, horizon=cfg.horizon)  # one pass for both reports
-        print(format_death(death_report(buffer, taken, model.cfg.flag_head)))
+        print(format_death(death_report(buffer, taken, model.cfg.flag_head, cfg.progress_bin)))
         print(format_progress(progress_report(buffer, taken, cfg.progress_bin)))
     elif model.cfg.continuous_actions and model.cfg.state_head:  # the push game's: what the thrust does
         t = thrust_response(model, batch)
