@@ -108,6 +108,7 @@ def test_two_iterations_end_to_end(uninterrupted):
     groups = error["report"]["groups"]
     steps = sum(n for f, n, *_ in collected if f.startswith("iter002"))
     assert sum(g["steps"] for g in groups.values()) == steps, "every step (fewer than --progress-steps)"
+    assert error["report"]["death"]["frames"] == steps, "the death foresight on the same steps"
     assert json.loads((run / "iter002" / "summary.json").read_text())["model_error"] == error["report"]
     assert "the warm-start model on them: blocked steps" in stdout
     # a hall-of-fame entry stands alone: its policy loads with the entry's own world model

@@ -58,15 +58,18 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     assert report["frames"] == len(buffer)
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
     assert sum(b["positives"] for b in report["by_x"]) == 18 and "where deaths come" in format_death(report)
+    two = np.flatnonzero(np.arange(len(buffer)) < buffer.starts[2])  # the frames of episodes 0 and 1 alone
+    part = death_report(buffer, taken_rollouts(model, buffer, two, horizon=8, batch=16), model.cfg.flag_head)
+    assert part["frames"] == len(two) and part["positives"] == report["positives"], "every death is in them"
     assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))
     assert 0 <= report["calibration"]["ece"] <= 1 and sum(b["n"] for b in report["calibration"]["bins"]) == len(buffer)
     assert report["flag"] == {"positives": 0, "auc": None}, "no flag in this corpus"
     buffer.rewards[ends[2] - 1, 3] = 1.0  # episode 2 touches the flagpole on its last step
-    flag = flag_foresight(buffer, np.arange(len(buffer), dtype=float), horizon=8)
-    assert flag["positives"] == 9 and 0 < flag["auc"] < 1  # the touch frame and the 8 before it
     frames = np.arange(len(buffer))
+    flag = flag_foresight(buffer, frames.astype(float), frames, horizon=8)
+    assert flag["positives"] == 9 and 0 < flag["auc"] < 1  # the touch frame and the 8 before it
     soon = (frames <= ends[2]) & (frames >= ends[2] - 8)
-    assert flag_foresight(buffer, soon.astype(float), horizon=8)["auc"] == 1.0, "a score that knows is perfect"
+    assert flag_foresight(buffer, soon.astype(float), frames, horizon=8)["auc"] == 1.0, "a score that knows is perfect"
 
 
 def test_foresight_by_place_compares_frames_at_the_same_x():

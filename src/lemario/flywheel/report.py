@@ -224,13 +224,16 @@ def _levels_table(summaries: list[IterationSummary], references: dict) -> tuple[
 
 def _blocked_cells(s: IterationSummary) -> list[str]:
     """The warm-start model on the iteration's new episodes: how many steps were blocked (right held, x unchanged)
-    and the progress it predicted there, one step and along its rollout (the game gives 0)."""
+    and the progress it predicted there, one step and along its rollout (the game gives 0); its death foresight
+    AUC there."""
     b = (s.model_error or {}).get("groups", {}).get("blocked")
+    death = (s.model_error or {}).get("death")  # since session 35
+    auc = "-" if death is None or death["auc"]["all"] is None else f"{death['auc']['all']:.3f}"
     if b is None:  # the first iteration, or a run from before the measurement
-        return ["-", "-"]
+        return ["-", "-", auc]
     if not b["steps"]:
-        return ["0", "-"]
-    return [str(b["steps"]), f"{b['predicted']:.2f} / {b['predicted_rollout']:.2f}"]
+        return ["0", "-", auc]
+    return [str(b["steps"]), f"{b['predicted']:.2f} / {b['predicted_rollout']:.2f}", auc]
 
 
 def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
@@ -238,7 +241,13 @@ def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     return table(
         ["iter", "val pred", "val sigreg"]
         + [f"{k} R2" for k in PROBE_KEYS]
-        + ["on_ground bal", "is_dying bal", "blocked steps (prev WM)", "blocked pred px (1 / rollout)"],
+        + [
+            "on_ground bal",
+            "is_dying bal",
+            "blocked steps (prev WM)",
+            "blocked pred px (1 / rollout)",
+            "death AUC (prev WM)",
+        ],
         [
             [
                 s.iteration,

@@ -59,22 +59,19 @@ def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
 
 def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, bin_px: int = 256) -> dict:
     """Foresight AUCs (all deaths, pits, others; and within each `bin_px` x bin where deaths come) and calibration
-    of P(death) on every frame of `buffer`, from the reward head along the actions taken from each
+    of P(death) on the frames of `buffer` that `taken` covers, from the reward head along the actions taken from each
     (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
-    n_frames, horizon = len(buffer), taken.horizon
-    if len(taken.frames) != n_frames:
-        raise ValueError("the death report scores every frame: pass taken_rollouts of the whole buffer")
-    soonest = taken.ahead[..., 2].max(1)  # (N,) the highest P(death) along the rollout (0 past the episode)
-    flag = taken.ahead[..., 3].max(1) if flag_head else None
+    f, horizon = taken.frames, taken.horizon  # (n,)
+    soonest = taken.ahead[..., 2].max(1)  # (n,) the highest P(death) along the rollout (0 past the episode)
     onset, pit = death_onsets(buffer)
-    frame = np.arange(n_frames)
-    soon = (onset >= frame) & (onset - frame <= horizon)  # dies within the next `horizon` steps
+    onset, pit = onset[f], pit[f]
+    soon = (onset >= f) & (onset - f <= horizon)  # dies within the next `horizon` steps
     far = ~soon
     doomed = np.r_[0.0, buffer.rewards[:-1, 2]]  # the death channel of the step into each frame
     doomed[buffer.starts] = 0.0
     return {
         "horizon": horizon,
-        "frames": int(n_frames),
+        "frames": len(f),
         "positives": {"all": int(soon.sum()), "pit": int((soon & pit).sum()), "other": int((soon & ~pit).sum())},
         "auc": {
             "all": roc_auc(soonest, soon),
@@ -82,9 +79,9 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, b
             "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
         },
         "bin_px": bin_px,
-        "by_x": foresight_by_x(buffer.labels[:, _X_POS], soonest, soon, bin_px),
-        "calibration": calibration(taken.now[:, 2], doomed),
-        "flag": None if flag is None else flag_foresight(buffer, flag, horizon),
+        "by_x": foresight_by_x(buffer.labels[f, _X_POS], soonest, soon, bin_px),
+        "calibration": calibration(taken.now[:, 2], doomed[f]),
+        "flag": flag_foresight(buffer, taken.ahead[..., 3].max(1), f, horizon) if flag_head else None,
     }
 
 
@@ -106,16 +103,15 @@ def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: 
     return rows
 
 
-def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, horizon: int) -> dict:
-    """AUC of per-frame scores (N,) for 'touches the flagpole within `horizon` steps' (the reward spec's flag
+def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, frames: np.ndarray, horizon: int) -> dict:
+    """AUC of scores (n,) of `frames` for 'touches the flagpole within `horizon` steps' (the reward spec's flag
     channel marks the step that touches it)."""
     touch = np.full(len(buffer), -1, np.int64)  # per frame: the frame its episode touches the flag at, or -1
     for s, n in zip(buffer.starts, buffer.lengths):
         steps = np.flatnonzero(buffer.rewards[s : s + n - 1, 3])
         if len(steps):
             touch[s : s + n] = s + steps[0] + 1
-    frame = np.arange(len(buffer))
-    soon = (touch >= frame) & (touch - frame <= horizon)
+    soon = (touch[frames] >= frames) & (touch[frames] - frames <= horizon)
     return {"positives": int(soon.sum()), "auc": roc_auc(scores, soon)}
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import holds
 from lemario.games.mario.ram import LABELS
+from lemario.model.death import death_report
 from lemario.model.taken import TakenRollouts, taken_rollouts, transitions_ahead
 from lemario.model.world_model import load_world_model
 
@@ -71,12 +72,14 @@ def progress_report(buffer: EpisodeBuffer, taken: TakenRollouts, bin_px: int = 2
 
 def episodes_progress(world_model: Path, corpus: Path, files: list[str], max_steps: int = 0) -> dict | None:
     """The report of a world model on the named episodes of a corpus, on `max_steps` of their steps drawn at random
-    (seeded; 0: all); None for a model without a reward head."""
+    (seeded; 0: all), with the death report on the same steps under "death" (`lemario.model.death`: does it see the
+    deaths there coming?); None for a model without a reward head."""
     model, _ = load_world_model(world_model)
     if not model.cfg.reward_head:
         return None
     buffer = EpisodeBuffer.load(corpus, files=files)
-    return progress_report(buffer, taken_rollouts(model, buffer, scored_steps(buffer, max_steps)))
+    taken = taken_rollouts(model, buffer, scored_steps(buffer, max_steps))
+    return {**progress_report(buffer, taken), "death": death_report(buffer, taken, model.cfg.flag_head)}
 
 
 def scored_steps(buffer: EpisodeBuffer, max_steps: int = 0) -> np.ndarray:
@@ -98,7 +101,10 @@ def summary_line(report: dict) -> str:
     moving = f"moving right {m['steps']}"
     if m["steps"]:
         moving += f": real {m['real']:.2f}, predicted {m['predicted']:.2f}"
-    return f"{blocked}; {moving}"
+    if (death := report.get("death")) is None:  # reports from before session 35
+        return f"{blocked}; {moving}"
+    auc = "n/a" if death["auc"]["all"] is None else f"{death['auc']['all']:.3f}"
+    return f"{blocked}; {moving}; death within {h} steps AUC {auc} ({death['positives']['all']} frames)"
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
