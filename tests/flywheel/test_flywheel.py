@@ -220,6 +220,7 @@ def test_a_fork_starts_as_the_sources_iterations_then_goes_its_own_way(uninterru
     r = run_cli(*TINY, *args, "--iterations", "3", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "differs in: iterations" not in r.stdout and "on_policy_by: last -> best" in r.stdout
+    assert f"resuming {fork}:" not in r.stdout, "a new fork is not a resumed run"
     config = json.loads((fork / "config.json").read_text())
     assert config["forked_from"] == {"run": str(run), "iterations": 2, "differs": ["on_policy_by: last -> best"]}
     ours, theirs = fork / "iter002" / "wm" / "model.safetensors", run / "iter002" / "wm" / "model.safetensors"

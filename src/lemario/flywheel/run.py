@@ -83,20 +83,21 @@ def write_state(cfg: FlywheelConfig, summaries: list[IterationSummary], status: 
     write_json(cfg.out / "state.json", {**state, "iterations": iterations})
 
 
-def _open_run(cfg: FlywheelConfig) -> None:
+def _open_run(cfg: FlywheelConfig) -> bool:
     """Write config.json for a new run (a fork's after its iterations are in: a fork killed midway forks again), or
-    check that the folder holds this run."""
+    check that the folder holds this run; whether it was new."""
     key, defaults = run_key(cfg, BOOKKEEPING), run_key(FlywheelConfig(), BOOKKEEPING)
     if (cfg.out / "config.json").exists():
         stored = upgrade_key(read_json(cfg.out / "config.json")["run_key"])
         check_same_run(stored, key, defaults, cfg.out, "flywheel run")
-        return
+        return False
     record = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **provenance()}
     if cfg.fork_from is not None:
         record["forked_from"] = fork(cfg.fork_from, cfg.fork_after, cfg.out, key, defaults)
         differs = "; ".join(record["forked_from"]["differs"]) or "nothing"
         print(f"forked {cfg.fork_from} after iteration {cfg.fork_after}; from there on it differs in: {differs}")
     write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), **record})
+    return True
 
 
 def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
@@ -104,9 +105,9 @@ def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
     cfg.validate()
     check_writable(cfg.out)
     with writer_lock(cfg.out):
-        _open_run(cfg)
+        new = _open_run(cfg)
         summaries = finished(cfg.out)
-        if summaries:
+        if summaries and not new:  # a new fork has said what it holds
             print(f"resuming {cfg.out}: {len(summaries)} iterations finished")
         while len(summaries) < cfg.iterations:
             last = summaries[-1].decision if summaries else None
