@@ -247,7 +247,7 @@ class FlywheelConfig:
         return None if self.variance is None else world_model_variance(self.variance)[1]
 
     def collect_config(
-        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float, agents: tuple = ()
+        self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float, agents: tuple[str, ...] = ()
     ) -> CollectConfig:
         """Iteration `iteration`'s collection run into RUN/corpus (`agents`: its on-policy agents, if not `policy`)."""
         return CollectConfig(

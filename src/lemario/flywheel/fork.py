@@ -54,7 +54,8 @@ def fork(src: Path, after: int, out: Path, key: dict, defaults: dict) -> dict:
             f"--fork-from {src}: its exploration archive is one file, as it stands after its last iteration: fork a "
             f"run with --explore-steps only after that one (--fork-after {after} is not)"
         )
-    differ = [d for d in differences(theirs, key) if d.split(":")[0].startswith(MUST_MATCH)]
+    changed = [d for d in differences(theirs, key) if not d.startswith(("fork_from", "fork_after"))]
+    differ = [d for d in changed if d.split(":")[0].startswith(MUST_MATCH)]
     if differ:
         raise LemarioError(f"--fork-from {src}: the fork must share its frames, levels and world model ({differ[0]})")
     for n in range(1, after + 1):
@@ -67,7 +68,6 @@ def fork(src: Path, after: int, out: Path, key: dict, defaults: dict) -> dict:
     for e in entries:
         _link_tree(hof.folder(src, e), hof.folder(out, e))
     write_json(out / "hof" / hof.CATALOG, entries)
-    changed = [d for d in differences(theirs, key) if not d.startswith(("fork_from", "fork_after"))]
     return {"run": str(src), "iterations": after, "differs": changed}
 
 

@@ -154,12 +154,12 @@ def policy_seeds(cfg: FlywheelConfig, n: int) -> tuple[int, ...]:
 def previous_policies(cfg: FlywheelConfig, n: int) -> tuple[str, ...]:
     """The agent specs of iteration n-1's policies, world model by world model in seed order (none before
     iteration 2: a fine-tuning run's first iteration has only the entry it starts from)."""
+    if n < 2:
+        return ()
     prev = iter_dir(cfg.out, n - 1)
+    seeds = policy_seeds(cfg, n - 1)
     return tuple(
-        f"policy:{policy_dir(prev, w, seed) / 'policy.safetensors'}"
-        for w in range(cfg.world_models)
-        for seed in policy_seeds(cfg, n - 1)
-        if n > 1
+        f"policy:{policy_dir(prev, w, s) / 'policy.safetensors'}" for w in range(cfg.world_models) for s in seeds
     )
 
 

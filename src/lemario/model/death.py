@@ -17,7 +17,7 @@ import numpy as np
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import death_onset
-from lemario.model.taken import TakenRollouts
+from lemario.model.taken import TakenRollouts, x_bins
 
 _X_POS = LABELS.index("x_pos")
 
@@ -89,8 +89,7 @@ def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: 
     """Per `bin_px` x bin holding frames that precede a death: the AUC among that bin's frames (does the model tell
     the passes that end in a death from those that do not, at the same place?) and the mean score of both."""
     rows = []
-    for lo in range(0, int(x.max()) + 1, bin_px):
-        inside = (x >= lo) & (x < lo + bin_px)
+    for lo, inside in x_bins(x, bin_px):
         if soon[inside].any():
             pos, neg = scores[inside & soon], scores[inside & ~soon]
             row = {

@@ -24,7 +24,7 @@ from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import holds
 from lemario.games.mario.ram import LABELS
 from lemario.model.death import death_report
-from lemario.model.taken import TakenRollouts, taken_rollouts, transitions_ahead
+from lemario.model.taken import TakenRollouts, taken_rollouts, transitions_ahead, x_bins
 from lemario.model.world_model import load_world_model
 
 _X_POS, _DYING = LABELS.index("x_pos"), LABELS.index("is_dying")
@@ -37,7 +37,7 @@ def progress_report(buffer: EpisodeBuffer, taken: TakenRollouts, bin_px: int = 2
     has_next = taken.valid[:, 0]
     steps, horizon = taken.frames[has_next], taken.horizon  # (n,)
     predicted = np.where(taken.valid[has_next], taken.ahead[has_next, :, 0], np.nan)  # (n, H)
-    ahead, valid = transitions_ahead(buffer, steps, horizon)
+    ahead, valid = transitions_ahead(buffer, steps, horizon)[0], taken.valid[has_next]
     realized = np.where(valid, buffer.rewards[ahead, 0], np.nan)  # (n, H)
     real = buffer.rewards[steps, 0]
     alive = (buffer.labels[steps, _DYING] == 0) & (buffer.labels[steps + 1, _DYING] == 0)
@@ -57,10 +57,8 @@ def progress_report(buffer: EpisodeBuffer, taken: TakenRollouts, bin_px: int = 2
         }
 
     bins = []
-    for lo in range(0, int(x.max()) + 1, bin_px):
-        inside = (x >= lo) & (x < lo + bin_px)
-        if inside.any():
-            bins.append({"x": lo, **row(inside), "blocked": row(inside & (group == 0))})
+    for lo, inside in x_bins(x, bin_px):
+        bins.append({"x": lo, **row(inside), "blocked": row(inside & (group == 0))})
     return {
         "horizon": horizon,
         "bin_px": bin_px,

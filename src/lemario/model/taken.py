@@ -7,6 +7,7 @@ actually taken (what a planner or imagination sees), with which of those transit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,15 @@ class TakenRollouts:
     @property
     def horizon(self) -> int:
         return self.valid.shape[1]
+
+
+def x_bins(x: np.ndarray, bin_px: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(bin start, (n,) bool mask) for each `bin_px`-wide bin of Mario's x (n,) that holds a frame, from 0 on (a corpus
+    of several levels shares the bins)."""
+    for lo in range(0, int(x.max()) + 1, bin_px):
+        inside = (x >= lo) & (x < lo + bin_px)
+        if inside.any():
+            yield lo, inside
 
 
 def transitions_ahead(buffer: EpisodeBuffer, frames: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
