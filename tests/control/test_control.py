@@ -194,6 +194,9 @@ def test_harness_rows_and_determinism(tmp_path):
     agg = s["per_agent"]["biased"]
     assert agg["mean_max_x"] == pytest.approx(np.mean([r["max_x"] for r in rows if r["agent"] == "biased"]))
     assert s["kseed"] == {}, "biased and random are two methods, not two seeds of one"
+    mine = [r for r in rows if r["agent"] == "biased" and r["end"] != "flag"]
+    assert sum(sum(by_x.values()) for by_x in s["ends_at"]["biased"].values()) == len(mine)
+    assert f"biased: where episodes end (final x): {min(r['end'] for r in mine)} " in format_summary(s)
     again = evaluate(
         EvalConfig(agents=("biased", "random"), episodes=3, workers=2, env=EnvConfig(max_steps=200), out=tmp_path / "b")
     )

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from lemario.play.stats import aggregate, bootstrap_ci, kseed_summary, mode_share, paired_permutation_p, z_score
+from lemario.play.stats import (
+    aggregate,
+    bootstrap_ci,
+    format_ends,
+    kseed_summary,
+    mode_share,
+    paired_permutation_p,
+    where_ends,
+    z_score,
+)
 
 
 def ep(max_x, final_x=None, flag=0, steps=100):
@@ -61,3 +70,20 @@ def test_paired_permutation_p_by_hand():
     assert paired_permutation_p(strong, resamples=9999) == 1 / 10000
     null = [paired_permutation_p(np.random.default_rng(s).normal(0, 1, 40), resamples=2000) for s in range(40)]
     assert 0.25 < np.mean(null) < 0.75  # p-values of null data spread around 1/2
+
+
+def test_where_ends_counts_each_end_by_place_and_leaves_the_flag_out():
+    rows = [
+        {**ep(1795), "end": "enemy"},
+        {**ep(1760), "end": "enemy"},
+        {**ep(1910, final_x=1905), "end": "enemy"},
+        {**ep(2473), "end": "pit"},
+        {**ep(3161, flag=1), "end": "flag"},
+        {**ep(2300, final_x=2228), "end": "step_limit"},
+    ]
+    ends = where_ends(rows)
+    assert ends == {"enemy": {1700: 2, 1900: 1}, "pit": {2400: 1}, "step_limit": {2200: 1}}
+    assert list(ends) == ["enemy", "pit", "step_limit"] and list(ends["enemy"]) == [1700, 1900]  # most frequent first
+    assert where_ends(rows, bin_px=200)["enemy"] == {1600: 2, 1800: 1}
+    assert format_ends(ends) == "enemy 1700-1799 2, 1900-1999 1 | pit 2400-2499 1 | step_limit 2200-2299 1"
+    assert format_ends(ends, bins=1) == "enemy 1700-1799 2, elsewhere 1 | pit 2400-2499 1 | step_limit 2200-2299 1"

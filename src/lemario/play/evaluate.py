@@ -32,7 +32,7 @@ from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, differences, run_key, with_defaults
 from lemario.games.mario.env import EnvConfig
 from lemario.play.episodes import Player, imap, play
-from lemario.play.stats import aggregate, kseed_summary
+from lemario.play.stats import aggregate, format_ends, kseed_summary, where_ends
 
 EVAL_SEED_BASE = 10_000_000  # collection seeds come from SeedSequence([seed, run, i]); training seeds are small ints
 
@@ -132,6 +132,14 @@ def _kseed_by_method(per_agent: dict[str, dict]) -> dict[str, dict]:
     return {method: kseed_summary(seeds) for method, seeds in groups.items() if len(seeds) > 1}
 
 
+def _ends_by_method(rows: list[dict]) -> dict[str, dict]:
+    """Where each method's episodes end (`lemario.play.stats.where_ends`), pooled over its seeds."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(method_of(r["agent"]), []).append(r)
+    return {method: where_ends(mine) for method, mine in groups.items()}
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Play every (agent, episode) task and aggregate. Each finished episode is appended to
     OUT/episodes.partial.jsonl at once, so an interrupted evaluation re-run with the same settings and --out
@@ -169,6 +177,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         summary = {
             "per_agent": per_agent,
             "kseed": _kseed_by_method(per_agent),
+            "ends_at": _ends_by_method(rows),
             "config": as_json(cfg),
             "resume_key": key,
             **provenance(),
@@ -258,6 +267,9 @@ def format_summary(summary: dict) -> str:
             f"(sd between seeds), best {k['best_seed']}, flag rate {k['flag_rate']:.2f}, mode-collapsed: "
             f"{k['mode_collapsed_seeds'] or 'none'}"
         )
+    for method, ends in summary.get("ends_at", {}).items():
+        if ends:
+            lines.append(f"{method}: where episodes end (final x): {format_ends(ends)}")
     lines.append(f"saved {summary['out']}/episodes.jsonl and summary.json")
     return "\n".join(lines)
 

@@ -72,6 +72,26 @@ def aggregate(episodes: list[dict]) -> dict:
     }
 
 
+def where_ends(episodes: list[dict], bin_px: int = 100) -> dict[str, dict[int, int]]:
+    """Where episodes end, by how: for each end but the flag (enemy, pit, step_limit, ...), the number of episodes
+    whose final x falls in each `bin_px`-wide bin (keyed by the bin's start), most frequent first."""
+    counts: dict[str, Counter] = {}
+    for e in episodes:
+        if e["end"] != "flag":
+            counts.setdefault(e["end"], Counter())[int(e["final_x"]) // bin_px * bin_px] += 1
+    return {end: dict(c.most_common()) for end, c in sorted(counts.items())}
+
+
+def format_ends(ends: dict[str, dict[int, int]], bin_px: int = 100, bins: int = 5) -> str:
+    """`where_ends` in one line, each end's `bins` most frequent places: 'enemy 1700-1799 18, 1900-1999 10 | pit ...'"""
+    parts = []
+    for end, by_x in ends.items():
+        top = ", ".join(f"{x}-{x + bin_px - 1} {n}" for x, n in list(by_x.items())[:bins])
+        more = sum(list(by_x.values())[bins:])
+        parts.append(f"{end} {top}" + (f", elsewhere {more}" if more else ""))
+    return " | ".join(parts)
+
+
 def kseed_summary(per_seed: dict[str, dict]) -> dict:
     """Across K independently trained agents: the mean of their means and the sd between seeds."""
     means = np.array([s["mean_max_x"] for s in per_seed.values()], dtype=np.float64)
