@@ -22,6 +22,7 @@ from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
 from lemario.flywheel.config import PRESETS, FlywheelConfig
 from lemario.flywheel.plan import plan_iteration
+from lemario.play.stats import format_ends, where_ends
 
 from conftest import run_cli, run_cli_many
 from synthetic import fake_ppo_run
@@ -265,6 +266,12 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
     assert "| blocked steps (prev WM) |" in md
     assert any(line.startswith("| 1 |") and line.endswith("| - | - |") for line in md.splitlines()), "no model before"
     assert any(line.startswith("| 2 |") and f"| {blocked} |" in line for line in md.splitlines())
+    played = [json.loads(line) for line in (run / "iter002" / "eval" / "episodes.jsonl").read_text().splitlines()]
+    flags = sum(e["end"] == "flag" for e in played)
+    assert (
+        "## Where episodes end" in md
+        and f"| 2 | {len(played)} | {flags} | {format_ends(where_ends(played), bins=3)} |" in md
+    )
     # the video is the HOF best policy's furthest evaluation episode, replayed exactly
     entry = hof.folder(run, hof.top(run)[0])
     rows = [json.loads(line) for line in (entry / "eval" / "episodes.jsonl").read_text().splitlines()]

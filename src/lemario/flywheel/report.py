@@ -35,7 +35,7 @@ from lemario.core.plots import table
 from lemario.core.runconfig import as_json, with_defaults
 from lemario.data.corpus import scan
 from lemario.flywheel import hof
-from lemario.flywheel.config import FlywheelConfig
+from lemario.flywheel.config import FlywheelConfig, iter_dir
 from lemario.flywheel.figures import (
     PROBE_KEYS,
     hof_curve,
@@ -51,6 +51,7 @@ from lemario.flywheel.run import finished
 from lemario.games.mario.env import EnvConfig
 from lemario.model.decoder import DecoderConfig, train_decoder
 from lemario.play.render import RenderConfig, render
+from lemario.play.stats import format_ends, where_ends
 
 FIGURES = (
     ("K-seed scores per iteration", "kseed.png"),
@@ -236,6 +237,17 @@ def _blocked_cells(s: IterationSummary) -> list[str]:
     return [str(b["steps"]), f"{b['predicted']:.2f} / {b['predicted_rollout']:.2f}", auc]
 
 
+def _ends_table(run: Path, summaries: list[IterationSummary]) -> tuple[str, str]:
+    """Where the K policies' evaluation episodes end, per iteration: each end's most frequent 100-px places
+    (`lemario.play.stats.where_ends`), the obstacles the run is stuck at."""
+    rows = []
+    for s in summaries:
+        episodes = runlog.read_rows(iter_dir(run, s.iteration) / "eval" / "episodes.jsonl")
+        flags = sum(e["end"] == "flag" for e in episodes)
+        rows.append([s.iteration, len(episodes), flags, format_ends(where_ends(episodes), bins=3)])
+    return table(["iter", "episodes", "flags", "where the others end (final x)"], rows)
+
+
 def _world_model_table(summaries: list[IterationSummary]) -> tuple[str, str]:
     nan = float("nan")
     return table(
@@ -334,10 +346,12 @@ def build(cfg: ReportConfig) -> Path:
         ("Detector decisions", _decisions_table(summaries)),
         ("World model", _world_model_table(summaries)),
     ]
-    if summaries[0].level_scores:
+    if summaries[0].level_scores:  # one place axis per level: the pooled ends would mix them
         plot_levels(summaries, references, out / "levels.png")
         figures.append(("Per level", "levels.png"))
         tables.insert(1, ("Per level", _levels_table(summaries, references)))
+    else:
+        tables.insert(2, ("Where episodes end", _ends_table(run, summaries)))
     _write_page(out, _headline(run, summaries, curve, reference), tables, figures, video)
     return out
 
