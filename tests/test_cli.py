@@ -44,6 +44,7 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ("rom", ["collect", "--rom", "{root}/none.nes", "--out", "{root}/new"], "ROM not found"),
     ("out-is-a-file", ["collect", "--out", "{root}/afile/sub", "--episodes", "1"], "choose a writable --out folder"),
     ("corpus-missing", ["corpus", "{root}/nothing"], "does not exist: collect one"),
+    ("corpus-bin", ["corpus", "{root}/corpus", "--actions", "--bin-px", "0"], "the bin width must be at least 1"),
     ("train-corpus-missing", ["train", "--corpus", "{root}/nothing", "--out", "{root}/new"], "does not exist"),
     ("train-corpus-empty", ["train", "--corpus", "{root}/empty", "--out", "{root}/new"], "has no readable episodes"),
     ("train-corrupt", ["train", "--corpus", "{root}/damaged", "--out", "{root}/new"], "--skip-unreadable"),

@@ -26,6 +26,7 @@ from lemario.control import imagination
 from lemario.core.errors import LemarioError
 from lemario.core.provenance import git_commit
 from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
+from lemario.data.coverage import action_coverage, format_coverage
 from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import hof, report, study
 from lemario.flywheel import run as flywheel
@@ -40,6 +41,10 @@ class CorpusConfig:
     """Corpus folder."""
     rebuild: bool = False
     """Reopen every file instead of trusting the cached index rows."""
+    actions: bool = False
+    """Also the actions taken at each place of the level (share per x bin; Mario corpora)."""
+    bin_px: int = 200
+    """Width in pixels of x of the action table's bins."""
 
 
 def corpus_main(cfg: CorpusConfig) -> None:
@@ -48,6 +53,8 @@ def corpus_main(cfg: CorpusConfig) -> None:
     index = scan(cfg.corpus)
     print(format_summary(index, title=str(cfg.corpus)))
     warn_unreadable(cfg.corpus, index)
+    if cfg.actions:
+        print(format_coverage(action_coverage(cfg.corpus, cfg.bin_px)))
 
 
 class Command(NamedTuple):

@@ -106,7 +106,8 @@ def _jsonable(v):
     return str(v)
 
 
-def _attrs(f: h5py.File) -> dict:
+def file_meta(f: h5py.File) -> dict:
+    """An open episode file's meta, with its label column names (`label_names`)."""
     meta = json.loads(f.attrs["meta"])
     meta["label_names"] = json.loads(f["labels"].attrs["names"])
     return meta
@@ -115,7 +116,7 @@ def _attrs(f: h5py.File) -> dict:
 def read_episode(path: Path, *, ram: bool = False) -> Episode:
     """Read one episode (RAM only when asked: it is the largest dataset after the frames)."""
     with h5py.File(path, "r") as f:
-        meta = _attrs(f)
+        meta = file_meta(f)
         return Episode(
             frames=f["frames"][()],
             actions=f["actions"][()],
@@ -136,7 +137,7 @@ def read_labels(path: Path) -> np.ndarray:
 def summarize(path: Path) -> dict:
     """The index row of one episode file; raises on a truncated or inconsistent file."""
     with h5py.File(path, "r") as f:
-        meta = _attrs(f)
+        meta = file_meta(f)
         T = f["actions"].shape[0]
         shapes = {k: f[k].shape[0] for k in ("frames", "ram", "labels", "rewards") if k in f}
         if meta.get("game", "mario") == "mario" and len(shapes) < 4:
