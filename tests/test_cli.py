@@ -103,6 +103,16 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ("eval-prior", ["eval", "biased", "--planner.prior", "greedy", "--out", "{root}/new"], "unknown planner prior"),
     ("eval-budget", ["eval", "biased", "--planner.elites", "999", "--out", "{root}/new"], "elites <= samples"),
     (
+        "eval-policy-prior",
+        ["eval", "biased", "--planner.prior", "policy", "--out", "{root}/new"],
+        "needs --planner.value",
+    ),
+    (
+        "eval-policy-mix",
+        ["eval", "biased", "--planner.policy-mix", "2", "--out", "{root}/new"],
+        "not a weight in [0, 1]",
+    ),
+    (
         "eval-value",
         ["eval", "biased", "--planner.value", "{root}/none.safetensors", "--out", "{root}/new"],
         "no policy checkpoint",

@@ -53,17 +53,18 @@ def test_cem_drives_a_quadratic_cost_to_its_minimum():
     assert value > -1 and (best - 7).abs().max() <= 1
 
 
-def test_cem_keeps_the_previous_plan_when_it_is_best():
-    keep = torch.tensor([2, 2, 2])
+@pytest.mark.parametrize("best_row", [0, 2])
+def test_cem_keeps_a_given_candidate_when_it_is_best(best_row):
+    keep = torch.tensor([[2, 2, 2], [3, 3, 3], [5, 7, 5]])  # e.g. the previous plan, then the policy's sequences
     cfg = PlannerConfig(horizon=3, samples=16, elites=4, iterations=1)
     best, _, _, _ = cem(
-        lambda s: ((s == 2).all(-1).float(), None),
+        lambda s: ((s == keep[best_row]).all(-1).float(), None),
         torch.full((3, 12), 1 / 12),
         cfg,
         torch.Generator().manual_seed(0),
         keep,
     )
-    assert torch.equal(best, keep)
+    assert torch.equal(best, keep[best_row])
 
 
 def test_the_covering_collector_takes_every_action_the_biased_one_never_does():

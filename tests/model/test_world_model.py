@@ -846,12 +846,12 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
             EvalConfig(agents=(f"policy:{trained / 'model.safetensors'}",), episodes=1, workers=1, out=tmp_path / "x")
         )
     # the planner with the policy's critic as its value beyond the horizon
-    from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
+    from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value, planning_policy, policy_proposals
     from lemario.games.mario.actions import action_set
 
     policy = tmp_path / "pi" / "policy.safetensors"
     model, _ = load_world_model(trained / "model.safetensors")
-    value = critic_value(policy, model)
+    value = critic_value(planning_policy(policy, model), model)
     cfg = PlannerConfig(horizon=4, precision="fp32")
     with_value, without = (LatentPlanner(model, cfg, action_set("complex"), v) for v in (value, None))
     seqs = torch.randint(0, model.cfg.n_actions, (8, 4), generator=torch.Generator().manual_seed(0))
@@ -876,6 +876,38 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
             env=EnvConfig(max_steps=12),
             out=tmp_path / "pv",
             planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy)),
+        )
+    )
+    assert next(iter(s["per_agent"].values()))["episodes"] == 1
+    # the planner started from the policy: its sequences are candidates, so the plan scores at least their best
+    ac = planning_policy(policy, model)
+    proposals = policy_proposals(ac, model, samples=6, horizon=4)
+    prior = PlannerConfig(
+        horizon=4,
+        samples=16,
+        elites=4,
+        iterations=2,
+        precision="fp32",
+        prior="policy",
+        value=str(policy),
+        policy_samples=6,
+    )
+    planner = LatentPlanner(model, prior, action_set("complex"), value, None, proposals)
+    g = torch.Generator().manual_seed(3)
+    proposed = proposals(context, past, torch.Generator().manual_seed(3))
+    assert proposed.shape == (6, 4) and ac.allowed[proposed].all()
+    _, score, _ = planner.plan(context, past, g)
+    assert score >= float(planner.objective(context, past)(proposed)[0].max()) - 1e-5
+    s = evaluate(
+        EvalConfig(
+            agents=(f"planner:{trained / 'model.safetensors'}",),
+            episodes=1,
+            workers=1,
+            env=EnvConfig(max_steps=12),
+            out=tmp_path / "pp",
+            planner=PlannerConfig(
+                samples=16, elites=4, iterations=1, horizon=4, value=str(policy), prior="policy", policy_samples=8
+            ),
         )
     )
     assert next(iter(s["per_agent"].values()))["episodes"] == 1

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lemario.control.imagination import load_policy, policy_world_model
-from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value
+from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value, planning_policy, policy_proposals
 from lemario.control.policies import BiasedPolicy, make_policy
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
@@ -216,8 +216,10 @@ class PlannerAgent:
         check_frames(asdict(model.cfg), env_config, "the world model")
         actions = action_set(env_config.action_set)
         self.model, self.cfg, self.level = model, cfg, env_level(env_config)
-        value = critic_value(Path(cfg.value), model) if cfg.value else None
-        self.planner = LatentPlanner(model, cfg, actions, value, allowed)
+        ac = planning_policy(Path(cfg.value), model) if cfg.value else None
+        value = critic_value(ac, model) if ac else None
+        propose = policy_proposals(ac, model, cfg.policy_samples, cfg.horizon) if cfg.prior == "policy" else None
+        self.planner = LatentPlanner(model, cfg, actions, value, allowed, propose)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
 
     def reset(self, seed: int) -> None:

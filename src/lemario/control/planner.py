@@ -7,6 +7,11 @@ batch per step, predicting each distinct action prefix once (`rollout_shared`), 
 predicted latent into progress, score and death, and an optional value function scores the last latent; or,
 for goal tasks, the cost is the distance of the last latent to a goal latent (LeWorldModel's planning
 objective). Receding horizon: the agent re-plans every `replan_every` steps.
+
+With a policy trained in the same world model (`value`), the planner can also start from it (prior 'policy', as
+TD-MPC2 plans around its actor): the policy's own sequences, sampled in imagination from the current state, are
+candidates of the first round, and their per-step action frequencies are its distribution. The best sequence seen
+is returned, so the plan scores at least as well as the policy's best sample under the model.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from lemario.control.imagination import RETURN_UNIT, load_policy
+from lemario.control.imagination import RETURN_UNIT, ActorCritic, imagine, load_policy
 from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
 from lemario.core.device import PRECISIONS, precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.model.world_model import WorldModel, decode_reward
 
-PRIORS = ("uniform", "biased")
+PRIORS = ("uniform", "biased", "policy")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,13 @@ class PlannerConfig:
     smoothing: float = 0.1
     """Weight of the previous distribution when refitting (0: the elites' frequencies alone)."""
     prior: str = "biased"
-    """Initial per-step distribution: 'uniform', or 'biased' towards running right and jumping."""
+    """Initial per-step distribution: 'uniform'; 'biased' towards running right and jumping; 'policy': the policy of
+    `value`'s sampled sequences (`policy_samples` of them, kept as candidates), mixed with 'biased' by `policy_mix`."""
+    policy_samples: int = 32
+    """prior 'policy': sequences the policy samples in imagination at each plan."""
+    policy_mix: float = 0.1
+    """prior 'policy': weight of the biased distribution in the first round's, so CEM still tries what the policy
+    never does."""
     reward: RewardWeights = field(default_factory=RewardWeights)
     """The scalar reward in pixels (`lemario.control.reward`): death penalty, score weight."""
     discount: float = 0.99
@@ -70,6 +81,13 @@ class PlannerConfig:
                 f"planner budget horizon {self.horizon}, samples {self.samples}, elites {self.elites}, iterations "
                 f"{self.iterations}, replan every {self.replan_every}: all >= 1 and elites <= samples"
             )
+        if self.prior == "policy" and not (self.value and 1 <= self.policy_samples < self.samples):
+            raise LemarioError(
+                "the planner's prior 'policy' needs --planner.value POLICY (a policy trained on the same world model) "
+                f"and 1 <= --planner.policy-samples ({self.policy_samples}) < --planner.samples ({self.samples})"
+            )
+        if not 0 <= self.policy_mix <= 1:
+            raise LemarioError(f"--planner.policy-mix {self.policy_mix} is not a weight in [0, 1]")
         if self.value and not Path(self.value).exists():
             raise LemarioError(
                 f"no policy checkpoint at {self.value} for the planner's value: pass a policy.safetensors of "
@@ -96,8 +114,9 @@ def cem(
 ) -> CEMResult:
     """Maximize a score over action sequences.
 
-    prior (H, A) initial probabilities; keep (H,) an extra candidate (the previous plan, shifted) scored in the
-    first round. Returns the best sequence seen over all rounds, its score and extra, and the final distribution.
+    prior (H, A) initial probabilities; keep (k, H) extra candidates (the previous plan shifted, the policy's
+    sequences) scored in the first round. Returns the best sequence seen over all rounds, its score and extra, and
+    the final distribution.
     """
     probs = prior.clone()
     H, A = probs.shape
@@ -106,7 +125,7 @@ def cem(
         # Sample
         seqs = torch.multinomial(probs, cfg.samples, replacement=True, generator=generator).T  # (N, H)
         if it == 0 and keep is not None:
-            seqs[0] = keep
+            seqs[: len(keep)] = keep
         # Score, and keep the best sequence seen
         scores, extra = score(seqs)  # (N,), (N, ...)
         top = scores.topk(min(cfg.elites, len(scores))).indices  # (k,)
@@ -120,22 +139,41 @@ def cem(
     return best._replace(probs=probs)
 
 
-def critic_value(path: Path, model: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The critic of a policy trained on `model`, as latents (N, D) and the action before each (N,) -> value in
-    pixels of progress (N,)."""
+def planning_policy(path: Path, model: WorldModel) -> ActorCritic:
+    """The actor-critic of a policy checkpoint trained on `model` (refused if trained on another), on its device."""
     ac, policy_model, _ = load_policy(path)
     theirs, ours = policy_model.state_dict(), model.state_dict()
     if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k], ours[k].cpu()) for k in ours):
         raise LemarioError(
             f"the policy {path} was trained on another world model than the planner's: pass a policy of this one"
         )
-    ac = ac.to(next(model.parameters()).device)
+    return ac.to(next(model.parameters()).device)
+
+
+def critic_value(ac: ActorCritic, model: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The critic of a policy trained on `model`, as latents (N, D) and the action before each (N,) -> value in
+    pixels of progress (N,)."""
 
     @torch.no_grad()
     def value(z: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         return ac.value(model.state(z.float(), prev)) * RETURN_UNIT  # the critic learns returns in RETURN_UNIT px
 
     return value
+
+
+Propose = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+"""propose(context (1, c, D), past (1, c), generator) -> sequences (k, H) to start the search from"""
+
+
+def policy_proposals(ac: ActorCritic, model: WorldModel, samples: int, horizon: int) -> Propose:
+    """The policy's own action sequences, each sampled step by step in imagination from the current context."""
+
+    def propose(context: torch.Tensor, past: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        start = context.float().expand(samples, -1, -1)  # (k, c, D)
+        between, prev = past[:, 1:].expand(samples, -1), past[:, 0].expand(samples)  # (k, c-1), (k,)
+        return imagine(model, ac, start, between, prev, horizon, generator)[1]  # (k, H)
+
+    return propose
 
 
 def prior_probs(
@@ -145,7 +183,7 @@ def prior_probs(
     never samples them."""
     if cfg.prior == "uniform":
         p = torch.ones(len(actions))
-    else:  # biased: favour right, rarely noop
+    else:  # biased (also what the policy prior is mixed with): favour right, rarely noop
         p = torch.tensor([3.0 if "right" in a else (0.5 if a else 1.0) for a in actions])
     if allowed is not None:
         p = p * allowed
@@ -217,10 +255,12 @@ class LatentPlanner:
         actions: list[tuple[str, ...]],
         value: Callable | None = None,
         allowed: torch.Tensor | None = None,
+        propose: Propose | None = None,
     ):
-        """allowed (A,) bool: the actions plans may hold (`known_actions`); None: all."""
+        """allowed (A,) bool: the actions plans may hold (`known_actions`); None: all. propose: the policy's
+        sequences (prior 'policy')."""
         cfg.validate()
-        self.model, self.cfg, self.value = model.eval(), cfg, value
+        self.model, self.cfg, self.value, self.propose = model.eval(), cfg, value, propose
         self.dtype = precision_dtype(cfg.precision, next(model.parameters()).device)
         self.rollout_model = planning_copy(self.model, self.dtype)  # only its predictor and reward head run
         self.prior = prior_probs(cfg, actions, allowed)
@@ -265,5 +305,11 @@ class LatentPlanner:
     ) -> tuple[torch.Tensor, float, torch.Tensor]:
         """Best action sequence (H,), its score, and its predicted rewards (H, 4): progress px, score points,
         P(death), P(flag)."""
-        best = cem(self.objective(context, past, goal), self.prior, self.cfg, generator, keep)
+        prior, keep = self.prior, None if keep is None else keep[None]  # (H, A), (k, H)
+        if self.propose is not None:
+            proposed = self.propose(context, past, generator)  # (k, H)
+            frequencies = nn.functional.one_hot(proposed, prior.shape[1]).float().mean(0)  # (H, A)
+            prior = (1 - self.cfg.policy_mix) * frequencies + self.cfg.policy_mix * prior
+            keep = proposed if keep is None else torch.cat([keep, proposed])
+        best = cem(self.objective(context, past, goal), prior, self.cfg, generator, keep)
         return best.seq, best.score, best.extra
