@@ -42,7 +42,7 @@ class CorpusConfig:
     rebuild: bool = False
     """Reopen every file instead of trusting the cached index rows."""
     actions: bool = False
-    """Also the actions taken at each place of the level (share per x bin; Mario corpora)."""
+    """Also the actions taken at each place of the level (share per x bin; Mario corpora; a table per level)."""
     bin_px: int = 200
     """Width in pixels of x of the action table's bins."""
 
@@ -54,7 +54,10 @@ def corpus_main(cfg: CorpusConfig) -> None:
     print(format_summary(index, title=str(cfg.corpus)))
     warn_unreadable(cfg.corpus, index)
     if cfg.actions:
-        print(format_coverage(action_coverage(cfg.corpus, cfg.bin_px)))
+        levels = sorted({e["level"] for e in index.episodes if e.get("game", "mario") == "mario"})
+        for level in levels if len(levels) > 1 else [None]:
+            title = f" on {level}" if level else ""
+            print(format_coverage(action_coverage(cfg.corpus, cfg.bin_px, level), title))
 
 
 class Command(NamedTuple):

@@ -37,10 +37,16 @@ def test_steps_are_counted_at_the_x_they_were_taken_by_origin(tmp_path):
     assert table[2].split()[:4] == ["0-199", "3", "33%", "0%"]  # 3 steps, 1 restored; noop 0%
     assert table[2].split()[4:6] == ["67%", "33%"]  # right 2 of 3, right+A 1 of 3
     assert table[-1].split()[:3] == ["all", "5", "40%"]
+    write_episode(tmp_path / "c.h5", _episode([10, 20], [3], level="1-2"))
+    assert action_coverage(tmp_path, level="1-2").counts["spawn"].tolist() == [[0, 0, 0, 1, 0]]
+    assert action_coverage(tmp_path).total().sum() == 6
 
 
 def test_a_corpus_without_mario_episodes_is_refused(tmp_path):
     with pytest.raises(LemarioError, match="no Mario episode"):
         action_coverage(tmp_path)
+    write_episode(tmp_path / "a.h5", _episode([0, 1], [1]))
+    with pytest.raises(LemarioError, match="no Mario episode on level 4-1"):
+        action_coverage(tmp_path, level="4-1")
     with pytest.raises(LemarioError, match="bin width"):
         action_coverage(tmp_path, bin_px=0)

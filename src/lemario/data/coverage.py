@@ -37,8 +37,9 @@ def action_name(buttons: tuple[str, ...]) -> str:
     return "+".join(buttons) or "noop"
 
 
-def action_coverage(corpus: Path, bin_px: int = 200) -> Coverage:
-    """Steps per (x bin, action) of every Mario episode file of a corpus (its sub-corpora included)."""
+def action_coverage(corpus: Path, bin_px: int = 200, level: str | None = None) -> Coverage:
+    """Steps per (x bin, action) of every Mario episode file of a corpus (its sub-corpora included), or of those
+    on one `level` (x means another place on each level)."""
     if bin_px < 1:
         raise LemarioError(f"--bin-px {bin_px}: the bin width must be at least 1 pixel")
     per_origin: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"spawn": [], "restored": []}
@@ -46,7 +47,7 @@ def action_coverage(corpus: Path, bin_px: int = 200) -> Coverage:
     for path in episode_files(Path(corpus)):
         with h5py.File(path, "r") as f:
             meta = file_meta(f)
-            if meta.get("game", "mario") != "mario":
+            if meta.get("game", "mario") != "mario" or level not in (None, meta["level"]):
                 continue
             x = f["labels"][:-1, meta["label_names"].index("x_pos")]  # (T,) the x each action was chosen at
             actions = f["actions"][()]  # (T,)
@@ -54,8 +55,9 @@ def action_coverage(corpus: Path, bin_px: int = 200) -> Coverage:
         origin = "spawn" if meta.get("start", "spawn") == "spawn" else "restored"
         per_origin[origin].append((x // bin_px, actions))
     if not n_actions:
-        raise LemarioError(f"{corpus} holds no Mario episode: the action table is for Mario corpora")
-    n_bins = 1 + max(int(b.max()) for pairs in per_origin.values() for b, _ in pairs if len(b))
+        on = f" on level {level}" if level else ""
+        raise LemarioError(f"{corpus} holds no Mario episode{on}: the action table is for Mario corpora")
+    n_bins = 1 + max((int(b.max()) for pairs in per_origin.values() for b, _ in pairs if len(b)), default=0)
     counts = {}
     for origin, pairs in per_origin.items():
         table = np.zeros((n_bins, n_actions), np.int64)
@@ -66,13 +68,13 @@ def action_coverage(corpus: Path, bin_px: int = 200) -> Coverage:
     return Coverage(bin_px, tuple(action_name(a) for a in names), counts)
 
 
-def format_coverage(cov: Coverage) -> str:
+def format_coverage(cov: Coverage, title: str = "") -> str:
     """The table: one row per x bin with steps, the restored share and each action's share of the bin's steps."""
     total = cov.total()  # (bins, actions)
     restored = cov.counts["restored"].sum(axis=1)
     width = max(7, *(len(a) + 1 for a in cov.actions))
     head = f"{'x':<11}{'steps':>8}{'restored':>9}" + "".join(f"{a:>{width}}" for a in cov.actions)
-    lines = [f"actions by place (share of the steps taken in each {cov.bin_px}-px bin of x)", head]
+    lines = [f"actions by place{title} (share of the steps taken in each {cov.bin_px}-px bin of x)", head]
     for b, row in enumerate(total):
         n = row.sum()
         if not n:
@@ -80,6 +82,6 @@ def format_coverage(cov: Coverage) -> str:
         place = f"{b * cov.bin_px}-{(b + 1) * cov.bin_px - 1}"
         shares = "".join(f"{v / n:>{width}.0%}" for v in row)
         lines.append(f"{place:<11}{n:>8}{restored[b] / n:>9.0%}{shares}")
-    n = total.sum()
-    lines.append(f"{'all':<11}{n:>8}{restored.sum() / n:>9.0%}" + "".join(f"{v / n:>{width}.0%}" for v in total.sum(0)))
+    n, d = total.sum(), max(1, total.sum())  # (a corpus of zero-step episodes has no step to share out)
+    lines.append(f"{'all':<11}{n:>8}{restored.sum() / d:>9.0%}" + "".join(f"{v / d:>{width}.0%}" for v in total.sum(0)))
     return "\n".join(lines)
