@@ -868,17 +868,6 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     torch.testing.assert_close(
         with_value.objective(context, past)(seqs)[0] - without.objective(context, past)(seqs)[0], 0.99**4 * v
     )
-    s = evaluate(
-        EvalConfig(
-            agents=(f"planner:{trained / 'model.safetensors'}",),
-            episodes=1,
-            workers=1,
-            env=EnvConfig(max_steps=12),
-            out=tmp_path / "pv",
-            planner=PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy)),
-        )
-    )
-    assert next(iter(s["per_agent"].values()))["episodes"] == 1
     # the planner started from the policy: its sequences are candidates, so the plan scores at least their best
     ac = planning_policy(policy, model)
     proposals = policy_proposals(ac, model, samples=6, horizon=4)
@@ -898,19 +887,19 @@ def test_imagine_cli_then_evaluate_the_policy(trained, corpus, tmp_path):
     assert proposed.shape == (6, 4) and ac.allowed[proposed].all()
     _, score, _ = planner.plan(context, past, g)
     assert score >= float(planner.objective(context, past)(proposed)[0].max()) - 1e-5
-    s = evaluate(
-        EvalConfig(
-            agents=(f"planner:{trained / 'model.safetensors'}",),
-            episodes=1,
-            workers=1,
-            env=EnvConfig(max_steps=12),
-            out=tmp_path / "pp",
-            planner=PlannerConfig(
-                samples=16, elites=4, iterations=1, horizon=4, value=str(policy), prior="policy", policy_samples=8
-            ),
+    for name, prior in (("pv", "biased"), ("pp", "policy")):  # the critic beyond the horizon; and the policy prior
+        budget = PlannerConfig(samples=16, elites=4, iterations=1, horizon=4, value=str(policy), policy_samples=8)
+        s = evaluate(
+            EvalConfig(
+                agents=(f"planner:{trained / 'model.safetensors'}",),
+                episodes=1,
+                workers=1,
+                env=EnvConfig(max_steps=12),
+                out=tmp_path / name,
+                planner=replace(budget, prior=prior),
+            )
         )
-    )
-    assert next(iter(s["per_agent"].values()))["episodes"] == 1
+        assert next(iter(s["per_agent"].values()))["episodes"] == 1
     tensors, meta = checkpoint.load(trained / "model.safetensors")
     tensors = {k: (t + 0.01 if k.startswith("predictor.") and t.is_floating_point() else t) for k, t in tensors.items()}
     checkpoint.save(tmp_path / "other.safetensors", tensors, meta)

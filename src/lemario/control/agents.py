@@ -217,7 +217,7 @@ class PlannerAgent:
         actions = action_set(env_config.action_set)
         self.model, self.cfg, self.level = model, cfg, env_level(env_config)
         ac = planning_policy(Path(cfg.value), model) if cfg.value else None
-        value = critic_value(ac, model) if ac else None
+        value = critic_value(ac, model) if ac is not None else None
         propose = policy_proposals(ac, model, cfg.policy_samples, cfg.horizon) if cfg.prior == "policy" else None
         self.planner = LatentPlanner(model, cfg, actions, value, allowed, propose)
         self.standing = torch.tensor([not ({"left", "right"} & set(a)) for a in actions])
