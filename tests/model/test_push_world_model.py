@@ -223,10 +223,32 @@ def test_a_warm_started_latent_planner_plays_the_rule_in_the_model(trained):
     first = env.seen().frames  # amber's first frame (the context of its plan)
     z = model.encode(torch.as_tensor(first[:1])[:, None])  # (1, D)
     with torch.no_grad():
-        turn = planner.rule_turn(z[None], torch.zeros(1, 0, 4), 0, 5)  # (5, 2)
+        turn = planner.rule_turn([z[None]], torch.zeros(1, 0, 4), 0, 5)  # (5, 2)
         want = chase_t(head_state(model.decode_state(z)[0].numpy()), 0)  # the rule on the board the head reads
     assert turn.shape == (5, 2) and np.allclose(turn[0].numpy(), want, atol=1e-6)
     assert torch.allclose(planner.last.history[0].actions[0], turn, atol=1e-4)  # CEM's first sample is the rule's turn
+
+
+def test_an_ensemble_reads_the_board_as_the_mean_of_its_models_readings(trained):
+    model, _ = load_world_model(trained)
+    torch.manual_seed(1)
+    other = WorldModel(model.cfg).eval()  # another "seed": its own latent space, its own reading
+    env = PushGame()
+    env.reset(seed=3)
+    seen = env.seen()
+    one, pair, twice = (
+        LatentPlanner(m, cfg=GaussianCEMConfig(samples=1, iterations=1), warm="chase_t")
+        for m in (model, [model, other], [model, model])
+    )
+    with torch.no_grad():
+        zs = [m.encode(torch.as_tensor(seen.frames)[:, None]) for m in (model, other)]  # each (1, D)
+        want = (model.decode_state(zs[0]) + other.decode_state(zs[1])) / 2
+        turn = pair.rule_turn([z[None] for z in zs], torch.zeros(1, 0, 4), 0, 5)
+    assert torch.allclose(pair.read(zs), want)
+    assert np.allclose(turn[0].numpy(), chase_t(head_state(want[0].numpy()), 0), atol=1e-6)  # the rule on the mean
+    assert np.allclose(twice(seen), one(seen))  # two copies of one model play as that model
+    with pytest.raises(LemarioError, match="an ensemble plays a board cost"):
+        LatentPlanner([model, other], cost="latent")
 
 
 def test_a_replanning_latent_planner_plans_each_steps_rest_from_the_real_frames(trained):
@@ -274,6 +296,15 @@ def test_model_player_through_the_cli(trained, tmp_path):
     assert twins[0]["win_rate"] == twins[1]["win_rate"]  # same weights, same seeds: the same matches
     bad = run_cli("push", "match", "--player", f"model:{tmp_path}/none.safetensors")
     assert bad.returncode == 2 and "no world model at" in bad.stderr
+    pair = run_cli("push", "match", "--player", f"model:{trained},{twin}", "--opponent", "passive", "--matches", "2",
+                   "--cem.samples", "16", "--cem.iterations", "2", "--out", str(tmp_path / "pair"))  # fmt: skip
+    assert pair.returncode == 0, pair.stderr[-2000:]
+    ensemble = json.loads((tmp_path / "pair" / "matches.json").read_text())["summaries"]["passive"]
+    assert ensemble["matches"] == 2 and ensemble["win_rate"] == twins[0]["win_rate"]  # twins read as one
+    bad = run_cli("push", "match", "--player", f"model:{trained},{tmp_path}/none.safetensors")
+    assert bad.returncode == 2 and "none.safetensors" in bad.stderr
+    bad = run_cli("push", "match", "--player", f"model:{trained},{twin}", "--cost", "latent")
+    assert bad.returncode == 2 and "an ensemble plays --cost approach or seed" in bad.stderr
 
 
 def test_fidelity_of_two_identical_models_and_their_ensemble(trained, tmp_path):

@@ -10,7 +10,9 @@ A turn's cost is computed from the board at the turn's end: where the planner's 
 `LatentPlanner` is the world-model player: from the last frames it sees (and the thrusts between them) it encodes
 a context, rolls every candidate turn through the predictor in one batch per step, reads the board from the last
 predicted latent with the state head, and scores that. No simulator on its side. It keeps, for every CEM
-iteration, each sample's predicted T path and cost (the "dream field" a person can watch).
+iteration, each sample's predicted T path and cost (the "dream field" a person can watch). Given several world
+models (seeds of one recipe) it reads the board as the mean of their state heads' readings, each model encoding
+and predicting in its own latent space: an ensemble of readings, whose errors average where the seeds' differ.
 
 `SimulatorPlanner` is the upper bound the world-model player is measured against: the same CEM over a turn's
 thrusts and the same cost, each candidate played out in the true pymunk simulator from the true state.
@@ -28,7 +30,7 @@ from the rest of the turn's plan. `costs` is the cost a planner searches, for an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -149,7 +151,7 @@ class LatentPlanner(TurnPlanner):
 
     def __init__(
         self,
-        model: WorldModel,
+        model: WorldModel | Sequence[WorldModel],
         steps_per_turn: int = 5,
         cfg: GaussianCEMConfig | None = None,
         cost: str = "approach",
@@ -160,9 +162,18 @@ class LatentPlanner(TurnPlanner):
         super().__init__(steps_per_turn, cfg, cost, seed, warm, replan)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
-        if not (model.cfg.continuous_actions and model.cfg.state_head):
-            raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
-        self.model = model.eval()
+        self.models = [m.eval() for m in ([model] if isinstance(model, WorldModel) else model)]
+        """The world models whose state heads' readings the player averages (one: a plain model player)."""
+        for m in self.models:
+            if not (m.cfg.continuous_actions and m.cfg.state_head):
+                raise LemarioError("the latent planner needs a push world model (thrust actions and a state head)")
+        if len({m.cfg.image_size for m in self.models}) > 1:
+            raise LemarioError("an ensemble's world models read frames of different sizes: give models of one recipe")
+        if len(self.models) > 1 and cost not in COSTS:
+            raise LemarioError(
+                f"the {cost!r} cost compares one model's latents: an ensemble plays a board cost ({', '.join(COSTS)})"
+            )
+        self.model = self.models[0]
         self.goal: torch.Tensor | None = None
         """(D,) the goal frame's latent, for goal reaching."""
 
@@ -204,19 +215,19 @@ class LatentPlanner(TurnPlanner):
     def plan(self, seen: Seen, horizon: int | None = None, rest: torch.Tensor | None = None) -> CEMPlan:
         """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
         t0, horizon = time.perf_counter(), horizon or self.horizon
-        cost, context, past = self.costs(seen)
-        return self.search(cost, horizon, self.rule_turn(context, past, seen.me, horizon) if self.warm else rest, t0)
+        cost, contexts, past = self.costs(seen)
+        return self.search(cost, horizon, self.rule_turn(contexts, past, seen.me, horizon) if self.warm else rest, t0)
 
     @torch.no_grad()
-    def costs(self, seen: Seen) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The cost of candidate thrusts (N, H, 2) -> (N,) as the model predicts them from what the player sees (each
-        sample's predicted T path kept in `t_paths`), and what it predicts from: the context (1, c, D) of real
-        latents and the thrusts between them (1, c-1, 4)."""
-        model, me = self.model, seen.me
-        context = model.encode(torch.as_tensor(seen.frames)[:, None])[None]  # (1, c, D)
+    def costs(self, seen: Seen) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The cost of candidate thrusts (N, H, 2) -> (N,) as the models predict them from what the player sees (each
+        sample's predicted T path kept in `t_paths`), and what they predict from: each model's context (1, c, D) of
+        real latents and the thrusts between them (1, c-1, 4)."""
+        me, frames = seen.me, torch.as_tensor(seen.frames)[:, None]
+        contexts = [m.encode(frames)[None] for m in self.models]  # M x (1, c, D)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])
-        picture = self.match_goal(context[0, -1], me) if self.cost == "latent" and self.goal is None else None
+        picture = self.match_goal(contexts[0][0, -1], me) if self.cost == "latent" and self.goal is None else None
         self.t_paths = []
 
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
@@ -224,31 +235,35 @@ class LatentPlanner(TurnPlanner):
             thrusts = torch.zeros(n, horizon, 4)
             thrusts[..., 2 * me : 2 * me + 2] = actions  # the idle disc gets none
             full = torch.cat([past.expand(n, -1, -1), thrusts], dim=1)  # (N, c-1+H, 4)
-            preds = model.rollout(context.expand(n, -1, -1), full, torch.zeros(n, 4))  # (N, H, D)
-            pos = head_positions(model.decode_state(preds))  # (N, H, 3, 2)
+            preds = [m.rollout(c.expand(n, -1, -1), full, torch.zeros(n, 4)) for m, c in zip(self.models, contexts)]
+            pos = head_positions(self.read(preds))  # (N, H, 3, 2)
             self.t_paths.append(pos[:, :, 2])
             if self.goal is not None:
-                return self.goal_cost(preds[:, -1])
+                return self.goal_cost(preds[0][:, -1])
             if self.cost == "latent":
-                return (preds[:, -1] - picture).pow(2).sum(-1)
+                return (preds[0][:, -1] - picture).pow(2).sum(-1)
             return turn_cost(pos[:, -1, me], pos[:, -1, 2], goal, self.cost)
 
-        return cost, context, past
+        return cost, contexts, past
+
+    def read(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Each model's latents (..., D), in its order -> (..., 8) the mean of their state heads' readings."""
+        return torch.stack([m.decode_state(z) for m, z in zip(self.models, latents)]).mean(0)
 
     @torch.no_grad()
-    def rule_turn(self, context: torch.Tensor, past: torch.Tensor, me: int, horizon: int) -> torch.Tensor:
-        """(H, 2) the warm rule's thrusts over `horizon` steps played in the world model: at each step the rule reads
-        the board from the newest latent with the state head (velocities from the latent before), and its thrust
-        moves the predictor on. context (1, c, D) real latents, past (1, c-1, 4) the thrusts between them."""
-        model = self.model
-        reads = list(model.decode_state(context[0]).numpy())  # c x (8,)
+    def rule_turn(self, contexts: list[torch.Tensor], past: torch.Tensor, me: int, horizon: int) -> torch.Tensor:
+        """(H, 2) the warm rule's thrusts over `horizon` steps played in the world models: at each step the rule reads
+        the board from the newest latents with the state heads (velocities from the latents before), and its thrust
+        moves the predictors on. contexts: each model's (1, c, D) real latents; past (1, c-1, 4) the thrusts between
+        them."""
+        reads = list(self.read([c[0] for c in contexts]).numpy())  # c x (8,)
         thrusts = torch.zeros(1, horizon, 4)
         for i in range(horizon):
             state = head_state(reads[-1], reads[-2] if len(reads) > 1 else None)
             thrusts[0, i, 2 * me : 2 * me + 2] = torch.as_tensor(clip_thrust(self.warm(state, me)))
             full = torch.cat([past, thrusts[:, : i + 1]], dim=1)  # (1, c-1+i+1, 4)
-            newest = model.rollout(context, full, torch.zeros(1, 4))[:, -1]  # (1, D)
-            reads.append(model.decode_state(newest)[0].numpy())
+            newest = [m.rollout(c, full, torch.zeros(1, 4))[:, -1] for m, c in zip(self.models, contexts)]  # M x (1, D)
+            reads.append(self.read(newest)[0].numpy())
         return thrusts[0, :, 2 * me : 2 * me + 2]
 
 

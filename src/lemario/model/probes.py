@@ -207,7 +207,11 @@ def retention(inside: dict, held: dict) -> dict[str, float]:
 def state_head_error(model, emb: np.ndarray, states: np.ndarray) -> dict:
     """Mean error of what the push state head reads from embeddings (N, D), against the true (N, 14) states:
     positions in board units, the T's angle in degrees."""
-    out = model.decode_state(torch.from_numpy(emb)).numpy()  # (N, 8)
+    return reading_error(model.decode_state(torch.from_numpy(emb)).numpy(), states)
+
+
+def reading_error(out: np.ndarray, states: np.ndarray) -> dict:
+    """Mean error of (N, 8) state-head readings against the true (N, 14) states (`state_head_error`)."""
     pos = head_positions(out)  # (N, 3, 2)
     true = np.stack([states[:, 0:2], states[:, 4:6], states[:, 8:10]], axis=1)
     errors = np.linalg.norm(pos - true, axis=-1).mean(0)
@@ -217,7 +221,7 @@ def state_head_error(model, emb: np.ndarray, states: np.ndarray) -> dict:
         "cyan_error": float(errors[1]),
         "t_error": float(errors[2]),
         "t_angle_error_deg": float(angle.mean()),
-        "frames": len(emb),
+        "frames": len(out),
     }
 
 

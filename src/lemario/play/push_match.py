@@ -81,7 +81,8 @@ class PlayConfig:
 class MatchConfig(PlayConfig):
     player: tuple[str, ...] = ("oracle",)
     """Who plays: a scripted player, 'oracle' (CEM in the true simulator) or 'model:PATH' (CEM in a world model);
-    or several seeds of one (model:A model:B model:C), each meeting every opponent: the summary pools them."""
+    or several seeds of one (model:A model:B model:C), each meeting every opponent: the summary pools them; or one
+    player reading the board as the mean of several models' readings (model:A,B,C: an ensemble of readings)."""
     opponent: tuple[str, ...] = SCRIPTED
     """Opponents, each met `matches` times."""
 
@@ -89,7 +90,7 @@ class MatchConfig(PlayConfig):
         super().validate()
         for name in (*self.player, *self.opponent):
             player_names_check(name)
-        latent_needs_models(self.cost, (*self.player, *self.opponent))
+        latent_cost_check(self.cost, (*self.player, *self.opponent))
 
 
 @dataclass(frozen=True)
@@ -101,34 +102,41 @@ class TableConfig(PlayConfig):
         super().validate()
         for name in self.players:
             player_names_check(name)
-        latent_needs_models(self.cost, self.players)
+        latent_cost_check(self.cost, self.players)
 
 
 def player_names_check(name: str) -> None:
     if name.startswith(MODEL):
-        path = Path(name.removeprefix(MODEL))
-        if not path.is_file():
-            raise LemarioError(f"no world model at {path}: pass model:PATH to a push model.safetensors")
+        for path in model_paths(name):
+            if not path.is_file():
+                raise LemarioError(f"no world model at {path}: pass model:PATH to a push model.safetensors")
         return
     if name not in PLAYERS:
         raise LemarioError(f"unknown push player {name!r}: use one of {', '.join(PLAYERS)} or model:PATH")
 
 
-def latent_needs_models(cost: str, players) -> None:
+def latent_cost_check(cost: str, players) -> None:
     if cost == "latent" and "oracle" in players:
         raise LemarioError("the latent cost needs a world model: the oracle plays with --cost approach or seed")
+    if cost == "latent" and any(p.startswith(MODEL) and "," in p for p in players):
+        raise LemarioError("the latent cost compares one model's latents: an ensemble plays --cost approach or seed")
+
+
+def model_paths(name: str) -> list[Path]:
+    """'model:A' or an ensemble's 'model:A,B,C' -> its world models' paths."""
+    return [Path(p) for p in name.removeprefix(MODEL).split(",")]
 
 
 @functools.cache
-def _world_model(path: str):
-    return load_world_model(Path(path))[0]
+def _world_model(path: Path):
+    return load_world_model(path)[0]
 
 
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
     plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
     if name.startswith(MODEL):
-        return LatentPlanner(_world_model(name.removeprefix(MODEL)), *plans)
+        return LatentPlanner([_world_model(p) for p in model_paths(name)], *plans)
     if name == "oracle":
         return SimulatorPlanner(*plans)
     rule = scripted(name, seed)
