@@ -218,6 +218,11 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def short_name(name: str) -> str:
+    """A player as the tables print it: a model by its run folder, an ensemble by its models' joined with '+'."""
+    return "+".join(p.parent.name or str(p) for p in model_paths(name)) if name.startswith(MODEL) else name
+
+
 def _line(name: str, opponent: str, s: dict) -> str:
     return (
         f"{name:>12} vs {opponent:<12} win {s['win_rate']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]  "
@@ -237,10 +242,10 @@ def match_main(cfg: MatchConfig) -> None:
         summaries[opponent] = summarize(pooled)
         if len(cfg.player) > 1:
             for name, s in per_player[opponent].items():
-                print("  " + _line(Path(name).parent.name or name, opponent, s), flush=True)
+                print("  " + _line(short_name(name), opponent, s), flush=True)
             rates = [s["win_rate"] for s in per_player[opponent].values()]
             summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
-        label = cfg.player[0] if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
+        label = short_name(cfg.player[0]) if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
         print(_line(label, opponent, summaries[opponent]), flush=True)
     if cfg.out is not None:
         record = {
