@@ -4,6 +4,10 @@ the fix, no traceback, and leaves everything already written as it was."""
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 from lemario.data.corpus import scan, write_episode
 from lemario.model.train import PRESETS, train
 
-from conftest import run_cli_many
+from conftest import _cli_env, run_cli_many
 from synthetic import make_episode, write_corpus
 
 ROOT = "{root}"  # replaced by the fixture folder in every argument
@@ -253,3 +257,29 @@ def test_usage_lists_every_command_apart_from_its_help():
     for name, command in COMMANDS.items():
         (line,) = [line for line in lines if line.strip().startswith(name + " ") and line.endswith(command.help)]
         assert line[2 + len(name) : 4 + len(name)] == "  ", line
+
+
+def test_sigint_stops_a_command_started_with_sigint_ignored(tmp_path):
+    """A script's background job starts with SIGINT ignored (POSIX shells without job control): `kill -INT` still
+    stops it as Ctrl-C does, exit 130 and one line, with what it wrote kept."""
+    out = tmp_path / "push"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lemario.cli", "push", "data", "--out", str(out), "--episodes", "100000"]
+        + ["--workers", "1", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert "writing" in proc.stdout.readline()  # parsed, handlers in place
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(out.rglob("*.h5")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a run that ignored it must not outlive the test
+    assert proc.returncode == 130 and "interrupted" in err and len(err.strip().splitlines()) == 1, err
+    assert any(out.rglob("*.h5"))

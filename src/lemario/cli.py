@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     command = COMMANDS[name]
     git_commit()  # read now: what this process runs, whatever the checkout becomes while it runs
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops a command as Ctrl-C does: what is written stays
+    # A script's background job (`cmd &` in a shell without job control) starts with SIGINT ignored, and Python then
+    # keeps it ignored: `kill -INT` must stop such a run as Ctrl-C stops one at a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
     cfg = _parse(name, command.config, rest, default, command.help + presets)
