@@ -153,6 +153,21 @@ def test_several_levels_are_selected_level_by_level():
     )
 
 
+def test_the_tier_caps_are_for_the_level_their_x_was_drawn_on():
+    """1-1's stuck tier (max_x 200-700) is most of a castle level's episodes: on another level, alone or beside 1-1,
+    nothing is capped (capacity and protection still hold); an episode with no level is 1-1's."""
+    mix = [row(i, 350, 300) for i in range(20)] + [row(100 + i, 150, 60) for i in range(3)]  # stuck, a few dead
+    capped = select(mix, ReplayConfig())
+    assert len(capped) < 6 and {r["file"] for r in mix[-3:]} <= {r["file"] for r in capped}
+    assert select([{**r, "level": "1-1"} for r in mix], ReplayConfig()) == [{**r, "level": "1-1"} for r in capped]
+    castle = [{**r, "level": "1-4"} for r in mix]
+    assert select(castle, ReplayConfig()) == castle
+    both = [{**r, "level": "1-1"} for r in mix] + castle
+    chosen = select(both, ReplayConfig())
+    assert sum(r["level"] == "1-4" for r in chosen) == len(castle) and sum(r["level"] == "1-1" for r in chosen) < 6
+    assert len(select(castle, ReplayConfig(capacity=4))) == 4, "the capacity still holds"
+
+
 # ---- hall of fame ----------------------------------------------------------------------------------------------
 
 
