@@ -2,7 +2,7 @@
 episodes included) against the raw emulator's frames/s / frame skip, for both cell kinds, with 1 and 2 workers.
 The 1-1 issue's target: the explorer per core close to raw / skip.
 
-    .venv/bin/python benchmarks/explore.py             # ~6 minutes on 2 idle cores
+    .venv/bin/python benchmarks/explore.py             # ~8 minutes on 2 idle cores
     .venv/bin/python benchmarks/explore.py --reps 1 --env-steps 1000   # quick look
 
 Each figure is the mean +- sd over `reps` runs (different seeds), each a fresh run folder.
@@ -27,8 +27,10 @@ from lemario.play.explore import ExploreConfig, explore
 @dataclass(frozen=True)
 class Args:
     reps: int = 3
-    env_steps: int = 4000
-    """Agent steps per run (40 rounds of 8 explorations x ~12 steps at first, longer as cells spread)."""
+    env_steps: int = 20000
+    """Agent steps per run (8 explorations a round, ~12 steps each at first, longer as cells spread). Each run's
+    start (worker processes) and end (the archive's picture) cost ~2 s, a third of a 4,000-step run's time on
+    this CPU: the rate here is the run's whole, at a length where they weigh less."""
     retro_frames: int = 8000
     frame_skip: int = 4
 

@@ -2,6 +2,7 @@
 states that restore exactly), and `lemario explore` end to end: env-step accounting, episodes that say where they
 started, the same archive after kills and resumes as without."""
 
+import io
 import json
 import math
 import os
@@ -43,7 +44,7 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     a.round = 1
     env = SuperMarioBros(EnvConfig())
     env.reset(seed=0)
-    state = env.save_state()
+    state = state_bytes(env.save_state())
     env.close()
     a.add("b", 30, 400, 79, state, flag=False)  # found in round 1
     a.round = 10
@@ -65,7 +66,7 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     a.save()
     assert [p.name for p in (tmp_path / "states").glob("*.npz")] == ["round-000010.npz"]  # b's first way replaced
     again = Archive.load(tmp_path)
-    assert again.cells == a.cells and again.round == 10 and again.state("b").buttons == state.buttons
+    assert again.cells == a.cells and again.round == 10 and again.state("b") == state
     chosen = again.choose(1000, Choosing(), np.random.default_rng(0))
     assert set(chosen) == {"b", "c"} and again.cells["b"].chosen + again.cells["c"].chosen == 1003
     again.round = 11
@@ -125,6 +126,35 @@ def test_a_saved_state_restores_exactly(tmp_path):
     replayed = [other.step(a)[0] for a in [4, 3, 3, 0, 3]]
     other.close()
     assert all(np.array_equal(x, y) for x, y in zip(after, replayed)) and np.array_equal(other.ram, ram)
+
+
+def test_states_of_archives_written_before_session_39_still_load():
+    """Archives before session 39 held `np.savez_compressed` bytes (a zip); today's are zlib over `np.savez`."""
+    env = SuperMarioBros(EnvConfig())
+    env.reset(seed=2)
+    state = env.save_state()
+    env.close()
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        level=np.array(state.level),
+        backend=np.array(state.backend),
+        buttons=np.frombuffer(state.buttons, np.uint8),
+        has_snapshot=np.array(True),
+        snapshot=np.frombuffer(state.snapshot, np.uint8),
+        stack=state.stack,
+        ram=state.ram,
+        rgb=state.rgb,
+    )
+    for data in (buf.getvalue(), state_bytes(state)):
+        back = state_from_bytes(data)
+        assert (back.level, back.backend, back.buttons, back.snapshot) == (
+            state.level,
+            state.backend,
+            state.buttons,
+            state.snapshot,
+        )
+        assert all(np.array_equal(getattr(back, k), getattr(state, k)) for k in ("stack", "ram", "rgb"))
 
 
 def _table(run):

@@ -38,10 +38,10 @@ from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
 from lemario.games.mario.emulator import level_number, resolve_rom
-from lemario.games.mario.env import EnvConfig, MarioState
+from lemario.games.mario.env import EnvConfig
 from lemario.model.train import CPU_MODEL
 from lemario.model.world_model import load_world_model
-from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key
+from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key, state_bytes, state_from_bytes
 from lemario.play.collect import check_levels, level_seed, play_episode
 from lemario.play.episodes import Player, Workers
 
@@ -134,16 +134,17 @@ def _explore(
     player: Player,
     file: str,
     index: int,
-    start: MarioState | None,
+    start_data: bytes | None,
     seed: int,
     cfg: ExploreConfig,
     costs: dict[str, tuple[bool, int]],
     meta: dict,
 ) -> dict:
-    """A worker's task: one exploration from `start` (None: spawn; `meta` says which), written as OUT/file; returns
-    its index row, the cells it reached by a better way than `costs` knows ((terminal, steps): alive before dying,
-    then fewer steps; with their states) and how often it saw each cell."""
+    """A worker's task: one exploration from the state `start_data` encodes (None: spawn; `meta` says which),
+    written as OUT/file; returns its index row, the cells it reached by a better way than `costs` knows ((terminal,
+    steps): alive before dying, then fewer steps; with their states, encoded) and how often it saw each cell."""
     env, start_steps = player.env, meta["start_steps"]
+    start = state_from_bytes(start_data) if start_data is not None else None
     found: dict[str, tuple] = {}
     seen: dict[str, int] = {}
     step_of: dict[str, int] = {}  # the episode step that reached each found cell
@@ -156,7 +157,7 @@ def _explore(
         way = (bool(info["is_dying"] or info["flag_get"]), start_steps + info["steps"])  # (terminal, steps)
         best = min(costs.get(key, NO_WAY), found[key][:2] if key in found else NO_WAY)
         if way < best:
-            state = None if way[0] else env.save_state()
+            state = None if way[0] else state_bytes(env.save_state())  # encoded here, in the worker
             found[key] = (*way, int(info["x_pos"]), int(info["y_pos"]), state, bool(info["flag_get"]))
             step_of[key] = info["steps"]
 
