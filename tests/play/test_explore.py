@@ -81,6 +81,15 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     w_b = 1 / math.sqrt(1 + b.chosen) + 1 / math.sqrt(1 + b.seen) + 2.0 * 0.2 / 0.8
     w_c = 1 / math.sqrt(1 + c.chosen) + 1 / math.sqrt(1 + c.seen) + 2.0
     assert p == pytest.approx(np.array([w_b, w_c]) / (w_b + w_c))
+    again.add("d", 1, 300, 79, state, flag=False, novelty=0.3)  # ranks: b 0.2 -> 0, d 0.3 -> 1/2, c 0.8 -> 1
+    keys, p = again.weights(Choosing(far=0.0, recent=0.0, novelty=2.0, novelty_scale="rank"))
+    counts = [1 / math.sqrt(1 + again.cells[k].chosen) + 1 / math.sqrt(1 + again.cells[k].seen) for k in keys]
+    w = np.array(counts) + 2.0 * np.array([0.0, 1.0, 0.5])
+    assert keys == ["b", "c", "d"] and p == pytest.approx(w / w.sum())
+    for cell in again.cells.values():
+        cell.novelty = 0.0  # no world model: every rank ties at 0, the counts alone choose
+    _, p = again.weights(Choosing(far=0.0, recent=0.0, novelty=2.0, novelty_scale="rank"))
+    assert p == pytest.approx(np.array(counts) / sum(counts))
 
 
 def test_a_world_models_ensemble_scores_the_cells(tmp_path):
@@ -223,6 +232,8 @@ def test_several_levels_each_their_own_archive(tmp_path, capsys):
 def test_bad_input_is_one_line(tmp_path):
     r = run_cli("explore", "--cell", "pixels", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown cell kind 'pixels'" in r.stderr
+    r = run_cli("explore", "--choosing.novelty-scale", "median", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown --choosing.novelty-scale 'median': use one of max, rank" in r.stderr
     r = run_cli(*TINY, "--out", str(tmp_path / "y"))
     assert r.returncode == 0
     r = run_cli(*TINY, "--cell", "ram", "--out", str(tmp_path / "y"))

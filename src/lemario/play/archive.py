@@ -12,8 +12,10 @@ has the flag are kept (the flag is the point) but never chosen. Choosing draws c
     1 / sqrt(1 + chosen) + 1 / sqrt(1 + seen)        Go-Explore's count-based terms: rarely chosen, rarely seen
     + far * x / max_x                                 far along the level
     + recent * [found in the last `recent_rounds`]    recently found
-    + novelty * novelty / max novelty                 new to a world model: its ensemble's disagreement on
-                                                      the step that found the cell (Plan2Explore's signal)
+    + novelty * N                                     new to a world model: its ensemble's disagreement on
+                                                      the step that found the cell (Plan2Explore's signal),
+                                                      N = novelty / max novelty (`novelty_scale` 'max') or
+                                                      the share of cells less novel ('rank')
 
 On disk (OUT/archive/): `cells.json`, the table a person reads (the run's totals, one row per round, one per cell)
 and `states/round-RRRRRR.npz`, the states a round found (one file, one fsync, a round). A round writes its state
@@ -33,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_bytes, read_json, write_json
 from lemario.games.mario.env import MarioState
 
@@ -106,6 +109,9 @@ def state_from_bytes(data: bytes) -> MarioState:
         )
 
 
+NOVELTY_SCALES = ("max", "rank")
+
+
 @dataclass(frozen=True)
 class Choosing:
     """How cells are chosen to return to."""
@@ -115,6 +121,15 @@ class Choosing:
     recent_rounds: int = 5
     novelty: float = 1.0
     """Weight of the disagreement term (it is 0 for every cell unless the run scores cells with a world model)."""
+    novelty_scale: str = "max"
+    """'max': a cell's disagreement over the largest (heavy-tailed: on 1-1 the median cell's term is 0.02, session
+    39); 'rank': the share of choosable cells whose disagreement is lower (uniform over [0, 1], as far's x / max_x)."""
+
+    def validate(self) -> None:
+        if self.novelty_scale not in NOVELTY_SCALES:
+            raise LemarioError(
+                f"unknown --choosing.novelty-scale {self.novelty_scale!r}: use one of {', '.join(NOVELTY_SCALES)}"
+            )
 
 
 class Archive:
@@ -204,17 +219,21 @@ class Archive:
         """(choosable cell keys in sorted order, their normalized choice probabilities)."""
         keys = sorted(k for k, c in self.cells.items() if not c.terminal)  # an order that survives a reload
         top = max(1, self.max_x)
-        most_novel = max((self.cells[k].novelty for k in keys), default=0.0) or 1.0
+        novelty = np.array([self.cells[k].novelty for k in keys])  # (n,)
+        if cfg.novelty_scale == "rank":  # ties (every cell 0 without a world model) share the lowest rank
+            novelty = np.searchsorted(np.sort(novelty), novelty, side="left") / max(1, len(keys) - 1)
+        else:
+            novelty = novelty / (novelty.max(initial=0.0) or 1.0)
         w = np.array(
             [
                 1 / math.sqrt(1 + c.chosen)
                 + 1 / math.sqrt(1 + c.seen)
                 + cfg.far * c.x / top
                 + cfg.recent * (self.round - c.found_round < cfg.recent_rounds)
-                + cfg.novelty * c.novelty / most_novel
                 for c in (self.cells[k] for k in keys)
             ]
         )
+        w = w + cfg.novelty * novelty
         return keys, w / w.sum()
 
     def choose(self, n: int, cfg: Choosing, rng: np.random.Generator) -> list[str]:

@@ -94,6 +94,7 @@ class ExploreConfig:
         validate_spec(self.policy, self.env)
         if self.cell not in CELL_KINDS:
             raise LemarioError(f"unknown cell kind {self.cell!r}: use one of {', '.join(CELL_KINDS)}")
+        self.choosing.validate()
         if min(self.env_steps, self.explore_steps, self.batch, self.workers) < 1:
             raise LemarioError("--env-steps, --explore-steps, --batch and --workers must be at least 1")
         if self.executor not in ("local", "ray"):
