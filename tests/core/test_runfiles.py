@@ -7,6 +7,7 @@ import pytest
 
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
+from lemario.core.files import write_rows_json
 from lemario.core.runconfig import check_same_run, differences, run_key, with_defaults
 
 
@@ -22,6 +23,19 @@ def test_run_log_leaves_out_a_cut_last_line_and_keeps_the_rows_asked_for(tmp_pat
     assert path.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 2.0}\n'
     runlog.append_row(path, {"step": 30, "loss": 3.5})
     assert [r["loss"] for r in runlog.read_rows(path)] == [1.0, 2.0, 3.5]
+
+
+def test_a_rows_json_file_reads_back_whole_and_holds_a_row_a_line(tmp_path):
+    obj = {
+        "round": 3,
+        "config": {"cell": "ram", "seed": 0},
+        "rounds": [],
+        "cells": [{"key": "x1-y2", "x": 40}, {"key": "x2-y2", "x": 70}],
+    }
+    write_rows_json(tmp_path / "t.json", obj)
+    text = (tmp_path / "t.json").read_text()
+    assert json.loads(text) == obj
+    assert '\n    {"key": "x1-y2", "x": 40},\n    {"key": "x2-y2", "x": 70}\n' in text and '\n  "rounds": [],\n' in text
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,14 @@ import hashlib
 import io
 import math
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import atomic_write_bytes, read_json, write_json
+from lemario.core.files import atomic_write_bytes, read_json, write_rows_json
 from lemario.games.mario.env import MarioState
 
 CELL_KINDS = ("frame", "ram")
@@ -181,7 +181,7 @@ class Archive:
             atomic_write_bytes(path, buf.getvalue())
         self._pending = {}
         cells = sorted(self.cells.values(), key=lambda c: (c.x, c.y, c.key))
-        write_json(
+        write_rows_json(
             self.folder / "cells.json",
             {
                 **(extra or {}),
@@ -193,7 +193,7 @@ class Archive:
                 "n_cells": len(cells),
                 "max_x": self.max_x,
                 "rounds": self.rounds,
-                "cells": [asdict(c) for c in cells],
+                "cells": [vars(c) for c in cells],  # flat rows: no deep copy, as asdict makes
             },
         )
         self.prune()
