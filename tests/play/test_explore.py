@@ -92,6 +92,22 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     assert p == pytest.approx(np.array(counts) / sum(counts))
 
 
+def test_the_first_flag_is_counted_when_its_cell_keeps_a_cheaper_living_way(tmp_path):
+    """Session 39: the flag's cell often already holds a living way (Mario beside the pole), so the way that touches
+    the flag is not kept; the run's first flag and the cell's star must not depend on that."""
+    a = Archive(tmp_path)
+    state = b"a state"
+    a.played(120, restored=False, emulator_frames=480, flag=False)
+    a.add("x98-y5", 300, 3150, 90, state, flag=False)  # alive beside the pole
+    a.played(40, restored=True, emulator_frames=160, flag=True)  # the next exploration touches the flag there
+    a.add("x98-y5", 320, 3161, 90, None, flag=True)  # its dearer, terminal way is not kept...
+    a.cells["x98-y5"].flag = True  # ...the round marks the flag's cell (`_round`)
+    a.played(60, restored=True, emulator_frames=240, flag=True)
+    assert (a.env_steps, a.restores, a.emulator_frames, a.flag_env_steps) == (220, 2, 880, 160)
+    a.add("x98-y5", 250, 3149, 90, state, flag=False)  # a cheaper living way replaces it and keeps the star
+    assert a.cells["x98-y5"].steps == 250 and a.cells["x98-y5"].flag and not a.cells["x98-y5"].terminal
+
+
 def test_a_world_models_ensemble_scores_the_cells(tmp_path):
     """--world-model: each cell found carries the ensemble's disagreement on the step that reached it."""
     import torch

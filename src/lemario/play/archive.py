@@ -258,8 +258,17 @@ class Archive:
             name = f"{self._states_file}:{entry}"
         found = (old.found_round, old.found_env_steps) if old else (self.round, self.env_steps)
         counts = (old.chosen, old.seen) if old else (0, 0)
+        flag = flag or (old is not None and old.flag)  # a living way to the flag's cell keeps its star
         self.cells[key] = Cell(
             key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag, novelty=novelty
         )
+
+    def played(self, steps: int, restored: bool, emulator_frames: int, flag: bool) -> None:
+        """Count one exploration: its env steps, its restore, the emulator frames it cost. The first to touch the
+        flag sets `flag_env_steps` (the run's env steps through its last step), whether or not its cells are kept:
+        the flag's cell may already hold a cheaper living way."""
+        self.env_steps += steps
+        self.restores += int(restored)
+        self.emulator_frames += emulator_frames
         if flag and self.flag_env_steps is None:
             self.flag_env_steps = self.env_steps

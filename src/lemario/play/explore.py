@@ -149,12 +149,15 @@ def _explore(
     found: dict[str, tuple] = {}
     seen: dict[str, int] = {}
     step_of: dict[str, int] = {}  # the episode step that reached each found cell
+    flag_cell: list[str] = []  # the cell where the exploration touched the flag
 
     def visit(obs: np.ndarray, action: int | None, info: dict) -> None:
         if action is None:
             return  # the start: the chosen cell itself
         key = cell_key(cfg.cell, env.last_frame, info)
         seen[key] = seen.get(key, 0) + 1
+        if info["flag_get"]:
+            flag_cell.append(key)
         way = (bool(info["is_dying"] or info["flag_get"]), start_steps + info["steps"])  # (terminal, steps)
         best = min(costs.get(key, NO_WAY), found[key][:2] if key in found else NO_WAY)
         if way < best:
@@ -177,6 +180,7 @@ def _explore(
         "row": index_row(Path(cfg.out) / file, ep.meta, ep.n_steps),
         "found": found,
         "seen": seen,
+        "flag_cell": flag_cell[0] if flag_cell else None,
         "steps": ep.n_steps,
         "restored": start is not None,
         "replayed_frames": replayed,
@@ -232,11 +236,12 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
     results = sorted(pool.imap(_explore, tasks), key=lambda res: res["index"])
     archive.round = r
     for res in results:
-        archive.env_steps += res["steps"]
-        archive.restores += int(res["restored"])
-        archive.emulator_frames += res["steps"] * cfg.env.frame_skip + res["replayed_frames"]
+        frames = res["steps"] * cfg.env.frame_skip + res["replayed_frames"]
+        archive.played(res["steps"], res["restored"], frames, res["flag_cell"] is not None)
         for key, (_, steps, x, y, state, flag, novelty) in res["found"].items():
             archive.add(key, steps, x, y, state, flag, novelty)
+        if res["flag_cell"] is not None:
+            archive.cells[res["flag_cell"]].flag = True  # shown even where the cell keeps a cheaper way
         for key, n in res["seen"].items():
             archive.cells[key].seen += n
     archive.rounds.append(
