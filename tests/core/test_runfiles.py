@@ -1,11 +1,13 @@
-"""The run folder's shared files: the run log (metrics.jsonl) and the run-config key, with known answers."""
+"""The run folder's shared files: the run log (metrics.jsonl), the run-config key, tables a row a line and checkpoints,
+with known answers."""
 
 import json
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
-from lemario.core import runlog
+from lemario.core import checkpoint, runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_rows_json
 from lemario.core.runconfig import check_same_run, differences, run_key, with_defaults
@@ -36,6 +38,30 @@ def test_a_rows_json_file_reads_back_whole_and_holds_a_row_a_line(tmp_path):
     text = (tmp_path / "t.json").read_text()
     assert json.loads(text) == obj
     assert '\n    {"key": "x1-y2", "x": 40},\n    {"key": "x2-y2", "x": 70}\n' in text and '\n  "rounds": [],\n' in text
+
+
+def test_a_kill_between_a_checkpoints_two_files_loads_the_tensors_own_sidecar(tmp_path, monkeypatch):
+    """The tensors are renamed into place before the sidecar: a kill between the two left session 39's resumed
+    training at the old step with the new weights."""
+    path, side = tmp_path / "ckpt_latest.safetensors", tmp_path / "ckpt_latest.json"
+    checkpoint.save(path, {"w": torch.zeros(2)}, {"kind": "world_model_training", "step": 5})
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the kill, after the tensors' rename
+
+    monkeypatch.setattr(checkpoint, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, {"w": torch.ones(2)}, {"kind": "world_model_training", "step": 10})
+    monkeypatch.undo()
+    assert json.loads(side.read_text())["step"] == 5  # the previous write's sidecar
+    tensors, meta = checkpoint.load(path, kind="world_model_training")
+    assert meta["step"] == 10 and torch.equal(tensors["w"], torch.ones(2))
+    side.unlink()  # killed before a first sidecar was written
+    assert checkpoint.load_meta(path)["step"] == 10
+    checkpoint.save(path, {"w": torch.ones(2)}, {"kind": "world_model_training", "step": 10})
+    edited = {**json.loads(side.read_text()), "world_model": "elsewhere"}  # as a fork rewrites a policy's
+    side.write_text(json.dumps(edited))
+    assert checkpoint.load_meta(path)["world_model"] == "elsewhere"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,24 @@
 """Checkpoints: weights as safetensors plus a JSON sidecar (kind, config, step, metrics, git commit), both
 written atomically. Never pickles: a checkpoint loads without running any code from it.
 
-    NAME.safetensors   tensors (model, and for training checkpoints `optim/...` and RNG states)
-    NAME.json          {"kind", "config", "step", "metrics", "git_commit", "lemario_version", ...}
+    NAME.safetensors   tensors (model, and for training checkpoints `optim/...` and RNG states); its header
+                       carries the sidecar as written, with a `write_id` both share
+    NAME.json          {"kind", "config", "step", "metrics", "git_commit", "lemario_version", "write_id", ...}
+
+Two files cannot be replaced in one atomic step: a kill between the two renames leaves new tensors beside the
+previous sidecar (a training run resumed from them restarted at the old step and sampler state: session 39). The
+tensors' own copy settles it: where the sidecar is missing or names another write, it is the one loaded. A sidecar
+edited later (a fork renaming its world model) keeps its `write_id` and is read as edited.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -18,35 +26,59 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_bytes, write_json
 from lemario.core.provenance import provenance
 
+HEADER_KEY = "lemario"
+"""The safetensors header's metadata entry that holds the sidecar as written."""
+
 
 def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write NAME.safetensors then NAME.json, each via a temporary file and a rename (the sidecar last: a
-    checkpoint whose sidecar exists is complete)."""
+    """Write NAME.safetensors (the sidecar in its header) then NAME.json, each via a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
-    write_json(sidecar_path(path), {**provenance(), **meta})
+    meta = {**provenance(), **meta, "write_id": uuid.uuid4().hex}
+    header = {HEADER_KEY: json.dumps(meta, default=str)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=header))
+    write_json(sidecar_path(path), meta)
+
+
+def _header_meta(path: Path) -> dict | None:
+    """The sidecar as the tensors' header holds it (None for checkpoints written before session 39, or a file
+    `load` will call damaged)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(HEADER_KEY)
+        return json.loads(text) if text else None
+    except Exception:  # noqa: BLE001 - a truncated or foreign file
+        return None
 
 
 def load_meta(path: Path, kind: str | None = None) -> dict:
-    """A checkpoint's sidecar, without its tensors; a missing or damaged checkpoint, or one of another kind, is a
-    clear error."""
+    """A checkpoint's sidecar (the tensors' header copy where the sidecar is missing or from another write), without
+    its tensors; a missing or damaged checkpoint, or one of another kind, is a clear error."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     side = sidecar_path(path)
-    if not path.is_file() or not side.is_file():
+    header = _header_meta(path) if path.is_file() else None
+    if not path.is_file() or not (side.is_file() or header):
         raise LemarioError(
             f"no checkpoint at {path} (needs {path.name} and {side.name}): check the path or train one first"
         )
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LemarioError(f"cannot read {side} ({type(e).__name__}): the checkpoint is damaged, use another") from None
+    meta = None
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            if header is None:
+                raise LemarioError(
+                    f"cannot read {side} ({type(e).__name__}): the checkpoint is damaged, use another"
+                ) from None
+    if header is not None and (not isinstance(meta, dict) or meta.get("write_id") != header.get("write_id")):
+        meta = header  # a kill between the two writes: the sidecar is missing or the previous checkpoint's
     if not isinstance(meta, dict) or "kind" not in meta:
         raise LemarioError(f"{side} is not a lemario checkpoint sidecar (it names no kind): pass a lemario checkpoint")
     if kind is not None and meta["kind"] != kind:
