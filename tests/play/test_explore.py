@@ -97,15 +97,24 @@ def test_the_first_flag_is_counted_when_its_cell_keeps_a_cheaper_living_way(tmp_
     the flag is not kept; the run's first flag and the cell's star must not depend on that."""
     a = Archive(tmp_path)
     state = b"a state"
-    a.played(120, restored=False, emulator_frames=480, flag=False)
-    a.add("x98-y5", 300, 3150, 90, state, flag=False)  # alive beside the pole
-    a.played(40, restored=True, emulator_frames=160, flag=True)  # the next exploration touches the flag there
-    a.add("x98-y5", 320, 3161, 90, None, flag=True)  # its dearer, terminal way is not kept...
-    a.cells["x98-y5"].flag = True  # ...the round marks the flag's cell (`_round`)
-    a.played(60, restored=True, emulator_frames=240, flag=True)
-    assert (a.env_steps, a.restores, a.emulator_frames, a.flag_env_steps) == (220, 2, 880, 160)
-    a.add("x98-y5", 250, 3149, 90, state, flag=False)  # a cheaper living way replaces it and keeps the star
-    assert a.cells["x98-y5"].steps == 250 and a.cells["x98-y5"].flag and not a.cells["x98-y5"].terminal
+
+    def result(steps, found, flag_cell=None, restored=True, replayed=0):  # as `explore._explore` returns one
+        return {
+            "steps": steps,
+            "restored": restored,
+            "replayed_frames": replayed,
+            "found": found,
+            "flag_cell": flag_cell,
+            "seen": {key: 1 for key in found} | ({flag_cell: 1} if flag_cell else {}),
+        }
+
+    a.merge(result(120, {"x98-y5": (False, 300, 3150, 90, state, False, 0.0)}, restored=False), frame_skip=4)
+    a.merge(result(40, {}, flag_cell="x98-y5", replayed=7), frame_skip=4)  # touches the flag; its dearer way not found
+    a.merge(result(60, {}, flag_cell="x98-y5"), frame_skip=4)
+    assert (a.env_steps, a.restores, a.emulator_frames, a.flag_env_steps) == (220, 2, 887, 160)
+    assert a.cells["x98-y5"].flag and not a.cells["x98-y5"].terminal and a.cells["x98-y5"].seen == 3
+    a.merge(result(10, {"x98-y5": (False, 250, 3149, 90, state, False, 0.0)}), frame_skip=4)  # a cheaper way
+    assert a.cells["x98-y5"].steps == 250 and a.cells["x98-y5"].flag  # keeps the star
 
 
 def test_a_world_models_ensemble_scores_the_cells(tmp_path):

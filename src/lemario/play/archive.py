@@ -263,12 +263,21 @@ class Archive:
             key, steps, x, y, *found, name, *counts, terminal=state is None, flag=flag, novelty=novelty
         )
 
-    def played(self, steps: int, restored: bool, emulator_frames: int, flag: bool) -> None:
-        """Count one exploration: its env steps, its restore, the emulator frames it cost. The first to touch the
-        flag sets `flag_env_steps` (the run's env steps through its last step), whether or not its cells are kept:
-        the flag's cell may already hold a cheaper living way."""
-        self.env_steps += steps
-        self.restores += int(restored)
-        self.emulator_frames += emulator_frames
-        if flag and self.flag_env_steps is None:
+    def merge(self, result: dict, frame_skip: int) -> None:
+        """One exploration's result (`lemario.play.explore._explore`'s) into the archive: its env steps, restore and
+        emulator frames (restores that replay a button log cost theirs), the ways it found, how often it saw each
+        cell. The first exploration to touch the flag sets `flag_env_steps` (the run's env steps through its last
+        step) and its cell shows the flag, whether or not the cell keeps that way: it often already holds a cheaper
+        living one (Mario beside the pole)."""
+        self.env_steps += result["steps"]
+        self.restores += int(result["restored"])
+        self.emulator_frames += result["steps"] * frame_skip + result["replayed_frames"]
+        flag_cell = result["flag_cell"]
+        if flag_cell is not None and self.flag_env_steps is None:
             self.flag_env_steps = self.env_steps
+        for key, (_, steps, x, y, state, flag, novelty) in result["found"].items():
+            self.add(key, steps, x, y, state, flag, novelty)
+        if flag_cell is not None:
+            self.cells[flag_cell].flag = True
+        for key, n in result["seen"].items():
+            self.cells[key].seen += n

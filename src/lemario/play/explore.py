@@ -236,14 +236,7 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
     results = sorted(pool.imap(_explore, tasks), key=lambda res: res["index"])
     archive.round = r
     for res in results:
-        frames = res["steps"] * cfg.env.frame_skip + res["replayed_frames"]
-        archive.played(res["steps"], res["restored"], frames, res["flag_cell"] is not None)
-        for key, (_, steps, x, y, state, flag, novelty) in res["found"].items():
-            archive.add(key, steps, x, y, state, flag, novelty)
-        if res["flag_cell"] is not None:
-            archive.cells[res["flag_cell"]].flag = True  # shown even where the cell keeps a cheaper way
-        for key, n in res["seen"].items():
-            archive.cells[key].seen += n
+        archive.merge(res, cfg.env.frame_skip)
     archive.rounds.append(
         {
             "round": r,
