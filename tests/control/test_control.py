@@ -270,7 +270,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.control.agents import ExploringAgent  # noqa: E402
+from lemario.control.exploring import ExploringAgent  # noqa: E402
 from lemario.control.imagination import ActorCritic, imagine, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
@@ -348,6 +348,20 @@ def test_exploration_tells_the_agent_what_the_env_took():
     agent.reset(3)
     taken = [agent.act(None, {}) for _ in range(20)]
     assert inner.told == [a for a in taken if a != 0], "every overridden step is reported, none of its own"
+
+
+def test_exploration_starts_only_inside_its_x_windows():
+    agent = ExploringAgent(_Remembers(), 1.0, "complex", (100, 200, 400, 500))
+    agent.reset(3)
+    for x in (0, 99, 200, 399, 500, 900):  # every step would explore (epsilon 1), none of these x is in a window
+        assert agent.act(None, {"x_pos": x}) == 0 and agent.explored == 0, f"a macro started at x {x}"
+    agent.act(None, {"x_pos": 100})  # the window's first x: a macro starts
+    started = len(agent.queue) + 1
+    while agent.queue:  # and plays out whatever the x
+        agent.act(None, {"x_pos": 900})
+    assert agent.explored == started
+    agent.act(None, {"x_pos": 450})
+    assert agent.explored == started + 1, "the second window explores too"
 
 
 class _LineWorld(torch.nn.Module):

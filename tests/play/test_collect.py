@@ -109,12 +109,19 @@ def test_on_policy_agents_play_the_on_policy_episodes_in_turn():
 
 def test_on_policy_episodes_record_no_exploration(tmp_path):
     cfg = CollectConfig(
-        out=tmp_path, episodes=2, workers=1, env=EnvConfig(max_steps=60), progress=False, explore=0.5, on_policy=0.5
+        out=tmp_path,
+        episodes=2,
+        workers=1,
+        env=EnvConfig(max_steps=60),
+        progress=False,
+        explore=0.5,
+        explore_x=(0, 3000),
+        on_policy=0.5,
     )
     collect(cfg)
     explored, alone = (read_episode(tmp_path / f"run-0001-0000{i}.h5").meta for i in (0, 1))
-    assert explored["explore"] == 0.5 and explored["explored_steps"] > 0
-    assert alone["explore"] == 0.0 and alone["explored_steps"] == 0
+    assert explored["explore"] == 0.5 and explored["explored_steps"] > 0 and explored["explore_x"] == [0, 3000]
+    assert alone["explore"] == 0.0 and alone["explored_steps"] == 0 and alone["explore_x"] == []
     assert explored["seed"] == episode_seed(0, 1, 0) and alone["seed"] == episode_seed(0, 1, 1), "seeds as before"
     collect(replace(cfg, on_policy_agents=("uniform",), run="others"))
     explored, alone = (read_episode(tmp_path / f"others-0000{i}.h5").meta for i in (0, 1))
@@ -125,7 +132,8 @@ def test_on_policy_episodes_record_no_exploration(tmp_path):
 
 
 def test_exploring_agent_mixes_in_biased_macros(make_env):
-    from lemario.control.agents import ExploringAgent, ScriptedAgent
+    from lemario.control.agents import ScriptedAgent
+    from lemario.control.exploring import ExploringAgent
     from lemario.play.collect import play_episode
 
     env = make_env(max_steps=120)
@@ -137,6 +145,9 @@ def test_exploring_agent_mixes_in_biased_macros(make_env):
     )
     n = min(len(explored.actions), len(uniform.actions))
     assert (explored.actions[:n] != uniform.actions[:n]).any() and explored.meta["policy"] == "uniform+explore"
+    beyond = play_episode(env, ExploringAgent(ScriptedAgent("uniform", env.config), 1.0, "complex", (3000, 4000)), 5)
+    assert np.array_equal(beyond.actions, uniform.actions), "no macro starts outside the x windows"
+    assert beyond.meta["explored_steps"] == 0
     always = ExploringAgent(ScriptedAgent("uniform", env.config), 1.0, "complex")
     always.reset(0)
     acts = [always.act(None, {}) for _ in range(200)]

@@ -11,8 +11,9 @@
     ppo:PATH                  a Stable-Baselines3 PPO checkpoint (`lemario baseline ppo`), sampling its actions
 
 An agent has `reset(seed)` (called before each episode, seeding its randomness) and `act(obs, info) -> action`.
-`make_agent(..., explore=eps)` wraps any agent in `ExploringAgent`: at each step, with probability eps, a macro of
-the biased-random policy (a run, a held jump or a pause) takes over for its few steps (the flywheel's exploration).
+`make_agent(..., explore=eps)` wraps any agent in `lemario.control.exploring.ExploringAgent`: at each step, with
+probability eps, a macro of the biased-random policy (a run, a held jump or a pause) takes over for its few steps (the
+flywheel's exploration), everywhere or only in given windows of Mario's x.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lemario.control.exploring import ExploringAgent
 from lemario.control.imagination import load_policy, policy_world_model
 from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value, planning_policy, policy_proposals
-from lemario.control.policies import BiasedPolicy, make_policy
+from lemario.control.policies import make_policy
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import ACTION_SETS, action_set
@@ -342,45 +344,17 @@ class PPOAgent:
         return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
 
 
-class ExploringAgent:
-    """Any agent, with biased-random macros mixed in: each step, with probability `epsilon`, a whole macro of
-    `BiasedPolicy` (held for its 1-13 steps) replaces the agent's actions. The agent still sees every
-    observation (planners keep their history); its own choice is overridden while a macro runs, and an agent with
-    `executed(action)` is told what the env took instead."""
-
-    def __init__(self, agent, epsilon: float, action_set_name: str):
-        if not 0 <= epsilon <= 1:
-            raise LemarioError(f"exploration rate {epsilon} is not a probability: pass a value in [0, 1]")
-        self.agent, self.epsilon, self.action_set = agent, epsilon, action_set_name
-
-    def reset(self, seed: int) -> None:
-        self.agent.reset(seed)
-        self.rng = np.random.default_rng([seed, 0xE])
-        self.macros = BiasedPolicy(self.action_set, self.rng)
-        self.queue: list[int] = []
-        self.explored = 0
-
-    def act(self, obs: np.ndarray, info: dict) -> int:
-        own = self.agent.act(obs, info)
-        if not self.queue and self.rng.random() < self.epsilon:
-            self.queue = self.macros.macro()
-        if self.queue:
-            self.explored += 1
-            action = self.queue.pop()
-            if action != own and hasattr(self.agent, "executed"):
-                self.agent.executed(action)
-            return action
-        return own
-
-    def episode_stats(self) -> dict:
-        inner = self.agent.episode_stats() if hasattr(self.agent, "episode_stats") else {}
-        return {**inner, "explored_steps": self.explored}
-
-
-def make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None = None, explore: float = 0.0):
-    """The agent of a spec, for an env of `env_config`; `explore` > 0 mixes in biased-random macros."""
+def make_agent(
+    spec: str,
+    env_config: EnvConfig,
+    planner: PlannerConfig | None = None,
+    explore: float = 0.0,
+    explore_x: tuple[int, ...] = (),
+):
+    """The agent of a spec, for an env of `env_config`; `explore` > 0 mixes in biased-random macros (only where
+    Mario's x lies in one of the `explore_x` windows, when given: `lemario.control.exploring`)."""
     agent = _make_agent(spec, env_config, planner)
-    return ExploringAgent(agent, explore, env_config.action_set) if explore else agent
+    return ExploringAgent(agent, explore, env_config.action_set, explore_x) if explore else agent
 
 
 def _make_agent(spec: str, env_config: EnvConfig, planner: PlannerConfig | None):

@@ -27,6 +27,7 @@ import tyro
 from tqdm import tqdm
 
 from lemario.control.agents import make_agent, validate_spec
+from lemario.control.exploring import x_windows
 from lemario.core.errors import LemarioError
 from lemario.core.files import SPACE_ERRNOS, check_writable, now_iso, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
@@ -62,6 +63,10 @@ class CollectConfig:
     action: a corpus in which every action was taken), 'uniform', 'policy:PATH' or 'planner:PATH'."""
     explore: float = 0.0
     """Per-step probability of a biased-random macro overriding the agent (exploration)."""
+    explore_x: tuple[int, ...] = ()
+    """Windows of Mario's x where the explored episodes' macros may start, as pairs X0 X1 (`--explore-x 1400 2050
+    2300 2480`: the agent's own play everywhere else, other actions before the obstacles where it dies); empty:
+    everywhere."""
     on_policy: float = 0.0
     """Share of the run's episodes played with no exploration (the agent alone), spread evenly over the episode
     indices; the others explore with --explore."""
@@ -93,6 +98,9 @@ class CollectConfig:
             raise LemarioError("--on-policy-agents play the on-policy episodes: pass --on-policy SHARE > 0 too")
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
+        x_windows(self.explore_x)
+        if self.explore_x and not self.explore:
+            raise LemarioError("--explore-x says where to explore: pass --explore RATE > 0 too")
         if not 0 <= self.on_policy <= 1:
             raise LemarioError(f"--on-policy {self.on_policy} is not a share of episodes: pass a value in [0, 1]")
         if self.run and (
@@ -203,12 +211,22 @@ def _env_meta(cfg: EnvConfig) -> dict:
 
 
 def _play_and_write(
-    player: Player, file: str, run_index: int, seed: int, policy: str, explore: float, out: Path, meta: dict
+    player: Player,
+    file: str,
+    run_index: int,
+    seed: int,
+    policy: str,
+    explore: float,
+    explore_x: tuple[int, ...],
+    out: Path,
+    meta: dict,
 ) -> dict:
     """A worker's task: play one episode and write it as OUT/file; returns its index row."""
     t0 = time.perf_counter()
-    ep = play_episode(player.env, player.agent(policy, explore), seed, policy)
-    ep.meta.update(meta, explore=explore, run_index=run_index, created=now_iso())
+    ep = play_episode(player.env, player.agent(policy, explore, explore_x), seed, policy)
+    ep.meta.update(
+        meta, explore=explore, explore_x=list(explore_x) if explore else [], run_index=run_index, created=now_iso()
+    )
     try:
         write_episode(out / file, ep)
     except OSError as e:
@@ -281,6 +299,7 @@ def collect(cfg: CollectConfig) -> Index:
                 i,
                 episode_seed(cfg.seed, number, i),
                 *episode_agent(cfg, i),
+                cfg.explore_x,
                 cfg.out,
                 extra,
             )

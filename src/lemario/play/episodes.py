@@ -77,10 +77,11 @@ class Player:
     def __init__(self, env_config: EnvConfig, planner: PlannerConfig | None = None):
         self.env, self.planner, self.agents, self.models = SuperMarioBros(env_config), planner, {}, {}
 
-    def agent(self, spec: str, explore: float = 0.0):
-        if (spec, explore) not in self.agents:
-            self.agents[spec, explore] = make_agent(spec, self.env.config, self.planner, explore=explore)
-        return self.agents[spec, explore]
+    def agent(self, spec: str, explore: float = 0.0, explore_x: tuple[int, ...] = ()):
+        key = spec, explore, explore_x
+        if key not in self.agents:
+            self.agents[key] = make_agent(spec, self.env.config, self.planner, explore, explore_x)
+        return self.agents[key]
 
     def world_model(self, path: Path):
         """A world model (eval mode), loaded once per worker."""
