@@ -9,8 +9,11 @@
                       iteration beside PPO's seeds at the same env steps (PPO's evaluations interpolated linearly
                       between their env steps)
 
-Runs are named by their folders, so one call can set a fine-tuned run beside one trained from scratch (issue 21's
-curves: `lemario flywheel --start-from`, `lemario baseline ppo --init-from`) with marks that suit the level.
+Runs are named by their folders; `ARM=FOLDER` puts a run in a named arm (default: its kind), so one call sets runs
+fine-tuned from another model beside runs trained from scratch (issue 21's curves: `lemario flywheel --start-from`,
+`lemario baseline ppo --init-from`) with marks that suit the level: the milestones are then pooled per arm, and with
+two arms or more compare.md adds each arm's mean env steps to each mark and its ratio to the first arm's (list the
+reference, e.g. scratch, first).
 
 A flywheel iteration's env steps are every step its corpus holds after that iteration's collection (what its
 world model and policies learned from; evaluations not counted), its evaluation the K policies' episodes on the
@@ -37,9 +40,9 @@ from lemario.flywheel.run import finished
 @dataclass(frozen=True)
 class CompareConfig:
     flywheel: tuple[Path, ...] = ()
-    """Flywheel run folders (`lemario flywheel --out`), typically one per base seed."""
+    """Flywheel run folders (`lemario flywheel --out`), typically one per base seed; ARM=FOLDER names its arm."""
     ppo: tuple[Path, ...] = ()
-    """PPO run folders (`lemario baseline ppo --out`), typically one per seed."""
+    """PPO run folders (`lemario baseline ppo --out`), typically one per seed; ARM=FOLDER names its arm."""
     out: Path = Path("runs/compare")
     marks: tuple[int, ...] = MILESTONES
     """The x an evaluation mean must reach for each milestone (1-1's flag is at x 3161; set lower ones for levels
@@ -55,6 +58,8 @@ class Curve:
 
     kind: str
     """'flywheel' or 'PPO'."""
+    arm: str
+    """The arm its milestones are pooled in (`ARM=FOLDER`; default: the kind)."""
     label: str
     env_steps: np.ndarray  # (E,)
     mean: np.ndarray  # (E,) mean max_x
@@ -70,7 +75,17 @@ class Curve:
         return reached
 
 
-def flywheel_curve(run: Path) -> Curve:
+def arm_and_folder(arg: Path, kind: str) -> tuple[str, Path]:
+    """`ARM=FOLDER` -> (ARM, FOLDER); a plain folder is in the arm of its kind."""
+    arm, sep, folder = str(arg).partition("=")
+    if not sep or "/" in arm:
+        return kind, arg
+    if not arm or not folder:
+        raise LemarioError(f"{arg}: write ARM=FOLDER (e.g. scratch=runs/fw-5-1) or the folder alone")
+    return arm, Path(folder)
+
+
+def flywheel_curve(run: Path, arm: str = "flywheel") -> Curve:
     """A flywheel run's iterations: K-seed mean +- sd / sqrt(K), and the flag rate over all K policies' episodes."""
     summaries = finished(run)
     if not summaries:
@@ -83,6 +98,7 @@ def flywheel_curve(run: Path) -> Curve:
     se = np.array([s.k_sd for s in summaries]) / np.sqrt(k)
     return Curve(
         kind="flywheel",
+        arm=arm,
         label=f"{run.name} (seed {seed})",
         env_steps=np.array([s.corpus_frames - s.corpus_episodes for s in summaries]),
         mean=mean,
@@ -92,12 +108,13 @@ def flywheel_curve(run: Path) -> Curve:
     )
 
 
-def ppo_curve(run: Path) -> Curve:
+def ppo_curve(run: Path, arm: str = "PPO") -> Curve:
     """A PPO run's harness evaluations: mean max_x with its 95% CI, and the flag rate."""
     r = load_ppo_run(run)
     ev = r["evals"]
     return Curve(
         kind="PPO",
+        arm=arm,
         label=f"{run.name} (seed {r['config']['seed']})",
         env_steps=np.array([e["env_steps"] for e in ev], dtype=np.int64),
         mean=np.array([e["eval/mean_max_x"] for e in ev], dtype=np.float64),
@@ -138,7 +155,8 @@ def plot_curves(curves: list[Curve], cfg: CompareConfig, path: Path) -> None:
 
 
 def _milestones_tables(curves: list[Curve], marks: tuple[int, ...]) -> str:
-    """Per run its milestones; then, per kind, each milestone over its runs."""
+    """Per run its milestones; then, per arm, each milestone over its runs; with two arms or more, each arm's mean
+    env steps to each milestone and its ratio to the first arm's."""
     keys = [str(m) for m in marks] + ["flag"]
     reached = [c.first_reached(marks) for c in curves]
     per_run = table(
@@ -155,11 +173,35 @@ def _milestones_tables(curves: list[Curve], marks: tuple[int, ...]) -> str:
         ],
     )[0]
     parts = [per_run]
-    for kind in dict.fromkeys(c.kind for c in curves):
-        runs = [(c, r) for c, r in zip(curves, reached) if c.kind == kind]
+    arms = list(dict.fromkeys(c.arm for c in curves))
+    for arm in arms:
+        runs = [(c, r) for c, r in zip(curves, reached) if c.arm == arm]
         rows = [milestone_row(k, [r.get(k) for _, r in runs]) for k in keys]
-        parts += [f"\n{kind}:\n", table(["first at"] + [c.label for c, _ in runs] + ["over the runs"], rows)[0]]
+        parts += [f"\n{arm}:\n", table(["first at"] + [c.label for c, _ in runs] + ["over the runs"], rows)[0]]
+    if len(arms) > 1:
+        parts += [f"\nEnv steps to each mark per arm (mean over its runs, where all reached it), ÷ {arms[0]}'s:\n"]
+        per_arm = [[[r.get(k) for k in keys] for c, r in zip(curves, reached) if c.arm == a] for a in arms]
+        parts.append(_ratio_table(arms, per_arm, keys))
     return "\n".join(parts)
+
+
+def arm_means(steps: list[int | None]) -> float | None:
+    """The mean env steps of an arm's runs to a mark; None unless every run reached it."""
+    return None if not steps or None in steps else float(np.mean(steps))
+
+
+def _ratio_table(arms: list[str], steps: list[list[list[int | None]]], keys: list[str]) -> str:
+    """steps[arm][run][mark]: the env steps at which that run first reached that mark (None: never)."""
+    rows = []
+    for j, key in enumerate(keys):
+        means = [arm_means([run[j] for run in per_arm]) for per_arm in steps]
+        first = means[0]
+        rows.append(
+            [key]
+            + ["-" if m is None else f"{m:,.0f}" for m in means]
+            + ["-" if m is None or first is None else f"{m / first:.2f}" for m in means[1:]]
+        )
+    return table(["first at"] + arms + [f"{a} ÷ {arms[0]}" for a in arms[1:]], rows)[0]
 
 
 def _equal_steps_table(curves: list[Curve]) -> str:
@@ -196,7 +238,11 @@ def build(cfg: CompareConfig) -> str:
         raise LemarioError("no run folders given: pass --flywheel RUN ... and/or --ppo RUN ...")
     if not cfg.marks or min(cfg.marks) <= 0:
         raise LemarioError(f"--marks {' '.join(map(str, cfg.marks))}: give positive x (e.g. --marks 700 1500 2000)")
-    curves = [flywheel_curve(Path(r)) for r in cfg.flywheel] + [ppo_curve(Path(r)) for r in cfg.ppo]
+    curves = []
+    for runs, kind, curve in ((cfg.flywheel, "flywheel", flywheel_curve), (cfg.ppo, "PPO", ppo_curve)):
+        for r in runs:
+            arm, folder = arm_and_folder(Path(r), kind)
+            curves.append(curve(folder, arm))
     cfg.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, cfg, cfg.out / "curve.png")
     sections = [

@@ -63,12 +63,14 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def milestone_row(key: str, steps: list[int | None]) -> list[str]:
-    """One milestone over the seeds: mean +- sd of the env steps where every seed reached it."""
+    """One milestone over the seeds: mean +- sd of the env steps where every seed reached it (one seed: its own)."""
     reached = [s for s in steps if s is not None]
     if len(reached) < len(steps):
         agg = f"{len(reached)} of {len(steps)} seeds"
+    elif len(reached) == 1:
+        agg = f"{reached[0]:,} (one seed)"
     else:
-        agg = f"{np.mean(reached):,.0f} ± {np.std(reached, ddof=1) if len(reached) > 1 else 0:,.0f}"
+        agg = f"{np.mean(reached):,.0f} ± {np.std(reached, ddof=1):,.0f}"
     return [key] + ["-" if s is None else f"{s:,}" for s in steps] + [agg]
 
 
