@@ -166,6 +166,7 @@ def test_the_crop_cuts_the_hud_and_no_pool_keeps_the_last_frame():
     assert frames.frame_shape(0, True, 32) == cut.shape and frames.frame_shape(84, True, 32) == (84, 84)
     last_only = frames.process(prev, last, "retro", True, 0, pool=False)
     np.testing.assert_array_equal(last_only, frames.process(last, last, "retro", True, 0))
+    np.testing.assert_array_equal(last_only, frames.process(None, last, "retro", True, 0, pool=False))
     assert (whole >= last_only).all() and (whole > last_only).any(), "the max of two frames is brighter"
 
 
@@ -174,3 +175,9 @@ def test_a_cropped_env_gives_the_playfield(make_env):
     obs = env.reset(seed=0)[0]
     assert obs.shape == (4, 192, 240) and env.config.preprocessing["crop_top"] == 32
     np.testing.assert_array_equal(obs[-1], frames.process(env._rgb, env._rgb, "retro", True, 0, 32))
+    env.close()  # one retro emulator a process
+    unpooled = make_env(crop_top=32, resize=0, pool=False)
+    unpooled.reset(seed=0)
+    for _ in range(3):
+        obs = unpooled.step(3)[0]  # running right: the screen changes every step
+    np.testing.assert_array_equal(obs[-1], frames.process(None, unpooled._rgb, "retro", True, 0, 32, pool=False))

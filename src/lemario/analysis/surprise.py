@@ -65,11 +65,11 @@ class RecolourableMario(SuperMarioBros):
 
     recoloured = False
 
-    def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
+    def _process(self, prev: np.ndarray | None, last: np.ndarray) -> np.ndarray:
         if not self.recoloured:
             return super()._process(prev, last)
         cfg = self.config
-        prev, last = (recolour(mario_frames.canonical_rgb(s, cfg.backend)) for s in (prev, last))
+        prev, last = (None if s is None else recolour(mario_frames.canonical_rgb(s, cfg.backend)) for s in (prev, last))
         # already canonical: "retro" is the backend whose screens need no palette lookup
         return mario_frames.process(prev, last, "retro", cfg.grayscale, cfg.resize, cfg.crop_top, cfg.pool)
 

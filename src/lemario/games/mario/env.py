@@ -178,11 +178,11 @@ class SuperMarioBros(gym.Env):
     def _advance(self, byte: int) -> None:
         """One agent step: hold `byte` for frame_skip frames, pool the last two frames into the stack; the labels
         come from the RAM of the frame before the last, which the last screen shows."""
-        skip = self.config.frame_skip
+        skip, pool = self.config.frame_skip, self.config.pool
         for i in range(skip):
             self.emu.step(byte)
             if i == skip - 2:
-                prev = self.emu.screen()
+                prev = self.emu.screen() if pool else None  # the unpooled frame is the last alone
                 self._read_ram()
         self._rgb = self.emu.screen()
         self._frames[:-1] = self._frames[1:]  # numpy copies overlapping slices correctly
@@ -193,7 +193,7 @@ class SuperMarioBros(gym.Env):
         self._ram = (self.emu.ram if ram is None else ram).copy()
         self._labels = info_from_ram(self._ram)
 
-    def _process(self, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
+    def _process(self, prev: np.ndarray | None, last: np.ndarray) -> np.ndarray:
         cfg = self.config
         return frames.process(prev, last, cfg.backend, cfg.grayscale, cfg.resize, cfg.crop_top, cfg.pool)
 

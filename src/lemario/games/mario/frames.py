@@ -172,12 +172,19 @@ def canonical_rgb(screen: np.ndarray, backend: str) -> np.ndarray:
 
 
 def process(
-    prev: np.ndarray, last: np.ndarray, backend: str, grayscale: bool, size: int, crop_top: int = 0, pool: bool = True
+    prev: np.ndarray | None,
+    last: np.ndarray,
+    backend: str,
+    grayscale: bool,
+    size: int,
+    crop_top: int = 0,
+    pool: bool = True,
 ) -> np.ndarray:
     """The last two emulator frames -> one observation frame (H, W) or (H, W, 3), uint8.
 
-    Max over the two frames in RGB (sprites flicker between frames; pool=False keeps the last alone), the top
-    `crop_top` rows cut (32: the HUD), grayscale, then area-resize to size x size (0 keeps the picture's size).
+    Max over the two frames in RGB (sprites flicker between frames; pool=False keeps the last alone, and prev may
+    be None), the top `crop_top` rows cut (32: the HUD), grayscale, then area-resize to size x size (0 keeps the
+    picture's size).
     Down to half size or less an exact 2x2 box average runs first: OpenCV's integer-factor path makes the two
     stages 2.3x faster than one fractional area resize (80 vs 180 us).
     """
