@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -68,7 +69,9 @@ def test_choice_weights_and_cheaper_ways(tmp_path):
     again = Archive.load(tmp_path)
     assert again.cells == a.cells and again.round == 10 and again.state("b") == state
     chosen = again.choose(1000, Choosing(), np.random.default_rng(0))
-    assert set(chosen) == {"b", "c"} and again.cells["b"].chosen + again.cells["c"].chosen == 1003
+    assert set(chosen) == {"b", "c"} and again.cells["b"].chosen + again.cells["c"].chosen == 3, "not yet counted"
+    again.count_chosen([*chosen, None])  # when the round is merged (None: an exploration from spawn)
+    assert again.cells["b"].chosen + again.cells["c"].chosen == 1003
     again.round = 11
     again.add("b", 1, 401, 80, state, flag=False)
     again.add("c", 2, 200, 79, state, flag=False)  # every state of rounds 1 and 10 replaced: their files go
@@ -162,8 +165,9 @@ def test_a_saved_state_restores_exactly(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(after, replayed)) and np.array_equal(other.ram, ram)
 
 
-def test_states_of_archives_written_before_session_39_still_load():
-    """Archives before session 39 held `np.savez_compressed` bytes (a zip); today's are zlib over `np.savez`."""
+def test_states_of_archives_written_before_session_40_still_load():
+    """Archives before session 39 held `np.savez_compressed` bytes (a zip), session 39's zlib over `np.savez`;
+    today's are zlib over a header and the raw arrays."""
     env = SuperMarioBros(EnvConfig())
     env.reset(seed=2)
     state = env.save_state()
@@ -180,7 +184,10 @@ def test_states_of_archives_written_before_session_39_still_load():
         ram=state.ram,
         rgb=state.rgb,
     )
-    for data in (buf.getvalue(), state_bytes(state)):
+    session_39 = io.BytesIO()
+    with np.load(io.BytesIO(buf.getvalue())) as z:
+        np.savez(session_39, **dict(z))
+    for data in (buf.getvalue(), zlib.compress(session_39.getvalue(), 1), state_bytes(state)):
         back = state_from_bytes(data)
         assert (back.level, back.backend, back.buttons, back.snapshot) == (
             state.level,
@@ -221,10 +228,11 @@ def test_explore_end_to_end(uninterrupted):
     assert (run / "archive" / "archive.png").stat().st_size > 0
 
 
-def test_kills_then_resume_give_the_same_archive(uninterrupted, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: worker processes play a round while the last is saved
+def test_kills_then_resume_give_the_same_archive(uninterrupted, tmp_path, workers):
     run, _ = uninterrupted
     other = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lemario.cli", *TINY, "--out", str(other)]
+    cmd = [sys.executable, "-m", "lemario.cli", *TINY, "--workers", workers, "--out", str(other)]
     for _ in range(2):  # kill it twice, mid-round, then let it finish
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 120
@@ -233,7 +241,7 @@ def test_kills_then_resume_give_the_same_archive(uninterrupted, tmp_path):
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    r = run_cli(*TINY, "--out", str(other))
+    r = run_cli(*TINY, "--workers", workers, "--out", str(other))
     assert r.returncode == 0 and "resuming" in r.stdout
     assert _table(other)[:2] == _table(run)[:2]
     assert sorted(p.name for p in other.glob("explore-*.h5")) == sorted(p.name for p in run.glob("explore-*.h5"))

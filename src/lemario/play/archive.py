@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -76,28 +77,61 @@ class Cell:
     """A world-model ensemble's disagreement on the step of the way here (0 without a world model)."""
 
 
+STATE_MAGIC = b"LMS1"
+"""The first bytes of a decompressed state since session 40 (before: a zip, from `np.savez`)."""
+
+
 def state_bytes(state: MarioState) -> bytes:
-    """A saved state as zlib-compressed .npz bytes (level 1: 2.3x faster than `np.savez_compressed` for 1.2x the
-    size; an exploration encodes every cell it finds, in its worker)."""
-    buf = io.BytesIO()
-    snapshot = np.frombuffer(state.snapshot, np.uint8) if state.snapshot is not None else np.zeros(0, np.uint8)
-    np.savez(
-        buf,
-        level=np.array(state.level),
-        backend=np.array(state.backend),
-        buttons=np.frombuffer(state.buttons, np.uint8),
-        has_snapshot=np.array(state.snapshot is not None),
-        snapshot=snapshot,
-        stack=state.stack,
-        ram=state.ram,
-        rgb=state.rgb,
-    )
-    return zlib.compress(buf.getvalue(), 1)
+    """A saved state as zlib level 1 over STATE_MAGIC, a JSON header (level, backend, each array's dtype and shape)
+    and the arrays' raw bytes: an exploration encodes every cell it finds, in its worker, and this is 1.7x faster
+    than the same arrays through `np.savez` (0.4 against 0.7 ms a state on this host)."""
+    arrays = {
+        "buttons": np.frombuffer(state.buttons, np.uint8),
+        "snapshot": np.frombuffer(state.snapshot or b"", np.uint8),
+        "stack": np.ascontiguousarray(state.stack),
+        "ram": np.ascontiguousarray(state.ram),
+        "rgb": np.ascontiguousarray(state.rgb),
+    }
+    header = json.dumps(
+        {
+            "level": state.level,
+            "backend": state.backend,
+            "has_snapshot": state.snapshot is not None,
+            "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()],
+        }
+    ).encode()
+    z = zlib.compressobj(1)
+    parts = [z.compress(STATE_MAGIC + len(header).to_bytes(4, "little") + header)]
+    parts += [z.compress(a.data) for a in arrays.values()]
+    return b"".join([*parts, z.flush()])
 
 
 def state_from_bytes(data: bytes) -> MarioState:
-    """The state `state_bytes` wrote (or, for archives written before session 39, `np.savez_compressed` did)."""
-    with np.load(io.BytesIO(data if data[:2] == b"PK" else zlib.decompress(data))) as z:
+    """The state `state_bytes` wrote; archives of sessions 14-38 (`np.savez_compressed`, a zip) and 39 (zlib over
+    `np.savez`) load too."""
+    raw = data if data[:2] == b"PK" else zlib.decompress(data)
+    if raw[:4] != STATE_MAGIC:
+        return _state_from_npz(raw)
+    n = int.from_bytes(raw[4:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    arrays, at = {}, 8 + n
+    for name, dtype, shape in header["arrays"]:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        arrays[name] = np.frombuffer(raw, dtype, count=size // np.dtype(dtype).itemsize, offset=at).reshape(shape)
+        at += size
+    return MarioState(
+        level=header["level"],
+        backend=header["backend"],
+        buttons=arrays["buttons"].tobytes(),
+        snapshot=arrays["snapshot"].tobytes() if header["has_snapshot"] else None,
+        stack=arrays["stack"].copy(),
+        ram=arrays["ram"].copy(),
+        rgb=arrays["rgb"].copy(),
+    )
+
+
+def _state_from_npz(raw: bytes) -> MarioState:
+    with np.load(io.BytesIO(raw)) as z:
         return MarioState(
             level=str(z["level"]),
             backend=str(z["backend"]),
@@ -237,12 +271,16 @@ class Archive:
         return keys, w / w.sum()
 
     def choose(self, n: int, cfg: Choosing, rng: np.random.Generator) -> list[str]:
-        """n cells to return to (with replacement), counted as chosen."""
+        """n cells to return to (with replacement); `count_chosen` counts them when their round is merged (the
+        archive saved while the round plays has the counts it had before)."""
         keys, p = self.weights(cfg)
-        picks = [keys[i] for i in rng.choice(len(keys), size=n, p=p)]
-        for k in picks:
-            self.cells[k].chosen += 1
-        return picks
+        return [keys[i] for i in rng.choice(len(keys), size=n, p=p)]
+
+    def count_chosen(self, keys: list[str | None]) -> None:
+        """The cells a round started from (None: spawn), counted as chosen."""
+        for k in keys:
+            if k is not None:
+                self.cells[k].chosen += 1
 
     def add(self, key: str, steps: int, x: int, y: int, state: bytes | None, flag: bool, novelty: float = 0.0) -> None:
         """A way to `key` of `steps` steps, its end state encoded by `state_bytes` (None: a terminal moment). Kept

@@ -151,17 +151,24 @@ class Workers:
             self.pool = ProcessPool(workers, _init_worker, (env_config, planner))
 
     def imap(self, fn: Callable, tasks: list[tuple]) -> Iterator:
-        """fn(player, *task) for every task, yielded as each finishes."""
+        """fn(player, *task) for every task, yielded as each finishes. Worker processes and Ray actors start on the
+        tasks at this call (the caller may do other work before it reads the results); the player in this process
+        plays each as it is read."""
         if self.player is not None:
-            with torch_threads(1):  # as in a worker process: the same numerics whichever way a task is played
-                for t in tasks:
-                    yield fn(self.player, *t)
-        elif self.pool is not None:
-            yield from self.pool.imap_unordered(_call, [(fn, t) for t in tasks])
-        else:
-            from ray.util import ActorPool
+            return self._play_here(fn, tasks)
+        if self.pool is not None:
+            return self.pool.imap_unordered(_call, [(fn, t) for t in tasks])
+        from ray.util import ActorPool
 
-            yield from ActorPool(self.actors).map_unordered(lambda a, t: a.call.remote(fn, t), tasks)
+        pool = ActorPool(self.actors)
+        for t in tasks:
+            pool.submit(lambda a, t: a.call.remote(fn, t), t)
+        return (pool.get_next_unordered() for _ in tasks)
+
+    def _play_here(self, fn: Callable, tasks: list[tuple]) -> Iterator:
+        with torch_threads(1):  # as in a worker process: the same numerics whichever way a task is played
+            for t in tasks:
+                yield fn(self.player, *t)
 
     def __enter__(self) -> Workers:
         return self

@@ -17,12 +17,14 @@ counted beside them, and the emulator frames they cost where a backend has no sn
 
 A round's explorations are seeded from (seed, round, index) and merged in index order, so the same command gives
 the same archive however the workers finish. A killed run resumes at its last whole round: the episodes of the
-unfinished round are deleted and played again, identically. One process writes a run folder at a time.
+unfinished round are deleted and played again, identically. The worker processes play the next round while the
+main process saves the last. One process writes a run folder at a time.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -218,8 +220,11 @@ def _open_run(cfg: ExploreConfig) -> Archive:
     return archive
 
 
-def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> list[dict]:
-    """Play and merge the next round; returns its index rows."""
+def _start_round(
+    cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers
+) -> tuple[int, list[str | None], Iterator[dict]]:
+    """Choose the next round's cells and hand its explorations to the workers; returns (round, the cells they
+    start from, their results)."""
     r = archive.round + 1
     rng = np.random.default_rng([cfg.seed, r])
     starts = archive.choose(cfg.batch, cfg.choosing, rng) if archive.cells else [None] * cfg.batch
@@ -233,9 +238,18 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
             meta.update(start=f"cell:{key}", start_steps=cell.steps, start_x=cell.x)
         state = archive.state(key) if key is not None else None
         tasks.append((f"explore-{r:06d}-{i:03d}.h5", i, state, seed, cfg, costs, meta))
-    results = sorted(pool.imap(_explore, tasks), key=lambda res: res["index"])
+    return r, starts, pool.imap(_explore, tasks)
+
+
+def _finish_round(
+    cfg: ExploreConfig, archive: Archive, r: int, starts: list[str | None], results: Iterator[dict]
+) -> list[dict]:
+    """Merge round r's results in task order (the same archive whichever worker finished first); returns their
+    index rows."""
+    ordered = sorted(results, key=lambda res: res["index"])
     archive.round = r
-    for res in results:
+    archive.count_chosen(starts)
+    for res in ordered:
         archive.merge(res, cfg.env.frame_skip)
     archive.rounds.append(
         {
@@ -246,7 +260,7 @@ def _round(cfg: ExploreConfig, archive: Archive, extra: dict, pool: Workers) -> 
             "time": now_iso(),
         }
     )
-    return [res["row"] for res in results]
+    return [res["row"] for res in ordered]
 
 
 def explore(cfg: ExploreConfig) -> Archive:
@@ -263,9 +277,11 @@ def explore(cfg: ExploreConfig) -> Archive:
             )
         t0, start = time.perf_counter(), archive.env_steps
         with Workers(cfg.play_env, None, cfg.workers, cfg.executor, cfg.ray_address) as pool:
-            while archive.env_steps < cfg.env_steps:
-                rows = _round(cfg, archive, extra, pool)
-                archive.save(header)
+            running = _start_round(cfg, archive, extra, pool) if archive.env_steps < cfg.env_steps else None
+            while running is not None:
+                rows = _finish_round(cfg, archive, *running)
+                running = _start_round(cfg, archive, extra, pool) if archive.env_steps < cfg.env_steps else None
+                archive.save(header)  # while the worker processes play the next round (a kill loses that round)
                 add_to_index(cfg.out, rows)
                 if cfg.progress:
                     rate = (archive.env_steps - start) / max(1e-9, time.perf_counter() - t0)
