@@ -30,7 +30,7 @@ import numpy as np
 
 from lemario.baselines.milestones import MILESTONES, record_milestones
 from lemario.baselines.summary import load_run as load_ppo_run
-from lemario.baselines.summary import milestone_row
+from lemario.baselines.summary import mean_if_all_reached, milestone_row
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, read_json
 from lemario.core.plots import env_steps_axis, figure, save_png, table
@@ -174,32 +174,27 @@ def _milestones_tables(curves: list[Curve], marks: tuple[int, ...]) -> str:
     )[0]
     parts = [per_run]
     arms = list(dict.fromkeys(c.arm for c in curves))
+    means = []  # (arms, marks): an arm's mean env steps to each mark, None unless all its runs reached it
     for arm in arms:
         runs = [(c, r) for c, r in zip(curves, reached) if c.arm == arm]
         rows = [milestone_row(k, [r.get(k) for _, r in runs]) for k in keys]
         parts += [f"\n{arm}:\n", table(["first at"] + [c.label for c, _ in runs] + ["over the runs"], rows)[0]]
+        means.append([mean_if_all_reached([r.get(k) for _, r in runs]) for k in keys])
     if len(arms) > 1:
         parts += [f"\nEnv steps to each mark per arm (mean over its runs, where all reached it), ÷ {arms[0]}'s:\n"]
-        per_arm = [[[r.get(k) for k in keys] for c, r in zip(curves, reached) if c.arm == a] for a in arms]
-        parts.append(_ratio_table(arms, per_arm, keys))
+        parts.append(_ratio_table(arms, means, keys))
     return "\n".join(parts)
 
 
-def arm_means(steps: list[int | None]) -> float | None:
-    """The mean env steps of an arm's runs to a mark; None unless every run reached it."""
-    return None if not steps or None in steps else float(np.mean(steps))
-
-
-def _ratio_table(arms: list[str], steps: list[list[list[int | None]]], keys: list[str]) -> str:
-    """steps[arm][run][mark]: the env steps at which that run first reached that mark (None: never)."""
+def _ratio_table(arms: list[str], means: list[list[float | None]], keys: list[str]) -> str:
+    """means[arm][mark] (None: not every run of the arm reached it), and each arm's ÷ the first arm's."""
     rows = []
     for j, key in enumerate(keys):
-        means = [arm_means([run[j] for run in per_arm]) for per_arm in steps]
-        first = means[0]
+        first = means[0][j]
         rows.append(
             [key]
-            + ["-" if m is None else f"{m:,.0f}" for m in means]
-            + ["-" if m is None or first is None else f"{m / first:.2f}" for m in means[1:]]
+            + ["-" if m[j] is None else f"{m[j]:,.0f}" for m in means]
+            + ["-" if m[j] is None or first is None else f"{m[j] / first:.2f}" for m in means[1:]]
         )
     return table(["first at"] + arms + [f"{a} ÷ {arms[0]}" for a in arms[1:]], rows)[0]
 

@@ -62,15 +62,21 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.array([np.median(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))])
 
 
+def mean_if_all_reached(steps: list[int | None]) -> float | None:
+    """The mean env steps of the seeds to a milestone; None unless every seed reached it (None: never)."""
+    return None if not steps or None in steps else float(np.mean(steps))
+
+
 def milestone_row(key: str, steps: list[int | None]) -> list[str]:
     """One milestone over the seeds: mean +- sd of the env steps where every seed reached it (one seed: its own)."""
     reached = [s for s in steps if s is not None]
-    if len(reached) < len(steps):
+    mean = mean_if_all_reached(steps)
+    if mean is None:
         agg = f"{len(reached)} of {len(steps)} seeds"
     elif len(reached) == 1:
         agg = f"{reached[0]:,} (one seed)"
     else:
-        agg = f"{np.mean(reached):,.0f} ± {np.std(reached, ddof=1):,.0f}"
+        agg = f"{mean:,.0f} ± {np.std(reached, ddof=1):,.0f}"
     return [key] + ["-" if s is None else f"{s:,}" for s in steps] + [agg]
 
 

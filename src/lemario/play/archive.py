@@ -116,9 +116,9 @@ def state_from_bytes(data: bytes) -> MarioState:
     header = json.loads(raw[8 : 8 + n])
     arrays, at = {}, 8 + n
     for name, dtype, shape in header["arrays"]:
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        arrays[name] = np.frombuffer(raw, dtype, count=size // np.dtype(dtype).itemsize, offset=at).reshape(shape)
-        at += size
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(raw, dtype, count=count, offset=at).reshape(shape)
+        at += count * np.dtype(dtype).itemsize
     return MarioState(
         level=header["level"],
         backend=header["backend"],

@@ -277,10 +277,14 @@ def explore(cfg: ExploreConfig) -> Archive:
             )
         t0, start = time.perf_counter(), archive.env_steps
         with Workers(cfg.play_env, None, cfg.workers, cfg.executor, cfg.ray_address) as pool:
-            running = _start_round(cfg, archive, extra, pool) if archive.env_steps < cfg.env_steps else None
+
+            def next_round():  # the next round handed to the workers, or None when the run has its env steps
+                return _start_round(cfg, archive, extra, pool) if archive.env_steps < cfg.env_steps else None
+
+            running = next_round()
             while running is not None:
                 rows = _finish_round(cfg, archive, *running)
-                running = _start_round(cfg, archive, extra, pool) if archive.env_steps < cfg.env_steps else None
+                running = next_round()
                 archive.save(header)  # while the worker processes play the next round (a kill loses that round)
                 add_to_index(cfg.out, rows)
                 if cfg.progress:
