@@ -44,6 +44,17 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ("explore-x-odd", ["collect", "--explore", "0.2", "--explore-x", "5", "--out", "{root}/new"], "give pairs X0 X1"),
     ("explore-x-empty", ["collect", "--explore", "0.2", "--explore-x", "9", "5", "--out", "{root}/new"], "is empty"),
     ("explore-x-alone", ["collect", "--explore-x", "5", "9", "--out", "{root}/new"], "pass --explore RATE > 0"),
+    ("ends-alone", ["collect", "--explore-at-ends", "2", "--out", "{root}/new"], "pass --explore RATE > 0"),
+    (
+        "ends-all-explored",
+        ["collect", "--explore", "0.2", "--explore-at-ends", "2", "--out", "{root}/new"],
+        "--on-policy > 0",
+    ),
+    (
+        "ends-and-windows",
+        ["collect", "--explore", "0.2", "--explore-at-ends", "2", "--explore-x", "5", "9", "--out", "{root}/new"],
+        "without --explore-x",
+    ),
     ("policy", ["collect", "--policy", "greedy", "--out", "{root}/new"], "unknown agent 'greedy'"),
     ("policy-path", ["collect", "--policy", "policy:", "--out", "{root}/new"], "needs a checkpoint: write policy:PATH"),
     ("run-name", ["collect", "--run", "run-0001", "--out", "{root}/new"], "not starting with 'run-'"),

@@ -270,7 +270,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
-from lemario.control.exploring import ExploringAgent  # noqa: E402
+from lemario.control.exploring import ExploringAgent, end_windows  # noqa: E402
 from lemario.control.imagination import ActorCritic, imagine, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
 
@@ -362,6 +362,14 @@ def test_exploration_starts_only_inside_its_x_windows():
     assert agent.explored == started
     agent.act(None, {"x_pos": 450})
     assert agent.explored == started + 1, "the second window explores too"
+
+
+def test_end_windows_lie_before_the_commonest_ending_places():
+    ends = [1510, 1590, 1650, 2475, 2480, 2490, 700, 150]  # bins of 100 px: 15 twice, 24 three times, 16, 7, 1 once
+    assert end_windows(ends, 2) == (1300, 1600, 2200, 2500), "the two commonest, in order of x"
+    assert end_windows(ends, 3) == (0, 200, 1300, 1600, 2200, 2500), "a tie goes to the earliest place"
+    assert end_windows([150], 1) == (0, 200), "a window does not start before x 0"
+    assert end_windows([], 3) == ()
 
 
 class _LineWorld(torch.nn.Module):

@@ -12,7 +12,7 @@ from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write
 from lemario.data.tiers import audit
 from lemario.games.mario.ram import LABELS, label_table
 from lemario.games.mario.rewards import REWARD_SPEC_VERSION
-from lemario.play.collect import play_episode
+from lemario.play.episodes import play_episode
 
 from synthetic import make_episode
 

@@ -17,7 +17,7 @@ import pytest
 from lemario.control.imagination import load_policy
 from lemario.core.errors import LemarioError
 from lemario.core.files import writer_lock
-from lemario.data.corpus import scan
+from lemario.data.corpus import read_meta, scan
 from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
 from lemario.flywheel.config import PRESETS, FlywheelConfig
@@ -212,6 +212,29 @@ def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
         replace(cfg, train=replace(cfg.train, model=replace(cfg.train.model, latent_dim=16))).validate()
     r = run_cli(*TINY, "--out", str(tmp_path / "bad"), "--start-from", str(tmp_path))
     assert r.returncode == 2 and "neither a hall-of-fame entry" in r.stderr
+
+
+def test_a_fine_tuning_run_keeps_a_base_corpus_and_explores_before_the_ends(uninterrupted, tmp_path):
+    """Issue 20's arm: --base-corpus links another corpus's episodes into RUN/corpus/base/ (the replay selection
+    chooses among them from iteration 1); --explore-at-ends gives each explored episode one window before where the
+    on-policy ones ended."""
+    run, _ = uninterrupted
+    out = tmp_path / "ft"
+    args = ("--out", str(out), "--start-from", str(run), "--base-corpus", str(run / "corpus"), "--iterations", "1")
+    r = run_cli(*TINY, *args, "--explore-at-ends", "2", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    base = sorted(p.name for p in (run / "corpus").glob("*.h5"))
+    assert sorted(p.name for p in (out / "corpus" / "base").glob("*.h5")) == base
+    assert (out / "corpus" / "base" / base[0]).stat().st_ino == (run / "corpus" / base[0]).stat().st_ino, "linked"
+    files = [r["file"] for r in scan(out / "corpus").episodes]  # what the replay selection chooses from
+    assert [f for f in files if f.startswith("base/")] == [f"base/{f}" for f in base]
+    metas = [read_meta(p) for p in sorted((out / "corpus").glob("iter001-*.h5"))]
+    explored = [m for m in metas if m["explore"]]
+    assert explored and all(len(m["explore_x"]) == 2 for m in explored), "one window an explored episode"
+    assert all(m["explore_x"] == [] for m in metas if not m["explore"])
+    assert "before their 2 commonest ends" in r.stdout
+    r = run_cli(*TINY, "--out", str(tmp_path / "bad"), "--base-corpus", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "--base-corpus" in r.stderr
 
 
 def test_a_fork_starts_as_the_sources_iterations_then_goes_its_own_way(uninterrupted, tmp_path):

@@ -69,6 +69,12 @@ def test_later_iterations_collect_a_share_on_policy(tmp_path):
     assert third.collection(last).on_policy_agents == third.collect_on_policy_agents
     assert Plan.from_json(json.loads(json.dumps(third.to_json()))) == third
     assert plan_iteration(last, 1, []).collect_on_policy_agents == (), "the bootstrap has no policies"
+    ends = replace(CFG, out=tmp_path, explore_at_ends=3)
+    assert second.collection(ends).explore_at_ends == 3, "explored where the on-policy episodes end"
+    empty = replace(ends, out=CFG.out)  # an empty hall of fame
+    assert plan_iteration(empty, 1, []).collection(empty).explore_at_ends == 0, "the bootstrap explores nothing"
+    with pytest.raises(LemarioError, match="--explore-at-ends explores where"):
+        replace(ends, on_policy=0.0).validate()
     with pytest.raises(LemarioError, match="--on-policy-by 'worst'"):
         replace(CFG, on_policy_by="worst").validate()
 

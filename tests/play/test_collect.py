@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lemario.control.exploring import end_windows
 from lemario.core.errors import LemarioError
 from lemario.core.files import writer_lock
-from lemario.data.corpus import format_summary, read_episode, scan
+from lemario.data.corpus import format_summary, read_episode, read_meta, scan
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import LABELS
-from lemario.play.collect import CollectConfig, collect, episode_agent, episode_seed
+from lemario.play.collect import CollectConfig, collect, episode_agent, episode_seed, episode_windows
 
 from conftest import run_cli
 
@@ -131,10 +132,42 @@ def test_on_policy_episodes_record_no_exploration(tmp_path):
     ), "the on-policy episode is the other agent's, with no exploration"
 
 
+def test_explore_at_ends_explores_before_where_the_on_policy_episodes_ended(tmp_path):
+    cfg = CollectConfig(
+        out=tmp_path,
+        episodes=6,
+        workers=1,
+        env=EnvConfig(max_steps=40),
+        progress=False,
+        policy="uniform",
+        explore=0.5,
+        explore_at_ends=2,
+        on_policy=0.5,
+    )
+    windows = [(0, 2, 4), (1, 3, 5)]  # explored: 0, 2, 4; on-policy: 1, 3, 5
+    assert [episode_agent(cfg, i)[1] for i in range(6)] == [0.5, 0.0] * 3
+    assert [episode_windows(cfg, i, (10, 20, 30, 40)) for i in range(6)] == [
+        (10, 20), (), (30, 40), (), (10, 20), ()
+    ], "one window an explored episode, in turn"  # fmt: skip
+    collect(cfg)
+    metas = [read_meta(tmp_path / f"run-0001-{i:05d}.h5") for i in range(6)]
+    ends = [metas[i]["death_x"] if metas[i]["death_x"] >= 0 else metas[i]["max_x"] for i in windows[1]]
+    expected = end_windows(ends, 2)
+    assert expected and [tuple(metas[i]["explore_x"]) for i in windows[0]] == [
+        episode_windows(cfg, i, expected) for i in windows[0]
+    ]
+    assert all(metas[i]["explore_x"] == [] for i in windows[1])
+    first = read_episode(tmp_path / "run-0001-00002.h5")
+    (tmp_path / "run-0001-00002.h5").unlink()  # a kill before it was written: the resume finds the same windows
+    collect(cfg)
+    again = read_episode(tmp_path / "run-0001-00002.h5")
+    assert again.meta["explore_x"] == first.meta["explore_x"] and np.array_equal(again.actions, first.actions)
+
+
 def test_exploring_agent_mixes_in_biased_macros(make_env):
     from lemario.control.agents import ScriptedAgent
     from lemario.control.exploring import ExploringAgent
-    from lemario.play.collect import play_episode
+    from lemario.play.episodes import play_episode
 
     env = make_env(max_steps=120)
     uniform = play_episode(env, "uniform", 5)

@@ -4,6 +4,8 @@ and the policies' own play everywhere else)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from lemario.control.policies import BiasedPolicy
@@ -20,6 +22,21 @@ def x_windows(flat: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         if not 0 <= a < b:
             raise LemarioError(f"--explore-x window {a} {b} is empty: each pair is X0 X1 with 0 <= X0 < X1")
     return pairs
+
+
+END_BIN = 100
+"""Width in px of the bins in which `end_windows` counts ending places."""
+END_LEAD = 200
+"""How far before an ending place's bin its window starts: the approach, where another action avoids the end."""
+
+
+def end_windows(ends: list[int], n: int) -> tuple[int, ...]:
+    """Windows before the `n` places where most episodes ended (x at a death or the step limit), as flat pairs: the
+    commonest END_BIN-px bins (ties: the earlier), each from END_LEAD px before its bin to the bin's end, in order of
+    x (overlapping windows stay apart: each is a place's own); () without ends."""
+    counts = Counter(x // END_BIN for x in ends)
+    top = sorted(sorted(counts, key=lambda b: (-counts[b], b))[:n])
+    return tuple(v for b in top for v in (max(0, b * END_BIN - END_LEAD), (b + 1) * END_BIN))
 
 
 class ExploringAgent:

@@ -128,6 +128,12 @@ def read_episode(path: Path, *, ram: bool = False) -> Episode:
         )
 
 
+def read_meta(path: Path) -> dict:
+    """One episode's meta alone (nothing else read)."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["meta"])
+
+
 def read_labels(path: Path) -> np.ndarray:
     """(T+1, L) one episode's labels alone (no frames read)."""
     with h5py.File(path, "r") as f:

@@ -17,10 +17,9 @@ from lemario.control.imagination import ImagineConfig
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
-from lemario.core.files import read_json
 from lemario.data.replay import ReplayConfig
 from lemario.flywheel import hof
-from lemario.flywheel.detector import RULES
+from lemario.flywheel.detector import RULES, world_model_variance
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.levels import TRAIN_LEVELS
 from lemario.model.train import CPU_MODEL, TrainConfig
@@ -111,6 +110,10 @@ class FlywheelConfig:
     the first iteration collects with its policy and warm-starts from its world model instead of biased play and a
     fresh model, for --episodes episodes (issue 21's fine-tuning on a level: the iterations' env steps against
     their scores are the curve; the same run without it is training from scratch). The model options must be its."""
+    base_corpus: Path | None = None
+    """Another corpus whose own episode files the run trains on from its first iteration, hard-linked into
+    RUN/corpus/base/ when the run starts (issue 20: a fine-tuning run that keeps seeing the whole level, not only
+    its policy's play)."""
     fork_from: Path | None = None
     """Start a new run folder as iterations 1..--fork-after of this flywheel run (hard links: its iterations, the
     corpus they collected, their hall-of-fame entries), then go on with this config: an A/B of a change from one
@@ -131,6 +134,9 @@ class FlywheelConfig:
     on_policy_by: str = "best"
     """Who plays those: 'best' (the hall of fame's best) or 'last' (the previous iteration's policies in turn, every
     world model's: the states where the policies being replaced fail, which the best need not reach)."""
+    explore_at_ends: int = 0
+    """Explore only before the N places where the iteration's on-policy episodes ended most often, one window per
+    explored episode in turn (`lemario collect --explore-at-ends`; 0: everywhere)."""
     explore_steps: int = 0
     """Env steps of frontier exploration (`lemario explore`) per iteration, after the collection, into
     RUN/corpus/explore: one archive growing over the iterations, whose episodes the world model and the policies
@@ -214,7 +220,11 @@ class FlywheelConfig:
         self.world_model_var()
         if self.on_policy_by not in ON_POLICY_BY:
             raise LemarioError(f"--on-policy-by {self.on_policy_by!r}: use one of {', '.join(ON_POLICY_BY)}")
-        self.collect_config("biased", 0.0, 1, 1, self.on_policy).validate()
+        self.collect_config("biased", self.explore, 1, 1, self.on_policy).validate()
+        if self.explore_at_ends and not (self.explore and self.on_policy):
+            raise LemarioError(
+                "--explore-at-ends explores where the on-policy episodes end: pass --explore and --on-policy > 0"
+            )
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
         if self.explore_steps:
@@ -225,6 +235,10 @@ class FlywheelConfig:
         if (self.fork_from is None) != (self.fork_after < 1) or (self.fork_from and self.start_from):
             raise LemarioError(
                 "a fork takes --fork-from RUN and --fork-after N >= 1 together, without --start-from: pass both"
+            )
+        if self.base_corpus is not None and (self.levels or not any(Path(self.base_corpus).glob("*.h5"))):
+            raise LemarioError(
+                f"--base-corpus {self.base_corpus}: give a folder of episodes of the run's level (not with --levels)"
             )
         if self.start_from is not None:
             theirs = checkpoint.load_meta(start_entry(self.start_from) / "world_model.safetensors", "world_model")
@@ -256,6 +270,7 @@ class FlywheelConfig:
             workers=self.workers,
             policy=policy,
             explore=explore,
+            explore_at_ends=self.explore_at_ends if explore and on_policy else 0,
             on_policy=on_policy,
             on_policy_agents=agents,
             run=f"iter{iteration:03d}",
@@ -353,20 +368,6 @@ PRESETS = {
         imagine=IterationImagineConfig(updates=5000, batch=1024, progress=False),
     ),
 }
-
-
-def world_model_variance(path: Path) -> tuple[float, float | None]:
-    """The world-model variance component of a variance study's variance.json, and its 95% interval's top (None in a
-    study without one)."""
-    try:
-        component = read_json(Path(path))["components"]["world_model"]
-        ci = component.get("ci95")
-        return float(component["variance"]), None if ci is None else float(ci[1])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LemarioError(
-            f"--variance {path} is not a variance study's variance.json ({e.__class__.__name__}: {e}): run "
-            "`lemario study variance` and pass its OUT/variance.json"
-        ) from None
 
 
 def iter_dir(run: Path, n: int) -> Path:

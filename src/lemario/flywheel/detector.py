@@ -27,6 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from lemario.core.errors import LemarioError
+from lemario.core.files import read_json
 
 # What a branch flips, in turn (the flywheel knows how to apply each).
 FLIPS = ("exploration", "entropy", "warm_start", "replay_caps")
@@ -187,3 +191,17 @@ def decide(
         flip=flip,
         **evidence,
     )
+
+
+def world_model_variance(path: Path) -> tuple[float, float | None]:
+    """The world-model variance component of a variance study's variance.json, and its 95% interval's top (None in a
+    study without one)."""
+    try:
+        component = read_json(Path(path))["components"]["world_model"]
+        ci = component.get("ci95")
+        return float(component["variance"]), None if ci is None else float(ci[1])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LemarioError(
+            f"--variance {path} is not a variance study's variance.json ({e.__class__.__name__}: {e}): run "
+            "`lemario study variance` and pass its OUT/variance.json"
+        ) from None

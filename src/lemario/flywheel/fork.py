@@ -59,14 +59,14 @@ def fork(src: Path, after: int, out: Path, key: dict, defaults: dict) -> dict:
     if differ:
         raise LemarioError(f"--fork-from {src}: the fork must share its frames, levels and world model ({differ[0]})")
     for n in range(1, after + 1):
-        _link_tree(iter_dir(src, n), iter_dir(out, n))
+        link_tree(iter_dir(src, n), iter_dir(out, n))
         for sidecar in iter_dir(out, n).glob("policies/*/policy.json"):
             _own_world_model(sidecar, src, out)
-    _link_tree(src / "corpus", out / "corpus", keep=lambda p: _kept(p, after))
+    link_tree(src / "corpus", out / "corpus", keep=lambda p: _kept(p, after))
     scan(out / "corpus")
     entries = [e for e in hof.catalog(src) if e["iteration"] <= after]
     for e in entries:
-        _link_tree(hof.folder(src, e), hof.folder(out, e))
+        link_tree(hof.folder(src, e), hof.folder(out, e))
     write_json(out / "hof" / hof.CATALOG, entries)
     return {"run": str(src), "iterations": after, "differs": changed}
 
@@ -88,7 +88,7 @@ def _kept(path: Path, after: int) -> bool:
     return m is None or int(m.group(1)) <= after
 
 
-def _link_tree(src: Path, dst: Path, keep=lambda p: p.name != ".lock") -> None:
+def link_tree(src: Path, dst: Path, keep=lambda p: p.name != ".lock") -> None:
     """Hard-link every file under src that `keep` takes to the same place under dst (a copy for logs and across file
     systems; files already there are kept). Every other file of a run is written once or replaced whole."""
     for path in sorted(src.rglob("*")):

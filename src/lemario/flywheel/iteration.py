@@ -138,8 +138,9 @@ class Iteration:
         """This iteration's collection run; returns its episodes' index rows."""
         col = self.plan.collection(self.cfg)
         by = f" by {len(col.on_policy_agents)} policies of iteration {self.n - 1}" if col.on_policy_agents else ""
+        at = f" before their {col.explore_at_ends} commonest ends" if col.explore_at_ends else ""
         self.log(
-            f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}, on-policy {col.on_policy}{by})"
+            f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}{at}, on-policy {col.on_policy}{by})"
         )
         rows = [r for r in self.timed("collect", lambda: collect(col)).episodes if r["run"] == col.run]
         for name, explored in (("on-policy", False), ("explored", True)):

@@ -49,7 +49,7 @@ from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.flywheel import hof
 from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
-from lemario.flywheel.fork import fork
+from lemario.flywheel.fork import fork, link_tree
 from lemario.flywheel.iteration import IterationSummary, run_iteration
 from lemario.flywheel.keys import upgrade_key
 
@@ -96,6 +96,10 @@ def _open_run(cfg: FlywheelConfig) -> bool:
         record["forked_from"] = fork(cfg.fork_from, cfg.fork_after, cfg.out, key, defaults)
         differs = "; ".join(record["forked_from"]["differs"]) or "nothing"
         print(f"forked {cfg.fork_from} after iteration {cfg.fork_after}; from there on it differs in: {differs}")
+    if cfg.base_corpus is not None:
+        base = Path(cfg.base_corpus)  # its own episodes (the run's corpus reads one level of sub-folders)
+        link_tree(base, cfg.out / "corpus" / "base", keep=lambda p: p.suffix == ".h5" and p.parent == base)
+        print(f"the run trains on {cfg.base_corpus}'s episodes too (linked into {cfg.out / 'corpus' / 'base'})")
     write_json(cfg.out / "config.json", {"run_key": key, "config": as_json(cfg), **record})
     return True
 

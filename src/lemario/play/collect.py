@@ -12,42 +12,43 @@ The player is any evaluation agent (`lemario.control.agents`): `biased`, `unifor
 `--explore EPS` mixing in biased-random macros. A macro lasts 6.5 steps on average, so EPS of 0.1 already hands ~40%
 of the steps to biased play (0.4: ~80%); `--on-policy SHARE` plays that share of the episodes with no macros, so a
 corpus holds the agent's own trajectories (how far it really gets, flags included) beside the perturbed ones, and
-`--on-policy-agents SPEC ...` has other agents play them in turn. Each episode records its `policy`, `explore` and
-`explored_steps`.
+`--on-policy-agents SPEC ...` has other agents play them in turn. `--explore-x` keeps the macros to windows of
+Mario's x, and `--explore-at-ends N` finds the windows itself: the on-policy episodes play first, and each explored
+episode explores before one of the N places where they ended most often. Each episode records its `policy`,
+`explore`, `explore_x` and `explored_steps`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import tyro
 from tqdm import tqdm
 
-from lemario.control.agents import make_agent, validate_spec
-from lemario.control.exploring import x_windows
+from lemario.control.agents import validate_spec
+from lemario.control.exploring import end_windows, x_windows
 from lemario.core.errors import LemarioError
 from lemario.core.files import SPACE_ERRNOS, check_writable, now_iso, read_json, write_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
 from lemario.data.corpus import (
-    Episode,
     Index,
     add_to_index,
     format_summary,
     index_row,
+    read_meta,
     scan,
     warn_unreadable,
     write_episode,
 )
 from lemario.games.mario.emulator import parse_level, resolve_rom
-from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
-from lemario.games.mario.ram import LABELS, label_table
-from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
+from lemario.games.mario.env import EnvConfig
+from lemario.games.mario.rewards import REWARD_SPEC_VERSION
 from lemario.model.train import CPU_MODEL
-from lemario.play.episodes import Player, imap, play
+from lemario.play.episodes import Player, Workers, play_episode
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class CollectConfig:
     """Windows of Mario's x where the explored episodes' macros may start, as pairs X0 X1 (`--explore-x 1400 2050
     2300 2480`: the agent's own play everywhere else, other actions before the obstacles where it dies); empty:
     everywhere."""
+    explore_at_ends: int = 0
+    """Explore only before the N places where this run's on-policy episodes ended most often (a death, or the step
+    limit; `lemario.control.exploring.end_windows`), one window per explored episode in turn: the on-policy
+    episodes play first, then the explored ones (0: --explore-x or everywhere). Needs --on-policy SHARE > 0."""
     on_policy: float = 0.0
     """Share of the run's episodes played with no exploration (the agent alone), spread evenly over the episode
     indices; the others explore with --explore."""
@@ -99,8 +104,14 @@ class CollectConfig:
         if not 0 <= self.explore <= 1:
             raise LemarioError(f"--explore {self.explore} is not a probability: pass a value in [0, 1]")
         x_windows(self.explore_x)
-        if self.explore_x and not self.explore:
-            raise LemarioError("--explore-x says where to explore: pass --explore RATE > 0 too")
+        if (self.explore_x or self.explore_at_ends) and not self.explore:
+            raise LemarioError("--explore-x and --explore-at-ends say where to explore: pass --explore RATE > 0 too")
+        if self.explore_at_ends < 0 or (self.explore_at_ends and self.explore_x):
+            raise LemarioError(
+                f"--explore-at-ends {self.explore_at_ends}: give a count of places >= 0, without --explore-x"
+            )
+        if self.explore_at_ends and not self.on_policy:
+            raise LemarioError("--explore-at-ends explores where the on-policy episodes end: pass --on-policy > 0")
         if not 0 <= self.on_policy <= 1:
             raise LemarioError(f"--on-policy {self.on_policy} is not a share of episodes: pass a value in [0, 1]")
         if self.run and (
@@ -161,53 +172,6 @@ def episode_agent(cfg: CollectConfig, index: int) -> tuple[str, float]:
 def episode_seed(seed: int, run_number: int, index: int) -> int:
     """Seed of episode `index` of run `run_number`: SeedSequence([seed, run, index]), disjoint from eval seeds."""
     return int(np.random.SeedSequence([seed, run_number, index]).generate_state(1)[0])
-
-
-def play_episode(
-    env: SuperMarioBros, agent, seed: int, name: str | None = None, start: MarioState | None = None, on_step=None
-) -> Episode:
-    """One episode from the level start (or a saved `start`); returns it with labels and rewards computed from its
-    RAM. agent: a `lemario.control.agents` agent (recorded as `name`) or the spec string of one; `on_step` also sees
-    every step (`lemario.play.episodes.OnStep`)."""
-    if isinstance(agent, str):
-        name, agent = agent, make_agent(agent, env.config)
-    frames, rams, actions = [], [], []
-
-    def record(obs: np.ndarray, action: int | None, info: dict) -> None:
-        frames.append(env.last_frame)
-        rams.append(env.ram)
-        if action is not None:
-            actions.append(action)
-        if on_step is not None:
-            on_step(obs, action, info)
-
-    row = play(env, agent, seed, record, start)
-    stats = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
-    ram = np.stack(rams)  # (T+1, 2048)
-    labels = label_table(ram)  # (T+1, L)
-    x = labels[:, LABELS.index("x_pos")]
-    dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
-    truncated = row["end"] == "step_limit"
-    meta = {
-        "seed": seed,
-        "policy": name or type(agent).__name__,
-        "n_steps": len(actions),
-        "max_x": int(x.max()),
-        "flag_get": int(labels[:, LABELS.index("flag_get")].max()),
-        "terminated": int(not truncated),
-        "truncated": int(truncated),
-        "death_x": int(x[dying[0]]) if len(dying) else -1,
-        "explored_steps": int(stats.get("explored_steps", 0)),
-        "ram_frame": RAM_FRAME,
-        **_env_meta(env.config),
-    }
-    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, episode_rewards(labels), meta)
-
-
-def _env_meta(cfg: EnvConfig) -> dict:
-    d = asdict(cfg)
-    d.pop("rom")
-    return d
 
 
 def _play_and_write(
@@ -292,41 +256,88 @@ def collect(cfg: CollectConfig) -> Index:
             print(f"run {run} is complete ({done} episodes)")
         elif done:
             print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
-        extra = {"run": run, **provenance()}
-        tasks = [
-            (
-                f"{run}-{i:05d}.h5",
-                i,
-                episode_seed(cfg.seed, number, i),
-                *episode_agent(cfg, i),
-                cfg.explore_x,
-                cfg.out,
-                extra,
-            )
-            for i in todo
-        ]
-        results = imap(_play_and_write, tasks, cfg.env, None, cfg.workers, cfg.executor, cfg.ray_address)
         bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
-        steps, best, t0, rows, saved = 0, 0, time.perf_counter(), [], time.perf_counter()
         try:
-            for result in results:
-                row = result["row"]
-                rows.append(row)
-                if time.perf_counter() - saved > 10:
-                    add_to_index(cfg.out, rows)
-                    rows, saved = [], time.perf_counter()
-                steps += row["n_steps"] + 1
-                best = max(best, row["max_x"])
-                rate = steps / (time.perf_counter() - t0)
-                bar.set_postfix({"frames/s": f"{rate:.0f}", "best_x": best}, refresh=False)
-                bar.update(1)
+            if todo:
+                _play_run(cfg, run, number, todo, bar)
         except LemarioError as e:
             written = len(list(cfg.out.glob("*.h5")))
             raise LemarioError(f"{e}; the {written} episodes already written are intact") from None
         finally:
             bar.close()
-            add_to_index(cfg.out, rows)
     return scan(cfg.out)
+
+
+def _play_run(cfg: CollectConfig, run: str, number: int, todo: list[int], bar: tqdm) -> None:
+    """Play and write the run's episodes `todo`; with --explore-at-ends the on-policy ones first, then the explored
+    ones, each in a window before a place where those ended."""
+    extra, progress = {"run": run, **provenance()}, {"steps": 0, "best": 0, "t0": time.perf_counter()}
+    phases = [todo]
+    if cfg.explore_at_ends:
+        phases = [[i for i in todo if not episode_agent(cfg, i)[1]], [i for i in todo if episode_agent(cfg, i)[1]]]
+    with Workers(cfg.env, None, min(cfg.workers, len(todo)), cfg.executor, cfg.ray_address) as pool:
+        windows = ()
+        for k, indices in enumerate(phases):
+            if k:
+                windows = run_end_windows(cfg, run)
+            tasks = [
+                (
+                    f"{run}-{i:05d}.h5",
+                    i,
+                    episode_seed(cfg.seed, number, i),
+                    *episode_agent(cfg, i),
+                    episode_windows(cfg, i, windows),
+                    cfg.out,
+                    extra,
+                )
+                for i in indices
+            ]
+            _write_results(cfg, pool.imap(_play_and_write, tasks), bar, progress)
+
+
+def _write_results(cfg: CollectConfig, results, bar: tqdm, progress: dict) -> None:
+    """Index the written episodes as they come (every 10 s, and at the end, also after an error)."""
+    rows, saved = [], time.perf_counter()
+    try:
+        for result in results:
+            row = result["row"]
+            rows.append(row)
+            if time.perf_counter() - saved > 10:
+                add_to_index(cfg.out, rows)
+                rows, saved = [], time.perf_counter()
+            progress["steps"] += row["n_steps"] + 1
+            progress["best"] = max(progress["best"], row["max_x"])
+            rate = progress["steps"] / (time.perf_counter() - progress["t0"])
+            bar.set_postfix({"frames/s": f"{rate:.0f}", "best_x": progress["best"]}, refresh=False)
+            bar.update(1)
+    finally:
+        add_to_index(cfg.out, rows)
+
+
+def episode_windows(cfg: CollectConfig, index: int, windows: tuple[int, ...]) -> tuple[int, ...]:
+    """Episode `index`'s --explore-x windows: --explore-x's; with --explore-at-ends one of `windows` (flat pairs),
+    the j-th explored episode's the (j mod their number)-th (none for the on-policy episodes, or without ends)."""
+    if not cfg.explore_at_ends:
+        return cfg.explore_x
+    if not windows or not episode_agent(cfg, index)[1]:
+        return ()
+    j = index - int(index * cfg.on_policy)  # explored episodes before this one
+    k = j % (len(windows) // 2)
+    return windows[2 * k : 2 * k + 2]
+
+
+def run_end_windows(cfg: CollectConfig, run: str) -> tuple[int, ...]:
+    """The windows before the places where the run's on-policy episodes (all written) ended most often."""
+    ends = []
+    for i in range(cfg.episodes):
+        if not episode_agent(cfg, i)[1]:
+            meta = read_meta(cfg.out / f"{run}-{i:05d}.h5")
+            if not meta["flag_get"]:
+                ends.append(meta["death_x"] if meta["death_x"] >= 0 else meta["max_x"])
+    windows = end_windows(ends, cfg.explore_at_ends)
+    pairs = ", ".join(f"{a}-{b}" for a, b in x_windows(windows)) or "none (every episode reached the flag)"
+    print(f"{run}: {len(ends)} on-policy episodes ended short of the flag; explored windows {pairs}")
+    return windows
 
 
 def check_levels(out: Path, levels: tuple[str, ...]) -> None:

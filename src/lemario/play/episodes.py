@@ -1,5 +1,5 @@
-"""One episode loop (`play`) and the pool of workers that plays many (`imap`): collection, evaluation and
-rendering all play through them.
+"""One episode loop (`play`; `play_episode` records it as a corpus episode) and the pool of workers that plays many
+(`imap`): collection, evaluation and rendering all play through them.
 
 A worker holds a `Player`: one env and the agents it has built, by spec, on first use. `imap(fn, tasks, ...)`
 calls fn(player, *task) for every task and yields the results as they finish, in this process (one worker), in
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,11 @@ from lemario.control.agents import make_agent
 from lemario.control.planner import PlannerConfig
 from lemario.core.errors import LemarioError
 from lemario.core.executor import ProcessPool, ray_init, torch_threads
+from lemario.data.corpus import Episode
 from lemario.games.mario import ram as R
-from lemario.games.mario.env import EnvConfig, MarioState, SuperMarioBros
+from lemario.games.mario.env import RAM_FRAME, EnvConfig, MarioState, SuperMarioBros
+from lemario.games.mario.ram import LABELS, label_table
+from lemario.games.mario.rewards import episode_rewards
 from lemario.model.world_model import load_world_model
 
 OnStep = Callable[[np.ndarray, int | None, dict], None]
@@ -69,6 +73,53 @@ def play(env: SuperMarioBros, agent, seed: int, on_step: OnStep | None = None, s
         "return": float(ret),
         "actions": actions,
     }
+
+
+def play_episode(
+    env: SuperMarioBros, agent, seed: int, name: str | None = None, start: MarioState | None = None, on_step=None
+) -> Episode:
+    """One episode from the level start (or a saved `start`); returns it with labels and rewards computed from its
+    RAM. agent: a `lemario.control.agents` agent (recorded as `name`) or the spec string of one; `on_step` also sees
+    every step (`lemario.play.episodes.OnStep`)."""
+    if isinstance(agent, str):
+        name, agent = agent, make_agent(agent, env.config)
+    frames, rams, actions = [], [], []
+
+    def record(obs: np.ndarray, action: int | None, info: dict) -> None:
+        frames.append(env.last_frame)
+        rams.append(env.ram)
+        if action is not None:
+            actions.append(action)
+        if on_step is not None:
+            on_step(obs, action, info)
+
+    row = play(env, agent, seed, record, start)
+    stats = agent.episode_stats() if hasattr(agent, "episode_stats") else {}
+    ram = np.stack(rams)  # (T+1, 2048)
+    labels = label_table(ram)  # (T+1, L)
+    x = labels[:, LABELS.index("x_pos")]
+    dying = np.flatnonzero(labels[:, LABELS.index("is_dying")])
+    truncated = row["end"] == "step_limit"
+    meta = {
+        "seed": seed,
+        "policy": name or type(agent).__name__,
+        "n_steps": len(actions),
+        "max_x": int(x.max()),
+        "flag_get": int(labels[:, LABELS.index("flag_get")].max()),
+        "terminated": int(not truncated),
+        "truncated": int(truncated),
+        "death_x": int(x[dying[0]]) if len(dying) else -1,
+        "explored_steps": int(stats.get("explored_steps", 0)),
+        "ram_frame": RAM_FRAME,
+        **_env_meta(env.config),
+    }
+    return Episode(np.stack(frames), np.array(actions, np.uint8), ram, labels, episode_rewards(labels), meta)
+
+
+def _env_meta(cfg: EnvConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("rom")
+    return d
 
 
 class Player:

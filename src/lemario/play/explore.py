@@ -44,8 +44,8 @@ from lemario.games.mario.env import EnvConfig
 from lemario.model.train import CPU_MODEL
 from lemario.model.world_model import load_world_model
 from lemario.play.archive import CELL_KINDS, Archive, Choosing, cell_key, state_bytes, state_from_bytes
-from lemario.play.collect import check_levels, level_seed, play_episode
-from lemario.play.episodes import Player, Workers
+from lemario.play.collect import check_levels, level_seed
+from lemario.play.episodes import Player, Workers, play_episode
 
 NO_WAY = (True, 1 << 62)
 """Worse than any way to a cell."""
