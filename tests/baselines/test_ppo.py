@@ -70,6 +70,14 @@ def test_tiny_ppo_run_through_the_cli(tmp_path):
         "256",
     )
     assert r.returncode == 2 and "(gamma: 0.9 -> 0.5)" in r.stderr, r.stderr[-2000:]
+    # evaluated with no env flags, a checkpoint plays its run's action set and frames
+    agent, ev = f"ppo:{out / 'checkpoints' / 'final.zip'}", ("--episodes", "1", "--workers", "1", "--no-progress")
+    r = run_cli("eval", agent, *ev, "--max-steps", "20", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0 and "playing the action set the PPO policy chooses from: simple" in r.stdout, r.stderr
+    r = run_cli("eval", agent, *ev, "--action-set", "right-only", "--out", str(tmp_path / "ev2"))
+    assert r.returncode == 2 and "trained with the simple action set" in r.stderr and "--action-set simple" in r.stderr
+    r = run_cli("eval", agent, *ev, "--crop-top", "32", "--out", str(tmp_path / "ev3"))
+    assert r.returncode == 2 and "pass --crop-top 0 --pool" in r.stderr, r.stderr
 
 
 def test_resume_drops_the_rows_of_the_lost_timeline(tmp_path):

@@ -628,7 +628,7 @@ def test_eval_and_render_play_the_frames_their_model_reads_unless_told_otherwise
     planner = PlannerConfig(samples=8, elites=2, iterations=1, horizon=2)
     eval_main(EvalConfig(agents=(wm,), episodes=1, workers=1, env=EnvConfig(max_steps=5), out=tmp_path / "ev",
                          planner=planner, progress=False))  # fmt: skip
-    assert "playing the frames the world model reads: 4 stacked frames of 84 px, 32 rows cut" in capsys.readouterr().out
+    assert "playing the frames the agents read: 4 stacked frames of 84 px, 32 rows cut" in capsys.readouterr().out
     env = json.loads((tmp_path / "ev" / "summary.json").read_text())["config"]["env"]
     assert (env["crop_top"], env["pool"]) == (32, False)
     render_main(RenderConfig(agent=wm, episodes=1, env=EnvConfig(max_steps=3), out=tmp_path / "render"))

@@ -32,6 +32,7 @@ from lemario.control.planner import LatentPlanner, PlannerConfig, critic_value, 
 from lemario.control.policies import make_policy
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
+from lemario.core.files import read_json
 from lemario.games.mario.actions import ACTION_SETS, action_set
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.env import EnvConfig
@@ -58,6 +59,14 @@ def validate_spec(spec: str, env_config: EnvConfig | None = None) -> None:
         if kind == "ppo":
             if not Path(path).is_file():
                 raise LemarioError(f"no PPO checkpoint at {path}: pass the .zip that `lemario baseline ppo` wrote")
+            trained = ppo_run_env(path)
+            if env_config is not None and trained is not None:
+                if trained["action_set"] != env_config.action_set:
+                    raise LemarioError(
+                        f"the PPO policy {path} was trained with the {trained['action_set']} action set, the env's is "
+                        f"{env_config.action_set}: pass --action-set {trained['action_set']}"
+                    )
+                check_frames(env_frames(trained), env_config, f"the PPO policy {path}")
             return
         for one in member_paths(kind, path):
             meta, model_meta = _metas(kind, one)  # missing, damaged, wrong kind: its message
@@ -105,6 +114,20 @@ def check_action_count(n: int, env_config: EnvConfig, what: str) -> None:
         raise LemarioError(f"{what} chooses among {n} actions, the env's {env_config.action_set} set has {have}: {fix}")
 
 
+def ppo_run_env(path: str) -> dict | None:
+    """The env a PPO checkpoint's run trained in (RUN/config.json beside RUN/checkpoints/), None where it is not
+    there (a checkpoint moved out of its run)."""
+    try:
+        return read_json(Path(path).parent.parent / "config.json")["config"]["env"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def env_frames(env: dict) -> dict:
+    """An env config's (as a dict) frames in a model config's names (`model_frames`)."""
+    return {k: env["resize" if k == "image_size" else k] for k in EnvConfig().preprocessing}
+
+
 def model_frames(model_config: dict) -> dict:
     """The frames a world model reads, as `EnvConfig.preprocessing` names them (a model config from before a
     field had that field's default)."""
@@ -113,21 +136,23 @@ def model_frames(model_config: dict) -> dict:
 
 def agents_env(specs: tuple[str, ...], env_config: EnvConfig) -> EnvConfig:
     """`env_config` playing the frames its model agents read, when it was left at the default frames and every
-    planner and policy among `specs` reads the same ones (so `lemario eval policy:pretrained/1-1/policy.safetensors`
-    needs no frame flags). Frames passed explicitly are kept: `check_frames` names any mismatch. A spec this cannot
-    read is left to `validate_spec`'s message."""
-    if env_config.preprocessing != EnvConfig().preprocessing:
-        return env_config
-    frames = []
+    planner, policy and PPO run among `specs` reads the same ones (so `lemario eval
+    policy:pretrained/1-1/policy.safetensors` needs no frame flags), and a PPO run's action set where it was left at
+    the default. Settings passed explicitly are kept: `validate_spec` names a mismatch, and a spec this cannot read."""
+    frames, action_sets = [], set()
     for spec in specs:
         kind, _, path = spec.partition(":")
-        if kind not in ("planner", "policy") or not path:
-            continue
-        try:
-            frames += [model_frames(_metas(kind, one)[1]["config"]) for one in member_paths(kind, path)]
-        except LemarioError:
-            return env_config
-    if not frames or any(f != frames[0] for f in frames):
+        if kind == "ppo" and (trained := ppo_run_env(path)) is not None:
+            frames.append(env_frames(trained))
+            action_sets.add(trained["action_set"])
+        elif kind in ("planner", "policy") and path:
+            try:
+                frames += [model_frames(_metas(kind, one)[1]["config"]) for one in member_paths(kind, path)]
+            except LemarioError:
+                return env_config
+    if len(action_sets) == 1 and env_config.action_set == EnvConfig().action_set:
+        env_config = replace(env_config, action_set=action_sets.pop())
+    if env_config.preprocessing != EnvConfig().preprocessing or not frames or any(f != frames[0] for f in frames):
         return env_config
     return ModelConfig(**frames[0]).frames_env(env_config)
 
@@ -138,12 +163,15 @@ def with_agents_frames(cfg, specs: tuple[str, ...]):
     env = agents_env(specs, cfg.env)
     if env == cfg.env:
         return cfg
-    print(
-        f"playing the frames the world model reads: {env.frame_stack} stacked frames of {env.resize} px, "
-        f"{env.crop_top} rows cut from the top, {'' if env.pool else 'no '}max of two frames (--frame-stack "
-        f"{env.frame_stack} --resize {env.resize} --crop-top {env.crop_top} {'--pool' if env.pool else '--no-pool'})",
-        flush=True,
-    )
+    if env.action_set != cfg.env.action_set:
+        print(f"playing the action set the PPO policy chooses from: {env.action_set} (--action-set {env.action_set})")
+    if env.preprocessing != cfg.env.preprocessing:
+        print(
+            f"playing the frames the agents read: {env.frame_stack} stacked frames of {env.resize} px, {env.crop_top} "
+            f"rows cut from the top, {'' if env.pool else 'no '}max of two frames (--frame-stack {env.frame_stack} "
+            f"--resize {env.resize} --crop-top {env.crop_top} {'--pool' if env.pool else '--no-pool'})",
+            flush=True,
+        )
     return replace(cfg, env=env)
 
 
