@@ -220,11 +220,10 @@ class FlywheelConfig:
         self.world_model_var()
         if self.on_policy_by not in ON_POLICY_BY:
             raise LemarioError(f"--on-policy-by {self.on_policy_by!r}: use one of {', '.join(ON_POLICY_BY)}")
-        self.collect_config("biased", self.explore, 1, 1, self.on_policy).validate()
-        if self.explore_at_ends and not (self.explore and self.on_policy):
-            raise LemarioError(
-                "--explore-at-ends explores where the on-policy episodes end: pass --explore and --on-policy > 0"
-            )
+        # a later iteration's collection, with --explore-at-ends as given (the bootstrap's plays without it)
+        replace(
+            self.collect_config("biased", self.explore, 1, 2, self.on_policy), explore_at_ends=self.explore_at_ends
+        ).validate()
         if self.explore_steps < 0:
             raise LemarioError(f"--explore-steps {self.explore_steps}: give 0 (no exploration) or more")
         if self.explore_steps:
