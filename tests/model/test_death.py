@@ -10,6 +10,7 @@ from lemario.model.death import (
     calibration,
     death_onsets,
     death_report,
+    decisions_by_x,
     flag_foresight,
     foresight_by_x,
     format_death,
@@ -58,6 +59,11 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     assert report["frames"] == len(buffer)
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
     assert sum(b["positives"] for b in report["by_x"]) == 18 and "where deaths come" in format_death(report)
+    buffer.labels[:, LABELS.index("x_pos")] = 3 * (np.arange(len(buffer)) - buffer.episode_start)  # walks right
+    fine = death_report(buffer, taken_rollouts(model, buffer, horizon=8, batch=16), model.cfg.flag_head, bin_px=8)
+    assert fine["decisions"] and "at each line" in format_death(fine)
+    assert [d["x"] for d in fine["decisions"]] == [64, 72, 80, 88], "reached from step 22, within 8 of the deaths at 30"
+    assert all(d["positives"] == 2 and d["episodes"] == 4 for d in fine["decisions"]), "one frame per episode"
     two = np.flatnonzero(np.arange(len(buffer)) < buffer.starts[2])  # the frames of episodes 0 and 1 alone
     part = death_report(buffer, taken_rollouts(model, buffer, two, horizon=8, batch=16), model.cfg.flag_head)
     assert part["frames"] == len(two) and part["positives"] == report["positives"], "every death is in them"
@@ -81,3 +87,18 @@ def test_foresight_by_place_compares_frames_at_the_same_x():
     (r,) = rows
     assert (r["frames"], r["positives"]) == (4, 2) and r["auc"] == pytest.approx(0.75)  # 0.4 loses to 0.45
     assert r["p_positive"] == pytest.approx(0.45) and r["p_negative"] == pytest.approx(0.275)
+
+
+def test_decisions_compare_one_frame_per_episode_at_each_line():
+    # three episodes (in time order); episode 0 walks back under the line after reaching it; 1 and 2 die soon after
+    # 100, episode 2 already at its first frame; episode 1 never reaches 200
+    x = np.array([50, 100, 90, 150, 210, 60, 120, 140, 120, 250])
+    episode = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    soon = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 0], bool)
+    scores = np.array([0.9, 0.2, 0.9, 0.9, 0.9, 0.0, 0.6, 0.0, 0.1, 0.0])
+    rows = decisions_by_x(x, episode, scores, soon, line_px=100)
+    assert [r["x"] for r in rows] == [100], "line 200: no episode there dies soon"
+    (r,) = rows
+    assert (r["episodes"], r["positives"]) == (3, 2), "frames 1, 6 and 8: the first at or past x 100 of each"
+    assert r["auc"] == pytest.approx(0.5)  # 0.6 beats 0.2, 0.1 loses to it
+    assert decisions_by_x(x[:5], episode[:5], scores[:5], soon[:5], 100) == []

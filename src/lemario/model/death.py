@@ -80,6 +80,9 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, b
         },
         "bin_px": bin_px,
         "by_x": foresight_by_x(buffer.labels[f, _X_POS], soonest, soon, bin_px),
+        "decisions": decisions_by_x(
+            buffer.labels[f, _X_POS], np.searchsorted(buffer.starts, f, side="right") - 1, soonest, soon, bin_px
+        ),
         "calibration": calibration(taken.now[:, 2], doomed[f]),
         "flag": flag_foresight(buffer, taken.ahead[..., 3].max(1), f, horizon) if flag_head else None,
     }
@@ -99,6 +102,30 @@ def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: 
                 "auc": roc_auc(scores[inside], soon[inside]),
             }
             rows.append({**row, "p_positive": float(pos.mean()), "p_negative": float(neg.mean()) if len(neg) else None})
+    return rows
+
+
+def decisions_by_x(
+    x: np.ndarray, episode: np.ndarray, scores: np.ndarray, soon: np.ndarray, line_px: int
+) -> list[dict]:
+    """At each line x = k * line_px, one frame per episode that gets there: the first at or past it. Among those, the
+    AUC of the scores for the episodes that die within the horizon from there against those that do not: does the
+    model, at the same place and moment, tell the approaches that fail from those that pass? (`foresight_by_x` pools
+    every frame of a bin, so it also credits knowing that Mario is already falling.) Rows for lines where a death
+    comes. Frames (n,) of one episode must be in time order."""
+    firsts: dict[int, list[int]] = {}
+    order = np.argsort(episode, kind="stable")
+    for idx in np.split(order, np.flatnonzero(np.diff(episode[order])) + 1):  # (m,) one episode's frames, in order
+        reach = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
+        for line in range(line_px, int(reach[-1]) + 1, line_px):
+            firsts.setdefault(line, []).append(int(idx[np.searchsorted(reach, line)]))
+    rows = []
+    for line, at in sorted(firsts.items()):
+        at = np.asarray(at)
+        if soon[at].any():
+            rows.append(
+                {"x": line, "episodes": len(at), "positives": int(soon[at].sum()), "auc": roc_auc(scores[at], soon[at])}
+            )
     return rows
 
 
@@ -135,6 +162,14 @@ def format_death(report: dict) -> str:
             neg = "n/a" if b["p_negative"] is None else f"{b['p_negative']:.3f}"
             where = f"  x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{b['frames']:>7} {b['positives']:>6}"
             lines.append(f"{where}  AUC {auc}  P {b['p_positive']:.3f} vs {neg}")
+    if report.get("decisions"):
+        lines.append(
+            "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
+            "AUC (does the model tell them from the others there?)"
+        )
+        for d in report["decisions"]:
+            auc = "n/a" if d["auc"] is None else f"{d['auc']:.3f}"
+            lines.append(f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {auc}")
     if report.get("flag") is not None:
         f = report["flag"]
         auc = "n/a" if f["auc"] is None else f"{f['auc']:.3f}"
