@@ -141,8 +141,12 @@ def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, frames: np.ndarray
     return {"positives": int(soon.sum()), "auc": roc_auc(scores, soon)}
 
 
+def _or_na(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def format_death(report: dict) -> str:
-    auc = {k: "n/a" if v is None else f"{v:.3f}" for k, v in report["auc"].items()}
+    auc = {k: _or_na(v) for k, v in report["auc"].items()}
     pos, cal = report["positives"], report["calibration"]
     lines = [
         f"death within {report['horizon']} steps, max P(death) along the rollout of the actions taken "
@@ -158,22 +162,21 @@ def format_death(report: dict) -> str:
             "mean max P(death) of those and of the others"
         )
         for b in report["by_x"]:
-            auc = "n/a" if b["auc"] is None else f"{b['auc']:.3f}"
-            neg = "n/a" if b["p_negative"] is None else f"{b['p_negative']:.3f}"
             where = f"  x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{b['frames']:>7} {b['positives']:>6}"
-            lines.append(f"{where}  AUC {auc}  P {b['p_positive']:.3f} vs {neg}")
+            lines.append(f"{where}  AUC {_or_na(b['auc'])}  P {b['p_positive']:.3f} vs {_or_na(b['p_negative'])}")
     if report.get("decisions"):
         lines.append(
             "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
             "AUC (does the model tell them from the others there?)"
         )
-        for d in report["decisions"]:
-            auc = "n/a" if d["auc"] is None else f"{d['auc']:.3f}"
-            lines.append(f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {auc}")
+        lines += [
+            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {_or_na(d['auc'])}"
+            for d in report["decisions"]
+        ]
     if report.get("flag") is not None:
         f = report["flag"]
-        auc = "n/a" if f["auc"] is None else f"{f['auc']:.3f}"
         lines.append(
-            f"flag within {report['horizon']} steps, max P(flag) along the rollout: AUC {auc} ({f['positives']} frames)"
+            f"flag within {report['horizon']} steps, max P(flag) along the rollout: AUC {_or_na(f['auc'])} "
+            f"({f['positives']} frames)"
         )
     return "\n".join(lines)
