@@ -12,7 +12,7 @@ mean P(death) and predicted progress, and per model two AUCs of its P(death) for
 orders right: the action-conditional question a planner or an imagined policy asks).
 
     .venv/bin/python benchmarks/action_outcomes.py M1.safetensors [M2 ...] --archives runs/c36-explore/archive \\
-        runs/c39-explore-*/archive --x-from 2370 --x-to 2430     # the staircase's top before 1-1's third pit
+        runs/c39-explore-*/archive     # the top of the staircase before 1-1's third pit
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Args:
     """World-model checkpoints trained on the archives' frames."""
     archives: tuple[Path, ...] = (Path("runs/c36-explore/archive"),)
     """Exploration archive folders (cells.json and states/) of one level and frame settings."""
-    x_from: int = 2370
-    x_to: int = 2430
+    x_from: int = 2400
+    x_to: int = 2427
+    """The window of x (default: the top of the staircase before 1-1's third pit, up to its edge)."""
     airborne: bool = False
     """Also states with Mario in the air (by default only those standing or running on the ground: a decision)."""
     horizon: int = 15
