@@ -28,7 +28,7 @@ from lemario.core.files import read_json
 from lemario.games.mario.actions import action_bytes, action_set
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.games.mario.ram import info_from_ram, level_index
-from lemario.model.death import roc_auc
+from lemario.model.death import format_auc, roc_auc
 from lemario.model.world_model import decode_reward, load_world_model
 from lemario.play.archive import state_from_bytes
 
@@ -46,7 +46,7 @@ class Args:
     """Also states with Mario in the air (by default only those standing or running on the ground: a decision)."""
     horizon: int = 15
     max_states: int = 80
-    """At most this many states, drawn with `seed` from the cells in the window."""
+    """At most this many states, drawn with `seed` from those in the window."""
     seed: int = 0
 
 
@@ -160,13 +160,9 @@ def main(args: Args) -> None:
         within, pairs = within_state_auc(p_death[i], died)
         pooled = roc_auc(p_death[i].ravel(), died.ravel())
         print(
-            f"model {i + 1} ({path}): AUC of P(death) for the real deaths {_auc(pooled)} over all pairs, "
-            f"{_auc(within)} within states ({pairs} pairs)"
+            f"model {i + 1} ({path}): AUC of P(death) for the real deaths {format_auc(pooled)} over all pairs, "
+            f"{format_auc(within)} within states ({pairs} pairs)"
         )
-
-
-def _auc(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
 
 
 if __name__ == "__main__":

@@ -141,12 +141,13 @@ def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, frames: np.ndarray
     return {"positives": int(soon.sum()), "auc": roc_auc(scores, soon)}
 
 
-def _or_na(v: float | None) -> str:
+def format_auc(v: float | None) -> str:
+    """An AUC to three places, "n/a" where there was none (one class only)."""
     return "n/a" if v is None else f"{v:.3f}"
 
 
 def format_death(report: dict) -> str:
-    auc = {k: _or_na(v) for k, v in report["auc"].items()}
+    auc = {k: format_auc(v) for k, v in report["auc"].items()}
     pos, cal = report["positives"], report["calibration"]
     lines = [
         f"death within {report['horizon']} steps, max P(death) along the rollout of the actions taken "
@@ -163,20 +164,22 @@ def format_death(report: dict) -> str:
         )
         for b in report["by_x"]:
             where = f"  x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{b['frames']:>7} {b['positives']:>6}"
-            lines.append(f"{where}  AUC {_or_na(b['auc'])}  P {b['p_positive']:.3f} vs {_or_na(b['p_negative'])}")
+            lines.append(
+                f"{where}  AUC {format_auc(b['auc'])}  P {b['p_positive']:.3f} vs {format_auc(b['p_negative'])}"
+            )
     if report.get("decisions"):
         lines.append(
             "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
             "AUC (does the model tell them from the others there?)"
         )
         lines += [
-            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {_or_na(d['auc'])}"
+            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc(d['auc'])}"
             for d in report["decisions"]
         ]
     if report.get("flag") is not None:
         f = report["flag"]
         lines.append(
-            f"flag within {report['horizon']} steps, max P(flag) along the rollout: AUC {_or_na(f['auc'])} "
+            f"flag within {report['horizon']} steps, max P(flag) along the rollout: AUC {format_auc(f['auc'])} "
             f"({f['positives']} frames)"
         )
     return "\n".join(lines)
