@@ -13,7 +13,7 @@ the largest lead (the opponent's goal distance minus its own); it then plays tha
 board for the turn. Rows: each scripted pusher and the lookahead against each pusher, on the match harness's
 evaluation seeds and statistics (both sides, a draw is half a win, bootstrap 95% CI).
 
-    .venv/bin/python benchmarks/push_lookahead.py                           # 100 matches per pairing, ~1 min
+    .venv/bin/python benchmarks/push_lookahead.py                           # 100 matches per pairing, ~1 min of CPU
 """
 
 from __future__ import annotations
