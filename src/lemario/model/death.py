@@ -142,7 +142,7 @@ def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, frames: np.ndarray
 
 
 def format_auc(v: float | None) -> str:
-    """An AUC to three places, "n/a" where there was none (one class only)."""
+    """An AUC (or a mean probability beside one) to three places, "n/a" where there was none (one class only)."""
     return "n/a" if v is None else f"{v:.3f}"
 
 
