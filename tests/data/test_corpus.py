@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from lemario.core.errors import LemarioError
-from lemario.data.buffer import EpisodeBuffer, stored_ram, window_probabilities
+from lemario.data.buffer import EpisodeBuffer, stored_ram, window_probabilities, with_deaths_share
 from lemario.data.corpus import INDEX_NAME, read_episode, scan, summarize, write_episode
 from lemario.data.tiers import audit
 from lemario.games.mario.ram import LABELS, label_table
-from lemario.games.mario.rewards import REWARD_SPEC_VERSION
+from lemario.games.mario.rewards import REWARD_CHANNELS, REWARD_SPEC_VERSION
 from lemario.play.episodes import play_episode
 
 from synthetic import make_episode
@@ -170,6 +170,22 @@ def test_levels_are_balanced_whatever_their_share_of_frames():
     assert p[18:].sum() == pytest.approx(0.5)
     one_level = _buffer(labels[:22], np.array([0, 11]))
     assert window_probabilities(one_level, one_level.window_starts(2), balance_levels=True) is None
+
+
+def test_a_share_of_starts_lies_before_the_deaths():
+    # two episodes of 10 frames; the first dies: its step 6 leads into the first doomed frame, 7
+    buf = _buffer(np.zeros((20, len(LABELS)), np.int32), np.array([0, 10]))
+    buf.rewards[6:9, REWARD_CHANNELS.index("death")] = 1  # doomed from frame 7 through the end
+    frames = np.arange(20)
+    np.testing.assert_array_equal(buf.before_deaths(frames, 3), np.isin(frames, [4, 5, 6]))
+    np.testing.assert_array_equal(buf.before_deaths(frames, 30), frames < 7)  # not past the episode's start
+    p = with_deaths_share(buf, frames, None, 0.6, 3)
+    np.testing.assert_allclose(p, 0.4 / 20 + np.isin(frames, [4, 5, 6]) * 0.6 / 3)
+    tiers = np.r_[np.full(10, 0.02), np.full(10, 0.08)]  # another weighting keeps the rest of the mass
+    np.testing.assert_allclose(with_deaths_share(buf, frames, tiers, 0.5, 3)[10:], 0.04)
+    buf.rewards[:] = 0
+    with pytest.raises(LemarioError, match="no death to start before"):
+        with_deaths_share(buf, frames, None, 0.5, 3)
 
 
 def test_buffer_windows(tmp_path, episodes):

@@ -29,7 +29,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.core.runconfig import as_json
-from lemario.data.buffer import EpisodeBuffer, window_probabilities
+from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
 from lemario.model.trainer import read_episode_list
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, known_actions, load_world_model
 
@@ -115,6 +115,11 @@ class ImagineConfig:
     """A JSON list of corpus file names to start from (the flywheel's replay selection; default: all)."""
     balance_levels: bool = False
     """Start from each level of a multi-level corpus equally often, whatever its share of the frames."""
+    death_share: float = 0.0
+    """Share of each batch's start states drawn from the `death_window` steps before the corpus's deaths (where its
+    players die: more of the policy's practice where play fails); 0: none, every start as above."""
+    death_window: int = 24
+    """Steps before a death's certainty (the death reward's first doomed frame) that `death_share` draws from."""
     min_action_share: float = 0.001
     """The policy chooses only actions that took at least this share of the world model's training corpus's steps
     (`lemario.model.world_model.known_actions`); 0: every action, as before issue 21."""
@@ -281,12 +286,16 @@ def train_policy(
     return ac
 
 
-def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False):
+def corpus_starts(
+    world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False, death: tuple[float, int] = (0.0, 0)
+):
     """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus (each level
-    equally often with balance_levels)."""
+    equally often with balance_levels; a share death[0] of them from the death[1] steps before a death)."""
     c = world_model.history
     valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
     p = window_probabilities(buffer, valid, balance_levels=True) if balance_levels else None
+    if death[0]:  # by each window's last frame, the start itself
+        p = with_deaths_share(buffer, valid + c - 1, p, *death)
 
     device = module_device(world_model)
 
@@ -302,6 +311,11 @@ def corpus_starts(world_model, buffer: EpisodeBuffer, batch: int, balance_levels
 
 def run_imagine(cfg: ImagineConfig) -> Path:
     """Train one policy in the frozen world model; returns the path of policy.safetensors."""
+    if not (0 <= cfg.death_share <= 1 and cfg.death_window >= 1):
+        msg = (
+            f"--death-share {cfg.death_share} / --death-window {cfg.death_window}: use a share in [0, 1], a window >= 1"
+        )
+        raise LemarioError(msg)
     device = resolve_device(cfg.device)
     model, wm_meta = load_world_model(cfg.world_model, device)
     check_writable(cfg.out)
@@ -341,7 +355,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
         def snapshot(updates: int, ac: ActorCritic) -> None:
             save(cfg.out / "snapshots" / f"policy-{updates:06d}.safetensors", ac, updates)
 
-        starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels)
+        starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels, (cfg.death_share, cfg.death_window))
         ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot)
         path = cfg.out / "policy.safetensors"
         save(path, ac, cfg.updates)

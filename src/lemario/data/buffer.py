@@ -22,7 +22,7 @@ from lemario.core.errors import LemarioError
 from lemario.data.corpus import read_episode, scan, unreadable_message
 from lemario.data.tiers import check_weights, tier_index
 from lemario.games.mario.ram import LABELS, label_table, level_index, level_name
-from lemario.games.mario.rewards import REWARD_SPEC_VERSION, episode_rewards
+from lemario.games.mario.rewards import REWARD_CHANNELS, REWARD_SPEC_VERSION, episode_rewards
 from lemario.games.push.board import head_targets
 
 PUSH = "push"
@@ -149,6 +149,19 @@ class EpisodeBuffer:
             return np.zeros(len(frames), np.int64)
         first = self.labels[self.episode_start[frames]]  # (n, L)
         return level_index(first[:, LABELS.index("world")], first[:, LABELS.index("stage")]).astype(np.int64)
+
+    def before_deaths(self, frames: np.ndarray, window: int) -> np.ndarray:
+        """(n,) bool: whether each of the frames (n,) lies in the `window` steps before its episode's death becomes
+        certain (the first frame the death reward marks doomed, `lemario.games.mario.rewards.doomed`); an episode
+        without a death has none."""
+        death = self.rewards[:, REWARD_CHANNELS.index("death")] > 0  # (N,) the step into a doomed frame
+        doom = np.full(len(self.starts), -1, np.int64)  # (E,) first doomed frame of each episode, -1: none
+        for e, (s, n) in enumerate(zip(self.starts, self.lengths)):
+            hit = np.flatnonzero(death[s : s + n])
+            if len(hit):
+                doom[e] = s + hit[0] + 1
+        d = doom[np.searchsorted(self.starts, frames, side="right") - 1]  # (n,)
+        return (d >= 0) & (frames < d) & (frames >= d - window)
 
     def sample(
         self,
@@ -298,3 +311,15 @@ def window_probabilities(
     if np.allclose(w, w[0]):
         return None
     return w / w.sum()
+
+
+def with_deaths_share(
+    buffer: EpisodeBuffer, frames: np.ndarray, p: np.ndarray | None, share: float, window: int
+) -> np.ndarray:
+    """Probabilities (n,) of drawing each of the frames (n,): `share` of the mass spread evenly over those in the
+    `window` steps before a death (`EpisodeBuffer.before_deaths`), the rest as p says (None: uniform)."""
+    near = buffer.before_deaths(frames, window)  # (n,)
+    if not near.any():
+        raise LemarioError("--death-share: the corpus has no death to start before; use --death-share 0")
+    rest = np.full(len(frames), 1 / len(frames)) if p is None else p
+    return (1 - share) * rest + share * near / near.sum()
