@@ -188,6 +188,11 @@ CASES = [  # (id, arguments, a fragment of the expected message)
         ["imagine", "--world-model", "{root}/wm/model.safetensors", "--death-share", "2", "--out", "{root}/new"],
         "use a share in [0, 1]",
     ),
+    (
+        "flywheel-death-share",
+        ["flywheel", "--imagine.death-share", "-1", "--out", "{root}/new"],
+        "use a share in [0, 1]",
+    ),
     ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
     ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 112 px, the env gives"),
     ("flywheel-detector", ["flywheel", "--detector", "vibes", "--out", "{root}/new"], "unknown detector 'vibes'"),

@@ -132,6 +132,13 @@ class ImagineConfig:
     progress_row: int = 0
     """Screen row of the progress bar (policies trained side by side each draw their own)."""
 
+    def validate(self) -> None:
+        if not (0 <= self.death_share <= 1 and self.death_window >= 1):
+            raise LemarioError(
+                f"--death-share {self.death_share}, --death-window {self.death_window}: use a share in [0, 1] and a "
+                "window >= 1"
+            )
+
 
 PRESETS = {
     "tiny": ImagineConfig(updates=20, batch=16, horizon=5, hidden=32, out=Path("runs/policy-tiny")),
@@ -311,11 +318,7 @@ def corpus_starts(
 
 def run_imagine(cfg: ImagineConfig) -> Path:
     """Train one policy in the frozen world model; returns the path of policy.safetensors."""
-    if not (0 <= cfg.death_share <= 1 and cfg.death_window >= 1):
-        msg = (
-            f"--death-share {cfg.death_share} / --death-window {cfg.death_window}: use a share in [0, 1], a window >= 1"
-        )
-        raise LemarioError(msg)
+    cfg.validate()
     device = resolve_device(cfg.device)
     model, wm_meta = load_world_model(cfg.world_model, device)
     check_writable(cfg.out)

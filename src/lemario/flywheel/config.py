@@ -229,6 +229,7 @@ class FlywheelConfig:
         if self.explore_steps:
             for ecfg in self.explore_configs(1, "biased"):
                 ecfg.validate()
+        self.imagine.validate()
         check_frames(asdict(self.train.model), self.env, "the world model (--train.model)")
         self.env.validate_levels(self.levels)
         if (self.fork_from is None) != (self.fork_after < 1) or (self.fork_from and self.start_from):
