@@ -5,7 +5,7 @@ Replays the episodes of `lemario eval` folders exactly (the env is deterministic
 by the episode's evaluation seed; each replay is checked against its recorded max_x) and sorts each episode that
 reaches x >= `reach` by the top stair (on the ground with x in `top`):
 - latch: a jump pressed there while the previous step held A (a jump starts only after a release: the press does
-  nothing, docs/FACTS of the jump latch);
+  nothing: the jump latch);
 - over: Mario never stood on it (a jump from a lower stair carried him past it);
 - free: he stood on it and any jump he pressed there could start.
 Printed: arrivals, pit deaths and the death rate of each kind, and with --trace N the first N step traces of each
