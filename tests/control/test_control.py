@@ -19,6 +19,7 @@ from lemario.control.planner import (
 )
 from lemario.control.policies import make_policy
 from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
+from lemario.core import checkpoint
 from lemario.core.device import precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.games.mario.actions import action_set
@@ -410,6 +411,29 @@ def test_actor_critic_learns_the_optimal_action():
     probs = ac.dist(torch.zeros(16, 4)).probs.mean(0)
     assert probs[1] > 0.8, probs
     assert probs[3] < 0.05, "the deadly action is avoided"
+
+
+def test_a_policy_continued_from_a_checkpoint_starts_where_it_ended(tmp_path):
+    """--init-from: zero updates return the checkpoint's policy exactly, a few keep its preference (a fresh start
+    after as few is near uniform); a checkpoint of another size is a clear error."""
+    world = _LineWorld()
+
+    def starts(rng):
+        return torch.zeros(64, 1, 4), torch.zeros(64, 0, dtype=torch.int64), torch.zeros(64, dtype=torch.int64)
+
+    cfg = ImagineConfig(updates=150, batch=64, horizon=8, hidden=32, actor_lr=3e-3, critic_lr=3e-3, progress=False)
+    trained = train_policy(world, starts, cfg, n_actions=4)
+    path = tmp_path / "policy.safetensors"
+    checkpoint.save(path, trained.state_dict(), {"kind": "policy"})
+    s = torch.zeros(16, 4)
+    same = train_policy(world, starts, replace(cfg, updates=0, init_from=path), n_actions=4)
+    assert torch.equal(same.dist(s).probs, trained.dist(s).probs)
+    assert torch.equal(same.value(s), trained.value(s)), "the critic comes with it"
+    few = replace(cfg, updates=3, seed=1)
+    assert train_policy(world, starts, replace(few, init_from=path), 4).dist(s).probs.mean(0)[1] > 0.8
+    assert train_policy(world, starts, few, 4).dist(s).probs.mean(0)[1] < 0.5
+    with pytest.raises(LemarioError, match="does not fit"):
+        train_policy(world, starts, replace(cfg, hidden=16, init_from=path), n_actions=4)
 
 
 def test_actor_critic_never_learns_an_action_it_may_not_choose():

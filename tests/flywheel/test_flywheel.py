@@ -207,6 +207,9 @@ def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
         plan = plan_iteration(replace(cfg, start_from=start), 1, [])
         assert plan.collect_policy == f"policy:{best / 'policy.safetensors'}" and plan.hof_best is None
         assert plan.init_from == str(best / "world_model.safetensors") and plan.collect_episodes == cfg.episodes
+        assert plan.policy_init is None, "fresh policies unless asked"
+        warm = plan_iteration(replace(cfg, start_from=start, policy_warm_start=True), 1, [])
+        assert warm.policy_init == str(best / "policy.safetensors")
     assert plan_iteration(replace(cfg, start_from=None), 1, []).collect_policy == "biased"
     with pytest.raises(LemarioError, match="differs in latent_dim"):
         replace(cfg, train=replace(cfg.train, model=replace(cfg.train.model, latent_dim=16))).validate()
@@ -215,14 +218,18 @@ def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
 
 
 def test_a_fine_tuning_run_keeps_a_base_corpus_and_explores_before_the_ends(uninterrupted, tmp_path):
-    """Issue 20's arm: --base-corpus links another corpus's episodes into RUN/corpus/base/ (the replay selection
+    """Issue 20's arms: --base-corpus links another corpus's episodes into RUN/corpus/base/ (the replay selection
     chooses among them from iteration 1); --explore-at-ends gives each explored episode one window before where the
-    on-policy ones ended."""
+    on-policy ones ended; --policy-warm-start trains the K policies on from the best entry's."""
     run, _ = uninterrupted
     out = tmp_path / "ft"
     args = ("--out", str(out), "--start-from", str(run), "--base-corpus", str(run / "corpus"), "--iterations", "1")
-    r = run_cli(*TINY, *args, "--explore-at-ends", "2", timeout=600)
+    r = run_cli(*TINY, *args, "--explore-at-ends", "2", "--policy-warm-start", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    best = hof.folder(run, hof.top(run)[0])
+    for sidecar in (out / "iter001").glob("**/policy.json"):  # the K policies continue the best entry's
+        assert json.loads(sidecar.read_text())["train_config"]["init_from"] == str(best / "policy.safetensors")
+    assert len(list((out / "iter001").glob("**/policy.json"))) == PRESETS["tiny"].k
     base = sorted(p.name for p in (run / "corpus").glob("*.h5"))
     assert sorted(p.name for p in (out / "corpus" / "base").glob("*.h5")) == base
     assert (out / "corpus" / "base" / base[0]).stat().st_ino == (run / "corpus" / base[0]).stat().st_ino, "linked"

@@ -109,6 +109,8 @@ class ImagineConfig:
     reward: RewardWeights = field(default_factory=lambda: RewardWeights(death_penalty=5 * RETURN_UNIT))
     """The scalar reward in pixels (`lemario.control.reward`): a certain death costs 40 px here."""
     seed: int = 0
+    init_from: Path | None = None
+    """A policy checkpoint whose actor and critic this one starts from instead of a fresh init (same sizes)."""
     max_episodes: int = 0
     """Read at most this many corpus episodes (0: all)."""
     episodes: Path | None = None
@@ -134,10 +136,8 @@ class ImagineConfig:
 
     def validate(self) -> None:
         if not (0 <= self.death_share <= 1 and self.death_window >= 1):
-            raise LemarioError(
-                f"--death-share {self.death_share}, --death-window {self.death_window}: use a share in [0, 1] and a "
-                "window >= 1"
-            )
+            given = f"--death-share {self.death_share}, --death-window {self.death_window}"
+            raise LemarioError(f"{given}: use a share in [0, 1] and a window >= 1")
 
 
 PRESETS = {
@@ -256,6 +256,8 @@ def train_policy(
     device = module_device(world_model)
     torch.manual_seed(cfg.seed)
     ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden, allowed).to(device)
+    if cfg.init_from is not None:  # a continued policy: the checkpoint's weights, this run's action mask
+        checkpoint.load_state(ac, checkpoint.load(cfg.init_from, kind="policy")[0], cfg.init_from)
     slow = copy.deepcopy(ac).requires_grad_(False)
     opt = torch.optim.Adam(
         [{"params": ac.actor.parameters(), "lr": cfg.actor_lr}, {"params": ac.critic.parameters(), "lr": cfg.critic_lr}]

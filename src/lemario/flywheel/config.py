@@ -57,6 +57,7 @@ class IterationImagineConfig(ImagineConfig):
     corpus: tyro.conf.Suppress[Path] = ImagineConfig.corpus
     out: tyro.conf.Suppress[Path] = ImagineConfig.out
     episodes: tyro.conf.Suppress[Path | None] = None
+    init_from: tyro.conf.Suppress[Path | None] = None
     snapshot_every: tyro.conf.Suppress[int] = 0
     seed: tyro.conf.Suppress[int] = 0
     threads: tyro.conf.Suppress[int] = 0
@@ -107,9 +108,8 @@ class FlywheelConfig:
     them: the mean of the level means)."""
     start_from: Path | None = None
     """Another flywheel's folder (its hall of fame's best) or one hall-of-fame entry (RUN/hof/NAME) to start from:
-    the first iteration collects with its policy and warm-starts from its world model instead of biased play and a
-    fresh model, for --episodes episodes (issue 21's fine-tuning on a level: the iterations' env steps against
-    their scores are the curve; the same run without it is training from scratch). The model options must be its."""
+    the first iteration collects --episodes with its policy and warm-starts from its world model (issue 21's
+    fine-tuning on a level; without it the run trains from scratch). The model options must be its."""
     base_corpus: Path | None = None
     """Another corpus whose own episode files the run trains on from its first iteration, hard-linked into
     RUN/corpus/base/ when the run starts (issue 20: a fine-tuning run that keeps seeing the whole level, not only
@@ -128,9 +128,8 @@ class FlywheelConfig:
     """Per-step probability of a biased-random macro overriding the collecting policy (0.1 hands ~40% of the steps
     to the macros, 0.4 ~80%)."""
     on_policy: float = 0.5
-    """Share of a later iteration's collected episodes played by the best policy with no exploration (issue 20:
-    with every episode explored, a run's collections averaged 746-1029 max_x while its policies scored up to 2554
-    alone, and its corpus held no flag); the others explore with --explore."""
+    """Share of a later iteration's collected episodes played by the best policy with no exploration (issue 20: with
+    every episode explored, the collections averaged 746-1029 max_x, no flag); the others explore with --explore."""
     on_policy_by: str = "best"
     """Who plays those: 'best' (the hall of fame's best) or 'last' (the previous iteration's policies in turn, every
     world model's: the states where the policies being replaced fail, which the best need not reach)."""
@@ -152,6 +151,8 @@ class FlywheelConfig:
     """Ray cluster to join ('auto' or HOST:PORT); empty: a private local instance on 127.0.0.1."""
     warm_start: bool = True
     """Initialize each world model from the hall of fame's best."""
+    policy_warm_start: bool = False
+    """Start the K policies from the hall of fame's best policy (`lemario imagine --init-from`), not fresh."""
     eval_episodes: int = 30
     """Evaluation episodes per policy (the same seeds every iteration)."""
     confirm_episodes: int = 30

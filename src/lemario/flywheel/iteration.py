@@ -258,6 +258,7 @@ class Iteration:
                 episodes=self.dir / "selection.json",
                 out=policy_dir(self.dir, w, seed),
                 seed=seed,
+                init_from=Path(self.plan.policy_init) if self.plan.policy_init else None,
                 entropy=entropy,
                 balance_levels=cfg.imagine.balance_levels or len(cfg.levels) > 1,
                 progress=cfg.progress,

@@ -78,6 +78,8 @@ class Plan:
     collect_on_policy: float = 0.0
     """Share of the collected episodes played with no exploration (plans from before session 32 explored all)."""
     collect_on_policy_agents: tuple[str, ...] = ()
+    policy_init: str | None = None
+    """Policy checkpoint the K policies start from (--policy-warm-start: the hall of fame's best), or None: fresh."""
     """Agent specs that play those in turn (--on-policy-by last: the previous iteration's policies); empty: the
     collecting policy."""
 
@@ -143,6 +145,7 @@ def plan_iteration(cfg: FlywheelConfig, n: int, history: list[Past]) -> Plan:
         world_models=cfg.world_models,
         collect_on_policy=cfg.on_policy if entry else 0.0,
         collect_on_policy_agents=previous_policies(cfg, n) if entry and cfg.on_policy_by == "last" else (),
+        policy_init=str(entry / "policy.safetensors") if entry and cfg.policy_warm_start else None,
     )
 
 
