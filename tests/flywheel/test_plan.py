@@ -124,8 +124,9 @@ def test_files_written_before_the_layout_load():
         "exploration": None,  # issue 20: the frontier exploration's figures, none in a run without it
         "level_scores": None,  # issue 21: each level's scores, none in a single-level run
         "model_error": None,  # session 34: the warm-start model's progress error, none before it was measured
-        "plan": {"world_models": 1, "collect_on_policy": 0.0, "collect_on_policy_agents": []},  # session 32: every
-        # collected episode explored; session 35: the collecting policy alone played the on-policy ones
+        "plan": {"world_models": 1, "collect_on_policy": 0.0, "collect_on_policy_agents": [], "policy_init": None},
+        # session 32: every collected episode explored; session 35: the collecting policy alone played the on-policy
+        # ones; session 46: every policy started fresh
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1}
         | {"world_model_var_high": None, "z_high": None},  # session 22: z at the world-model component's top
     }
