@@ -78,10 +78,10 @@ class Plan:
     collect_on_policy: float = 0.0
     """Share of the collected episodes played with no exploration (plans from before session 32 explored all)."""
     collect_on_policy_agents: tuple[str, ...] = ()
-    policy_init: str | None = None
-    """Policy checkpoint the K policies start from (--policy-warm-start: the hall of fame's best), or None: fresh."""
     """Agent specs that play those in turn (--on-policy-by last: the previous iteration's policies); empty: the
     collecting policy."""
+    policy_init: str | None = None
+    """Policy checkpoint the K policies start from (--policy-warm-start: the hall of fame's best), or None: fresh."""
 
     @property
     def train_seeds(self) -> tuple[int, ...]:
