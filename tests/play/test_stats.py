@@ -9,6 +9,7 @@ from lemario.play.stats import (
     format_ends,
     kseed_summary,
     mode_share,
+    nested_bootstrap_ci,
     paired_permutation_p,
     where_ends,
     z_score,
@@ -34,6 +35,20 @@ def test_bootstrap_ci_of_a_constant_and_of_a_known_spread():
     se = 10 / np.sqrt(400)  # 0.5
     assert lo == pytest.approx(x.mean() - 1.96 * se, abs=0.15) and hi == pytest.approx(x.mean() + 1.96 * se, abs=0.15)
     assert bootstrap_ci(x, seed=1) != bootstrap_ci(x, seed=2) and bootstrap_ci(x, seed=1) == bootstrap_ci(x, seed=1)
+
+
+def test_nested_bootstrap_ci_by_hand():
+    assert nested_bootstrap_ci([[[5, 5], [5]], [[5, 5, 5]]], resamples=200) == (5.0, 5.0)
+    # two world models, constant within each: a resample is 0, 50 or 100 with probabilities 1/4, 1/2, 1/4
+    lo, hi = nested_bootstrap_ci([[[0, 0], [0, 0]], [[100, 100], [100, 100]]], resamples=2000)
+    assert (lo, hi) == (0.0, 100.0)
+    # one group of one unit is the plain bootstrap of its values
+    x = np.random.default_rng(0).normal(100, 10, 400)
+    assert nested_bootstrap_ci([[x]], resamples=4000) == pytest.approx(bootstrap_ci(x), abs=0.15)
+    # policies that differ widen the interval over what their pooled episodes alone would give
+    units = [np.full(30, m) + np.random.default_rng(i).normal(0, 1, 30) for i, m in enumerate([0, 20, 40, 60, 80])]
+    nested, flat = nested_bootstrap_ci([units], resamples=2000), bootstrap_ci(np.concatenate(units))
+    assert nested[1] - nested[0] > 5 * (flat[1] - flat[0])
 
 
 def test_mode_collapse_like_the_seeds_seed_400():

@@ -26,6 +26,25 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def nested_bootstrap_ci(groups, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of means of a two-level design: `groups` is a list of groups (world
+    models), each a list of units (its policies), each a list of values (their episodes). Each resample draws groups,
+    then units within each drawn group, then values within each drawn unit, all with replacement, so the interval
+    carries the noise of every level (with a handful of groups, mostly theirs)."""
+    rng = np.random.default_rng(seed)
+    units = [[np.asarray(u, dtype=np.float64) for u in g] for g in groups]
+    means = np.empty(resamples)
+    for r in range(resamples):
+        group_means = []
+        for gi in rng.integers(0, len(units), size=len(units)):
+            g = units[gi]
+            picked = [g[ui] for ui in rng.integers(0, len(g), size=len(g))]
+            group_means.append(np.mean([u[rng.integers(0, len(u), size=len(u))].mean() for u in picked]))
+        means[r] = np.mean(group_means)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
 def paired_permutation_p(differences, resamples: int = 100_000, seed: int = 0) -> float:
     """One-sided p-value that paired differences have a mean above zero: the sign-flip permutation test (exact
     over all 2^n sign patterns for n <= 16, else `resamples` random ones, the observed pattern counted once)."""

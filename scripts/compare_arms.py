@@ -1,0 +1,153 @@
+"""Arms of policies on the same eval seeds side by side: paired differences, world-model draws pooled.
+
+    python scripts/compare_arms.py NAME=EVALDIR [NAME=EVALDIR ...] [--draws LABEL=NAME,NAME,... ...] [--json OUT]
+
+An arm is a folder holding one `lemario eval` folder per policy (EVALDIR/sNNNN/episodes.jsonl, e.g. the five
+policy seeds of one recipe on one world model). Per arm: each policy's mean max_x and flag rate, their mean ± sd, the
+flags over every episode, and where the episodes end. The first arm is the reference: every other arm's paired
+differences in max_x and in flags (percentage points) pair episodes by policy seed and eval seed, or by eval seed
+alone against a reference of one policy, with bootstrap intervals. `--draws fresh=a,b,c` pools arms that are
+independent draws of the same recipe (one world model each) into one row: the mean over draws of each draw's mean
+over its policies, with a nested bootstrap interval over draws, policies and episodes (issue 20's target asked of
+agents whose world model is a draw too, not of five policies on one lucky model).
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lemario.core.files import write_json
+from lemario.play.stats import bootstrap_ci, format_ends, nested_bootstrap_ci, where_ends
+
+
+def fail(message: str) -> None:
+    print(f"compare_arms: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def read_arm(folder: Path) -> dict[str, dict[int, dict]]:
+    """{policy folder name: {eval seed: episode}} of every sNNNN/episodes.jsonl under `folder`."""
+    files = sorted(folder.glob("*/episodes.jsonl"))
+    if not files:
+        fail(f"{folder} holds no */episodes.jsonl: pass a folder of `lemario eval` folders, one per policy")
+    return {f.parent.name: {e["eval_seed"]: e for e in map(json.loads, f.read_text().splitlines()) if e} for f in files}
+
+
+def summarize(policies: dict[str, dict[int, dict]]) -> dict:
+    """One arm: per-policy means and flag rates, their mean and sd, all its episodes' flags and ends."""
+    means = [float(np.mean([e["max_x"] for e in p.values()])) for p in policies.values()]
+    flags = [float(np.mean([e["flag_get"] for e in p.values()])) for p in policies.values()]
+    episodes = [e for p in policies.values() for e in p.values()]
+    return {
+        "policies": list(policies),
+        "means": means,
+        "flag_rates": flags,
+        "mean": float(np.mean(means)),
+        "sd": float(np.std(means, ddof=1)) if len(means) > 1 else float("nan"),
+        "flags": int(sum(e["flag_get"] for e in episodes)),
+        "episodes": len(episodes),
+        "ends": format_ends(where_ends(episodes)),
+    }
+
+
+def paired(arm: dict[str, dict[int, dict]], ref: dict[str, dict[int, dict]]) -> dict:
+    """Paired differences arm - ref over the episodes both played (same policy seed and eval seed; a one-policy
+    reference pairs every policy by eval seed), in max_x and in flag percentage points, with bootstrap intervals."""
+    only = next(iter(ref.values())) if len(ref) == 1 else None
+    pairs = [(e, (only or ref.get(s, {})).get(k)) for s, p in arm.items() for k, e in p.items()]
+    pairs = [(a, b) for a, b in pairs if b is not None]
+    if not pairs:
+        return {"pairs": 0}
+    dx = [a["max_x"] - b["max_x"] for a, b in pairs]
+    df = [100.0 * (a["flag_get"] - b["flag_get"]) for a, b in pairs]
+    return {
+        "pairs": len(pairs),
+        "max_x": float(np.mean(dx)),
+        "max_x_ci": bootstrap_ci(dx),
+        "flag_points": float(np.mean(df)),
+        "flag_points_ci": bootstrap_ci(df),
+    }
+
+
+def pool_draws(arms: list[dict[str, dict[int, dict]]]) -> dict:
+    """Arms as independent world-model draws of one recipe: the mean over draws of each draw's policy mean, in
+    max_x and flag rate, with nested bootstrap intervals (draws, then policies, then episodes)."""
+    nested = {
+        key: [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
+        for key in ("max_x", "flag_get")
+    }
+    draw_means = {key: [float(np.mean([np.mean(p) for p in g])) for g in v] for key, v in nested.items()}
+    return {
+        "draws": len(arms),
+        "policies": sum(len(a) for a in arms),
+        "mean": float(np.mean(draw_means["max_x"])),
+        "mean_ci": nested_bootstrap_ci(nested["max_x"]),
+        "flag_rate": float(np.mean(draw_means["flag_get"])),
+        "flag_rate_ci": nested_bootstrap_ci(nested["flag_get"]),
+        "draw_flag_rates": draw_means["flag_get"],
+        "sd_draws": float(np.std(draw_means["max_x"], ddof=1)) if len(arms) > 1 else float("nan"),
+    }
+
+
+def compare(arms: dict[str, Path], draws: dict[str, list[str]] | None = None) -> dict:
+    data = {name: read_arm(folder) for name, folder in arms.items()}
+    ref = next(iter(data))
+    rows = {
+        name: {**summarize(p), **({"paired": paired(p, data[ref])} if name != ref else {})} for name, p in data.items()
+    }
+    for label, names in (draws or {}).items():
+        if missing := [n for n in names if n not in data]:
+            fail(f"--draws {label} names arm {missing[0]!r}, which is not one of the arms: {', '.join(data)}")
+    pooled = {label: pool_draws([data[n] for n in names]) for label, names in (draws or {}).items()}
+    return {"reference": ref, "arms": rows, "draws": pooled}
+
+
+def parse_pairs(items: list[str], what: str, example: str) -> dict[str, str]:
+    if bad := [a for a in items if "=" not in a]:
+        fail(f"{what} {bad[0]!r} is not NAME=VALUE: e.g. {example}")
+    return dict(a.split("=", 1) for a in items)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("arms", nargs="+", help="NAME=EVALDIR; the first is the reference of the paired differences")
+    ap.add_argument("--draws", nargs="*", default=[], help="LABEL=NAME,NAME: arms pooled as world-model draws")
+    ap.add_argument("--json", type=Path, default=None, help="also write the table here")
+    args = ap.parse_args()
+    arms = {k: Path(v) for k, v in parse_pairs(args.arms, "arm", "fresh=runs/eval-fresh").items()}
+    draws = {k: v.split(",") for k, v in parse_pairs(args.draws, "--draws", "fresh=fresh-a,fresh-b").items()}
+    table = compare(arms, draws)
+    for name, r in table["arms"].items():
+        print(
+            f"{name:18s} {' / '.join(f'{m:.0f}' for m in r['means'])} = {r['mean']:.0f} ± {r['sd']:.0f}; flags "
+            f"{' / '.join(f'{f:.0%}' for f in r['flag_rates'])} = {r['flags']}/{r['episodes']} "
+            f"({r['flags'] / r['episodes']:.1%})"
+        )
+        print(f"{'':18s} ends: {r['ends']}")
+        if (p := r.get("paired")) and p["pairs"]:
+            (lo, hi), (flo, fhi) = p["max_x_ci"], p["flag_points_ci"]
+            print(
+                f"{'':18s} paired - {table['reference']} over {p['pairs']}: max_x {p['max_x']:+.0f} [{lo:+.0f}, "
+                f"{hi:+.0f}], flags {p['flag_points']:+.1f} pts [{flo:+.1f}, {fhi:+.1f}]"
+            )
+    for label, d in table["draws"].items():
+        (lo, hi), (flo, fhi) = d["mean_ci"], d["flag_rate_ci"]
+        print(
+            f"{label:18s} {d['draws']} draws, {d['policies']} policies: max_x {d['mean']:.0f} [{lo:.0f}, {hi:.0f}] "
+            f"(sd between draws {d['sd_draws']:.0f}); flags {d['flag_rate']:.1%} [{flo:.1%}, {fhi:.1%}] "
+            f"(draws {' / '.join(f'{f:.0%}' for f in d['draw_flag_rates'])})"
+        )
+    if args.json:
+        write_json(args.json, table)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BrokenPipeError:  # the reader went away (`... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -1,0 +1,56 @@
+"""scripts/compare_arms.py: arms of policies side by side, paired by policy and eval seed, draws pooled."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("compare_arms", Path(__file__).parents[2] / "scripts" / "compare_arms.py")
+compare_arms = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_arms)
+
+
+def write_arm(folder: Path, policies: dict[str, list[tuple[int, int]]]) -> Path:
+    """One `lemario eval` folder per policy: episodes (max_x, flag) on eval seeds 0, 1, ..."""
+    for name, episodes in policies.items():
+        (folder / name).mkdir(parents=True)
+        rows = [
+            {"eval_seed": i, "max_x": x, "final_x": x, "flag_get": f, "end": "flag" if f else "pit"}
+            for i, (x, f) in enumerate(episodes)
+        ]
+        (folder / name / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_paired_differences_and_pooled_draws_by_hand(tmp_path):
+    ref = write_arm(tmp_path / "ref", {"s1": [(100, 0), (200, 0), (300, 1), (400, 0)], "s2": [(100, 0)] * 4})
+    arm = write_arm(tmp_path / "arm", {"s1": [(150, 0), (200, 1), (350, 1), (400, 0)], "s3": [(900, 1)] * 4})
+    table = compare_arms.compare({"ref": ref, "arm": arm}, {"both": ["ref", "arm"]})
+    assert table["reference"] == "ref" and table["arms"]["ref"]["means"] == [250, 100]
+    row = table["arms"]["arm"]
+    assert row["flag_rates"] == [0.5, 1.0] and (row["flags"], row["episodes"]) == (6, 8) and row["mean"] == 587.5
+    p = row["paired"]  # only s1 has a partner (s3 has none in the reference): +50, 0, +50, 0 px; 0, +100, 0, 0 pts
+    assert p["pairs"] == 4 and p["max_x"] == 25 and p["flag_points"] == 25
+    assert p["max_x_ci"][0] <= 25 <= p["max_x_ci"][1]
+    pooled = table["draws"]["both"]  # the mean of each draw's policy mean: (175 + 587.5) / 2, flags (0.125 + 0.75) / 2
+    assert pooled["mean"] == 381.25 and pooled["flag_rate"] == pytest.approx(0.4375)
+    assert pooled["draws"] == 2 and pooled["policies"] == 4
+    assert pooled["flag_rate_ci"][0] < 0.4375 < pooled["flag_rate_ci"][1]
+
+
+def test_a_one_policy_reference_pairs_every_policy_by_eval_seed(tmp_path):
+    ref = write_arm(tmp_path / "ref", {"s9": [(100, 0), (200, 0)]})
+    arm = write_arm(tmp_path / "arm", {"s1": [(100, 1), (200, 1)], "s2": [(300, 0), (400, 0)]})
+    p = compare_arms.compare({"ref": ref, "arm": arm})["arms"]["arm"]["paired"]
+    assert p["pairs"] == 4 and p["max_x"] == 100 and p["flag_points"] == 50
+
+
+def test_bad_arms_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        compare_arms.compare({"ref": tmp_path})
+    assert exit.value.code == 2 and "holds no */episodes.jsonl" in capsys.readouterr().err
+    arm = write_arm(tmp_path / "arm", {"s1": [(100, 0)]})
+    with pytest.raises(SystemExit) as exit:
+        compare_arms.compare({"arm": arm}, {"pool": ["arm", "typo"]})
+    assert exit.value.code == 2 and "names arm 'typo'" in capsys.readouterr().err
