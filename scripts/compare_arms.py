@@ -1,6 +1,7 @@
 """Arms of policies on the same eval seeds side by side: paired differences, world-model draws pooled.
 
-    python scripts/compare_arms.py NAME=EVALDIR [NAME=EVALDIR ...] [--draws LABEL=NAME,NAME,... ...] [--json OUT]
+    python scripts/compare_arms.py NAME=EVALDIR [NAME=EVALDIR ...] [--draws LABEL=NAME,NAME,... ...]
+        [--diff LABEL,LABEL ...] [--json OUT]
 
 An arm is a folder holding one `lemario eval` folder per policy (EVALDIR/sNNNN/episodes.jsonl, e.g. the five
 policy seeds of one recipe on one world model). Per arm: each policy's mean max_x and flag rate, their mean ± sd, the
@@ -9,7 +10,9 @@ differences in max_x and in flags (percentage points) pair episodes by policy se
 alone against a reference of one policy, with bootstrap intervals. `--draws fresh=a,b,c` pools arms that are
 independent draws of the same recipe (one world model each) into one row: the mean over draws of each draw's mean
 over its policies, with a nested bootstrap interval over draws, policies and episodes (issue 20's target asked of
-agents whose world model is a draw too, not of five policies on one lucky model).
+agents whose world model is a draw too, not of five policies on one lucky model). `--diff A,B`: pooled A − pooled B
+for two `--draws` rows whose arms are on the same world models in the same order, the draws resampled together
+(two recipes compared where their policies need not share seeds).
 """
 
 import argparse
@@ -76,24 +79,43 @@ def paired(arm: dict[str, dict[int, dict]], ref: dict[str, dict[int, dict]]) -> 
 def pool_draws(arms: list[dict[str, dict[int, dict]]]) -> dict:
     """Arms as independent world-model draws of one recipe: the mean over draws of each draw's policy mean, in
     max_x and flag rate, with nested bootstrap intervals (draws, then policies, then episodes)."""
-    nested = {
-        key: [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
-        for key in ("max_x", "flag_get")
-    }
-    draw_means = {key: [float(np.mean([np.mean(p) for p in g])) for g in v] for key, v in nested.items()}
+    values = {key: nested(arms, key) for key in ("max_x", "flag_get")}
+    draw_means = {key: [float(np.mean([np.mean(p) for p in g])) for g in v] for key, v in values.items()}
     return {
         "draws": len(arms),
         "policies": sum(len(a) for a in arms),
         "mean": float(np.mean(draw_means["max_x"])),
-        "mean_ci": nested_bootstrap_ci(nested["max_x"]),
+        "mean_ci": nested_bootstrap_ci(values["max_x"]),
         "flag_rate": float(np.mean(draw_means["flag_get"])),
-        "flag_rate_ci": nested_bootstrap_ci(nested["flag_get"]),
+        "flag_rate_ci": nested_bootstrap_ci(values["flag_get"]),
         "draw_flag_rates": draw_means["flag_get"],
         "sd_draws": float(np.std(draw_means["max_x"], ddof=1)) if len(arms) > 1 else float("nan"),
     }
 
 
-def compare(arms: dict[str, Path], draws: dict[str, list[str]] | None = None) -> dict:
+def nested(arms: list[dict[str, dict[int, dict]]], key: str) -> list[list[list[float]]]:
+    """Draws -> policies -> episodes' `key`, as `nested_bootstrap_ci` takes them."""
+    return [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
+
+
+def diff_draws(a: list[dict[str, dict[int, dict]]], b: list[dict[str, dict[int, dict]]]) -> dict:
+    """Pooled a - pooled b over the same world models (arms paired by position), in max_x and in flag points."""
+    out = {}
+    for key, scale, name in (("max_x", 1.0, "max_x"), ("flag_get", 100.0, "flag_points")):
+        xa, xb = nested(a, key), nested(b, key)
+        by_draw = [
+            scale * (np.mean([np.mean(p) for p in ga]) - np.mean([np.mean(p) for p in gb])) for ga, gb in zip(xa, xb)
+        ]
+        lo, hi = nested_bootstrap_ci(xa, minus=xb)
+        out[name], out[f"{name}_ci"], out[f"{name}_by_draw"] = (
+            float(np.mean(by_draw)),
+            (scale * lo, scale * hi),
+            by_draw,
+        )
+    return out
+
+
+def compare(arms: dict[str, Path], draws: dict[str, list[str]] | None = None, diffs=()) -> dict:
     data = {name: read_arm(folder) for name, folder in arms.items()}
     ref = next(iter(data))
     rows = {
@@ -103,7 +125,12 @@ def compare(arms: dict[str, Path], draws: dict[str, list[str]] | None = None) ->
         if missing := [n for n in names if n not in data]:
             fail(f"--draws {label} names arm {missing[0]!r}, which is not one of the arms: {', '.join(data)}")
     pooled = {label: pool_draws([data[n] for n in names]) for label, names in (draws or {}).items()}
-    return {"reference": ref, "arms": rows, "draws": pooled}
+    differences = {}
+    for a, b in diffs:
+        if (a not in pooled) or (b not in pooled) or len(draws[a]) != len(draws[b]):
+            fail(f"--diff {a},{b}: both must be --draws labels with as many arms (one per world model, same order)")
+        differences[f"{a} - {b}"] = diff_draws([data[n] for n in draws[a]], [data[n] for n in draws[b]])
+    return {"reference": ref, "arms": rows, "draws": pooled, "diffs": differences}
 
 
 def parse_pairs(items: list[str], what: str, example: str) -> dict[str, str]:
@@ -116,11 +143,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("arms", nargs="+", help="NAME=EVALDIR; the first is the reference of the paired differences")
     ap.add_argument("--draws", nargs="*", default=[], help="LABEL=NAME,NAME: arms pooled as world-model draws")
+    ap.add_argument("--diff", nargs="*", default=[], help="A,B: pooled A - pooled B (two --draws labels)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = ap.parse_args()
     arms = {k: Path(v) for k, v in parse_pairs(args.arms, "arm", "fresh=runs/eval-fresh").items()}
     draws = {k: v.split(",") for k, v in parse_pairs(args.draws, "--draws", "fresh=fresh-a,fresh-b").items()}
-    table = compare(arms, draws)
+    if bad := [d for d in args.diff if d.count(",") != 1]:
+        fail(f"--diff {bad[0]!r} is not A,B: e.g. --diff fresh1200,fresh600")
+    table = compare(arms, draws, [tuple(d.split(",")) for d in args.diff])
     for name, r in table["arms"].items():
         print(
             f"{name:18s} {' / '.join(f'{m:.0f}' for m in r['means'])} = {r['mean']:.0f} ± {r['sd']:.0f}; flags "
@@ -140,6 +170,12 @@ def main() -> None:
             f"{label:18s} {d['draws']} draws, {d['policies']} policies: max_x {d['mean']:.0f} [{lo:.0f}, {hi:.0f}] "
             f"(sd between draws {d['sd_draws']:.0f}); flags {d['flag_rate']:.1%} [{flo:.1%}, {fhi:.1%}] "
             f"(draws {' / '.join(f'{f:.0%}' for f in d['draw_flag_rates'])})"
+        )
+    for label, d in table["diffs"].items():
+        (lo, hi), (flo, fhi) = d["max_x_ci"], d["flag_points_ci"]
+        print(
+            f"{label}: max_x {d['max_x']:+.0f} [{lo:+.0f}, {hi:+.0f}], flags {d['flag_points']:+.1f} pts "
+            f"[{flo:+.1f}, {fhi:+.1f}] (draws {' / '.join(f'{x:+.1f}' for x in d['flag_points_by_draw'])})"
         )
     if args.json:
         write_json(args.json, table)

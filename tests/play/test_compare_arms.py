@@ -54,3 +54,19 @@ def test_bad_arms_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         compare_arms.compare({"arm": arm}, {"pool": ["arm", "typo"]})
     assert exit.value.code == 2 and "names arm 'typo'" in capsys.readouterr().err
+
+
+def test_two_recipes_differ_over_the_same_world_models_drawn_together(tmp_path):
+    arms = {
+        "a1": write_arm(tmp_path / "a1", {"s1": [(100, 1), (100, 1)]}),
+        "b1": write_arm(tmp_path / "b1", {"s2": [(50, 0), (50, 0)]}),
+        "a2": write_arm(tmp_path / "a2", {"s1": [(900, 0), (900, 0)]}),
+        "b2": write_arm(tmp_path / "b2", {"s2": [(850, 0), (850, 0)]}),
+    }
+    draws = {"a": ["a1", "a2"], "b": ["b1", "b2"]}
+    d = compare_arms.compare(arms, draws, [("a", "b")])["diffs"]["a - b"]
+    assert d["max_x"] == 50 and d["max_x_ci"] == (50.0, 50.0)  # the 800-px spread between world models cancels
+    assert d["flag_points_by_draw"] == [100.0, 0.0] and d["flag_points"] == 50 and d["flag_points_ci"] == (0.0, 100.0)
+    with pytest.raises(SystemExit) as exit:
+        compare_arms.compare(arms, {**draws, "c": ["a1"]}, [("a", "c")])
+    assert exit.value.code == 2

@@ -49,6 +49,11 @@ def test_nested_bootstrap_ci_by_hand():
     units = [np.full(30, m) + np.random.default_rng(i).normal(0, 1, 30) for i, m in enumerate([0, 20, 40, 60, 80])]
     nested, flat = nested_bootstrap_ci([units], resamples=2000), bootstrap_ci(np.concatenate(units))
     assert nested[1] - nested[0] > 5 * (flat[1] - flat[0])
+    # a difference on the same world models draws them together: their 100-point spread cancels
+    a, b = [[[0, 0]], [[100, 100]]], [[[-10, -10]], [[90, 90]]]
+    assert nested_bootstrap_ci(a, resamples=500, minus=b) == (10.0, 10.0)
+    with pytest.raises(ValueError, match="pairs them one to one"):
+        nested_bootstrap_ci(a, minus=b[:1])
 
 
 def test_mode_collapse_like_the_seeds_seed_400():

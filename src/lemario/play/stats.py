@@ -26,21 +26,32 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def nested_bootstrap_ci(groups, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def nested_bootstrap_ci(
+    groups, level: float = 0.95, resamples: int = 10_000, seed: int = 0, minus=None
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of means of a two-level design: `groups` is a list of groups (world
     models), each a list of units (its policies), each a list of values (their episodes). Each resample draws groups,
-    then units within each drawn group, then values within each drawn unit, all with replacement, so the interval
-    carries the noise of every level (with a handful of groups, mostly theirs)."""
+    then units within each drawn group, then values within each drawn unit (one of `resamples` resamples of that
+    unit's values, drawn at random per pick), all with replacement, so the interval carries the noise of every level
+    (with a handful of groups, mostly theirs). `minus`, a second design on the same groups in the same order (another
+    arm's policies on the same world models): the interval of the difference of the two means, each resample
+    drawing the same groups for both."""
+    if minus is not None and len(minus) != len(groups):
+        raise ValueError(f"minus has {len(minus)} groups, groups {len(groups)}: a difference pairs them one to one")
     rng = np.random.default_rng(seed)
-    units = [[np.asarray(u, dtype=np.float64) for u in g] for g in groups]
-    means = np.empty(resamples)
-    for r in range(resamples):
-        group_means = []
-        for gi in rng.integers(0, len(units), size=len(units)):
-            g = units[gi]
-            picked = [g[ui] for ui in rng.integers(0, len(g), size=len(g))]
-            group_means.append(np.mean([u[rng.integers(0, len(u), size=len(u))].mean() for u in picked]))
-        means[r] = np.mean(group_means)
+    drawn = rng.integers(0, len(groups), size=(resamples, len(groups)))  # (R, G): the groups each resample draws
+
+    def resampled_means(design) -> np.ndarray:  # (R,)
+        slots = np.zeros((resamples, len(groups)))
+        for g, group in enumerate(design):
+            units = [np.asarray(u, dtype=np.float64) for u in group]
+            bank = np.stack([u[rng.integers(0, len(u), size=(resamples, len(u)))].mean(1) for u in units])  # (U, R)
+            picks = rng.integers(0, len(units), size=(resamples, len(groups), len(units)))  # units drawn per slot
+            columns = rng.integers(0, resamples, size=picks.shape)  # each pick its own resample of its values
+            slots = np.where(drawn == g, bank[picks, columns].mean(-1), slots)  # (R, G)
+        return slots.mean(1)
+
+    means = resampled_means(groups) - (resampled_means(minus) if minus is not None else 0.0)
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
