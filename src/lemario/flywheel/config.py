@@ -189,7 +189,7 @@ class FlywheelConfig:
     )
     """World-model training per iteration (its corpus, out, episodes, init_from and seed are the flywheel's)."""
     imagine: IterationImagineConfig = field(
-        default_factory=lambda: IterationImagineConfig(updates=600, batch=128, progress=False)
+        default_factory=lambda: IterationImagineConfig(updates=1200, batch=128, progress=False)
     )
     """Policy training per seed (its world_model, corpus, out, episodes, seed and threads are the flywheel's)."""
     replay: tyro.conf.Suppress[ReplayConfig] = field(default_factory=ReplayConfig)

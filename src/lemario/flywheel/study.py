@@ -69,7 +69,7 @@ class VarianceStudyConfig:
     """Evaluation episodes per policy, on the same seeds for every policy."""
     train: TrainConfig = field(default_factory=lambda: replace(TRAIN_PRESETS["cpu"], progress=False))
     """World-model training (its corpus, out and seed are the study's)."""
-    imagine: ImagineConfig = field(default_factory=lambda: ImagineConfig(updates=600, batch=128, progress=False))
+    imagine: ImagineConfig = field(default_factory=lambda: ImagineConfig(updates=1200, batch=128, progress=False))
     """Policy training (its world model, corpus, out and seed are the study's)."""
     env: tyro.conf.OmitArgPrefixes[EnvConfig] = field(default_factory=lambda: CPU_MODEL.frames_env())
     """The game the policies are evaluated on (`lemario.games.mario.env.EnvConfig`), giving the world models' frames
