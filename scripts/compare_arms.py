@@ -37,7 +37,8 @@ def read_arm(folder: Path) -> dict[str, dict[int, dict]]:
     files = sorted(folder.glob("*/episodes.jsonl"))
     if not files:
         fail(f"{folder} holds no */episodes.jsonl: pass a folder of `lemario eval` folders, one per policy")
-    return {f.parent.name: {e["eval_seed"]: e for e in map(json.loads, f.read_text().splitlines()) if e} for f in files}
+    rows = {f.parent.name: [json.loads(line) for line in f.read_text().splitlines() if line.strip()] for f in files}
+    return {name: {e["eval_seed"]: e for e in episodes} for name, episodes in rows.items()}
 
 
 def summarize(policies: dict[str, dict[int, dict]]) -> dict:
