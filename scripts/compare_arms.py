@@ -77,26 +77,30 @@ def paired(arm: dict[str, dict[int, dict]], ref: dict[str, dict[int, dict]]) -> 
     }
 
 
-def pool_draws(arms: list[dict[str, dict[int, dict]]]) -> dict:
-    """Arms as independent world-model draws of one recipe: the mean over draws of each draw's policy mean, in
-    max_x and flag rate, with nested bootstrap intervals (draws, then policies, then episodes)."""
-    values = {key: nested(arms, key) for key in ("max_x", "flag_get")}
-    draw_means = {key: [float(np.mean([np.mean(p) for p in g])) for g in v] for key, v in values.items()}
-    return {
-        "draws": len(arms),
-        "policies": sum(len(a) for a in arms),
-        "mean": float(np.mean(draw_means["max_x"])),
-        "mean_ci": nested_bootstrap_ci(values["max_x"]),
-        "flag_rate": float(np.mean(draw_means["flag_get"])),
-        "flag_rate_ci": nested_bootstrap_ci(values["flag_get"]),
-        "draw_flag_rates": draw_means["flag_get"],
-        "sd_draws": float(np.std(draw_means["max_x"], ddof=1)) if len(arms) > 1 else float("nan"),
-    }
-
-
 def nested(arms: list[dict[str, dict[int, dict]]], key: str) -> list[list[list[float]]]:
     """Draws -> policies -> episodes' `key`, as `nested_bootstrap_ci` takes them."""
     return [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
+
+
+def draw_means(values: list[list[list[float]]]) -> list[float]:
+    """Each draw's mean over its policies of their mean over episodes."""
+    return [float(np.mean([np.mean(p) for p in g])) for g in values]
+
+
+def pool_draws(arms: list[dict[str, dict[int, dict]]]) -> dict:
+    """Arms as independent world-model draws of one recipe: the mean over draws of each draw's policy mean, in
+    max_x and flag rate, with nested bootstrap intervals (draws, then policies, then episodes)."""
+    x, flags = nested(arms, "max_x"), nested(arms, "flag_get")
+    return {
+        "draws": len(arms),
+        "policies": sum(len(a) for a in arms),
+        "mean": float(np.mean(draw_means(x))),
+        "mean_ci": nested_bootstrap_ci(x),
+        "flag_rate": float(np.mean(draw_means(flags))),
+        "flag_rate_ci": nested_bootstrap_ci(flags),
+        "draw_flag_rates": draw_means(flags),
+        "sd_draws": float(np.std(draw_means(x), ddof=1)) if len(arms) > 1 else float("nan"),
+    }
 
 
 def diff_draws(a: list[dict[str, dict[int, dict]]], b: list[dict[str, dict[int, dict]]]) -> dict:
@@ -104,15 +108,9 @@ def diff_draws(a: list[dict[str, dict[int, dict]]], b: list[dict[str, dict[int, 
     out = {}
     for key, scale, name in (("max_x", 1.0, "max_x"), ("flag_get", 100.0, "flag_points")):
         xa, xb = nested(a, key), nested(b, key)
-        by_draw = [
-            scale * (np.mean([np.mean(p) for p in ga]) - np.mean([np.mean(p) for p in gb])) for ga, gb in zip(xa, xb)
-        ]
+        by_draw = [scale * (ma - mb) for ma, mb in zip(draw_means(xa), draw_means(xb))]
         lo, hi = nested_bootstrap_ci(xa, minus=xb)
-        out[name], out[f"{name}_ci"], out[f"{name}_by_draw"] = (
-            float(np.mean(by_draw)),
-            (scale * lo, scale * hi),
-            by_draw,
-        )
+        out |= {name: float(np.mean(by_draw)), f"{name}_ci": (scale * lo, scale * hi), f"{name}_by_draw": by_draw}
     return out
 
 
