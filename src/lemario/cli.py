@@ -28,7 +28,7 @@ from lemario.core.provenance import git_commit
 from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
 from lemario.data.coverage import action_coverage, format_coverage
 from lemario.flywheel import config as flywheel_config
-from lemario.flywheel import hof, report, study
+from lemario.flywheel import draws, hof, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
 from lemario.play import collect, evaluate, explore, push_data, push_fidelity, push_goal, push_match, render
@@ -204,6 +204,12 @@ COMMANDS = {
         study.VarianceStudyConfig,
         study.PRESETS,
         study.study_main,
+    ),
+    "study draws": Command(
+        "what a flywheel iteration delivers over its draws: each run's pick on fresh seeds, pooled with intervals",
+        draws.DrawsStudyConfig,
+        None,
+        draws.study_draws_main,
     ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",
