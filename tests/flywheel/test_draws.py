@@ -70,7 +70,7 @@ def test_each_pick_on_fresh_seeds_pooled_over_the_draws(two_draws):
     played = [e["max_x"] for e in fresh]
     assert min(played) <= lo <= np.mean(per_draw_x) <= hi <= max(played), "episodes are resampled too"
     assert "pick, fresh" in r.stdout and "its policies" in r.stdout
-    again = _study(root, runs)
+    again = _study(root, runs, "--iteration", "1")
     assert again.returncode == 0 and "evaluate" not in again.stdout, "a finished study resumes without playing"
     assert json.loads((root / "study" / "draws.json").read_text())["pooled"] == pooled
     changed = _study(root, runs, "--seed-offset", "3000000")

@@ -20,7 +20,7 @@ steps are its corpus's after the iteration's collection (a run started from anot
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,7 @@ def study_draws(cfg: DrawsStudyConfig) -> dict:
     n = cfg.iteration or min(len(finished(r)) for r in cfg.runs)
     if n < 1:
         raise LemarioError("--runs: a run has no finished iteration: pass runs that finished one")
+    cfg = replace(cfg, iteration=n)  # stored resolved: runs that have since gone further are not studied here
     draws = [draw_of(r, n) for r in cfg.runs]
     check_writable(cfg.out)
     with writer_lock(cfg.out):
