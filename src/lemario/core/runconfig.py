@@ -11,10 +11,13 @@ still resume.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 from lemario.core.errors import LemarioError
+from lemario.core.files import read_json, write_json
+from lemario.core.provenance import provenance
 
 
 def as_json(cfg) -> dict:
@@ -63,3 +66,13 @@ def check_same_run(stored: dict, key: dict, defaults: dict, folder: Path, what: 
             f"{folder} holds a {what} with another config ({shown}): use a new --out folder, "
             f"or the run's own settings (its config.json)"
         )
+
+
+def open_study(out: Path, key: dict, defaults: dict, what: str, config: dict, **extra) -> None:
+    """OUT/config.json for a new study (its key, `config`, `extra` records, when and from which commit), or the
+    refusal of a folder that holds another study."""
+    if (out / "config.json").exists():
+        check_same_run(read_json(out / "config.json")["run_key"], key, defaults, out, what)
+        return
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json(out / "config.json", {"run_key": key, "config": config, **extra, "created": created, **provenance()})

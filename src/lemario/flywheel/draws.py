@@ -19,16 +19,15 @@ steps are its corpus's after the iteration's collection (a run started from anot
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lemario.core.errors import LemarioError
-from lemario.core.files import check_writable, read_json, write_json, writer_lock
+from lemario.core.files import check_writable, write_json, writer_lock
 from lemario.core.provenance import provenance
-from lemario.core.runconfig import as_json, check_same_run, differences, run_key, with_defaults
+from lemario.core.runconfig import as_json, differences, open_study, run_key, with_defaults
 from lemario.core.runlog import read_rows
 from lemario.flywheel.config import BOOKKEEPING as FLYWHEEL_BOOKKEEPING
 from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, policy_dir
@@ -145,17 +144,6 @@ def pooled(design: list[list[list[dict]]]) -> dict:
     return out
 
 
-def _open_study(cfg: DrawsStudyConfig, key: dict) -> None:
-    ours = run_key(cfg, BOOKKEEPING)
-    if (cfg.out / "config.json").exists():
-        stored = read_json(cfg.out / "config.json")["run_key"]
-        check_same_run(stored, ours, run_key(DrawsStudyConfig(), BOOKKEEPING), cfg.out, "study of draws")
-        return
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record = {"run_key": ours, "config": as_json(cfg), "recipe": key, "created": created, **provenance()}
-    write_json(cfg.out / "config.json", record)
-
-
 def study_draws(cfg: DrawsStudyConfig) -> dict:
     """Evaluate what is missing and pool; returns draws.json's content."""
     cfg.validate()
@@ -168,7 +156,8 @@ def study_draws(cfg: DrawsStudyConfig) -> dict:
     draws = [draw_of(r, n) for r in cfg.runs]
     check_writable(cfg.out)
     with writer_lock(cfg.out):
-        _open_study(cfg, key)
+        defaults = run_key(DrawsStudyConfig(), BOOKKEEPING)
+        open_study(cfg.out, run_key(cfg, BOOKKEEPING), defaults, "study of draws", as_json(cfg), recipe=key)
         ecfg = EvalConfig(
             agents=tuple(d["pick"] for d in draws),
             episodes=cfg.episodes,

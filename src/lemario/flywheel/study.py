@@ -18,7 +18,6 @@ Every step is skipped once its output exists, so a killed study resumes where it
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from lemario.control.imagination import ImagineConfig, run_imagine
 from lemario.core import checkpoint, plots
 from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS, run_configs
-from lemario.core.files import check_writable, read_json, write_json, writer_lock
+from lemario.core.files import check_writable, write_json, writer_lock
 from lemario.core.provenance import provenance
-from lemario.core.runconfig import as_json, check_same_run, run_key
+from lemario.core.runconfig import as_json, open_study, run_key
 from lemario.core.runlog import read_rows
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import CPU_MODEL, TrainConfig, train
@@ -240,12 +239,6 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def _open_study(cfg: VarianceStudyConfig) -> None:
-    key = run_key(cfg, BOOKKEEPING)
-    if (cfg.out / "config.json").exists():
-        stored = read_json(cfg.out / "config.json")["run_key"]
-        check_same_run(stored, key, run_key(VarianceStudyConfig(), BOOKKEEPING), cfg.out, "variance study")
-        return
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config = as_json(cfg)
     if cfg.world_models:  # trained elsewhere: their own training configs, not the unused --train defaults
         config["train"] = "unused: the --world-models were trained elsewhere (world_model_runs: their configs)"
@@ -253,7 +246,8 @@ def _open_study(cfg: VarianceStudyConfig) -> None:
             {"path": str(p), **{k: m.get(k) for k in ("git_commit", "step", "train_config")}}
             for p, m in ((p, checkpoint.load_meta(Path(p))) for p in cfg.world_models)
         ]
-    write_json(cfg.out / "config.json", {"run_key": key, "config": config, "created": created, **provenance()})
+    defaults = run_key(VarianceStudyConfig(), BOOKKEEPING)
+    open_study(cfg.out, run_key(cfg, BOOKKEEPING), defaults, "variance study", config)
 
 
 def study(cfg: VarianceStudyConfig) -> dict:
