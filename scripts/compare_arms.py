@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lemario.core.files import write_json
-from lemario.play.stats import bootstrap_ci, format_ends, nested_bootstrap_ci, where_ends
+from lemario.play.stats import bootstrap_ci, draw_means, format_ends, nested_bootstrap_ci, pool_draws, where_ends
 
 
 def fail(message: str) -> None:
@@ -82,25 +82,10 @@ def nested(arms: list[dict[str, dict[int, dict]]], key: str) -> list[list[list[f
     return [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
 
 
-def draw_means(values: list[list[list[float]]]) -> list[float]:
-    """Each draw's mean over its policies of their mean over episodes."""
-    return [float(np.mean([np.mean(p) for p in g])) for g in values]
-
-
-def pool_draws(arms: list[dict[str, dict[int, dict]]]) -> dict:
-    """Arms as independent world-model draws of one recipe: the mean over draws of each draw's policy mean, in
-    max_x and flag rate, with nested bootstrap intervals (draws, then policies, then episodes)."""
-    x, flags = nested(arms, "max_x"), nested(arms, "flag_get")
-    return {
-        "draws": len(arms),
-        "policies": sum(len(a) for a in arms),
-        "mean": float(np.mean(draw_means(x))),
-        "mean_ci": nested_bootstrap_ci(x),
-        "flag_rate": float(np.mean(draw_means(flags))),
-        "flag_rate_ci": nested_bootstrap_ci(flags),
-        "draw_flag_rates": draw_means(flags),
-        "sd_draws": float(np.std(draw_means(x), ddof=1)) if len(arms) > 1 else float("nan"),
-    }
+def pool_arms(arms: list[dict[str, dict[int, dict]]]) -> dict:
+    """Arms as independent world-model draws of one recipe (`lemario.play.stats.pool_draws`): draws, then
+    policies, then episodes."""
+    return pool_draws([[list(p.values()) for p in arm.values()] for arm in arms])
 
 
 def diff_draws(a: list[dict[str, dict[int, dict]]], b: list[dict[str, dict[int, dict]]]) -> dict:
@@ -123,7 +108,7 @@ def compare(arms: dict[str, Path], draws: dict[str, list[str]] | None = None, di
     for label, names in (draws or {}).items():
         if missing := [n for n in names if n not in data]:
             fail(f"--draws {label} names arm {missing[0]!r}, which is not one of the arms: {', '.join(data)}")
-    pooled = {label: pool_draws([data[n] for n in names]) for label, names in (draws or {}).items()}
+    pooled = {label: pool_arms([data[n] for n in names]) for label, names in (draws or {}).items()}
     differences = {}
     for a, b in diffs:
         if (a not in pooled) or (b not in pooled) or len(draws[a]) != len(draws[b]):
@@ -164,11 +149,11 @@ def main() -> None:
                 f"{hi:+.0f}], flags {p['flag_points']:+.1f} pts [{flo:+.1f}, {fhi:+.1f}]"
             )
     for label, d in table["draws"].items():
-        (lo, hi), (flo, fhi) = d["mean_ci"], d["flag_rate_ci"]
+        x, f = d["max_x"], d["flag_rate"]
         print(
-            f"{label:18s} {d['draws']} draws, {d['policies']} policies: max_x {d['mean']:.0f} [{lo:.0f}, {hi:.0f}] "
-            f"(sd between draws {d['sd_draws']:.0f}); flags {d['flag_rate']:.1%} [{flo:.1%}, {fhi:.1%}] "
-            f"(draws {' / '.join(f'{f:.0%}' for f in d['draw_flag_rates'])})"
+            f"{label:18s} {d['draws']} draws, {d['policies']} policies: max_x {x['mean']:.0f} [{x['ci95'][0]:.0f}, "
+            f"{x['ci95'][1]:.0f}] (sd between draws {x['sd_between_draws']:.0f}); flags {f['mean']:.1%} "
+            f"[{f['ci95'][0]:.1%}, {f['ci95'][1]:.1%}] (draws {' / '.join(f'{m:.0%}' for m in f['per_draw'])})"
         )
     for label, d in table["diffs"].items():
         (lo, hi), (flo, fhi) = d["max_x_ci"], d["flag_points_ci"]

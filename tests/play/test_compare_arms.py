@@ -34,9 +34,9 @@ def test_paired_differences_and_pooled_draws_by_hand(tmp_path):
     assert p["pairs"] == 4 and p["max_x"] == 25 and p["flag_points"] == 25
     assert p["max_x_ci"][0] <= 25 <= p["max_x_ci"][1]
     pooled = table["draws"]["both"]  # the mean of each draw's policy mean: (175 + 587.5) / 2, flags (0.125 + 0.75) / 2
-    assert pooled["mean"] == 381.25 and pooled["flag_rate"] == pytest.approx(0.4375)
-    assert pooled["draws"] == 2 and pooled["policies"] == 4
-    assert pooled["flag_rate_ci"][0] < 0.4375 < pooled["flag_rate_ci"][1]
+    assert pooled["max_x"]["mean"] == 381.25 and pooled["flag_rate"]["mean"] == pytest.approx(0.4375)
+    assert pooled["draws"] == 2 and pooled["policies"] == 4 and pooled["max_x"]["per_draw"] == [175, 587.5]
+    assert pooled["flag_rate"]["ci95"][0] < 0.4375 < pooled["flag_rate"]["ci95"][1]
 
 
 def test_a_one_policy_reference_pairs_every_policy_by_eval_seed(tmp_path):

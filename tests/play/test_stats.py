@@ -11,6 +11,7 @@ from lemario.play.stats import (
     mode_share,
     nested_bootstrap_ci,
     paired_permutation_p,
+    pool_draws,
     where_ends,
     z_score,
 )
@@ -54,6 +55,18 @@ def test_nested_bootstrap_ci_by_hand():
     assert nested_bootstrap_ci(a, resamples=500, minus=b) == (10.0, 10.0)
     with pytest.raises(ValueError, match="pairs them one to one"):
         nested_bootstrap_ci(a, minus=b[:1])
+
+
+def test_pool_draws_by_hand():
+    ep = lambda x, f: {"max_x": x, "flag_get": f}  # noqa: E731
+    # draw 1: policies of means 100 and 300 -> 200; draw 2: one policy of mean 600 (its empty sibling left out)
+    design = [[[ep(100, 0), ep(100, 0)], [ep(300, 1), ep(300, 0)]], [[ep(600, 1)], []], [[]]]
+    p = pool_draws(design)
+    assert (p["draws"], p["policies"]) == (2, 3), "an empty policy and a draw with none are left out"
+    assert p["max_x"]["per_draw"] == [200, 600] and p["max_x"]["mean"] == 400
+    assert p["flag_rate"]["per_draw"] == [0.25, 1.0] and p["flag_rate"]["mean"] == 0.625
+    assert p["max_x"]["sd_between_draws"] == pytest.approx(np.std([200, 600], ddof=1))
+    assert pool_draws([[[]]]) == {}
 
 
 def test_mode_collapse_like_the_seeds_seed_400():

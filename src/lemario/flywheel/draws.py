@@ -1,14 +1,15 @@
 """`lemario study draws`: what a flywheel iteration delivers over its draws: the agent each run picked, on fresh seeds.
 
 An iteration ends with a pick, the best of its policies on the harness's evaluation seeds, where its score is the
-best of K and overstates it. Runs of one recipe that differ in their seed alone are draws of that recipe: their world
-models and policies are independent draws (forks of one run after the same iteration, `lemario flywheel --fork-from
-RUN --fork-after N --seed S`, and that run itself; or whole runs from different seeds). The study evaluates each run's
-pick of iteration N on E episodes on seeds none of them selected or confirmed on, and pools the draws: the mean of the
-draws' means with a nested bootstrap interval over draws (and policies) and episodes, the figure issue 20's target
-asks of agents whose world model is a draw too. Beside it, from the runs' own files: the recipe's average policy
-(every policy of the iteration on its evaluation) and the pick on the run's own confirmation seeds. A draw's env
-steps are its corpus's after the iteration's collection (a run started from another run's agent also owes that run's).
+best of K and overstates it. Runs of one recipe that differ in their seed (and fork source) alone are its draws:
+their world models and policies are independent draws (forks of one run after the same iteration, `lemario flywheel
+--fork-from RUN --fork-after N --seed S`, and that run itself; or whole runs from different seeds). The study
+evaluates each run's pick of iteration N on E episodes on seeds none of them selected or confirmed on, and pools the
+draws: the mean of the draws' means with a nested bootstrap interval over draws (and policies) and episodes, the
+figure issue 20's target asks of agents whose world model is a draw too. Beside it, from the runs' own files: the
+recipe's average policy (every policy of the iteration on its evaluation) and the pick on the run's own confirmation
+seeds. A draw's env steps are its corpus's after the iteration's collection (a run started from another run's agent
+also owes that run's).
 
     OUT/config.json    resolved config, git commit (re-running the same command resumes; the runs may not change)
     OUT/eval/          every draw's pick on the study's seeds (`lemario eval`)
@@ -35,7 +36,7 @@ from lemario.flywheel.fork import source_key
 from lemario.flywheel.run import finished
 from lemario.games.mario.env import EnvConfig
 from lemario.play.evaluate import EvalConfig, evaluate
-from lemario.play.stats import nested_bootstrap_ci
+from lemario.play.stats import pool_draws
 
 BOOKKEEPING = ("workers", "progress")
 DRAWN = ("seed", "fork_from", "fork_after")
@@ -124,26 +125,6 @@ def _by_agent(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def pooled(design: list[list[list[dict]]]) -> dict:
-    """Draws -> policies -> episodes: the mean over draws of each draw's mean over its policies, for max_x and the
-    flag rate, with nested bootstrap intervals; empty draws are left out."""
-    design = [[p for p in d if p] for d in design]
-    design = [d for d in design if d]
-    if not design:
-        return {}
-    out = {"draws": len(design), "policies": sum(len(d) for d in design)}
-    for name, field in (("max_x", "max_x"), ("flag_rate", "flag_get")):
-        values = [[[float(e[field]) for e in p] for p in d] for d in design]
-        means = [float(np.mean([np.mean(p) for p in d])) for d in values]
-        out[name] = {
-            "mean": float(np.mean(means)),
-            "ci95": nested_bootstrap_ci(values),
-            "per_draw": means,
-            "sd_between_draws": float(np.std(means, ddof=1)) if len(means) > 1 else float("nan"),
-        }
-    return out
-
-
 def study_draws(cfg: DrawsStudyConfig) -> dict:
     """Evaluate what is missing and pool; returns draws.json's content."""
     cfg.validate()
@@ -179,9 +160,9 @@ def study_draws(cfg: DrawsStudyConfig) -> dict:
             "seed_offset": cfg.seed_offset,
             "draws": [_draw_row(d) for d in draws],
             "pooled": {
-                "policies": pooled([list(d["policies"].values()) for d in draws]),
-                "pick_confirmation": pooled([[d["confirmation"]] for d in draws]),
-                "pick_fresh": pooled([[d["fresh"]] for d in draws]),
+                "policies": pool_draws([list(d["policies"].values()) for d in draws]),
+                "pick_confirmation": pool_draws([[d["confirmation"]] for d in draws]),
+                "pick_fresh": pool_draws([[d["fresh"]] for d in draws]),
             },
             "config": as_json(cfg),
             **provenance(),

@@ -56,6 +56,31 @@ def nested_bootstrap_ci(
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def draw_means(design) -> list[float]:
+    """Each group's (draw's) mean over its units of their mean over values, for a design `nested_bootstrap_ci` takes."""
+    return [float(np.mean([np.mean(u) for u in g])) for g in design]
+
+
+def pool_draws(design: list[list[list[dict]]]) -> dict:
+    """Independent draws (world models) -> their policies -> episodes: for max_x and the flag rate, the mean over
+    draws of each draw's mean over its policies, its nested bootstrap interval, the draws' means and their sd.
+    Policies without episodes, and then draws without policies, are left out."""
+    design = [d for d in ([p for p in d if p] for d in design) if d]
+    if not design:
+        return {}
+    out = {"draws": len(design), "policies": sum(len(d) for d in design)}
+    for name, field in (("max_x", "max_x"), ("flag_rate", "flag_get")):
+        values = [[[float(e[field]) for e in p] for p in d] for d in design]
+        means = draw_means(values)
+        out[name] = {
+            "mean": float(np.mean(means)),
+            "ci95": nested_bootstrap_ci(values),
+            "per_draw": means,
+            "sd_between_draws": float(np.std(means, ddof=1)) if len(means) > 1 else float("nan"),
+        }
+    return out
+
+
 def paired_permutation_p(differences, resamples: int = 100_000, seed: int = 0) -> float:
     """One-sided p-value that paired differences have a mean above zero: the sign-flip permutation test (exact
     over all 2^n sign patterns for n <= 16, else `resamples` random ones, the observed pattern counted once)."""
