@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-from collect import mean_sd, raw_fps  # benchmarks/collect.py
+from collect import gameplay_fps, mean_sd, raw_fps  # benchmarks/collect.py
 
 from lemario.play.explore import ExploreConfig, explore
 
@@ -32,6 +32,8 @@ class Args:
     start (worker processes) and end (the archive's picture) cost ~2 s, a third of a 4,000-step run's time on
     this CPU: the rate here is the run's whole, at a length where they weigh less."""
     retro_frames: int = 8000
+    gameplay_episodes: int = 40
+    """Biased episodes replayed for the gameplay raw rate (`benchmarks/collect.py`)."""
     frame_skip: int = 4
 
 
@@ -51,16 +53,19 @@ def main(args: Args) -> None:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
     print(f"{cpu or platform.processor()}, {os.cpu_count()} cores")
     raw = mean_sd([raw_fps("retro", args.retro_frames) for _ in range(args.reps)])
-    per_skip = raw[0] / args.frame_skip
+    game = mean_sd([gameplay_fps("retro", args.gameplay_episodes, r) for r in range(args.reps)])
+    per_skip, game_skip = raw[0] / args.frame_skip, game[0] / args.frame_skip
     print(f"raw stable-retro: {raw[0]:.0f} +- {raw[1]:.0f} frames/s -> {per_skip:.0f} agent steps/s at skip 4")
-    print(f"{'cell':<7}{'workers':>8}{'steps/s':>10}{'sd':>7}{'per worker':>12}{'/ raw':>8}{'cells':>8}")
+    print(f"raw on gameplay frames: {game[0]:.0f} +- {game[1]:.0f} frames/s -> {game_skip:.0f} agent steps/s")
+    print(f"{'cell':<7}{'workers':>8}{'steps/s':>10}{'sd':>7}{'per worker':>12}{'/ raw':>8}{'/ game':>8}{'cells':>8}")
     for cell in ("ram", "frame"):
         for workers in (1, 2):
             runs = [run(cell, workers, seed, args.env_steps) for seed in range(args.reps)]
             m, s = mean_sd([r[0] for r in runs])
             cells = int(np.mean([r[1] for r in runs]))
             per = m / workers
-            print(f"{cell:<7}{workers:>8}{m:>10.0f}{s:>7.0f}{per:>12.0f}{per / per_skip:>8.2f}{cells:>8}", flush=True)
+            ratios = f"{per / per_skip:>8.2f}{per / game_skip:>8.2f}"
+            print(f"{cell:<7}{workers:>8}{m:>10.0f}{s:>7.0f}{per:>12.0f}{ratios}{cells:>8}", flush=True)
 
 
 if __name__ == "__main__":
