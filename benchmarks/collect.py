@@ -11,7 +11,7 @@ those 8,000 frames are not the level. `gameplay_fps`: the frames the collector p
 biased-random episodes from the level start, replayed with nothing but the emulator's step timed. The ratios are given
 against both; the gameplay rate is the one the collector's frames cost.
 
-    .venv/bin/python benchmarks/collect.py            # ~9 minutes on 2 cores (measured 2026-11-22)
+    .venv/bin/python benchmarks/collect.py            # ~6 minutes on 2 idle cores (measured 2026-12-05)
     .venv/bin/python benchmarks/collect.py --reps 1 --retro-episodes 8 --nespy-episodes 2   # quick look
 
 Each figure is the mean +- sd over `reps` repetitions (different policy seeds).
