@@ -11,10 +11,14 @@ those 8,000 frames are not the level. `gameplay_fps`: the frames the collector p
 biased-random episodes from the level start, replayed with nothing but the emulator's step timed. The ratios are given
 against both; the gameplay rate is the one the collector's frames cost.
 
-    .venv/bin/python benchmarks/collect.py            # ~6 minutes on 2 idle cores (measured 2026-12-05)
-    .venv/bin/python benchmarks/collect.py --reps 1 --retro-episodes 8 --nespy-episodes 2   # quick look
+Each repetition brackets every collection by the raw rates measured just before and just after it (with as many
+emulators running at once as the collection has workers), and divides by their mean: the host's speed drifts by
+several percent over minutes (session 50 measured the same replay at 4,635 and 5,180 frames/s ten minutes apart),
+so a ratio of rates taken at different moments carries that drift. Figures are mean +- sd over the repetitions
+(different policy seeds), ratios taken repetition by repetition.
 
-Each figure is the mean +- sd over `reps` repetitions (different policy seeds).
+    .venv/bin/python benchmarks/collect.py            # ~7 minutes on 2 idle cores (measured 2026-12-05)
+    .venv/bin/python benchmarks/collect.py --reps 1 --retro-episodes 8 --nespy-episodes 2   # quick look
 """
 
 from __future__ import annotations
@@ -130,55 +134,70 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
+def raw_rates(backend: str, args: Args, rep: int, processes: int) -> dict[str, float]:
+    """Both raw rates, per process with `processes` emulators running at once."""
+    frames = args.retro_frames if backend == "retro" else args.nespy_frames
+    episodes = args.retro_gameplay_episodes if backend == "retro" else args.nespy_gameplay_episodes
+    if processes == 1:
+        return {"raw_fps": raw_fps(backend, frames), "gameplay_fps": gameplay_fps(backend, episodes, rep)}
+    return {
+        "raw_fps": raw_fps_concurrent(raw_fps, backend, frames, processes=processes),
+        "gameplay_fps": raw_fps_concurrent(gameplay_fps, backend, episodes, rep, processes=processes),
+    }
+
+
+def bracketed(backend: str, workers: int, args: Args, rep: int) -> dict[str, float]:
+    """One repetition: the raw rates (as many emulators at once as workers), the collection, the raw rates again.
+    The host's speed drifts by several percent over minutes, so each ratio divides the collection's rate by the
+    mean of the raw rates measured just before and just after it, never by rates of another moment."""
+    before = raw_rates(backend, args, rep, workers)
+    episodes = args.retro_episodes if backend == "retro" else args.nespy_episodes
+    e2e = end_to_end(backend, workers, episodes, rep, args.frame_skip)
+    after = raw_rates(backend, args, rep, workers)
+    row = {"e2e_steps_per_s": e2e}
+    for raw in before:
+        row[raw] = (before[raw] + after[raw]) / 2
+        row[f"ratio/{raw}"] = e2e / workers / (row[raw] / args.frame_skip)
+    return row
+
+
 def main(args: Args) -> None:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
         platform.processor(),
     )
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; reps {args.reps}")
-    figures: dict[str, tuple[float, float]] = {}
-    for backend, frames, episodes in (
-        ("retro", args.retro_frames, args.retro_gameplay_episodes),
-        ("nes-py", args.nespy_frames, args.nespy_gameplay_episodes),
-    ):
-        figures[f"raw_fps/{backend}"] = mean_sd([raw_fps(backend, frames) for _ in range(args.reps)])
-        figures[f"raw_fps_2proc/{backend}"] = mean_sd(
-            [raw_fps_concurrent(raw_fps, backend, frames) for _ in range(args.reps)]
-        )
-        figures[f"gameplay_fps/{backend}"] = mean_sd([gameplay_fps(backend, episodes, r) for r in range(args.reps)])
-        figures[f"gameplay_fps_2proc/{backend}"] = mean_sd(
-            [raw_fps_concurrent(gameplay_fps, backend, episodes, r) for r in range(args.reps)]
-        )
     first = warm_up(args.frame_skip)
     print(f"first 2-worker collection (2 episodes; starts the fork server, once per command): {first:.2f} s")
-    for backend, episodes in (("retro", args.retro_episodes), ("nes-py", args.nespy_episodes)):
-        for workers in (1, 2):
-            runs = [end_to_end(backend, workers, episodes, seed, args.frame_skip) for seed in range(args.reps)]
-            figures[f"e2e_steps_per_s/{backend}/w{workers}"] = mean_sd(runs)
-
-    print(f"\n{'measurement':<34}{'mean':>10}{'sd':>9}")
+    rows: dict[str, list[dict[str, float]]] = {}
+    for rep in range(args.reps):
+        for backend in ("retro", "nes-py"):
+            for workers in (1, 2):
+                rows.setdefault(f"{backend}/w{workers}", []).append(bracketed(backend, workers, args, rep))
+    figures = {f"{name}/{key}": mean_sd([row[key] for row in reps]) for name, reps in rows.items() for key in reps[0]}
+    for raw in ("gameplay_fps", "raw_fps"):  # 2 workers against the rate one emulator alone gets, same repetition
+        figures[f"retro/w2/ratio/{raw} of 1 process"] = mean_sd(
+            [
+                two["e2e_steps_per_s"] / 2 / (one[raw] / args.frame_skip)
+                for one, two in zip(rows["retro/w1"], rows["retro/w2"])
+            ]
+        )
+    for w in (1, 2):  # the backends' end-to-end rates, repetition by repetition
+        speedups = [
+            r["e2e_steps_per_s"] / n["e2e_steps_per_s"] for r, n in zip(rows[f"retro/w{w}"], rows[f"nes-py/w{w}"])
+        ]
+        figures[f"retro/nes-py e2e/w{w}"] = mean_sd(speedups)
+    print(f"\n{'measurement (raw rates per process, with as many at once as workers)':<72}{'mean':>10}{'sd':>9}")
     for k, (m, s) in figures.items():
-        print(f"{k:<34}{m:>10.1f}{s:>9.1f}")
-    ratios = {}
-    for w in (1, 2):
-        ratios[f"retro/nes-py e2e, {w} worker(s)"] = (
-            figures[f"e2e_steps_per_s/retro/w{w}"][0] / figures[f"e2e_steps_per_s/nes-py/w{w}"][0]
-        )
-    for raw in ("raw_fps", "gameplay_fps"):
-        one, two = figures[f"{raw}/retro"][0] / args.frame_skip, figures[f"{raw}_2proc/retro"][0] / args.frame_skip
-        ratios[f"retro e2e per worker / ({raw} / skip), 1 worker"] = figures["e2e_steps_per_s/retro/w1"][0] / one
-        ratios[f"retro e2e per worker / ({raw} / skip), 2 workers"] = figures["e2e_steps_per_s/retro/w2"][0] / 2 / one
-        ratios[f"retro e2e per worker / (2-process {raw} / skip), 2 workers"] = (
-            figures["e2e_steps_per_s/retro/w2"][0] / 2 / two
-        )
-        ratios[f"nes-py e2e per worker / ({raw} / skip), 1 worker"] = figures["e2e_steps_per_s/nes-py/w1"][0] / (
-            figures[f"{raw}/nes-py"][0] / args.frame_skip
-        )
-    print("\nratios (targets: retro/nes-py >= 4; retro e2e per worker >= 0.75 of raw/skip)")
-    for k, v in ratios.items():
-        print(f"  {k:<68}{v:>6.2f}")
+        print(f"{k:<72}{m:>10.2f}{s:>9.2f}")
+    print(
+        "\ntargets: retro/nes-py e2e >= 4; retro e2e per worker >= 0.75 of raw/skip (ratio/gameplay_fps: the "
+        "collector's own frames; ratio/raw_fps: the fixed pattern, mostly title screen)"
+    )
     if args.json_out:
-        args.json_out.write_text(json.dumps({"figures": figures, "ratios": ratios, "cpu": cpu}, indent=2))
+        args.json_out.write_text(
+            json.dumps({"figures": figures, "rows": rows, "cpu": cpu, "args": str(args)}, indent=2)
+        )
 
 
 if __name__ == "__main__":
