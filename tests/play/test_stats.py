@@ -76,6 +76,11 @@ def test_mode_collapse_like_the_seeds_seed_400():
     varied = [ep(x) for x in range(300, 1800, 50)]
     assert not aggregate(varied)["mode_collapse"]
     assert mode_share([100, 104, 108, 500]) == (100, 0.75)  # within 8 px of 100: 100, 104, 108
+    flags = [ep(3161, flag=1)] * 25 + [ep(x) for x in (700, 1500, 2000, 2450, 2455)]
+    a = aggregate(flags)  # 25 of 30 end at the flag's x: an agent that wins, not one stuck
+    assert not a["mode_collapse"] and a["mode_final_x"] == 2450 and a["mode_share"] == pytest.approx(2 / 30)
+    half = [ep(3161, flag=1)] * 3 + [ep(682)] * 27  # 90% stuck at 682 beside a few flags
+    assert aggregate(half)["mode_collapse"] and aggregate(half)["mode_share"] == pytest.approx(0.9)
 
 
 def test_kseed_summary_by_hand():

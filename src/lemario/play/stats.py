@@ -10,8 +10,8 @@ from collections import Counter
 
 import numpy as np
 
-# A seed whose episodes (at least MODE_MIN_EPISODES) end within MODE_TOLERANCE px of one x this often has
-# collapsed to one behaviour.
+# A seed whose episodes (at least MODE_MIN_EPISODES) end short of the flag within MODE_TOLERANCE px of one x this
+# often (a share of all its episodes) has collapsed to one behaviour.
 MODE_SHARE, MODE_TOLERANCE, MODE_MIN_EPISODES = 0.8, 8, 5
 
 
@@ -111,7 +111,9 @@ def aggregate(episodes: list[dict]) -> dict:
     """Summary of one agent's episodes (each with max_x, final_x, flag_get, steps)."""
     max_x = np.array([e["max_x"] for e in episodes], dtype=np.float64)
     lo, hi = bootstrap_ci(max_x)
-    mode_x, share = mode_share([e["final_x"] for e in episodes])
+    short = [e["final_x"] for e in episodes if not e["flag_get"]]  # reaching the flag is no collapse, however often
+    mode_x, share = mode_share(short)
+    share *= len(short) / max(len(episodes), 1)
     return {
         "episodes": len(episodes),
         "mean_max_x": float(max_x.mean()) if len(max_x) else float("nan"),
