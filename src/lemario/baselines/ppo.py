@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from tqdm import tqdm
 
 from lemario.baselines.milestones import record_milestones
 from lemario.baselines.rnd import RND, RNDBonus
@@ -35,6 +34,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import forkserver
 from lemario.core.files import atomic_write_text, check_writable, read_json, write_json, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.games.mario.actions import action_set
@@ -236,12 +236,8 @@ class LemarioCallback(BaseCallback):
         self.bar = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(
-            total=self.cfg.timesteps,
-            initial=int(self.num_timesteps),
-            disable=not self.cfg.progress,
-            unit="step",
-            dynamic_ncols=True,
+        self.bar = progress_bar(
+            total=self.cfg.timesteps, initial=int(self.num_timesteps), progress=self.cfg.progress, unit="step"
         )
 
     def _on_training_end(self) -> None:

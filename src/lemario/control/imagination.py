@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from lemario.control.reward import RewardWeights, ends, scalar_reward
 from lemario.core import checkpoint, runlog
@@ -28,6 +27,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
 from lemario.model.trainer import read_episode_list
@@ -265,10 +265,9 @@ def train_policy(
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     scale = torch.tensor(1.0, device=device)
-    bar = tqdm(
+    bar = progress_bar(
         range(cfg.updates),
-        disable=not cfg.progress,
-        dynamic_ncols=True,
+        progress=cfg.progress,
         unit="upd",
         desc=f"policy s{cfg.seed}",
         position=cfg.progress_row,

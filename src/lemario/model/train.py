@@ -29,6 +29,7 @@ from lemario.core.device import resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.data.tiers import check_weights
 from lemario.model.loss import LossConfig
 from lemario.model.trainer import Trainer
@@ -283,7 +284,7 @@ def _run(trainer: Trainer) -> dict:
     dtype = trainer.dtype
     autocast = torch.autocast(trainer.device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     end = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
-    bar = tqdm(total=end, initial=trainer.step, disable=not cfg.progress or rank != 0, dynamic_ncols=True, unit="step")
+    bar = progress_bar(total=end, initial=trainer.step, progress=cfg.progress and rank == 0, unit="step")
     trainer.module.train()
     with _StopRequest() as stop:
         while trainer.step < end:

@@ -32,6 +32,7 @@ from lemario.control.agents import validate_spec
 from lemario.control.exploring import end_windows, x_windows
 from lemario.core.errors import LemarioError
 from lemario.core.files import SPACE_ERRNOS, check_writable, now_iso, read_json, write_json, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import differences, run_key, with_defaults
 from lemario.data.corpus import (
@@ -256,7 +257,7 @@ def collect(cfg: CollectConfig) -> Index:
             print(f"run {run} is complete ({done} episodes)")
         elif done:
             print(f"resuming {run}: {done}/{cfg.episodes} episodes already written")
-        bar = tqdm(total=cfg.episodes, initial=done, unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.episodes, initial=done, unit="ep", progress=cfg.progress)
         try:
             if todo:
                 _play_run(cfg, run, number, todo, bar)

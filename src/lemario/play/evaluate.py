@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-from tqdm import tqdm
 
 from lemario.control.agents import method_of, validate_spec, with_agents_frames
 from lemario.control.planner import PlannerConfig
 from lemario.core import runlog
 from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, check_writable, write_json, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, differences, run_key, with_defaults
 from lemario.games.mario.env import EnvConfig
@@ -165,7 +165,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             print(f"resuming {out}: {len(rows)} episodes already played, {len(tasks)} to go", flush=True)
         atomic_write_text(partial, "".join(json.dumps(x) + "\n" for x in [{"resume_key": key}] + rows))
         total = len(cfg.agents) * cfg.episodes
-        bar = tqdm(total=total, initial=len(rows), unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+        bar = progress_bar(total=total, initial=len(rows), unit="ep", progress=cfg.progress)
         for row in imap(_episode, tasks, cfg.env, cfg.planner, cfg.workers):
             runlog.append_row(partial, row, durable=True)
             rows.append(row)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lemario.core.errors import LemarioError
 from lemario.core.executor import run_parallel
 from lemario.core.files import check_writable, now_iso, read_json, write_json, writer_lock
+from lemario.core.progress import progress_bar
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import check_same_run, run_key
 from lemario.data.corpus import (
@@ -130,8 +130,8 @@ def generate(cfg: PushDataConfig) -> None:
         done = {int(p.stem.split("-")[1]) for p in cfg.out.glob("push-*.h5")}
         todo = [i for i in range(cfg.episodes) if i not in done]
         extra = provenance()
-        bar = tqdm(
-            total=cfg.episodes, initial=len(done & set(range(cfg.episodes))), unit="ep", disable=not cfg.progress
+        bar = progress_bar(
+            total=cfg.episodes, initial=len(done & set(range(cfg.episodes))), unit="ep", progress=cfg.progress
         )
         try:
             for start in range(0, len(todo), 50):  # chunks: the index is updated as they land
