@@ -13,7 +13,7 @@ against both; the gameplay rate is the one the collector's frames cost.
 
 Each repetition brackets every collection by the raw rates measured just before and just after it (with as many
 emulators running at once as the collection has workers), and divides by their mean: the host's speed drifts by
-several percent over minutes (session 50 measured the same replay at 4,635 and 5,180 frames/s ten minutes apart),
+several percent over minutes (session 50 measured the same replay at 5,184 and 4,635 frames/s a few minutes apart),
 so a ratio of rates taken at different moments carries that drift. Figures are mean +- sd over the repetitions
 (different policy seeds), ratios taken repetition by repetition.
 
