@@ -347,6 +347,17 @@ def test_collapsed_predictor_is_flagged(trained, corpus):
     metrics, warnings = diagnose(model, batch)
     assert metrics["diag/sensitivity_latent"] < 0.01 and metrics["diag/sensitivity_action"] < 0.01
     assert any("IGNORES ITS INPUT LATENT" in w for w in warnings)
+    assert metrics["diag/action_vs_step"] < 0.01 and any("ignores the action" in w for w in warnings)
+
+
+def test_action_warning_measures_the_action_against_a_real_step(trained, corpus):
+    model, _ = load_world_model(trained / "model.safetensors")
+    batch = batch_of(corpus, b=64)
+    # a residual predictor at init: its last layer starts at zero, so it predicts "no change" whatever the action
+    metrics, warnings = diagnose(WorldModel(replace(model.cfg, residual=True)), batch)
+    assert metrics["diag/action_vs_step"] == 0 and any("ignores the action" in w for w in warnings)
+    metrics, warnings = diagnose(model, batch)
+    assert metrics["diag/action_vs_step"] > 0.05 and not any("ignores the action" in w for w in warnings)
 
 
 def test_recalibrated_batchnorm_matches_batch_statistics(trained, corpus):
