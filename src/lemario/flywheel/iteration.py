@@ -143,7 +143,7 @@ class Iteration:
             f"collect {col.episodes} episodes: {col.policy} (explore {col.explore}{at}, on-policy {col.on_policy}{by})"
         )
         rows = [r for r in self.timed("collect", lambda: collect(col)).episodes if r["run"] == col.run]
-        for name, explored in (("on-policy", False), ("explored", True)):
+        for name, explored in (("without exploration", False), ("explored", True)):  # iteration 1: biased play
             if group := [r for r in rows if bool(r.get("explore")) == explored]:
                 mean, flags = sum(r["max_x"] for r in group) / len(group), sum(r["flag_get"] for r in group)
                 capped = sum(r["n_steps"] >= col.env.max_steps for r in group)
