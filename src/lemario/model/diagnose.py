@@ -116,13 +116,11 @@ def diagnose(
         choices = [torch.cat([a[:, :-1], n[:, None]], dim=1) for n in newest]
         per_action = torch.stack([model.predict(z, ch, prev)[:, -1] for ch in choices], dim=1)  # (B, choices, D)
         action_spread = per_action.std(dim=1).mean()
-        sens_a = action_spread / target_spread
         step_change = (target - z[:, -1]).abs().mean().clamp_min(1e-8)  # how far one real step moves the latent
 
         pred_mse = F.mse_loss(out, target).item()
         mean_mse = F.mse_loss(target.mean(0, keepdim=True).expand_as(target), target).item()
         still_mse = F.mse_loss(z[:, -1], target).item()
-
         flat = emb.reshape(-1, emb.shape[-1])
         s = torch.linalg.svdvals(flat - flat.mean(0))
         p = s / s.sum()
@@ -130,7 +128,7 @@ def diagnose(
         dim_std = flat.std(0)
         metrics = {
             "diag/sensitivity_latent": sens_z.item(),
-            "diag/sensitivity_action": sens_a.item(),
+            "diag/sensitivity_action": (action_spread / target_spread).item(),
             "diag/action_vs_step": (action_spread / step_change).item(),
             "diag/pred_mse": pred_mse,
             "diag/mean_baseline_mse": mean_mse,
