@@ -11,5 +11,5 @@ from tqdm import tqdm
 
 
 def progress_bar(iterable=None, *, progress: bool, **kwargs) -> tqdm:
-    """A tqdm bar when `progress` and stderr is a terminal, a silent one otherwise (it still counts)."""
+    """A tqdm bar when `progress` and stderr is a terminal, a silent one otherwise (its updates do nothing)."""
     return tqdm(iterable, disable=None if progress else True, dynamic_ncols=True, **kwargs)
