@@ -58,6 +58,10 @@ def test_two_iterations_end_to_end(uninterrupted):
     assert state["status"] == "done" and state["iterations_done"] == 2
     assert "K-seed mean" in stdout and "[iter 2] collect 3 episodes: policy:" in stdout
     corpus = _corpus(run)
+    last = state["iterations"][-1]
+    assert last["env_steps"] == sum(n for _, n, *_ in corpus), "every step the corpus holds, explored ones too"
+    assert last["flags"][1] == 2 * 3 and 0 <= last["flags"][0] <= 6, "K = 2 policies x 3 evaluation episodes"
+    assert f"{last['env_steps']:>9}  " in stdout.split("K-seed mean")[1], "the summary table's env-steps column"
     collected = [c for c in corpus if not c[0].startswith("explore/")]
     assert len(collected) == 6 + 3, "bootstrap episodes, then the iteration's own"
     assert {p for *_, p in collected[:6]} == {"biased"}

@@ -10,9 +10,9 @@ from lemario.core.errors import LemarioError
 from lemario.core.runconfig import check_same_run, run_key
 from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig
 from lemario.flywheel.detector import Decision
-from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.keys import upgrade_key
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
+from lemario.flywheel.summary import IterationSummary
 from lemario.games.mario.env import EnvConfig
 from lemario.model.world_model import ModelConfig
 

@@ -111,7 +111,7 @@ def draw_of(run: Path, n: int) -> dict:
         "run": str(run),
         "seed": key["seed"],
         "forked_from": [key.get("fork_from"), key.get("fork_after")],
-        "corpus_env_steps": s.corpus_frames - s.corpus_episodes,
+        "corpus_env_steps": s.env_steps,
         "pick": f"policy:{pick}",
         "policies": _by_agent(evaluated),
         "confirmation": _by_agent(read_rows(confirm)).get(f"policy:{pick}", []) if confirm.exists() else [],

@@ -9,7 +9,7 @@ import numpy as np
 from lemario.core import runlog
 from lemario.core.plots import figure, save_png
 from lemario.flywheel.config import iter_dir
-from lemario.flywheel.iteration import IterationSummary
+from lemario.flywheel.summary import IterationSummary
 
 PROBE_KEYS = ("x_pos", "y_pos", "x_vel", "y_vel")
 FLAGPOLE_X = 3161  # 1-1's flagpole

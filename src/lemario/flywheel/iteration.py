@@ -1,4 +1,4 @@
-"""One flywheel iteration, step by step (`run_iteration`), and what it leaves: `IterationSummary`.
+"""One flywheel iteration, step by step (`run_iteration`); what it leaves is `lemario.flywheel.summary`.
 
 Every step's output is its "done" marker (the collection run's episodes, the exploration's archive, wm/model.json,
 probe.json, each policy's policy.json, eval/ and confirm/ summaries, decision.json, the hall-of-fame entry,
@@ -9,7 +9,7 @@ with.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from lemario.control.imagination import run_imagine
@@ -21,7 +21,8 @@ from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
 from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, policy_dir, policy_label
 from lemario.flywheel.detector import Decision, IterationScore, decide
-from lemario.flywheel.plan import Past, Plan, plan_iteration, replay_config
+from lemario.flywheel.plan import Plan, plan_iteration, replay_config
+from lemario.flywheel.summary import IterationSummary, decision_json
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.progress import episodes_progress, summary_line
 from lemario.model.train import train
@@ -30,78 +31,6 @@ from lemario.play.evaluate import EvalConfig, evaluate, evaluate_levels
 from lemario.play.explore import explore
 from lemario.play.stats import kseed_summary
 from lemario.play.variance import pooled_within_sd
-
-
-@dataclass(frozen=True)
-class IterationSummary:
-    """summary.json: what an iteration did and measured (`to_json` / `from_json`)."""
-
-    iteration: int
-    plan: Plan
-    seed_scores: dict[str, dict]
-    """Policy seed -> its evaluation aggregate (`lemario.play.stats.aggregate`)."""
-    k_mean: float
-    """Mean over the K seeds of each seed's mean max_x."""
-    k_sd: float
-    """Standard deviation between the K seeds' means."""
-    best_seed: int
-    confirm: dict | None
-    """The best seed's aggregate on fresh seeds (None without a confirmation)."""
-    decision: Decision
-    hof_entry: str
-    world_model: dict
-    """{"val": held-out metrics, "steps": optimizer steps}"""
-    probes: dict
-    """Label -> {"linear": scores, "mlp": scores}"""
-    audit: dict
-    """{"corpus": audit table, "selection": audit table, "caps": bool}"""
-    timing: dict[str, float]
-    """Seconds per step."""
-    corpus_episodes: int
-    corpus_frames: int
-    best_corpus_x: int
-    best_world_model: int = 0
-    """Which of the iteration's world models the best policy was trained in."""
-    exploration: dict | None = None
-    """The exploration archive after this iteration (`Iteration.explore`); None without --explore-steps."""
-    level_scores: dict[str, dict[str, dict]] | None = None
-    """With --levels: level -> policy label -> its evaluation aggregate on that level."""
-    model_error: dict | None = None
-    """The warm-start world model's progress report on the iteration's collected episodes (`Iteration.model_error`)."""
-
-    @property
-    def score(self) -> dict:
-        """The aggregate the hall of fame ranks this iteration by: the confirmation, else the best seed's."""
-        return self.confirm or self.seed_scores[policy_label(self.best_world_model, self.best_seed)]
-
-    @property
-    def past(self) -> Past:
-        return Past(self.decision.verdict, self.decision.flip, self.plan.flip)
-
-    @property
-    def as_score(self) -> IterationScore:
-        plan = self.plan
-        k, w = len(plan.policy_seeds), plan.world_models
-        return IterationScore(self.iteration, self.k_mean, self.k_sd, k, self.decision.verdict, w)
-
-    def to_json(self) -> dict:
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        means = {seed: s["mean_max_x"] for seed, s in self.seed_scores.items()}
-        return {
-            **d,
-            "plan": self.plan.to_json(),
-            "decision": decision_json(self.iteration, self.decision, self.plan, means),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> IterationSummary:
-        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
-
-
-def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:
-    """decision.json: the detector's decision with the iteration, the flip it ran with and the seeds' means."""
-    return {"iteration": n, **decision.to_json(), "applied_flip": plan.flip, "seed_means": seed_means}
 
 
 class Iteration:

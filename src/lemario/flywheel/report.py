@@ -46,8 +46,8 @@ from lemario.flywheel.figures import (
     plot_tiers,
     plot_world_model,
 )
-from lemario.flywheel.iteration import IterationSummary
 from lemario.flywheel.run import finished
+from lemario.flywheel.summary import IterationSummary
 from lemario.games.mario.env import EnvConfig
 from lemario.model.decoder import DecoderConfig, train_decoder
 from lemario.play.render import RenderConfig, render
@@ -152,7 +152,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
                 _confirm_cell(s),
                 f"{c['score']:.0f} (iter {c['iteration']})",
                 s.corpus_episodes,
-                s.corpus_frames - s.corpus_episodes,  # every step collected or explored; evaluations not counted
+                s.env_steps,
                 _exploration_cell(s),
                 f"{sum(s.timing.values()) / 60:.1f}",
             ]

@@ -50,8 +50,9 @@ from lemario.core.runconfig import as_json, check_same_run, run_key
 from lemario.flywheel import hof
 from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
 from lemario.flywheel.fork import fork, link_tree
-from lemario.flywheel.iteration import IterationSummary, run_iteration
+from lemario.flywheel.iteration import run_iteration
 from lemario.flywheel.keys import upgrade_key
+from lemario.flywheel.summary import IterationSummary
 
 
 def finished(run: Path) -> list[IterationSummary]:
@@ -72,6 +73,8 @@ def write_state(cfg: FlywheelConfig, summaries: list[IterationSummary], status: 
             "k_mean": s.k_mean,
             "k_sd": s.k_sd,
             "seed_means": {k: v["mean_max_x"] for k, v in s.seed_scores.items()},
+            "flags": list(s.flags),
+            "env_steps": s.env_steps,
             "confirm_mean": s.confirm["mean_max_x"] if s.confirm else None,
             "decision": s.decision.verdict,
             "reason": s.decision.reason,
@@ -129,15 +132,17 @@ def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
 
 
 def format_table(summaries: list[IterationSummary]) -> str:
-    """One line per iteration: K-seed mean and sd, the seeds' means, the confirmation, the best so far, the verdict."""
-    header = f"{'iter':>4}  {'K-seed mean':>11}  {'sd':>5}  {'seeds (mean max_x)':<28}{'confirm':>8}  {'HOF best':>8}"
-    lines, best = [header + "  decision"], -math.inf
+    """One line per iteration: the corpus's env steps after it, K-seed mean and sd, the seeds' means, the flags over
+    their evaluations, the confirmation, the best so far, the verdict."""
+    header = f"{'iter':>4}  {'env steps':>9}  {'K-seed mean':>11}  {'sd':>5}  {'seeds (mean max_x)':<28}{'flags':>7}"
+    lines, best = [header + f"{'confirm':>9}  {'HOF best':>8}  decision"], -math.inf
     for s in summaries:
         seeds = " ".join(f"{v['mean_max_x']:.0f}" for v in s.seed_scores.values())
+        flags = "/".join(map(str, s.flags))
         best = max(best, s.score["mean_max_x"])
         lines.append(
-            f"{s.iteration:>4}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  {seeds:<28}{s.score['mean_max_x']:>8.0f}  "
-            f"{best:>8.0f}  {s.decision.verdict}"
+            f"{s.iteration:>4}  {s.env_steps:>9}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  {seeds:<28}{flags:>7}"
+            f"{s.score['mean_max_x']:>9.0f}  {best:>8.0f}  {s.decision.verdict}"
         )
     return "\n".join(lines)
 

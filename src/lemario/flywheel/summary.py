@@ -1,0 +1,93 @@
+"""What a flywheel iteration leaves: its summary.json (`IterationSummary`) and decision.json (`decision_json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lemario.flywheel.config import policy_label
+from lemario.flywheel.detector import Decision, IterationScore
+from lemario.flywheel.plan import Past, Plan
+
+
+@dataclass(frozen=True)
+class IterationSummary:
+    """summary.json: what an iteration did and measured (`to_json` / `from_json`)."""
+
+    iteration: int
+    plan: Plan
+    seed_scores: dict[str, dict]
+    """Policy seed -> its evaluation aggregate (`lemario.play.stats.aggregate`)."""
+    k_mean: float
+    """Mean over the K seeds of each seed's mean max_x."""
+    k_sd: float
+    """Standard deviation between the K seeds' means."""
+    best_seed: int
+    confirm: dict | None
+    """The best seed's aggregate on fresh seeds (None without a confirmation)."""
+    decision: Decision
+    hof_entry: str
+    world_model: dict
+    """{"val": held-out metrics, "steps": optimizer steps}"""
+    probes: dict
+    """Label -> {"linear": scores, "mlp": scores}"""
+    audit: dict
+    """{"corpus": audit table, "selection": audit table, "caps": bool}"""
+    timing: dict[str, float]
+    """Seconds per step."""
+    corpus_episodes: int
+    corpus_frames: int
+    best_corpus_x: int
+    best_world_model: int = 0
+    """Which of the iteration's world models the best policy was trained in."""
+    exploration: dict | None = None
+    """The exploration archive after this iteration (`Iteration.explore`); None without --explore-steps."""
+    level_scores: dict[str, dict[str, dict]] | None = None
+    """With --levels: level -> policy label -> its evaluation aggregate on that level."""
+    model_error: dict | None = None
+    """The warm-start world model's progress report on the iteration's collected episodes (`Iteration.model_error`)."""
+
+    @property
+    def score(self) -> dict:
+        """The aggregate the hall of fame ranks this iteration by: the confirmation, else the best seed's."""
+        return self.confirm or self.seed_scores[policy_label(self.best_world_model, self.best_seed)]
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps of the run's corpus after this iteration: every step collected or explored (an episode's first
+        frame is its reset, no step); evaluation episodes are not counted."""
+        return self.corpus_frames - self.corpus_episodes
+
+    @property
+    def flags(self) -> tuple[int, int]:
+        """(episodes that took the flag, episodes) over the K policies' evaluations."""
+        scores = self.seed_scores.values()
+        return round(sum(s["flag_rate"] * s["episodes"] for s in scores)), sum(s["episodes"] for s in scores)
+
+    @property
+    def past(self) -> Past:
+        return Past(self.decision.verdict, self.decision.flip, self.plan.flip)
+
+    @property
+    def as_score(self) -> IterationScore:
+        plan = self.plan
+        k, w = len(plan.policy_seeds), plan.world_models
+        return IterationScore(self.iteration, self.k_mean, self.k_sd, k, self.decision.verdict, w)
+
+    def to_json(self) -> dict:
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        means = {seed: s["mean_max_x"] for seed, s in self.seed_scores.items()}
+        return {
+            **d,
+            "plan": self.plan.to_json(),
+            "decision": decision_json(self.iteration, self.decision, self.plan, means),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> IterationSummary:
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:
+    """decision.json: the detector's decision with the iteration, the flip it ran with and the seeds' means."""
+    return {"iteration": n, **decision.to_json(), "applied_flip": plan.flip, "seed_means": seed_means}
