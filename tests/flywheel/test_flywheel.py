@@ -60,7 +60,8 @@ def test_two_iterations_end_to_end(uninterrupted):
     corpus = _corpus(run)
     last = state["iterations"][-1]
     assert last["env_steps"] == sum(n for _, n, *_ in corpus), "every step the corpus holds, explored ones too"
-    assert last["flags"][1] == 2 * 3 and 0 <= last["flags"][0] <= 6, "K = 2 policies x 3 evaluation episodes"
+    played = [json.loads(line) for line in (run / "iter002" / "eval" / "episodes.jsonl").read_text().splitlines()]
+    assert last["flags"] == [sum(e["flag_get"] for e in played), len(played)] and len(played) == 2 * 3, "K x episodes"
     assert f"{last['env_steps']:>9}  " in stdout.split("K-seed mean")[1], "the summary table's env-steps column"
     collected = [c for c in corpus if not c[0].startswith("explore/")]
     assert len(collected) == 6 + 3, "bootstrap episodes, then the iteration's own"
