@@ -189,6 +189,12 @@ def test_what_a_player_sees():
     seen = env.seen(3)
     assert np.array_equal(seen.frames, np.stack(observed[-3:])) and seen.step_in_turn == 3
     assert np.allclose(seen.thrusts, [[0, -1, 0, 0], [0.5, 0.5, 0, 0]])  # clipped to the unit disc, cyan idle
+    assert seen.frames_at(64) is seen.frames
+    big = PushGame(PushConfig(obs_size=96))  # a camera of another size sees the same boards
+    big.reset(seed=5)
+    for a in ([1.0, 0.0], [0.0, -2.0], [0.5, 0.5]):
+        big.step(np.array(a))
+    assert seen.frames_at(96).shape == (3, 96, 96, 3) and np.array_equal(seen.frames_at(96), big.seen(3).frames)
 
 
 def test_a_persons_waypoints_are_driven_through_in_order():

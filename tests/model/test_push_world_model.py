@@ -214,6 +214,20 @@ def test_latent_planner_plans_from_frames_and_keeps_its_dream_field(trained):
         LatentPlanner(WorldModel(PRESETS["tiny"].model))
 
 
+def test_a_model_reads_frames_of_its_own_size_whatever_the_game_renders():
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY.model, image_size=96, vit_patch=12)).eval()  # 64 tokens, as the 64-px model's
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=4, iterations=1), seed=0, warm="chase_t")
+    env = PushGame()  # renders 64 px
+    env.reset(seed=2)
+    env.step(planner(env.seen()))
+    seen = env.seen()
+    z = model.encode(torch.as_tensor(seen.frames_at(96)[:1])[:, None])  # (1, D) the first frame at 96 px
+    with torch.no_grad():
+        turn = planner.rule_turn([z[None]], torch.zeros(1, 0, 4), 0, 5)
+    assert torch.allclose(planner.last.history[0].actions[0], turn, atol=1e-4)  # planned from the 96-px frame
+
+
 def test_a_warm_started_latent_planner_plays_the_rule_in_the_model(trained):
     model, _ = load_world_model(trained)
     planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=8, iterations=1), seed=0, warm="chase_t")

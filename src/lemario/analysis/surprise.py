@@ -23,7 +23,7 @@ over time, mean +- standard error, per branch).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -194,6 +194,7 @@ class SurpriseConfig:
     """torch CPU threads (0: torch's default)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    """The push game's episodes (rendered at the model's frame size, whatever `obs_size` says)."""
     out: Path | None = None
     """Folder of surprise.json and surprise.png (default: the model's run folder /analysis)."""
 
@@ -223,7 +224,7 @@ def run_surprise(cfg: SurpriseConfig) -> dict:
             if env is not None:
                 got = mario_branches(env, seed, cfg.t0, steps)
             else:
-                got = push_branches(cfg.push, seed, cfg.t0, steps)
+                got = push_branches(replace(cfg.push, obs_size=model.cfg.image_size), seed, cfg.t0, steps)
             if got is None:
                 continue
             seeds.append(seed)

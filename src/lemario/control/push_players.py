@@ -223,7 +223,7 @@ class LatentPlanner(TurnPlanner):
         """The cost of candidate thrusts (N, H, 2) -> (N,) as the models predict them from what the player sees (each
         sample's predicted T path kept in `t_paths`), and what they predict from: each model's context (1, c, D) of
         real latents and the thrusts between them (1, c-1, 4)."""
-        me, frames = seen.me, torch.as_tensor(seen.frames)[:, None]
+        me, frames = seen.me, torch.as_tensor(seen.frames_at(self.model.cfg.image_size))[:, None]
         contexts = [m.encode(frames)[None] for m in self.models]  # M x (1, c, D)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])

@@ -50,7 +50,6 @@ class GoalConfig:
     steps_per_plan: int = 5
     """Planning horizon, and steps played before re-planning."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
-    obs_size: int = 64
     seed: int = 0
     out: Path | None = None
     """Folder for goal.json (per-task rows and the success rates); none: print only."""
@@ -80,11 +79,11 @@ def goal_task(seed: int, offset: int, steps_per_turn: int = 5) -> tuple[np.ndarr
 
 def attempt(player, start: np.ndarray, goal: np.ndarray, cfg: GoalConfig) -> dict:
     """One task: success, the steps it took, the final distances to the goal."""
-    game = PushConfig(mode="goal", max_steps=cfg.budget, steps_per_turn=cfg.steps_per_plan, obs_size=cfg.obs_size)
+    game = PushConfig(mode="goal", max_steps=cfg.budget, steps_per_turn=cfg.steps_per_plan)
     env = PushGame(game)
     env.reset(options={"state": start, "goal": goal})
     if isinstance(player, LatentPlanner):
-        player.set_goal(render(goal, cfg.obs_size))
+        player.set_goal(render(goal, player.model.cfg.image_size))
     done = truncated = False
     while not (done or truncated):
         _, _, done, truncated, info = env.step(player(env.seen()))

@@ -95,6 +95,15 @@ class Seen:
     """(n, H, W, 3) the last n frames (fewer at the start), oldest first."""
     thrusts: np.ndarray
     """(n - 1, 4) both discs' thrusts between those frames (amber x, y, cyan x, y)."""
+    boards: np.ndarray
+    """(n, 14) the board states those frames show."""
+
+    def frames_at(self, size: int) -> np.ndarray:
+        """(n, size, size, 3) the same frames as a camera of `size` px sees them (a model reads its own size,
+        whatever size the game renders for others)."""
+        if size == self.frames.shape[1]:
+            return self.frames
+        return np.stack([render(board, size) for board in self.boards])
 
 
 class PushGame(gym.Env):
@@ -111,6 +120,8 @@ class PushGame(gym.Env):
         self.steps = 0
         self.frames: list[np.ndarray] = []
         self.thrusts: list[np.ndarray] = []
+        self.boards: list[np.ndarray] = []
+        """The board state each of `frames` shows."""
 
     @property
     def actor(self) -> int:
@@ -129,7 +140,7 @@ class PushGame(gym.Env):
             raise LemarioError("goal mode needs reset(options={'goal': state}): a 14-float state to reach")
         self.steps = 0
         obs = self._obs()
-        self.frames, self.thrusts = [obs], []
+        self.frames, self.thrusts, self.boards = [obs], [], [self.board.state()]
         return obs, self._info()
 
     def step(self, action):
@@ -145,6 +156,7 @@ class PushGame(gym.Env):
         info["touched"] = touched  # (2,) which disc touched the T during the step
         obs = self._obs(state)
         self.frames.append(obs)
+        self.boards.append(state)
         self.thrusts.append(thrusts.reshape(-1))  # what the board applied
         if self.config.mode == "match":
             over = self.steps >= limit
@@ -161,8 +173,8 @@ class PushGame(gym.Env):
         """What the next actor sees: the state, the last `history` frames and the thrusts between them."""
         n = min(history, len(self.frames))
         thrusts = np.array(self.thrusts[len(self.thrusts) - (n - 1) :], np.float32).reshape(n - 1, 4)
-        frames = np.stack(self.frames[-n:])
-        return Seen(self.board.state(), self.actor, self.steps % self.config.steps_per_turn, frames, thrusts)
+        frames, boards = np.stack(self.frames[-n:]), np.stack(self.boards[-n:])
+        return Seen(self.board.state(), self.actor, self.steps % self.config.steps_per_turn, frames, thrusts, boards)
 
     def _info(self, state: np.ndarray | None = None) -> dict:
         state = self.board.state() if state is None else state
