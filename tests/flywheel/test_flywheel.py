@@ -20,8 +20,10 @@ from lemario.core.files import writer_lock
 from lemario.data.corpus import read_meta, scan
 from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
+from lemario.flywheel import run as flywheel_run
 from lemario.flywheel.config import PRESETS, FlywheelConfig
 from lemario.flywheel.plan import plan_iteration
+from lemario.flywheel.run import flywheel
 from lemario.play.stats import format_ends, where_ends
 
 from conftest import run_cli, run_cli_many
@@ -352,6 +354,25 @@ def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 iterations finished" in r.stdout
     assert "iteration 2: collect 3/3, world model done, probe done, policies 2/2" in r.stdout
+
+
+def test_a_halted_run_says_so_until_it_goes_on(uninterrupted, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run)
+    summary = json.loads((run / "iter002" / "summary.json").read_text())
+    summary["decision"]["decision"] = "halt"
+    (run / "iter002" / "summary.json").write_text(json.dumps(summary))
+    cfg = replace(PRESETS["tiny"], out=run, iterations=3, progress=False)
+    assert len(flywheel(cfg)) == 2 and json.loads((run / "state.json").read_text())["status"] == "halted"
+    said = []
+
+    def iteration(cfg, n, summaries):  # what state.json says while iteration n runs
+        said.append(json.loads((run / "state.json").read_text())["status"])
+        return replace(summaries[-1], iteration=n)
+
+    monkeypatch.setattr(flywheel_run, "run_iteration", iteration)
+    assert len(flywheel(replace(cfg, continue_after_halt=True))) == 3
+    assert said == ["running"] and json.loads((run / "state.json").read_text())["status"] == "done"
 
 
 def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tmp_path):

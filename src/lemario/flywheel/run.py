@@ -125,8 +125,8 @@ def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
                 )
                 write_state(cfg, summaries, "halted")
                 return summaries
+            write_state(cfg, summaries, "running")  # a halted run that goes on says so while it runs
             summaries.append(run_iteration(cfg, len(summaries) + 1, summaries))
-            write_state(cfg, summaries, "running")
         write_state(cfg, summaries, "done")
     return summaries
 
