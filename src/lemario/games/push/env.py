@@ -12,7 +12,8 @@
 Observations are (obs_size, obs_size, 3) uint8 frames; `info` carries the 14-float `state`, the `actor` (0 amber,
 1 cyan), the `turn` (0-based, counting both players' turns) and `step_in_turn`. A start is reproducible from the
 reset seed; `reset(options={"state": s})` starts from a given state instead. `seen(n)` is what a player sees
-before it acts: the state, the frames so far and both discs' thrusts between them.
+before it acts: the state, the frames so far, both discs' thrusts between them and the boards the frames show (so
+a player that reads pixels can see them at its own size: `Seen.frames_at`).
 """
 
 from __future__ import annotations
