@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import platform
 import tempfile
 import time
@@ -36,6 +35,7 @@ import numpy as np
 import tyro
 
 from lemario.control.agents import make_agent
+from lemario.core.device import cpu_name, machine
 from lemario.games.mario.emulator import boot, make_emulator
 from lemario.games.mario.env import EnvConfig, SuperMarioBros
 from lemario.play.collect import CollectConfig, collect
@@ -162,11 +162,7 @@ def bracketed(backend: str, workers: int, args: Args, rep: int) -> dict[str, flo
 
 
 def main(args: Args) -> None:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        platform.processor(),
-    )
-    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; reps {args.reps}")
+    print(f"machine: {machine()}; Python {platform.python_version()}; reps {args.reps}")
     first = warm_up(args.frame_skip)
     print(f"first 2-worker collection (2 episodes; starts the fork server, once per command): {first:.2f} s")
     rows: dict[str, list[dict[str, float]]] = {}
@@ -196,7 +192,7 @@ def main(args: Args) -> None:
     )
     if args.json_out:
         args.json_out.write_text(
-            json.dumps({"figures": figures, "rows": rows, "cpu": cpu, "args": str(args)}, indent=2)
+            json.dumps({"figures": figures, "rows": rows, "cpu": cpu_name(), "args": str(args)}, indent=2)
         )
 
 

@@ -10,8 +10,6 @@ Each figure is the mean +- sd over `reps` runs (different seeds), each a fresh r
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -21,6 +19,7 @@ import numpy as np
 import tyro
 from collect import gameplay_fps, mean_sd, raw_fps  # benchmarks/collect.py
 
+from lemario.core.device import machine
 from lemario.play.explore import ExploreConfig, explore
 
 
@@ -50,8 +49,7 @@ def run(cell: str, workers: int, seed: int, env_steps: int) -> tuple[float, int]
 
 
 def main(args: Args) -> None:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
-    print(f"{cpu or platform.processor()}, {os.cpu_count()} cores")
+    print(machine())
     raw = mean_sd([raw_fps("retro", args.retro_frames) for _ in range(args.reps)])
     game = mean_sd([gameplay_fps("retro", args.gameplay_episodes, r) for r in range(args.reps)])
     per_skip, game_skip = raw[0] / args.frame_skip, game[0] / args.frame_skip

@@ -12,7 +12,6 @@ Each figure is the median over `reps` plans (each from another context), with th
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import tyro
 
 from lemario.control.planner import LatentPlanner, PlannerConfig
-from lemario.core.device import cpu_has_native_bf16
+from lemario.core.device import machine
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import action_set
 from lemario.model.train import PRESETS
@@ -85,16 +84,14 @@ def time_plans(
 def main(args: Args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    where = machine()
     if args.checkpoint:
         model, _ = load_world_model(args.checkpoint)
         models = {str(args.checkpoint): model}
     else:
         cfg = PRESETS["cpu"].model
         models = {"cpu preset": WorldModel(cfg), "cpu preset, small predictor": WorldModel(small_predictor(cfg))}
-    print(
-        f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, AMX bf16 {cpu_has_native_bf16()}; "
-        f"median [p10, p90] ms per plan over {args.reps} plans from {args.corpus or 'Gaussian latents'}"
-    )
+    print(f"{where}\nmedian [p10, p90] ms per plan over {args.reps} plans from {args.corpus or 'Gaussian latents'}")
     for name, model in models.items():
         ctxs = contexts(model.eval(), args.corpus, args.reps)
         pred_params = sum(

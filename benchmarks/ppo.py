@@ -11,7 +11,6 @@ Each rollout is timed separately after one warm-up rollout, and the script print
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 
@@ -21,6 +20,7 @@ import tyro
 from stable_baselines3.common.callbacks import BaseCallback
 
 from lemario.baselines.ppo import PRESETS, make_vec_env, new_model
+from lemario.core.device import machine
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Timer(BaseCallback):
 def main(args: Args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    where = machine()
     cfg = replace(PRESETS["cpu"], n_envs=args.n_envs, progress=False)
     venv, _ = make_vec_env(cfg)
     try:
@@ -69,10 +70,7 @@ def main(args: Args) -> None:
     rollout = np.array([t[i + 1] - t[i] for i in range(0, len(t) - 1, 2)])[1:]  # warm-up dropped
     update = np.array([t[i + 1] - t[i] for i in range(1, len(t) - 1, 2)])[1:]
     total = steps / (rollout + update)
-    print(
-        f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cfg.n_envs} envs ({cfg.backend}), "
-        f"{steps} env steps per rollout, {len(rollout)} timed rollouts"
-    )
+    print(f"{where}\n{cfg.n_envs} envs ({cfg.backend}), {steps} env steps per rollout, {len(rollout)} timed rollouts")
     print(
         f"rollout: {rollout.mean():.1f} +- {rollout.std():.1f} s ({steps / rollout.mean():.0f} env steps/s while "
         "collecting)"

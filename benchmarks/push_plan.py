@@ -15,7 +15,6 @@ planning (the player called on each of its 5 steps) over `turns` turns of a real
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import tyro
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
 from lemario.control.push_players import LatentPlanner, SimulatorPlanner
+from lemario.core.device import machine
 from lemario.games.push.env import PushGame
 from lemario.games.push.opponents import chase_t
 from lemario.model.train import PRESETS
@@ -75,11 +75,11 @@ def timed(player, turns: list[list]) -> np.ndarray:
 def main(args: Args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    where = machine()
     model = load_world_model(args.model)[0] if args.model else WorldModel(PRESETS["push"].model).eval()
     params = sum(p.numel() for p in model.parameters())
     seen = positions(args.turns)
-    threads = torch.get_num_threads()
-    print(f"{os.cpu_count()} cores, torch {torch.__version__}, threads {threads}; model {params / 1e6:.2f}M")
+    print(f"{where}; model {params / 1e6:.2f}M")
     print(
         f"CEM {args.cem.samples} samples x {args.cem.iterations} iterations, init std {args.cem.init_std}, horizon 5, "
         f"warm {args.warm or 'none'}, replan {args.replan}, {args.turns} turns"

@@ -11,8 +11,6 @@ the mean +- sd over `reps` timed blocks after a warm-up.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 import tyro
 
+from lemario.core.device import machine
 from lemario.model.loss import world_model_loss
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
@@ -108,15 +107,8 @@ def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
 def main(args: Args) -> None:
     cfg = PRESETS[args.preset]
     frames_per_step = cfg.batch_size * (cfg.k + 1)
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-        platform.processor(),
-    )
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
-    print(
-        f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, threads "
-        f"{torch.get_num_threads()}"
-    )
+    gpu = f", GPU {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"device {args.device}{gpu}; {machine()}")
     print(
         f"preset {args.preset}: batch {cfg.batch_size} windows x (K+1={cfg.k + 1}) = {frames_per_step} frame "
         "stacks per step, "

@@ -1,10 +1,11 @@
 """Where tensors live and in what arithmetic: one resolver for every command's `--device`, the CPU's bf16 check,
-the move of a numpy batch onto the device, and the process's peak memory."""
+the move of a numpy batch onto the device, the process's peak memory, and the line a benchmark names its machine by."""
 
 from __future__ import annotations
 
 import functools
 import os
+import platform
 import resource
 from pathlib import Path
 
@@ -38,6 +39,26 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags.split()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform reports."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """What a timing runs on, in one line: the CPU, its cores, torch and its threads, native bf16, and the cores'
+    1-minute load average when it is called (at a benchmark's start), flagged when other work holds the cores."""
+    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    busy = " BUSY: other work holds the cores, so these are not idle-machine timings" if load > cores / 2 else ""
+    return (
+        f"{cpu_name()}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), native bf16 "
+        f"{cpu_has_native_bf16()}; load {load:.2f}{busy}"
+    )
 
 
 def native_bf16(device: torch.device) -> bool:
