@@ -195,10 +195,11 @@ CASES = [  # (id, arguments, a fragment of the expected message)
     ),
     ("flywheel-k", ["flywheel", "--k", "1", "--out", "{root}/new"], "needs at least 2 policies"),
     ("flywheel-frame-size", ["flywheel", "--resize", "96", "--out", "{root}/new"], "frames of 112 px, the env gives"),
-    ("flywheel-detector", ["flywheel", "--detector", "vibes", "--out", "{root}/new"], "unknown detector 'vibes'"),
+    ("flywheel-detector", ["flywheel", "--detector.rule", "vibes", "--out", "{root}/new"], "unknown detector rule"),
+    ("flywheel-metric", ["flywheel", "--detector.metric", "luck", "--out", "{root}/new"], "unknown detector metric"),
     (
         "flywheel-variance",
-        ["flywheel", "--variance", "{root}/corpus", "--out", "{root}/new"],
+        ["flywheel", "--detector.variance", "{root}/corpus", "--out", "{root}/new"],
         "is not a variance study's variance.json",
     ),
     ("study-k", ["study", "variance", "--k", "1", "--out", "{root}/new"], "2 policies each (--k)"),

@@ -28,7 +28,7 @@ from lemario.core.provenance import git_commit
 from lemario.data.corpus import INDEX_NAME, format_summary, scan, warn_unreadable
 from lemario.data.coverage import action_coverage, format_coverage
 from lemario.flywheel import config as flywheel_config
-from lemario.flywheel import draws, hof, report, study
+from lemario.flywheel import draws, hof, redecide, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
 from lemario.play import collect, evaluate, explore, push_data, push_fidelity, push_goal, push_match, render
@@ -210,6 +210,12 @@ COMMANDS = {
         draws.DrawsStudyConfig,
         None,
         draws.study_draws_main,
+    ),
+    "study detector": Command(
+        "what a detector config decides over finished flywheel runs, beside what they decided (reads, writes nothing)",
+        redecide.DetectorStudyConfig,
+        None,
+        redecide.study_detector_main,
     ),
     "eval": Command(
         "evaluate agents over N stochastic episodes with multi-seed statistics",

@@ -21,7 +21,8 @@ from lemario.data.corpus import read_meta, scan
 from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
 from lemario.flywheel import run as flywheel_run
-from lemario.flywheel.config import PRESETS, FlywheelConfig
+from lemario.flywheel.config import PRESETS
+from lemario.flywheel.detector import DetectorConfig
 from lemario.flywheel.plan import plan_iteration
 from lemario.flywheel.run import flywheel
 from lemario.play.stats import format_ends, where_ends
@@ -172,9 +173,10 @@ BAD_INPUT = [
     (["--explorer.cell", "pixel"], "unknown cell kind 'pixel'"),
     (["--levels", "1-1", "9-1"], "unknown level '9-1'"),
     (["--levels", "1-1", "1-1"], "names a level twice"),
-    (["--world-model-sd", "-5"], "--world-model-sd -5.0: give the study's sd"),
-    (["--world-model-sd", "30", "--variance", "v.json"], "both give the world-model component"),
-    (["--variance", "missing.json"], "is not a variance study's variance.json"),
+    (["--detector.world-model-sd", "-5"], "--detector.world-model-sd -5.0: give the study's sd"),
+    (["--detector.world-model-sd", "30", "--detector.variance", "v.json"], "both give the world-model component"),
+    (["--detector.variance", "missing.json"], "is not a variance study's variance.json"),
+    (["--detector.rule", "seeds"], "--detector.rule seeds decides on max_x alone"),
 ]
 
 
@@ -195,12 +197,12 @@ def test_bad_input_is_one_clear_line(bad_input, case):
 def test_the_world_model_component_from_a_study_file_or_its_sd(tmp_path):
     study = tmp_path / "variance.json"
     study.write_text(json.dumps({"components": {"world_model": {"variance": 900.0}}}))
-    assert FlywheelConfig(variance=study).world_model_var() == FlywheelConfig(world_model_sd=30.0).world_model_var()
-    assert FlywheelConfig().world_model_var() is None, "unmeasured: the policy noise alone, and decisions say so"
-    assert FlywheelConfig(variance=study).world_model_var_high() is None, "a study file without an interval"
+    assert DetectorConfig(variance=study).world_model_var() == DetectorConfig(world_model_sd=30.0).world_model_var()
+    assert DetectorConfig().world_model_var() is None, "unmeasured: the policy noise alone, and decisions say so"
+    assert DetectorConfig(variance=study).world_model_var_high() is None, "a study file without an interval"
     study.write_text(json.dumps({"components": {"world_model": {"variance": 0.0, "ci95": [0.0, 149479.0]}}}))
-    assert FlywheelConfig(variance=study).world_model_var_high() == 149479.0
-    assert FlywheelConfig(world_model_sd=30.0).world_model_var_high() is None
+    assert DetectorConfig(variance=study).world_model_var_high() == 149479.0
+    assert DetectorConfig(world_model_sd=30.0).world_model_var_high() is None
 
 
 def test_a_run_can_start_from_another_runs_best(uninterrupted, tmp_path):
@@ -356,6 +358,23 @@ def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):
     assert "iteration 2: collect 3/3, world model done, probe done, policies 2/2" in r.stdout
 
 
+def test_a_detector_replayed_on_a_run_gives_back_its_own_decisions(uninterrupted, tmp_path):
+    """`lemario study detector`: the run's own detector (the default) replayed on its scores decides as it did, both
+    tests' z to the digit; on max_x alone it may differ, and says where."""
+    run, _ = uninterrupted
+    stored = [json.loads((run / f"iter{n:03d}" / "decision.json").read_text()) for n in (1, 2)]
+    assert stored[1]["metric"] == "either" and set(stored[1]["flags"]) >= {"rate", "se", "z", "best_iteration"}
+    r = run_cli("study", "detector", "--runs", str(run))
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.splitlines()[2:]
+    for row, d in zip(rows, stored, strict=True):
+        cells = row.split()
+        assert cells[-4] == cells[-3] == d["decision"] and "first difference" not in row
+        assert cells[-2:] == [f"{d['z']:.2f}", f"{d['flags']['z']:.2f}"]
+    r = run_cli("study", "detector", "--runs", str(tmp_path))
+    assert r.returncode == 2 and "has no finished flywheel iteration" in r.stderr, r.stderr
+
+
 def test_a_halted_run_says_so_until_it_goes_on(uninterrupted, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(uninterrupted[0], run)
@@ -382,7 +401,7 @@ def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tm
     run, study = tmp_path / "run", tmp_path / "variance.json"
     study.write_text(json.dumps({"components": {"world_model": {"variance": 900.0}}}))
     args = ("--out", str(run), "--iterations", "1", "--world-models", "2", "--bootstrap-episodes", "3")
-    r = run_cli(*TINY, *args, "--variance", str(study), "--workers", "2", timeout=600)
+    r = run_cli(*TINY, *args, "--detector.variance", str(study), "--workers", "2", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     d = run / "iter001"
     s = json.loads((d / "summary.json").read_text())
@@ -393,7 +412,7 @@ def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tm
     within = math.sqrt(((means["1001"] - means["1002"]) ** 2 + (means["w1-1001"] - means["w1-1002"]) ** 2) / 4)
     assert s["k_sd"] == pytest.approx(within)
     dec = s["decision"]
-    assert dec["rule"] == "components" and dec["world_models"] == 2 and dec["world_model_var"] == 900.0
+    assert dec["rule"] == "welch" and dec["world_models"] == 2 and dec["world_model_var"] == 900.0
     assert dec["se"] == pytest.approx(math.sqrt(900.0 / 2 + within**2 / 4))
     best = max(means, key=means.get)
     assert s["best_world_model"] == (1 if best.startswith("w1-") else 0)

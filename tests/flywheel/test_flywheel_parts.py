@@ -2,7 +2,9 @@
 
 import json
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from lemario.core import checkpoint
@@ -10,7 +12,8 @@ from lemario.core.errors import LemarioError
 from lemario.data.replay import ReplayConfig, select
 from lemario.data.tiers import Tier, audit
 from lemario.flywheel import hof
-from lemario.flywheel.detector import IterationScore, decide
+from lemario.flywheel.detector import DetectorConfig, IterationScore, decide, replay
+from lemario.play.stats import t_as_z
 
 from conftest import run_cli
 
@@ -19,7 +22,8 @@ def it(i, mean, sd, k=4, decision="", w=1):
     return IterationScore(i, mean, sd, k, verdict=decision, world_models=w)
 
 
-SEEDS = dict(rule="seeds", threshold=1.0)  # the rule before issue 19: the gain in pooled between-seed sds
+SEEDS = DetectorConfig(rule="seeds", metric="max_x", threshold=1.0)  # before issue 19: the gain in pooled seed sds
+MAX_X = DetectorConfig(rule="components", metric="max_x")  # sessions 19-52: t read as z, on max_x alone
 
 
 def test_first_iteration_commits():
@@ -29,7 +33,7 @@ def test_first_iteration_commits():
 
 def test_commit_when_the_gain_beats_the_measured_noise():
     history = [it(1, 700, 100, decision="commit")]
-    d = decide(history, it(2, 850, 80), **SEEDS)
+    d = decide(history, it(2, 850, 80), SEEDS)
     assert d.verdict == "commit"
     assert d.pooled_sd == pytest.approx(math.sqrt((100**2 + 80**2) / 2)) and d.z == pytest.approx(150 / d.pooled_sd)
 
@@ -37,25 +41,23 @@ def test_commit_when_the_gain_beats_the_measured_noise():
 def test_a_gain_inside_the_seeds_noise_branches():
     # +80 looks like progress, but with the seed's between-seed sd of 99 it is under one sd
     history = [it(1, 780, 99, decision="commit")]
-    d = decide(history, it(2, 860, 99), **SEEDS)
+    d = decide(history, it(2, 860, 99), SEEDS)
     assert d.verdict == "branch" and d.z == pytest.approx(80 / 99)
     assert d.flip == "exploration" and d.best_iteration == 1
 
 
 def test_threshold_follows_the_measured_sd_not_a_constant():
     history = [it(1, 700, 10, decision="commit")]
-    assert decide(history, it(2, 730, 10), **SEEDS).verdict == "commit", "+30 is 3 sd when the seeds agree"
+    assert decide(history, it(2, 730, 10), SEEDS).verdict == "commit", "+30 is 3 sd when the seeds agree"
     history = [it(1, 700, 200, decision="commit")]
-    assert decide(history, it(2, 730, 200), **SEEDS).verdict == "branch", "+30 is noise when they do not"
+    assert decide(history, it(2, 730, 200), SEEDS).verdict == "branch", "+30 is noise when they do not"
 
 
 def test_halt_after_patience_runs_out():
     history = [it(1, 800, 50, decision="commit"), it(2, 790, 50, decision="branch"), it(3, 760, 60, decision="branch")]
-    d = decide(history, it(4, 805, 50), patience=3, **SEEDS)
+    d = decide(history, it(4, 805, 50), SEEDS)
     assert d.verdict == "halt" and "3 iterations" in d.reason
-    assert decide(history[:2], it(3, 760, 60), patience=3, **SEEDS).flip == "entropy", (
-        "branches flip a different variable in turn"
-    )
+    assert decide(history[:2], it(3, 760, 60), SEEDS).flip == "entropy", "branches flip a different variable in turn"
 
 
 def test_components_rule_counts_the_world_models_training_noise():
@@ -64,34 +66,36 @@ def test_components_rule_counts_the_world_models_training_noise():
     gain of +300 commits under both."""
     history = [it(1, 700, 40, k=3, decision="commit")]
     fluke, real = it(2, 790, 40, k=3), it(2, 1000, 40, k=3)
-    assert decide(history, fluke, **SEEDS).verdict == "commit"
-    d = decide(history, fluke, world_model_var=80.0**2)
+    assert decide(history, fluke, SEEDS).verdict == "commit"
+    d = decide(history, fluke, replace(MAX_X, world_model_sd=80.0))
     se = math.sqrt(80.0**2 + 40.0**2 / 3)
     assert d.verdict == "branch" and d.rule == "components" and d.threshold == 1.645
     assert d.se == pytest.approx(se) and d.best_se == pytest.approx(se) and d.z == pytest.approx(90 / (se * 2**0.5))
-    assert decide(history, real, world_model_var=80.0**2).verdict == "commit"
-    unmeasured = decide(history, fluke)  # no study: the policy noise alone, and the decision says so
+    assert decide(history, real, replace(MAX_X, world_model_sd=80.0)).verdict == "commit"
+    unmeasured = decide(history, fluke, MAX_X)  # no study: the policy noise alone, and the decision says so
     assert unmeasured.world_model_var is None and "no world-model variance measured" in unmeasured.reason
     assert unmeasured.z == pytest.approx(90 / math.sqrt(2 * 40.0**2 / 3))
 
 
-def test_a_commit_on_the_estimate_states_its_z_at_the_world_model_components_top():
+def test_a_commit_on_the_estimate_states_its_z_at_the_world_model_components_top(tmp_path):
     """A 3-world-model study can estimate the component at 0 with an interval to sd 387 (the residual preset's): +300
     over the best with policy sd 200, K 3 commits on the estimate (z 1.84) and says that at the top it would be 0.53;
     the verdict is the estimate's."""
+    study = tmp_path / "variance.json"
+    study.write_text(json.dumps({"components": {"world_model": {"variance": 0.0, "ci95": [0.0, 387.0**2]}}}))
     history = [it(1, 1000, 200, k=3, decision="commit")]
-    d = decide(history, it(2, 1300, 200, k=3), world_model_var=0.0, world_model_var_high=387.0**2)
+    d = decide(history, it(2, 1300, 200, k=3), replace(MAX_X, variance=study))
     se, se_high = 200 / math.sqrt(3), math.sqrt(387.0**2 + 200.0**2 / 3)
     assert d.verdict == "commit" and d.z == pytest.approx(300 / (se * 2**0.5))
     assert d.z_high == pytest.approx(300 / (se_high * 2**0.5)) and d.world_model_var_high == 387.0**2
     assert f"{d.z_high:.2f} at the world-model component's 95% top (sd 387)" in d.reason
-    assert decide(history, it(2, 1300, 200, k=3), world_model_var=0.0).z_high is None
+    assert decide(history, it(2, 1300, 200, k=3), replace(MAX_X, world_model_sd=0.0)).z_high is None
 
 
 def test_more_world_models_per_iteration_shrink_the_standard_error():
     assert it(1, 0, 40, k=3, w=3).se(80.0**2) == pytest.approx(math.sqrt(80.0**2 / 3 + 40.0**2 / 9))
-    with pytest.raises(ValueError, match="unknown detector rule"):
-        decide([], it(1, 700, 40), rule="vibes")
+    with pytest.raises(LemarioError, match="unknown detector rule"):
+        decide([], it(1, 700, 40), DetectorConfig(rule="vibes"))
 
 
 def test_needs_k_at_least_2():
@@ -122,9 +126,9 @@ def test_a_corpus_of_only_the_capped_tier_is_kept_whole():
 
 
 def test_equal_means_with_noiseless_seeds_are_no_improvement():
-    d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0), **SEEDS)
+    d = decide([it(1, 700, 0, decision="commit")], it(2, 700, 0), SEEDS)
     assert d.verdict == "branch" and d.z == 0.0
-    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0), **SEEDS).verdict == "commit"
+    assert decide([it(1, 700, 0, decision="commit")], it(2, 701, 0), SEEDS).verdict == "commit"
 
 
 def test_replay_capacity_keeps_the_elite():
@@ -204,3 +208,81 @@ def test_hall_of_fame_copies_ranks_and_never_overwrites(tmp_path):
     assert r.returncode == 0 and (tmp_path / "exported" / "policy.safetensors").exists()
     r = run_cli("hof", "show", str(tmp_path / "empty"))
     assert r.returncode == 2 and "no hall of fame" in r.stderr
+
+
+def flagged(i, means, flags, decision="", episodes=30):
+    """An iteration from its policies' mean max_x and flags (of `episodes` each)."""
+    rates = [f / episodes for f in flags]
+    mean_sd = lambda v: (sum(v) / len(v), float(np.std(v, ddof=1)))  # noqa: E731
+    (mean, sd), (rate, rate_sd) = mean_sd(means), mean_sd(rates)
+    return IterationScore(i, mean, sd, len(means), decision, 1, rate, rate_sd, episodes)
+
+
+def test_the_flag_test_floors_the_policies_spread_at_their_episodes_binomial_spread():
+    """Session 51's iterations 3 and 6 (flags 3 / 1 / 0 and 4 / 6 / 6 of 30 per policy, max_x lower in 6): by hand,
+    iteration 6's policies agree more (sd 0.038) than 17 flags in 92 allow (sqrt(p (1 - p) / 30) = 0.071), iteration
+    3's spread (0.051) is above its floor (0.041); z = 0.1333 / sqrt(0.0709^2 / 3 + 0.0509^2 / 3) = 2.65."""
+    three = flagged(3, [1893.6, 1717.4, 1687.7], [3, 1, 0], "commit")
+    six = flagged(6, [1660.6, 1837.6, 1551.3], [4, 6, 6])
+    p6 = 17 / 92
+    se6, se3 = math.sqrt(p6 * (1 - p6) / 30) / math.sqrt(3), three.flag_sd / math.sqrt(3)
+    d = decide([three], six, DetectorConfig(rule="components"))
+    assert d.flags.z == pytest.approx((six.flag_rate - three.flag_rate) / math.hypot(se6, se3))
+    assert d.flags.z == pytest.approx(2.65, abs=0.01) and d.flags.best_iteration == 3 and d.metric == "either"
+    assert d.verdict == "commit" and d.z < 0 and "the flag rate 0.178 beats the best (0.044, iter 3)" in d.reason
+    assert decide([three], six, MAX_X).verdict == "branch", "on max_x alone the same results are a loss"
+    # rule welch: iteration 6's variance is the binomial model's (known), 3's an estimate on 2 df: Welch's df
+    # (se6^2 + se3^2)^2 / (se3^4 / 2) = 17.3, where t 2.65 has the one-sided p of z 2.39: still a commit at 1.96
+    welch = decide([three], six)
+    df = (se6**2 + se3**2) ** 2 / (se3**4 / 2)
+    assert welch.rule == "welch" and welch.flags.df == pytest.approx(df) and df == pytest.approx(17.3, abs=0.1)
+    assert welch.flags.t == pytest.approx(d.flags.z) and welch.flags.z == pytest.approx(t_as_z(d.flags.z, df))
+    assert welch.flags.z == pytest.approx(2.39, abs=0.01) and welch.verdict == "commit"
+    none = [flagged(1, [700, 710, 720], [0, 0, 0], "commit")]
+    d = decide(none, flagged(2, [700, 705, 730], [0, 0, 0]), DetectorConfig(metric="flags"))
+    assert d.flags.df == math.inf, "both variances are the binomial model's: no df lost"
+    assert d.flags.z == 0.0 and d.flags.se == pytest.approx(math.sqrt((1 / 92) * (91 / 92) / 30) / math.sqrt(3))
+    one_each = decide(none, flagged(2, [700, 705, 730], [1, 1, 1]), DetectorConfig(metric="flags"))
+    assert one_each.verdict == "branch", "three policies with one flag each are not a noiseless gain over none"
+
+
+def test_either_metric_splits_the_false_commit_rate_between_its_two_tests():
+    """threshold 1.645 (5% one-sided) becomes 1.960 for each test (2.5% each): a max_x gain of z 1.8 commits on max_x
+    alone and branches on either."""
+    assert DetectorConfig().test_threshold() == pytest.approx(1.960, abs=1e-3)  # 1.645 is z_0.95 to 3 places
+    assert DetectorConfig(metric="max_x").test_threshold() == 1.645
+    history = [flagged(1, [1000, 1100, 1200], [0, 0, 0], "commit")]
+    gain = flagged(2, [1147, 1247, 1347], [0, 0, 0])  # +147 over se 100 sqrt(2 / 3) = 81.6: z 1.80
+    assert decide(history, gain, MAX_X).verdict == "commit"
+    d = decide(history, gain, DetectorConfig(rule="components"))
+    assert d.verdict == "branch" and d.z == pytest.approx(1.80, abs=0.01) and "1.96 each" in d.reason
+    # rule welch: the two sds (100 each) rest on 2 df each, Welch's df (2 v)^2 / (2 v^2 / 2) = 4, and t 1.80 on 4 df
+    # has the one-sided p of z 1.45: no commit even on max_x alone
+    welch = decide(history, gain, DetectorConfig(metric="max_x"))
+    assert welch.df == pytest.approx(4.0) and welch.t == pytest.approx(d.z) and welch.z == pytest.approx(1.45, abs=0.01)
+    assert welch.verdict == "branch" and "as z at 4.0 df" in welch.reason
+    with pytest.raises(LemarioError, match="--detector.rule seeds decides on max_x alone"):
+        DetectorConfig(rule="seeds").validate()
+
+
+def test_a_replayed_detector_decides_each_iteration_against_its_own_earlier_verdicts():
+    """Session 51's run (`runs/flywheel-1-1`, policies' means and flags per iteration): replayed on max_x the run's own
+    verdicts come back (commit x3, branch, branch, halt, then 7 committed past the halt, 8 a branch); on either, the
+    flags commit iteration 6 and the halt never comes."""
+    run = [
+        ([734.6, 750.0, 785.3], [0, 0, 0]),
+        ([1318.2, 1344.0, 1306.8], [2, 0, 0]),
+        ([1893.6, 1717.4, 1687.7], [3, 1, 0]),
+        ([1607.9, 1710.1, 1330.6], [0, 1, 0]),
+        ([1781.1, 1841.4, 1597.2], [6, 0, 0]),
+        ([1660.6, 1837.6, 1551.3], [4, 6, 6]),
+        ([1954.0, 1910.7, 2216.3], [2, 4, 7]),
+        ([2308.1, 1660.6, 1766.6], [8, 0, 3]),
+    ]
+    scores = [flagged(i, means, flags, "halt") for i, (means, flags) in enumerate(run, 1)]  # its verdicts set aside
+    verdicts = lambda cfg: [d.verdict for d in replay(scores, cfg)]  # noqa: E731
+    assert verdicts(MAX_X) == ["commit"] * 3 + ["branch", "branch", "halt", "commit", "branch"]
+    either = DetectorConfig(rule="components")
+    assert verdicts(either) == ["commit"] * 3 + ["branch", "branch", "commit", "commit", "branch"]
+    # rule welch: iteration 7's max_x gain over 3 (t 2.27 on ~3.9 df) is z 1.67, above 1.645 alone, not 1.96 each
+    assert verdicts(DetectorConfig()) == ["commit"] * 3 + ["branch", "branch", "commit", "branch", "branch"]

@@ -9,7 +9,7 @@ import pytest
 from lemario.core.errors import LemarioError
 from lemario.core.runconfig import check_same_run, run_key
 from lemario.flywheel.config import BOOKKEEPING, PRESETS, FlywheelConfig
-from lemario.flywheel.detector import Decision
+from lemario.flywheel.detector import Decision, DetectorConfig
 from lemario.flywheel.keys import upgrade_key
 from lemario.flywheel.plan import Past, Plan, Settings, plan_iteration
 from lemario.flywheel.summary import IterationSummary
@@ -128,7 +128,8 @@ def test_files_written_before_the_layout_load():
         # session 32: every collected episode explored; session 35: the collecting policy alone played the on-policy
         # ones; session 46: every policy started fresh
         "decision": {"rule": "seeds", "se": None, "best_se": None, "world_model_var": None, "world_models": 1}
-        | {"world_model_var_high": None, "z_high": None},  # session 22: z at the world-model component's top
+        | {"world_model_var_high": None, "z_high": None}  # session 22: z at the world-model component's top
+        | {"metric": "max_x", "flags": None, "t": None, "df": None},  # session 53: the flag test, Welch's df
     }
     for field, value in added.items():
         if isinstance(value, dict):
@@ -143,13 +144,18 @@ def test_files_written_before_the_layout_load():
     before = {"explore_steps": 0, "explorer": FlywheelConfig().explorer}  # issue 20's exploration: none then
     before["on_policy"] = 0.0  # session 32's on-policy episodes: none then
     before["on_policy_by"] = "best"  # session 35's choice of who plays them: the best then
-    then = replace(tiny, detector="seeds", threshold=1.0, train=no_flag, **before)  # as it ran then
+    detector = DetectorConfig(rule="seeds", metric="max_x", threshold=1.0)  # flat fields then, max_x alone
+    then = replace(tiny, detector=detector, train=no_flag, **before)  # as it ran then
     defaults = run_key(FlywheelConfig(), BOOKKEEPING)
     check_same_run(upgrade_key(key), run_key(then, BOOKKEEPING), defaults, Path("run"), "flywheel run")
-    with pytest.raises(Exception, match="detector: seeds -> components"):
+    with pytest.raises(Exception, match="detector.rule: seeds -> components"):
         check_same_run(
-            upgrade_key(key), run_key(replace(then, detector="components"), BOOKKEEPING), defaults, Path("r"), "x"
-        )
+            upgrade_key(key), run_key(replace(then, detector=replace(detector, rule="components")), BOOKKEEPING),
+            defaults, Path("r"), "x",
+        )  # fmt: skip
+    with pytest.raises(Exception, match="detector.metric: max_x -> either"):  # an old run resumes on max_x alone
+        either = replace(then, detector=replace(detector, metric="either"))
+        check_same_run(upgrade_key(key), run_key(either, BOOKKEEPING), defaults, Path("r"), "x")
     with pytest.raises(Exception, match="train.model.flag_head: False -> True"):
         check_same_run(
             upgrade_key(key), run_key(replace(then, train=tiny.train), BOOKKEEPING), defaults, Path("r"), "x"

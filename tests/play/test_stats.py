@@ -1,5 +1,8 @@
 """Evaluation statistics against hand-computed values."""
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
@@ -7,11 +10,13 @@ from lemario.play.stats import (
     aggregate,
     bootstrap_ci,
     format_ends,
+    incomplete_beta,
     kseed_summary,
     mode_share,
     nested_bootstrap_ci,
     paired_permutation_p,
     pool_draws,
+    t_as_z,
     where_ends,
     z_score,
 )
@@ -125,3 +130,23 @@ def test_where_ends_counts_each_end_by_place_and_leaves_the_flag_out():
     assert where_ends(rows, bin_px=200)["enemy"] == {1600: 2, 1800: 1}
     assert format_ends(ends) == "enemy 1700-1799 2, 1900-1999 1 | pit 2400-2499 1 | step_limit 2200-2299 1"
     assert format_ends(ends, bins=1) == "enemy 1700-1799 2, elsewhere 1 | pit 2400-2499 1 | step_limit 2200-2299 1"
+
+
+def test_the_incomplete_beta_against_a_binomial_tail():
+    """I_p(a, n - a + 1) = P(Binomial(n, p) >= a): I_0.4(2, 3) = P(Bin(4, 0.4) >= 2) = 0.5248."""
+    assert incomplete_beta(2, 3, 0.4) == pytest.approx(0.5248, abs=1e-12)
+    assert incomplete_beta(2, 3, 0.0) == 0.0 and incomplete_beta(2, 3, 1.0) == 1.0
+    assert incomplete_beta(0.5, 0.5, 0.5) == pytest.approx(0.5, abs=1e-12), "symmetric"
+
+
+def test_a_t_statistic_as_the_z_of_its_p_value():
+    """Known quantiles: t on 2 df has the closed form P(T <= t) = 1/2 + t / (2 sqrt(2 + t^2)), so t_0.95,2 = 2.920
+    and t_0.975,2 = 4.303; t_0.95,4 = 2.132; on 1 df (Cauchy) P(T <= 1) = 3/4, z 0.6745; infinite df: t itself."""
+    assert t_as_z(2.919986, 2) == pytest.approx(1.644854, abs=1e-5)
+    assert t_as_z(4.302653, 2) == pytest.approx(1.959964, abs=1e-5)
+    assert t_as_z(2.131847, 4) == pytest.approx(1.644854, abs=1e-5)
+    assert t_as_z(-2.131847, 4) == pytest.approx(-1.644854, abs=1e-5)
+    assert t_as_z(1.0, 1) == pytest.approx(0.674490, abs=1e-6)
+    assert t_as_z(1.7, math.inf) == 1.7 and t_as_z(0.0, 3) == 0.0 and t_as_z(math.inf, 3) == math.inf
+    tail = 0.5 * (1 - 1e3 / math.sqrt(2 + 1e6))  # far in the tail, from the closed form
+    assert t_as_z(1e3, 2) == pytest.approx(-NormalDist().inv_cdf(tail), rel=1e-6)

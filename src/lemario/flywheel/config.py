@@ -19,7 +19,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.executor import EXECUTORS
 from lemario.data.replay import ReplayConfig
 from lemario.flywheel import hof
-from lemario.flywheel.detector import RULES, world_model_variance
+from lemario.flywheel.detector import DetectorConfig
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.levels import TRAIN_LEVELS
 from lemario.model.train import CPU_MODEL, TrainConfig
@@ -157,21 +157,9 @@ class FlywheelConfig:
     """Evaluation episodes per policy (the same seeds every iteration)."""
     confirm_episodes: int = 30
     """Episodes of the best policy's re-evaluation on fresh seeds (0: none)."""
-    detector: str = "components"
-    """'components': the gain over the best in standard errors of the difference, the world models' training
-    noise included when --variance names a study; 'seeds': in pooled between-seed sds (the rule before issue 19).
-    `lemario.flywheel.detector`."""
-    threshold: float = 1.645
-    """Commit when the gain exceeds this many of the detector's units (1.645 standard errors: 5% false commits)."""
-    variance: Path | None = None
-    """A variance study's variance.json (`lemario study variance`) whose world-model component the 'components'
-    detector adds; none: the policy seeds' noise alone, which every decision then says."""
-    world_model_sd: float | None = None
-    """The world-model component's sd (mean max_x) as a study measured it, for when its variance.json is not at hand:
-    the residual `cpu` preset's 0, 95% interval [0, 387] (docs/RESULTS.md, session 21, `runs/study-res`; the plain
-    preset's was 341). Instead of --variance (which also gives the interval's top to every decision)."""
-    patience: int = 3
-    """Halt after this many iterations without a commit."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The improvement detector after each iteration: its rule, metric, threshold, patience and world-model noise
+    (`lemario.flywheel.detector`)."""
     continue_after_halt: bool = False
     """Go on past a halt decision (the operator's call)."""
     probe_frames: int = 20000
@@ -212,13 +200,7 @@ class FlywheelConfig:
             raise LemarioError(
                 "--iterations, --bootstrap-episodes and --episodes must be >= 1 and --eval-episodes >= 2"
             )
-        if self.detector not in RULES:
-            raise LemarioError(f"unknown detector {self.detector!r}: use one of {', '.join(RULES)}")
-        if self.variance is not None and self.world_model_sd is not None:
-            raise LemarioError("--variance and --world-model-sd both give the world-model component: pass one")
-        if self.world_model_sd is not None and not self.world_model_sd >= 0:
-            raise LemarioError(f"--world-model-sd {self.world_model_sd}: give the study's sd, >= 0")
-        self.world_model_var()
+        self.detector.validate()
         if self.on_policy_by not in ON_POLICY_BY:
             raise LemarioError(f"--on-policy-by {self.on_policy_by!r}: use one of {', '.join(ON_POLICY_BY)}")
         # a later iteration's collection, with --explore-at-ends as given (the bootstrap's plays without it)
@@ -250,16 +232,6 @@ class FlywheelConfig:
                     f"--start-from {self.start_from}: its world model differs in {', '.join(differ)}: pass its "
                     f"options (--train.model.{differ[0].replace('_', '-')} ...)"
                 )
-
-    def world_model_var(self) -> float | None:
-        """The world-model variance component the 'components' detector adds (None: not measured)."""
-        if self.world_model_sd is not None:
-            return self.world_model_sd**2
-        return None if self.variance is None else world_model_variance(self.variance)[0]
-
-    def world_model_var_high(self) -> float | None:
-        """The top of that component's 95% interval, where the study gives one (None: --world-model-sd, or none)."""
-        return None if self.variance is None else world_model_variance(self.variance)[1]
 
     def collect_config(
         self, policy: str, explore: float, episodes: int, iteration: int, on_policy: float, agents: tuple[str, ...] = ()

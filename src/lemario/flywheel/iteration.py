@@ -20,9 +20,9 @@ from lemario.data.replay import select
 from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
 from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, policy_dir, policy_label
-from lemario.flywheel.detector import Decision, IterationScore, decide
+from lemario.flywheel.detector import Decision, decide
 from lemario.flywheel.plan import Plan, plan_iteration, replay_config
-from lemario.flywheel.summary import IterationSummary, decision_json
+from lemario.flywheel.summary import IterationSummary, decision_json, score_of
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.progress import episodes_progress, summary_line
 from lemario.model.train import train
@@ -30,7 +30,6 @@ from lemario.play.collect import collect
 from lemario.play.evaluate import EvalConfig, evaluate, evaluate_levels
 from lemario.play.explore import explore
 from lemario.play.stats import kseed_summary
-from lemario.play.variance import pooled_within_sd
 
 
 class Iteration:
@@ -232,26 +231,16 @@ class Iteration:
         if per_level is not None:
             per_level = {lv: {label: agg[spec] for label, spec in specs.items()} for lv, agg in per_level.items()}
         kseed = kseed_summary(per_seed)
-        groups = [
-            [per_seed[label]["mean_max_x"] for label, (w, _) in policies.items() if w == g]
-            for g in range(len(self.wms))
-        ]
-        kseed["sd_between_seeds"] = pooled_within_sd(groups)
+        kseed["sd_between_seeds"] = score_of(self.n, per_seed, self.plan).sd
         return per_seed, kseed, per_level
 
-    def decide(self, per_seed: dict[str, dict], kseed: dict) -> Decision:
+    def decide(self, per_seed: dict[str, dict]) -> Decision:
         """The detector's decision against the finished iterations (decision.json, made once)."""
         path = self.dir / "decision.json"
         if path.exists():
             return Decision.from_json(read_json(path))
-        cfg = self.cfg
-        k, w = len(self.plan.policy_seeds), len(self.wms)
-        current = IterationScore(self.n, kseed["mean_of_means"], kseed["sd_between_seeds"], k, world_models=w)
-        wm_var = cfg.world_model_var()
         history = [s.as_score for s in self.history]
-        decision = decide(
-            history, current, cfg.threshold, cfg.patience, cfg.detector, wm_var, cfg.world_model_var_high()
-        )
+        decision = decide(history, score_of(self.n, per_seed, self.plan), self.cfg.detector)
         means = {seed: s["mean_max_x"] for seed, s in per_seed.items()}
         write_json(path, decision_json(self.n, decision, self.plan, means))
         return decision
@@ -285,7 +274,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
         confirmation = it.evaluate("confirm", (best_spec,), cfg.confirm_episodes, CONFIRM_SEED_OFFSET)
         confirm = confirmation["per_agent"][best_spec]
     mean, sd = kseed["mean_of_means"], kseed["sd_between_seeds"]
-    decision = it.decide(per_seed, kseed)
+    decision = it.decide(per_seed)
     it.log(
         f"{len(it.wms)} world model(s) x K={len(it.plan.policy_seeds)}: mean max_x {mean:.0f} +- {sd:.0f} (sd between "
         f"seeds) -> {decision.verdict.upper()}: {decision.reason}"

@@ -17,8 +17,13 @@ def upgrade_key(stored: dict) -> dict:
     so the replay selects the same episodes); runs before the `cpu` preset's 112-px previous-action model (issue 16)
     played 84-px frames with models that had no previous-action input, runs before the HUD crop whole, pooled
     frames, runs before the residual predictor (the `cpu` preset's since session 22) plain ones, and runs before
-    --on-policy explored every collected episode, whatever their key omits."""
+    --on-policy explored every collected episode, whatever their key omits; runs before the detector's own config
+    kept its fields flat and decided on max_x alone."""
     stored = {"detector": "seeds", "on_policy": 0.0, **stored}
+    if isinstance(stored["detector"], str):
+        flat = ("threshold", "variance", "world_model_sd", "patience")
+        detector = {"rule": stored["detector"], "metric": "max_x", **{k: stored[k] for k in flat if k in stored}}
+        stored = {**{k: v for k, v in stored.items() if k not in flat}, "detector": detector}
     if "env" not in stored:  # before the env was one nested config: 84-px frames, not a flywheel setting then
         stored = {**stored, "env": {"resize": 84}}
     # before the HUD crop existed every frame was whole and pooled (the `cpu` preset has neither since session 15)

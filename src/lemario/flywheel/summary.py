@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from lemario.flywheel.config import policy_label
 from lemario.flywheel.detector import Decision, IterationScore
 from lemario.flywheel.plan import Past, Plan
+from lemario.play.variance import pooled_within_sd
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,7 @@ class IterationSummary:
 
     @property
     def as_score(self) -> IterationScore:
-        plan = self.plan
-        k, w = len(plan.policy_seeds), plan.world_models
-        return IterationScore(self.iteration, self.k_mean, self.k_sd, k, self.decision.verdict, w)
+        return score_of(self.iteration, self.seed_scores, self.plan, self.decision.verdict)
 
     def to_json(self) -> dict:
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -86,6 +87,24 @@ class IterationSummary:
     def from_json(cls, d: dict) -> IterationSummary:
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def score_of(n: int, per_seed: dict[str, dict], plan: Plan, verdict: str = "") -> IterationScore:
+    """Iteration n as the detector sees it, from its policies' evaluations (policy label -> aggregate): each
+    metric's mean over the policies and its sd between them, pooled within world models (labels 'SEED' for the first
+    world model's, 'wW-SEED' for world model W's)."""
+    groups: dict[str, list[dict]] = {}
+    for label, s in per_seed.items():
+        groups.setdefault(label.rpartition("-")[0], []).append(s)
+
+    def mean_sd(key: str) -> tuple[float, float]:
+        values = [[s[key] for s in g] for g in groups.values()]
+        return float(np.mean([v for g in values for v in g])), pooled_within_sd(values)
+
+    (mean, sd), (flag_rate, flag_sd) = mean_sd("mean_max_x"), mean_sd("flag_rate")
+    episodes = min(s["episodes"] for s in per_seed.values())
+    k, w = len(plan.policy_seeds), plan.world_models
+    return IterationScore(n, mean, sd, k, verdict, w, flag_rate, flag_sd, episodes)
 
 
 def decision_json(n: int, decision: Decision, plan: Plan, seed_means: dict[str, float]) -> dict:

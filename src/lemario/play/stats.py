@@ -6,13 +6,16 @@ announced a breakthrough that was a 3-sigma draw; these are what keep a single l
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from statistics import NormalDist
 
 import numpy as np
 
 # A seed whose episodes (at least MODE_MIN_EPISODES) end short of the flag within MODE_TOLERANCE px of one x this
 # often (a share of all its episodes) has collapsed to one behaviour.
 MODE_SHARE, MODE_TOLERANCE, MODE_MIN_EPISODES = 0.8, 8, 5
+_NORMAL = NormalDist()
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -165,3 +168,41 @@ def kseed_summary(per_seed: dict[str, dict]) -> dict:
 def z_score(value: float, mean: float, sd: float) -> float:
     """How many between-seed sds a value lies from a mean (the seed's iter 13 was at +3.06)."""
     return float((value - mean) / sd) if sd > 0 else float("inf")
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz; converges
+    fast for x < (a + 1) / (a + b + 2), the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) otherwise)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - incomplete_beta(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-15:
+            break
+    return front * (f - 1.0)
+
+
+def t_as_z(t: float, df: float) -> float:
+    """A t statistic on `df` degrees of freedom as the standard normal z of the same one-sided p-value (df infinite:
+    t itself), so one z threshold serves tests with few policies and many."""
+    if math.isinf(df) or math.isnan(t) or math.isinf(t) or t == 0.0:
+        return t
+    tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t))  # P(T > |t|)
+    if tail <= 0.0:
+        return math.copysign(math.inf, t)
+    return -_NORMAL.inv_cdf(tail) if t > 0 else _NORMAL.inv_cdf(tail)
