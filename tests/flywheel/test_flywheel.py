@@ -66,6 +66,9 @@ def test_two_iterations_end_to_end(uninterrupted):
     played = [json.loads(line) for line in (run / "iter002" / "eval" / "episodes.jsonl").read_text().splitlines()]
     assert last["flags"] == [sum(e["flag_get"] for e in played), len(played)] and len(played) == 2 * 3, "K x episodes"
     assert f"{last['env_steps']:>9}  " in stdout.split("K-seed mean")[1], "the summary table's env-steps column"
+    steps = json.loads((run / "iter002" / "summary.json").read_text())["world_model"]["steps"]
+    table = stdout.split("K-seed mean")[1].splitlines()
+    assert any(row.split()[:1] == ["2"] and row.endswith(f"  {steps}") for row in table), "its world model's steps"
     collected = [c for c in corpus if not c[0].startswith("explore/")]
     assert len(collected) == 6 + 3, "bootstrap episodes, then the iteration's own"
     assert {p for *_, p in collected[:6]} == {"biased"}

@@ -133,16 +133,17 @@ def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
 
 def format_table(summaries: list[IterationSummary]) -> str:
     """One line per iteration: the corpus's env steps after it, K-seed mean and sd, the seeds' means, the flags over
-    their evaluations, the confirmation, the best so far, the verdict."""
+    their evaluations, the confirmation, the best so far, the verdict, and the world model's optimizer steps (a
+    `--train.minutes` cap on a busy machine can stop it short of `--train.steps`: the run then depends on the load)."""
     header = f"{'iter':>4}  {'env steps':>9}  {'K-seed mean':>11}  {'sd':>5}  {'seeds (mean max_x)':<28}{'flags':>7}"
-    lines, best = [header + f"{'confirm':>9}  {'HOF best':>8}  decision"], -math.inf
+    lines, best = [header + f"{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"], -math.inf
     for s in summaries:
         seeds = " ".join(f"{v['mean_max_x']:.0f}" for v in s.seed_scores.values())
         flags = "/".join(map(str, s.flags))
         best = max(best, s.score["mean_max_x"])
         lines.append(
             f"{s.iteration:>4}  {s.env_steps:>9}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  {seeds:<28}{flags:>7}"
-            f"{s.score['mean_max_x']:>9.0f}  {best:>8.0f}  {s.decision.verdict}"
+            f"{s.score['mean_max_x']:>9.0f}  {best:>8.0f}  {s.decision.verdict:<8}  {s.world_model.get('steps')}"
         )
     return "\n".join(lines)
 
