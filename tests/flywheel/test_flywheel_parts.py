@@ -256,6 +256,9 @@ def test_either_metric_splits_the_false_commit_rate_between_its_two_tests():
     assert decide(history, gain, MAX_X).verdict == "commit"
     d = decide(history, gain, DetectorConfig(rule="components"))
     assert d.verdict == "branch" and d.z == pytest.approx(1.80, abs=0.01) and "1.96 each" in d.reason
+    assert "1.96 each (5.0% false commits split" in d.reason
+    strict = decide(history, gain, DetectorConfig(rule="components", threshold=2.326))  # 1% one-sided, 0.5% each
+    assert "2.576 each (1.0% false commits split" in strict.reason
     # rule welch: the two sds (100 each) rest on 2 df each, Welch's df (2 v)^2 / (2 v^2 / 2) = 4, and t 1.80 on 4 df
     # has the one-sided p of z 1.45: no commit even on max_x alone
     welch = decide(history, gain, DetectorConfig(metric="max_x"))

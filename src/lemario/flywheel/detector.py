@@ -312,7 +312,8 @@ def verdict_of(
 ) -> tuple[str, str, str | None]:
     """The verdict on a decision's evidence `d`, its reason and a branch's flip (`unit`: max_x's, in words)."""
     flags, threshold = d.flags, d.threshold
-    split = " each (5% false commits split between the two tests)" if cfg.metric == "either" else ""
+    alpha = 1 - NormalDist().cdf(cfg.threshold)
+    split = f" each ({alpha:.1%} false commits split between the two tests)" if cfg.metric == "either" else ""
     as_z = f", as z at {flags.df:.1f} df" if d.rule == "welch" and flags.df is not None else ""
     zs = f"z {d.z:.2f} on max_x ({unit}), {flags.z:.2f} on flags (standard errors{as_z}, policy noise only)"
     gains = []
