@@ -12,7 +12,7 @@ from lemario.core.errors import LemarioError
 from lemario.data.replay import ReplayConfig, select
 from lemario.data.tiers import Tier, audit
 from lemario.flywheel import hof
-from lemario.flywheel.detector import DetectorConfig, IterationScore, decide, replay
+from lemario.flywheel.detector import DetectorConfig, IterationScore, decide, rank_key, replay
 from lemario.play.stats import t_as_z
 
 from conftest import run_cli
@@ -175,24 +175,32 @@ def test_the_tier_caps_are_for_the_level_their_x_was_drawn_on():
 # ---- hall of fame ----------------------------------------------------------------------------------------------
 
 
-def _artifacts(tmp, i, mean, mx):
+def _artifacts(tmp, i, mean, mx, flags=0.0):
     import torch
 
     checkpoint.save(tmp / f"wm{i}.safetensors", {"w": torch.ones(2) * i}, {"kind": "world_model"})
     checkpoint.save(tmp / f"pi{i}.safetensors", {"w": torch.ones(2) * i}, {"kind": "policy"})
     ev = tmp / f"ev{i}"
     ev.mkdir()
-    agg = {"mean_max_x": mean, "max_max_x": mx, "flag_rate": 0.0, "ci95_low": mean - 50, "ci95_high": mean + 50}
+    agg = {"mean_max_x": mean, "max_max_x": mx, "flag_rate": flags, "ci95_low": mean - 50, "ci95_high": mean + 50}
+    agg |= {"episodes": 30}
     (ev / "summary.json").write_text(json.dumps({"per_agent": {"policy:x": agg}}))
     (ev / "episodes.jsonl").write_text("{}\n")
     return tmp / f"wm{i}.safetensors", tmp / f"pi{i}.safetensors", ev
 
 
+def _hof_run(run, metric):
+    """A run folder whose config names its detector metric (what `lemario hof list` says it ranks by)."""
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"run_key": {"detector": {"rule": "welch", "metric": metric}}}))
+    return run
+
+
 def test_hall_of_fame_copies_ranks_and_never_overwrites(tmp_path):
-    run = tmp_path / "run"
+    run = _hof_run(tmp_path / "run", "max_x")
     for i, mean in [(1, 650.0), (2, 820.0), (3, 700.0)]:
-        wm, pi, ev = _artifacts(tmp_path, i, mean, mean + 400)
-        hof.add(run, i, wm, pi, ev, {"seeds": [i * 1000 + 1]})
+        wm, pi, ev = _artifacts(tmp_path, i, mean, mean + 400, flags=0.1 if i == 3 else 0.0)
+        hof.add(run, i, wm, pi, ev, {"seeds": [i * 1000 + 1]}, "max_x")
     assert [e["iteration"] for e in hof.catalog(run)] == [2, 3, 1]
     best = hof.top(run)[0]
     assert best["name"] == "iter2_meanx820_maxx1220"
@@ -201,13 +209,36 @@ def test_hall_of_fame_copies_ranks_and_never_overwrites(tmp_path):
     assert checkpoint.load(entry / "world_model.safetensors", kind="world_model")[0]["w"].tolist() == [2.0, 2.0]
     wm, pi, ev = _artifacts(tmp_path, 4, 900.0, 1000.0)
     with pytest.raises(LemarioError, match="never overwritten"):
-        hof.add(run, 2, wm, pi, ev, {})
+        hof.add(run, 2, wm, pi, ev, {}, "max_x")
     r = run_cli("hof", "list", str(run))
     assert r.returncode == 0 and r.stdout.index("iter2_") < r.stdout.index("iter3_") < r.stdout.index("iter1_")
+    assert "ranked by score:" in r.stdout, "iteration 3's flags do not count on max_x"
     r = run_cli("hof", "export", str(run), "--iteration", "3", "--to", str(tmp_path / "exported"))
     assert r.returncode == 0 and (tmp_path / "exported" / "policy.safetensors").exists()
     r = run_cli("hof", "show", str(tmp_path / "empty"))
     assert r.returncode == 2 and "no hall of fame" in r.stderr
+
+
+def test_a_run_deciding_on_flags_ranks_its_hall_of_fame_by_the_confirmation_flag_rate_then_max_x(tmp_path):
+    """Session 51's iterations 5 and 6 as confirmed on fresh seeds: 1948 with 2 flags in 30, 1846 with 4: on max_x
+    iteration 5 is the best (and the next iteration warm-starts from it), with flags counted iteration 6; among equal
+    rates (iteration 4's 2 in 30) the mean max_x; an entry without a confirmation ranks by its evaluation."""
+    run = _hof_run(tmp_path / "run", "either")
+    confirmed = {5: (1948.4, 2 / 30), 6: (1846.4, 4 / 30), 4: (1609.1, 2 / 30)}
+    for i, (mean, flags) in confirmed.items():
+        wm, pi, ev = _artifacts(tmp_path, i, mean + 100, 3161.0, flags=0.3)
+        cf = _artifacts(tmp_path, 10 + i, mean, 3161.0, flags)[2]
+        hof.add(run, i, wm, pi, ev, {}, "either", confirm_dir=cf)
+    wm, pi, ev = _artifacts(tmp_path, 7, 2100.0, 3161.0, flags=0.1)
+    hof.add(run, 7, wm, pi, ev, {}, "either")
+    assert [e["iteration"] for e in hof.catalog(run)] == [6, 7, 5, 4]
+    assert [e["iteration"] for e in hof.ranked(hof.catalog(run), "max_x")] == [7, 5, 6, 4]
+    assert hof.top(run)[0]["score"] == 1846.4, "score stays the confirmation's mean max_x"
+    r = run_cli("hof", "list", str(run))
+    assert r.returncode == 0 and "ranked by flags, then score:" in r.stdout
+    assert rank_key("flags", {"mean_max_x": 900.0, "flag_rate": 0.0}) < rank_key(
+        "flags", {"mean_max_x": 800.0, "flag_rate": 0.04}
+    )
 
 
 def flagged(i, means, flags, decision="", episodes=30):

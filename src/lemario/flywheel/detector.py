@@ -223,6 +223,15 @@ class Decision:
         return cls(verdict=d["decision"], flags=flags, **{k: v for k, v in d.items() if k in names})
 
 
+def rank_key(metric: str, agg: dict) -> tuple[float, ...]:
+    """What "best" means under a detector metric, for an evaluation aggregate (`lemario.play.stats.aggregate`): its
+    mean max_x with metric 'max_x'; with 'flags' or 'either' its flag rate, then its mean max_x among equal rates (the
+    flag is what those runs are after; equal rates, 0 of 30 above all, are the common case before the first flags).
+    The hall of fame ranks by it, the iteration's best policy of K is picked by it, the next iteration warm-starts
+    from its best."""
+    return (agg["mean_max_x"],) if metric == "max_x" else (agg["flag_rate"], agg["mean_max_x"])
+
+
 def pooled_sd(a: IterationScore, b: IterationScore) -> float:
     """The sd that a difference of two iterations' means is measured against: the root mean square of their sds."""
     return math.sqrt((a.sd**2 + b.sd**2) / 2)

@@ -61,24 +61,9 @@ def plot_kseed(summaries: list[IterationSummary], reference: float | None, path:
     save_png(fig, path)
 
 
-def hof_curve(summaries: list[IterationSummary]) -> list[IterationSummary]:
-    """Best confirmation score so far after each iteration (the curve that must rise)."""
-    best, out = None, []
-    for s in summaries:
-        c = s.score
-        if best is None or c["mean_max_x"] > best["score"]:
-            best = {
-                "iteration": s.iteration,
-                "score": c["mean_max_x"],
-                "ci95": [c["ci95_low"], c["ci95_high"]],
-                "max_max_x": c["max_max_x"],
-            }
-        out.append({"after": s.iteration, **best})
-    return out
-
-
-def plot_hof(curve: list[IterationSummary], reference: float | None, path: Path) -> None:
-    """The hall-of-fame best after each iteration with its 95% CI and its furthest episode."""
+def plot_hof(curve: list[dict], reference: float | None, path: Path) -> None:
+    """The hall-of-fame best after each iteration (`hof_curve`) with its 95% CI, its flag rate and its furthest
+    episode."""
     plt = figure()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     x = [c["after"] for c in curve]
@@ -87,6 +72,15 @@ def plot_hof(curve: list[IterationSummary], reference: float | None, path: Path)
         x, [c["ci95"][0] for c in curve], [c["ci95"][1] for c in curve], color="tab:green", alpha=0.2, step="post"
     )
     ax.step(x, y, where="post", color="tab:green", marker="o", label="hall-of-fame best (95% CI)")
+    for c in curve:
+        if c["flag_rate"] > 0:
+            ax.annotate(
+                f"{c['flag_rate']:.0%} flags",
+                (c["after"], c["score"]),
+                fontsize=7,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
     ax.plot(
         x, [c["max_max_x"] for c in curve], color="tab:orange", marker=".", linestyle=":", label="its furthest episode"
     )

@@ -3,13 +3,14 @@
     RUN/hof/iter{N}_meanx{mean}_maxx{max}/   world_model.{safetensors,json}, policy.{safetensors,json},
                                              eval/summary.json, eval/episodes.jsonl, entry.json
                                              confirm/... (the re-evaluation on fresh seeds, when given)
-    RUN/hof/catalog.json                     entries ranked by score (best first)
+    RUN/hof/catalog.json                     entries ranked (best first)
 
-An entry's score is the mean max_x of its confirmation evaluation when there is one: the iteration's policy is
-the best of K on the evaluation seeds, so its own mean there is biased upwards (the winner's curse); the
-confirmation replays it on seeds nothing was selected on. Files are copied (not linked), so deleting a run's
-working files never loses an entry; the policy's sidecar points at the entry's own world model. Warm starts
-come from `top(run, k)`. `lemario hof list|show|export RUN`.
+Entries are ranked on their confirmation evaluation when there is one (the iteration's policy is the best of K on
+the evaluation seeds, so its own figures there are biased upwards, the winner's curse; the confirmation replays it
+on seeds nothing was selected on), by what the run's detector decides on (`detector.rank_key`): the mean max_x
+(an entry's `score`), or with --detector.metric flags or either the flag rate first, then the mean max_x. Files
+are copied (not linked), so deleting a run's working files never loses an entry; the policy's sidecar points at the
+entry's own world model. Warm starts come from `top(run, k)`. `lemario hof list|show|export RUN`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import tyro
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
+from lemario.flywheel.detector import rank_key
+from lemario.flywheel.keys import upgrade_key
 
 CATALOG = "catalog.json"
 
@@ -78,9 +81,11 @@ def add(
     policy: Path,
     eval_dir: Path,
     extra: dict,
+    metric: str,
     confirm_dir: Path | None = None,
 ) -> dict:
-    """Copy an iteration's artifacts into the hall of fame and re-rank the catalog. Refuses to overwrite."""
+    """Copy an iteration's artifacts into the hall of fame and re-rank the catalog by `metric` (the run's detector
+    metric). Refuses to overwrite."""
     per_agent = read_json(eval_dir / "summary.json")["per_agent"]
     best = per_agent[extra["best_agent"]] if "best_agent" in extra else next(iter(per_agent.values()))
     confirm = next(iter(read_json(confirm_dir / "summary.json")["per_agent"].values())) if confirm_dir else None
@@ -92,7 +97,7 @@ def add(
         )
     if (folder / "entry.json").exists():  # copied, then killed before the catalog was updated: finish that
         entry = read_json(folder / "entry.json")
-        _write_catalog(run, catalog(run) + [entry])
+        _write_catalog(run, catalog(run) + [entry], metric)
         return entry
     tmp = run / "hof" / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -100,13 +105,17 @@ def add(
     entry = _entry(iteration, name, best, confirm, extra)
     write_json(tmp / "entry.json", entry)
     tmp.rename(folder)
-    _write_catalog(run, catalog(run) + [entry])
+    _write_catalog(run, catalog(run) + [entry], metric)
     return entry
 
 
-def _write_catalog(run: Path, entries: list[dict]) -> None:
-    entries = sorted(entries, key=lambda e: -e.get("score", e["mean_max_x"]))
-    write_json(Path(run) / "hof" / CATALOG, entries)
+def ranked(entries: list[dict], metric: str) -> list[dict]:
+    """Entries best first by `metric`, on their confirmation when they have one."""
+    return sorted(entries, key=lambda e: rank_key(metric, e.get("confirm", e)), reverse=True)
+
+
+def _write_catalog(run: Path, entries: list[dict], metric: str) -> None:
+    write_json(Path(run) / "hof" / CATALOG, ranked(entries, metric))
 
 
 def catalog(run: Path) -> list[dict]:
@@ -123,6 +132,11 @@ def top(run: Path, k: int = 1) -> list[dict]:
 def folder(run: Path, entry: dict) -> Path:
     """Where an entry's files are."""
     return Path(run) / "hof" / entry["name"]
+
+
+def _metric(run: Path) -> str:
+    """The detector metric a run ranks its hall of fame by (runs before the flag test: max_x)."""
+    return upgrade_key(read_json(Path(run) / "config.json")["run_key"])["detector"]["metric"]
 
 
 @dataclass(frozen=True)
@@ -142,16 +156,21 @@ def hof_main(cfg: HofConfig) -> None:
         raise LemarioError(f"{cfg.run} has no hall of fame yet: run `lemario flywheel --out {cfg.run}` first")
     if cfg.action == "list":
         print(
-            f"{'rank':>4}  {'iter':>4}  {'score':>6}  {'mean max_x':>10}  {'95% CI':>14}  {'max':>6}  {'flag':>5} "
-            " entry"
+            f"{'rank':>4}  {'iter':>4}  {'score':>6}  {'flags':>5}  {'mean max_x':>10}  {'95% CI':>14}  {'max':>6}  "
+            f"{'flag':>5}  entry"
         )
         for i, e in enumerate(entries, 1):
             print(
-                f"{i:>4}  {e['iteration']:>4}  {e.get('score', e['mean_max_x']):>6.0f}  {e['mean_max_x']:>10.0f}  "
+                f"{i:>4}  {e['iteration']:>4}  {e.get('score', e['mean_max_x']):>6.0f}  "
+                f"{e.get('confirm', e)['flag_rate']:>5.2f}  {e['mean_max_x']:>10.0f}  "
                 f"[{e['ci95'][0]:>5.0f}, {e['ci95'][1]:>5.0f}]  {e['max_max_x']:>6.0f}  {e['flag_rate']:>5.2f}  "
                 f"{e['name']}"
             )
-        print("score: mean max_x on the confirmation seeds (the eval columns are the best of K: biased upwards)")
+        by = "flags, then score" if _metric(cfg.run) != "max_x" else "score"
+        print(
+            f"ranked by {by}: score and flags are the mean max_x and flag rate on the confirmation seeds; the columns "
+            "after them the evaluation's, where the policy was the best of K (biased upwards)"
+        )
         return
     chosen = (
         entries[0] if cfg.iteration is None else next((e for e in entries if e["iteration"] == cfg.iteration), None)

@@ -20,7 +20,7 @@ from lemario.data.replay import select
 from lemario.data.tiers import audit, frames
 from lemario.flywheel import hof
 from lemario.flywheel.config import CONFIRM_SEED_OFFSET, FlywheelConfig, iter_dir, policy_dir, policy_label
-from lemario.flywheel.detector import Decision, decide
+from lemario.flywheel.detector import Decision, decide, rank_key
 from lemario.flywheel.plan import Plan, plan_iteration, replay_config
 from lemario.flywheel.summary import IterationSummary, decision_json, score_of
 from lemario.model.probes import ProbeConfig, run_probes
@@ -223,7 +223,8 @@ class Iteration:
 
     def score(self, policies: dict[str, tuple[int, Path]]) -> tuple[dict[str, dict], dict, dict | None]:
         """Every policy on the harness: (label -> its aggregate, the K-seed summary whose sd is the policies' spread
-        within their world models, with --levels level -> label -> its aggregate on that level)."""
+        within their world models and whose best seed is the best by the detector's metric (`rank_key`), with
+        --levels level -> label -> its aggregate on that level)."""
         specs = {label: f"policy:{path}" for label, (_, path) in policies.items()}
         summary = self.evaluate("eval", tuple(specs.values()), self.cfg.eval_episodes)
         per_seed = {label: summary["per_agent"][spec] for label, spec in specs.items()}
@@ -232,6 +233,7 @@ class Iteration:
             per_level = {lv: {label: agg[spec] for label, spec in specs.items()} for lv, agg in per_level.items()}
         kseed = kseed_summary(per_seed)
         kseed["sd_between_seeds"] = score_of(self.n, per_seed, self.plan).sd
+        kseed["best_seed"] = max(per_seed, key=lambda label: rank_key(self.cfg.detector.metric, per_seed[label]))
         return per_seed, kseed, per_level
 
     def decide(self, per_seed: dict[str, dict]) -> Decision:
@@ -252,7 +254,8 @@ class Iteration:
         if entry is not None:
             return entry
         confirm_dir = self.dir / "confirm" if confirmed else None
-        return hof.add(self.cfg.out, self.n, world_model, policy, self.dir / "eval", extra, confirm_dir)
+        metric = self.cfg.detector.metric
+        return hof.add(self.cfg.out, self.n, world_model, policy, self.dir / "eval", extra, metric, confirm_dir)
 
 
 def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) -> IterationSummary:

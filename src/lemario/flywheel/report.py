@@ -38,7 +38,6 @@ from lemario.flywheel import hof
 from lemario.flywheel.config import FlywheelConfig, iter_dir
 from lemario.flywheel.figures import (
     PROBE_KEYS,
-    hof_curve,
     level_means,
     plot_hof,
     plot_kseed,
@@ -47,7 +46,7 @@ from lemario.flywheel.figures import (
     plot_world_model,
 )
 from lemario.flywheel.run import finished
-from lemario.flywheel.summary import IterationSummary
+from lemario.flywheel.summary import IterationSummary, hof_curve
 from lemario.games.mario.env import EnvConfig
 from lemario.model.decoder import DecoderConfig, train_decoder
 from lemario.play.render import RenderConfig, render
@@ -150,7 +149,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
                 f"{s.k_sd:.0f}",
                 s.best_seed,
                 _confirm_cell(s),
-                f"{c['score']:.0f} (iter {c['iteration']})",
+                f"{c['score']:.0f}, {c['flag_rate']:.0%} flags (iter {c['iteration']})",
                 s.corpus_episodes,
                 s.env_steps,
                 _exploration_cell(s),
@@ -280,12 +279,13 @@ def _headline(run: Path, summaries: list[IterationSummary], curve: list[dict], r
     sds = [s.k_sd for s in summaries]
     commit = read_json(run / "config.json").get("git_commit", "?")
     ref = "-" if reference is None else f"{reference:.0f}"
-    rose = "rose" if curve[-1]["score"] > curve[0]["score"] else "did not rise"
+    rose = "rose" if curve[-1]["iteration"] != curve[0]["iteration"] else "did not rise"
     return (
         f"Run {run}: {len(summaries)} iterations, {_design(summaries[0])} each; git {commit}. "
         f"Measured between-seed sd of mean max_x: {np.mean(sds):.0f} on average (range {min(sds):.0f}-"
-        f"{max(sds):.0f}). Biased-random reference: {ref}. Hall-of-fame best: {curve[-1]['score']:.0f} (iteration "
-        f"{curve[-1]['iteration']}, confirmation on fresh seeds); HOF best {rose} over the run."
+        f"{max(sds):.0f}). Biased-random reference: {ref}. Hall-of-fame best: {curve[-1]['score']:.0f}, "
+        f"{curve[-1]['flag_rate']:.0%} flags (iteration {curve[-1]['iteration']}, confirmation on fresh seeds); HOF "
+        f"best {rose} over the run."
     )
 
 

@@ -40,7 +40,6 @@ that then commits is kept, one that does not is reverted. `halt` stops the run u
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
 from lemario.flywheel.fork import fork, link_tree
 from lemario.flywheel.iteration import run_iteration
 from lemario.flywheel.keys import upgrade_key
-from lemario.flywheel.summary import IterationSummary
+from lemario.flywheel.summary import IterationSummary, hof_curve
 
 
 def finished(run: Path) -> list[IterationSummary]:
@@ -136,14 +135,14 @@ def format_table(summaries: list[IterationSummary]) -> str:
     their evaluations, the confirmation, the best so far, the verdict, and the world model's optimizer steps (a
     `--train.minutes` cap on a busy machine can stop it short of `--train.steps`: the run then depends on the load)."""
     header = f"{'iter':>4}  {'env steps':>9}  {'K-seed mean':>11}  {'sd':>5}  {'seeds (mean max_x)':<28}{'flags':>7}"
-    lines, best = [header + f"{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"], -math.inf
-    for s in summaries:
+    lines = [header + f"{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"]
+    for s, best in zip(summaries, hof_curve(summaries)):
         seeds = " ".join(f"{v['mean_max_x']:.0f}" for v in s.seed_scores.values())
         flags = "/".join(map(str, s.flags))
-        best = max(best, s.score["mean_max_x"])
         lines.append(
             f"{s.iteration:>4}  {s.env_steps:>9}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  {seeds:<28}{flags:>7}"
-            f"{s.score['mean_max_x']:>9.0f}  {best:>8.0f}  {s.decision.verdict:<8}  {s.world_model.get('steps')}"
+            f"{s.score['mean_max_x']:>9.0f}  {best['score']:>8.0f}  {s.decision.verdict:<8}  "
+            f"{s.world_model.get('steps')}"
         )
     return "\n".join(lines)
 

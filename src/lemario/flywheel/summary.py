@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lemario.flywheel.config import policy_label
-from lemario.flywheel.detector import Decision, IterationScore
+from lemario.flywheel.detector import Decision, IterationScore, rank_key
 from lemario.flywheel.plan import Past, Plan
 from lemario.play.variance import pooled_within_sd
 
@@ -55,6 +55,11 @@ class IterationSummary:
         return self.confirm or self.seed_scores[policy_label(self.best_world_model, self.best_seed)]
 
     @property
+    def rank(self) -> tuple[float, ...]:
+        """Its place in the hall of fame (`rank_key` of `score` by its detector's metric): larger is better."""
+        return rank_key(self.decision.metric, self.score)
+
+    @property
     def env_steps(self) -> int:
         """Env steps of the run's corpus after this iteration: every step collected or explored (an episode's first
         frame is its reset, no step); evaluation episodes are not counted."""
@@ -87,6 +92,26 @@ class IterationSummary:
     def from_json(cls, d: dict) -> IterationSummary:
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def hof_curve(summaries: list[IterationSummary]) -> list[dict]:
+    """The hall of fame's best after each iteration (by its detector's metric: `IterationSummary.rank`) with its
+    confirmation's mean max_x as "score" (the curve that must rise) and flag rate."""
+    best, out = None, []
+    for s in summaries:
+        best = s if best is None or s.rank > best.rank else best
+        c = best.score
+        out.append(
+            {
+                "after": s.iteration,
+                "iteration": best.iteration,
+                "score": c["mean_max_x"],
+                "flag_rate": c["flag_rate"],
+                "ci95": [c["ci95_low"], c["ci95_high"]],
+                "max_max_x": c["max_max_x"],
+            }
+        )
+    return out
 
 
 def score_of(n: int, per_seed: dict[str, dict], plan: Plan, verdict: str = "") -> IterationScore:
