@@ -21,7 +21,7 @@ from lemario.data.corpus import read_meta, scan
 from lemario.data.tiers import tier_of
 from lemario.flywheel import hof
 from lemario.flywheel import run as flywheel_run
-from lemario.flywheel.config import PRESETS
+from lemario.flywheel.config import PRESETS, policy_dir
 from lemario.flywheel.detector import DetectorConfig
 from lemario.flywheel.plan import plan_iteration
 from lemario.flywheel.run import flywheel
@@ -395,6 +395,26 @@ def test_a_halted_run_says_so_until_it_goes_on(uninterrupted, tmp_path, monkeypa
     monkeypatch.setattr(flywheel_run, "run_iteration", iteration)
     assert len(flywheel(replace(cfg, continue_after_halt=True))) == 3
     assert said == ["running"] and json.loads((run / "state.json").read_text())["status"] == "done"
+
+
+def test_a_resumed_iteration_keeps_the_policy_its_confirmation_played(uninterrupted, tmp_path):
+    """The best of K is picked once: an iteration resumed after its confirmation, by code (here: scores) that would
+    pick another policy, keeps the confirmed one instead of asking the confirmation for a policy it never played."""
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run)
+    (run / "iter002" / "summary.json").unlink()
+    for name in ("eval", "confirm"):  # the copy's evaluations name the copy's policies
+        path = run / "iter002" / name / "summary.json"
+        path.write_text(path.read_text().replace(str(uninterrupted[0]), str(run)))
+    confirmed = next(iter(json.loads((run / "iter002" / "confirm" / "summary.json").read_text())["per_agent"]))
+    path = run / "iter002" / "eval" / "summary.json"
+    scores = json.loads(path.read_text())
+    other = next(spec for spec in scores["per_agent"] if spec != confirmed)
+    scores["per_agent"][other] |= {"mean_max_x": 1e6, "flag_rate": 1.0}
+    path.write_text(json.dumps(scores))
+    summaries = flywheel(replace(PRESETS["tiny"], out=run, iterations=2, progress=False))
+    best = policy_dir(run / "iter002", summaries[1].best_world_model, summaries[1].best_seed)
+    assert f"policy:{best / 'policy.safetensors'}" == confirmed != other
 
 
 def test_an_iteration_of_two_world_models_and_a_measured_world_model_variance(tmp_path):

@@ -236,6 +236,15 @@ class Iteration:
         kseed["best_seed"] = max(per_seed, key=lambda label: rank_key(self.cfg.detector.metric, per_seed[label]))
         return per_seed, kseed, per_level
 
+    def picked(self, policies: dict[str, tuple[int, Path]]) -> str | None:
+        """The policy the iteration's confirmation played, when it did (a pick made once: resumed on code that ranks
+        policies otherwise, the iteration keeps it)."""
+        path = self.dir / "confirm" / "summary.json"
+        if not path.exists():
+            return None
+        spec = next(iter(read_json(path)["per_agent"]))
+        return next(label for label, (_, policy) in policies.items() if f"policy:{policy}" == spec)
+
     def decide(self, per_seed: dict[str, dict]) -> Decision:
         """The detector's decision against the finished iterations (decision.json, made once)."""
         path = self.dir / "decision.json"
@@ -269,7 +278,7 @@ def run_iteration(cfg: FlywheelConfig, n: int, history: list[IterationSummary]) 
     probe = it.probe()
     policies = it.imagine()
     per_seed, kseed, per_level = it.score(policies)
-    best_label = kseed["best_seed"]
+    best_label = it.picked(policies) or kseed["best_seed"]
     best_wm, best_policy = policies[best_label]
     best_spec = f"policy:{best_policy}"
     confirm = None
