@@ -22,6 +22,7 @@ from lemario.control.reward import RewardWeights
 from lemario.flywheel.detector import rank_key
 
 FLAG_BONUS = RewardWeights().flag_bonus
+KEYS = ("max_x", "flags", "reward")
 
 
 def key_value(key: str, x: np.ndarray, flags: np.ndarray) -> tuple[float, ...]:
@@ -29,9 +30,6 @@ def key_value(key: str, x: np.ndarray, flags: np.ndarray) -> tuple[float, ...]:
     if key == "reward":
         return (float((x + FLAG_BONUS * flags).mean()),)
     return rank_key(key, {"mean_max_x": float(x.mean()), "flag_rate": float(flags.mean())})
-
-
-KEYS = ("max_x", "flags", "reward")
 
 
 def policies(iteration: Path) -> list[tuple[np.ndarray, np.ndarray]]:
