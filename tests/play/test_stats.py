@@ -98,6 +98,7 @@ def test_kseed_summary_by_hand():
     assert k["mean_of_means"] == pytest.approx((700 + 900 + 682) / 3)
     assert k["sd_between_seeds"] == pytest.approx(np.std([700, 900, 682], ddof=1))
     assert k["best_seed"] == "s2" and k["mode_collapsed_seeds"] == ["s3"]
+    assert kseed_summary(per_seed, best_by=lambda agg: -agg["mean_max_x"])["best_seed"] == "s3", "best by a key"
 
 
 def test_z_score_of_the_seeds_false_breakthrough():

@@ -231,9 +231,8 @@ class Iteration:
         per_level = summary.get("per_level")
         if per_level is not None:
             per_level = {lv: {label: agg[spec] for label, spec in specs.items()} for lv, agg in per_level.items()}
-        kseed = kseed_summary(per_seed)
+        kseed = kseed_summary(per_seed, best_by=lambda agg: rank_key(self.cfg.detector.metric, agg))
         kseed["sd_between_seeds"] = score_of(self.n, per_seed, self.plan).sd
-        kseed["best_seed"] = max(per_seed, key=lambda label: rank_key(self.cfg.detector.metric, per_seed[label]))
         return per_seed, kseed, per_level
 
     def picked(self, policies: dict[str, tuple[int, Path]]) -> str | None:

@@ -152,14 +152,15 @@ def format_ends(ends: dict[str, dict[int, int]], bin_px: int = 100, bins: int = 
     return " | ".join(parts)
 
 
-def kseed_summary(per_seed: dict[str, dict]) -> dict:
-    """Across K independently trained agents: the mean of their means and the sd between seeds."""
+def kseed_summary(per_seed: dict[str, dict], best_by=lambda agg: agg["mean_max_x"]) -> dict:
+    """Across K independently trained agents: the mean of their means, the sd between seeds, and the best seed by
+    `best_by` of its aggregate (mean max_x unless told: the flywheel's detector metric picks otherwise)."""
     means = np.array([s["mean_max_x"] for s in per_seed.values()], dtype=np.float64)
     return {
         "seeds": len(means),
         "mean_of_means": float(means.mean()) if len(means) else float("nan"),
         "sd_between_seeds": float(means.std(ddof=1)) if len(means) > 1 else float("nan"),
-        "best_seed": max(per_seed, key=lambda k: per_seed[k]["mean_max_x"]) if per_seed else None,
+        "best_seed": max(per_seed, key=lambda k: best_by(per_seed[k])) if per_seed else None,
         "mode_collapsed_seeds": [k for k, s in per_seed.items() if s["mode_collapse"]],
         "flag_rate": float(np.mean([s["flag_rate"] for s in per_seed.values()])) if per_seed else float("nan"),
     }
