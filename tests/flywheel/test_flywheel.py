@@ -303,7 +303,7 @@ def test_report_has_the_plots_tables_and_the_best_episode(uninterrupted):
         assert f"src='{png}'" in (out / "index.html").read_text()
     md = (out / "report.md").read_text()
     assert "## Detector decisions" in md and "| 2 |" in md and "between-seed sd" in md
-    assert "| env steps | exploration |" in md and "env steps, frontier x" in md
+    assert "| env steps | emulated (with evaluations) | exploration |" in md and "env steps, frontier x" in md
     blocked = json.loads((run / "iter002" / "progress.json").read_text())["report"]["groups"]["blocked"]["steps"]
     assert "| blocked steps (prev WM) |" in md
     assert any(line.startswith("| 1 |") and line.endswith("| - | - |") for line in md.splitlines()), "no model before"
@@ -344,6 +344,26 @@ def test_compare_puts_the_run_beside_ppo_at_equal_env_steps(uninterrupted, tmp_p
             f"| {run.name} (seed 0) | {n} | {steps[n - 1]:,} | {ci} |" in md
             and f"| {ppo_at:.0f} | {ppo_at:.0f} |" in md
         )
+
+
+def test_emulated_steps_add_every_evaluation_episode_played_to_the_corpus(uninterrupted, tmp_path):
+    """The run's own play it picks and decides on (K policies' evaluations, the confirmation) counted from the
+    episodes it wrote: in state.json, the closing table and, with --count-eval-play, `lemario compare`."""
+    run, stdout = uninterrupted
+    state = json.loads((run / "state.json").read_text())["iterations"]
+    played = 0
+    for n, it in enumerate(state, 1):
+        for name in ("eval", "confirm"):
+            rows = (run / f"iter{n:03d}" / name / "episodes.jsonl").read_text().splitlines()
+            played += sum(json.loads(line)["steps"] for line in rows)
+        assert it["emulated_steps"] == it["env_steps"] + played > it["env_steps"]
+    table = stdout.split("K-seed mean")[1]
+    assert f"{state[-1]['env_steps']:>9}  {state[-1]['emulated_steps']:>9}  " in table
+    r = run_cli("compare", "--flywheel", str(run), "--count-eval-play", "--out", str(tmp_path / "cmp"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "its evaluations' play included" in md
+    assert all(f"| {run.name} (seed 0) | {n} | {it['emulated_steps']:,} |" in md for n, it in enumerate(state, 1))
 
 
 def test_status_reads_a_run_as_it_stands(uninterrupted, tmp_path):

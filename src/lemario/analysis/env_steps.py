@@ -16,9 +16,11 @@ two arms or more compare.md adds each arm's mean env steps to each mark and its 
 reference, e.g. scratch, first).
 
 A flywheel iteration's env steps are every step its corpus holds after that iteration's collection (what its
-world model and policies learned from; evaluations not counted), its evaluation the K policies' episodes on the
-harness's eval seeds; a PPO evaluation's env steps are the run's `num_timesteps` when it was taken. Everything is
-read from the run folders, live or finished; rebuild it at any time.
+world model and policies learned from; evaluations not counted, as issue 20 counts), its evaluation the K policies'
+episodes on the harness's eval seeds; with --count-eval-play also every evaluation episode the run played by then
+(`lemario.flywheel.summary.emulated_steps`: the play its pick of K and its detector decide on, which an agent that
+chooses by playing the game spends); a PPO evaluation's env steps are the run's `num_timesteps` when it was taken.
+Everything is read from the run folders, live or finished; rebuild it at any time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import atomic_write_text, read_json
 from lemario.core.plots import env_steps_axis, figure, save_png, table
 from lemario.flywheel.run import finished
+from lemario.flywheel.summary import emulated_steps
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class CompareConfig:
     reference: float | None = None
     """A mean max_x to draw as a horizontal line (e.g. biased random's)."""
     reference_label: str = "reference"
+    count_eval_play: bool = False
+    """Put each flywheel iteration at every env step its run emulated by then, its evaluations' play included
+    (`emulated_steps`), instead of its corpus's env steps alone. PPO's runs are unchanged: their evaluations choose
+    nothing."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,9 @@ def arm_and_folder(arg: Path, kind: str) -> tuple[str, Path]:
     return arm, Path(folder)
 
 
-def flywheel_curve(run: Path, arm: str = "flywheel") -> Curve:
-    """A flywheel run's iterations: K-seed mean +- sd / sqrt(K), and the flag rate over all K policies' episodes."""
+def flywheel_curve(run: Path, arm: str = "flywheel", eval_play: bool = False) -> Curve:
+    """A flywheel run's iterations: K-seed mean +- sd / sqrt(K), and the flag rate over all K policies' episodes, at
+    the corpus's env steps (with `eval_play`, every env step emulated: `emulated_steps`)."""
     summaries = finished(run)
     if not summaries:
         raise LemarioError(
@@ -100,7 +108,7 @@ def flywheel_curve(run: Path, arm: str = "flywheel") -> Curve:
         kind="flywheel",
         arm=arm,
         label=f"{run.name} (seed {seed})",
-        env_steps=np.array([s.env_steps for s in summaries]),
+        env_steps=np.array(emulated_steps(summaries) if eval_play else [s.env_steps for s in summaries]),
         mean=mean,
         low=mean - se,
         high=mean + se,
@@ -223,6 +231,19 @@ def _equal_steps_table(curves: list[Curve]) -> str:
     return table(header + [f"{p.label} (interpolated)" for p in ppo] + ["PPO mean"], rows)[0]
 
 
+def _arms(runs: tuple[Path, ...], kind: str) -> list[tuple[str, Path]]:
+    return [arm_and_folder(Path(r), kind) for r in runs]
+
+
+def _counted(cfg: CompareConfig) -> str:
+    """What a flywheel run's env steps count, said once above the tables."""
+    if not cfg.flywheel:
+        return ""
+    if cfg.count_eval_play:
+        return "Flywheel env steps: every step each run emulated, its evaluations' play included.\n"
+    return "Flywheel env steps: the steps each run's corpus holds (its evaluations' play not counted).\n"
+
+
 def _names(runs: tuple[Path, ...]) -> str:
     return ", ".join(map(str, runs)) or "none"
 
@@ -233,17 +254,15 @@ def build(cfg: CompareConfig) -> str:
         raise LemarioError("no run folders given: pass --flywheel RUN ... and/or --ppo RUN ...")
     if not cfg.marks or min(cfg.marks) <= 0:
         raise LemarioError(f"--marks {' '.join(map(str, cfg.marks))}: give positive x (e.g. --marks 700 1500 2000)")
-    curves = []
-    for runs, kind, curve in ((cfg.flywheel, "flywheel", flywheel_curve), (cfg.ppo, "PPO", ppo_curve)):
-        for r in runs:
-            arm, folder = arm_and_folder(Path(r), kind)
-            curves.append(curve(folder, arm))
+    curves = [flywheel_curve(folder, arm, cfg.count_eval_play) for arm, folder in _arms(cfg.flywheel, "flywheel")]
+    curves += [ppo_curve(folder, arm) for arm, folder in _arms(cfg.ppo, "PPO")]
     cfg.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, cfg, cfg.out / "curve.png")
     sections = [
         "# World-model flywheel and PPO against env steps\n",
         f"Flywheel runs: {_names(cfg.flywheel)}. PPO runs: {_names(cfg.ppo)}.",
-        "Milestones: the evaluation mean max_x first at x, the flag when half the evaluation episodes took it.\n",
+        "Milestones: the evaluation mean max_x first at x, the flag when half the evaluation episodes took it.",
+        _counted(cfg),
         "## Milestones (env steps)\n",
         _milestones_tables(curves, cfg.marks),
     ]

@@ -46,7 +46,7 @@ from lemario.flywheel.figures import (
     plot_world_model,
 )
 from lemario.flywheel.run import finished
-from lemario.flywheel.summary import IterationSummary, hof_curve
+from lemario.flywheel.summary import IterationSummary, emulated_steps, hof_curve
 from lemario.games.mario.env import EnvConfig
 from lemario.model.decoder import DecoderConfig, train_decoder
 from lemario.play.render import RenderConfig, render
@@ -137,6 +137,7 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
             "HOF best",
             "corpus episodes",
             "env steps",
+            "emulated (with evaluations)",
             "exploration",
             "minutes",
         ],
@@ -152,10 +153,11 @@ def _iterations_table(summaries: list[IterationSummary], curve: list[dict]) -> t
                 f"{c['score']:.0f}, {c['flag_rate']:.0%} flags (iter {c['iteration']})",
                 s.corpus_episodes,
                 s.env_steps,
+                emulated,
                 _exploration_cell(s),
                 f"{sum(s.timing.values()) / 60:.1f}",
             ]
-            for s, c in zip(summaries, curve)
+            for s, c, emulated in zip(summaries, curve, emulated_steps(summaries))
         ],
     )
 

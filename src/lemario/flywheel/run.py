@@ -51,7 +51,7 @@ from lemario.flywheel.config import BOOKKEEPING, FlywheelConfig, iter_dir
 from lemario.flywheel.fork import fork, link_tree
 from lemario.flywheel.iteration import run_iteration
 from lemario.flywheel.keys import upgrade_key
-from lemario.flywheel.summary import IterationSummary, hof_curve
+from lemario.flywheel.summary import IterationSummary, emulated_steps, hof_curve
 
 
 def finished(run: Path) -> list[IterationSummary]:
@@ -74,12 +74,13 @@ def write_state(cfg: FlywheelConfig, summaries: list[IterationSummary], status: 
             "seed_means": {k: v["mean_max_x"] for k, v in s.seed_scores.items()},
             "flags": list(s.flags),
             "env_steps": s.env_steps,
+            "emulated_steps": emulated,
             "confirm_mean": s.confirm["mean_max_x"] if s.confirm else None,
             "decision": s.decision.verdict,
             "reason": s.decision.reason,
             "seconds": sum(s.timing.values()),
         }
-        for s in summaries
+        for s, emulated in zip(summaries, emulated_steps(summaries))
     ]
     state = {"status": status, "iterations_done": len(summaries), "hof_best": best[0] if best else None}
     write_json(cfg.out / "state.json", {**state, "iterations": iterations})
@@ -131,16 +132,20 @@ def flywheel(cfg: FlywheelConfig) -> list[IterationSummary]:
 
 
 def format_table(summaries: list[IterationSummary]) -> str:
-    """One line per iteration: the corpus's env steps after it, K-seed mean and sd, the seeds' means, the flags over
+    """One line per iteration: the corpus's env steps after it and every env step the run emulated by then (the
+    evaluations' play too: `emulated_steps`), K-seed mean and sd, the seeds' means, the flags over
     their evaluations, the confirmation, the best so far, the verdict, and the world model's optimizer steps (a
     `--train.minutes` cap on a busy machine can stop it short of `--train.steps`: the run then depends on the load)."""
-    header = f"{'iter':>4}  {'env steps':>9}  {'K-seed mean':>11}  {'sd':>5}  {'seeds (mean max_x)':<28}{'flags':>7}"
-    lines = [header + f"{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"]
-    for s, best in zip(summaries, hof_curve(summaries)):
+    header = f"{'iter':>4}  {'env steps':>9}  {'emulated':>9}  {'K-seed mean':>11}  {'sd':>5}  "
+    lines = [
+        header + f"{'seeds (mean max_x)':<28}{'flags':>7}{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"
+    ]
+    for s, best, emulated in zip(summaries, hof_curve(summaries), emulated_steps(summaries)):
         seeds = " ".join(f"{v['mean_max_x']:.0f}" for v in s.seed_scores.values())
         flags = "/".join(map(str, s.flags))
         lines.append(
-            f"{s.iteration:>4}  {s.env_steps:>9}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  {seeds:<28}{flags:>7}"
+            f"{s.iteration:>4}  {s.env_steps:>9}  {emulated:>9}  {s.k_mean:>11.0f}  {s.k_sd:>5.0f}  "
+            f"{seeds:<28}{flags:>7}"
             f"{s.score['mean_max_x']:>9.0f}  {best['score']:>8.0f}  {s.decision.verdict:<8}  "
             f"{s.world_model.get('steps')}"
         )

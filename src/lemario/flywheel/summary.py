@@ -66,6 +66,13 @@ class IterationSummary:
         return self.corpus_frames - self.corpus_episodes
 
     @property
+    def eval_steps(self) -> int:
+        """Env steps this iteration's own evaluations played: its K policies' episodes and its confirmation's, the
+        play its pick of K and its decision rest on (`env_steps` leaves them out, as issue 20's accounting does)."""
+        scores = [*self.seed_scores.values(), *([self.confirm] if self.confirm else [])]
+        return round(sum(s["mean_steps"] * s["episodes"] for s in scores))
+
+    @property
     def flags(self) -> tuple[int, int]:
         """(episodes that took the flag, episodes) over the K policies' evaluations."""
         scores = self.seed_scores.values()
@@ -92,6 +99,14 @@ class IterationSummary:
     def from_json(cls, d: dict) -> IterationSummary:
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**{**fields, "plan": Plan.from_json(d["plan"]), "decision": Decision.from_json(d["decision"])})
+
+
+def emulated_steps(summaries: list[IterationSummary]) -> list[int]:
+    """After each iteration, every env step the run has emulated: its corpus (`env_steps`) and all the evaluation
+    play of that iteration and the ones before it (`eval_steps`). What a run that picks its policies by playing the
+    game spends; its corpus alone is what the world model and the policies learned from."""
+    played = np.cumsum([s.eval_steps for s in summaries], dtype=np.int64)
+    return [s.env_steps + int(p) for s, p in zip(summaries, played)]
 
 
 def hof_curve(summaries: list[IterationSummary]) -> list[dict]:
