@@ -271,6 +271,7 @@ def test_bad_agent_specs(tmp_path):
 
 
 # ---- imagination actor-critic ----------------------------------------------------------------------------------
+from lemario.control.corpus_states import imitation_batches, imitation_loss, success_windows  # noqa: E402
 from lemario.control.exploring import ExploringAgent, end_windows  # noqa: E402
 from lemario.control.imagination import ActorCritic, imagine, lambda_returns, symexp, symlog, train_policy  # noqa: E402
 
@@ -448,6 +449,76 @@ def test_actor_critic_never_learns_an_action_it_may_not_choose():
     dist = ac.dist(torch.zeros(16, 4))
     assert (dist.probs[:, 1] == 0).all() and dist.probs[:, 3].mean() < 0.1, dist.probs.mean(0)
     assert torch.isfinite(dist.entropy()).all()
+
+
+def test_imitation_loss_by_hand():
+    """A uniform actor: the real actions' mean negative log-likelihood is log 4; its likeliest action is the first."""
+    ac = ActorCritic(4, 4, 8)
+    for p in ac.actor.parameters():
+        torch.nn.init.zeros_(p)
+    nll, m = imitation_loss(ac, torch.randn(10, 4), torch.tensor([0] * 5 + [2] * 5))
+    assert nll.item() == pytest.approx(np.log(4)) and m["imitate/agree"] == pytest.approx(0.5)
+
+
+class _FrameWorld(_LineWorld):
+    """The line world with an encoder: a frame's latent carries its pixel value (the frame's index below)."""
+
+    history = 2
+
+    def encode(self, obs, level):  # (B, c, 1, 1, 1) uint8 -> (B, c, 4)
+        z = torch.zeros(*obs.shape[:2], 4)
+        z[..., 0] = obs[:, :, -1, 0, 0].float()
+        return z
+
+
+def test_self_imitation_draws_the_flag_episodes_steps_the_policy_may_take():
+    """Two episodes of 6 frames, the second reaching the flag; windows of 2 frames imitate their last frame's action:
+    those of the flag episode (not its last frame, which has none), less the forbidden action 3's."""
+    from lemario.data.buffer import EpisodeBuffer
+    from lemario.games.mario.ram import LABELS
+
+    labels = np.zeros((12, len(LABELS)), np.int32)
+    labels[11, LABELS.index("flag_get")] = 1
+    starts = np.array([0, 6])
+    buf = EpisodeBuffer(
+        frames=np.arange(12, dtype=np.uint8)[:, None, None],
+        actions=np.array([1, 1, 1, 1, 1, -1, 2, 3, 2, 3, 2, -1]),
+        rewards=np.zeros((12, 4), np.float32),
+        labels=labels,
+        episode_start=np.repeat(starts, 6),
+        starts=starts,
+        lengths=np.array([6, 6]),
+        files=["e0", "e1"],
+        action_set="complex",
+    )
+    assert buf.flagged(np.arange(12)).tolist() == [False] * 6 + [True] * 6
+    assert success_windows(buf, 2).tolist() == [6, 7, 8, 9]  # last frames 7-10
+    allowed = torch.tensor([True, True, True, False])
+    assert success_windows(buf, 2, allowed).tolist() == [7, 9]
+    draw = imitation_batches(_FrameWorld(), buf, 32, allowed)
+    s, a = draw(np.random.default_rng(0))
+    assert draw.steps == 2 and (a == 2).all() and set(s[:, 0].tolist()) == {8.0, 10.0}
+    buf.labels[11] = 0
+    assert imitation_batches(_FrameWorld(), buf, 32) is None, "no flag-reaching episode: no imitation"
+
+
+def test_self_imitation_pulls_the_policy_to_the_actions_that_reached_the_flag():
+    """The line world rewards action 1; successes that all took action 2, imitated with a large weight, make 2 the
+    policy's choice, which the same training without them does not."""
+
+    def starts(rng):
+        return torch.zeros(64, 1, 4), torch.zeros(64, 0, dtype=torch.int64), torch.zeros(64, dtype=torch.int64)
+
+    def successes(rng):
+        return torch.zeros(64, 4), torch.full((64,), 2)
+
+    cfg = ImagineConfig(updates=60, batch=64, horizon=8, hidden=32, actor_lr=3e-3, critic_lr=3e-3, progress=False)
+    imitating = train_policy(_LineWorld(), starts, replace(cfg, imitate=10.0), 4, imitate_fn=successes)
+    plain = train_policy(_LineWorld(), starts, cfg, 4)
+    s = torch.zeros(16, 4)
+    assert imitating.dist(s).probs.mean(0)[2] > 0.6 > plain.dist(s).probs.mean(0)[2] + 0.3
+    with pytest.raises(LemarioError, match="--imitate -1"):
+        replace(cfg, imitate=-1.0).validate()
 
 
 # ---- videos ----------------------------------------------------------------------------------------------------

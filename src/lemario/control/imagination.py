@@ -6,7 +6,9 @@ imagines `horizon` steps with the predictor (actions sampled from pi) and the re
 death), and computes lambda-returns with the death probability as the continuation flag. The critic regresses
 symlog returns; a slow copy of it (EMA) supplies the bootstrap values. Returns are normalized by the EMA of
 their 5th-95th percentile range (at least 1) before the REINFORCE advantage; an entropy bonus keeps pi
-from collapsing. Policies are checkpointed like world models (safetensors + JSON sidecar, kind "policy").
+from collapsing. With `--imitate W` the actor also learns the actions the corpus's flag-reaching episodes took
+(`lemario.control.corpus_states`). Policies are checkpointed like world models (safetensors + JSON sidecar, kind
+"policy").
 """
 
 from __future__ import annotations
@@ -21,26 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from lemario.control.corpus_states import corpus_starts, imitation_batches, imitation_loss
 from lemario.control.reward import RewardWeights, ends, scalar_reward
 from lemario.core import checkpoint, runlog
-from lemario.core.device import resolve_device
+from lemario.core.device import module_device, resolve_device
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
 from lemario.core.files import check_writable, writer_lock
 from lemario.core.progress import progress_bar
 from lemario.core.runconfig import as_json
-from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
+from lemario.data.buffer import EpisodeBuffer
 from lemario.model.trainer import read_episode_list
 from lemario.model.world_model import PROGRESS_SCALE, decode_reward, known_actions, load_world_model
 
 RETURN_UNIT = PROGRESS_SCALE
 """Pixels of progress per unit of the critic's returns (symlog is near linear around 1)."""
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """Where a module's parameters live (CPU for one without any)."""
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +119,9 @@ class ImagineConfig:
     players die: more of the policy's practice where play fails); 0: none, every start as above."""
     death_window: int = 24
     """Steps before a death's certainty (the death reward's first doomed frame) that `death_share` draws from."""
+    imitate: float = 0.0
+    """Weight of self-imitation: the negative log-likelihood of the actions the corpus's flag-reaching episodes took,
+    at their encoded real states, added to the actor's loss (`lemario.control.corpus_states`); 0: none."""
     min_action_share: float = 0.001
     """The policy chooses only actions that took at least this share of the world model's training corpus's steps
     (`lemario.model.world_model.known_actions`); 0: every action, as before issue 21."""
@@ -138,6 +138,8 @@ class ImagineConfig:
         if not (0 <= self.death_share <= 1 and self.death_window >= 1):
             given = f"--death-share {self.death_share}, --death-window {self.death_window}"
             raise LemarioError(f"{given}: use a share in [0, 1] and a window >= 1")
+        if self.imitate < 0:
+            raise LemarioError(f"--imitate {self.imitate}: use a weight >= 0 (0: no self-imitation)")
 
 
 PRESETS = {
@@ -248,11 +250,13 @@ def train_policy(
     log=None,
     allowed: torch.Tensor | None = None,
     snapshot=None,
+    imitate_fn=None,
 ) -> ActorCritic:
     """Train an actor-critic in imagination. starts_fn(rng) -> (start latents (B, c, D), the actions between them
     (B, c-1), the action before the first (B,)), on the world model's device; allowed (A,) bool: the actions the
     policy may choose (None: all); snapshot(updates, ac) is called every `cfg.snapshot_every` updates before the
-    last."""
+    last; imitate_fn(rng) -> (real states (B, F), the actions taken there (B,)) adds `cfg.imitate` x their negative
+    log-likelihood to the loss (None: no imitation)."""
     device = module_device(world_model)
     torch.manual_seed(cfg.seed)
     ac = ActorCritic(world_model.state_dim, n_actions, cfg.hidden, allowed).to(device)
@@ -276,6 +280,9 @@ def train_policy(
         start, past, prev = starts_fn(rng)
         s, actions, reward_out = imagine(world_model, ac, start, past, prev, cfg.horizon, generator)
         loss, metrics, spread = actor_critic_loss(ac, slow, s, actions, reward_out, cfg, scale)
+        if imitate_fn is not None:
+            nll, im = imitation_loss(ac, *imitate_fn(rng))
+            loss, metrics = loss + cfg.imitate * nll, {**metrics, **im}
         scale = 0.99 * scale + 0.01 * spread if i else spread.clamp_min(1.0)
         opt.zero_grad()
         loss.backward()
@@ -292,29 +299,6 @@ def train_policy(
         if snapshot and cfg.snapshot_every and (i + 1) % cfg.snapshot_every == 0 and i + 1 < cfg.updates:
             snapshot(i + 1, ac)
     return ac
-
-
-def corpus_starts(
-    world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False, death: tuple[float, int] = (0.0, 0)
-):
-    """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus (each level
-    equally often with balance_levels; a share death[0] of them from the death[1] steps before a death)."""
-    c = world_model.history
-    valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
-    p = window_probabilities(buffer, valid, balance_levels=True) if balance_levels else None
-    if death[0]:  # by each window's last frame, the start itself
-        p = with_deaths_share(buffer, valid + c - 1, p, *death)
-
-    device = module_device(world_model)
-
-    def starts(rng: np.random.Generator):
-        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid, p=p)
-        with torch.no_grad():
-            level = torch.from_numpy(sample["level"]).to(device)  # (B,)
-            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device), level)  # (B, c, D)
-        return z, torch.from_numpy(sample["actions"]).to(device), torch.from_numpy(sample["prev"]).to(device)
-
-    return starts
 
 
 def run_imagine(cfg: ImagineConfig) -> Path:
@@ -352,6 +336,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
                 "world_model_commit": wm_meta.get("git_commit"),
                 "train_config": as_json(cfg),
                 "updates": updates,
+                "imitated_steps": imitate.steps if imitate else 0,
                 "seconds": round(time.time() - t0, 1),
             }
             checkpoint.save(path, ac.state_dict(), sidecar)
@@ -360,7 +345,10 @@ def run_imagine(cfg: ImagineConfig) -> Path:
             save(cfg.out / "snapshots" / f"policy-{updates:06d}.safetensors", ac, updates)
 
         starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels, (cfg.death_share, cfg.death_window))
-        ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot)
+        imitate = imitation_batches(model, buffer, cfg.batch, allowed) if cfg.imitate else None
+        if cfg.imitate and imitate is None:
+            print(f"lemario imagine: --imitate {cfg.imitate}: {cfg.corpus} has no flag-reaching episode, no imitation")
+        ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot, imitate)
         path = cfg.out / "policy.safetensors"
         save(path, ac, cfg.updates)
     return path

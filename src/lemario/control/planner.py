@@ -27,7 +27,7 @@ from torch import nn
 
 from lemario.control.imagination import RETURN_UNIT, ActorCritic, imagine, load_policy
 from lemario.control.reward import RewardWeights, scalar_reward, survival_weighted
-from lemario.core.device import PRECISIONS, precision_dtype
+from lemario.core.device import PRECISIONS, module_device, precision_dtype
 from lemario.core.errors import LemarioError
 from lemario.model.world_model import WorldModel, decode_reward
 
@@ -147,7 +147,7 @@ def planning_policy(path: Path, model: WorldModel) -> ActorCritic:
         raise LemarioError(
             f"the policy {path} was trained on another world model than the planner's: pass a policy of this one"
         )
-    return ac.to(next(model.parameters()).device)
+    return ac.to(module_device(model))
 
 
 def critic_value(ac: ActorCritic, model: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -261,7 +261,7 @@ class LatentPlanner:
         sequences (prior 'policy')."""
         cfg.validate()
         self.model, self.cfg, self.value, self.propose = model.eval(), cfg, value, propose
-        self.dtype = precision_dtype(cfg.precision, next(model.parameters()).device)
+        self.dtype = precision_dtype(cfg.precision, module_device(model))
         self.rollout_model = planning_copy(self.model, self.dtype)  # only its predictor and reward head run
         self.prior = prior_probs(cfg, actions, allowed)
         self.discounts = cfg.discount ** torch.arange(cfg.horizon, dtype=torch.float32)  # (H,)

@@ -150,6 +150,13 @@ class EpisodeBuffer:
         first = self.labels[self.episode_start[frames]]  # (n, L)
         return level_index(first[:, LABELS.index("world")], first[:, LABELS.index("stage")]).astype(np.int64)
 
+    def flagged(self, frames: np.ndarray) -> np.ndarray:
+        """(n,) bool: whether each of the frames (n,) belongs to an episode that reached the flag (`flag_get` on in
+        any of its labels)."""
+        flag = self.labels[:, LABELS.index("flag_get")] > 0  # (N,)
+        episode_flag = np.logical_or.reduceat(flag, self.starts)  # (E,)
+        return episode_flag[np.searchsorted(self.starts, frames, side="right") - 1]
+
     def before_deaths(self, frames: np.ndarray, window: int) -> np.ndarray:
         """(n,) bool: whether each of the frames (n,) lies in the `window` steps before its episode's death becomes
         certain (the first frame the death reward marks doomed, `lemario.games.mario.rewards.doomed`); an episode
@@ -175,7 +182,8 @@ class EpisodeBuffer:
         """A batch of K-step windows drawn from the starts `valid` (default: every window), with probabilities p
         (default: uniform):
         obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64 | (B, K, A) float32, prev (B[, A]) the action
-        before the first frame (0, NOOP, at an episode's start), rewards (B, K, 4) float32 (Mario; (B, K, 0) for
+        before the first frame (0, NOOP, at an episode's start), next (B[, A]) the action after the last (-1 on an
+        episode's last frame), rewards (B, K, 4) float32 (Mario; (B, K, 0) for
         push), labels (B, K+1, L), level (B,) int64 (`levels`); with targets also state (B, K+1, S) float32.
         """
         valid = self.window_starts(k) if valid is None else valid
@@ -187,6 +195,7 @@ class EpisodeBuffer:
             "obs": self.frames[frame_idx],
             "actions": self.actions[t[:, :-1]],
             "prev": self.prev_actions(i),
+            "next": self.actions[t[:, -1]],
             "rewards": self.rewards[t[:, :-1]],
             "labels": self.labels[t],
             "level": self.levels(i),

@@ -1,0 +1,85 @@
+"""The corpus's real states an imagination policy learns from: where its imagined rollouts start (`corpus_starts`),
+and the steps of the episodes that reached the flag, which it may imitate (`imitation_batches`, `imitation_loss`).
+
+Self-imitation (`lemario imagine --imitate W`): the actor-critic learns only from imagined returns, so where the world
+model misjudges an obstacle it never pays for what kills there (the shipped agent's model puts P(death) at 3% on
+the goombas after the long jump, where its agent dies most; session 50). The corpus holds actions that did pass:
+every step of every flag-reaching episode. Their negative log-likelihood under pi, at the encoded real state, is
+added to the actor's loss with weight W (behaviour cloning filtered to the run's own successes). It uses only play
+the run has already paid for; a corpus without a flag-reaching episode gives no term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lemario.core.device import module_device
+from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
+
+
+def corpus_starts(
+    world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False, death: tuple[float, int] = (0.0, 0)
+):
+    """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus (each level
+    equally often with balance_levels; a share death[0] of them from the death[1] steps before a death)."""
+    c = world_model.history
+    valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
+    p = window_probabilities(buffer, valid, balance_levels=True) if balance_levels else None
+    if death[0]:  # by each window's last frame, the start itself
+        p = with_deaths_share(buffer, valid + c - 1, p, *death)
+
+    device = module_device(world_model)
+
+    def starts(rng: np.random.Generator):
+        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid, p=p)
+        with torch.no_grad():
+            level = torch.from_numpy(sample["level"]).to(device)  # (B,)
+            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device), level)  # (B, c, D)
+        return z, torch.from_numpy(sample["actions"]).to(device), torch.from_numpy(sample["prev"]).to(device)
+
+    return starts
+
+
+def success_windows(buffer: EpisodeBuffer, history: int, allowed: torch.Tensor | None = None) -> np.ndarray:
+    """Starts of the (history-1)-step windows whose last frame belongs to a flag-reaching episode and was followed by
+    an action the policy may take (allowed (A,) bool; None: any)."""
+    k = history - 1
+    valid = buffer.window_starts(k) if k > 0 else np.arange(len(buffer))
+    last = valid + k  # (n,) the frame whose action is imitated
+    taken = buffer.actions[last]  # (n,), -1 on an episode's last frame
+    keep = buffer.flagged(last) & (taken >= 0)
+    if allowed is not None:
+        keep &= allowed.cpu().numpy()[np.maximum(taken, 0)]
+    return valid[keep]
+
+
+def imitation_batches(world_model, buffer: EpisodeBuffer, batch: int, allowed: torch.Tensor | None = None):
+    """draw(rng) -> (states (B, F), actions (B,)): real states of the corpus's flag-reaching episodes (the world
+    model's state of the encoded window's last frame) and the action taken there; None if the corpus has none."""
+    c = world_model.history
+    valid = success_windows(buffer, c, allowed)
+    if not len(valid):
+        return None
+    device = module_device(world_model)
+
+    def draw(rng: np.random.Generator):
+        sample = buffer.sample(batch, c - 1, world_model.cfg.frame_stack, rng, valid=valid)
+        before_last = sample["actions"][:, -1] if c > 1 else sample["prev"]  # (B,)
+        with torch.no_grad():
+            level = torch.from_numpy(sample["level"]).to(device)
+            z = world_model.encode(torch.from_numpy(sample["obs"]).to(device), level)  # (B, c, D)
+            s = world_model.state(z[:, -1], torch.from_numpy(before_last).to(device))  # (B, F)
+        return s, torch.from_numpy(sample["next"]).to(device)
+
+    draw.steps = len(valid)
+    return draw
+
+
+def imitation_loss(ac, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Mean negative log-likelihood of the real actions (B,) at the real states (B, F) under the actor; metrics: it
+    and how often the actor's likeliest action is the one taken."""
+    dist = ac.dist(states)
+    nll = -dist.log_prob(actions).mean()
+    agree = (dist.probs.argmax(-1) == actions).float().mean()
+    return nll, {"imitate/nll": nll.item(), "imitate/agree": agree.item()}
