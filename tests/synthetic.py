@@ -17,8 +17,11 @@ from lemario.games.mario.rewards import episode_rewards
 PUSH = {0: (0, 0), 1: (1, 0), 2: (-1, 0), 3: (0, 1), 4: (0, -1)}  # action -> velocity change
 
 
-def make_episode(rng: np.random.Generator, steps: int, level: str = "1-1", background: int = 20) -> Episode:
-    """One episode of the square on `level` (its world and stage labels), drawn over a `background` grey."""
+def make_episode(
+    rng: np.random.Generator, steps: int, level: str = "1-1", background: int = 20, flag: bool = False
+) -> Episode:
+    """One episode of the square on `level` (its world and stage labels), drawn over a `background` grey; with flag
+    its last frame touches the flagpole (`flag_get`)."""
     world, stage = (int(p) for p in level.split("-"))
     x, y, vx, vy = rng.integers(10, 70), 0, 0, 0
     frames, labels, actions = [], [], []
@@ -43,6 +46,7 @@ def make_episode(rng: np.random.Generator, steps: int, level: str = "1-1", backg
         if y == 0:
             vy = max(vy, 0)
     labels = np.array(labels, np.int32)
+    labels[-1, LABELS.index("flag_get")] = int(flag)
     meta = {
         "seed": 0,
         "policy": "synthetic",
@@ -51,7 +55,7 @@ def make_episode(rng: np.random.Generator, steps: int, level: str = "1-1", backg
         "action_set": "right-only",  # five actions, as PUSH has
         "n_steps": steps,
         "max_x": int(labels[:, 0].max()),
-        "flag_get": 0,
+        "flag_get": int(flag),
         "run": "run-0001",
     }
     return Episode(
@@ -65,12 +69,19 @@ def make_episode(rng: np.random.Generator, steps: int, level: str = "1-1", backg
 
 
 def write_corpus(
-    folder: Path, episodes: int = 12, steps: int = 40, seed: int = 0, level: str = "1-1", background: int = 20
+    folder: Path,
+    episodes: int = 12,
+    steps: int = 40,
+    seed: int = 0,
+    level: str = "1-1",
+    background: int = 20,
+    flags: int = 0,
 ) -> Path:
+    """`episodes` synthetic episodes, the first `flags` of them ending at the flag."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(episodes):
-        ep = make_episode(rng, steps, level, background)
+        ep = make_episode(rng, steps, level, background, flag=i < flags)
         ep.meta.update(seed=i, run_index=i)
         write_episode(folder / f"run-0001-{i:05d}.h5", ep)
     return folder

@@ -495,11 +495,11 @@ def test_self_imitation_draws_the_flag_episodes_steps_the_policy_may_take():
     assert success_windows(buf, 2).tolist() == [6, 7, 8, 9]  # last frames 7-10
     allowed = torch.tensor([True, True, True, False])
     assert success_windows(buf, 2, allowed).tolist() == [7, 9]
-    draw = imitation_batches(_FrameWorld(), buf, 32, allowed)
+    draw, steps = imitation_batches(_FrameWorld(), buf, 32, allowed)
     s, a = draw(np.random.default_rng(0))
-    assert draw.steps == 2 and (a == 2).all() and set(s[:, 0].tolist()) == {8.0, 10.0}
+    assert steps == 2 and (a == 2).all() and set(s[:, 0].tolist()) == {8.0, 10.0}
     buf.labels[11] = 0
-    assert imitation_batches(_FrameWorld(), buf, 32) is None, "no flag-reaching episode: no imitation"
+    assert imitation_batches(_FrameWorld(), buf, 32) == (None, 0), "no flag-reaching episode: no imitation"
 
 
 def test_self_imitation_pulls_the_policy_to_the_actions_that_reached_the_flag():
@@ -602,6 +602,31 @@ def test_agents_on_several_levels_one_evaluation_each(tmp_path):
         replace(cfg, levels=(), env=EnvConfig(max_steps=40, level="4-1"), episodes=3, out=tmp_path / "again")
     )
     assert more["per_agent"]["biased"]["episodes"] == 3
+
+
+def test_imagine_imitates_the_flag_episodes_of_its_corpus(tmp_path, capsys):
+    """`lemario imagine --imitate`: the policy's sidecar counts the imitated steps, every step of the flag episodes
+    but their last frames (and the windows' first frames); a corpus without a flag says so and imitates none."""
+    from lemario.control.imagination import PRESETS as IMAGINE_PRESETS
+    from lemario.control.imagination import run_imagine
+    from lemario.model.train import PRESETS as TRAIN_PRESETS
+    from lemario.model.train import train
+    from lemario.model.world_model import load_world_model
+
+    from synthetic import write_corpus
+
+    flagged = write_corpus(tmp_path / "flagged", episodes=4, steps=20, flags=2)
+    plain = write_corpus(tmp_path / "plain", episodes=4, steps=20)
+    tiny = TRAIN_PRESETS["tiny"]
+    train(replace(tiny, corpus=flagged, out=tmp_path / "wm", steps=5, progress=False, tensorboard=False))
+    wm = tmp_path / "wm" / "model.safetensors"
+    history = load_world_model(wm)[0].history  # the tiny preset's MLP predictor: 1
+    cfg = replace(IMAGINE_PRESETS["tiny"], world_model=wm, updates=3, imitate=1.0, min_action_share=0, progress=False)
+    policy = run_imagine(replace(cfg, corpus=flagged, out=tmp_path / "pi"))
+    assert checkpoint.load_meta(policy, kind="policy")["imitated_steps"] == 2 * (21 - history)
+    policy = run_imagine(replace(cfg, corpus=plain, out=tmp_path / "pi2"))
+    assert checkpoint.load_meta(policy, kind="policy")["imitated_steps"] == 0
+    assert "has no flag-reaching episode, no imitation" in capsys.readouterr().out
 
 
 def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monkeypatch):

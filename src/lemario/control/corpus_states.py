@@ -55,12 +55,13 @@ def success_windows(buffer: EpisodeBuffer, history: int, allowed: torch.Tensor |
 
 
 def imitation_batches(world_model, buffer: EpisodeBuffer, batch: int, allowed: torch.Tensor | None = None):
-    """draw(rng) -> (states (B, F), actions (B,)): real states of the corpus's flag-reaching episodes (the world
-    model's state of the encoded window's last frame) and the action taken there; None if the corpus has none."""
+    """(draw, steps): draw(rng) -> (states (B, F), actions (B,)), real states of the corpus's flag-reaching episodes
+    (the world model's state of the encoded window's last frame) and the action taken there, and how many such steps
+    there are; (None, 0) if the corpus has none."""
     c = world_model.history
     valid = success_windows(buffer, c, allowed)
     if not len(valid):
-        return None
+        return None, 0
     device = module_device(world_model)
 
     def draw(rng: np.random.Generator):
@@ -72,8 +73,7 @@ def imitation_batches(world_model, buffer: EpisodeBuffer, batch: int, allowed: t
             s = world_model.state(z[:, -1], torch.from_numpy(before_last).to(device))  # (B, F)
         return s, torch.from_numpy(sample["next"]).to(device)
 
-    draw.steps = len(valid)
-    return draw
+    return draw, len(valid)
 
 
 def imitation_loss(ac, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -336,7 +336,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
                 "world_model_commit": wm_meta.get("git_commit"),
                 "train_config": as_json(cfg),
                 "updates": updates,
-                "imitated_steps": imitate.steps if imitate else 0,
+                "imitated_steps": imitated,
                 "seconds": round(time.time() - t0, 1),
             }
             checkpoint.save(path, ac.state_dict(), sidecar)
@@ -345,7 +345,7 @@ def run_imagine(cfg: ImagineConfig) -> Path:
             save(cfg.out / "snapshots" / f"policy-{updates:06d}.safetensors", ac, updates)
 
         starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels, (cfg.death_share, cfg.death_window))
-        imitate = imitation_batches(model, buffer, cfg.batch, allowed) if cfg.imitate else None
+        imitate, imitated = imitation_batches(model, buffer, cfg.batch, allowed) if cfg.imitate else (None, 0)
         if cfg.imitate and imitate is None:
             print(f"lemario imagine: --imitate {cfg.imitate}: {cfg.corpus} has no flag-reaching episode, no imitation")
         ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot, imitate)
