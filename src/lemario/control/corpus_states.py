@@ -6,7 +6,10 @@ model misjudges an obstacle it never pays for what kills there (the shipped agen
 the goombas after the long jump, where its agent dies most; session 50). The corpus holds actions that did pass:
 every step of every flag-reaching episode. Their negative log-likelihood under pi, at the encoded real state, is
 added to the actor's loss with weight W (behaviour cloning filtered to the run's own successes). It uses only play
-the run has already paid for; a corpus without a flag-reaching episode gives no term.
+the run has already paid for; a corpus without a flag-reaching episode gives no term. Measured (docs/RESULTS.md,
+session 56): off by default. Cloning the successes of weaker earlier policies costs a flywheel's policies 22 flag
+points; continuing the shipped agent on its own play, it holds the agent's level where plain continuation collapses
+into a pit, and lifts it no further.
 """
 
 from __future__ import annotations
