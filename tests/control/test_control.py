@@ -451,6 +451,23 @@ def test_actor_critic_never_learns_an_action_it_may_not_choose():
     assert torch.isfinite(dist.entropy()).all()
 
 
+def test_module_device_keeps_no_module_alive_and_the_cpu_check_is_cached():
+    """module_device reads the parameters each call (no cache holding every world model it saw); the CPU's bf16 check,
+    which reads /proc/cpuinfo, is read once."""
+    import gc
+    import weakref
+
+    from lemario.core.device import cpu_has_native_bf16, module_device
+
+    m = torch.nn.Linear(2, 2)
+    ref = weakref.ref(m)
+    assert module_device(m) == torch.device("cpu") and module_device(torch.nn.ReLU()) == torch.device("cpu")
+    del m
+    gc.collect()
+    assert ref() is None
+    assert cpu_has_native_bf16() == cpu_has_native_bf16() and cpu_has_native_bf16.cache_info().hits >= 1
+
+
 def test_imitation_loss_by_hand():
     """A uniform actor: the real actions' mean negative log-likelihood is log 4; its likeliest action is the first."""
     ac = ActorCritic(4, 4, 8)

@@ -21,13 +21,18 @@ from lemario.core.device import module_device
 from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
 
 
+def _windows(buffer: EpisodeBuffer, history: int) -> np.ndarray:
+    """Starts of every window of `history` frames (history-1 steps) within one episode."""
+    return buffer.window_starts(history - 1) if history > 1 else np.arange(len(buffer))
+
+
 def corpus_starts(
     world_model, buffer: EpisodeBuffer, batch: int, balance_levels: bool = False, death: tuple[float, int] = (0.0, 0)
 ):
     """Start states: encoded real frame stacks (with the predictor's history) sampled from the corpus (each level
     equally often with balance_levels; a share death[0] of them from the death[1] steps before a death)."""
     c = world_model.history
-    valid = buffer.window_starts(c - 1) if c > 1 else np.arange(len(buffer))
+    valid = _windows(buffer, c)
     p = window_probabilities(buffer, valid, balance_levels=True) if balance_levels else None
     if death[0]:  # by each window's last frame, the start itself
         p = with_deaths_share(buffer, valid + c - 1, p, *death)
@@ -47,9 +52,8 @@ def corpus_starts(
 def success_windows(buffer: EpisodeBuffer, history: int, allowed: torch.Tensor | None = None) -> np.ndarray:
     """Starts of the (history-1)-step windows whose last frame belongs to a flag-reaching episode and was followed by
     an action the policy may take (allowed (A,) bool; None: any)."""
-    k = history - 1
-    valid = buffer.window_starts(k) if k > 0 else np.arange(len(buffer))
-    last = valid + k  # (n,) the frame whose action is imitated
+    valid = _windows(buffer, history)
+    last = valid + history - 1  # (n,) the frame whose action is imitated
     taken = buffer.actions[last]  # (n,), -1 on an episode's last frame
     keep = buffer.flagged(last) & (taken >= 0)
     if allowed is not None:

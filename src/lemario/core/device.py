@@ -31,13 +31,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name if ":" in name else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
 
 
-@functools.cache
 def module_device(module: torch.nn.Module) -> torch.device:
     """Where a module's parameters live (CPU for one without any)."""
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AMX bf16 tiles (Linux flags), where oneDNN's bf16 matmuls run ~5x faster than fp32."""
     try:

@@ -183,8 +183,8 @@ class EpisodeBuffer:
         (default: uniform):
         obs (B, K+1, stack, H, W[, 3]) uint8, actions (B, K) int64 | (B, K, A) float32, prev (B[, A]) the action
         before the first frame (0, NOOP, at an episode's start), next (B[, A]) the action after the last (-1 on an
-        episode's last frame), rewards (B, K, 4) float32 (Mario; (B, K, 0) for
-        push), labels (B, K+1, L), level (B,) int64 (`levels`); with targets also state (B, K+1, S) float32.
+        episode's last frame), rewards (B, K, 4) float32 (Mario; (B, K, 0) for push), labels (B, K+1, L), level
+        (B,) int64 (`levels`); with targets also state (B, K+1, S) float32.
         """
         valid = self.window_starts(k) if valid is None else valid
         i = rng.choice(valid, size=batch, p=p)  # (B,)
