@@ -94,7 +94,8 @@ def test_a_run_key_of_the_flat_layout_resumes():
     and in units of 8 px (death penalty 5 = 40 px), 84-px whole pooled frames and a model without the previous action;
     the same run today."""
     cpu = FlywheelConfig()
-    then = replace(cpu, env=EnvConfig(), train=replace(cpu.train, model=ModelConfig()), on_policy=0.0)  # `cpu` then
+    then_train = replace(cpu.train, model=ModelConfig(), clock="wall")  # a wall-clock cap then
+    then = replace(cpu, env=EnvConfig(), train=then_train, on_policy=0.0)  # `cpu` then
     key, defaults = run_key(then, BOOKKEEPING), run_key(cpu, BOOKKEEPING)
     old = {k: v for k, v in key.items() if k != "env"} | {
         k: key["env"][k] for k in ("level", "backend", "action_set", "max_steps")
@@ -104,8 +105,13 @@ def test_a_run_key_of_the_flat_layout_resumes():
         "score_weight": 0.0,
     }
     before_crop = ("prev_action", "crop_top", "pool")  # nor a HUD crop or a pooling switch: whole, pooled frames
-    old["train"] = old["train"] | {"model": {k: v for k, v in key["train"]["model"].items() if k not in before_crop}}
+    old["train"] = {k: v for k, v in old["train"].items() if k != "clock"} | {
+        "model": {k: v for k, v in key["train"]["model"].items() if k not in before_crop}
+    }
     check_same_run(upgrade_key(old), key, defaults, Path("run"), "flywheel run")
+    with pytest.raises(Exception, match=r"train.clock: wall -> cpu"):  # resumed on today's clock: another run
+        check_same_run(upgrade_key(old), run_key(replace(then, train=replace(then_train, clock="cpu")), BOOKKEEPING),
+                       defaults, Path("run"), "x")  # fmt: skip
     with pytest.raises(Exception, match=r"imagine.reward.death_penalty: 16.0 -> 40.0"):
         check_same_run(
             upgrade_key(old | {"imagine": old["imagine"] | {"death_penalty": 2.0}}), key, defaults, Path("run"), "x"

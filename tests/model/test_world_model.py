@@ -18,6 +18,7 @@ from lemario.control.imagination import load_policy
 from lemario.core import checkpoint
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
+from lemario.core.executor import torch_threads
 from lemario.data.buffer import EpisodeBuffer
 from lemario.data.corpus import write_episode
 from lemario.games.mario.env import EnvConfig
@@ -29,7 +30,7 @@ from lemario.model.probe_fit import embed_frames
 from lemario.model.probes import ProbeConfig, run_probes
 from lemario.model.rollout_probes import rolled_out, rollout_scores, rollout_start_frames
 from lemario.model.train import PRESETS, train
-from lemario.model.trainer import Trainer, recalibrate_batchnorm
+from lemario.model.trainer import Trainer, budget_clock, recalibrate_batchnorm
 from lemario.model.world_model import WorldModel, decode_reward, known_actions, load_world_model
 
 from conftest import run_cli
@@ -553,6 +554,24 @@ def test_a_resumed_run_counts_its_earlier_minutes_against_the_budget(corpus, tmp
     assert seconds > 0
     train(replace(cfg, minutes=seconds / 2 / 60))
     assert json.loads((tmp_path / "run" / "model.json").read_text())["step"] == 6
+
+
+def test_the_cpu_budget_clock_counts_this_process_work_over_its_threads():
+    """'cpu' advances with this process's CPU time over its torch threads and not while it waits (as it would while
+    other processes hold the cores); on an accelerator, and for 'wall', it is the wall clock."""
+    with torch_threads(2):
+        name, clock = budget_clock("cpu", torch.device("cpu"))
+        start, wall = clock(), time.time()
+        time.sleep(0.3)
+        slept = clock() - start
+        cpu = time.process_time()
+        while time.process_time() - cpu < 0.2:  # one thread busy for 0.2 CPU seconds
+            pass
+        busy = clock() - start - slept
+    assert name == "cpu" and slept < 0.05 and time.time() - wall >= 0.3
+    assert busy == pytest.approx(0.1, abs=0.03), "0.2 CPU seconds over 2 threads"
+    assert budget_clock("cpu", torch.device("cuda"))[0] == budget_clock("wall", torch.device("cpu"))[0] == "wall"
+    assert budget_clock("wall", torch.device("cpu"))[1] is time.time
 
 
 def test_resume_after_kill_continues_the_same_run(corpus, tmp_path):

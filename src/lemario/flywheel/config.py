@@ -172,7 +172,8 @@ class FlywheelConfig:
     """Base seed: collection seeds and the world model's seed derive from it."""
     train: IterationTrainConfig = field(
         default_factory=lambda: _as(
-            IterationTrainConfig, replace(TRAIN_PRESETS["cpu"], steps=2500, stop_at=0, minutes=25.0, progress=False)
+            IterationTrainConfig,
+            replace(TRAIN_PRESETS["cpu"], steps=2500, stop_at=0, minutes=25.0, clock="cpu", progress=False),
         )
     )
     """World-model training per iteration (its corpus, out, episodes, init_from and seed are the flywheel's)."""
@@ -326,6 +327,7 @@ PRESETS = {
                 steps=2500,
                 stop_at=0,
                 minutes=25.0,
+                clock="cpu",
                 progress=False,
             ),
         ),

@@ -18,7 +18,8 @@ def upgrade_key(stored: dict) -> dict:
     played 84-px frames with models that had no previous-action input, runs before the HUD crop whole, pooled
     frames, runs before the residual predictor (the `cpu` preset's since session 22) plain ones, and runs before
     --on-policy explored every collected episode, whatever their key omits; runs before the detector's own config
-    kept its fields flat and decided on max_x alone."""
+    kept its fields flat and decided on max_x alone; runs before session 57 capped their world models' training on
+    the wall clock."""
     stored = {"detector": "seeds", "on_policy": 0.0, **stored}
     if isinstance(stored["detector"], str):
         flat = ("threshold", "variance", "world_model_sd", "patience")
@@ -35,7 +36,7 @@ def upgrade_key(stored: dict) -> dict:
     if isinstance(train, dict) and isinstance(train.get("model"), dict):
         # models before reward spec v3 had no flag head, before issue 16 no previous action, nor a residual predictor
         before = {"flag_head": False, "prev_action": False, "crop_top": 0, "pool": True, "residual": False}
-        stored = {**stored, "train": {**train, "model": {**before, **train["model"]}}}
+        stored = {**stored, "train": {"clock": "wall", **train, "model": {**before, **train["model"]}}}
     imagine = dict(stored.get("imagine", {}))
     if "death_penalty" not in imagine:
         return stored

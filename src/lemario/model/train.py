@@ -19,6 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -47,9 +48,13 @@ class TrainConfig:
     steps: int = 4000
     """Optimizer steps (the cosine schedule spans them)."""
     minutes: float = 0.0
-    """Wall-clock budget: stop and checkpoint after this many minutes of training, counted over every process that
-    resumed the run (0: none). The step it stopped at is saved (`step` in model.json); `--stop-at` that step replays
-    the same run on any machine, at any load."""
+    """Time budget: stop and checkpoint after this many minutes of training on `clock`, counted over every process
+    that resumed the run (0: none). The step it stopped at is saved (`step` in model.json); `--stop-at` that step
+    replays the same run on any machine, at any load."""
+    clock: Literal["wall", "cpu"] = "wall"
+    """What `minutes` counts: wall-clock time, or 'cpu': this process's CPU time over its torch threads (what the
+    training takes alone on its threads, so other work on the machine slows the run without cutting its steps short;
+    wall-clock on an accelerator, whose work the CPU clock does not see)."""
     stop_at: int = 0
     """Stop and checkpoint at this step without changing the schedule, which still spans `steps` (0: at `steps`)."""
     batch_size: int = 64
@@ -272,7 +277,8 @@ def _run(trainer: Trainer) -> dict:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(cfg.out / "tb"))
-    t_start = saved = trainer.started = time.time()  # the budget counts training, not loading the corpus
+    t_start = saved = time.time()
+    trainer.started = trainer.clock()  # the budget counts training, not loading the corpus
 
     def log(metrics: dict, step: int) -> None:
         if rank == 0:
@@ -315,7 +321,7 @@ def _run(trainer: Trainer) -> dict:
             print(f"stopped at step {trainer.step}: {trainer.latest} saved", flush=True)
         raise KeyboardInterrupt
     if trainer.step < end and rank == 0:
-        print(f"time budget of {cfg.minutes} min reached at step {trainer.step}")
+        print(f"time budget of {cfg.minutes} min ({trainer.clock_name} clock) reached at step {trainer.step}")
     last_val, _ = trainer.evaluate(val=True, diag=False)
     log(last_val, trainer.step)
     trainer.save_latest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ BOOKKEEPING = (
     "device",
     "threads",
     "minutes",
+    "clock",
     "stop_at",
     "ckpt_minutes",
     "snapshot_every",
@@ -101,6 +102,16 @@ def check_model_fits(model: ModelConfig, buffer: EpisodeBuffer) -> None:
         )
 
 
+def budget_clock(kind: str, device: torch.device) -> tuple[str, Callable[[], float]]:
+    """The clock a time budget counts on, by name: wall-clock seconds, or (kind 'cpu' on a CPU device) this
+    process's CPU seconds over its torch threads, which other processes on the machine do not advance. Read the
+    thread count inside the run's `torch_threads`."""
+    if kind == "cpu" and device.type == "cpu":
+        threads = torch.get_num_threads()
+        return "cpu", lambda: time.process_time() / threads
+    return "wall", time.time
+
+
 class Trainer:
     """Data, model, optimizer, sampler and step of one run (cfg: a `lemario.model.train.TrainConfig`)."""
 
@@ -132,14 +143,16 @@ class Trainer:
         self.rng = np.random.default_rng([cfg.seed, rank])
         self.step = 0
         self.seconds_before = 0.0  # training seconds of the processes before this one (a resumed run's)
-        self.started = time.time()
+        self.clock_name, self.clock = budget_clock(cfg.clock, device)
+        self.started = self.clock()
         self.last_val: dict = {}
         self.latest = cfg.out / "ckpt_latest.safetensors"
 
     @property
     def seconds(self) -> float:
-        """Wall-clock seconds this run has trained, over every process that resumed it (what --minutes budgets)."""
-        return self.seconds_before + time.time() - self.started
+        """Seconds this run has trained on its budget clock, over every process that resumed it (what --minutes
+        budgets)."""
+        return self.seconds_before + self.clock() - self.started
 
     @property
     def held_out(self) -> np.ndarray:
