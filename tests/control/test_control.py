@@ -515,6 +515,14 @@ def test_self_imitation_draws_the_flag_episodes_steps_the_policy_may_take():
     draw, steps = imitation_batches(_FrameWorld(), buf, 32, allowed)
     s, a = draw(np.random.default_rng(0))
     assert steps == 2 and (a == 2).all() and set(s[:, 0].tolist()) == {8.0, 10.0}
+    # a stretch of the level: x_pos 0..5 in the first episode (which never flags), 10..15 in the second
+    buf.labels[:, LABELS.index("x_pos")] = [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    assert buf.passed(np.arange(12), 5).tolist() == [True] * 12 and buf.passed(np.array([0]), 6).tolist() == [False]
+    assert success_windows(buf, 2, x=(2, 5)).tolist() == [1, 2, 3]  # x 2-4 of the episode that got to 5, not 5
+    assert success_windows(buf, 2, x=(2, 6)).tolist() == [], "the first episode never got to 6"
+    assert success_windows(buf, 2, allowed, x=(11, 16)).tolist() == [7, 9]  # the flag episode, action 3 left out
+    buf.labels[11, LABELS.index("flag_get")] = 0
+    assert success_windows(buf, 2, x=(11, 16)).tolist() == [], "not flagged and never at 16"
     buf.labels[11] = 0
     assert imitation_batches(_FrameWorld(), buf, 32) == (None, 0), "no flag-reaching episode: no imitation"
 
@@ -536,6 +544,8 @@ def test_self_imitation_pulls_the_policy_to_the_actions_that_reached_the_flag():
     assert imitating.dist(s).probs.mean(0)[2] > 0.6 > plain.dist(s).probs.mean(0)[2] + 0.3
     with pytest.raises(LemarioError, match="--imitate -1"):
         replace(cfg, imitate=-1.0).validate()
+    with pytest.raises(LemarioError, match="--imitate-x 500 300: give LO < HI"):
+        replace(cfg, imitate_x=(500, 300)).validate()
 
 
 # ---- videos ----------------------------------------------------------------------------------------------------
@@ -643,7 +653,7 @@ def test_imagine_imitates_the_flag_episodes_of_its_corpus(tmp_path, capsys):
     assert checkpoint.load_meta(policy, kind="policy")["imitated_steps"] == 2 * (21 - history)
     policy = run_imagine(replace(cfg, corpus=plain, out=tmp_path / "pi2"))
     assert checkpoint.load_meta(policy, kind="policy")["imitated_steps"] == 0
-    assert "has no flag-reaching episode, no imitation" in capsys.readouterr().out
+    assert "has no step to imitate, no imitation" in capsys.readouterr().out
 
 
 def test_previous_action_models_plan_and_act_through_the_harness(tmp_path, monkeypatch):

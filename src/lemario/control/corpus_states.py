@@ -6,10 +6,12 @@ model misjudges an obstacle it never pays for what kills there (the shipped agen
 the goombas after the long jump, where its agent dies most; session 50). The corpus holds actions that did pass:
 every step of every flag-reaching episode. Their negative log-likelihood under pi, at the encoded real state, is
 added to the actor's loss with weight W (behaviour cloning filtered to the run's own successes). It uses only play
-the run has already paid for; a corpus without a flag-reaching episode gives no term. Measured (docs/RESULTS.md,
-session 56): off by default. Cloning the successes of weaker earlier policies costs a flywheel's policies 22 flag
-points; continuing the shipped agent on its own play, it holds the agent's level where plain continuation collapses
-into a pit, and lifts it no further.
+the run has already paid for; a corpus without a flag-reaching episode gives no term. `--imitate-x LO HI` narrows
+it to one stretch of the level, where the model is blind: the steps at x in [LO, HI) of every episode that got to
+HI (at the pit after the staircase a jump at running speed crosses 73% of the time, at walking speed 29%, and the
+world models cannot tell them apart; session 42). Measured (docs/RESULTS.md, session 56): off by default. Cloning
+the successes of weaker earlier policies costs a flywheel's policies 22 flag points; continuing the shipped agent on
+its own play, it holds the agent's level where plain continuation collapses into a pit, and lifts it no further.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from lemario.core.device import module_device
 from lemario.data.buffer import EpisodeBuffer, window_probabilities, with_deaths_share
+from lemario.games.mario.ram import LABELS
 
 
 def _windows(buffer: EpisodeBuffer, history: int) -> np.ndarray:
@@ -49,24 +52,34 @@ def corpus_starts(
     return starts
 
 
-def success_windows(buffer: EpisodeBuffer, history: int, allowed: torch.Tensor | None = None) -> np.ndarray:
+def success_windows(
+    buffer: EpisodeBuffer, history: int, allowed: torch.Tensor | None = None, x: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Starts of the (history-1)-step windows whose last frame belongs to a flag-reaching episode and was followed by
-    an action the policy may take (allowed (A,) bool; None: any)."""
+    an action the policy may take (allowed (A,) bool; None: any); with x = (lo, hi), hi > 0, only those whose last
+    frame is at x_pos in [lo, hi) of an episode that got to hi (or the flag)."""
     valid = _windows(buffer, history)
     last = valid + history - 1  # (n,) the frame whose action is imitated
     taken = buffer.actions[last]  # (n,), -1 on an episode's last frame
-    keep = buffer.flagged(last) & (taken >= 0)
+    lo, hi = x
+    if hi:
+        at = buffer.labels[last, LABELS.index("x_pos")]  # (n,)
+        keep = buffer.passed(last, hi) & (at >= lo) & (at < hi) & (taken >= 0)
+    else:
+        keep = buffer.flagged(last) & (taken >= 0)
     if allowed is not None:
         keep &= allowed.cpu().numpy()[np.maximum(taken, 0)]
     return valid[keep]
 
 
-def imitation_batches(world_model, buffer: EpisodeBuffer, batch: int, allowed: torch.Tensor | None = None):
-    """(draw, steps): draw(rng) -> (states (B, F), actions (B,)), real states of the corpus's flag-reaching episodes
-    (the world model's state of the encoded window's last frame) and the action taken there, and how many such steps
-    there are; (None, 0) if the corpus has none."""
+def imitation_batches(
+    world_model, buffer: EpisodeBuffer, batch: int, allowed: torch.Tensor | None = None, x: tuple[int, int] = (0, 0)
+):
+    """(draw, steps): draw(rng) -> (states (B, F), actions (B,)), real states of the corpus's successful steps
+    (`success_windows`; the world model's state of the encoded window's last frame) and the action taken there, and
+    how many such steps there are; (None, 0) if the corpus has none."""
     c = world_model.history
-    valid = success_windows(buffer, c, allowed)
+    valid = success_windows(buffer, c, allowed, x)
     if not len(valid):
         return None, 0
     device = module_device(world_model)

@@ -122,6 +122,9 @@ class ImagineConfig:
     imitate: float = 0.0
     """Weight of self-imitation: the negative log-likelihood of the actions the corpus's flag-reaching episodes took,
     at their encoded real states, added to the actor's loss (`lemario.control.corpus_states`); 0: none."""
+    imitate_x: tuple[int, int] = (0, 0)
+    """(LO, HI): imitate only the steps at x_pos in [LO, HI) of the episodes that got to HI (or the flag), not every
+    step of the flag-reaching ones; (0, 0): those."""
     min_action_share: float = 0.001
     """The policy chooses only actions that took at least this share of the world model's training corpus's steps
     (`lemario.model.world_model.known_actions`); 0: every action, as before issue 21."""
@@ -140,6 +143,9 @@ class ImagineConfig:
             raise LemarioError(f"{given}: use a share in [0, 1] and a window >= 1")
         if self.imitate < 0:
             raise LemarioError(f"--imitate {self.imitate}: use a weight >= 0 (0: no self-imitation)")
+        lo, hi = self.imitate_x
+        if (lo, hi) != (0, 0) and not 0 <= lo < hi:
+            raise LemarioError(f"--imitate-x {lo} {hi}: give LO < HI, both >= 0 (or 0 0 for the flag's episodes)")
 
 
 PRESETS = {
@@ -345,9 +351,11 @@ def run_imagine(cfg: ImagineConfig) -> Path:
             save(cfg.out / "snapshots" / f"policy-{updates:06d}.safetensors", ac, updates)
 
         starts = corpus_starts(model, buffer, cfg.batch, cfg.balance_levels, (cfg.death_share, cfg.death_window))
-        imitate, imitated = imitation_batches(model, buffer, cfg.batch, allowed) if cfg.imitate else (None, 0)
+        imitate, imitated = (
+            imitation_batches(model, buffer, cfg.batch, allowed, cfg.imitate_x) if cfg.imitate else (None, 0)
+        )
         if cfg.imitate and imitate is None:
-            print(f"lemario imagine: --imitate {cfg.imitate}: {cfg.corpus} has no flag-reaching episode, no imitation")
+            print(f"lemario imagine: --imitate {cfg.imitate}: {cfg.corpus} has no step to imitate, no imitation")
         ac = train_policy(model, starts, cfg, model.cfg.n_actions, log, allowed, snapshot, imitate)
         path = cfg.out / "policy.safetensors"
         save(path, ac, cfg.updates)

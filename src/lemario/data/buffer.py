@@ -157,6 +157,11 @@ class EpisodeBuffer:
         episode_flag = np.logical_or.reduceat(flag, self.starts)  # (E,)
         return episode_flag[np.searchsorted(self.starts, frames, side="right") - 1]
 
+    def passed(self, frames: np.ndarray, x: float) -> np.ndarray:
+        """(n,) bool: whether each of the frames (n,) belongs to an episode that got to x_pos x or reached the flag."""
+        furthest = np.maximum.reduceat(self.labels[:, LABELS.index("x_pos")], self.starts)  # (E,)
+        return (furthest[np.searchsorted(self.starts, frames, side="right") - 1] >= x) | self.flagged(frames)
+
     def before_deaths(self, frames: np.ndarray, window: int) -> np.ndarray:
         """(n,) bool: whether each of the frames (n,) lies in the `window` steps before its episode's death becomes
         certain (the first frame the death reward marks doomed, `lemario.games.mario.rewards.doomed`); an episode
