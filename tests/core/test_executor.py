@@ -97,6 +97,19 @@ def test_torch_threads_restores_the_count():
     assert torch.get_num_threads() == before
 
 
+def test_lemario_sets_openmp_idle_threads_to_sleep_before_torch_loads_unless_told_otherwise():
+    """`import lemario` (the first thing any lemario module runs) sets OMP_WAIT_POLICY=PASSIVE in a process that has
+    none, before torch is loaded (read once, as torch loads libgomp); children inherit it; a set policy is kept."""
+    probe = "import os, sys, lemario; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PASSIVE", "False"], "set before torch is loaded"
+    kept = subprocess.run(
+        [sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
+    )
+    assert kept.stdout.split()[0] == "ACTIVE"
+
+
 def test_flywheel_iteration_on_ray_collects_the_same_corpus(tmp_path):
     """The same tiny iteration on both executors, side by side (most of the Ray run is Ray starting up)."""
     args = ["flywheel", "--preset", "tiny", "--iterations", "1", "--workers", "2"]
