@@ -277,8 +277,7 @@ def _run(trainer: Trainer) -> dict:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(cfg.out / "tb"))
-    t_start = saved = time.time()
-    trainer.started = trainer.clock()  # the budget counts training, not loading the corpus
+    t_start = saved = trainer.start_clock()  # the budget counts training, not loading the corpus
 
     def log(metrics: dict, step: int) -> None:
         if rank == 0:

@@ -148,6 +148,11 @@ class Trainer:
         self.last_val: dict = {}
         self.latest = cfg.out / "ckpt_latest.safetensors"
 
+    def start_clock(self) -> float:
+        """Start counting this process's budget seconds from now; the wall-clock time now."""
+        self.started = self.clock()
+        return time.time()
+
     @property
     def seconds(self) -> float:
         """Seconds this run has trained on its budget clock, over every process that resumed it (what --minutes
