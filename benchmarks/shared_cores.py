@@ -1,9 +1,9 @@
 """Two trainings sharing the cores: the `cpu` preset's world-model optimizer steps/s on its threads alone and beside a
 second such training (the same model and threads: what an experiment or the test suite beside a flywheel is), with
-OpenMP's idle threads spinning (libgomp's default: OMP_WAIT_POLICY unset) or sleeping (OMP_WAIT_POLICY=PASSIVE, what
-`import lemario` sets unless the variable is set: `lemario/__init__.py`).
+OpenMP's idle threads spinning (libgomp's default: 300,000 spins before a thread sleeps), spinning less (3,000: what
+`import lemario` sets unless told otherwise, `lemario/__init__.py`), or sleeping at once (OMP_WAIT_POLICY=PASSIVE).
 
-    .venv/bin/python benchmarks/shared_cores.py            # ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/shared_cores.py            # ~4 minutes on 2 cores
 
 Each figure is the mean +- sd over `reps` timed blocks after a warm-up, in a fresh process whose OpenMP runtime read
 the policy when torch loaded it; "beside" starts the second training first and times once it has warmed up. The
@@ -32,7 +32,14 @@ from lemario.model.world_model import WorldModel
 sys.path.insert(0, str(Path(__file__).parent))
 from train_wm import synthetic_batch  # noqa: E402
 
-POLICIES = {"spin (libgomp default)": None, "sleep (PASSIVE)": "PASSIVE"}
+POLICIES = {
+    "spin (libgomp default)": {},
+    "spin 30k, then sleep": {"GOMP_SPINCOUNT": "30000"},
+    "spin 3k, then sleep": {"GOMP_SPINCOUNT": "3000"},
+    "sleep (PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+"""libgomp's settings of its idle threads: by default a thread spins 300,000 times before it sleeps."""
+OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 @dataclass(frozen=True)
@@ -85,12 +92,10 @@ def child(args: Args) -> None:
     print(json.dumps({"rates": rates, "began": began, "ended": time.time()}), flush=True)
 
 
-def run(args: Args, policy: str | None, beside: bool) -> tuple[list[float], float]:
-    """One measurement in fresh processes: the timed training's rates, and the second training's steps/s over the
-    same blocks (0 alone)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def run(args: Args, policy: dict[str, str], beside: bool) -> tuple[list[float], float]:
+    """One measurement in fresh processes with the OpenMP variables `policy` (none other): the timed training's
+    rates, and the second training's steps/s over the same blocks (0 alone)."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES} | policy
     cmd = [sys.executable, __file__, "--threads", str(args.threads), "--reps", str(args.reps)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     burner = None

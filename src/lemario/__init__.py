@@ -2,10 +2,12 @@
 
 import os
 
-# OpenMP's idle threads sleep rather than spin (libgomp reads this when torch loads it: before any torch import, so
-# lemario's processes and their children get it; a value already set is kept). Two trainings of 2 threads each
-# sharing 2 cores with libgomp's default spinning made 45 world-model steps where one alone made 439 in the same 3
-# minutes; sleeping, 241 of 412 (docs/RESULTS.md, session 57; `benchmarks/shared_cores.py`).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's idle threads spin 3,000 times, not libgomp's 300,000, before they sleep. libgomp reads this when torch loads
+# it: set here, before any torch import, so lemario's processes and their children get it, unless either variable
+# that sets the waiting is already set. Two world-model trainings of 2 threads each on 2 cores made 0.29 of one's
+# steps/s alone with the default spinning and 0.49 with this, at the same speed alone (sleeping at once: 0.58, but
+# 12% slower alone; docs/RESULTS.md, session 57; `benchmarks/shared_cores.py`).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "3000"
 
 __version__ = "0.1.0"

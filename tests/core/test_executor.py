@@ -97,17 +97,20 @@ def test_torch_threads_restores_the_count():
     assert torch.get_num_threads() == before
 
 
-def test_lemario_sets_openmp_idle_threads_to_sleep_before_torch_loads_unless_told_otherwise():
-    """`import lemario` (the first thing any lemario module runs) sets OMP_WAIT_POLICY=PASSIVE in a process that has
-    none, before torch is loaded (read once, as torch loads libgomp); children inherit it; a set policy is kept."""
-    probe = "import os, sys, lemario; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["PASSIVE", "False"], "set before torch is loaded"
-    kept = subprocess.run(
-        [sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
-    )
-    assert kept.stdout.split()[0] == "ACTIVE"
+def test_lemario_shortens_openmps_spinning_before_torch_loads_unless_told_otherwise():
+    """`import lemario` (the first thing any lemario module runs) sets GOMP_SPINCOUNT=3000 in a process that sets
+    neither OpenMP waiting variable, before torch is loaded (read once, as torch loads libgomp); children inherit it;
+    either variable already set leaves both as they are."""
+    probe = "import os, sys, lemario; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def spins(**extra) -> list[str]:
+        run = subprocess.run([sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True, check=True)
+        return run.stdout.split()
+
+    assert spins() == ["3000", "False"], "set before torch is loaded"
+    assert spins(OMP_WAIT_POLICY="PASSIVE") == ["None", "False"]
+    assert spins(GOMP_SPINCOUNT="INFINITE")[0] == "INFINITE"
 
 
 def test_flywheel_iteration_on_ray_collects_the_same_corpus(tmp_path):

@@ -9,9 +9,11 @@ added to the actor's loss with weight W (behaviour cloning filtered to the run's
 the run has already paid for; a corpus without a flag-reaching episode gives no term. `--imitate-x LO HI` narrows
 it to one stretch of the level, where the model is blind: the steps at x in [LO, HI) of every episode that got to
 HI (at the pit after the staircase a jump at running speed crosses 73% of the time, at walking speed 29%, and the
-world models cannot tell them apart; session 42). Measured (docs/RESULTS.md, session 56): off by default. Cloning
-the successes of weaker earlier policies costs a flywheel's policies 22 flag points; continuing the shipped agent on
-its own play, it holds the agent's level where plain continuation collapses into a pit, and lifts it no further.
+world models cannot tell them apart; session 42). Measured (docs/RESULTS.md, sessions 56-57): off by default.
+Cloning the successes of weaker earlier policies costs a flywheel's policies 22 flag points; continuing the shipped
+agent on its own play, it holds the agent's level where plain continuation collapses into a pit, and lifts it no
+further; narrowed to the pit's approach (2300-2500) it costs 24 flag points and 956 px: the policies die earlier,
+at enemies and the first pits, and rarely reach the one it was meant for.
 """
 
 from __future__ import annotations
