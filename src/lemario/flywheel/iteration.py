@@ -154,7 +154,7 @@ class Iteration:
         if not todo:
             return
         tcfg = todo[0]
-        budget = f", {tcfg.minutes:g} min cap" if tcfg.minutes else ""
+        budget = f", {tcfg.minutes:g} min cap on the {tcfg.clock} clock" if tcfg.minutes else ""
         start = f", warm start from {plan.hof_best or plan.init_from}" if init_from else ", from scratch"
         self.log(f"train {len(todo)} world model(s) ({tcfg.steps} steps{budget}{start})")
         self.timed("train", lambda: self.parallel(train, todo))

@@ -135,7 +135,8 @@ def format_table(summaries: list[IterationSummary]) -> str:
     """One line per iteration: the corpus's env steps after it and every env step the run emulated by then (the
     evaluations' play too: `emulated_steps`), K-seed mean and sd, the seeds' means, the flags over
     their evaluations, the confirmation, the best so far, the verdict, and the world model's optimizer steps (a
-    `--train.minutes` cap on a busy machine can stop it short of `--train.steps`: the run then depends on the load)."""
+    `--train.minutes` cap on the wall clock, a run's begun before session 57, can stop it short of `--train.steps` on
+    a busy machine: the run then depends on the load)."""
     header = f"{'iter':>4}  {'env steps':>9}  {'emulated':>9}  {'K-seed mean':>11}  {'sd':>5}  "
     lines = [
         header + f"{'seeds (mean max_x)':<28}{'flags':>7}{'confirm':>9}  {'HOF best':>8}  {'decision':<8}  WM steps"
