@@ -25,12 +25,10 @@ import torch
 import tyro
 
 from lemario.core.device import machine
-from lemario.model.loss import world_model_loss
 from lemario.model.train import PRESETS
-from lemario.model.world_model import WorldModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_wm import synthetic_batch  # noqa: E402
+from train_wm import training_step  # noqa: E402
 
 POLICIES = {
     "spin (libgomp default)": {},
@@ -55,21 +53,10 @@ class Args:
 
 
 def _training(threads: int):
-    """A step of the `cpu` preset's world model on a batch of its training shape, and the step's counter file."""
+    """A step of the `cpu` preset's world model on a batch of its training shape, on `threads` torch threads."""
     torch.set_num_threads(threads)
     cfg = PRESETS["cpu"]
-    torch.manual_seed(0)
-    model = WorldModel(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = synthetic_batch(cfg.model, cfg.batch_size, cfg.k, torch.Generator().manual_seed(0))
-
-    def step():
-        loss, _ = world_model_loss(model, batch, cfg.loss, torch.Generator().manual_seed(0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
+    return training_step(cfg, cfg.model, torch.device("cpu"))
 
 
 def child(args: Args) -> None:

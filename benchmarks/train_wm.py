@@ -71,10 +71,9 @@ def combo_model(model_cfg, encoder: str, cnn: str, predictor: str):
     return replace(model_cfg, encoder=encoder, cnn=cnn, predictor=predictor, vit_patch=patch)
 
 
-def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
-    cfg = PRESETS[args.preset]
-    model_cfg = combo_model(cfg.model, encoder, cnn, predictor)
-    device = torch.device(args.device)
+def training_step(cfg, model_cfg, device: torch.device):
+    """step(): one optimizer step of a world model `model_cfg` on a fixed random batch of the training config `cfg`'s
+    shape (bf16 autocast on CUDA)."""
     torch.manual_seed(0)
     model = WorldModel(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -89,6 +88,13 @@ def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
         loss.backward()
         opt.step()
 
+    return step
+
+
+def measure(encoder: str, cnn: str, predictor: str, args: Args) -> list[float]:
+    cfg = PRESETS[args.preset]
+    device = torch.device(args.device)
+    step = training_step(cfg, combo_model(cfg.model, encoder, cnn, predictor), device)
     for _ in range(args.warmup):
         step()
     rates = []
