@@ -176,6 +176,9 @@ class LatentPlanner(TurnPlanner):
         self.model = self.models[0]
         self.goal: torch.Tensor | None = None
         """(D,) the goal frame's latent, for goal reaching."""
+        self.shifts: list[torch.Tensor] = []
+        """Per model, (c, 8): what it reads off each frame it sees minus its state head's reading of the frame's
+        latent (`read`; set by `costs`)."""
 
     def plan_turn(self, seen: Seen, horizon: int, rest: torch.Tensor | None) -> CEMPlan:
         return self.plan(seen, horizon, rest)
@@ -224,7 +227,9 @@ class LatentPlanner(TurnPlanner):
         sample's predicted T path kept in `t_paths`), and what they predict from: each model's context (1, c, D) of
         real latents and the thrusts between them (1, c-1, 4)."""
         me, frames = seen.me, torch.as_tensor(seen.frames_at(self.model.cfg.image_size))[:, None]
-        contexts = [m.encode(frames)[None] for m in self.models]  # M x (1, c, D)
+        seen_read = [m.encode_read(frames) for m in self.models]  # M x ((c, D), (c, 8))
+        contexts = [z[None] for z, _ in seen_read]  # M x (1, c, D)
+        self.shifts = [read - m.decode_state(z) for m, (z, read) in zip(self.models, seen_read)]  # M x (c, 8)
         past = torch.as_tensor(seen.thrusts)[None]  # (1, c-1, 4)
         goal = torch.as_tensor(GOALS[me])
         picture = self.match_goal(contexts[0][0, -1], me) if self.cost == "latent" and self.goal is None else None
@@ -236,7 +241,7 @@ class LatentPlanner(TurnPlanner):
             thrusts[..., 2 * me : 2 * me + 2] = actions  # the idle disc gets none
             full = torch.cat([past.expand(n, -1, -1), thrusts], dim=1)  # (N, c-1+H, 4)
             preds = [m.rollout(c.expand(n, -1, -1), full, torch.zeros(n, 4)) for m, c in zip(self.models, contexts)]
-            pos = head_positions(self.read(preds))  # (N, H, 3, 2)
+            pos = head_positions(self.read(preds, newest=True))  # (N, H, 3, 2)
             self.t_paths.append(pos[:, :, 2])
             if self.goal is not None:
                 return self.goal_cost(preds[0][:, -1])
@@ -246,9 +251,14 @@ class LatentPlanner(TurnPlanner):
 
         return cost, contexts, past
 
-    def read(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """Each model's latents (..., D), in its order -> (..., 8) the mean of their state heads' readings."""
-        return torch.stack([m.decode_state(z) for m, z in zip(self.models, latents)]).mean(0)
+    def read(self, latents: list[torch.Tensor], newest: bool = False) -> torch.Tensor:
+        """Each model's latents (..., D), in its order -> (..., 8) the mean of their readings: the state head's,
+        shifted by what the model read off the frames it sees (`costs`' shifts: zero unless a token reader reads
+        them) where the state head reads their latents. The latents are those of the frames seen, (c, D), or
+        (`newest`) predicted after them, each shifted by the newest frame's."""
+        return torch.stack(
+            [m.decode_state(z) + (s[-1] if newest else s) for m, z, s in zip(self.models, latents, self.shifts)]
+        ).mean(0)
 
     @torch.no_grad()
     def rule_turn(self, contexts: list[torch.Tensor], past: torch.Tensor, me: int, horizon: int) -> torch.Tensor:
@@ -263,7 +273,7 @@ class LatentPlanner(TurnPlanner):
             thrusts[0, i, 2 * me : 2 * me + 2] = torch.as_tensor(clip_thrust(self.warm(state, me)))
             full = torch.cat([past, thrusts[:, : i + 1]], dim=1)  # (1, c-1+i+1, 4)
             newest = [m.rollout(c, full, torch.zeros(1, 4))[:, -1] for m, c in zip(self.models, contexts)]  # M x (1, D)
-            reads.append(self.read(newest)[0].numpy())
+            reads.append(self.read(newest, newest=True)[0].numpy())
         return thrusts[0, :, 2 * me : 2 * me + 2]
 
 

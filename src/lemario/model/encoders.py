@@ -4,7 +4,8 @@
   7x7); `drqv2` is DrQ-v2's (stride-2 then three stride-1 3x3 convs, a 35x35x32 map: the seed's encoder).
   Whole-model training throughput on this 2-core CPU (benchmarks/train_wm.py, docs/RESULTS.md): nature + MLP
   predictor 808 frames/s, drqv2 + MLP 166, ViT + MLP 100.
-- `ViTEncoder`: a small ViT on plain torch; the frame is its CLS token after the final LayerNorm.
+- `ViTEncoder`: a small ViT on plain torch; the frame is its CLS token after the final LayerNorm (`tokens` gives
+  the patch tokens too, which `TokenReader` reads positions off).
 - `Projector`: Linear -> BatchNorm1d -> GELU -> Linear. SIGReg needs it: the ViT's final LayerNorm pins
   features to a shell that no isotropic Gaussian fits, and BatchNorm gives the embedding free scale.
 """
@@ -80,11 +81,47 @@ class ViTEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, n_patches + 1, out_dim) * 0.02)
         self.blocks = nn.ModuleList(Block(out_dim, heads, 4 * out_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(out_dim)
-        self.out_dim = out_dim
+        self.out_dim, self.grid = out_dim, size // patch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, out_dim)
+        return self.tokens(x)[:, 0]  # CLS token
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, 1 + grid * grid, out_dim): the CLS token, then the patch tokens row by row, after
+        the final LayerNorm."""
         tokens = self.patchify(x).flatten(2).transpose(1, 2)  # (N, P, D)
         tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos  # (N, P+1, D)
         for block in self.blocks:
             tokens = block(tokens)
-        return self.norm(tokens[:, 0])  # CLS token
+        return self.norm(tokens)
+
+
+class TokenReader(nn.Module):
+    """A state head on a ViT's patch tokens: reads `points` 2-D positions where the objects are in the frame, and
+    `extra` more outputs (the push game: the T's angle) from the last point's tokens.
+
+    Per point, each token scores itself and proposes an offset from its patch's centre; the position is the
+    softmax-weighted mean of centre + offset over the grid (a soft argmax). A head on the CLS token must keep every
+    position in one vector the JEPA objective also shapes (the push model's discs read ~10 units off, a supervised
+    CNN on the same frames ~4: docs/RESULTS.md, session 53); here the tokens only need to say "here" and "how far
+    off my centre". Positions are in [-1, 1] across the frame, x then y, as the state head's targets are when the
+    frame shows the whole board (`lemario.games.push.board.head_targets`)."""
+
+    def __init__(self, dim: int, grid: int, points: int, extra: int, hidden: int):
+        super().__init__()
+        self.points = points
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 3 * points))
+        self.extra = nn.Linear(dim, extra)
+        centre = (torch.arange(grid, dtype=torch.float32) + 0.5) * 2 / grid - 1
+        y, x = torch.meshgrid(centre, centre, indexing="ij")
+        self.register_buffer("centres", torch.stack([x.flatten(), y.flatten()], dim=-1), persistent=False)  # (P, 2)
+        self.patch = 2 / grid  # a patch's width in [-1, 1] units: offsets are in patches
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, P, dim) patch tokens -> (N, 2 * points + extra): each point's (x, y), then the extra outputs."""
+        out = self.net(tokens).unflatten(-1, (self.points, 3))  # (N, P, points, 3): score, dx, dy
+        weight = out[..., 0].softmax(dim=1)  # (N, P, points), over the grid
+        where = self.centres[:, None] + out[..., 1:] * self.patch  # (N, P, points, 2)
+        xy = (weight[..., None] * where).sum(dim=1)  # (N, points, 2)
+        last = (weight[..., -1:] * tokens).sum(dim=1)  # (N, dim): the last point's tokens, pooled
+        return torch.cat([xy.flatten(1), self.extra(last)], dim=-1)

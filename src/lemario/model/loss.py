@@ -1,5 +1,5 @@
 """The world model's loss, a small pure function: next-latent prediction + lambda * SIGReg (+ the reward head's, the
-state head's and the disagreement ensemble's losses).
+state head's and its token reader's, and the disagreement ensemble's losses).
 
 No EMA, no stop-gradient: the target latents come from the same encoder the gradient flows through.
 """
@@ -34,7 +34,7 @@ class LossConfig:
     """Train the reward head on detached predicted latents: its loss then shapes the head alone, not the encoder
     and predictor."""
     state_weight: float = 10.0
-    """Weight of the state head's loss, for models that have one (the seed's lambda = 10)."""
+    """Weight of the state head's loss, for models that have one (the seed's lambda = 10), and of its token reader's."""
     motion_weight: float = 0.0
     """Weight of the state head's motion loss (models with a state head): the displacement it reads from the window's
     last context latent to each later latent, real and predicted, against the real one, each state dimension in
@@ -53,7 +53,11 @@ def world_model_loss(
     frame); with a reward head rewards (B, K, 4) float32, with a state head state (B, K+1, state_head) float32;
     optionally level (B,) each window's level index (a level-conditioned model reads it)."""
     obs, actions, prev = batch["obs"], batch["actions"], batch["prev"]
-    emb = model.encode(obs, _shown_level(model, batch.get("level"), cfg.level_dropout, generator))  # (B, K+1, D)
+    level = _shown_level(model, batch.get("level"), cfg.level_dropout, generator)
+    if model.cfg.state_points:
+        emb, tokens_read = model.encode_read(obs, level)  # (B, K+1, D), (B, K+1, state_head)
+    else:
+        emb = model.encode(obs, level)  # (B, K+1, D)
     c = cfg.context if cfg.free_running else 1
     if cfg.free_running:
         preds = model.rollout(emb[:, :c], actions, prev)  # (B, K+1-c, D), from the first c real latents
@@ -78,6 +82,10 @@ def world_model_loss(
         predicted = F.mse_loss(read_preds, target[:, c:])
         loss = loss + cfg.state_weight * (real + predicted)
         metrics.update({"loss/state": real, "loss/state_predicted": predicted})
+        if model.cfg.state_points:
+            tokens = F.mse_loss(tokens_read.float(), target)
+            loss = loss + cfg.state_weight * tokens
+            metrics["loss/state_tokens"] = tokens
         if cfg.motion_weight:
             motion, motion_metrics = _motion_loss(read, read_preds, target, c)
             loss = loss + cfg.motion_weight * motion

@@ -13,17 +13,30 @@ from lemario.data.buffer import EpisodeBuffer
 @torch.no_grad()
 def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Trunk features (N, encoder_dim) and embeddings (N, D) of the frame stacks ending at frames idx."""
-    stack = model.cfg.frame_stack
     trunks, embs = [], []
     for i in range(0, len(idx), batch):
         j = idx[i : i + batch]
-        frame_idx = np.maximum(
-            j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None]
-        )  # (n, stack)
-        trunk = model.trunk(torch.from_numpy(buffer.frames[frame_idx]))  # (n, encoder_dim)
+        trunk = model.trunk(frame_stacks(buffer, j, model.cfg.frame_stack))  # (n, encoder_dim)
         trunks.append(trunk.float().numpy())
         embs.append(model.project(trunk, torch.from_numpy(buffer.levels(j))).float().numpy())
     return np.concatenate(trunks), np.concatenate(embs)
+
+
+@torch.no_grad()
+def read_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, state_head): the state a push model reads off the frame stacks ending at frames idx (its token reader's
+    where it has one: `WorldModel.encode_read`)."""
+    reads = [
+        model.encode_read(frame_stacks(buffer, idx[i : i + batch], model.cfg.frame_stack))[1].float().numpy()
+        for i in range(0, len(idx), batch)
+    ]
+    return np.concatenate(reads)
+
+
+def frame_stacks(buffer: EpisodeBuffer, j: np.ndarray, stack: int) -> torch.Tensor:
+    """(n, stack, ...) uint8: the stacks of `stack` frames ending at frames j, an episode's first repeated."""
+    frame_idx = np.maximum(j[:, None] - np.arange(stack - 1, -1, -1), buffer.episode_start[j][:, None])  # (n, stack)
+    return torch.from_numpy(buffer.frames[frame_idx])
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:

@@ -30,7 +30,7 @@ from lemario.data.buffer import EpisodeBuffer, is_val_episode, stored_ram
 from lemario.games.mario.emulator import level_number
 from lemario.games.mario.ram import LABELS, enemy_labels
 from lemario.games.push.board import STATE_NAMES, T_ANGLE, head_positions
-from lemario.model.probe_fit import embed_frames, mlp_probe, ridge_probe, score
+from lemario.model.probe_fit import embed_frames, mlp_probe, read_frames, ridge_probe, score
 from lemario.model.rollout_probes import format_rollout, run_rollout_probes
 from lemario.model.world_model import load_world_model
 
@@ -174,6 +174,8 @@ def run_probes(cfg: ProbeConfig) -> dict:
         )
     if model.cfg.state_head:
         report["state_head"] = state_head_error(model, emb[is_score], buffer.labels[idx][is_score])
+    if model.cfg.state_points:
+        report["token_reader"] = reading_error(read_frames(model, buffer, idx[is_score]), buffer.labels[idx][is_score])
     out = cfg.out or Path(cfg.checkpoint).with_name("probe.json")
     write_json(out, report)
     return report
@@ -239,12 +241,13 @@ def format_table(report: dict) -> str:
         lines.append(f"  linear R2 kept from in-distribution: {kept}")
     if report.get("rollout_probes", {}).get("horizons"):
         lines += format_rollout(report["rollout_probes"])
-    if "state_head" in report:
-        h = report["state_head"]
-        lines.append(
-            f"state head on the scored episodes: amber {h['amber_error']:.1f}, cyan {h['cyan_error']:.1f}, T "
-            f"{h['t_error']:.1f} units; T angle {h['t_angle_error_deg']:.1f} degrees"
-        )
+    for key, title in (("state_head", "state head"), ("token_reader", "token reader (what players read)")):
+        if key in report:
+            h = report[key]
+            lines.append(
+                f"{title} on the scored episodes: amber {h['amber_error']:.1f}, cyan {h['cyan_error']:.1f}, T "
+                f"{h['t_error']:.1f} units; T angle {h['t_angle_error_deg']:.1f} degrees"
+            )
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
 from lemario.games.mario.env import EnvConfig
 from lemario.games.mario.ram import N_LEVELS
-from lemario.model.encoders import CNNEncoder, Projector, ViTEncoder
+from lemario.model.encoders import CNNEncoder, Projector, TokenReader, ViTEncoder
 from lemario.model.predictors import MLPPredictor, TransformerPredictor
 
 # The reward head predicts progress / PROGRESS_SCALE, score / SCORE_SCALE, a death logit and (reward spec v3) a
@@ -81,6 +81,11 @@ class ModelConfig:
     state_head: int = 0
     """Outputs of a head that reads the game state from each latent, trained with it (the push game: 8); 0: none."""
     state_hidden: int = 256
+    state_points: int = 0
+    """Positions among the state head's outputs (x, y pairs, first) that a `TokenReader` reads off the ViT's patch
+    tokens, trained with it, the rest of the outputs from the last point's tokens (the push game: 3, the discs and
+    the T, and the T's angle); what the model reads off a frame (`encode_read`). The head on the latent stays: it
+    reads predicted latents, whose readings are taken relative to the newest frame's. 0: no token reader."""
     level_embedding: bool = False
     """A learned vector per level (world and stage) added to every latent, so the predictor, the reward head and the
     controllers know the level they play (issue 21). A level the model never trained on, or none given, gets the
@@ -149,6 +154,16 @@ class WorldModel(nn.Module):
             self.reward_head = _mlp(self.state_dim, cfg.reward_hidden, 4 if cfg.flag_head else 3)
         if cfg.state_head:
             self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
+        if cfg.state_points:
+            if cfg.encoder != "vit" or not 0 < 2 * cfg.state_points <= cfg.state_head:
+                raise LemarioError(
+                    f"--model.state-points {cfg.state_points} reads positions off a ViT's patch tokens into the state "
+                    f"head's {cfg.state_head} outputs: use --model.encoder vit and at most state_head / 2 points"
+                )
+            extra = cfg.state_head - 2 * cfg.state_points
+            self.token_reader = TokenReader(
+                cfg.encoder_dim, self.encoder.grid, cfg.state_points, extra, cfg.state_hidden
+            )
         if cfg.level_embedding:
             self.level_embedding = nn.Embedding(N_LEVELS + 1, D)  # row 0: the unknown level
             nn.init.zeros_(self.level_embedding.weight)  # starts as the unconditioned model
@@ -179,22 +194,43 @@ class WorldModel(nn.Module):
         """Trailing dimensions of one observation: (S, H, W) grayscale stacks, (S, H, W, C) colour ones."""
         return 3 if self.cfg.channels == 1 else 4
 
-    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """(N, S, H, W[, C]) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
+    def pixels(self, obs: torch.Tensor) -> torch.Tensor:
+        """(N, S, H, W[, C]) uint8 frame stacks -> (N, S*C, H, W) floats in [0, 1], the encoder's input."""
         if self.cfg.channels > 1:
             obs = obs.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (N, S*C, H, W)
-        return self.encoder(obs.float() / 255.0)
+        return obs.float() / 255.0
+
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
+        """(N, S, H, W[, C]) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
+        return self.encoder(self.pixels(obs))
 
     def encode(self, obs: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings. level: the level index of each stack
         (`lemario.games.mario.ram.level_index`; the leading dimensions of obs, or the first of them, as a window's
         level), which a level-conditioned model adds as its vector (a level it never trained on, 0 or None: the
         unknown level's) and any other model ignores."""
+        return self._encode(obs, level, read=False)[0]
+
+    def encode_read(self, obs: torch.Tensor, level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings and (..., state_head) the state the model
+        reads off the frames: its token reader's, from the same pass of the encoder, or else its state head's on
+        the embeddings (`encode`'s level argument)."""
+        return self._encode(obs, level, read=True)
+
+    def _encode(
+        self, obs: torch.Tensor, level: torch.Tensor | None, read: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.frame_dims
         lead = obs.shape[:-n]
         if level is not None and self.cfg.level_embedding:  # (other models ignore it: no work per step)
             level = level.reshape(*level.shape, *[1] * (len(lead) - level.dim())).expand(lead).reshape(-1)
-        return self.project(self.trunk(obs.reshape(-1, *obs.shape[-n:])), level).reshape(*lead, -1)
+        x = self.pixels(obs.reshape(-1, *obs.shape[-n:]))
+        if not (read and self.cfg.state_points):
+            z = self.project(self.encoder(x), level).reshape(*lead, -1)
+            return z, self.decode_state(z) if read else None
+        tokens = self.encoder.tokens(x)  # (N, 1 + P, E)
+        z = self.project(tokens[:, 0], level).reshape(*lead, -1)
+        return z, self.token_reader(tokens[:, 1:]).reshape(*lead, -1)
 
     def project(self, trunk: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         """(N, encoder_dim) trunk features, (N,) their level indexes -> (N, D) embeddings (`encode`)."""
