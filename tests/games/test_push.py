@@ -23,6 +23,7 @@ from lemario.games.push.board import (
 from lemario.games.push.env import PushConfig, PushGame, goal_reached, match_result
 from lemario.games.push.opponents import Waypoints, chase_t, route, scripted
 from lemario.games.push.render import PLAYER_COLOURS, render
+from lemario.play.push_match import paired
 
 from conftest import run_cli
 
@@ -211,3 +212,37 @@ def test_a_persons_waypoints_are_driven_through_in_order():
     near = [min(np.linalg.norm(np.array(visited) - p, axis=1)) for p in ([200, 60], [200, 250])]
     assert near[0] < Waypoints.REACHED + 5 and np.linalg.norm(visited[-1] - [200, 250]) < 10  # passed, then stopped
     assert len(rule.points) == 1
+
+
+def test_matches_paired_on_seed_and_side():
+    def row(seed, side, outcome):
+        return {"seed": seed, "side": side, "outcome": outcome}
+
+    mine = [row(1, "amber", "win"), row(1, "cyan", "draw"), row(2, "amber", "loss"), row(3, "amber", "win")]
+    theirs = [row(1, "cyan", "loss"), row(1, "amber", "win"), row(2, "amber", "win")]  # seed 3 never played
+    d = paired(mine, theirs)
+    assert d["matches"] == 3 and d["changed"] == 2
+    assert d["difference"] == pytest.approx((0 + 0.5 - 1) / 3)
+    assert d["ci95_low"] <= d["difference"] <= d["ci95_high"]
+    # a pooled player's k-th row of a (seed, side) meets the other's k-th
+    twice = paired([row(1, "amber", "win"), row(1, "amber", "loss")], [row(1, "amber", "loss"), row(1, "amber", "win")])
+    assert twice["matches"] == 2 and twice["difference"] == 0 and twice["changed"] == 2
+    with pytest.raises(LemarioError, match="share no match"):
+        paired(mine, [row(9, "amber", "win")])
+
+
+def test_a_player_paired_with_another_through_the_cli(tmp_path):
+    r = run_cli(
+        "push", "match", "--player", "passive", "--opponent", "chase_t", "--matches", "4", "--out", str(tmp_path / "a")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli(
+        "push", "match", "--player", "chase_t", "--opponent", "chase_t", "--matches", "4",
+        "--paired-with", str(tmp_path / "a" / "matches.json"), "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads((tmp_path / "b" / "matches.json").read_text())["summaries"]["chase_t"]["paired"]
+    assert d["matches"] == 4 and d["difference"] == pytest.approx(0.5)  # the mirror's half against passive's none
+    assert "paired with" in r.stdout
+    bad = run_cli("push", "match", "--player", "passive", "--paired-with", str(tmp_path / "none.json"))
+    assert bad.returncode == 2 and "--paired-with" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -29,14 +29,14 @@ import numpy as np
 from lemario.control.gaussian_cem import GaussianCEMConfig
 from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
 from lemario.core.errors import LemarioError
-from lemario.core.files import write_json
+from lemario.core.files import read_json, write_json
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
 from lemario.games.push.board import MOVED, goal_distances, turn_motion
 from lemario.games.push.env import PushConfig, PushGame, Seen
 from lemario.games.push.opponents import SCRIPTED, scripted
 from lemario.model.world_model import load_world_model
-from lemario.play.stats import bootstrap_ci
+from lemario.play.stats import bootstrap_ci, paired_permutation_p
 
 EVAL_SEED_BASE = 20_000_000
 PLAYERS = (*SCRIPTED, "oracle")
@@ -85,12 +85,18 @@ class MatchConfig(PlayConfig):
     player reading the board as the mean of several models' readings (model:A,B,C: an ensemble of readings)."""
     opponent: tuple[str, ...] = SCRIPTED
     """Opponents, each met `matches` times."""
+    paired_with: Path | None = None
+    """Another player's matches.json (this command's `--out`) on the same match seeds: per opponent, the win-rate
+    difference (this player's minus that one's) over the matches both played, paired on seed and side, with its
+    bootstrap 95% CI and a sign-flip p-value."""
 
     def validate(self) -> None:
         super().validate()
         for name in (*self.player, *self.opponent):
             player_names_check(name)
         latent_cost_check(self.cost, (*self.player, *self.opponent))
+        if self.paired_with is not None and not Path(self.paired_with).is_file():
+            raise LemarioError(f"--paired-with {self.paired_with}: no such file: give a matches.json of `push match`")
 
 
 @dataclass(frozen=True)
@@ -196,10 +202,13 @@ def match_row(name: str, opponent: str, seed: int, side: int, cfg: PlayConfig) -
     }
 
 
+SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
+
+
 def summarize(rows: list[dict]) -> dict:
     """Win rate (a draw is half a win) with its bootstrap 95% CI, wins / draws / losses, mean progress, and the share
     of the player's and the opponent's turns that moved the T."""
-    score = np.array([{"win": 1.0, "draw": 0.5, "loss": 0.0}[r["outcome"]] for r in rows])
+    score = np.array([SCORE[r["outcome"]] for r in rows])
     lo, hi = bootstrap_ci(score)
     outcomes = [r["outcome"] for r in rows]
     return {
@@ -215,6 +224,34 @@ def summarize(rows: list[dict]) -> dict:
         "moved_own": float(np.mean([np.array(r["t_moved_own"]) > MOVED for r in rows])),
         "moved_opponent": float(np.mean([np.array(r["t_moved_opponent"]) > MOVED for r in rows])),
         "seconds_per_match": float(np.mean([r["seconds"] for r in rows])),
+    }
+
+
+def paired(rows: list[dict], other: list[dict]) -> dict:
+    """Score differences, rows minus other, of the matches both played (one opponent's): paired on (seed, side), the
+    k-th row of a key (the k-th seed of a pooled player) with the other's k-th. The mean difference with its
+    bootstrap 95% CI, the sign-flip p-value that it is above 0, and how many matches changed."""
+    theirs: dict[tuple, list[float]] = {}
+    for r in other:
+        theirs.setdefault((r["seed"], r["side"]), []).append(SCORE[r["outcome"]])
+    seen: dict[tuple, int] = {}
+    diffs = []
+    for r in rows:
+        key = (r["seed"], r["side"])
+        k = seen[key] = seen.get(key, -1) + 1
+        if k < len(theirs.get(key, ())):
+            diffs.append(SCORE[r["outcome"]] - theirs[key][k])
+    if not diffs:
+        raise LemarioError("--paired-with: the two players share no match (opponent, seed, side): use the same seeds")
+    lo, hi = bootstrap_ci(diffs)
+    d = np.array(diffs)
+    return {
+        "matches": len(d),
+        "difference": float(d.mean()),
+        "ci95_low": lo,
+        "ci95_high": hi,
+        "p_above_0": paired_permutation_p(d),
+        "changed": int((d != 0).sum()),
     }
 
 
@@ -247,6 +284,14 @@ def match_main(cfg: MatchConfig) -> None:
             summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
         label = short_name(cfg.player[0]) if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
         print(_line(label, opponent, summaries[opponent]), flush=True)
+        if cfg.paired_with is not None:
+            other = [r for r in read_json(cfg.paired_with)["rows"] if r["opponent"] == opponent]
+            d = summaries[opponent]["paired"] = paired(pooled, other)
+            print(
+                f"{'':>12}    paired with {cfg.paired_with}: {d['difference']:+.2f} [{d['ci95_low']:+.2f}, "
+                f"{d['ci95_high']:+.2f}] over {d['matches']} matches ({d['changed']} changed), p {d['p_above_0']:.3f}",
+                flush=True,
+            )
     if cfg.out is not None:
         record = {
             "config": as_json(cfg),
