@@ -155,15 +155,7 @@ class WorldModel(nn.Module):
         if cfg.state_head:
             self.state_head = _mlp(D, cfg.state_hidden, cfg.state_head)
         if cfg.state_points:
-            if cfg.encoder != "vit" or not 0 < 2 * cfg.state_points <= cfg.state_head:
-                raise LemarioError(
-                    f"--model.state-points {cfg.state_points} reads positions off a ViT's patch tokens into the state "
-                    f"head's {cfg.state_head} outputs: use --model.encoder vit and at most state_head / 2 points"
-                )
-            extra = cfg.state_head - 2 * cfg.state_points
-            self.token_reader = TokenReader(
-                cfg.encoder_dim, self.encoder.grid, cfg.state_points, extra, cfg.state_hidden
-            )
+            self.token_reader = _token_reader(cfg, self.encoder)
         if cfg.level_embedding:
             self.level_embedding = nn.Embedding(N_LEVELS + 1, D)  # row 0: the unknown level
             nn.init.zeros_(self.level_embedding.weight)  # starts as the unconditioned model
@@ -323,6 +315,17 @@ class WorldModel(nn.Module):
         """(..., D) latents -> (..., state_head): the game state the state head reads (the push game:
         `lemario.games.push.board.head_targets`)."""
         return self.state_head(z)
+
+
+def _token_reader(cfg: ModelConfig, encoder: nn.Module) -> TokenReader:
+    """The `state_points` reader of a ViT model's state (`ModelConfig.state_points`)."""
+    if cfg.encoder != "vit" or not 0 < 2 * cfg.state_points <= cfg.state_head:
+        raise LemarioError(
+            f"--model.state-points {cfg.state_points} reads positions off a ViT's patch tokens into the state head's "
+            f"{cfg.state_head} outputs: use --model.encoder vit and at most state_head / 2 points"
+        )
+    extra = cfg.state_head - 2 * cfg.state_points
+    return TokenReader(cfg.encoder_dim, encoder.grid, cfg.state_points, extra, cfg.state_hidden)
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
