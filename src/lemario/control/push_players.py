@@ -176,9 +176,9 @@ class LatentPlanner(TurnPlanner):
         self.model = self.models[0]
         self.goal: torch.Tensor | None = None
         """(D,) the goal frame's latent, for goal reaching."""
-        self.shifts: list[torch.Tensor] = []
+        self.shifts = [torch.zeros(1, m.cfg.state_head) for m in self.models]
         """Per model, (c, 8): what it reads off each frame it sees minus its state head's reading of the frame's
-        latent (`read`; set by `costs`)."""
+        latent (`read`; set by `costs`, none before)."""
 
     def plan_turn(self, seen: Seen, horizon: int, rest: torch.Tensor | None) -> CEMPlan:
         return self.plan(seen, horizon, rest)
