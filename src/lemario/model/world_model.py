@@ -6,7 +6,8 @@ encoder the gradient flows through.
 
 Two games share it. Mario: grayscale frame stacks, action indices, the reward head. The push game (`channels` 3,
 `continuous_actions`, `state_head`): single RGB frames whose history the transformer predictor reads, thrust
-vectors, and a head that reads the board state from each latent, trained jointly (the seed's DexWM-style head).
+vectors, and a head that reads the board state from each latent, trained jointly (the seed's DexWM-style head;
+optionally a reader of the frame's board off the ViT's patch tokens, `state_points`).
 
 With `prev_action` the model's state is (latent, previous action): the predictor, the reward head and everything
 that controls through the model (`state`: the policy, the critic, the planner's root) also see the action taken
