@@ -244,5 +244,15 @@ def test_a_player_paired_with_another_through_the_cli(tmp_path):
     d = json.loads((tmp_path / "b" / "matches.json").read_text())["summaries"]["chase_t"]["paired"]
     assert d["matches"] == 4 and d["difference"] == pytest.approx(0.5)  # the mirror's half against passive's none
     assert "paired with" in r.stdout
-    bad = run_cli("push", "match", "--player", "passive", "--paired-with", str(tmp_path / "none.json"))
-    assert bad.returncode == 2 and "--paired-with" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # refused in one line before any match is played: no such file, not a match record, no shared seed
+    for args in (
+        ["--paired-with", str(tmp_path / "none.json")],
+        ["--paired-with", str(tmp_path / "b" / "matches.json"), "--opponent", "random"],
+        ["--paired-with", str(tmp_path / "b" / "matches.json"), "--opponent", "chase_t", "--seed", "100"],
+    ):
+        bad = run_cli("push", "match", "--player", "passive", *args, "--out", str(tmp_path / "c"))
+        assert bad.returncode == 2 and "--paired-with" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "c").exists()
+    (tmp_path / "other.json").write_text("{}")
+    bad = run_cli("push", "match", "--player", "passive", "--paired-with", str(tmp_path / "other.json"))
+    assert bad.returncode == 2 and "not a matches.json" in bad.stderr

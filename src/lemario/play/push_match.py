@@ -95,8 +95,6 @@ class MatchConfig(PlayConfig):
         for name in (*self.player, *self.opponent):
             player_names_check(name)
         latent_cost_check(self.cost, (*self.player, *self.opponent))
-        if self.paired_with is not None and not Path(self.paired_with).is_file():
-            raise LemarioError(f"--paired-with {self.paired_with}: no such file: give a matches.json of `push match`")
 
 
 @dataclass(frozen=True)
@@ -255,6 +253,24 @@ def paired(rows: list[dict], other: list[dict]) -> dict:
     }
 
 
+def paired_rows(cfg: MatchConfig) -> dict[str, list[dict]]:
+    """{opponent: the rows of `cfg.paired_with` against it}, read once before any match is played; a file that is not
+    a `push match` record, or that shares no match seed with this run against some opponent, is refused here."""
+    path = Path(cfg.paired_with)
+    rows = read_json(path).get("rows") if path.is_file() and path.suffix == ".json" else None
+    if not isinstance(rows, list):
+        raise LemarioError(f"--paired-with {path}: not a matches.json of `lemario push match --out`: give one")
+    seeds = {EVAL_SEED_BASE + cfg.seed + i // 2 for i in range(cfg.matches)}
+    out = {o: [r for r in rows if r.get("opponent") == o] for o in cfg.opponent}
+    for opponent, theirs in out.items():
+        if not seeds & {r.get("seed") for r in theirs}:
+            raise LemarioError(
+                f"--paired-with {path} has no match against {opponent} on this run's seeds: pair runs of the same "
+                "--seed and opponents"
+            )
+    return out
+
+
 def short_name(name: str) -> str:
     """A player as the tables print it: a model by its run folder, an ensemble by its models' joined with '+'."""
     return "+".join(p.parent.name or str(p) for p in model_paths(name)) if name.startswith(MODEL) else name
@@ -270,6 +286,7 @@ def _line(name: str, opponent: str, s: dict) -> str:
 
 def match_main(cfg: MatchConfig) -> None:
     cfg.validate()
+    others = paired_rows(cfg) if cfg.paired_with is not None else {}
     rows, summaries, per_player = [], {}, {}
     for opponent in cfg.opponent:
         got = {name: pairing(name, opponent, cfg) for name in cfg.player}
@@ -284,9 +301,8 @@ def match_main(cfg: MatchConfig) -> None:
             summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
         label = short_name(cfg.player[0]) if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
         print(_line(label, opponent, summaries[opponent]), flush=True)
-        if cfg.paired_with is not None:
-            other = [r for r in read_json(cfg.paired_with)["rows"] if r["opponent"] == opponent]
-            d = summaries[opponent]["paired"] = paired(pooled, other)
+        if others:
+            d = summaries[opponent]["paired"] = paired(pooled, others[opponent])
             print(
                 f"{'':>12}    paired with {cfg.paired_with}: {d['difference']:+.2f} [{d['ci95_low']:+.2f}, "
                 f"{d['ci95_high']:+.2f}] over {d['matches']} matches ({d['changed']} changed), p {d['p_above_0']:.3f}",
