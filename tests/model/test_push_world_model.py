@@ -388,6 +388,7 @@ def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
     cfg = PlayConfig(
         cost=played["cost"],
         warm=played["warm"],
+        replan=played["replan"],
         cem=GaussianCEMConfig(**played["cem"]),
         game=PushConfig(**played["game"]),
     )
