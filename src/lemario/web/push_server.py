@@ -75,7 +75,7 @@ class ServeConfig:
     replan: bool = True
     """The planner plans the turn's rest again before each of its steps (receding horizon), from the frame it sees
     then; the dream field shows the turn's first plan, the planning time is the whole turn's."""
-    cem: GaussianCEMConfig = field(default_factory=lambda: SERVE_CEM)
+    cem: GaussianCEMConfig = SERVE_CEM
     game: PushConfig = field(default_factory=PushConfig)
 
     def validate(self) -> None:
