@@ -14,6 +14,7 @@ from lemario.control.push_players import LatentPlanner
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
+from lemario.core.runconfig import as_json
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import MOVED, STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushConfig, PushGame
@@ -407,3 +408,12 @@ def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
     assert {k: again[k] for k in row.keys() - real} == {k: row[k] for k in row.keys() - real}
     for k in real:
         assert again[k] == pytest.approx(row[k], rel=1e-5), k
+
+
+def test_the_push_preset_is_the_shipped_models_recipe():
+    """`lemario train --preset push` trains what pretrained/push was trained with: its model, its losses and its
+    schedule; only where it writes, how long it may run and how it reports differ."""
+    shipped = json.loads((Path(__file__).parents[2] / "pretrained" / "push" / "world_model.json").read_text())
+    run = ("corpus", "out", "minutes", "snapshot_every", "progress", "tensorboard", "threads")
+    preset = {k: v for k, v in as_json(PRESETS["push"]).items() if k not in run}
+    assert preset == {k: v for k, v in shipped["train_config"].items() if k not in run}
