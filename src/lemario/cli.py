@@ -31,7 +31,17 @@ from lemario.flywheel import config as flywheel_config
 from lemario.flywheel import draws, hof, redecide, report, study
 from lemario.flywheel import run as flywheel
 from lemario.model import decoder, diagnose, probes, train
-from lemario.play import collect, evaluate, explore, push_data, push_fidelity, push_goal, push_match, render
+from lemario.play import (
+    collect,
+    evaluate,
+    explore,
+    push_data,
+    push_fidelity,
+    push_goal,
+    push_match,
+    push_pool,
+    render,
+)
 from lemario.web import push_server
 
 
@@ -156,6 +166,12 @@ COMMANDS = {
         push_match.MatchConfig,
         None,
         push_match.match_main,
+    ),
+    "push pool": Command(
+        "the push game: recorded matches of several model seeds as one player (3 seeds x 50), paired with another's",
+        push_pool.PoolConfig,
+        None,
+        push_pool.pool_main,
     ),
     "push table": Command(
         "the push game: every player against every other (scripted players and the simulator planner)",

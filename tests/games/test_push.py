@@ -25,7 +25,7 @@ from lemario.games.push.opponents import Waypoints, chase_t, route, scripted
 from lemario.games.push.render import PLAYER_COLOURS, render
 from lemario.play.push_match import paired
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 
 
 def play(env, seed, actions):
@@ -231,24 +231,34 @@ def test_matches_paired_on_seed_and_side():
         paired(mine, [row(9, "amber", "win")])
 
 
-def test_a_player_paired_with_another_through_the_cli(tmp_path):
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Two players' match records on the same seeds, the second paired with the first: passive and chase_t against
+    chase_t (4 matches each); the completed process of the second."""
+    root = tmp_path_factory.mktemp("records")
     r = run_cli(
-        "push", "match", "--player", "passive", "--opponent", "chase_t", "--matches", "4", "--out", str(tmp_path / "a")
-    )
+        "push", "match", "--player", "passive", "--opponent", "chase_t", "--matches", "4", "--out", str(root / "a")
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     r = run_cli(
         "push", "match", "--player", "chase_t", "--opponent", "chase_t", "--matches", "4",
-        "--paired-with", str(tmp_path / "a" / "matches.json"), "--out", str(tmp_path / "b"),
+        "--paired-with", str(root / "a" / "matches.json"), "--out", str(root / "b"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    d = json.loads((tmp_path / "b" / "matches.json").read_text())["summaries"]["chase_t"]["paired"]
+    return root, r
+
+
+def test_a_player_paired_with_another_through_the_cli(recorded, tmp_path):
+    root, r = recorded
+    d = json.loads((root / "b" / "matches.json").read_text())["summaries"]["chase_t"]["paired"]
     assert d["matches"] == 4 and d["difference"] == pytest.approx(0.5)  # the mirror's half against passive's none
     assert "paired with" in r.stdout
     # refused in one line before any match is played: no such file, not a match record, no shared seed
+    b = str(root / "b" / "matches.json")
     for args in (
-        ["--paired-with", str(tmp_path / "none.json")],
-        ["--paired-with", str(tmp_path / "b" / "matches.json"), "--opponent", "random"],
-        ["--paired-with", str(tmp_path / "b" / "matches.json"), "--opponent", "chase_t", "--seed", "100"],
+        ["--paired-with", str(root / "none.json")],
+        ["--paired-with", b, "--opponent", "random"],
+        ["--paired-with", b, "--opponent", "chase_t", "--seed", "100"],
     ):
         bad = run_cli("push", "match", "--player", "passive", *args, "--out", str(tmp_path / "c"))
         assert bad.returncode == 2 and "--paired-with" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
@@ -256,3 +266,34 @@ def test_a_player_paired_with_another_through_the_cli(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     bad = run_cli("push", "match", "--player", "passive", "--paired-with", str(tmp_path / "other.json"))
     assert bad.returncode == 2 and "not a matches.json" in bad.stderr
+
+
+def test_records_of_several_seeds_pooled_and_paired_through_the_cli(recorded, tmp_path):
+    """`push pool`: records read as one player's seeds give the pooled rate, each record's and their spread, and the
+    pooled paired difference, each record against its partner."""
+    root, _ = recorded
+    a, b = str(root / "a" / "matches.json"), str(root / "b" / "matches.json")
+    r = run_cli("push", "pool", b, a, "--paired-with", a, a, "--out", str(tmp_path / "pool"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "pool" / "pool.json").read_text())["summaries"]["chase_t"]
+    one = json.loads((root / "b" / "matches.json").read_text())["summaries"]["chase_t"]  # 0.5: the mirror match
+    assert s["matches"] == 8 and s["per_record"] == [one["win_rate"], 0.0]  # passive never wins against chase_t
+    assert s["win_rate"] == pytest.approx(one["win_rate"] / 2) and s["seed_sd"] == pytest.approx(
+        one["win_rate"] / 2**0.5
+    )
+    assert s["paired"]["matches"] == 8 and s["paired"]["difference"] == pytest.approx(one["win_rate"] / 2)
+    assert s["paired"]["changed"] == one["wins"] + one["draws"]  # chase_t's record against passive's; passive's own: 0
+    # refused in one line: partners that do not match one for one, a file that is not a record, no such opponent
+    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / "logs").mkdir()
+    got = run_cli_many(
+        {
+            "count": ["push", "pool", a, b, "--paired-with", a],
+            "record": ["push", "pool", a, str(tmp_path / "other.json")],
+        },
+        tmp_path / "logs",
+    )
+    assert got["count"].returncode == 2 and "--paired-with has 1 records for 2" in got["count"].stderr
+    assert got["record"].returncode == 2 and "push pool" in got["record"].stderr
+    for bad in got.values():
+        assert len(bad.stderr.strip().splitlines()) == 1

@@ -253,13 +253,19 @@ def paired(rows: list[dict], other: list[dict]) -> dict:
     }
 
 
+def recorded_rows(path: Path, option: str) -> list[dict]:
+    """The per-match rows of a `push match --out` record; anything else is refused in one line naming `option`."""
+    rows = read_json(path).get("rows") if path.is_file() and path.suffix == ".json" else None
+    if not isinstance(rows, list):
+        raise LemarioError(f"{option} {path}: not a matches.json of `lemario push match --out`: give one")
+    return rows
+
+
 def paired_rows(cfg: MatchConfig) -> dict[str, list[dict]]:
     """{opponent: the rows of `cfg.paired_with` against it}, read once before any match is played; a file that is not
     a `push match` record, or that shares no match seed with this run against some opponent, is refused here."""
     path = Path(cfg.paired_with)
-    rows = read_json(path).get("rows") if path.is_file() and path.suffix == ".json" else None
-    if not isinstance(rows, list):
-        raise LemarioError(f"--paired-with {path}: not a matches.json of `lemario push match --out`: give one")
+    rows = recorded_rows(path, "--paired-with")
     seeds = {EVAL_SEED_BASE + cfg.seed + i // 2 for i in range(cfg.matches)}
     out = {o: [r for r in rows if r.get("opponent") == o] for o in cfg.opponent}
     for opponent, theirs in out.items():
@@ -276,11 +282,20 @@ def short_name(name: str) -> str:
     return "+".join(p.parent.name or str(p) for p in model_paths(name)) if name.startswith(MODEL) else name
 
 
-def _line(name: str, opponent: str, s: dict) -> str:
+def summary_line(name: str, opponent: str, s: dict) -> str:
+    """One pairing's summary as the tables print it."""
     return (
         f"{name:>12} vs {opponent:<12} win {s['win_rate']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]  "
         f"W/D/L {s['wins']}/{s['draws']}/{s['losses']}  progress {s['mean_progress']:+.0f}  "
         f"pushes in {s['pushed_own']:.0%} of turns, T moved in {s['moved_own']:.0%} / {s['moved_opponent']:.0%}"
+    )
+
+
+def paired_line(other: str, d: dict) -> str:
+    """A paired difference (`paired`) as the tables print it, under the pairing's line."""
+    return (
+        f"{'':>12}    paired with {other}: {d['difference']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}] "
+        f"over {d['matches']} matches ({d['changed']} changed), p {d['p_above_0']:.3f}"
     )
 
 
@@ -296,18 +311,14 @@ def match_main(cfg: MatchConfig) -> None:
         summaries[opponent] = summarize(pooled)
         if len(cfg.player) > 1:
             for name, s in per_player[opponent].items():
-                print("  " + _line(short_name(name), opponent, s), flush=True)
+                print("  " + summary_line(short_name(name), opponent, s), flush=True)
             rates = [s["win_rate"] for s in per_player[opponent].values()]
             summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
         label = short_name(cfg.player[0]) if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
-        print(_line(label, opponent, summaries[opponent]), flush=True)
+        print(summary_line(label, opponent, summaries[opponent]), flush=True)
         if others:
             d = summaries[opponent]["paired"] = paired(pooled, others[opponent])
-            print(
-                f"{'':>12}    paired with {cfg.paired_with}: {d['difference']:+.2f} [{d['ci95_low']:+.2f}, "
-                f"{d['ci95_high']:+.2f}] over {d['matches']} matches ({d['changed']} changed), p {d['p_above_0']:.3f}",
-                flush=True,
-            )
+            print(paired_line(str(cfg.paired_with), d), flush=True)
     if cfg.out is not None:
         record = {
             "config": as_json(cfg),
@@ -327,7 +338,7 @@ def table_main(cfg: TableConfig) -> None:
             got = pairing(name, opponent, cfg)
             rows += got
             cells[f"{name} vs {opponent}"] = summarize(got)
-            print(_line(name, opponent, cells[f"{name} vs {opponent}"]), flush=True)
+            print(summary_line(name, opponent, cells[f"{name} vs {opponent}"]), flush=True)
     width = max(len(p) for p in cfg.players) + 2
     print("\nwin rate of the row against the column (a draw is half)")
     print(" " * width + "".join(f"{p:>{width}}" for p in cfg.players))
