@@ -277,7 +277,7 @@ def test_records_of_several_seeds_pooled_and_paired_through_the_cli(recorded, tm
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((tmp_path / "pool" / "pool.json").read_text())["summaries"]["chase_t"]
     one = json.loads((root / "b" / "matches.json").read_text())["summaries"]["chase_t"]  # 0.5: the mirror match
-    assert s["matches"] == 8 and s["per_record"] == [one["win_rate"], 0.0]  # passive never wins against chase_t
+    assert s["matches"] == 8 and s["per_seed"] == [one["win_rate"], 0.0]  # passive never wins against chase_t
     assert s["win_rate"] == pytest.approx(one["win_rate"] / 2) and s["seed_sd"] == pytest.approx(
         one["win_rate"] / 2**0.5
     )

@@ -162,8 +162,9 @@ PRESETS = {
     # Residual since session 26 (one step beats "no change", sessions 10, 21 and 26). The shipped model's recipe
     # (pretrained/push, session 58; docs/RESULTS.md sessions 58-60): 5,000 steps, the discs' and the T's motion
     # loss (session 30) and a reader of the state on the ViT's patch tokens (3.5 board units against the CLS head's
-    # 9-11, 3 seeds); ~96 min at 1.15 s a step on 2 cores of session 58's host; capped at 115 min of wall clock for
-    # the 2-hour target, where slower hosts (0.44 steps/s, session 26's) stop near step 3,000.
+    # 8.5-11.4, 3 seeds); 1.15-1.2 s a step alone on 2 cores of sessions 58-60's host (96-100 min for the 5,000; no
+    # run was alone from start to end); capped at 115 min of wall clock for the 2-hour target, so a slower host stops
+    # early (at session 26's 0.44 steps/s, measured without the reader, that would be near step 3,000).
     "push": TrainConfig(
         corpus=Path("runs/push-data"),
         out=Path("runs/push-wm"),

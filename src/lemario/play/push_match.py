@@ -291,6 +291,23 @@ def summary_line(name: str, opponent: str, s: dict) -> str:
     )
 
 
+def pool_seeds(per_seed: list[tuple[str, list[dict]]], opponent: str) -> dict:
+    """Several seeds' rows against `opponent` ((label, rows) each) as one player: their pooled summary, with (several
+    seeds) each seed's win rate and the sd between them, each seed's line printed before the pooled one."""
+    pooled = summarize([r for _, rows in per_seed for r in rows])
+    if len(per_seed) == 1:
+        print(summary_line(per_seed[0][0], opponent, pooled), flush=True)
+        return pooled
+    rates = []
+    for label, rows in per_seed:
+        one = summarize(rows)
+        rates.append(one["win_rate"])
+        print("  " + summary_line(label, opponent, one), flush=True)
+    pooled.update(per_seed=rates, seed_sd=float(np.std(rates, ddof=1)))
+    print(summary_line(f"{len(per_seed)} seeds", opponent, pooled) + f"  seed sd {pooled['seed_sd']:.3f}", flush=True)
+    return pooled
+
+
 def paired_line(other: str, d: dict) -> str:
     """A paired difference (`paired`) as the tables print it, under the pairing's line."""
     return (
@@ -308,14 +325,7 @@ def match_main(cfg: MatchConfig) -> None:
         per_player[opponent] = {name: summarize(r) for name, r in got.items()}
         pooled = [r for name in cfg.player for r in got[name]]
         rows += pooled
-        summaries[opponent] = summarize(pooled)
-        if len(cfg.player) > 1:
-            for name, s in per_player[opponent].items():
-                print("  " + summary_line(short_name(name), opponent, s), flush=True)
-            rates = [s["win_rate"] for s in per_player[opponent].values()]
-            summaries[opponent]["seed_sd"] = float(np.std(rates, ddof=1))
-        label = short_name(cfg.player[0]) if len(cfg.player) == 1 else f"{len(cfg.player)} seeds"
-        print(summary_line(label, opponent, summaries[opponent]), flush=True)
+        summaries[opponent] = pool_seeds([(short_name(n), r) for n, r in got.items()], opponent)
         if others:
             d = summaries[opponent]["paired"] = paired(pooled, others[opponent])
             print(paired_line(str(cfg.paired_with), d), flush=True)

@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import tyro
 
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
-from lemario.play.push_match import paired, paired_line, recorded_rows, summarize, summary_line
+from lemario.play.push_match import paired, paired_line, pool_seeds, recorded_rows
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,7 @@ def pool_main(cfg: PoolConfig) -> None:
     summaries = {}
     for opponent in opponents:
         per = by_opponent(mine, opponent, cfg.matches)
-        for path, rows in zip(cfg.matches, per):
-            print("  " + summary_line(path.parent.name or str(path), opponent, summarize(rows)), flush=True)
-        s = summaries[opponent] = summarize([r for rows in per for r in rows])
-        s["per_record"] = [summarize(rows)["win_rate"] for rows in per]
-        s["seed_sd"] = float(np.std(s["per_record"], ddof=1)) if len(per) > 1 else 0.0
-        print(summary_line(f"{len(per)} pooled", opponent, s) + f"  seed sd {s['seed_sd']:.3f}", flush=True)
+        s = summaries[opponent] = pool_seeds([(p.parent.name or str(p), r) for p, r in zip(cfg.matches, per)], opponent)
         if theirs:
             other = by_opponent(theirs, opponent, cfg.paired_with)
             s["paired"] = paired([r for rows in per for r in rows], [r for rows in other for r in rows])

@@ -49,12 +49,12 @@ OPPONENTS = ("model", "oracle", *SCRIPTED)
 SHIPPED = Path("pretrained/push/world_model.safetensors")
 SERVE_CEM = GaussianCEMConfig(samples=32, iterations=2, init_std=0.1)
 """The served planner's search: narrow, around the warm rule's turn, replanned every step, so a person sees a dream
-field of 64 plans a step (0.27 s a turn on one thread of a busy 2-core host). With the shipped model on the
-evaluation seeds it wins 0.92 / 0.95 / 0.57 / 0.52 against random / passive / chase_t / adversarial, the rule it
-starts from unsearched (`--cem.samples 1 --cem.iterations 1`) 0.97 / 1.00 / 0.52 / 0.45: the search gives up 5-7
-points to the players that do not push and is within noise against those that do (two model seeds, docs/RESULTS.md
-session 59); the wide default search (`GaussianCEMConfig`: 96 x 6 from a std of 0.7) loses to the rule it starts from
-(sessions 28-30)."""
+field of 64 plans a step (0.27 s a turn on one thread of a busy 2-core host). On the evaluation seeds, three model
+seeds of the shipped recipe pooled, it wins 0.93 / 0.953 / 0.54 / 0.477 against random / passive / chase_t /
+adversarial, the rule it starts from unsearched (`--cem.samples 1 --cem.iterations 1`) 0.99 / 0.993 / 0.513 / 0.45:
+the search gives up 0.06 / 0.04 to the players that do not push and gains +0.027 (within noise) against those that
+do (docs/RESULTS.md sessions 59-60); the wide default search (`GaussianCEMConfig`: 96 x 6 from a std of 0.7) loses
+to the rule it starts from (sessions 28-30)."""
 
 
 @dataclass(frozen=True)
