@@ -284,6 +284,28 @@ def test_usage_lists_every_command_apart_from_its_help():
         assert line[2 + len(name) : 4 + len(name)] == "  ", line
 
 
+def test_an_interrupt_dropped_in_a_callback_is_delivered_again():
+    """A Ctrl-C raised where Python can only print and drop it (a `__del__`; pymunk's cffi garbage-collection callback
+    in `push data`, which once left an interrupted run going) still stops the command."""
+    code = (
+        "import signal, sys, time\n"
+        "from lemario import cli\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "sys.unraisablehook = cli._redeliver_interrupt  # as cli.main installs it\n"
+        "class Dropped:\n"
+        "    def __del__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "try:\n"
+        "    Dropped()\n"
+        "    time.sleep(0.5)\n"
+        "    print('ran on')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_cli_env())
+    assert r.stdout.strip() == "stopped", r.stdout + r.stderr[-2000:]
+
+
 def test_sigint_stops_a_command_started_with_sigint_ignored(tmp_path):
     """A script's background job starts with SIGINT ignored (POSIX shells without job control): `kill -INT` still
     stops it as Ctrl-C does, exit 130 and one line, with what it wrote kept."""

@@ -11,6 +11,7 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,19 @@ def _interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def _redeliver_interrupt(unraisable) -> None:
+    """A Ctrl-C (or SIGTERM) that lands in a callback Python cannot raise from (pymunk frees its bodies from cffi's
+    garbage-collection callback, `__del__` methods) is printed and dropped there, and the command would run on:
+    deliver it again, a moment later from another thread, so that it is raised where the command is once this hook
+    has returned, not in the hook (where it would be dropped again)."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        again.daemon = True
+        again.start()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -308,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     # A script's background job (`cmd &` in a shell without job control) starts with SIGINT ignored, and Python then
     # keeps it ignored: `kill -INT` must stop such a run as Ctrl-C stops one at a terminal.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.unraisablehook = _redeliver_interrupt
     default, rest = _split_preset(name, rest)
     presets = f" (presets: {', '.join(command.presets)}; pick one with --preset NAME)" if command.presets else ""
     cfg = _parse(name, command.config, rest, default, command.help + presets)
