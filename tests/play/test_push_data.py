@@ -10,9 +10,10 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.data.buffer import EpisodeBuffer
 from lemario.data.corpus import read_episode, scan
-from lemario.games.push.board import STATE_DIM, STATE_NAMES
+from lemario.games.push.board import STATE_DIM, STATE_NAMES, clip_thrust
 from lemario.games.push.env import PushConfig
-from lemario.games.push.regimes import REGIMES, SHARES, draw_regime
+from lemario.games.push.opponents import adversarial, chase_t
+from lemario.games.push.regimes import NOISE, REGIMES, SHARES, Turn, draw_regime
 from lemario.play.push_data import PushDataConfig, episode_seed, generate, generate_episode
 
 
@@ -53,6 +54,36 @@ def test_regimes_are_drawn_with_the_seeds_shares():
         assert abs(counts[regime] / 20_000 - share) < 0.015
 
 
+def test_the_scripted_pushers_regimes_leave_the_seeds_draws_as_they_were():
+    """The two regimes past the seed's five have share 0 by default: every draw is the one a five-regime mix makes,
+    so corpora generated before they existed replay."""
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    seed_mix = np.array(SHARES[:5]) / sum(SHARES[:5])
+    assert [draw_regime(a) for _ in range(500)] == [REGIMES[b.choice(5, p=seed_mix)] for _ in range(500)]
+    assert set(REGIMES[5:]) == {"chase_t", "adversarial"} and SHARES[5:] == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("name, rule", [("chase_t", chase_t), ("adversarial", adversarial)])
+def test_a_pusher_regime_plays_the_scripted_rule_with_the_regimes_noise(name, rule):
+    ep = generate_episode(PushConfig(turns=1), episode_seed(0, 3))
+    state = ep.labels[0].astype(np.float64)
+    for me in (0, 1):
+        turn, noise = Turn(name, state, me, np.random.default_rng(7)), np.random.default_rng(7)
+        assert turn.target is None
+        noise.uniform(0, 2 * np.pi)  # a turn's first draw: the direction the target-taking regimes use
+        expected = clip_thrust(rule(state, me) + noise.normal(0, NOISE, 2))
+        np.testing.assert_allclose(turn(state), expected, rtol=1e-6)
+
+
+def test_shares_choose_the_regimes_and_a_bad_mix_is_refused(tmp_path):
+    only_pushers = (0, 0, 0, 0, 0, 0.5, 0.5)
+    turns = generate_episode(PushConfig(turns=10), episode_seed(0, 1), 0.0, only_pushers).meta["turns"]
+    assert {t["regime"] for t in turns} == {"chase_t", "adversarial"}
+    for bad in ((0.5, 0.5), (0.5, 0.5, 0.5, 0, 0, 0, 0), (1.5, -0.5, 0, 0, 0, 0, 0)):
+        with pytest.raises(LemarioError, match="one share per regime"):
+            PushDataConfig(out=tmp_path, shares=bad).validate()
+
+
 def test_corpus_round_trip_resume_and_refusal(tmp_path):
     cfg = PushDataConfig(out=tmp_path / "push", episodes=4, turns=2, workers=1, progress=False)
     generate(cfg)
@@ -79,8 +110,10 @@ def test_a_folder_from_before_persist_resumes_only_without_it(tmp_path):
     generate(old)
     manifest = old.out / "config.json"
     stored = read_json(manifest)
-    del stored["key"]["persist"]  # as written before the field existed
+    del stored["key"]["persist"], stored["key"]["shares"]  # as written before the fields existed
     write_json(manifest, stored)
+    with pytest.raises(LemarioError, match="shares"):
+        generate(replace(old, shares=(0.5, 0.25, 0.25, 0, 0, 0, 0), episodes=2))
     with pytest.raises(LemarioError, match="persist: 0.0 -> 0.75"):
         generate(replace(old, persist=0.75, episodes=2))
     generate(replace(old, episodes=2))  # the old behaviour resumes

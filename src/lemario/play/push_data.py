@@ -3,7 +3,8 @@
 Episode i is played from seed SeedSequence([seed, i]): a random start, then turns of `steps_per_turn` steps,
 amber and cyan alternating, each turn one regime (`lemario.games.push.regimes`) for the acting disc. A disc keeps
 its previous turn's regime and target with probability `persist`, as a player goes on with a plan (the regimes'
-shares per turn are unchanged): a contact push then reaches the T and moves it over several turns, as in real play.
+shares per turn, `shares`, are unchanged): a contact push then reaches the T and moves it over several turns, as in
+real play.
 Without it (`persist` 0, the corpora before session 27) the T moved more than a pixel (8 units) in 6% of the turns
 against 42-49% in matches where a scripted pusher plays, so the world model hardly saw a push move the T
 (docs/RESULTS.md, session 27). It is written to the corpus format (`lemario.data.corpus`) as `DIR/push-<i>.h5`: the
@@ -36,12 +37,13 @@ from lemario.data.corpus import (
     format_summary,
     index_row,
     read_labels,
+    read_meta,
     scan,
     write_episode,
 )
 from lemario.games.push.board import MOVED, PLAYERS, STATE_NAMES, turn_motion
 from lemario.games.push.env import PushConfig, PushGame
-from lemario.games.push.regimes import REGIMES, Turn, draw_regime
+from lemario.games.push.regimes import REGIMES, SHARES, Turn, draw_regime
 
 MANIFEST = "config.json"
 BOOKKEEPING = ("out", "episodes", "workers", "progress")
@@ -60,6 +62,9 @@ class PushDataConfig:
     seed: int = 0
     persist: float = 0.75
     """Probability that a disc keeps its previous turn's regime and target (a run lasts 1 / (1 - persist) turns)."""
+    shares: tuple[float, ...] = SHARES
+    """Share of the turns drawn for each regime, in the order contact_push, approach_no_push, null_thrust, near_t,
+    far_from_t, chase_t, adversarial (default: the seed's mix, no scripted pusher's turns)."""
     workers: int = 2
     """Worker processes."""
     progress: bool = True
@@ -69,6 +74,11 @@ class PushDataConfig:
             raise LemarioError("--episodes and --workers must be at least 1")
         if not 0.0 <= self.persist < 1.0:
             raise LemarioError(f"--persist {self.persist} is not a probability below 1: use e.g. 0.75")
+        if len(self.shares) != len(REGIMES) or min(self.shares) < 0 or abs(sum(self.shares) - 1) > 1e-6:
+            raise LemarioError(
+                f"--shares {' '.join(map(str, self.shares))}: give one share per regime ({', '.join(REGIMES)}), "
+                "none negative, summing to 1"
+            )
         self.game.validate()
 
     @property
@@ -76,9 +86,12 @@ class PushDataConfig:
         return PushConfig(turns=self.turns, steps_per_turn=self.steps_per_turn, obs_size=self.obs_size)
 
 
-def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence, persist: float = 0.0) -> Episode:
+def generate_episode(
+    game: PushConfig, seed: int | np.random.SeedSequence, persist: float = 0.0, shares: tuple[float, ...] = SHARES
+) -> Episode:
     """One episode of regime turns from `seed` (a full match's length, no winner recorded); each disc keeps its
-    last turn (regime and target) with probability `persist` (0: every turn drawn afresh, the older corpora)."""
+    last turn (regime and target) with probability `persist` (0: every turn drawn afresh, the older corpora), and
+    otherwise draws one from `shares`."""
     rng = np.random.default_rng(seed)
     env = PushGame(game)
     obs, info = env.reset(seed=int(rng.integers(2**31)))
@@ -88,7 +101,7 @@ def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence, persi
         me = info["actor"]
         if info["step_in_turn"] == 0:
             kept = persist > 0 and last[me] is not None and rng.uniform() < persist  # no draw at 0: old seeds replay
-            turn = last[me] if kept else Turn(draw_regime(rng), info["state"], me, rng)
+            turn = last[me] if kept else Turn(draw_regime(rng, shares), info["state"], me, rng)
             last[me] = turn
             target = None if turn.target is None else [round(float(v), 2) for v in turn.target]
             turns.append({"actor": PLAYERS[me], "regime": turn.regime, "target": target, "kept": bool(kept)})
@@ -99,7 +112,8 @@ def generate_episode(game: PushConfig, seed: int | np.random.SeedSequence, persi
         frames.append(obs)
         states.append(info["state"])
         actions.append(both.reshape(-1))
-    meta = {"game": "push", "policy": "regimes", "persist": persist, "turns": turns, "obs_size": game.obs_size}
+    meta = {"game": "push", "policy": "regimes", "persist": persist, "shares": list(shares), "turns": turns}
+    meta["obs_size"] = game.obs_size
     return Episode(np.stack(frames), np.stack(actions), None, np.stack(states), None, meta, label_names=STATE_NAMES)
 
 
@@ -107,11 +121,11 @@ def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index])
 
 
-def _write(task: tuple[Path, PushConfig, int, float, int, dict]) -> dict:
-    out, game, seed, persist, index, extra = task
-    ep = generate_episode(game, episode_seed(seed, index), persist)
-    ep.meta.update(seed=seed, run="push", run_index=index, **extra)
-    path = out / f"push-{index:05d}.h5"
+def _write(task: tuple[PushDataConfig, int, dict]) -> dict:
+    cfg, index, extra = task
+    ep = generate_episode(cfg.game, episode_seed(cfg.seed, index), cfg.persist, cfg.shares)
+    ep.meta.update(seed=cfg.seed, run="push", run_index=index, **extra)
+    path = cfg.out / f"push-{index:05d}.h5"
     write_episode(path, ep)
     return index_row(path, ep.meta, ep.n_steps)
 
@@ -136,7 +150,7 @@ def generate(cfg: PushDataConfig) -> None:
         try:
             for start in range(0, len(todo), 50):  # chunks: the index is updated as they land
                 chunk = todo[start : start + 50]
-                tasks = [(cfg.out, cfg.game, cfg.seed, cfg.persist, i, extra) for i in chunk]
+                tasks = [(cfg, i, extra) for i in chunk]
                 add_to_index(cfg.out, run_parallel(_write, tasks, processes=cfg.workers))
                 bar.update(len(chunk))
         finally:
@@ -148,8 +162,11 @@ def data_main(cfg: PushDataConfig) -> None:
     generate(cfg)
     index = scan(cfg.out)
     print(format_summary(index, title=str(cfg.out)))
-    moved = np.concatenate([turn_motion(read_labels(p), cfg.steps_per_turn) for p in episode_files(cfg.out)])
+    files = episode_files(cfg.out)
+    moved = np.concatenate([turn_motion(read_labels(p), cfg.steps_per_turn) for p in files])  # (turns,)
+    regime = np.array([turn["regime"] for p in files for turn in read_meta(p)["turns"]])
+    by_regime = ", ".join(f"{r} {np.mean(moved[regime == r] > MOVED):.0%}" for r in REGIMES if (regime == r).any())
     print(
-        f"the T moved over {MOVED:.0f} units in {np.mean(moved > MOVED):.1%} of turns (mean {moved.mean():.1f} units)"
+        f"the T moved over {MOVED:.0f} units in {np.mean(moved > MOVED):.1%} of turns (mean {moved.mean():.1f} units); "
+        f"by regime: {by_regime}; {time.perf_counter() - t0:.0f} s"
     )
-    print(f"regimes: {', '.join(REGIMES)}; {time.perf_counter() - t0:.0f} s")
