@@ -65,9 +65,10 @@ def test_the_scripted_pushers_regimes_leave_the_seeds_draws_as_they_were():
 
 @pytest.mark.parametrize("name, rule", [("chase_t", chase_t), ("adversarial", adversarial)])
 def test_a_pusher_regime_plays_the_scripted_rule_with_the_regimes_noise(name, rule):
-    ep = generate_episode(PushConfig(turns=1), episode_seed(0, 3))
-    state = ep.labels[0].astype(np.float64)
+    ep = generate_episode(PushConfig(turns=1), episode_seed(0, 7))
+    state = ep.labels[0].astype(np.float64)  # a start where the two pushers' thrusts differ (at many they agree)
     for me in (0, 1):
+        assert np.abs(chase_t(state, me) - adversarial(state, me)).max() > 0.01
         turn, noise = Turn(name, state, me, np.random.default_rng(7)), np.random.default_rng(7)
         assert turn.target is None
         noise.uniform(0, 2 * np.pi)  # a turn's first draw: the direction the target-taking regimes use

@@ -112,8 +112,14 @@ def generate_episode(
         frames.append(obs)
         states.append(info["state"])
         actions.append(both.reshape(-1))
-    meta = {"game": "push", "policy": "regimes", "persist": persist, "shares": list(shares), "turns": turns}
-    meta["obs_size"] = game.obs_size
+    meta = {
+        "game": "push",
+        "policy": "regimes",
+        "persist": persist,
+        "shares": list(shares),
+        "turns": turns,
+        "obs_size": game.obs_size,
+    }
     return Episode(np.stack(frames), np.stack(actions), None, np.stack(states), None, meta, label_names=STATE_NAMES)
 
 
