@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from lemario.play.push_fidelity import judge, spearman, turn_starts
+from lemario.play.push_fidelity import aggregate, changes, judge, spearman, turn_starts
 
 
 def test_spearman_known_answers():
@@ -27,3 +28,19 @@ def test_turn_starts_alternate_sides_at_each_turns_first_step():
     assert len(starts) == 12 and all(s.step_in_turn == 0 for s in starts)
     assert [s.me for s in starts[:4]] == [0, 1, 0, 1]
     assert np.array_equal(starts[10].state, turn_starts(11, 900_000)[10].state)  # the same matches each time
+
+
+def test_changes_compare_each_candidates_move_from_the_rules():
+    true = torch.zeros(3, 3, 2)  # candidates x (amber, cyan, T) x (x, y)
+    true[:, 1, 0] = torch.tensor([0.0, 3.0, -3.0])  # cyan's disc ends 3 units right or left of the rule's candidate
+    true[:, 2, 1] = torch.tensor([0.0, 1.0, 2.0])  # the T
+    shifted = true + 50.0  # read 50 units off, the same for every candidate: the changes are right
+    perfect = changes(shifted, true, me=1)
+    assert perfect["disc_res"] == 0.0 and perfect["t_res"] == 0.0
+    assert perfect["disc_tot"] == pytest.approx(18.0) and perfect["t_tot"] == pytest.approx(2.0)  # about the mean
+    still = changes(torch.zeros(3, 3, 2), true, me=1)  # foresees no change at all
+    assert still["disc_res"] == pytest.approx(18.0) and still["t_res"] == pytest.approx(5.0)
+    assert changes(torch.zeros(3, 3, 2), true, me=0)["disc_res"] == 0.0  # amber's disc does not move
+    rows = [{**judge(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])), **c} for c in (perfect, still)]
+    pooled = aggregate(rows)
+    assert pooled["disc_r2"] == pytest.approx(1 - 18 / 36) and pooled["t_r2"] == pytest.approx(1 - 5 / 4)

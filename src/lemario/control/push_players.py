@@ -121,6 +121,9 @@ class TurnPlanner:
         self.t_paths: list[torch.Tensor] = []
         """Per CEM iteration of the last plan: (N, H, 2) each sample's T centre after each step (predicted or
         simulated)."""
+        self.ends: torch.Tensor | None = None
+        """(N, 3, 2) where the last cost evaluated left each sample's amber disc, cyan disc and T (predicted or
+        simulated)."""
         self.seconds = 0.0
         """Planning time of the last plan (played as a player: of the turn so far, replans included)."""
 
@@ -243,6 +246,7 @@ class LatentPlanner(TurnPlanner):
             preds = [m.rollout(c.expand(n, -1, -1), full, torch.zeros(n, 4)) for m, c in zip(self.models, contexts)]
             pos = head_positions(self.read(preds, newest=True))  # (N, H, 3, 2)
             self.t_paths.append(pos[:, :, 2])
+            self.ends = pos[:, -1]
             if self.goal is not None:
                 return self.goal_cost(preds[0][:, -1])
             if self.cost == "latent":
@@ -321,6 +325,9 @@ class SimulatorPlanner(TurnPlanner):
                 paths.append(path)
             states = torch.as_tensor(np.array(paths))  # (N, H, 14)
             self.t_paths.append(states[..., T_POS])
+            self.ends = torch.stack(
+                [states[:, -1, DISC_SLICE[0]], states[:, -1, DISC_SLICE[1]], states[:, -1, T_POS]], 1
+            )
             return turn_cost(states[:, -1, DISC_SLICE[me]], states[:, -1, T_POS], goal, self.cost)
 
         return cost

@@ -11,7 +11,11 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
 - `regret`: the true cost of the scorer's pick minus the best true cost among the candidates;
 - `gain`: the rule's true cost minus the true cost of the scorer's pick (> 0: the pick really beats the rule's
   turn; the simulator's own pick gives the most there is to gain), beside `believed`, the gain the scorer saw;
-- `beats_rule`: the share of positions where the pick's true cost is below the rule's.
+- `beats_rule`: the share of positions where the pick's true cost is below the rule's;
+- `disc_r2`, `t_r2` (each model): how much of the true change across candidates of where the turn leaves the own
+  disc and the T (each candidate's end position minus the rule's candidate's) the model's predicted change explains,
+  pooled over the positions (1 - residual / total sums of squares; the simulator's is 1). A cost ranks no better
+  than its terms are foreseen: the disc's is its response to thrust, the T's the contact.
 With several models (seeds of one recipe), also their ensemble: the mean of their costs plus `penalty` times their
 standard deviation (a pick the models disagree on costs more).
 """
@@ -113,12 +117,27 @@ def score_position(
     noise[0] = 0.0
     candidates = project_thrust(rule + width * noise)  # (N, H, 2)
     true = sim.costs(seen.state, seen.me)(candidates).numpy()
-    per_model = np.stack([m.costs(seen)[0](candidates).numpy() for m in models])  # (M, N)
+    true_ends, per_model, foreseen = sim.ends, [], {}
+    for i, m in enumerate(models):
+        per_model.append(m.costs(seen)[0](candidates).numpy())
+        foreseen[f"model {i}"] = changes(m.ends, true_ends, seen.me)
+    per_model = np.stack(per_model)  # (M, N)
     scorers = {ORACLE: true, **{f"model {i}": c for i, c in enumerate(per_model)}}
     if len(models) > 1:
         for k in cfg.penalties:
             scorers[f"ensemble +{k:g} sd"] = per_model.mean(0) + k * per_model.std(0)
-    return {name: judge(scores, true) for name, scores in scorers.items()}
+    return {name: {**judge(scores, true), **foreseen.get(name, {})} for name, scores in scorers.items()}
+
+
+def changes(ends: torch.Tensor, true_ends: torch.Tensor, me: int) -> dict:
+    """Sums of squares of the own disc's and the T's change across candidates, from (N, 3, 2) predicted and true end
+    positions (candidate 0 the rule's turn): `*_res` the prediction's error, `*_tot` the true change's spread."""
+    out = {}
+    for name, k in (("disc", me), ("t", 2)):
+        pred, true = ends[:, k] - ends[0, k], true_ends[:, k] - true_ends[0, k]  # (N, 2)
+        out[f"{name}_res"] = float((pred - true).square().sum())
+        out[f"{name}_tot"] = float((true - true.mean(0)).square().sum())
+    return out
 
 
 def fidelity_main(cfg: FidelityConfig) -> None:
@@ -143,15 +162,20 @@ def fidelity_main(cfg: FidelityConfig) -> None:
 
 
 def aggregate(judged: list[dict]) -> dict:
-    """Means over positions, with a bootstrap 95% CI of the gain."""
-    out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
+    """Means over positions, with a bootstrap 95% CI of the gain, and the pooled R² of the foreseen changes."""
+    sums = {k: float(np.sum([j[k] for j in judged])) for k in judged[0] if k.endswith(("_res", "_tot"))}
+    out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0] if k not in sums}
     out["gain_ci95"] = list(bootstrap_ci([j["gain"] for j in judged]))
+    for name in ("disc", "t"):
+        if f"{name}_res" in sums:
+            out[f"{name}_r2"] = 1 - sums[f"{name}_res"] / max(sums[f"{name}_tot"], 1e-12)
     return out
 
 
 def line(width: float, name: str, s: dict) -> str:
     lo, hi = s["gain_ci95"]
+    foreseen = f"  R² of the changes: own disc {s['disc_r2']:+.2f}, T {s['t_r2']:+.2f}" if "disc_r2" in s else ""
     return (
         f"width {width:<4g} {name:<18} rho {s['rho']:+.2f}  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
-        f"[{lo:+.1f}, {hi:+.1f}] (believed {s['believed']:+.1f})  beats the rule in {s['beats_rule']:.0%}"
+        f"[{lo:+.1f}, {hi:+.1f}] (believed {s['believed']:+.1f})  beats the rule in {s['beats_rule']:.0%}{foreseen}"
     )
