@@ -62,11 +62,8 @@ def main(args: Args) -> None:
         score = []
         for i in range(args.matches):
             seed, side = EVAL_SEED_BASE + args.seed + i // 2, i % 2
-            other = scripted(args.opponent, seed + 1)
-            me, them = (
-                noisy_rule(args.rule, sd, args.angle_sd, seed),
-                lambda seen, other=other: other(seen.state, seen.me),
-            )
+            me, other = noisy_rule(args.rule, sd, args.angle_sd, seed), scripted(args.opponent, seed + 1)
+            them = lambda seen, other=other: other(seen.state, seen.me)  # noqa: E731
             m = play_match(*((me, them) if side == 0 else (them, me)), seed, PushConfig())
             score.append(0.5 if m["winner"] == -1 else float(m["winner"] == side))
         lo, hi = bootstrap_ci(score)
