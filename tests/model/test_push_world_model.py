@@ -215,6 +215,16 @@ def test_latent_planner_plans_from_frames_and_keeps_its_dream_field(trained):
         LatentPlanner(WorldModel(PRESETS["tiny"].model))
 
 
+def test_the_latent_planners_cost_computes_no_gradients_whatever_its_caller_holds(trained):
+    planner = LatentPlanner(load_world_model(trained)[0])
+    env = PushGame()
+    env.reset(seed=1)
+    cost = planner.costs(env.seen())[0]  # returned from a no_grad method, called here with gradients on
+    assert torch.is_grad_enabled()
+    out = cost(torch.zeros(4, 5, 2))
+    assert out.shape == (4,) and not out.requires_grad and not planner.ends.requires_grad
+
+
 def test_a_model_reads_frames_of_its_own_size_whatever_the_game_renders():
     torch.manual_seed(0)
     model = WorldModel(replace(TINY.model, image_size=96, vit_patch=12)).eval()  # 64 tokens, as the 64-px model's

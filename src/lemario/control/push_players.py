@@ -238,6 +238,7 @@ class LatentPlanner(TurnPlanner):
         picture = self.match_goal(contexts[0][0, -1], me) if self.cost == "latent" and self.goal is None else None
         self.t_paths = []
 
+        @torch.no_grad()  # called after `costs` returns, outside its no_grad
         def cost(actions: torch.Tensor) -> torch.Tensor:  # (N, H, 2) -> (N,)
             n, horizon = actions.shape[:2]
             thrusts = torch.zeros(n, horizon, 4)
