@@ -116,6 +116,35 @@ def test_the_loss_trains_the_reader_and_the_encoder_under_it(batch):
     assert with_one[0].item() - without[0].item() == pytest.approx(terms, rel=1e-4)
 
 
+def test_a_reader_latent_model_projects_the_cls_token_and_the_reading_together(batch):
+    torch.manual_seed(0)
+    model = WorldModel(replace(TOKENS, reader_latent=True)).eval()
+    obs = batch["obs"][0]  # (K+1, 1, 64, 64, 3)
+    with torch.no_grad():
+        tokens = model.encoder.tokens(model.pixels(obs))  # (K+1, 1 + P, E)
+        reading = model.token_reader(tokens[:, 1:])
+        z, read = model.encode_read(obs)
+        trunk = model.trunk(obs)
+    assert trunk.shape == (len(obs), TOKENS.encoder_dim + TOKENS.state_head)
+    assert torch.allclose(trunk, torch.cat([tokens[:, 0], reading], dim=-1), atol=1e-6)
+    assert torch.allclose(z, model.project(trunk), atol=1e-5) and torch.allclose(z, model.encode(obs), atol=1e-5)
+    assert torch.allclose(read, reading, atol=1e-6)
+    with pytest.raises(LemarioError, match="--model.state-points"):
+        WorldModel(replace(TOKENS, state_points=0, reader_latent=True))
+
+
+@pytest.mark.parametrize("reader_latent", [False, True])
+def test_the_prediction_loss_reaches_the_reader_only_through_a_reader_latent(batch, reader_latent):
+    """End to end, no stop-gradient: with the reading in the latent, next-latent prediction and SIGReg shape the
+    reader too; without it only the state losses do."""
+    torch.manual_seed(0)
+    model = WorldModel(replace(TOKENS, reader_latent=reader_latent))
+    loss, _ = world_model_loss(model, batch, LossConfig(context=3, sigreg_projections=16, state_weight=0))
+    loss.backward()
+    grad = model.token_reader.net[0].weight.grad
+    assert (grad is not None and grad.abs().sum() > 0) == reader_latent
+
+
 def test_the_reader_learns_where_things_are(batch):
     """A few hundred supervised steps on a tiny corpus: the reader's error falls far below a constant reading's."""
     torch.manual_seed(0)

@@ -12,11 +12,12 @@ from lemario.data.buffer import EpisodeBuffer
 
 @torch.no_grad()
 def embed_frames(model, buffer: EpisodeBuffer, idx: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Trunk features (N, encoder_dim) and embeddings (N, D) of the frame stacks ending at frames idx."""
+    """Trunk features (N, trunk width: `WorldModel.trunk`) and embeddings (N, D) of the frame stacks ending at frames
+    idx."""
     trunks, embs = [], []
     for i in range(0, len(idx), batch):
         j = idx[i : i + batch]
-        trunk = model.trunk(frame_stacks(buffer, j, model.cfg.frame_stack))  # (n, encoder_dim)
+        trunk = model.trunk(frame_stacks(buffer, j, model.cfg.frame_stack))  # (n, trunk width)
         trunks.append(trunk.float().numpy())
         embs.append(model.project(trunk, torch.from_numpy(buffer.levels(j))).float().numpy())
     return np.concatenate(trunks), np.concatenate(embs)

@@ -87,6 +87,10 @@ class ModelConfig:
     tokens, trained with it, the rest of the outputs from the last point's tokens (the push game: 3, the discs and
     the T, and the T's angle); what the model reads off a frame (`encode_read`). The head on the latent stays: it
     reads predicted latents, whose readings are taken relative to the newest frame's. 0: no token reader."""
+    reader_latent: bool = False
+    """The latent is projected from the CLS token and the token reader's reading together (needs `state_points`),
+    so the positions the reader reads to a few units reach the latent the predictor works in; without it the latent
+    holds what the CLS token keeps of them (the push model's CLS head: ~9-11 units off)."""
     level_embedding: bool = False
     """A learned vector per level (world and stage) added to every latent, so the predictor, the reward head and the
     controllers know the level they play (issue 21). A level the model never trained on, or none given, gets the
@@ -126,7 +130,10 @@ class WorldModel(nn.Module):
             )
         else:
             raise ValueError(f"unknown encoder {cfg.encoder!r}: use 'cnn' or 'vit'")
-        self.projector = Projector(cfg.encoder_dim, cfg.projector_hidden, cfg.latent_dim)
+        if cfg.reader_latent and not cfg.state_points:
+            raise LemarioError("--model.reader-latent projects the token reader's reading: give --model.state-points")
+        trunk_dim = cfg.encoder_dim + (cfg.state_head if cfg.reader_latent else 0)
+        self.projector = Projector(trunk_dim, cfg.projector_hidden, cfg.latent_dim)
         D = cfg.latent_dim
         if cfg.predictor == "mlp":
             self.predictor = MLPPredictor(
@@ -194,8 +201,19 @@ class WorldModel(nn.Module):
         return obs.float() / 255.0
 
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        """(N, S, H, W[, C]) uint8 frame stacks -> (N, encoder_dim): the encoder's features, before the projector."""
-        return self.encoder(self.pixels(obs))
+        """(N, S, H, W[, C]) uint8 frame stacks -> (N, trunk width): the encoder's features, what the projector takes
+        (with `reader_latent`, the token reader's reading after them)."""
+        return self._features(self.pixels(obs), read=False)[0]
+
+    def _features(self, x: torch.Tensor, read: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, C, H, W) pixels -> (N, trunk width) the projector's input, and (N, state_head) the token reader's
+        reading where it is asked for (`read`) or projected (`reader_latent`), else None."""
+        if not (self.cfg.state_points and (read or self.cfg.reader_latent)):
+            return self.encoder(x), None
+        tokens = self.encoder.tokens(x)  # (N, 1 + P, E)
+        reading = self.token_reader(tokens[:, 1:])  # (N, state_head)
+        trunk = torch.cat([tokens[:, 0], reading], dim=-1) if self.cfg.reader_latent else tokens[:, 0]
+        return trunk, reading
 
     def encode(self, obs: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         """(..., S, H, W[, C]) uint8 frame stacks -> (..., D) embeddings. level: the level index of each stack
@@ -217,16 +235,14 @@ class WorldModel(nn.Module):
         lead = obs.shape[:-n]
         if level is not None and self.cfg.level_embedding:  # (other models ignore it: no work per step)
             level = level.reshape(*level.shape, *[1] * (len(lead) - level.dim())).expand(lead).reshape(-1)
-        x = self.pixels(obs.reshape(-1, *obs.shape[-n:]))
-        if not (read and self.cfg.state_points):
-            z = self.project(self.encoder(x), level).reshape(*lead, -1)
-            return z, self.decode_state(z) if read else None
-        tokens = self.encoder.tokens(x)  # (N, 1 + P, E)
-        z = self.project(tokens[:, 0], level).reshape(*lead, -1)
-        return z, self.token_reader(tokens[:, 1:]).reshape(*lead, -1)
+        trunk, reading = self._features(self.pixels(obs.reshape(-1, *obs.shape[-n:])), read)
+        z = self.project(trunk, level).reshape(*lead, -1)
+        if not read:
+            return z, None
+        return z, self.decode_state(z) if reading is None else reading.reshape(*lead, -1)
 
     def project(self, trunk: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, encoder_dim) trunk features, (N,) their level indexes -> (N, D) embeddings (`encode`)."""
+        """(N, trunk width) trunk features, (N,) their level indexes -> (N, D) embeddings (`encode`)."""
         z = self.projector(trunk)
         if not self.cfg.level_embedding:
             return z
