@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lemario.play.push_fidelity import aggregate, changes, judge, spearman, turn_starts
+from lemario.play.push_fidelity import aggregate, changes, judge, spearman, split, turn_starts
 
 
 def test_spearman_known_answers():
@@ -44,3 +44,15 @@ def test_changes_compare_each_candidates_move_from_the_rules():
     rows = [{**judge(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])), **c} for c in (perfect, still)]
     pooled = aggregate(rows)
     assert pooled["disc_r2"] == pytest.approx(1 - 18 / 36) and pooled["t_r2"] == pytest.approx(1 - 5 / 4)
+
+
+def test_split_leaves_one_of_the_predictions_two_errors_in():
+    true = torch.zeros(3, 3, 2)
+    true[:, 2, 0] = torch.tensor([0.0, 2.0, 4.0])  # the T ends 0, 2 or 4 units right
+    pred = true.clone()
+    pred[:, 2, 0] = torch.tensor([10.0, 10.0, 11.0])  # read 10 units off, and foresees 0 / +1 where it moves 2 / 4
+    parts = split(pred, true)
+    assert torch.equal(parts["changes"][:, 2, 0], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.equal(parts["start"][:, 2, 0], torch.tensor([10.0, 12.0, 14.0], dtype=torch.float64))
+    both = split(true, true)  # a perfect prediction is left as it is either way
+    assert torch.equal(both["changes"], true.double()) and torch.equal(both["start"], true.double())

@@ -16,6 +16,10 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
   disc and the T (each candidate's end position minus the rule's candidate's) the model's predicted change explains,
   pooled over the positions (1 - residual / total sums of squares; the simulator's is 1). A cost ranks no better
   than its terms are foreseen: the disc's is its response to thrust, the T's the contact.
+Each model's cost also splits into the two ways it errs, each scored as a scorer of its own (`split`): `model i:
+changes`, the true end positions of the rule's candidate moved by the model's predicted change of each candidate
+(only the foresight errs), and `model i: start`, the model's end positions of the rule's candidate moved by each
+candidate's true change (only the reading of where the rule's turn leaves the board errs).
 With several models (seeds of one recipe), also their ensemble: the mean of their costs plus `penalty` times their
 standard deviation (a pick the models disagree on costs more).
 """
@@ -29,11 +33,12 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust
+from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust, turn_cost
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json
+from lemario.games.push.board import GOALS
 from lemario.games.push.env import PushGame, Seen
 from lemario.games.push.opponents import adversarial, chase_t
 from lemario.model.world_model import load_world_model
@@ -117,16 +122,27 @@ def score_position(
     noise[0] = 0.0
     candidates = project_thrust(rule + width * noise)  # (N, H, 2)
     true = sim.costs(seen.state, seen.me)(candidates).numpy()
-    true_ends, per_model, foreseen = sim.ends, [], {}
+    true_ends, per_model, foreseen, parts = sim.ends, [], {}, {}
+    goal = torch.as_tensor(GOALS[seen.me])
     for i, m in enumerate(models):
         per_model.append(m.costs(seen)[0](candidates).numpy())
         foreseen[f"model {i}"] = changes(m.ends, true_ends, seen.me)
+        for part, ends in split(m.ends, true_ends).items():
+            parts[f"model {i}: {part}"] = turn_cost(ends[:, seen.me], ends[:, 2], goal, cfg.cost).numpy()
     per_model = np.stack(per_model)  # (M, N)
-    scorers = {ORACLE: true, **{f"model {i}": c for i, c in enumerate(per_model)}}
+    scorers = {ORACLE: true, **{f"model {i}": c for i, c in enumerate(per_model)}, **parts}
     if len(models) > 1:
         for k in cfg.penalties:
             scorers[f"ensemble +{k:g} sd"] = per_model.mean(0) + k * per_model.std(0)
     return {name: {**judge(scores, true), **foreseen.get(name, {})} for name, scores in scorers.items()}
+
+
+def split(ends: torch.Tensor, true_ends: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(N, 3, 2) predicted and true end positions (candidate 0 the rule's turn) -> the end positions with one of the
+    prediction's two errors left in: `changes`, the predicted change of each candidate from the true rule candidate's
+    ends; `start`, the true change from the predicted rule candidate's ends."""
+    ends, true_ends = ends.double(), true_ends.double()
+    return {"changes": true_ends[:1] + ends - ends[:1], "start": ends[:1] + true_ends - true_ends[:1]}
 
 
 def changes(ends: torch.Tensor, true_ends: torch.Tensor, me: int) -> dict:
@@ -176,6 +192,6 @@ def line(width: float, name: str, s: dict) -> str:
     lo, hi = s["gain_ci95"]
     foreseen = f"  R² of the changes: own disc {s['disc_r2']:+.2f}, T {s['t_r2']:+.2f}" if "disc_r2" in s else ""
     return (
-        f"width {width:<4g} {name:<18} rho {s['rho']:+.2f}  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
+        f"width {width:<4g} {name:<19} rho {s['rho']:+.2f}  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
         f"[{lo:+.1f}, {hi:+.1f}] (believed {s['believed']:+.1f})  beats the rule in {s['beats_rule']:.0%}{foreseen}"
     )
