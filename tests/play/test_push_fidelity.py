@@ -56,3 +56,15 @@ def test_split_leaves_one_of_the_predictions_two_errors_in():
     assert torch.equal(parts["start"][:, 2, 0], torch.tensor([10.0, 12.0, 14.0], dtype=torch.float64))
     both = split(true, true)  # a perfect prediction is left as it is either way
     assert torch.equal(both["changes"], true.double()) and torch.equal(both["start"], true.double())
+
+
+def test_aggregate_splits_the_ranking_by_whether_the_candidates_move_the_t():
+    true = np.array([1.0, 2, 3])
+    rows = [
+        {**judge(true, true), "contact": 1.0},  # rho +1 where the T moves
+        {**judge(-true, true), "contact": 0.0},  # rho -1 where it does not
+        {**judge(-true, true), "contact": 0.0},
+    ]
+    out = aggregate(rows)
+    assert out["rho_contact"] == pytest.approx(1.0) and out["rho_free"] == pytest.approx(-1.0)
+    assert out["contact"] == pytest.approx(1 / 3) and out["rho"] == pytest.approx(-1 / 3)

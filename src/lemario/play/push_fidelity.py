@@ -12,6 +12,8 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
 - `gain`: the rule's true cost minus the true cost of the scorer's pick (> 0: the pick really beats the rule's
   turn; the simulator's own pick gives the most there is to gain), beside `believed`, the gain the scorer saw;
 - `beats_rule`: the share of positions where the pick's true cost is below the rule's;
+- `rho_contact`, `rho_free` (and `contact`, the share): `rho` over the positions where some candidates move the T
+  (its true end positions spread over more than `T_MOVES` units, root mean square) and over the others;
 - `disc_r2`, `t_r2` (each model): how much of the true change across candidates of where the turn leaves the own
   disc and the T (each candidate's end position minus the rule's candidate's) the model's predicted change explains,
   pooled over the positions (1 - residual / total sums of squares; the simulator's is 1). A cost ranks no better
@@ -46,6 +48,9 @@ from lemario.play.push_match import EVAL_SEED_BASE
 from lemario.play.stats import bootstrap_ci
 
 ORACLE = "simulator"
+T_MOVES = 1.0
+"""Board units (an eighth of a 64-px frame's pixel) the T's end positions must spread over across a position's
+candidates for the position to count as one of contact (`rho_contact`)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,11 @@ def score_position(
     if len(models) > 1:
         for k in cfg.penalties:
             scorers[f"ensemble +{k:g} sd"] = per_model.mean(0) + k * per_model.std(0)
-    return {name: {**judge(scores, true), **foreseen.get(name, {})} for name, scores in scorers.items()}
+    t = true_ends[:, 2].double()  # (N, 2)
+    contact = float((t - t.mean(0)).square().sum(-1).mean().sqrt() > T_MOVES)
+    return {
+        name: {**judge(scores, true), "contact": contact, **foreseen.get(name, {})} for name, scores in scorers.items()
+    }
 
 
 def split(ends: torch.Tensor, true_ends: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -182,6 +191,9 @@ def aggregate(judged: list[dict]) -> dict:
     sums = {k: float(np.sum([j[k] for j in judged])) for k in judged[0] if k.endswith(("_res", "_tot"))}
     out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0] if k not in sums}
     out["gain_ci95"] = list(bootstrap_ci([j["gain"] for j in judged]))
+    for name, where in (("contact", 1.0), ("free", 0.0)):
+        rhos = [j["rho"] for j in judged if j.get("contact") == where]
+        out[f"rho_{name}"] = float(np.mean(rhos)) if rhos else float("nan")
     for name in ("disc", "t"):
         if f"{name}_res" in sums:
             out[f"{name}_r2"] = 1 - sums[f"{name}_res"] / max(sums[f"{name}_tot"], 1e-12)
@@ -192,6 +204,7 @@ def line(width: float, name: str, s: dict) -> str:
     lo, hi = s["gain_ci95"]
     foreseen = f"  R² of the changes: own disc {s['disc_r2']:+.2f}, T {s['t_r2']:+.2f}" if "disc_r2" in s else ""
     return (
-        f"width {width:<4g} {name:<19} rho {s['rho']:+.2f}  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
+        f"width {width:<4g} {name:<19} rho {s['rho']:+.2f} (contact {s['rho_contact']:+.2f}, free "
+        f"{s['rho_free']:+.2f})  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "
         f"[{lo:+.1f}, {hi:+.1f}] (believed {s['believed']:+.1f})  beats the rule in {s['beats_rule']:.0%}{foreseen}"
     )
