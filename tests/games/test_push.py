@@ -140,6 +140,24 @@ def test_render_draws_the_discs_in_their_colours():
     assert np.abs(small[y, x].astype(int) - PLAYER_COLOURS[0]).max() < 60  # still amber at 64 px
 
 
+def test_subpixel_frames_show_a_fraction_of_a_pixels_move_that_rounded_ones_do_not():
+    state = random_start(np.random.default_rng(3))
+    moves = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # board units along x; a 64-px pixel is 8
+    for part in (T_POS.start, 0):  # the T, amber's disc
+        changes = {}
+        for subpixel in (False, True):
+            base = render(state, subpixel=subpixel).astype(np.int64)
+            moved = [state.copy() for _ in moves]
+            for m, d in zip(moved, moves):
+                m[part] += d
+            changes[subpixel] = [np.abs(render(m, subpixel=subpixel) - base).sum() for m in moved]
+        assert changes[False][:2] == [0, 0]  # rounded to the drawing's 2-unit pixels: half a unit shows nothing
+        assert changes[False][4] == changes[False][5]  # 2 and 2.5 units: the same frame
+        assert 0 < changes[True][0] and all(np.diff(changes[True]) > 0)  # every move shows, further ones more
+    with_, without = render(state, subpixel=True).astype(int), render(state).astype(int)
+    assert np.abs(with_ - without).max() < 60  # the same picture, its edges shaded where the shapes really are
+
+
 def test_t_extent_and_route_around_the_t():
     assert t_extent(0.0, np.array([1.0, 0.0])) == pytest.approx(60.0)  # half the bar
     state = np.zeros(STATE_DIM, np.float32)
@@ -196,6 +214,14 @@ def test_what_a_player_sees():
     for a in ([1.0, 0.0], [0.0, -2.0], [0.5, 0.5]):
         big.step(np.array(a))
     assert seen.frames_at(96).shape == (3, 96, 96, 3) and np.array_equal(seen.frames_at(96), big.seen(3).frames)
+    fine = PushGame(PushConfig(subpixel=True))  # a model trained on subpixel frames sees them from any game
+    fine.reset(seed=5)
+    for a in ([1.0, 0.0], [0.0, -2.0], [0.5, 0.5]):
+        fine.step(np.array(a))
+    assert np.array_equal(seen.frames_at(64, subpixel=True), fine.seen(3).frames)
+    drawn = fine.seen(3)
+    assert drawn.subpixel and drawn.frames_at(64, subpixel=True) is drawn.frames  # its own frames, not redrawn
+    assert not np.array_equal(drawn.frames, seen.frames)
 
 
 def test_a_persons_waypoints_are_driven_through_in_order():

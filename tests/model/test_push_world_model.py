@@ -14,14 +14,14 @@ from lemario.control.push_players import LatentPlanner
 from lemario.core.device import to_torch
 from lemario.core.errors import LemarioError
 from lemario.core.executor import torch_threads
-from lemario.core.runconfig import as_json
+from lemario.core.runconfig import as_json, with_defaults
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.push.board import MOVED, STATE_DIM, head_positions, head_state, head_targets, random_start
 from lemario.games.push.env import PushConfig, PushGame
 from lemario.games.push.opponents import chase_t
 from lemario.model.diagnose import DiagnoseConfig, diagnose, diagnose_main, thrust_response
 from lemario.model.loss import LossConfig, world_model_loss
-from lemario.model.train import PRESETS, train
+from lemario.model.train import PRESETS, TrainConfig, train
 from lemario.model.world_model import WorldModel, load_world_model
 from lemario.play.push_data import PushDataConfig, generate
 from lemario.play.push_goal import goal_task
@@ -239,6 +239,21 @@ def test_a_model_reads_frames_of_its_own_size_whatever_the_game_renders():
     assert torch.allclose(planner.last.history[0].actions[0], turn, atol=1e-4)  # planned from the 96-px frame
 
 
+def test_a_subpixel_model_reads_subpixel_frames_whatever_the_game_draws():
+    torch.manual_seed(0)
+    model = WorldModel(replace(TINY.model, subpixel=True)).eval()
+    planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=4, iterations=1), seed=0, warm="chase_t")
+    env = PushGame()  # draws rounded frames
+    env.reset(seed=2)
+    for _ in range(3):
+        env.step(np.array([0.7, 0.3]))
+    seen = env.seen()
+    contexts = planner.costs(seen)[1]
+    with torch.no_grad():
+        fine, rounded = (model.encode(torch.as_tensor(f)[:, None]) for f in (seen.frames_at(64, True), seen.frames))
+    assert torch.allclose(contexts[0][0], fine, atol=1e-5) and not torch.allclose(contexts[0][0], rounded, atol=1e-5)
+
+
 def test_a_warm_started_latent_planner_plays_the_rule_in_the_model(trained):
     model, _ = load_world_model(trained)
     planner = LatentPlanner(model, cfg=GaussianCEMConfig(samples=8, iterations=1), seed=0, warm="chase_t")
@@ -426,8 +441,10 @@ def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
 
 def test_the_push_preset_is_the_shipped_models_recipe():
     """`lemario train --preset push` trains what pretrained/push was trained with: its model, its losses and its
-    schedule; only where it writes, how long it may run and how it reports differ."""
+    schedule; only where it writes, how long it may run and how it reports differ (options added since it was
+    trained: their defaults, which it was trained with)."""
     shipped = json.loads((Path(__file__).parents[2] / "pretrained" / "push" / "world_model.json").read_text())
     run = ("corpus", "out", "minutes", "snapshot_every", "progress", "tensorboard", "threads")
     preset = {k: v for k, v in as_json(PRESETS["push"]).items() if k not in run}
-    assert preset == {k: v for k, v in shipped["train_config"].items() if k not in run}
+    trained = with_defaults(shipped["train_config"], as_json(TrainConfig()))
+    assert preset == {k: v for k, v in trained.items() if k not in run}

@@ -119,3 +119,27 @@ def test_a_folder_from_before_persist_resumes_only_without_it(tmp_path):
         generate(replace(old, persist=0.75, episodes=2))
     generate(replace(old, episodes=2))  # the old behaviour resumes
     assert len(scan(old.out).episodes) == 2
+
+
+def test_subpixel_frames_are_recorded_and_a_model_must_say_it_reads_them(tmp_path):
+    from lemario.model.train import PRESETS
+    from lemario.model.trainer import check_model_fits
+
+    fine, coarse = tmp_path / "fine", tmp_path / "coarse"
+    for out, subpixel in ((fine, True), (coarse, False)):
+        generate(PushDataConfig(out=out, episodes=2, turns=1, workers=1, progress=False, subpixel=subpixel))
+    buffer = EpisodeBuffer.load(fine)
+    assert buffer.subpixel and not EpisodeBuffer.load(coarse).subpixel
+    ep = read_episode(sorted(fine.glob("push-*.h5"))[0])  # episode 0
+    assert ep.meta["subpixel"] is True
+    again = generate_episode(PushConfig(turns=1, subpixel=True), episode_seed(0, 0))
+    plain = generate_episode(PushConfig(turns=1), episode_seed(0, 0))
+    assert np.array_equal(again.frames, ep.frames) and np.array_equal(again.labels, plain.labels)  # same play
+    assert not np.array_equal(again.frames, plain.frames)  # drawn otherwise
+    model = PRESETS["push-tiny"].model
+    with pytest.raises(LemarioError, match="pass --model.subpixel"):
+        check_model_fits(model, buffer)
+    check_model_fits(replace(model, subpixel=True), buffer)
+    (coarse / next(fine.glob("push-*.h5")).name).write_bytes(next(fine.glob("push-*.h5")).read_bytes())
+    with pytest.raises(LemarioError, match="mixes frames drawn with and without --subpixel"):
+        EpisodeBuffer.load(coarse)

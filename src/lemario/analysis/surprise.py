@@ -134,7 +134,9 @@ def push_branches(game: PushConfig, seed: int, t0: int, steps: int) -> dict[str,
         _, _, _, _, info = env.step(turn(info["state"]))
         states.append(info["state"])
     frames, thrusts, states = np.stack(env.frames), np.stack(env.thrusts), np.stack(states)
-    recoloured = np.stack([*frames[: t0 + 1], *(render(x, game.obs_size, RED_T) for x in states[t0 + 1 :])])
+    recoloured = np.stack(
+        [*frames[: t0 + 1], *(render(x, game.obs_size, RED_T, game.subpixel) for x in states[t0 + 1 :])]
+    )
     out = {
         "none": {"obs": frames, "actions": thrusts, "state": states},
         "cosmetic": {"obs": recoloured, "actions": thrusts, "state": states},
@@ -146,7 +148,7 @@ def push_branches(game: PushConfig, seed: int, t0: int, steps: int) -> dict[str,
     for t in range(t0, steps):
         env.board.step(thrusts[t].reshape(2, 2))
         branch_states.append(env.board.state())
-        branch.append(render(branch_states[-1], game.obs_size))
+        branch.append(render(branch_states[-1], game.obs_size, subpixel=game.subpixel))
     out["physical"] = {"obs": np.stack(branch), "actions": thrusts, "state": np.stack(branch_states)}
     return out
 

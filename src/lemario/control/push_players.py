@@ -199,7 +199,7 @@ class LatentPlanner(TurnPlanner):
         own, other = DISC_SLICE[me], DISC_SLICE[1 - me]
         state[own] = t + inward * PUSH_REACH
         state[other] = pos[1 - me]
-        frame = render(state, self.model.cfg.image_size)
+        frame = render(state, self.model.cfg.image_size, subpixel=self.model.cfg.subpixel)
         return self.model.encode(torch.as_tensor(frame)[None, None])[0]
 
     @torch.no_grad()
@@ -229,7 +229,8 @@ class LatentPlanner(TurnPlanner):
         """The cost of candidate thrusts (N, H, 2) -> (N,) as the models predict them from what the player sees (each
         sample's predicted T path kept in `t_paths`), and what they predict from: each model's context (1, c, D) of
         real latents and the thrusts between them (1, c-1, 4)."""
-        me, frames = seen.me, torch.as_tensor(seen.frames_at(self.model.cfg.image_size))[:, None]
+        cfg = self.model.cfg
+        me, frames = seen.me, torch.as_tensor(seen.frames_at(cfg.image_size, cfg.subpixel))[:, None]
         seen_read = [m.encode_read(frames) for m in self.models]  # M x ((c, D), (c, 8))
         contexts = [z[None] for z, _ in seen_read]  # M x (1, c, D)
         self.shifts = [read - m.decode_state(z) for m, (z, read) in zip(self.models, seen_read)]  # M x (c, 8)

@@ -42,6 +42,7 @@ class EpisodeBuffer:
     targets: np.ndarray | None = None  # (N, S) float32 state-head targets of frame i (the push game), else None
     crop_top: int = 0  # Mario: the screen rows every episode's frames were cut from the top
     pool: bool = True  # Mario: whether every episode's frames are the max of the last two emulator frames
+    subpixel: bool = False  # the push game: whether every episode's frames are drawn to a fraction of a pixel
 
     @property
     def game(self) -> str:
@@ -112,6 +113,9 @@ class EpisodeBuffer:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         labels = np.concatenate([ep.labels for ep in episodes]).astype(np.float32)
         actions = [np.concatenate([ep.actions, np.zeros((1, ep.actions.shape[1]), np.float32)]) for ep in episodes]
+        drawn = {bool(ep.meta.get("subpixel", False)) for ep in episodes}  # episodes from before the option: False
+        if len(drawn) > 1:
+            raise LemarioError(f"corpus {corpus} mixes frames drawn with and without --subpixel: train on one kind")
         return cls(
             frames=np.concatenate([ep.frames for ep in episodes]),
             actions=np.concatenate(actions),
@@ -123,6 +127,7 @@ class EpisodeBuffer:
             files=[r["file"] for r in rows],
             action_set=PUSH,
             targets=head_targets(labels),
+            subpixel=drawn.pop(),
         )
 
     def __len__(self) -> int:

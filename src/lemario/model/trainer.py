@@ -94,6 +94,12 @@ def check_model_fits(model: ModelConfig, buffer: EpisodeBuffer) -> None:
             f"the corpus's frames are {buffer.frames.shape[1:]}, the model takes {model.image_size} px with "
             f"{model.channels} channels: {fix}"
         )
+    if buffer.subpixel != model.subpixel:
+        flag = "--model.subpixel" if buffer.subpixel else "--model.no-subpixel"
+        raise LemarioError(
+            f"the corpus's frames are drawn {'with' if buffer.subpixel else 'without'} --subpixel, the model's config "
+            f"says {'with' if model.subpixel else 'without'}: pass {flag}"
+        )
     if (buffer.crop_top, buffer.pool) != (model.crop_top, model.pool):
         raise LemarioError(
             f"the corpus's frames are cut {buffer.crop_top} rows from the top, {'' if buffer.pool else 'not '}"

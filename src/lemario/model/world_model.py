@@ -49,6 +49,8 @@ class ModelConfig:
     """Screen rows its frames were cut from the top (the env's --crop-top): agents refuse an env that differs."""
     pool: bool = True
     """Its frames are the max of the last two emulator frames (the env's --pool)."""
+    subpixel: bool = False
+    """The push game: its frames draw the discs and the T to a fraction of a pixel (`push data --subpixel`)."""
     latent_dim: int = 128
     """D, the embedding SIGReg shapes and the predictor predicts."""
     encoder_dim: int = 256

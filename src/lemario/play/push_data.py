@@ -59,6 +59,9 @@ class PushDataConfig:
     """Turns per player per episode (a match's)."""
     steps_per_turn: int = 5
     obs_size: int = 64
+    subpixel: bool = False
+    """Frames drawn to a fraction of a pixel (`lemario.games.push.render`; a model trains on them with
+    --model.subpixel)."""
     seed: int = 0
     persist: float = 0.75
     """Probability that a disc keeps its previous turn's regime and target (a run lasts 1 / (1 - persist) turns)."""
@@ -83,7 +86,9 @@ class PushDataConfig:
 
     @property
     def game(self) -> PushConfig:
-        return PushConfig(turns=self.turns, steps_per_turn=self.steps_per_turn, obs_size=self.obs_size)
+        return PushConfig(
+            turns=self.turns, steps_per_turn=self.steps_per_turn, obs_size=self.obs_size, subpixel=self.subpixel
+        )
 
 
 def generate_episode(
@@ -119,6 +124,7 @@ def generate_episode(
         "shares": list(shares),
         "turns": turns,
         "obs_size": game.obs_size,
+        "subpixel": game.subpixel,
     }
     return Episode(np.stack(frames), np.stack(actions), None, np.stack(states), None, meta, label_names=STATE_NAMES)
 

@@ -83,7 +83,7 @@ def attempt(player, start: np.ndarray, goal: np.ndarray, cfg: GoalConfig) -> dic
     env = PushGame(game)
     env.reset(options={"state": start, "goal": goal})
     if isinstance(player, LatentPlanner):
-        player.set_goal(render(goal, player.model.cfg.image_size))
+        player.set_goal(render(goal, player.model.cfg.image_size, subpixel=player.model.cfg.subpixel))
     done = truncated = False
     while not (done or truncated):
         _, _, done, truncated, info = env.step(player(env.seen()))

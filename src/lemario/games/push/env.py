@@ -57,6 +57,9 @@ class PushConfig:
     """Goal mode: steps before truncation (the LeWorldModel evaluation's budget)."""
     goal_tolerance: float = 20.0
     goal_angle: float = math.pi / 9
+    subpixel: bool = False
+    """Frames show the discs and the T to a fraction of a pixel (`lemario.games.push.render`); without it their
+    positions round to 2 board units, a quarter of a 64-px frame's pixel."""
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -98,13 +101,15 @@ class Seen:
     """(n - 1, 4) both discs' thrusts between those frames (amber x, y, cyan x, y)."""
     boards: np.ndarray
     """(n, 14) the board states those frames show."""
+    subpixel: bool = False
+    """Whether the game draws its frames to a fraction of a pixel (`PushConfig.subpixel`)."""
 
-    def frames_at(self, size: int) -> np.ndarray:
-        """(n, size, size, 3) the same frames as a camera of `size` px sees them (a model reads its own size,
-        whatever size the game renders for others)."""
-        if size == self.frames.shape[1]:
+    def frames_at(self, size: int, subpixel: bool = False) -> np.ndarray:
+        """(n, size, size, 3) the same frames as a camera of `size` px drawing with or without `subpixel` sees them (a
+        model reads frames as it trained on them, whatever the game renders for others)."""
+        if size == self.frames.shape[1] and subpixel == self.subpixel:
             return self.frames
-        return np.stack([render(board, size) for board in self.boards])
+        return np.stack([render(board, size, subpixel=subpixel) for board in self.boards])
 
 
 class PushGame(gym.Env):
@@ -175,7 +180,8 @@ class PushGame(gym.Env):
         n = min(history, len(self.frames))
         thrusts = np.array(self.thrusts[len(self.thrusts) - (n - 1) :], np.float32).reshape(n - 1, 4)
         frames, boards = np.stack(self.frames[-n:]), np.stack(self.boards[-n:])
-        return Seen(self.board.state(), self.actor, self.steps % self.config.steps_per_turn, frames, thrusts, boards)
+        step_in_turn = self.steps % self.config.steps_per_turn
+        return Seen(self.board.state(), self.actor, step_in_turn, frames, thrusts, boards, self.config.subpixel)
 
     def _info(self, state: np.ndarray | None = None) -> dict:
         state = self.board.state() if state is None else state
@@ -188,7 +194,9 @@ class PushGame(gym.Env):
         }
 
     def _obs(self, state: np.ndarray | None = None) -> np.ndarray:
-        return render(self.board.state() if state is None else state, self.config.obs_size)
+        return render(
+            self.board.state() if state is None else state, self.config.obs_size, subpixel=self.config.subpixel
+        )
 
     def render(self):
         return render(self.board.state(), 512)
