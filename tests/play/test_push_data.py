@@ -14,6 +14,8 @@ from lemario.games.push.board import STATE_DIM, STATE_NAMES, clip_thrust
 from lemario.games.push.env import PushConfig
 from lemario.games.push.opponents import adversarial, chase_t
 from lemario.games.push.regimes import NOISE, REGIMES, SHARES, Turn, draw_regime
+from lemario.model.train import PRESETS
+from lemario.model.trainer import check_model_fits
 from lemario.play.push_data import PushDataConfig, episode_seed, generate, generate_episode
 
 
@@ -122,9 +124,6 @@ def test_a_folder_from_before_persist_resumes_only_without_it(tmp_path):
 
 
 def test_subpixel_frames_are_recorded_and_a_model_must_say_it_reads_them(tmp_path):
-    from lemario.model.train import PRESETS
-    from lemario.model.trainer import check_model_fits
-
     fine, coarse = tmp_path / "fine", tmp_path / "coarse"
     for out, subpixel in ((fine, True), (coarse, False)):
         generate(PushDataConfig(out=out, episodes=2, turns=1, workers=1, progress=False, subpixel=subpixel))
