@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lemario.control.gaussian_cem import GaussianCEMConfig, gaussian_cem
-from lemario.control.push_players import SimulatorPlanner, around, project_thrust, turn_cost, warm_rule
+from lemario.control.push_players import SimulatorPlanner, around, project_thrust, spread, turn_cost, warm_rule
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import (
     DISC_SLICE,
@@ -127,6 +127,37 @@ def test_a_warm_started_simulator_planner_starts_from_the_rule_and_does_no_worse
     end = info["state"]
     rule_cost = float(turn_cost(torch.as_tensor(end[0:2]), torch.as_tensor(end[T_POS]), torch.as_tensor(GOALS[0])))
     assert plan.cost <= rule_cost + 1e-3
+
+
+def test_a_guarded_planner_keeps_the_rules_turn_where_its_candidates_move_the_t_and_searches_elsewhere():
+    assert spread(torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [1.0, -1.0]])) == pytest.approx(1.0)
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[4:6] = (460, 60)  # cyan out of the way
+    seen = {}
+    for where, amber in (("behind the T", (340, 256)), ("far from it", (40, 470))):
+        state[0:2] = amber
+        for guard in (0.0, 1.0):
+            planner = SimulatorPlanner(
+                cfg=GaussianCEMConfig(samples=16, iterations=2, init_std=0.3), warm="chase_t", guard=guard
+            )
+            plan = planner.plan(state, 0)
+            first = plan.history[0]
+            moved = spread(planner.t_paths[0][:, -1])
+            seen[where, guard] = (
+                planner.guarded,
+                torch.equal(plan.actions, first.actions[0]),
+                plan.cost < float(first.costs[0]),
+            )
+    assert moved == 0.0  # far from the T, no candidate reaches it
+    assert seen == {
+        ("behind the T", 0.0): ([0, 1], False, True),  # the search beats the rule's turn...
+        ("behind the T", 1.0): ([1, 1], True, False),  # ...but the guard keeps the rule's
+        ("far from it", 0.0): ([0, 1], False, True),
+        ("far from it", 1.0): ([0, 1], False, True),  # no candidate moves the T: the guard lets the search play
+    }
+    with pytest.raises(LemarioError, match="--warm"):
+        SimulatorPlanner(guard=1.0)
 
 
 def test_a_replanning_planner_plans_the_turns_rest_before_each_step_and_follows_the_board():

@@ -197,6 +197,21 @@ def test_round_robin_through_the_cli(tmp_path):
     assert cells["chase_t vs passive"]["pushed_own"] > 0.5 and cells["chase_t vs passive"]["moved_own"] > 0.3
 
 
+def test_a_guarded_planner_reports_how_often_it_kept_the_rules_turn(tmp_path):
+    """`--guard` (lemario.control.push_players): each match's plans and how many the guard kept the rule's turn in,
+    their share in the summary and its line; a guard without a rule to keep is refused in one line."""
+    guarded = ("push", "match", "--player", "oracle", "--opponent", "passive", "--matches", "2", "--warm", "chase_t")
+    r = run_cli(*guarded, "--guard", "0.5", "--cem.samples", "4", "--cem.iterations", "1", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    record = json.loads((tmp_path / "matches.json").read_text())
+    counts = np.array([row["guarded"] for row in record["rows"]])  # (matches, [kept, planned])
+    assert (counts[:, 1] == 5).all() and counts[:, 0].sum() > 0  # a plan a turn; chase_t pushes the T in some
+    assert record["summaries"]["passive"]["guarded"] == pytest.approx(counts[:, 0].sum() / 10)
+    assert "the rule's turn kept in" in r.stdout
+    bad = run_cli("push", "match", "--player", "oracle", "--guard", "1")
+    assert bad.returncode == 2 and "--warm" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_what_a_player_sees():
     env = PushGame()
     obs0, _ = env.reset(seed=5)

@@ -38,9 +38,11 @@ def test_changes_compare_each_candidates_move_from_the_rules():
     perfect = changes(shifted, true, me=1)
     assert perfect["disc_res"] == 0.0 and perfect["t_res"] == 0.0
     assert perfect["disc_tot"] == pytest.approx(18.0) and perfect["t_tot"] == pytest.approx(2.0)  # about the mean
+    assert perfect["t_spread"] == pytest.approx((2.0 / 3) ** 0.5)  # the predicted T ends' rms spread: sqrt(t_tot / 3)
     still = changes(torch.zeros(3, 3, 2), true, me=1)  # foresees no change at all
     assert still["disc_res"] == pytest.approx(18.0) and still["t_res"] == pytest.approx(5.0)
     assert changes(torch.zeros(3, 3, 2), true, me=0)["disc_res"] == 0.0  # amber's disc does not move
+    assert still["t_spread"] == 0.0
     rows = [{**judge(np.array([1.0, 2, 3]), np.array([1.0, 2, 3])), **c} for c in (perfect, still)]
     pooled = aggregate(rows)
     assert pooled["disc_r2"] == pytest.approx(1 - 18 / 36) and pooled["t_r2"] == pytest.approx(1 - 5 / 4)

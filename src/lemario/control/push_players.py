@@ -23,7 +23,10 @@ are corrected by the real frames each step). Either can start its search from a 
 the rule plays the turn out in the planner's own model of the game (the simulator; for the world-model player, the
 predictor, the rule reading the board from each predicted latent with the state head), and those thrusts are
 CEM's first mean, scored as one of its samples. Without it the search starts from no thrust, or when replanning
-from the rest of the turn's plan. `costs` is the cost a planner searches, for analyses of it
+from the rest of the turn's plan. With a warm start, `guard` keeps the rule's turn wherever the search's first
+candidates (drawn around it) leave the T more than `guard` units apart (rms of where each leaves the T's centre): a
+world model ranks the candidates of a turn that moves the T at about chance (`lemario push fidelity`'s
+`rho_contact`), so there the rule's turn is the better bet. `costs` is the cost a planner searches, for analyses of it
 (`lemario.play.push_fidelity`).
 """
 
@@ -77,6 +80,19 @@ def warm_rule(name: str) -> Rule | None:
     return scripted(name) if name else None
 
 
+def guard_check(guard: float, warm: str) -> None:
+    if guard < 0 or (guard > 0 and not warm):
+        raise LemarioError(
+            f"--guard {guard}: give a spread of the T in units (>= 0) and a --warm rule, whose turn it keeps"
+        )
+
+
+def spread(points: torch.Tensor) -> float:
+    """(N, 2) points -> their root mean square distance from their mean."""
+    points = points.double()
+    return float((points - points.mean(0)).square().sum(-1).mean().sqrt())
+
+
 def project_thrust(a: torch.Tensor) -> torch.Tensor:
     """(..., 2) thrusts into the unit disc."""
     return a / a.norm(dim=-1, keepdim=True).clamp_min(1.0)
@@ -109,11 +125,21 @@ class TurnPlanner:
     turn's first plan, its samples' T paths and the turn's planning time."""
 
     def __init__(
-        self, steps_per_turn: int, cfg: GaussianCEMConfig | None, cost: str, seed: int, warm: str, replan: bool
+        self,
+        steps_per_turn: int,
+        cfg: GaussianCEMConfig | None,
+        cost: str,
+        seed: int,
+        warm: str,
+        replan: bool,
+        guard: float = 0.0,
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
-        self.warm = warm_rule(warm)
+        guard_check(guard, warm)
+        self.warm, self.guard = warm_rule(warm), guard
+        self.guarded = [0, 0]
+        """Plans the guard kept the rule's turn in, plans searched with a warm start."""
         self.cfg, self.horizon, self.cost, self.replan = cfg, steps_per_turn, cost, replan
         self.gen = torch.Generator().manual_seed(seed)
         self.queue: list[np.ndarray] = []
@@ -145,6 +171,12 @@ class TurnPlanner:
     def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float) -> CEMPlan:
         """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
         plan = gaussian_cem(cost, horizon, 2, self.cfg, self.gen, project_thrust, mean)
+        if self.warm:
+            first = plan.history[0]  # its sample 0 is the rule's turn
+            keep = self.guard > 0 and spread(self.t_paths[0][:, -1]) > self.guard
+            self.guarded = [self.guarded[0] + keep, self.guarded[1] + 1]
+            if keep:
+                plan = CEMPlan(first.actions[0], float(first.costs[0]), plan.history)
         self.seconds = time.perf_counter() - t0
         return plan
 
@@ -161,8 +193,9 @@ class LatentPlanner(TurnPlanner):
         seed: int = 0,
         warm: str = "",
         replan: bool = False,
+        guard: float = 0.0,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         self.models = [m.eval() for m in ([model] if isinstance(model, WorldModel) else model)]
@@ -294,8 +327,9 @@ class SimulatorPlanner(TurnPlanner):
         seed: int = 0,
         warm: str = "",
         replan: bool = False,
+        guard: float = 0.0,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard)
         turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
         self.board = Board()
 

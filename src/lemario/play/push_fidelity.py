@@ -17,7 +17,9 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
 - `disc_r2`, `t_r2` (each model): how much of the true change across candidates of where the turn leaves the own
   disc and the T (each candidate's end position minus the rule's candidate's) the model's predicted change explains,
   pooled over the positions (1 - residual / total sums of squares; the simulator's is 1). A cost ranks no better
-  than its terms are foreseen: the disc's is its response to thrust, the T's the contact.
+  than its terms are foreseen: the disc's is its response to thrust, the T's the contact;
+- `t_spread` (each model): how far apart (units rms) the model foresees the candidates leaving the T, what a player
+  can tell contact by (`--guard` keeps the rule's turn where it is large).
 Each model's cost also splits into the two ways it errs, each scored as a scorer of its own (`split`): `model i:
 changes`, the true end positions of the rule's candidate moved by the model's predicted change of each candidate
 (only the foresight errs), and `model i: start`, the model's end positions of the rule's candidate moved by each
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust, turn_cost
+from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust, spread, turn_cost
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.provenance import provenance
@@ -139,8 +141,7 @@ def score_position(
     if len(models) > 1:
         for k in cfg.penalties:
             scorers[f"ensemble +{k:g} sd"] = per_model.mean(0) + k * per_model.std(0)
-    t = true_ends[:, 2].double()  # (N, 2)
-    contact = float((t - t.mean(0)).square().sum(-1).mean().sqrt() > T_MOVES)
+    contact = float(spread(true_ends[:, 2]) > T_MOVES)
     return {
         name: {**judge(scores, true), "contact": contact, **foreseen.get(name, {})} for name, scores in scorers.items()
     }
@@ -156,12 +157,14 @@ def split(ends: torch.Tensor, true_ends: torch.Tensor) -> dict[str, torch.Tensor
 
 def changes(ends: torch.Tensor, true_ends: torch.Tensor, me: int) -> dict:
     """Sums of squares of the own disc's and the T's change across candidates, from (N, 3, 2) predicted and true end
-    positions (candidate 0 the rule's turn): `*_res` the prediction's error, `*_tot` the true change's spread."""
+    positions (candidate 0 the rule's turn): `*_res` the prediction's error, `*_tot` the true change's spread; and
+    `t_spread`, the T's predicted end positions' spread (units rms), what a player can tell contact by."""
     out = {}
     for name, k in (("disc", me), ("t", 2)):
         pred, true = ends[:, k] - ends[0, k], true_ends[:, k] - true_ends[0, k]  # (N, 2)
         out[f"{name}_res"] = float((pred - true).square().sum())
         out[f"{name}_tot"] = float((true - true.mean(0)).square().sum())
+    out["t_spread"] = spread(ends[:, 2])
     return out
 
 

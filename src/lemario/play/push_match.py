@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
+from lemario.control.push_players import (
+    MODEL_COSTS,
+    LatentPlanner,
+    SimulatorPlanner,
+    TurnPlanner,
+    guard_check,
+    warm_rule,
+)
 from lemario.core.errors import LemarioError
 from lemario.core.files import read_json, write_json
 from lemario.core.provenance import provenance
@@ -60,6 +67,9 @@ class PlayConfig:
     replan: bool = False
     """The planners plan the turn's rest again before each of its steps, from what they see then (receding
     horizon); otherwise each turn's plan is played open-loop."""
+    guard: float = 0.0
+    """With --warm: keep the rule's turn wherever the search's first candidates leave the T more than this many
+    units apart (rms; a turn that moves the T, where a world model ranks the candidates at about chance); 0: off."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -71,6 +81,7 @@ class PlayConfig:
         if self.cost not in MODEL_COSTS:
             raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(MODEL_COSTS)}")
         warm_rule(self.warm)
+        guard_check(self.guard, self.warm)
         self.cem.validate()
         self.game.validate()
         if self.game.mode != "match":
@@ -138,7 +149,7 @@ def _world_model(path: Path):
 
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
-    plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
+    plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan, cfg.guard)
     if name.startswith(MODEL):
         return LatentPlanner([_world_model(p) for p in model_paths(name)], *plans)
     if name == "oracle":
@@ -197,6 +208,7 @@ def match_row(name: str, opponent: str, seed: int, side: int, cfg: PlayConfig) -
         "t_moved_own": match["t_moved"][own::2],
         "t_moved_opponent": match["t_moved"][other::2],
         "seconds": time.perf_counter() - t0,
+        **({"guarded": me.guarded} if cfg.guard and isinstance(me, TurnPlanner) else {}),
     }
 
 
@@ -222,7 +234,15 @@ def summarize(rows: list[dict]) -> dict:
         "moved_own": float(np.mean([np.array(r["t_moved_own"]) > MOVED for r in rows])),
         "moved_opponent": float(np.mean([np.array(r["t_moved_opponent"]) > MOVED for r in rows])),
         "seconds_per_match": float(np.mean([r["seconds"] for r in rows])),
+        **guarded(rows),
     }
+
+
+def guarded(rows: list[dict]) -> dict:
+    """A guarded planner's rows (`--guard`) -> {"guarded": the share of its plans the guard kept the rule's turn in};
+    others' -> {}."""
+    counts = np.array([r["guarded"] for r in rows if "guarded" in r]).reshape(-1, 2)  # (matches, [kept, searched])
+    return {"guarded": float(counts[:, 0].sum() / max(counts[:, 1].sum(), 1))} if len(counts) else {}
 
 
 def paired(rows: list[dict], other: list[dict]) -> dict:
@@ -288,6 +308,7 @@ def summary_line(name: str, opponent: str, s: dict) -> str:
         f"{name:>12} vs {opponent:<12} win {s['win_rate']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]  "
         f"W/D/L {s['wins']}/{s['draws']}/{s['losses']}  progress {s['mean_progress']:+.0f}  "
         f"pushes in {s['pushed_own']:.0%} of turns, T moved in {s['moved_own']:.0%} / {s['moved_opponent']:.0%}"
+        + (f", the rule's turn kept in {s['guarded']:.0%} of plans" if "guarded" in s else "")
     )
 
 
