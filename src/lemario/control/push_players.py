@@ -26,8 +26,9 @@ CEM's first mean, scored as one of its samples. Without it the search starts fro
 from the rest of the turn's plan. With a warm start, `guard` keeps the rule's turn wherever the search's first
 candidates (drawn around it) leave the T more than `guard` units apart (rms of where each leaves the T's centre): a
 world model ranks the candidates of a turn that moves the T at about chance (`lemario push fidelity`'s
-`rho_contact`), so there the rule's turn is the better bet. `costs` is the cost a planner searches, for analyses of it
-(`lemario.play.push_fidelity`).
+`rho_contact`), and its pick there loses to the rule's turn; measured in matches, the guard changes next to nothing
+at the narrow search's width and does not rescue a wider one (docs/RESULTS.md, session 64). `costs` is the cost a
+planner searches, for analyses of it (`lemario.play.push_fidelity`).
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ class PlayConfig:
     horizon); otherwise each turn's plan is played open-loop."""
     guard: float = 0.0
     """With --warm: keep the rule's turn wherever the search's first candidates leave the T more than this many
-    units apart (rms; a turn that moves the T, where a world model ranks the candidates at about chance); 0: off."""
+    units apart (rms; a turn that moves the T, where a world model ranks the candidates at about chance); 0: off.
+    Measured no help (docs/RESULTS.md, session 64)."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
