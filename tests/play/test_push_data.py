@@ -142,3 +142,22 @@ def test_subpixel_frames_are_recorded_and_a_model_must_say_it_reads_them(tmp_pat
     (coarse / next(fine.glob("push-*.h5")).name).write_bytes(next(fine.glob("push-*.h5")).read_bytes())
     with pytest.raises(LemarioError, match="mixes frames drawn with and without --subpixel"):
         EpisodeBuffer.load(coarse)
+
+
+def test_noise_sets_how_far_a_regimes_thrust_strays_from_its_steering(tmp_path):
+    state = generate_episode(PushConfig(turns=1), episode_seed(0, 7)).labels[0].astype(np.float64)
+    steer = Turn("chase_t", state, 0, np.random.default_rng(3), noise=0.0)(state)
+    assert np.array_equal(steer, clip_thrust(chase_t(state, 0)).astype(np.float32))  # noise 0: the rule's thrust
+    strays = {}
+    for noise in (NOISE, 0.5):
+        turns = [Turn("far_from_t", state, 0, np.random.default_rng(i), noise=noise) for i in range(300)]
+        quiet = [Turn("far_from_t", state, 0, np.random.default_rng(i), noise=0.0) for i in range(300)]
+        strays[noise] = np.std([t(state) - q(state) for t, q in zip(turns, quiet)])  # the same targets, noise apart
+    assert strays[0.5] > 2 * strays[NOISE]  # clipped to the thrust disc, so less than 0.5 / 0.15 apart
+    cfg = PushDataConfig(out=tmp_path / "noisy", episodes=1, turns=1, workers=1, progress=False, noise=0.5)
+    generate(cfg)
+    assert read_episode(cfg.out / "push-00000.h5").meta["noise"] == 0.5
+    with pytest.raises(LemarioError, match="noise: 0.5 -> 0.15"):
+        generate(replace(cfg, noise=NOISE, episodes=2))
+    with pytest.raises(LemarioError, match="--noise 1.5"):
+        replace(cfg, noise=1.5).validate()

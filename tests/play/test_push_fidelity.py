@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lemario.play.push_fidelity import aggregate, changes, judge, spearman, split, turn_starts
+from lemario.play.push_fidelity import aggregate, changes, judge, response, spearman, split, turn_starts
 
 
 def test_spearman_known_answers():
@@ -70,3 +70,21 @@ def test_aggregate_splits_the_ranking_by_whether_the_candidates_move_the_t():
     out = aggregate(rows)
     assert out["rho_contact"] == pytest.approx(1.0) and out["rho_free"] == pytest.approx(-1.0)
     assert out["contact"] == pytest.approx(1 / 3) and out["rho"] == pytest.approx(-1 / 3)
+
+
+def test_response_recovers_how_far_each_steps_thrust_moves_the_disc():
+    gen = torch.Generator().manual_seed(0)
+    candidates = 0.3 * torch.randn(64, 3, 2, generator=gen)  # 64 candidates of 3 steps
+    per_step = torch.tensor([20.0, 12.0, 4.0])  # units per unit of thrust, along the thrust's own axis
+    disc = 100.0 + (candidates * per_step[None, :, None]).sum(1)  # (64, 2): the end position
+    disc[:, 0] += 5.0 * candidates[:, 0, 1]  # the first step's y thrust also moves x: not counted in x's response
+    assert response(candidates, disc) == pytest.approx([20.0, 12.0, 4.0], abs=1e-4)  # a tiny ridge
+    assert response(candidates, torch.full((64, 2), 7.0)) == pytest.approx(
+        [0.0, 0.0, 0.0], abs=1e-9
+    )  # foresees no move
+    rows = [
+        {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 0.0, "response": [20.0, 12.0, 4.0]},
+        {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 0.0, "response": [10.0, 6.0, 2.0]},
+        {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 1.0, "response": [99.0, 99.0, 99.0]},
+    ]
+    assert aggregate(rows)["response"] == pytest.approx([15.0, 9.0, 3.0])  # the free positions' mean

@@ -43,7 +43,7 @@ from lemario.data.corpus import (
 )
 from lemario.games.push.board import MOVED, PLAYERS, STATE_NAMES, turn_motion
 from lemario.games.push.env import PushConfig, PushGame
-from lemario.games.push.regimes import REGIMES, SHARES, Turn, draw_regime
+from lemario.games.push.regimes import NOISE, REGIMES, SHARES, Turn, draw_regime
 
 MANIFEST = "config.json"
 BOOKKEEPING = ("out", "episodes", "workers", "progress")
@@ -68,6 +68,10 @@ class PushDataConfig:
     shares: tuple[float, ...] = SHARES
     """Share of the turns drawn for each regime, in the order contact_push, approach_no_push, null_thrust, near_t,
     far_from_t, chase_t, adversarial (default: the seed's mix, no scripted pusher's turns)."""
+    noise: float = NOISE
+    """Standard deviation (per axis, per step) of the Gaussian noise on a moving regime's thrust. The regimes steer
+    by the board, so their thrusts follow from the frames a model sees but for this noise; it is all a corpus
+    shows of what a thrust does apart from where the disc was heading."""
     workers: int = 2
     """Worker processes."""
     progress: bool = True
@@ -75,6 +79,8 @@ class PushDataConfig:
     def validate(self) -> None:
         if min(self.episodes, self.workers) < 1:
             raise LemarioError("--episodes and --workers must be at least 1")
+        if not 0.0 <= self.noise <= 1.0:
+            raise LemarioError(f"--noise {self.noise} is not a thrust's standard deviation in [0, 1]: use e.g. {NOISE}")
         if not 0.0 <= self.persist < 1.0:
             raise LemarioError(f"--persist {self.persist} is not a probability below 1: use e.g. 0.75")
         if len(self.shares) != len(REGIMES) or min(self.shares) < 0 or abs(sum(self.shares) - 1) > 1e-6:
@@ -92,7 +98,11 @@ class PushDataConfig:
 
 
 def generate_episode(
-    game: PushConfig, seed: int | np.random.SeedSequence, persist: float = 0.0, shares: tuple[float, ...] = SHARES
+    game: PushConfig,
+    seed: int | np.random.SeedSequence,
+    persist: float = 0.0,
+    shares: tuple[float, ...] = SHARES,
+    noise: float = NOISE,
 ) -> Episode:
     """One episode of regime turns from `seed` (a full match's length, no winner recorded); each disc keeps its
     last turn (regime and target) with probability `persist` (0: every turn drawn afresh, the older corpora), and
@@ -106,7 +116,7 @@ def generate_episode(
         me = info["actor"]
         if info["step_in_turn"] == 0:
             kept = persist > 0 and last[me] is not None and rng.uniform() < persist  # no draw at 0: old seeds replay
-            turn = last[me] if kept else Turn(draw_regime(rng, shares), info["state"], me, rng)
+            turn = last[me] if kept else Turn(draw_regime(rng, shares), info["state"], me, rng, noise)
             last[me] = turn
             target = None if turn.target is None else [round(float(v), 2) for v in turn.target]
             turns.append({"actor": PLAYERS[me], "regime": turn.regime, "target": target, "kept": bool(kept)})
@@ -122,6 +132,7 @@ def generate_episode(
         "policy": "regimes",
         "persist": persist,
         "shares": list(shares),
+        "noise": noise,
         "turns": turns,
         "obs_size": game.obs_size,
         "subpixel": game.subpixel,
@@ -135,7 +146,7 @@ def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _write(task: tuple[PushDataConfig, int, dict]) -> dict:
     cfg, index, extra = task
-    ep = generate_episode(cfg.game, episode_seed(cfg.seed, index), cfg.persist, cfg.shares)
+    ep = generate_episode(cfg.game, episode_seed(cfg.seed, index), cfg.persist, cfg.shares, cfg.noise)
     ep.meta.update(seed=cfg.seed, run="push", run_index=index, **extra)
     path = cfg.out / f"push-{index:05d}.h5"
     write_episode(path, ep)

@@ -19,7 +19,12 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
   pooled over the positions (1 - residual / total sums of squares; the simulator's is 1). A cost ranks no better
   than its terms are foreseen: the disc's is its response to thrust, the T's the contact;
 - `t_spread` (each model): how far apart (units rms) the model foresees the candidates leaving the T, what a player
-  can tell contact by (`--guard` keeps the rule's turn where it is large).
+  can tell contact by (`--guard` keeps the rule's turn where it is large);
+- `response` (the simulator and each model): how far the own disc's end position moves per unit of each step's
+  thrust (`response`: least squares over the position's candidates, linear in their thrusts), averaged over the
+  positions without contact. There the true response is the same everywhere (the disc's physics), falling from
+  the turn's first thrust to its last (measured: 22 / 19 / 16 / 11 / 4 units); a model that foresees the last
+  thrusts' effect too small cannot tell candidates apart by them.
 Each model's cost also splits into the two ways it errs, each scored as a scorer of its own (`split`): `model i:
 changes`, the true end positions of the rule's candidate moved by the model's predicted change of each candidate
 (only the foresight errs), and `model i: start`, the model's end positions of the rule's candidate moved by each
@@ -129,11 +134,13 @@ def score_position(
     noise[0] = 0.0
     candidates = project_thrust(rule + width * noise)  # (N, H, 2)
     true = sim.costs(seen.state, seen.me)(candidates).numpy()
-    true_ends, per_model, foreseen, parts = sim.ends, [], {}, {}
+    true_ends, per_model, parts = sim.ends, [], {}
+    foreseen = {ORACLE: {"response": response(candidates, true_ends[:, seen.me])}}
     goal = torch.as_tensor(GOALS[seen.me])
     for i, m in enumerate(models):
         per_model.append(m.costs(seen)[0](candidates).numpy())
-        foreseen[f"model {i}"] = changes(m.ends, true_ends, seen.me)
+        own = {"response": response(candidates, m.ends[:, seen.me])}
+        foreseen[f"model {i}"] = {**changes(m.ends, true_ends, seen.me), **own}
         for part, ends in split(m.ends, true_ends).items():
             parts[f"model {i}: {part}"] = turn_cost(ends[:, seen.me], ends[:, 2], goal, cfg.cost).numpy()
     per_model = np.stack(per_model)  # (M, N)
@@ -168,6 +175,18 @@ def changes(ends: torch.Tensor, true_ends: torch.Tensor, me: int) -> dict:
     return out
 
 
+def response(candidates: torch.Tensor, disc: torch.Tensor) -> list[float]:
+    """(N, H, 2) candidate thrusts and (N, 2) where each leaves the own disc -> (H,) how far the end position moves
+    per unit of each step's thrust along the same axis (units; the mean of the x-on-x and y-on-y coefficients of a
+    least-squares fit, over the candidates, linear in their thrusts)."""
+    x = candidates.reshape(len(candidates), -1).double()  # (N, 2H): step 0 x, y, step 1 x, y, ...
+    design = torch.cat([torch.ones(len(x), 1, dtype=torch.float64), x - x.mean(0)], dim=1)  # (N, 1 + 2H)
+    ridge = 1e-6 * torch.eye(design.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(design.T @ design + ridge, design.T @ disc.double())[1:]  # (2H, 2): thrust -> position
+    w = w.reshape(-1, 2, 2)  # (H, thrust axis, position axis)
+    return ((w[:, 0, 0] + w[:, 1, 1]) / 2).tolist()
+
+
 def fidelity_main(cfg: FidelityConfig) -> None:
     cfg.validate()
     models = [LatentPlanner(load_world_model(m)[0], cost=cfg.cost) for m in cfg.models]
@@ -192,7 +211,10 @@ def fidelity_main(cfg: FidelityConfig) -> None:
 def aggregate(judged: list[dict]) -> dict:
     """Means over positions, with a bootstrap 95% CI of the gain, and the pooled R² of the foreseen changes."""
     sums = {k: float(np.sum([j[k] for j in judged])) for k in judged[0] if k.endswith(("_res", "_tot"))}
-    out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0] if k not in sums}
+    out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0] if k not in sums and k != "response"}
+    if "response" in judged[0]:  # the own disc's physics: where the candidates touch nothing
+        free = [j["response"] for j in judged if j.get("contact") == 0.0] or [j["response"] for j in judged]
+        out["response"] = np.mean(free, axis=0).tolist()
     out["gain_ci95"] = list(bootstrap_ci([j["gain"] for j in judged]))
     for name, where in (("contact", 1.0), ("free", 0.0)):
         rhos = [j["rho"] for j in judged if j.get("contact") == where]
@@ -206,6 +228,8 @@ def aggregate(judged: list[dict]) -> dict:
 def line(width: float, name: str, s: dict) -> str:
     lo, hi = s["gain_ci95"]
     foreseen = f"  R² of the changes: own disc {s['disc_r2']:+.2f}, T {s['t_r2']:+.2f}" if "disc_r2" in s else ""
+    if "response" in s:
+        foreseen += f"  the disc's response to each thrust {' / '.join(f'{r:.1f}' for r in s['response'])}"
     return (
         f"width {width:<4g} {name:<19} rho {s['rho']:+.2f} (contact {s['rho_contact']:+.2f}, free "
         f"{s['rho_free']:+.2f})  regret {s['regret']:6.1f}  gain {s['gain']:+6.1f} "

@@ -3,11 +3,11 @@
 The seed's mix, by share of turns (the default): a contact push (40%), an approach that stops short of the T (25%),
 no thrust (15%), jiggling near the T (10%), roaming far from the T (10%). A regime is drawn for each turn and picks
 its target when the turn starts; then the disc steers toward it with the scripted players' controller, plus Gaussian
-thrust noise (none under no thrust). Two more regimes, not in the seed's mix (share 0 by default), play a scripted
-pusher's turn (`chase_t`, `adversarial`) with the same noise: the contact of real matches, where a pusher moves the T
-in 42-49% of turns and the seed's mix in 19%. Turns keep the structure of real play: one disc acts for a whole turn
-while the other idles (the seed's lesson: alternating the acting disc every frame left its model unable to tell which
-disc an action moved).
+thrust noise (none under no thrust; `noise` is its standard deviation per axis and step). Two more regimes, not in
+the seed's mix (share 0 by default), play a scripted pusher's turn (`chase_t`, `adversarial`) with the same noise: the
+contact of real matches, where a pusher moves the T in 42-49% of turns and the seed's mix in 19%. Turns keep the
+structure of real play: one disc acts for a whole turn while the other idles (the seed's lesson: alternating the
+acting disc every frame left its model unable to tell which disc an action moved).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ REGIMES = ("contact_push", "approach_no_push", "null_thrust", "near_t", "far_fro
 SHARES = (0.40, 0.25, 0.15, 0.10, 0.10, 0.0, 0.0)
 """The seed's mix (zero shares draw nothing and leave every other draw as it was)."""
 NOISE = 0.15
-"""Standard deviation of the thrust noise added to every step of a moving regime."""
+"""Standard deviation of the thrust noise added to every step of a moving regime (the default)."""
 
 
 def _on_board(p: np.ndarray) -> np.ndarray:
@@ -33,8 +33,8 @@ def _on_board(p: np.ndarray) -> np.ndarray:
 class Turn:
     """One turn of one regime for disc `me`: call it with the state every step for the thrust."""
 
-    def __init__(self, regime: str, state: np.ndarray, me: int, rng: np.random.Generator):
-        self.regime, self.me, self.rng = regime, me, rng
+    def __init__(self, regime: str, state: np.ndarray, me: int, rng: np.random.Generator, noise: float = NOISE):
+        self.regime, self.me, self.rng, self.noise = regime, me, rng, noise
         self.target: np.ndarray | None = None  # the point the disc heads for (none under no thrust)
         t = np.asarray(state[T_POS], np.float64)
         phi = rng.uniform(0, 2 * np.pi)
@@ -62,7 +62,7 @@ class Turn:
             a = push_toward(state, self.me, self.target)
         else:
             a = drive_to(state, self.me, route(state, self.me, self.target))
-        return clip_thrust(a + self.rng.normal(0, NOISE, 2)).astype(np.float32)
+        return clip_thrust(a + self.rng.normal(0, self.noise, 2)).astype(np.float32)
 
 
 def draw_regime(rng: np.random.Generator, shares: tuple[float, ...] = SHARES) -> str:
