@@ -79,12 +79,12 @@ def test_response_recovers_how_far_each_steps_thrust_moves_the_disc():
     disc = 100.0 + (candidates * per_step[None, :, None]).sum(1)  # (64, 2): the end position
     disc[:, 0] += 5.0 * candidates[:, 0, 1]  # the first step's y thrust also moves x: not counted in x's response
     assert response(candidates, disc) == pytest.approx([20.0, 12.0, 4.0], abs=1e-4)  # a tiny ridge
-    assert response(candidates, torch.full((64, 2), 7.0)) == pytest.approx(
-        [0.0, 0.0, 0.0], abs=1e-9
-    )  # foresees no move
+    still = response(candidates, torch.full((64, 2), 7.0))  # foresees no move
+    assert still == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
     rows = [
         {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 0.0, "response": [20.0, 12.0, 4.0]},
         {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 0.0, "response": [10.0, 6.0, 2.0]},
         {**judge(np.array([1.0, 2]), np.array([1.0, 2])), "contact": 1.0, "response": [99.0, 99.0, 99.0]},
     ]
     assert aggregate(rows)["response"] == pytest.approx([15.0, 9.0, 3.0])  # the free positions' mean
+    assert "response" not in aggregate(rows[2:])  # no free position: no response to report

@@ -22,9 +22,9 @@ frames a player sees, with the planners' own cost. Per width and scorer, over th
   can tell contact by (`--guard` keeps the rule's turn where it is large);
 - `response` (the simulator and each model): how far the own disc's end position moves per unit of each step's
   thrust (`response`: least squares over the position's candidates, linear in their thrusts), averaged over the
-  positions without contact. There the true response is the same everywhere (the disc's physics), falling from
-  the turn's first thrust to its last (measured: 22 / 19 / 16 / 11 / 4 units); a model that foresees the last
-  thrusts' effect too small cannot tell candidates apart by them.
+  positions without contact (none: left out). There the true response is the same at every position (the disc's
+  physics), falling from the turn's first thrust to its last (measured at width 0.3: 22 / 19 / 15 / 10 / 4 units;
+  less at 0.1); a model that foresees the last thrusts' effect too small cannot tell candidates apart by them.
 Each model's cost also splits into the two ways it errs, each scored as a scorer of its own (`split`): `model i:
 changes`, the true end positions of the rule's candidate moved by the model's predicted change of each candidate
 (only the foresight errs), and `model i: start`, the model's end positions of the rule's candidate moved by each
@@ -212,8 +212,8 @@ def aggregate(judged: list[dict]) -> dict:
     """Means over positions, with a bootstrap 95% CI of the gain, and the pooled R² of the foreseen changes."""
     sums = {k: float(np.sum([j[k] for j in judged])) for k in judged[0] if k.endswith(("_res", "_tot"))}
     out = {k: float(np.mean([j[k] for j in judged])) for k in judged[0] if k not in sums and k != "response"}
-    if "response" in judged[0]:  # the own disc's physics: where the candidates touch nothing
-        free = [j["response"] for j in judged if j.get("contact") == 0.0] or [j["response"] for j in judged]
+    free = [j["response"] for j in judged if "response" in j and j.get("contact") == 0.0]
+    if free:  # the own disc's physics: where the candidates touch nothing
         out["response"] = np.mean(free, axis=0).tolist()
     out["gain_ci95"] = list(bootstrap_ci([j["gain"] for j in judged]))
     for name, where in (("contact", 1.0), ("free", 0.0)):
