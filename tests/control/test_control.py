@@ -468,6 +468,16 @@ def test_module_device_keeps_no_module_alive_and_the_cpu_check_is_cached():
     assert cpu_has_native_bf16() == cpu_has_native_bf16() and cpu_has_native_bf16.cache_info().hits >= 1
 
 
+def test_bf16_flags():
+    """Hardware bf16 is AMX's tiles or AVX-512 BF16 (an AMD EPYC's flags), never AVX-512 alone or a name's prefix."""
+    from lemario.core.device import bf16_in_flags
+
+    assert bf16_in_flags("fpu sse2 avx2 avx512f amx_bf16 amx_tile")
+    assert bf16_in_flags("fpu avx2 avx512f avx512_vnni avx512_bf16 vaes")
+    assert not bf16_in_flags("fpu avx2 avx512f avx512_vnni avx512_fp16")
+    assert not bf16_in_flags("fpu amx_bf16x avx512_bf16_extra") and not bf16_in_flags("")
+
+
 def test_imitation_loss_by_hand():
     """A uniform actor: the real actions' mean negative log-likelihood is log 4; its likeliest action is the first."""
     ac = ActorCritic(4, 4, 8)

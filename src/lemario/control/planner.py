@@ -60,7 +60,8 @@ class PlannerConfig:
     replan_every: int = 1
     precision: str = "auto"
     """Arithmetic of the rollouts: 'fp32'; 'bf16' (a bfloat16 copy of the predictor and reward head: 4-5x faster
-    matmuls on CPUs with AMX); 'auto' is bf16 where the hardware computes it natively (AMX CPUs, CUDA), else fp32."""
+    matmuls on CPUs with AMX, 2x plans with AVX-512 BF16); 'auto' is bf16 where the hardware computes it natively
+    (`lemario.core.device.BF16_FLAGS`, CUDA), else fp32."""
     value: str = ""
     """A policy checkpoint (`lemario imagine`) trained on the same world model: its critic scores the last
     predicted latent, the value beyond the horizon ('' for none)."""

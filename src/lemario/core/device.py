@@ -37,14 +37,25 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags (Linux's /proc/cpuinfo) of bf16 matmuls in hardware, where oneDNN's bf16 matmuls beat fp32 several times:
+AMX tiles (Intel Sapphire Rapids and later, ~5x) or AVX-512 BF16 instructions (AMD Zen 4, Intel Cooper Lake; a latent
+plan 2.2x on an AMD EPYC, docs/RESULTS.md session 66)."""
+
+
+def bf16_in_flags(flags: str) -> bool:
+    """Whether a /proc/cpuinfo `flags` line names a hardware bf16 matmul (`BF16_FLAGS`)."""
+    return not set(BF16_FLAGS).isdisjoint(flags.split())
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AMX bf16 tiles (Linux flags), where oneDNN's bf16 matmuls run ~5x faster than fp32."""
+    """True on CPUs that compute bf16 matmuls in hardware (`BF16_FLAGS`), read once from /proc/cpuinfo."""
     try:
         flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
     except OSError:
         return False
-    return "amx_bf16" in flags.split()
+    return bf16_in_flags(flags)
 
 
 def cpu_name() -> str:
@@ -68,7 +79,7 @@ def machine() -> str:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively (AMX on a CPU, bf16 support on a GPU)."""
+    """Whether `device` computes bf16 natively (AMX or AVX-512 BF16 on a CPU, bf16 support on a GPU)."""
     return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
 
 
@@ -77,7 +88,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The compute dtype of a precision setting: 'fp32', 'bf16', or 'auto' (bf16 where `device` computes it
-    natively: AMX CPUs, CUDA; else fp32)."""
+    natively: CPUs with AMX or AVX-512 BF16, CUDA; else fp32)."""
     if precision not in PRECISIONS:
         raise LemarioError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
     if precision == "auto":

@@ -100,8 +100,8 @@ class TrainConfig:
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
     precision: str = "fp32"
-    """Arithmetic of the forward pass: 'fp32', 'bf16' (autocast; fast on CUDA and AMX CPUs, slow elsewhere), or
-    'auto' (bf16 where the device computes it natively)."""
+    """Arithmetic of the forward pass: 'fp32', 'bf16' (autocast; fast on CUDA and CPUs with AMX or AVX-512 BF16,
+    slow elsewhere), or 'auto' (bf16 where the device computes it natively)."""
     threads: int = 0
     """torch CPU threads (0: torch's default, all cores): two trainings side by side take one core each."""
     progress: bool = True
