@@ -279,11 +279,11 @@ def _run(trainer: Trainer) -> dict:
         from torch.utils.tensorboard import SummaryWriter  # slow to import: only when asked for
 
         writer = SummaryWriter(str(cfg.out / "tb"))
-    t_start = saved = trainer.start_clock()  # the budget counts training, not loading the corpus
+    saved = trainer.start_clock()  # the budget counts training, not loading the corpus
 
     def log(metrics: dict, step: int) -> None:
         if rank == 0:
-            runlog.append_row(cfg.out / runlog.NAME, {"step": step, "time": round(time.time() - t_start, 2), **metrics})
+            runlog.append_row(cfg.out / runlog.NAME, {"step": step, "time": round(trainer.wall_seconds, 2), **metrics})
             for k, v in metrics.items():
                 if writer:
                     writer.add_scalar(k, v, step)

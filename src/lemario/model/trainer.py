@@ -149,15 +149,21 @@ class Trainer:
         self.rng = np.random.default_rng([cfg.seed, rank])
         self.step = 0
         self.seconds_before = 0.0  # training seconds of the processes before this one (a resumed run's)
+        self.wall_before = 0.0  # their wall-clock seconds (the log's time axis continues across resumes)
         self.clock_name, self.clock = budget_clock(cfg.clock, device)
-        self.started = self.clock()
+        self.started, self.wall_started = self.clock(), time.time()
         self.last_val: dict = {}
         self.latest = cfg.out / "ckpt_latest.safetensors"
 
     def start_clock(self) -> float:
         """Start counting this process's budget seconds from now; the wall-clock time now."""
-        self.started = self.clock()
-        return time.time()
+        self.started, self.wall_started = self.clock(), time.time()
+        return self.wall_started
+
+    @property
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds this run has trained, over every process that resumed it (the log's `time`)."""
+        return self.wall_before + time.time() - self.wall_started
 
     @property
     def seconds(self) -> float:
@@ -188,6 +194,7 @@ class Trainer:
             checkpoint.load_optimizer(self.opt, tensors, "optim")
             torch.set_rng_state(tensors["rng/torch"])
             self.step, self.seconds_before = meta["step"], meta.get("seconds", 0.0)
+            self.wall_before = meta.get("wall_seconds", self.seconds_before)  # checkpoints before it: the budget's
             if self.rank == 0:
                 self.rng.bit_generator.state = meta["numpy_rng"]
                 runlog.keep_rows(cfg.out / runlog.NAME, lambda r: r["step"] <= self.step)
@@ -271,6 +278,7 @@ class Trainer:
             "kind": "world_model_training",
             "step": self.step,
             "seconds": self.seconds,
+            "wall_seconds": self.wall_seconds,
             "numpy_rng": self.rng.bit_generator.state,
             "model_config": as_json(self.cfg).get("model"),
             "metrics": self.last_val,
