@@ -560,12 +560,12 @@ def test_a_resumed_run_logs_on_one_time_axis(corpus, tmp_path):
     """The log's `time` is the run's wall-clock seconds over every process: it goes on rising across a resume."""
     cfg = replace(PRESETS["tiny"], corpus=corpus, out=tmp_path / "run", steps=12, progress=False, tensorboard=False)
     train(replace(cfg, stop_at=6, log_every=1))
-    time.sleep(0.5)  # between the processes: not training, so not on the axis
+    time.sleep(1.0)  # between the processes: not training, so not on the axis
     train(replace(cfg, log_every=1))
     rows = [r for r in runlog.read_rows(tmp_path / "run" / runlog.NAME) if "loss/total" in r]
     assert [r["step"] for r in rows] == list(range(1, 13))
     times = [r["time"] for r in rows]
-    assert times == sorted(times) and times[6] - times[5] < 0.5
+    assert times == sorted(times) and times[6] - times[5] < 1.0
 
 
 def test_the_cpu_budget_clock_counts_this_process_work_over_its_threads():

@@ -151,7 +151,7 @@ class Trainer:
         self.seconds_before = 0.0  # training seconds of the processes before this one (a resumed run's)
         self.wall_before = 0.0  # their wall-clock seconds (the log's time axis continues across resumes)
         self.clock_name, self.clock = budget_clock(cfg.clock, device)
-        self.started, self.wall_started = self.clock(), time.time()
+        self.start_clock()
         self.last_val: dict = {}
         self.latest = cfg.out / "ckpt_latest.safetensors"
 
@@ -194,7 +194,7 @@ class Trainer:
             checkpoint.load_optimizer(self.opt, tensors, "optim")
             torch.set_rng_state(tensors["rng/torch"])
             self.step, self.seconds_before = meta["step"], meta.get("seconds", 0.0)
-            self.wall_before = meta.get("wall_seconds", self.seconds_before)  # checkpoints before it: the budget's
+            self.wall_before = meta.get("wall_seconds", self.seconds_before)  # a checkpoint without it: its budget's
             if self.rank == 0:
                 self.rng.bit_generator.state = meta["numpy_rng"]
                 runlog.keep_rows(cfg.out / runlog.NAME, lambda r: r["step"] <= self.step)
