@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lemario.control.gaussian_cem import GaussianCEMConfig, gaussian_cem
-from lemario.control.push_players import SimulatorPlanner, around, project_thrust, spread, turn_cost, warm_rule
+from lemario.control.push_cost import around, to_front, turn_cost
+from lemario.control.push_players import SimulatorPlanner, project_thrust, spread, warm_rule
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import (
     DISC_SLICE,
@@ -91,6 +92,12 @@ def test_turn_cost_prefers_the_pushing_side():
     behind, front = torch.tensor([332.0, 256.0]), torch.tensor([180.0, 256.0])  # both 76 from the T
     assert turn_cost(behind, t, goal) < turn_cost(front, t, goal) - 100
     assert turn_cost(front, t, goal, "seed") == turn_cost(behind, t, goal, "seed")  # the seed's cost cannot tell
+    # to_front: 11 past the pushing point (321, 256); from the far side, two tangents and an arc round the T
+    assert float(to_front(behind, t, goal)) == pytest.approx(11.0)
+    tangents = math.sqrt(76**2 - 55**2) + math.sqrt(65**2 - 55**2)
+    arc = 55 * (math.pi - math.acos(55 / 76) - math.acos(55 / 65))
+    assert float(to_front(front, t, goal)) == pytest.approx(tangents + arc, rel=1e-5)
+    assert float(turn_cost(behind, t, goal)) == pytest.approx(11.0 + 2 * (256 - 24))
     with pytest.raises(LemarioError, match="cost"):
         turn_cost(front, t, goal, "greedy")
 
@@ -158,6 +165,34 @@ def test_a_guarded_planner_keeps_the_rules_turn_where_its_candidates_move_the_t_
     }
     with pytest.raises(LemarioError, match="--warm"):
         SimulatorPlanner(guard=1.0)
+
+
+def test_a_planner_with_a_front_searches_near_its_pushing_point_and_plays_the_rules_turn_farther_off():
+    state = np.zeros(STATE_DIM, np.float32)
+    state[T_POS] = (256, 256)
+    state[4:6] = (460, 60)  # cyan out of the way
+    seen = {}
+    for where, amber in (("behind the T", (340, 256)), ("far from it", (40, 470))):  # 19 and ~430 from the front
+        state[0:2] = amber
+        for front in (0.0, 30.0):
+            planner = SimulatorPlanner(
+                cfg=GaussianCEMConfig(samples=16, iterations=2, init_std=0.3), warm="chase_t", front=front
+            )
+            plan = planner.plan(state, 0)
+            rule = planner.rule_turn(state, 0, 5)
+            seen[where, front] = (planner.guarded, len(plan.history), torch.allclose(plan.actions, rule, atol=1e-6))
+    assert seen == {
+        ("behind the T", 0.0): ([0, 1], 2, False),  # searched
+        ("behind the T", 30.0): ([0, 1], 2, False),  # within the front: searched
+        ("far from it", 0.0): ([0, 1], 2, False),
+        ("far from it", 30.0): ([1, 1], 1, True),  # off the front: the rule's turn, scored alone
+    }
+    planner = SimulatorPlanner(warm="chase_t", front=30.0)
+    plan = planner.plan(state, 0)
+    assert plan.history[0].actions.shape == (1, 5, 2) and planner.ends.shape == (1, 3, 2)  # what a person is shown
+    for bad in ({"front": 1.0}, {"front": -1.0, "warm": "chase_t"}):
+        with pytest.raises(LemarioError, match="--front"):
+            SimulatorPlanner(**bad)
 
 
 def test_a_replanning_planner_plans_the_turns_rest_before_each_step_and_follows_the_board():

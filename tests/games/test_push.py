@@ -198,8 +198,8 @@ def test_round_robin_through_the_cli(tmp_path):
 
 
 def test_a_guarded_planner_reports_how_often_it_kept_the_rules_turn(tmp_path):
-    """`--guard` (lemario.control.push_players): each match's plans and how many the guard kept the rule's turn in,
-    their share in the summary and its line; a guard without a rule to keep is refused in one line."""
+    """`--guard` and `--front` (lemario.control.push_players): each match's plans and how many kept the rule's turn,
+    their share in the summary and its line; either without a rule to keep is refused in one line."""
     guarded = ("push", "match", "--player", "oracle", "--opponent", "passive", "--matches", "2", "--warm", "chase_t")
     r = run_cli(*guarded, "--guard", "0.5", "--cem.samples", "4", "--cem.iterations", "1", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -210,6 +210,13 @@ def test_a_guarded_planner_reports_how_often_it_kept_the_rules_turn(tmp_path):
     assert "the rule's turn kept in" in r.stdout
     bad = run_cli("push", "match", "--player", "oracle", "--guard", "1")
     assert bad.returncode == 2 and "--warm" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # `--front`: the plans made away from the pushing point keep the rule's turn, counted the same way
+    r = run_cli(*guarded, "--front", "30", "--cem.samples", "4", "--cem.iterations", "1", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    counts = np.array([row["guarded"] for row in json.loads((tmp_path / "matches.json").read_text())["rows"]])
+    assert (counts[:, 1] == 5).all() and 0 < counts[:, 0].sum() < 10  # chase_t reaches its pushing point in some
+    bad = run_cli("push", "match", "--player", "oracle", "--front", "30")
+    assert bad.returncode == 2 and "--front" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_what_a_player_sees():

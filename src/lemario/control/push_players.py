@@ -1,11 +1,4 @@
-"""Planning players of the push game, and the cost they minimize.
-
-A turn's cost is computed from the board at the turn's end: where the planner's own disc is, where the T is.
-- `seed`: |own disc - T| + 2 |T - own goal| (the seed system's).
-- `approach` (the default): the disc's distance to the point it pushes from, behind the T as seen from the own
-  goal, measured around the T rather than through it, + 2 |T - own goal|. Over one turn's horizon the seed's cost
-  rewards hugging the T from whichever side is nearest, which pushes the T the wrong way as often as not; this one
-  rewards every step of the way round to the pushing side (measured: docs/RESULTS.md).
+"""Planning players of the push game; the turn cost they minimize is `lemario.control.push_cost`'s.
 
 `LatentPlanner` is the world-model player: from the last frames it sees (and the thrusts between them) it encodes
 a context, rolls every candidate turn through the predictor in one batch per step, reads the board from the last
@@ -27,8 +20,12 @@ from the rest of the turn's plan. With a warm start, `guard` keeps the rule's tu
 candidates (drawn around it) leave the T more than `guard` units apart (rms of where each leaves the T's centre): a
 world model ranks the candidates of a turn that moves the T at about chance (`lemario push fidelity`'s
 `rho_contact`), and its pick there loses to the rule's turn; measured in matches, the guard changes next to nothing
-at the narrow search's width and does not rescue a wider one (docs/RESULTS.md, session 64). `costs` is the cost a
-planner searches, for analyses of it (`lemario.play.push_fidelity`).
+at the narrow search's width and does not rescue a wider one (docs/RESULTS.md, session 64). With a warm start,
+`front` searches only where the own disc is within `front` units of its pushing point behind the T (`to_front`, on
+the board the planner sees as it plans) and plays the rule's turn unsearched farther off: a world model's search
+wins its gains in the pushes, and its losses in the approach, where the turns it picks brush the T back toward the
+own goal (docs/RESULTS.md, sessions 67-68). `costs` is the cost a planner searches, for analyses of it
+(`lemario.play.push_fidelity`).
 """
 
 from __future__ import annotations
@@ -39,7 +36,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from lemario.control.gaussian_cem import CEMPlan, GaussianCEMConfig, gaussian_cem
+from lemario.control.gaussian_cem import CEMIteration, CEMPlan, GaussianCEMConfig, gaussian_cem
+from lemario.control.push_cost import COSTS, PUSH_REACH, to_front, turn_cost
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import (
     DISC_SLICE,
@@ -56,7 +54,6 @@ from lemario.games.push.opponents import Rule, scripted
 from lemario.games.push.render import render
 from lemario.model.world_model import WorldModel
 
-COSTS = ("approach", "seed")
 MODEL_COSTS = (*COSTS, "latent")
 """A world-model player also takes 'latent': LeWorldModel's goal-embedding cost, the squared distance of the last
 predicted latent to the latent of a goal picture (the T in front of its own goal, its own disc behind the T,
@@ -64,10 +61,6 @@ the other disc where the state head reads it now: all from pixels)."""
 GOAL_COSTS = ("latent", "state")
 """Goal reaching (a goal frame): LeWorldModel's squared distance of the last predicted latent to the goal frame's
 latent, or the distance between what the state head reads from the two (amber's disc, the T's centre and angle)."""
-PUSH_REACH = 65.0
-"""How far behind the T's centre the pushing point is (a disc touching the T's side, roughly)."""
-T_RADIUS = 55.0
-"""Radius of the circle the `approach` distance goes around."""
 GOAL_T_OFFSET = 70.0
 """The `latent` cost's goal picture puts the T this far in front of its goal point (clear of the wall)."""
 WARM_RULES = ("chase_t", "adversarial")
@@ -81,11 +74,11 @@ def warm_rule(name: str) -> Rule | None:
     return scripted(name) if name else None
 
 
-def guard_check(guard: float, warm: str) -> None:
-    if guard < 0 or (guard > 0 and not warm):
-        raise LemarioError(
-            f"--guard {guard}: give a spread of the T in units (>= 0) and a --warm rule, whose turn it keeps"
-        )
+def keep_check(guard: float, front: float, warm: str) -> None:
+    """A guard or a front keeps the warm rule's turn: refused without one, or given in negative units."""
+    for flag, units, what in (("--guard", guard, "a spread of the T"), ("--front", front, "a distance")):
+        if units < 0 or (units > 0 and not warm):
+            raise LemarioError(f"{flag} {units}: give {what} in units (>= 0) and a --warm rule, whose turn it keeps")
 
 
 def spread(points: torch.Tensor) -> float:
@@ -97,27 +90,6 @@ def spread(points: torch.Tensor) -> float:
 def project_thrust(a: torch.Tensor) -> torch.Tensor:
     """(..., 2) thrusts into the unit disc."""
     return a / a.norm(dim=-1, keepdim=True).clamp_min(1.0)
-
-
-def around(p: torch.Tensor, q: torch.Tensor, radius: float) -> torch.Tensor:
-    """Shortest path length from p to q (..., 2), both relative to a circle's centre, that stays outside it."""
-    lp, lq = p.norm(dim=-1).clamp_min(radius), q.norm(dim=-1).clamp_min(radius)
-    theta = torch.arccos(((p * q).sum(-1) / (p.norm(dim=-1) * q.norm(dim=-1)).clamp_min(1e-6)).clamp(-1, 1))
-    ap, aq = torch.arccos(radius / lp), torch.arccos(radius / lq)  # where each tangent touches the circle
-    wrapped = (lp**2 - radius**2).sqrt() + (lq**2 - radius**2).sqrt() + radius * (theta - ap - aq)
-    return torch.where(theta > ap + aq, wrapped, (p - q).norm(dim=-1))
-
-
-def turn_cost(disc: torch.Tensor, t: torch.Tensor, goal: torch.Tensor, kind: str = "approach") -> torch.Tensor:
-    """Cost of ending a turn with the own disc at `disc` and the T at `t` (..., 2), pushing toward `goal` (2,)."""
-    to_goal = goal - t
-    if kind == "seed":
-        return (disc - t).norm(dim=-1) + 2 * to_goal.norm(dim=-1)
-    if kind != "approach":
-        raise LemarioError(f"unknown push cost {kind!r}: use one of {', '.join(COSTS)}")
-    u = to_goal / to_goal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    behind = -u * PUSH_REACH  # the pushing point, relative to the T
-    return around(disc - t, behind, T_RADIUS) + 2 * to_goal.norm(dim=-1)
 
 
 class TurnPlanner:
@@ -134,13 +106,14 @@ class TurnPlanner:
         warm: str,
         replan: bool,
         guard: float = 0.0,
+        front: float = 0.0,
     ):
         cfg = cfg or GaussianCEMConfig()
         cfg.validate()
-        guard_check(guard, warm)
-        self.warm, self.guard = warm_rule(warm), guard
+        keep_check(guard, front, warm)
+        self.warm, self.guard, self.front = warm_rule(warm), guard, front
         self.guarded = [0, 0]
-        """Plans the guard kept the rule's turn in, plans searched with a warm start."""
+        """Plans the rule's turn was kept in (by the guard, or away from the front), plans made with a warm start."""
         self.cfg, self.horizon, self.cost, self.replan = cfg, steps_per_turn, cost, replan
         self.gen = torch.Generator().manual_seed(seed)
         self.queue: list[np.ndarray] = []
@@ -169,12 +142,24 @@ class TurnPlanner:
         """A plan of `horizon` thrusts; `rest` (horizon, 2): the search's start when there is no warm rule."""
         raise NotImplementedError
 
-    def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float) -> CEMPlan:
-        """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,)."""
-        plan = gaussian_cem(cost, horizon, 2, self.cfg, self.gen, project_thrust, mean)
+    def at_front(self, disc: np.ndarray, t: np.ndarray, me: int) -> bool:
+        """Whether the own disc at `disc` (2,), the T at `t` (2,), is where this planner searches: within `front` of
+        its pushing point (no `front`: anywhere)."""
+        near = to_front(torch.as_tensor(disc), torch.as_tensor(t), torch.as_tensor(GOALS[me]))
+        return not self.front or float(near) <= self.front
+
+    def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float, searching: bool = True) -> CEMPlan:
+        """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,).
+        Not `searching` (away from the front): the warm `mean` is the plan, scored alone."""
+        if searching:
+            plan = gaussian_cem(cost, horizon, 2, self.cfg, self.gen, project_thrust, mean)
+        else:
+            only = project_thrust(mean)[None]  # (1, H, 2)
+            costs = cost(only).float()
+            plan = CEMPlan(only[0], float(costs[0]), [CEMIteration(only, costs)])
         if self.warm:
             first = plan.history[0]  # its sample 0 is the rule's turn
-            keep = self.guard > 0 and spread(self.t_paths[0][:, -1]) > self.guard
+            keep = not searching or (self.guard > 0 and spread(self.t_paths[0][:, -1]) > self.guard)
             self.guarded = [self.guarded[0] + keep, self.guarded[1] + 1]
             if keep:
                 plan = CEMPlan(first.actions[0], float(first.costs[0]), plan.history)
@@ -195,8 +180,9 @@ class LatentPlanner(TurnPlanner):
         warm: str = "",
         replan: bool = False,
         guard: float = 0.0,
+        front: float = 0.0,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard, front)
         if cost not in (*MODEL_COSTS, *GOAL_COSTS):
             raise LemarioError(f"unknown push cost {cost!r}: use one of {', '.join(MODEL_COSTS)}")
         self.models = [m.eval() for m in ([model] if isinstance(model, WorldModel) else model)]
@@ -256,7 +242,11 @@ class LatentPlanner(TurnPlanner):
         """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
         t0, horizon = time.perf_counter(), horizon or self.horizon
         cost, contexts, past = self.costs(seen)
-        return self.search(cost, horizon, self.rule_turn(contexts, past, seen.me, horizon) if self.warm else rest, t0)
+        if not self.warm:
+            return self.search(cost, horizon, rest, t0)
+        pos = head_positions(self.read([c[0] for c in contexts])[-1].numpy())  # (3, 2) the board it sees now
+        searching = self.at_front(pos[seen.me], pos[2], seen.me)
+        return self.search(cost, horizon, self.rule_turn(contexts, past, seen.me, horizon), t0, searching)
 
     @torch.no_grad()
     def costs(self, seen: Seen) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[torch.Tensor], torch.Tensor]:
@@ -329,8 +319,9 @@ class SimulatorPlanner(TurnPlanner):
         warm: str = "",
         replan: bool = False,
         guard: float = 0.0,
+        front: float = 0.0,
     ):
-        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard)
+        super().__init__(steps_per_turn, cfg, cost, seed, warm, replan, guard, front)
         turn_cost(torch.zeros(2), torch.ones(2), torch.zeros(2), cost)  # an unknown cost fails here, not mid-match
         self.board = Board()
 
@@ -341,7 +332,10 @@ class SimulatorPlanner(TurnPlanner):
         """CEM over the next `horizon` thrusts (default: a turn's) from the warm rule's, else from `rest`."""
         t0, horizon = time.perf_counter(), horizon or self.horizon
         cost = self.costs(state, me)
-        return self.search(cost, horizon, self.rule_turn(state, me, horizon) if self.warm else rest, t0)
+        if not self.warm:
+            return self.search(cost, horizon, rest, t0)
+        searching = self.at_front(state[DISC_SLICE[me]], state[T_POS], me)
+        return self.search(cost, horizon, self.rule_turn(state, me, horizon), t0, searching)
 
     def costs(self, state: np.ndarray, me: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The cost of candidate thrusts (N, H, 2) -> (N,) played out in the simulator from `state` (each sample's

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import tyro
 
-from lemario.control.push_players import COSTS, LatentPlanner, SimulatorPlanner, project_thrust, spread, turn_cost
+from lemario.control.push_cost import COSTS, turn_cost
+from lemario.control.push_players import LatentPlanner, SimulatorPlanner, project_thrust, spread
 from lemario.core.errors import LemarioError
 from lemario.core.files import write_json
 from lemario.core.provenance import provenance

@@ -32,7 +32,7 @@ from lemario.control.push_players import (
     LatentPlanner,
     SimulatorPlanner,
     TurnPlanner,
-    guard_check,
+    keep_check,
     warm_rule,
 )
 from lemario.core.errors import LemarioError
@@ -71,6 +71,10 @@ class PlayConfig:
     """With --warm: keep the rule's turn wherever the search's first candidates leave the T more than this many
     units apart (rms; a turn that moves the T, where a world model ranks the candidates at about chance); 0: off.
     Measured no help (docs/RESULTS.md, session 64)."""
+    front: float = 0.0
+    """With --warm: search only where the own disc is within this many units of its pushing point behind the T (the
+    `approach` cost's distance, around the T, on the board read from the newest frame); farther, play the rule's turn
+    unsearched (its approach); 0: search everywhere."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
@@ -82,7 +86,7 @@ class PlayConfig:
         if self.cost not in MODEL_COSTS:
             raise LemarioError(f"unknown push cost {self.cost!r}: use one of {', '.join(MODEL_COSTS)}")
         warm_rule(self.warm)
-        guard_check(self.guard, self.warm)
+        keep_check(self.guard, self.front, self.warm)
         self.cem.validate()
         self.game.validate()
         if self.game.mode != "match":
@@ -150,7 +154,7 @@ def _world_model(path: Path):
 
 def make_player(name: str, seed: int, cfg: PlayConfig) -> Player:
     """A fresh player (planners keep a turn's plan; random players their generator)."""
-    plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan, cfg.guard)
+    plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan, cfg.guard, cfg.front)
     if name.startswith(MODEL):
         return LatentPlanner([_world_model(p) for p in model_paths(name)], *plans)
     if name == "oracle":
@@ -209,7 +213,7 @@ def match_row(name: str, opponent: str, seed: int, side: int, cfg: PlayConfig) -
         "t_moved_own": match["t_moved"][own::2],
         "t_moved_opponent": match["t_moved"][other::2],
         "seconds": time.perf_counter() - t0,
-        **({"guarded": me.guarded} if cfg.guard and isinstance(me, TurnPlanner) else {}),
+        **({"guarded": me.guarded} if (cfg.guard or cfg.front) and isinstance(me, TurnPlanner) else {}),
     }
 
 
@@ -240,8 +244,8 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def guarded(rows: list[dict]) -> dict:
-    """A guarded planner's rows (`--guard`) -> {"guarded": the share of its plans the guard kept the rule's turn in};
-    others' -> {}."""
+    """A guarded planner's rows (`--guard`, `--front`) -> {"guarded": the share of its plans it kept the rule's turn
+    in}; others' -> {}."""
     counts = np.array([r["guarded"] for r in rows if "guarded" in r]).reshape(-1, 2)  # (matches, [kept, searched])
     return {"guarded": float(counts[:, 0].sum() / max(counts[:, 1].sum(), 1))} if len(counts) else {}
 
