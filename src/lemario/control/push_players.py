@@ -23,8 +23,9 @@ world model ranks the candidates of a turn that moves the T at about chance (`le
 at the narrow search's width and does not rescue a wider one (docs/RESULTS.md, session 64). With a warm start,
 `front` searches only where the own disc is within `front` units of its pushing point behind the T (`to_front`, on
 the board the planner sees as it plans) and plays the rule's turn unsearched farther off: a world model's search
-wins its gains in the pushes, and its losses in the approach, where the turns it picks brush the T back toward the
-own goal (docs/RESULTS.md, sessions 67-68). `costs` is the cost a planner searches, for analyses of it
+loses to passive in its approach, where the turns it picks brush the T back toward the own goal; kept away from
+the approach it plays as its rule against passive and as the search against the pushers (docs/RESULTS.md, sessions
+67-68). `costs` is the cost a planner searches, for analyses of it
 (`lemario.play.push_fidelity`).
 """
 

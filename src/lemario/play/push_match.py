@@ -74,7 +74,8 @@ class PlayConfig:
     front: float = 0.0
     """With --warm: search only where the own disc is within this many units of its pushing point behind the T (the
     `approach` cost's distance, around the T, on the board read from the newest frame); farther, play the rule's turn
-    unsearched (its approach); 0: search everywhere."""
+    unsearched (its approach); 0: search everywhere. At 30, on the tuning seeds, it keeps the rule's play against
+    passive and the search's against the pushers (docs/RESULTS.md, session 68)."""
     cem: GaussianCEMConfig = field(default_factory=GaussianCEMConfig)
     game: PushConfig = field(default_factory=PushConfig)
     out: Path | None = None
