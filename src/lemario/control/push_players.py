@@ -144,10 +144,8 @@ class TurnPlanner:
         raise NotImplementedError
 
     def at_front(self, disc: np.ndarray, t: np.ndarray, me: int) -> bool:
-        """Whether the own disc at `disc` (2,), the T at `t` (2,), is where this planner searches: within `front` of
-        its pushing point (no `front`: anywhere)."""
-        near = to_front(torch.as_tensor(disc), torch.as_tensor(t), torch.as_tensor(GOALS[me]))
-        return not self.front or float(near) <= self.front
+        """Whether the own disc at `disc` (2,), the T at `t` (2,), is within `front` of its pushing point."""
+        return float(to_front(torch.as_tensor(disc), torch.as_tensor(t), torch.as_tensor(GOALS[me]))) <= self.front
 
     def search(self, cost, horizon: int, mean: torch.Tensor | None, t0: float, searching: bool = True) -> CEMPlan:
         """CEM over `horizon` thrusts from `mean` (None: no thrust), timed from `t0`; `cost`: (N, H, 2) -> (N,).
@@ -245,8 +243,10 @@ class LatentPlanner(TurnPlanner):
         cost, contexts, past = self.costs(seen)
         if not self.warm:
             return self.search(cost, horizon, rest, t0)
-        pos = head_positions(self.read([c[0] for c in contexts])[-1].numpy())  # (3, 2) the board it sees now
-        searching = self.at_front(pos[seen.me], pos[2], seen.me)
+        searching = True
+        if self.front:
+            pos = head_positions(self.read([c[0] for c in contexts])[-1].numpy())  # (3, 2) the board it sees now
+            searching = self.at_front(pos[seen.me], pos[2], seen.me)
         return self.search(cost, horizon, self.rule_turn(contexts, past, seen.me, horizon), t0, searching)
 
     @torch.no_grad()
@@ -335,7 +335,7 @@ class SimulatorPlanner(TurnPlanner):
         cost = self.costs(state, me)
         if not self.warm:
             return self.search(cost, horizon, rest, t0)
-        searching = self.at_front(state[DISC_SLICE[me]], state[T_POS], me)
+        searching = not self.front or self.at_front(state[DISC_SLICE[me]], state[T_POS], me)
         return self.search(cost, horizon, self.rule_turn(state, me, horizon), t0, searching)
 
     def costs(self, state: np.ndarray, me: int) -> Callable[[torch.Tensor], torch.Tensor]:
