@@ -55,6 +55,7 @@ def test_a_whole_match_through_the_protocol(model):
             kinds += [m["type"] for m in got]
             plan = got[0]
             assert plan["type"] == "plan" and len(plan["samples"]) == 16 * 2 and len(plan["samples"][0]["t_path"]) == 5
+            assert (plan["searched"], plan["plans"]) == (5, 5)  # replanned each step, every plan searched
             over = got[-1]
         assert kinds.count("step_frame") == 50 and kinds.count("turn_result") == 10
         assert over["type"] == "match_over" and over["winner"] in ("amber", "cyan", "draw")
@@ -94,11 +95,27 @@ def test_bad_messages_get_an_error_and_the_server_goes_on(message, error):
         assert receive_until(other, "turn_result")[-1]["next"] == "cyan"
 
 
+@pytest.mark.parametrize("opponent", ["model", "oracle"])
+def test_a_front_keeps_the_rules_turn_away_from_the_t(model, opponent):
+    """A front no disc comes within: every plan is the warm rule's turn, scored alone, and the plan says so."""
+    app = create_app(ServeConfig(model=model, opponent=opponent, cem=FAST_CEM, front=1e-9))
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        ws.send_text(json.dumps({"type": "new_match", "seed": 3, "side": "cyan"}))
+        assert json.loads(ws.receive_text())["actor"] == "amber"
+        ws.send_text(json.dumps({"type": "model_turn"}))
+        got = receive_until(ws, "turn_result")
+        plan = got[0]
+        assert plan["type"] == "plan" and len(plan["samples"]) == 1 and (plan["searched"], plan["plans"]) == (0, 5)
+        assert [m["type"] for m in got[1:]] == ["step_frame"] * 5 + ["turn_result"]
+
+
 def test_serve_config_errors():
     with pytest.raises(Exception, match="--model PATH"):
         create_app(ServeConfig(model=Path("no-such/model.safetensors")))
     with pytest.raises(Exception, match="unknown opponent"):
         create_app(ServeConfig(opponent="bully"))
+    with pytest.raises(Exception, match="--front 30.0: .* a --warm rule"):
+        create_app(ServeConfig(opponent="oracle", warm="", front=30.0))
 
 
 def _free_port() -> int:
@@ -140,6 +157,7 @@ def test_a_person_plays_a_match_in_a_real_browser(model):
                     page.wait_for_function("document.getElementById('status').textContent.startsWith('your turn')",
                                            timeout=60_000)  # fmt: skip
                     assert int(page.locator("body").get_attribute("data-dream-paths")) > 0  # the dream field drew
+                    assert page.locator("#searched").text_content() == "5 of 5"
             page.wait_for_function("getComputedStyle(document.getElementById('result')).display === 'flex'",
                                    timeout=60_000)  # fmt: skip
             assert page.locator("#result-text").text_content() in ("You win", "The model wins", "Draw")

@@ -34,7 +34,14 @@ import cv2
 import numpy as np
 
 from lemario.control.gaussian_cem import GaussianCEMConfig
-from lemario.control.push_players import MODEL_COSTS, LatentPlanner, SimulatorPlanner, warm_rule
+from lemario.control.push_players import (
+    MODEL_COSTS,
+    LatentPlanner,
+    SimulatorPlanner,
+    TurnPlanner,
+    keep_check,
+    warm_rule,
+)
 from lemario.core.errors import LemarioError
 from lemario.games.push.board import PLAYERS, SIZE, goal_distances
 from lemario.games.push.env import PushConfig, PushGame
@@ -75,6 +82,9 @@ class ServeConfig:
     replan: bool = True
     """The planner plans the turn's rest again before each of its steps (receding horizon), from the frame it sees
     then; the dream field shows the turn's first plan, the planning time is the whole turn's."""
+    front: float = 0.0
+    """Search only where the planner's own disc is within this many units of its pushing point behind the T (on the
+    board it reads as it plans) and play the warm rule's turn unsearched farther off; 0: search every plan."""
     cem: GaussianCEMConfig = SERVE_CEM
     game: PushConfig = field(default_factory=PushConfig)
 
@@ -93,6 +103,7 @@ class ServeConfig:
                 f"{', '.join(MODEL_COSTS)} ('latent' with the model only)"
             )
         warm_rule(self.warm)
+        keep_check(0.0, self.front, self.warm)
         self.cem.validate()
         self.game.validate()
 
@@ -118,9 +129,9 @@ class Match:
         self.env.reset(seed=seed)
         plans = (cfg.game.steps_per_turn, cfg.cem, cfg.cost, seed, cfg.warm, cfg.replan)
         if cfg.opponent == "model":
-            self.opponent = LatentPlanner(model, *plans)
+            self.opponent = LatentPlanner(model, *plans, front=cfg.front)
         elif cfg.opponent == "oracle":
-            self.opponent = SimulatorPlanner(*plans)
+            self.opponent = SimulatorPlanner(*plans, front=cfg.front)
         else:
             rule = scripted(cfg.opponent, seed)
             self.opponent = lambda seen: rule(seen.state, seen.me)
@@ -180,9 +191,12 @@ class Match:
     def model_turn(self) -> list[dict]:
         self.check_turn(human=False)
         planner = self.opponent
+        if not isinstance(planner, TurnPlanner):
+            return self.play_turn(planner)
+        kept = planner.guarded[0]
         out = self.play_turn(planner)
-        if isinstance(planner, LatentPlanner | SimulatorPlanner):
-            out.insert(0, plan_message(planner))
+        plans = self.cfg.game.steps_per_turn if self.cfg.replan else 1
+        out.insert(0, plan_message(planner, plans - (planner.guarded[0] - kept), plans))
         return out
 
 
@@ -199,14 +213,18 @@ def parse_targets(targets) -> list[list[float]]:
     return points
 
 
-def plan_message(planner: LatentPlanner | SimulatorPlanner) -> dict:
-    """The last plan's samples per CEM iteration: cost and the T path it expected (the world model's prediction,
-    or for the oracle the simulator's)."""
+def plan_message(planner: TurnPlanner, searched: int, plans: int) -> dict:
+    """The turn's first plan's samples per CEM iteration: cost and the T path it expected (the world model's
+    prediction, or for the oracle the simulator's); of the turn's `plans`, how many were `searched` (the rest kept
+    the rule's turn away from the front)."""
     samples = []
     for i, it in enumerate(planner.last.history):
         paths = planner.t_paths[i].round(decimals=1).tolist()
         samples += [{"iter": i, "cost": round(float(c), 2), "t_path": p} for c, p in zip(it.costs.tolist(), paths)]
-    return {"type": "plan", "samples": samples, "best_cost": planner.last.cost, "seconds": planner.seconds}
+    return {
+        "type": "plan", "samples": samples, "best_cost": planner.last.cost, "seconds": planner.seconds,
+        "searched": searched, "plans": plans,
+    }  # fmt: skip
 
 
 def create_app(cfg: ServeConfig):

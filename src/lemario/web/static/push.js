@@ -114,6 +114,7 @@ async function handle(msg) {
     case "plan": {
       $("cost").textContent = msg.best_cost.toFixed(1);
       $("seconds").textContent = `${msg.seconds.toFixed(2)} s`;
+      $("searched").textContent = `${msg.searched} of ${msg.plans}`;
       dream = { samples: msg.samples, upTo: 0 };
       const iters = Math.max(...msg.samples.map((s) => s.iter)) + 1;
       for (let i = 0; i < iters; i++) { dream.upTo = i; draw(history[history.length - 1]); await sleep(ITER_MS); }
