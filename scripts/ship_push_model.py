@@ -5,7 +5,8 @@
         --to pretrained/push
 
 OUT/world_model.safetensors + .json   the model and its sidecar (training config, git commit), copied bit for bit
-OUT/provenance.json                   the source file, its commit, the match command's config, this model's
+OUT/provenance.json                   the source file, its commit, the key of the corpus it was trained on (its
+                                      `lemario push data` options), the match command's config, this model's
                                       win rates per opponent and every one of its matches (seed, side, outcome:
                                       any of them can be replayed)
 """
@@ -37,6 +38,11 @@ class Args:
 
 def ship(args: Args) -> dict:
     load_world_model(args.model)  # it loads, or this is a clear error
+    meta = checkpoint.load_meta(args.model, kind="world_model")
+    corpus = Path(meta["train_config"]["corpus"]) / "config.json"
+    if not corpus.is_file():
+        raise LemarioError(f"{args.model} was trained on {corpus.parent}, which has no config.json: ship from where "
+                           "it was trained (the corpus's options are part of the recipe)")  # fmt: skip
     record = read_json(args.matches / "matches.json")
     spec = f"{MODEL}{args.model}"
     rows = [r for r in record["rows"] if r["player"] == spec]
@@ -48,7 +54,8 @@ def ship(args: Args) -> dict:
     shutil.copyfile(checkpoint.sidecar_path(args.model), args.to / "world_model.json")
     provenance = {
         "world_model": str(args.model),
-        "world_model_commit": checkpoint.load_meta(args.model, kind="world_model").get("git_commit"),
+        "world_model_commit": meta.get("git_commit"),
+        "corpus_key": read_json(corpus)["key"],
         "matches": str(args.matches),
         "match_config": record["config"],
         "summaries": summaries,

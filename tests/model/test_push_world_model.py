@@ -1,7 +1,9 @@
 """The world-model library on the push game: RGB frames, continuous thrusts, the state head, a start from context."""
 
+import importlib.util
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -423,6 +425,8 @@ def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
         replan=played["replan"],
         cem=GaussianCEMConfig(**played["cem"]),
         game=PushConfig(**played["game"]),
+        guard=played.get("guard", 0.0),
+        front=played.get("front", 0.0),
     )
     name = f"{MODEL}{shipped / 'world_model.safetensors'}"
     with torch_threads(1):
@@ -441,6 +445,33 @@ def test_the_shipped_push_model_replays_a_match_of_its_evaluation():
     assert {k: again[k] for k in row.keys() - real} == {k: row[k] for k in row.keys() - real}
     for k in real:
         assert again[k] == pytest.approx(row[k], rel=1e-5, abs=1e-3), k
+
+
+def test_shipping_a_push_model_keeps_its_corpus_key_and_its_matches(trained, corpus, tmp_path, monkeypatch):
+    """scripts/ship_push_model.py: the model bit for bit, the options its corpus was made with, the match command's
+    config and every match of the model; a model whose corpus is gone is refused."""
+    path = Path(__file__).parents[2] / "scripts" / "ship_push_model.py"
+    spec = importlib.util.spec_from_file_location("ship_push_model", path)
+    ship = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ship_push_model", ship)  # its dataclass looks its module up
+    spec.loader.exec_module(ship)
+    r = run_cli("push", "match", "--player", f"model:{trained}", "--opponent", "passive", "--matches", "2",
+                "--warm", "adversarial", "--front", "30", "--cem.samples", "4", "--cem.iterations", "1",
+                "--out", str(tmp_path / "m"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    prov = ship.ship(ship.Args(trained, tmp_path / "m", to=tmp_path / "shipped"))
+    assert prov["corpus_key"] == json.loads((corpus / "config.json").read_text())["key"]
+    assert prov["match_config"]["front"] == 30.0 and len(prov["rows"]) == 2
+    assert (tmp_path / "shipped" / "world_model.safetensors").read_bytes() == trained.read_bytes()
+    assert json.loads((tmp_path / "shipped" / "provenance.json").read_text()) == prov
+    orphan = tmp_path / "orphan" / "model.safetensors"
+    orphan.parent.mkdir()
+    shutil.copy(trained, orphan)
+    meta = json.loads(trained.with_suffix(".json").read_text())
+    meta["train_config"]["corpus"] = str(tmp_path / "gone")
+    orphan.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(LemarioError, match="has no config.json"):
+        ship.ship(ship.Args(orphan, tmp_path / "m", to=tmp_path / "shipped2"))
 
 
 def test_the_push_preset_is_the_shipped_models_recipe():
