@@ -79,7 +79,9 @@ def keep_check(guard: float, front: float, warm: str) -> None:
     """A guard or a front keeps the warm rule's turn: refused without one, or given in negative units."""
     for flag, units, what in (("--guard", guard, "a spread of the T"), ("--front", front, "a distance")):
         if units < 0 or (units > 0 and not warm):
-            raise LemarioError(f"{flag} {units}: give {what} in units (>= 0) and a --warm rule, whose turn it keeps")
+            raise LemarioError(
+                f"{flag} {units}: give {what} in units (>= 0; 0: off) and a --warm rule, whose turn it keeps"
+            )
 
 
 def spread(points: torch.Tensor) -> float:

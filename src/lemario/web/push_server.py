@@ -56,12 +56,14 @@ OPPONENTS = ("model", "oracle", *SCRIPTED)
 SHIPPED = Path("pretrained/push/world_model.safetensors")
 SERVE_CEM = GaussianCEMConfig(samples=32, iterations=2, init_std=0.1)
 """The served planner's search: narrow, around the warm rule's turn, replanned every step, so a person sees a dream
-field of 64 plans a step (0.27 s a turn on one thread of a busy 2-core host). On the evaluation seeds, three model
-seeds of the shipped recipe pooled, it wins 0.93 / 0.953 / 0.54 / 0.477 against random / passive / chase_t /
-adversarial, the rule it starts from unsearched (`--cem.samples 1 --cem.iterations 1`) 0.99 / 0.993 / 0.513 / 0.45:
-the search gives up 0.06 / 0.04 to the players that do not push and gains +0.027 (within noise) against those that
-do (docs/RESULTS.md sessions 59-60); the wide default search (`GaussianCEMConfig`: 96 x 6 from a std of 0.7) loses
-to the rule it starts from (sessions 28-30)."""
+field of 64 plans a step where it searches (at most 0.27 s a turn on one thread of a busy 2-core host); with the
+front it searches only near its pushing point (`ServeConfig.front`). The wide default search (`GaussianCEMConfig`:
+96 x 6 from a std of 0.7) loses to the rule it starts from (docs/RESULTS.md, sessions 28-30)."""
+SERVE_FRONT = 30.0
+"""Away from its pushing point the search's approach brushed the T back against players that leave it be (session
+67); searching only within 30 units of it (chosen on the tuning seeds, session 68), the shipped model's recipe wins
+1.00 / 1.00 / 0.60 / 0.52 against random / passive / chase_t / adversarial on the evaluation seeds where its plain
+search wins 0.97 / 0.98 / 0.62 / 0.54 (two model seeds pooled; docs/RESULTS.md sessions 68-69)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class ServeConfig:
     replan: bool = True
     """The planner plans the turn's rest again before each of its steps (receding horizon), from the frame it sees
     then; the dream field shows the turn's first plan, the planning time is the whole turn's."""
-    front: float = 0.0
+    front: float = SERVE_FRONT
     """Search only where the planner's own disc is within this many units of its pushing point behind the T (on the
     board it reads as it plans) and play the warm rule's turn unsearched farther off; 0: search every plan."""
     cem: GaussianCEMConfig = SERVE_CEM
