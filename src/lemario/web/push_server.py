@@ -62,8 +62,8 @@ front it searches only near its pushing point (`ServeConfig.front`). The wide de
 SERVE_FRONT = 30.0
 """Away from its pushing point the search's approach brushed the T back against players that leave it be (session
 67); searching only within 30 units of it (chosen on the tuning seeds, session 68), the shipped model's recipe wins
-1.00 / 1.00 / 0.60 / 0.52 against random / passive / chase_t / adversarial on the evaluation seeds where its plain
-search wins 0.97 / 0.98 / 0.62 / 0.54 (two model seeds pooled; docs/RESULTS.md sessions 68-69)."""
+1.00 / 1.00 / 0.59 / 0.50 against random / passive / chase_t / adversarial on the evaluation seeds, three model seeds
+pooled, where its plain search wins 0.97 / 0.97 / 0.61 / 0.53 (docs/RESULTS.md session 69)."""
 
 
 @dataclass(frozen=True)
