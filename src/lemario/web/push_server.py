@@ -56,9 +56,10 @@ OPPONENTS = ("model", "oracle", *SCRIPTED)
 SHIPPED = Path("pretrained/push/world_model.safetensors")
 SERVE_CEM = GaussianCEMConfig(samples=32, iterations=2, init_std=0.1)
 """The served planner's search: narrow, around the warm rule's turn, replanned every step, so a person sees a dream
-field of 64 plans a step where it searches (at most 0.27 s a turn on one thread of a busy 2-core host); with the
-front it searches only near its pushing point (`ServeConfig.front`). The wide default search (`GaussianCEMConfig`:
-96 x 6 from a std of 0.7) loses to the rule it starts from (docs/RESULTS.md, sessions 28-30)."""
+field of 64 plans a step where it searches; with the front it searches only near its pushing point
+(`ServeConfig.front`): 0.16-0.19 s a turn median, 0.26-0.29 s p90, on 2 threads of a 2-core AMD host (searching every
+plan: 0.285 / 0.312 s; benchmarks/push_plan.py, docs/RESULTS.md session 69). The wide default search
+(`GaussianCEMConfig`: 96 x 6 from a std of 0.7) loses to the rule it starts from (docs/RESULTS.md, sessions 28-30)."""
 SERVE_FRONT = 30.0
 """Away from its pushing point the search's approach brushed the T back against players that leave it be (session
 67); searching only within 30 units of it (chosen on the tuning seeds, session 68), the shipped model's recipe wins
