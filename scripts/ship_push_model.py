@@ -37,8 +37,7 @@ class Args:
 
 
 def ship(args: Args) -> dict:
-    load_world_model(args.model)  # it loads, or this is a clear error
-    meta = checkpoint.load_meta(args.model, kind="world_model")
+    meta = load_world_model(args.model)[1]  # it loads, or this is a clear error
     corpus = Path(meta["train_config"]["corpus"]) / "config.json"
     if not corpus.is_file():
         raise LemarioError(f"{args.model} was trained on {corpus.parent}, which has no config.json: ship from where "

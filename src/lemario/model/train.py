@@ -162,7 +162,7 @@ PRESETS = {
     # Residual since session 26 (one step beats "no change", sessions 10, 21 and 26). The shipped model's recipe
     # (docs/RESULTS.md sessions 58-60): 5,000 steps, the discs' and the T's motion loss (session 30) and a reader of
     # the state on the ViT's patch tokens (3.5 board units against the CLS head's 8.5-11.4, 3 seeds); 1.15-1.2 s a step
-    # alone on 2 cores of sessions 58-60's host (96-100 min for the 5,000; no run was alone from start to end), 1.7-2.0
+    # alone on 2 cores of sessions 58-60's host (96-100 min for the 5,000; no run was alone from start to end), 1.65-2.0
     # on sessions 66-69's AMD host; capped at 115 min of wall clock for the 2-hour target, so a slower host stops early.
     # pretrained/push (session 69) is this recipe on a corpus with half its turns played by the scripted pushers and
     # thrust noise 0.5 (`push data --shares 0.2 0.125 0.075 0.05 0.05 0.25 0.25 --noise 0.5`: its provenance's
