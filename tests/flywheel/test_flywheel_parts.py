@@ -1,4 +1,5 @@
-"""The flywheel's pure parts: the improvement detector on constructed score sets, the stratified replay caps."""
+"""The flywheel's pure parts: the improvement detector on constructed score sets, the stratified replay caps, the
+report's biased-random reference."""
 
 import json
 import math
@@ -9,13 +10,16 @@ import pytest
 
 from lemario.core import checkpoint
 from lemario.core.errors import LemarioError
+from lemario.data.corpus import EXPLORE_RUN, write_episode
 from lemario.data.replay import ReplayConfig, select
 from lemario.data.tiers import Tier, audit
 from lemario.flywheel import hof
 from lemario.flywheel.detector import DetectorConfig, IterationScore, decide, rank_key, replay
+from lemario.flywheel.report import biased_references
 from lemario.play.stats import t_as_z
 
 from conftest import run_cli
+from synthetic import make_episode
 
 
 def it(i, mean, sd, k=4, decision="", w=1):
@@ -320,3 +324,19 @@ def test_a_replayed_detector_decides_each_iteration_against_its_own_earlier_verd
     assert verdicts(either) == ["commit"] * 3 + ["branch", "branch", "commit", "commit", "branch"]
     # rule welch: iteration 7's max_x gain over 3 (t 2.27 on ~3.9 df) is z 1.67, above 1.645 alone, not 1.96 each
     assert verdicts(DetectorConfig()) == ["commit"] * 3 + ["branch", "branch", "commit", "branch", "branch"]
+
+
+def test_the_biased_reference_is_play_from_spawn_not_the_explorers(tmp_path):
+    """The report's biased-random reference averages the collected biased episodes only: the explorer's biased
+    explorations start from restored cells deep in the level (a run --start-from collects none: no reference)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus").mkdir()
+    rows = [("1-1", "iter001", 300), ("1-1", "iter001", 500), ("1-2", "iter001", 200), ("1-1", EXPLORE_RUN, 2900)]
+    for i, (level, run, max_x) in enumerate(rows):
+        ep = make_episode(rng, 5, level)
+        ep.meta.update(policy="biased", run=run, run_index=i, seed=i, max_x=max_x)
+        write_episode(tmp_path / "corpus" / f"e{i}.h5", ep)
+    assert biased_references(tmp_path) == {None: pytest.approx(1000 / 3), "1-1": 400.0, "1-2": 200.0}
+    for f in (tmp_path / "corpus").glob("e[0-2].h5"):
+        f.unlink()
+    assert biased_references(tmp_path) == {}

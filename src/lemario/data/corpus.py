@@ -154,6 +154,11 @@ def summarize(path: Path) -> dict:
     return index_row(path, meta, T)
 
 
+EXPLORE_RUN = "explore"
+"""The run name of the frontier explorer's episodes (`lemario explore`): explorations that start from restored cells
+and stop after a few steps, not episodes played from spawn."""
+
+
 def index_row(path: Path, meta: dict, n_steps: int) -> dict:
     """The index's summary of an episode file (its size and mtime tell whether the row is still current)."""
     stat = path.stat()

@@ -33,7 +33,7 @@ from lemario.core.executor import torch_threads
 from lemario.core.files import atomic_write_text, read_json
 from lemario.core.plots import table
 from lemario.core.runconfig import as_json, with_defaults
-from lemario.data.corpus import scan
+from lemario.data.corpus import EXPLORE_RUN, scan
 from lemario.flywheel import hof
 from lemario.flywheel.config import FlywheelConfig, iter_dir
 from lemario.flywheel.figures import (
@@ -73,9 +73,11 @@ class ReportConfig:
 
 
 def biased_references(run: Path) -> dict[str | None, float]:
-    """Mean max_x of the run's biased-random episodes (iteration 1's collection): None -> over all of them, and
-    level -> over that level's; empty without any."""
-    rows = [r for r in scan(Path(run) / "corpus", write=False).episodes if r["policy"] == "biased"]
+    """Mean max_x of the run's biased-random episodes from spawn (iteration 1's collection; the explorer's biased
+    play starts from restored cells, and a run --start-from has none): None -> over all of them, and level -> over
+    that level's; empty without any."""
+    rows = scan(Path(run) / "corpus", write=False).episodes
+    rows = [r for r in rows if r["policy"] == "biased" and r["run"] != EXPLORE_RUN]
     if not rows:
         return {}
     levels = {r["level"] for r in rows}
@@ -222,7 +224,7 @@ def _levels_table(summaries: list[IterationSummary], references: dict) -> tuple[
     rows = [["biased random", *ref]]
     for s in summaries:
         means = level_means(s)
-        rows.append([s.iteration] + [f"{m:.0f} +- {sd:.0f}, flag {f:.2f}" for m, sd, f in map(means.get, levels)])
+        rows.append([s.iteration] + [f"{m:.0f} +- {sd:.0f}, best flag {f:.2f}" for m, sd, f in map(means.get, levels)])
     return table(["iter", *levels], rows)
 
 

@@ -38,7 +38,7 @@ from lemario.core.errors import LemarioError
 from lemario.core.files import check_writable, now_iso, read_json, writer_lock
 from lemario.core.provenance import provenance
 from lemario.core.runconfig import as_json, check_same_run, run_key
-from lemario.data.corpus import Episode, add_to_index, format_summary, index_row, scan, write_episode
+from lemario.data.corpus import EXPLORE_RUN, Episode, add_to_index, format_summary, index_row, scan, write_episode
 from lemario.games.mario.emulator import level_number, resolve_rom
 from lemario.games.mario.env import EnvConfig
 from lemario.model.train import CPU_MODEL
@@ -270,7 +270,7 @@ def explore(cfg: ExploreConfig) -> Archive:
     with writer_lock(cfg.out):
         archive = _open_run(cfg)
         header = {"run_key": run_key(cfg, BOOKKEEPING), "config": as_json(cfg), **provenance()}
-        extra = {"run": "explore", "git_commit": header["git_commit"]}
+        extra = {"run": EXPLORE_RUN, "git_commit": header["git_commit"]}
         if archive.round:
             print(
                 f"resuming {cfg.out}: round {archive.round}, {archive.env_steps} env steps, {len(archive.cells)} cells"
