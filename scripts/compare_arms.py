@@ -4,10 +4,12 @@
         [--diff LABEL,LABEL ...] [--json OUT]
 
 An arm is a folder holding one `lemario eval` folder per policy (EVALDIR/sNNNN/episodes.jsonl, e.g. the five
-policy seeds of one recipe on one world model). Per arm: each policy's mean max_x and flag rate, their mean ± sd, the
-flags over every episode, and where the episodes end. The first arm is the reference: every other arm's paired
-differences in max_x and in flags (percentage points) pair episodes by policy seed and eval seed, or by eval seed
-alone against a reference of one policy, with bootstrap intervals. `--draws fresh=a,b,c` pools arms that are
+policy seeds of one recipe on one world model), or one evaluation of several policies (EVALDIR/episodes.jsonl, e.g.
+a flywheel iteration's ITER/eval/LEVEL: two runs' iterations compared on their shared eval seeds). Per arm: each
+policy's mean max_x and flag rate, their mean ± sd, the flags over every episode, and where the episodes end. The
+first arm is the reference: every other arm's paired differences in max_x and in flags (percentage points) pair
+episodes by policy seed and eval seed, or by eval seed alone against a reference of one policy, with bootstrap
+intervals. `--draws fresh=a,b,c` pools arms that are
 independent draws of the same recipe (one world model each) into one row: the mean over draws of each draw's mean
 over its policies, with a nested bootstrap interval over draws, policies and episodes (issue 20's target asked of
 agents whose world model is a draw too, not of five policies on one lucky model). `--diff A,B`: pooled A − pooled B
@@ -32,12 +34,36 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def read_episodes(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def policy_name(spec: str) -> str:
+    """'policy:.../s1001/policy.safetensors' -> 's1001' (the policy's folder: its seed in a flywheel iteration)."""
+    kind, _, path = spec.partition(":")
+    return Path(path).parent.name if path else kind
+
+
 def read_arm(folder: Path) -> dict[str, dict[int, dict]]:
-    """{policy folder name: {eval seed: episode}} of every sNNNN/episodes.jsonl under `folder`."""
-    files = sorted(folder.glob("*/episodes.jsonl"))
-    if not files:
-        fail(f"{folder} holds no */episodes.jsonl: pass a folder of `lemario eval` folders, one per policy")
-    rows = {f.parent.name: [json.loads(line) for line in f.read_text().splitlines() if line.strip()] for f in files}
+    """{policy name: {eval seed: episode}}: of every sNNNN/episodes.jsonl under `folder` (one `lemario eval` folder a
+    policy), or of `folder`/episodes.jsonl split by agent (one evaluation of several policies, e.g. a flywheel
+    iteration's ITER/eval/LEVEL, each named by its policy's folder)."""
+    if (folder / "episodes.jsonl").is_file():
+        rows: dict[str, list[dict]] = {}
+        for e in read_episodes(folder / "episodes.jsonl"):
+            rows.setdefault(e["agent"], []).append(e)
+        names = {spec: policy_name(spec) for spec in rows}
+        if len(set(names.values())) < len(names):
+            names = {spec: spec for spec in rows}
+        rows = {names[spec]: episodes for spec, episodes in rows.items()}
+    else:
+        files = sorted(folder.glob("*/episodes.jsonl"))
+        if not files:
+            fail(
+                f"{folder} holds no episodes.jsonl nor */episodes.jsonl: pass a `lemario eval` folder or a folder "
+                "of them, one per policy"
+            )
+        rows = {f.parent.name: read_episodes(f) for f in files}
     return {name: {e["eval_seed"]: e for e in episodes} for name, episodes in rows.items()}
 
 

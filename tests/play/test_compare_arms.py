@@ -46,10 +46,29 @@ def test_a_one_policy_reference_pairs_every_policy_by_eval_seed(tmp_path):
     assert p["pairs"] == 4 and p["max_x"] == 100 and p["flag_points"] == 50
 
 
+def test_an_evaluation_of_several_policies_is_an_arm_split_by_policy(tmp_path):
+    """A flywheel iteration's ITER/eval/LEVEL holds every policy's episodes in one file: each is named by its
+    policy's folder, so two runs' iterations pair by policy seed and eval seed."""
+    for run, xs in (("a", (100, 300)), ("b", (200, 500))):
+        folder = tmp_path / run / "iter001" / "eval" / "5-1"
+        folder.mkdir(parents=True)
+        rows = [
+            {"agent": f"policy:{run}/iter001/policies/s100{k}/policy.safetensors", "eval_seed": i, "max_x": x + i}
+            | {"final_x": x + i, "flag_get": 0, "end": "enemy"}
+            for k, x in enumerate(xs, start=1)
+            for i in range(3)
+        ]
+        (folder / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = compare_arms.compare({"a": tmp_path / "a/iter001/eval/5-1", "b": tmp_path / "b/iter001/eval/5-1"})
+    assert table["arms"]["a"]["policies"] == ["s1001", "s1002"] and table["arms"]["a"]["means"] == [101, 301]
+    p = table["arms"]["b"]["paired"]  # s1001: +100 on each seed, s1002: +200
+    assert p["pairs"] == 6 and p["max_x"] == 150 and p["flag_points"] == 0
+
+
 def test_bad_arms_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         compare_arms.compare({"ref": tmp_path})
-    assert exit.value.code == 2 and "holds no */episodes.jsonl" in capsys.readouterr().err
+    assert exit.value.code == 2 and "holds no episodes.jsonl nor */episodes.jsonl" in capsys.readouterr().err
     arm = write_arm(tmp_path / "arm", {"s1": [(100, 0)]})
     with pytest.raises(SystemExit) as exit:
         compare_arms.compare({"arm": arm}, {"pool": ["arm", "typo"]})
