@@ -34,6 +34,10 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+Episode = tuple[str | None, int]
+"""An episode's key, (level, eval seed): `lemario eval --levels` plays every level on the same seeds."""
+
+
 def read_episodes(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -44,10 +48,10 @@ def policy_name(spec: str) -> str:
     return Path(path).parent.name if path else kind
 
 
-def read_arm(folder: Path) -> dict[str, dict[int, dict]]:
-    """{policy name: {eval seed: episode}}: of every sNNNN/episodes.jsonl under `folder` (one `lemario eval` folder a
-    policy), or of `folder`/episodes.jsonl split by agent (one evaluation of several policies, e.g. a flywheel
-    iteration's ITER/eval/LEVEL, each named by its policy's folder)."""
+def read_arm(folder: Path) -> dict[str, dict[Episode, dict]]:
+    """{policy name: {(level, eval seed): episode}}: of every sNNNN/episodes.jsonl under `folder` (one `lemario
+    eval` folder a policy), or of `folder`/episodes.jsonl split by agent (one evaluation of several policies, e.g. a
+    flywheel iteration's ITER/eval/LEVEL, each named by its policy's folder)."""
     if (folder / "episodes.jsonl").is_file():
         rows: dict[str, list[dict]] = {}
         for e in read_episodes(folder / "episodes.jsonl"):
@@ -64,10 +68,10 @@ def read_arm(folder: Path) -> dict[str, dict[int, dict]]:
                 "of them, one per policy"
             )
         rows = {f.parent.name: read_episodes(f) for f in files}
-    return {name: {e["eval_seed"]: e for e in episodes} for name, episodes in rows.items()}
+    return {name: {(e.get("level"), e["eval_seed"]): e for e in episodes} for name, episodes in rows.items()}
 
 
-def summarize(policies: dict[str, dict[int, dict]]) -> dict:
+def summarize(policies: dict[str, dict[Episode, dict]]) -> dict:
     """One arm: per-policy means and flag rates, their mean and sd, all its episodes' flags and ends."""
     means = [float(np.mean([e["max_x"] for e in p.values()])) for p in policies.values()]
     flags = [float(np.mean([e["flag_get"] for e in p.values()])) for p in policies.values()]
@@ -84,7 +88,7 @@ def summarize(policies: dict[str, dict[int, dict]]) -> dict:
     }
 
 
-def paired(arm: dict[str, dict[int, dict]], ref: dict[str, dict[int, dict]]) -> dict:
+def paired(arm: dict[str, dict[Episode, dict]], ref: dict[str, dict[Episode, dict]]) -> dict:
     """Paired differences arm - ref over the episodes both played (same policy seed and eval seed; a one-policy
     reference pairs every policy by eval seed), in max_x and in flag percentage points, with bootstrap intervals."""
     only = next(iter(ref.values())) if len(ref) == 1 else None
@@ -103,18 +107,18 @@ def paired(arm: dict[str, dict[int, dict]], ref: dict[str, dict[int, dict]]) -> 
     }
 
 
-def nested(arms: list[dict[str, dict[int, dict]]], key: str) -> list[list[list[float]]]:
+def nested(arms: list[dict[str, dict[Episode, dict]]], key: str) -> list[list[list[float]]]:
     """Draws -> policies -> episodes' `key`, as `nested_bootstrap_ci` takes them."""
     return [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
 
 
-def pool_arms(arms: list[dict[str, dict[int, dict]]]) -> dict:
+def pool_arms(arms: list[dict[str, dict[Episode, dict]]]) -> dict:
     """Arms as independent world-model draws of one recipe (`lemario.play.stats.pool_draws`): draws, then
     policies, then episodes."""
     return pool_draws([[list(p.values()) for p in arm.values()] for arm in arms])
 
 
-def diff_draws(a: list[dict[str, dict[int, dict]]], b: list[dict[str, dict[int, dict]]]) -> dict:
+def diff_draws(a: list[dict[str, dict[Episode, dict]]], b: list[dict[str, dict[Episode, dict]]]) -> dict:
     """Pooled a - pooled b over the same world models (arms paired by position), in max_x and in flag points."""
     out = {}
     for key, scale, name in (("max_x", 1.0, "max_x"), ("flag_get", 100.0, "flag_points")):

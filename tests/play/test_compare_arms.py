@@ -65,6 +65,21 @@ def test_an_evaluation_of_several_policies_is_an_arm_split_by_policy(tmp_path):
     assert p["pairs"] == 6 and p["max_x"] == 150 and p["flag_points"] == 0
 
 
+def test_every_level_of_an_evaluation_on_several_levels_counts(tmp_path):
+    """`lemario eval --levels` plays each level on the same eval seeds and pools them in one episodes.jsonl."""
+    for run, x in (("a", 100), ("b", 200)):
+        (tmp_path / run / "s1").mkdir(parents=True)
+        rows = [
+            {"level": lv, "eval_seed": i, "max_x": x + 10 * j, "final_x": 0, "flag_get": 0, "end": "pit"}
+            for j, lv in enumerate(("5-1", "4-2"))
+            for i in range(2)
+        ]
+        (tmp_path / run / "s1" / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = compare_arms.compare({"a": tmp_path / "a", "b": tmp_path / "b"})
+    assert table["arms"]["a"]["episodes"] == 4 and table["arms"]["a"]["means"] == [105]
+    assert table["arms"]["b"]["paired"]["pairs"] == 4
+
+
 def test_bad_arms_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         compare_arms.compare({"ref": tmp_path})
