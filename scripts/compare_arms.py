@@ -9,16 +9,14 @@ a flywheel iteration's ITER/eval/LEVEL: two runs' iterations compared on their s
 policy's mean max_x and flag rate, their mean ± sd, the flags over every episode, and where the episodes end. The
 first arm is the reference: every other arm's paired differences in max_x and in flags (percentage points) pair
 episodes by policy seed and eval seed, or by eval seed alone against a reference of one policy, with bootstrap
-intervals. `--draws fresh=a,b,c` pools arms that are
-independent draws of the same recipe (one world model each) into one row: the mean over draws of each draw's mean
-over its policies, with a nested bootstrap interval over draws, policies and episodes (issue 20's target asked of
-agents whose world model is a draw too, not of five policies on one lucky model). `--diff A,B`: pooled A − pooled B
-for two `--draws` rows whose arms are on the same world models in the same order, the draws resampled together
-(two recipes compared where their policies need not share seeds).
+intervals. `--draws fresh=a,b,c` pools arms that are independent draws of the same recipe (one world model each)
+into one row: the mean over draws of each draw's mean over its policies, with a nested bootstrap interval over
+draws, policies and episodes (issue 20's target asked of agents whose world model is a draw too, not of five policies
+on one lucky model). `--diff A,B`: pooled A − pooled B for two `--draws` rows whose arms are on the same world models
+in the same order, the draws resampled together (two recipes compared where their policies need not share seeds).
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lemario.core.files import write_json
+from lemario.core.runlog import read_rows
 from lemario.play.stats import bootstrap_ci, draw_means, format_ends, nested_bootstrap_ci, pool_draws, where_ends
 
 
@@ -34,12 +33,8 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-Episode = tuple[str | None, int]
+EpisodeKey = tuple[str | None, int]
 """An episode's key, (level, eval seed): `lemario eval --levels` plays every level on the same seeds."""
-
-
-def read_episodes(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def policy_name(spec: str) -> str:
@@ -48,13 +43,13 @@ def policy_name(spec: str) -> str:
     return Path(path).parent.name if path else kind
 
 
-def read_arm(folder: Path) -> dict[str, dict[Episode, dict]]:
+def read_arm(folder: Path) -> dict[str, dict[EpisodeKey, dict]]:
     """{policy name: {(level, eval seed): episode}}: of every sNNNN/episodes.jsonl under `folder` (one `lemario
     eval` folder a policy), or of `folder`/episodes.jsonl split by agent (one evaluation of several policies, e.g. a
     flywheel iteration's ITER/eval/LEVEL, each named by its policy's folder)."""
     if (folder / "episodes.jsonl").is_file():
         rows: dict[str, list[dict]] = {}
-        for e in read_episodes(folder / "episodes.jsonl"):
+        for e in read_rows(folder / "episodes.jsonl"):
             rows.setdefault(e["agent"], []).append(e)
         names = {spec: policy_name(spec) for spec in rows}
         if len(set(names.values())) < len(names):
@@ -67,11 +62,11 @@ def read_arm(folder: Path) -> dict[str, dict[Episode, dict]]:
                 f"{folder} holds no episodes.jsonl nor */episodes.jsonl: pass a `lemario eval` folder or a folder "
                 "of them, one per policy"
             )
-        rows = {f.parent.name: read_episodes(f) for f in files}
+        rows = {f.parent.name: read_rows(f) for f in files}
     return {name: {(e.get("level"), e["eval_seed"]): e for e in episodes} for name, episodes in rows.items()}
 
 
-def summarize(policies: dict[str, dict[Episode, dict]]) -> dict:
+def summarize(policies: dict[str, dict[EpisodeKey, dict]]) -> dict:
     """One arm: per-policy means and flag rates, their mean and sd, all its episodes' flags and ends."""
     means = [float(np.mean([e["max_x"] for e in p.values()])) for p in policies.values()]
     flags = [float(np.mean([e["flag_get"] for e in p.values()])) for p in policies.values()]
@@ -88,7 +83,7 @@ def summarize(policies: dict[str, dict[Episode, dict]]) -> dict:
     }
 
 
-def paired(arm: dict[str, dict[Episode, dict]], ref: dict[str, dict[Episode, dict]]) -> dict:
+def paired(arm: dict[str, dict[EpisodeKey, dict]], ref: dict[str, dict[EpisodeKey, dict]]) -> dict:
     """Paired differences arm - ref over the episodes both played (same policy seed and eval seed; a one-policy
     reference pairs every policy by eval seed), in max_x and in flag percentage points, with bootstrap intervals."""
     only = next(iter(ref.values())) if len(ref) == 1 else None
@@ -107,18 +102,18 @@ def paired(arm: dict[str, dict[Episode, dict]], ref: dict[str, dict[Episode, dic
     }
 
 
-def nested(arms: list[dict[str, dict[Episode, dict]]], key: str) -> list[list[list[float]]]:
+def nested(arms: list[dict[str, dict[EpisodeKey, dict]]], key: str) -> list[list[list[float]]]:
     """Draws -> policies -> episodes' `key`, as `nested_bootstrap_ci` takes them."""
     return [[[float(e[key]) for e in p.values()] for p in arm.values()] for arm in arms]
 
 
-def pool_arms(arms: list[dict[str, dict[Episode, dict]]]) -> dict:
+def pool_arms(arms: list[dict[str, dict[EpisodeKey, dict]]]) -> dict:
     """Arms as independent world-model draws of one recipe (`lemario.play.stats.pool_draws`): draws, then
     policies, then episodes."""
     return pool_draws([[list(p.values()) for p in arm.values()] for arm in arms])
 
 
-def diff_draws(a: list[dict[str, dict[Episode, dict]]], b: list[dict[str, dict[Episode, dict]]]) -> dict:
+def diff_draws(a: list[dict[str, dict[EpisodeKey, dict]]], b: list[dict[str, dict[EpisodeKey, dict]]]) -> dict:
     """Pooled a - pooled b over the same world models (arms paired by position), in max_x and in flag points."""
     out = {}
     for key, scale, name in (("max_x", 1.0, "max_x"), ("flag_get", 100.0, "flag_points")):

@@ -63,6 +63,11 @@ def test_an_evaluation_of_several_policies_is_an_arm_split_by_policy(tmp_path):
     assert table["arms"]["a"]["policies"] == ["s1001", "s1002"] and table["arms"]["a"]["means"] == [101, 301]
     p = table["arms"]["b"]["paired"]  # s1001: +100 on each seed, s1002: +200
     assert p["pairs"] == 6 and p["max_x"] == 150 and p["flag_points"] == 0
+    both = tmp_path / "both"  # two runs' s1001 in one evaluation: the folder names collide, the specs name them
+    both.mkdir()
+    text = "".join((tmp_path / r / "iter001/eval/5-1/episodes.jsonl").read_text() for r in "ab")
+    (both / "episodes.jsonl").write_text(text)
+    assert len(compare_arms.compare({"both": both})["arms"]["both"]["policies"]) == 4
 
 
 def test_every_level_of_an_evaluation_on_several_levels_counts(tmp_path):
