@@ -7,6 +7,7 @@ import torch
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.ram import LABELS
 from lemario.model.death import (
+    auc_interval,
     calibration,
     death_onsets,
     death_report,
@@ -16,6 +17,7 @@ from lemario.model.death import (
     format_death,
     roc_auc,
 )
+from lemario.model.progress import progress_report, summary_line
 from lemario.model.taken import taken_rollouts
 from lemario.model.train import PRESETS
 from lemario.model.world_model import WorldModel
@@ -34,6 +36,21 @@ def test_roc_auc_known_answers():
     s, y = rng.normal(size=300).round(1), rng.random(300) < 0.3
     brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
     assert roc_auc(s, y) == pytest.approx(brute)
+
+
+def test_auc_interval_resamples_whole_episodes():
+    rng = np.random.default_rng(1)
+    episode = np.repeat(np.arange(20), 5)  # 20 episodes of 5 frames
+    positive = np.tile([False, False, False, True, True], 20) & (episode % 2 == 0)  # half the episodes die
+    assert auc_interval(positive.astype(float), positive, episode) == (1.0, 1.0), "a score that knows is perfect"
+    scores = rng.random(100) + 0.3 * positive
+    lo, hi = auc_interval(scores, positive, episode)
+    assert lo < roc_auc(scores, positive) < hi and hi - lo > 0.1
+    many = np.repeat(np.arange(100), 10)  # every frame ten times: more frames, the same 20 episodes
+    assert auc_interval(scores[many], positive[many], episode[many]) == pytest.approx((lo, hi)), (
+        "copies of an episode's frames are no new evidence (a frame bootstrap would narrow the interval)"
+    )
+    assert auc_interval(scores, np.zeros(100, bool), episode) is None, "never both classes"
 
 
 def test_calibration_known_answers():
@@ -55,7 +72,8 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     assert onset[buffer.starts[0]] == ends[0] and onset[buffer.starts[2]] == -1 and pit[ends[1]] and not pit[ends[0]]
     torch.manual_seed(0)
     model = WorldModel(PRESETS["tiny"].model)
-    report = death_report(buffer, taken_rollouts(model, buffer, horizon=8, batch=16), model.cfg.flag_head)
+    taken = taken_rollouts(model, buffer, horizon=8, batch=16)
+    report = death_report(buffer, taken, model.cfg.flag_head)
     assert report["frames"] == len(buffer)
     assert report["positives"] == {"all": 18, "pit": 9, "other": 9}  # the onset frame and the 8 before it
     assert sum(b["positives"] for b in report["by_x"]) == 18 and "where deaths come" in format_death(report)
@@ -68,6 +86,14 @@ def test_death_report_counts_frames_before_each_death(tmp_path):
     part = death_report(buffer, taken_rollouts(model, buffer, two, horizon=8, batch=16), model.cfg.flag_head)
     assert part["frames"] == len(two) and part["positives"] == report["positives"], "every death is in them"
     assert all(0 <= report["auc"][k] <= 1 for k in ("all", "pit", "other"))
+    lo, hi = report["auc_ci"]["all"]
+    assert report["episodes"] == 4 and lo <= report["auc"]["all"] <= hi and "episodes resampled" in format_death(report)
+    line = summary_line({**progress_report(buffer, taken), "death": report})  # the flywheel's log line
+    assert f"AUC {report['auc']['all']:.3f} [{lo:.3f}, {hi:.3f}] (18 frames)" in line
+    before = {k: v for k, v in report.items() if k != "auc_ci"}  # a report written before the interval
+    assert f"AUC {report['auc']['all']:.3f} (18 frames)" in summary_line(
+        {**progress_report(buffer, taken), "death": before}
+    )
     assert 0 <= report["calibration"]["ece"] <= 1 and sum(b["n"] for b in report["calibration"]["bins"]) == len(buffer)
     assert report["flag"] == {"positives": 0, "auc": None}, "no flag in this corpus"
     buffer.rewards[ends[2] - 1, 3] = 1.0  # episode 2 touches the flagpole on its last step

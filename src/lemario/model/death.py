@@ -2,8 +2,9 @@
 
 Two questions, on every frame f of the episodes given:
 - **foresight**: does Mario die within the next `horizon` steps? Scored by the highest P(death) the model predicts
-  along a free-running rollout of the actions actually taken next (what a planner sees), as a ROC AUC; separately
-  for pit deaths and the others (enemies, the clock), each against the same negatives.
+  along a free-running rollout of the actions actually taken next (what a planner sees), as a ROC AUC with a
+  bootstrap interval over episodes; separately for pit deaths and the others (enemies, the clock), each against the
+  same negatives.
 - **calibration**: the head's P(death) of the frame's own latent against its label (the reward spec's death
   channel: 1 on doomed frames) as the expected calibration error over equal-width bins, with the bins.
 With a flag head, the same foresight for the flag: does Mario touch the flagpole within `horizon` steps, scored by
@@ -33,6 +34,27 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def auc_interval(
+    scores: np.ndarray, positive: np.ndarray, episode: np.ndarray, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of `roc_auc` with whole episodes resampled (`episode` (n,): each frame's episode):
+    a death's positives are the last frames of one episode, so frames are not independent draws and a frame
+    bootstrap would be far too narrow. Seeded (the same figures on every call); None where no resample has both
+    classes."""
+    order = np.argsort(episode, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(episode[order])) + 1)  # one (m,) array of frames an episode
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(resamples):
+        idx = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
+        if (v := roc_auc(scores[idx], positive[idx])) is not None:
+            values.append(v)
+    if not values:
+        return None
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
     """Expected calibration error of probabilities p against 0/1 outcomes y, and per bin (mean p, rate, count)."""
     which = np.minimum((p * bins).astype(int), bins - 1)
@@ -58,7 +80,8 @@ def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, bin_px: int = 256) -> dict:
-    """Foresight AUCs (all deaths, pits, others; and within each `bin_px` x bin where deaths come) and calibration
+    """Foresight AUCs (all deaths, pits, others, each with its interval over episodes, `auc_interval`; and within
+    each `bin_px` x bin where deaths come) and calibration
     of P(death) on the frames of `buffer` that `taken` covers, from the reward head along the actions taken from each
     (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
     f, horizon = taken.frames, taken.horizon  # (n,)
@@ -69,20 +92,18 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, b
     far = ~soon
     doomed = np.r_[0.0, buffer.rewards[:-1, 2]]  # the death channel of the step into each frame
     doomed[buffer.starts] = 0.0
+    episode = np.searchsorted(buffer.starts, f, side="right") - 1  # (n,)
+    kept = {"all": np.ones_like(soon), "pit": far | (soon & pit), "other": far | (soon & ~pit)}  # each AUC's frames
     return {
         "horizon": horizon,
         "frames": len(f),
+        "episodes": len(np.unique(episode)),
         "positives": {"all": int(soon.sum()), "pit": int((soon & pit).sum()), "other": int((soon & ~pit).sum())},
-        "auc": {
-            "all": roc_auc(soonest, soon),
-            "pit": roc_auc(soonest[far | (soon & pit)], soon[far | (soon & pit)]),
-            "other": roc_auc(soonest[far | (soon & ~pit)], soon[far | (soon & ~pit)]),
-        },
+        "auc": {k: roc_auc(soonest[m], soon[m]) for k, m in kept.items()},
+        "auc_ci": {k: auc_interval(soonest[m], soon[m], episode[m]) for k, m in kept.items()},
         "bin_px": bin_px,
         "by_x": foresight_by_x(buffer.labels[f, _X_POS], soonest, soon, bin_px),
-        "decisions": decisions_by_x(
-            buffer.labels[f, _X_POS], np.searchsorted(buffer.starts, f, side="right") - 1, soonest, soon, bin_px
-        ),
+        "decisions": decisions_by_x(buffer.labels[f, _X_POS], episode, soonest, soon, bin_px),
         "calibration": calibration(taken.now[:, 2], doomed[f]),
         "flag": flag_foresight(buffer, taken.ahead[..., 3].max(1), f, horizon) if flag_head else None,
     }
@@ -146,12 +167,17 @@ def format_auc(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def format_auc_ci(v: float | None, ci: tuple[float, float] | None) -> str:
+    """An AUC with its 95% interval over episodes: '0.666 [0.581, 0.742]'."""
+    return format_auc(v) if ci is None else f"{format_auc(v)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def format_death(report: dict) -> str:
-    auc = {k: format_auc(v) for k, v in report["auc"].items()}
+    auc = {k: format_auc_ci(v, report["auc_ci"][k]) for k, v in report["auc"].items()}
     pos, cal = report["positives"], report["calibration"]
     lines = [
         f"death within {report['horizon']} steps, max P(death) along the rollout of the actions taken "
-        f"({report['frames']} frames):",
+        f"({report['frames']} frames of {report['episodes']} episodes; AUC [95% interval, episodes resampled]):",
         f"  AUC all {auc['all']} ({pos['all']} frames), pit {auc['pit']} ({pos['pit']}), "
         f"enemy/clock {auc['other']} ({pos['other']})",
         f"P(death) of each frame's latent against its doomed label: ECE {cal['ece']:.4f}",

@@ -23,7 +23,7 @@ import numpy as np
 from lemario.data.buffer import EpisodeBuffer
 from lemario.games.mario.actions import holds
 from lemario.games.mario.ram import LABELS
-from lemario.model.death import death_report
+from lemario.model.death import death_report, format_auc_ci
 from lemario.model.taken import TakenRollouts, taken_rollouts, transitions_ahead, x_bins
 from lemario.model.world_model import load_world_model
 
@@ -101,7 +101,7 @@ def summary_line(report: dict) -> str:
         moving += f": real {m['real']:.2f}, predicted {m['predicted']:.2f}"
     if (death := report.get("death")) is None:  # reports from before session 35
         return f"{blocked}; {moving}"
-    auc = "n/a" if death["auc"]["all"] is None else f"{death['auc']['all']:.3f}"
+    auc = format_auc_ci(death["auc"]["all"], death.get("auc_ci", {}).get("all"))  # the interval since session 72
     return f"{blocked}; {moving}; death within {h} steps AUC {auc} ({death['positives']['all']} frames)"
 
 
