@@ -81,9 +81,9 @@ def death_onsets(buffer: EpisodeBuffer) -> tuple[np.ndarray, np.ndarray]:
 
 def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, bin_px: int = 256) -> dict:
     """Foresight AUCs (all deaths, pits, others, each with its interval over episodes, `auc_interval`; and within
-    each `bin_px` x bin where deaths come) and calibration
-    of P(death) on the frames of `buffer` that `taken` covers, from the reward head along the actions taken from each
-    (`lemario.model.taken`; the flag's foresight with `flag_head`)."""
+    each `bin_px` x bin where deaths come) and calibration of P(death) on the frames of `buffer` that `taken` covers,
+    from the reward head along the actions taken from each (`lemario.model.taken`; the flag's foresight with
+    `flag_head`)."""
     f, horizon = taken.frames, taken.horizon  # (n,)
     soonest = taken.ahead[..., 2].max(1)  # (n,) the highest P(death) along the rollout (0 past the episode)
     onset, pit = death_onsets(buffer)
