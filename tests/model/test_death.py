@@ -127,4 +127,5 @@ def test_decisions_compare_one_frame_per_episode_at_each_line():
     (r,) = rows
     assert (r["episodes"], r["positives"]) == (3, 2), "frames 1, 6 and 8: the first at or past x 100 of each"
     assert r["auc"] == pytest.approx(0.5)  # 0.6 beats 0.2, 0.1 loses to it
+    assert r["auc_ci"] == (0.0, 1.0), "three episodes: resamples of one pairing or the other"
     assert decisions_by_x(x[:5], episode[:5], scores[:5], soon[:5], 100) == []

@@ -34,6 +34,12 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def by_episode(episode: np.ndarray) -> list[np.ndarray]:
+    """Indices of each episode's entries, in their order: `episode` (n,) -> one (m,) index array an episode."""
+    order = np.argsort(episode, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(episode[order])) + 1)
+
+
 def auc_interval(
     scores: np.ndarray, positive: np.ndarray, episode: np.ndarray, resamples: int = 1000, level: float = 0.95
 ) -> tuple[float, float] | None:
@@ -41,8 +47,7 @@ def auc_interval(
     a death's positives are the last frames of one episode, so frames are not independent draws and a frame
     bootstrap would be far too narrow. Seeded (the same figures on every call); None where no resample has both
     classes."""
-    order = np.argsort(episode, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(episode[order])) + 1)  # one (m,) array of frames an episode
+    groups = by_episode(episode)
     rng = np.random.default_rng(0)
     values = []
     for _ in range(resamples):
@@ -133,10 +138,10 @@ def decisions_by_x(
     AUC of the scores for the episodes that die within the horizon from there against those that do not: does the
     model, at the same place and moment, tell the approaches that fail from those that pass? (`foresight_by_x` pools
     every frame of a bin, so it also credits knowing that Mario is already falling.) Rows for lines where a death
-    comes. Frames (n,) of one episode must be in time order."""
+    comes, each AUC with its bootstrap interval (one frame an episode: `auc_interval` over those frames). Frames (n,)
+    of one episode must be in time order."""
     firsts: dict[int, list[int]] = {}
-    order = np.argsort(episode, kind="stable")
-    for idx in np.split(order, np.flatnonzero(np.diff(episode[order])) + 1):  # (m,) one episode's frames, in order
+    for idx in by_episode(episode):  # (m,) one episode's frames, in order
         reach = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
         for line in range(line_px, int(reach[-1]) + 1, line_px):
             firsts.setdefault(line, []).append(int(idx[np.searchsorted(reach, line)]))
@@ -144,9 +149,8 @@ def decisions_by_x(
     for line, at in sorted(firsts.items()):
         at = np.asarray(at)
         if soon[at].any():
-            rows.append(
-                {"x": line, "episodes": len(at), "positives": int(soon[at].sum()), "auc": roc_auc(scores[at], soon[at])}
-            )
+            auc, ci = roc_auc(scores[at], soon[at]), auc_interval(scores[at], soon[at], np.arange(len(at)))
+            rows.append({"x": line, "episodes": len(at), "positives": int(soon[at].sum()), "auc": auc, "auc_ci": ci})
     return rows
 
 
@@ -199,7 +203,7 @@ def format_death(report: dict) -> str:
             "AUC (does the model tell them from the others there?)"
         )
         lines += [
-            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc(d['auc'])}"
+            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc_ci(d['auc'], d['auc_ci'])}"
             for d in report["decisions"]
         ]
     if report.get("flag") is not None:
