@@ -122,10 +122,13 @@ def test_decisions_compare_one_frame_per_episode_at_each_line():
     episode = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
     soon = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 0], bool)
     scores = np.array([0.9, 0.2, 0.9, 0.9, 0.9, 0.0, 0.6, 0.0, 0.1, 0.0])
-    rows = decisions_by_x(x, episode, scores, soon, line_px=100)
+    ground = np.array([0, 0, 1, 1, 1, 1, 1, 1, 0, 0], bool)  # at the line: episode 1 on the ground, 0 and 2 in the air
+    rows = decisions_by_x(x, episode, scores, soon, line_px=100, ground=ground)
     assert [r["x"] for r in rows] == [100], "line 200: no episode there dies soon"
     (r,) = rows
     assert (r["episodes"], r["positives"]) == (3, 2), "frames 1, 6 and 8: the first at or past x 100 of each"
     assert r["auc"] == pytest.approx(0.5)  # 0.6 beats 0.2, 0.1 loses to it
     assert r["auc_ci"] == (0.0, 1.0), "three episodes: resamples of one pairing or the other"
-    assert decisions_by_x(x[:5], episode[:5], scores[:5], soon[:5], 100) == []
+    assert r["grounded"] == {"dying": 1, "passing": 0}
+    assert r["p_ground"] == pytest.approx(0.6) and r["p_air"] == pytest.approx(0.15)  # frame 6; frames 1 and 8
+    assert decisions_by_x(x[:5], episode[:5], scores[:5], soon[:5], 100, ground[:5]) == []

@@ -20,7 +20,7 @@ from lemario.games.mario.ram import LABELS
 from lemario.games.mario.rewards import death_onset
 from lemario.model.taken import TakenRollouts, x_bins
 
-_X_POS = LABELS.index("x_pos")
+_X_POS, _ON_GROUND = LABELS.index("x_pos"), LABELS.index("on_ground")
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
@@ -108,7 +108,9 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, b
         "auc_ci": {k: auc_interval(soonest[m], soon[m], episode[m]) for k, m in kept.items()},
         "bin_px": bin_px,
         "by_x": foresight_by_x(buffer.labels[f, _X_POS], soonest, soon, bin_px),
-        "decisions": decisions_by_x(buffer.labels[f, _X_POS], episode, soonest, soon, bin_px),
+        "decisions": decisions_by_x(
+            buffer.labels[f, _X_POS], episode, soonest, soon, bin_px, buffer.labels[f, _ON_GROUND] > 0
+        ),
         "calibration": calibration(taken.now[:, 2], doomed[f]),
         "flag": flag_foresight(buffer, taken.ahead[..., 3].max(1), f, horizon) if flag_head else None,
     }
@@ -132,14 +134,16 @@ def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: 
 
 
 def decisions_by_x(
-    x: np.ndarray, episode: np.ndarray, scores: np.ndarray, soon: np.ndarray, line_px: int
+    x: np.ndarray, episode: np.ndarray, scores: np.ndarray, soon: np.ndarray, line_px: int, ground: np.ndarray
 ) -> list[dict]:
     """At each line x = k * line_px, one frame per episode that gets there: the first at or past it. Among those, the
     AUC of the scores for the episodes that die within the horizon from there against those that do not: does the
     model, at the same place and moment, tell the approaches that fail from those that pass? (`foresight_by_x` pools
     every frame of a bin, so it also credits knowing that Mario is already falling.) Rows for lines where a death
-    comes, each AUC with its bootstrap interval (one frame an episode: `auc_interval` over those frames). Frames (n,)
-    of one episode must be in time order."""
+    comes, each AUC with its bootstrap interval (one frame an episode: `auc_interval` over those frames), and how the
+    approaches stand (`ground` (n,): Mario on the ground): how many of the dying and of the passing ones are on the
+    ground, and the mean score of those on the ground and of those in the air (a model that blames the jump scores
+    the air higher where the ground is what dies). Frames (n,) of one episode must be in time order."""
     firsts: dict[int, list[int]] = {}
     for idx in by_episode(episode):  # (m,) one episode's frames, in order
         reach = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
@@ -150,7 +154,19 @@ def decisions_by_x(
         at = np.asarray(at)
         if soon[at].any():
             auc, ci = roc_auc(scores[at], soon[at]), auc_interval(scores[at], soon[at], np.arange(len(at)))
-            rows.append({"x": line, "episodes": len(at), "positives": int(soon[at].sum()), "auc": auc, "auc_ci": ci})
+            g, score = ground[at], scores[at]
+            rows.append(
+                {
+                    "x": line,
+                    "episodes": len(at),
+                    "positives": int(soon[at].sum()),
+                    "auc": auc,
+                    "auc_ci": ci,
+                    "grounded": {"dying": int((g & soon[at]).sum()), "passing": int((g & ~soon[at]).sum())},
+                    "p_ground": float(score[g].mean()) if g.any() else None,
+                    "p_air": float(score[~g].mean()) if (~g).any() else None,
+                }
+            )
     return rows
 
 
@@ -200,12 +216,16 @@ def format_death(report: dict) -> str:
     if report.get("decisions"):
         lines.append(
             "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
-            "AUC (does the model tell them from the others there?)"
+            "AUC (does the model tell them from the others there?), those on the ground among the dying and the "
+            "passing, and the mean max P(death) of the approaches on the ground and in the air"
         )
-        lines += [
-            f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc_ci(d['auc'], d['auc_ci'])}"
-            for d in report["decisions"]
-        ]
+        for d in report["decisions"]:
+            g = d["grounded"]
+            lines.append(
+                f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc_ci(d['auc'], d['auc_ci'])}"
+                f"  on the ground {g['dying']}/{d['positives']} dying, {g['passing']}/{d['episodes'] - d['positives']}"
+                f" passing  P ground {format_auc(d['p_ground'])} air {format_auc(d['p_air'])}"
+            )
     if report.get("flag") is not None:
         f = report["flag"]
         lines.append(
