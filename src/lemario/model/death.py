@@ -4,7 +4,10 @@ Two questions, on every frame f of the episodes given:
 - **foresight**: does Mario die within the next `horizon` steps? Scored by the highest P(death) the model predicts
   along a free-running rollout of the actions actually taken next (what a planner sees), as a ROC AUC with a
   bootstrap interval over episodes; separately for pit deaths and the others (enemies, the clock), each against the
-  same negatives.
+  same negatives. A death ends its episode, so a frame k steps before it has only k actions taken to roll out: each
+  frame that dies is compared with the others over as many steps as it has (`matched_auc`; a max over fewer steps
+  is lower, and before session 72 that bias counted against the frames that die). The frame of the death itself,
+  with nothing ahead, is not a question of foresight and is left out, as is every last frame.
 - **calibration**: the head's P(death) of the frame's own latent against its label (the reward spec's death
   channel: 1 on doomed frames) as the expected calibration error over equal-width bins, with the bins.
 With a flag head, the same foresight for the flag: does Mario touch the flagpole within `horizon` steps, scored by
@@ -34,6 +37,23 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def matched_auc(p: np.ndarray, reach: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC of the highest P along each frame's rollout, every positive against every negative over the same
+    number of steps: `p` (n, H) the P after each step, `reach` (n,) how many of them lie in the frame's episode. A
+    positive with k steps is compared with the negatives that have at least k, both scored by their highest P over
+    the first k; the pairs of every k pooled (ties count half). With every reach H: `roc_auc` of the max over H.
+    None without a pair."""
+    best = np.maximum.accumulate(p, axis=1)  # (n, H) the highest P over the first k + 1 steps
+    wins, pairs = 0.0, 0
+    for k in np.unique(reach[positive & (reach > 0)]):
+        neg = np.sort(best[~positive & (reach >= k), k - 1])  # (m,)
+        pos = best[positive & (reach == k), k - 1]  # (q,)
+        below, upto = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+        wins += float((below + 0.5 * (upto - below)).sum())
+        pairs += len(pos) * len(neg)
+    return wins / pairs if pairs else None
+
+
 def by_episode(episode: np.ndarray) -> list[np.ndarray]:
     """Indices of each episode's entries, in their order: `episode` (n,) -> one (m,) index array an episode."""
     order = np.argsort(episode, kind="stable")
@@ -41,18 +61,22 @@ def by_episode(episode: np.ndarray) -> list[np.ndarray]:
 
 
 def auc_interval(
-    scores: np.ndarray, positive: np.ndarray, episode: np.ndarray, resamples: int = 1000, level: float = 0.95
+    p: np.ndarray,
+    reach: np.ndarray,
+    positive: np.ndarray,
+    episode: np.ndarray,
+    resamples: int = 1000,
+    level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of `roc_auc` with whole episodes resampled (`episode` (n,): each frame's episode):
-    a death's positives are the last frames of one episode, so frames are not independent draws and a frame
-    bootstrap would be far too narrow. Seeded (the same figures on every call); None where no resample has both
-    classes."""
+    """Percentile bootstrap interval of `matched_auc` with whole episodes resampled (`episode` (n,): each frame's
+    episode): a death's positives are the last frames of one episode, so frames are not independent draws and a frame
+    bootstrap would be far too narrow. Seeded (the same figures on every call); None where no resample has a pair."""
     groups = by_episode(episode)
     rng = np.random.default_rng(0)
     values = []
     for _ in range(resamples):
         idx = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
-        if (v := roc_auc(scores[idx], positive[idx])) is not None:
+        if (v := matched_auc(p[idx], reach[idx], positive[idx])) is not None:
             values.append(v)
     if not values:
         return None
@@ -89,72 +113,82 @@ def death_report(buffer: EpisodeBuffer, taken: TakenRollouts, flag_head: bool, b
     each `bin_px` x bin where deaths come) and calibration of P(death) on the frames of `buffer` that `taken` covers,
     from the reward head along the actions taken from each (`lemario.model.taken`; the flag's foresight with
     `flag_head`)."""
-    f, horizon = taken.frames, taken.horizon  # (n,)
-    soonest = taken.ahead[..., 2].max(1)  # (n,) the highest P(death) along the rollout (0 past the episode)
-    onset, pit = death_onsets(buffer)
-    onset, pit = onset[f], pit[f]
-    soon = (onset >= f) & (onset - f <= horizon)  # dies within the next `horizon` steps
-    far = ~soon
     doomed = np.r_[0.0, buffer.rewards[:-1, 2]]  # the death channel of the step into each frame
     doomed[buffer.starts] = 0.0
+    calibrated = calibration(taken.now[:, 2], doomed[taken.frames])  # every frame: its own latent
+    reach = taken.valid.sum(1)  # (n,) steps ahead inside the episode (a prefix of the horizon)
+    f, p, reach = taken.frames[reach > 0], taken.ahead[reach > 0], reach[reach > 0]  # frames with a step ahead
+    onset, pit = death_onsets(buffer)
+    onset, pit = onset[f], pit[f]
+    soon = (onset > f) & (onset - f <= taken.horizon)  # dies within the next `horizon` steps
+    far = ~soon
     episode = np.searchsorted(buffer.starts, f, side="right") - 1  # (n,)
     kept = {"all": np.ones_like(soon), "pit": far | (soon & pit), "other": far | (soon & ~pit)}  # each AUC's frames
+    death = p[..., 2]  # (n, H) P(death) after each step
     return {
-        "horizon": horizon,
+        "horizon": taken.horizon,
         "frames": len(f),
         "episodes": len(np.unique(episode)),
         "positives": {"all": int(soon.sum()), "pit": int((soon & pit).sum()), "other": int((soon & ~pit).sum())},
-        "auc": {k: roc_auc(soonest[m], soon[m]) for k, m in kept.items()},
-        "auc_ci": {k: auc_interval(soonest[m], soon[m], episode[m]) for k, m in kept.items()},
+        "auc": {k: matched_auc(death[m], reach[m], soon[m]) for k, m in kept.items()},
+        "auc_ci": {k: auc_interval(death[m], reach[m], soon[m], episode[m]) for k, m in kept.items()},
         "bin_px": bin_px,
-        "by_x": foresight_by_x(buffer.labels[f, _X_POS], soonest, soon, bin_px),
+        "by_x": foresight_by_x(buffer.labels[f, _X_POS], death, reach, soon, bin_px),
         "decisions": decisions_by_x(
-            buffer.labels[f, _X_POS], episode, soonest, soon, bin_px, buffer.labels[f, _ON_GROUND] > 0
+            buffer.labels[f, _X_POS], episode, death, reach, soon, bin_px, buffer.labels[f, _ON_GROUND] > 0
         ),
-        "calibration": calibration(taken.now[:, 2], doomed[f]),
-        "flag": flag_foresight(buffer, taken.ahead[..., 3].max(1), f, horizon) if flag_head else None,
+        "calibration": calibrated,
+        "flag": flag_foresight(buffer, p[..., 3], reach, f, taken.horizon) if flag_head else None,
     }
 
 
-def foresight_by_x(x: np.ndarray, scores: np.ndarray, soon: np.ndarray, bin_px: int) -> list[dict]:
-    """Per `bin_px` x bin holding frames that precede a death: the AUC among that bin's frames (does the model tell
-    the passes that end in a death from those that do not, at the same place?) and the mean score of both."""
+def foresight_by_x(x: np.ndarray, p: np.ndarray, reach: np.ndarray, soon: np.ndarray, bin_px: int) -> list[dict]:
+    """Per `bin_px` x bin holding frames that precede a death: the AUC among that bin's frames (`matched_auc`: does
+    the model tell the passes that end in a death from those that do not, at the same place?) and the mean P one
+    step ahead of both (every frame here has that step)."""
     rows = []
     for lo, inside in x_bins(x, bin_px):
         if soon[inside].any():
-            pos, neg = scores[inside & soon], scores[inside & ~soon]
+            pos, neg = p[inside & soon, 0], p[inside & ~soon, 0]
             row = {
                 "x": lo,
                 "frames": int(inside.sum()),
                 "positives": len(pos),
-                "auc": roc_auc(scores[inside], soon[inside]),
+                "auc": matched_auc(p[inside], reach[inside], soon[inside]),
             }
             rows.append({**row, "p_positive": float(pos.mean()), "p_negative": float(neg.mean()) if len(neg) else None})
     return rows
 
 
 def decisions_by_x(
-    x: np.ndarray, episode: np.ndarray, scores: np.ndarray, soon: np.ndarray, line_px: int, ground: np.ndarray
+    x: np.ndarray,
+    episode: np.ndarray,
+    p: np.ndarray,
+    reach: np.ndarray,
+    soon: np.ndarray,
+    line_px: int,
+    ground: np.ndarray,
 ) -> list[dict]:
     """At each line x = k * line_px, one frame per episode that gets there: the first at or past it. Among those, the
-    AUC of the scores for the episodes that die within the horizon from there against those that do not: does the
+    `matched_auc` of the episodes that die within the horizon from there against those that do not: does the
     model, at the same place and moment, tell the approaches that fail from those that pass? (`foresight_by_x` pools
     every frame of a bin, so it also credits knowing that Mario is already falling.) Rows for lines where a death
     comes, each AUC with its bootstrap interval (one frame an episode: `auc_interval` over those frames), and how the
     approaches stand (`ground` (n,): Mario on the ground): how many of the dying and of the passing ones are on the
-    ground, and the mean score of those on the ground and of those in the air (a model that blames the jump scores
-    the air higher where the ground is what dies). Frames (n,) of one episode must be in time order."""
+    ground, and the mean P one step ahead of those on the ground and of those in the air. Frames (n,) of one
+    episode must be in time order."""
     firsts: dict[int, list[int]] = {}
     for idx in by_episode(episode):  # (m,) one episode's frames, in order
-        reach = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
-        for line in range(line_px, int(reach[-1]) + 1, line_px):
-            firsts.setdefault(line, []).append(int(idx[np.searchsorted(reach, line)]))
+        furthest = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
+        for line in range(line_px, int(furthest[-1]) + 1, line_px):
+            firsts.setdefault(line, []).append(int(idx[np.searchsorted(furthest, line)]))
     rows = []
     for line, at in sorted(firsts.items()):
         at = np.asarray(at)
         if soon[at].any():
-            auc, ci = roc_auc(scores[at], soon[at]), auc_interval(scores[at], soon[at], np.arange(len(at)))
-            g, score = ground[at], scores[at]
+            auc = matched_auc(p[at], reach[at], soon[at])
+            ci = auc_interval(p[at], reach[at], soon[at], np.arange(len(at)))
+            g, score = ground[at], p[at, 0]
             rows.append(
                 {
                     "x": line,
@@ -170,16 +204,16 @@ def decisions_by_x(
     return rows
 
 
-def flag_foresight(buffer: EpisodeBuffer, scores: np.ndarray, frames: np.ndarray, horizon: int) -> dict:
-    """AUC of scores (n,) of `frames` for 'touches the flagpole within `horizon` steps' (the reward spec's flag
-    channel marks the step that touches it)."""
+def flag_foresight(buffer: EpisodeBuffer, p: np.ndarray, reach: np.ndarray, frames: np.ndarray, horizon: int) -> dict:
+    """`matched_auc` of P(flag) `p` (n, H) along the rollouts of `frames` (n,), `reach` (n,) steps each, for 'touches
+    the flagpole within `horizon` steps' (the reward spec's flag channel marks the step that touches it)."""
     touch = np.full(len(buffer), -1, np.int64)  # per frame: the frame its episode touches the flag at, or -1
     for s, n in zip(buffer.starts, buffer.lengths):
         steps = np.flatnonzero(buffer.rewards[s : s + n - 1, 3])
         if len(steps):
             touch[s : s + n] = s + steps[0] + 1
-    soon = (touch[frames] >= frames) & (touch[frames] - frames <= horizon)
-    return {"positives": int(soon.sum()), "auc": roc_auc(scores, soon)}
+    soon = (touch[frames] > frames) & (touch[frames] - frames <= horizon)
+    return {"positives": int(soon.sum()), "auc": matched_auc(p, reach, soon)}
 
 
 def format_auc(v: float | None) -> str:
@@ -197,7 +231,8 @@ def format_death(report: dict) -> str:
     pos, cal = report["positives"], report["calibration"]
     lines = [
         f"death within {report['horizon']} steps, max P(death) along the rollout of the actions taken "
-        f"({report['frames']} frames of {report['episodes']} episodes; AUC [95% interval, episodes resampled]):",
+        f"({report['frames']} frames of {report['episodes']} episodes, each frame that dies against the others over "
+        "as many steps as it has; AUC [95% interval, episodes resampled]):",
         f"  AUC all {auc['all']} ({pos['all']} frames), pit {auc['pit']} ({pos['pit']}), "
         f"enemy/clock {auc['other']} ({pos['other']})",
         f"P(death) of each frame's latent against its doomed label: ECE {cal['ece']:.4f}",
@@ -206,7 +241,7 @@ def format_death(report: dict) -> str:
     if report.get("by_x"):
         lines.append(
             "where deaths come, by x: frames, those within the horizon of a death, AUC among the bin's frames, "
-            "mean max P(death) of those and of the others"
+            "mean P(death) one step ahead of those and of the others"
         )
         for b in report["by_x"]:
             where = f"  x {b['x']:>5}-{b['x'] + report['bin_px']:<6}{b['frames']:>7} {b['positives']:>6}"
@@ -217,7 +252,7 @@ def format_death(report: dict) -> str:
         lines.append(
             "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
             "AUC (does the model tell them from the others there?), those on the ground among the dying and the "
-            "passing, and the mean max P(death) of the approaches on the ground and in the air"
+            "passing, and the mean P(death) one step ahead of the approaches on the ground and in the air"
         )
         for d in report["decisions"]:
             g = d["grounded"]
