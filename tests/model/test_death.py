@@ -157,5 +157,5 @@ def test_decisions_compare_one_frame_per_episode_at_each_line():
     assert r["auc"] == pytest.approx(0.5)  # 0.6 beats 0.2, 0.1 loses to it
     assert r["auc_ci"] == (0.0, 1.0), "three episodes: resamples of one pairing or the other"
     assert r["grounded"] == {"dying": 1, "passing": 0}
-    assert r["p_ground"] == pytest.approx(0.6) and r["p_air"] == pytest.approx(0.15)  # frame 6; frames 1 and 8
+    assert r["p_positive"] == pytest.approx(0.35) and r["p_negative"] == pytest.approx(0.2)  # frames 6, 8; frame 1
     assert decisions_by_x(x[:5], episode[:5], p[:5], reach[:5], soon[:5], 100, ground[:5]) == []

@@ -175,8 +175,8 @@ def decisions_by_x(
     every frame of a bin, so it also credits knowing that Mario is already falling.) Rows for lines where a death
     comes, each AUC with its bootstrap interval (one frame an episode: `auc_interval` over those frames), and how the
     approaches stand (`ground` (n,): Mario on the ground): how many of the dying and of the passing ones are on the
-    ground, and the mean P one step ahead of those on the ground and of those in the air. Frames (n,) of one
-    episode must be in time order."""
+    ground; and the mean P one step ahead of both, as `foresight_by_x` gives. Frames (n,) of one episode must be in
+    time order."""
     firsts: dict[int, list[int]] = {}
     for idx in by_episode(episode):  # (m,) one episode's frames, in order
         furthest = np.maximum.accumulate(x[idx])  # (m,) the furthest x so far
@@ -188,17 +188,17 @@ def decisions_by_x(
         if soon[at].any():
             auc = matched_auc(p[at], reach[at], soon[at])
             ci = auc_interval(p[at], reach[at], soon[at], np.arange(len(at)))
-            g, score = ground[at], p[at, 0]
+            g, dies, now = ground[at], soon[at], p[at, 0]
             rows.append(
                 {
                     "x": line,
                     "episodes": len(at),
-                    "positives": int(soon[at].sum()),
+                    "positives": int(dies.sum()),
                     "auc": auc,
                     "auc_ci": ci,
-                    "grounded": {"dying": int((g & soon[at]).sum()), "passing": int((g & ~soon[at]).sum())},
-                    "p_ground": float(score[g].mean()) if g.any() else None,
-                    "p_air": float(score[~g].mean()) if (~g).any() else None,
+                    "grounded": {"dying": int((g & dies).sum()), "passing": int((g & ~dies).sum())},
+                    "p_positive": float(now[dies].mean()),
+                    "p_negative": float(now[~dies].mean()) if (~dies).any() else None,
                 }
             )
     return rows
@@ -252,14 +252,14 @@ def format_death(report: dict) -> str:
         lines.append(
             "at each line, the first frame of every episode that reaches it: episodes, those dying within the horizon, "
             "AUC (does the model tell them from the others there?), those on the ground among the dying and the "
-            "passing, and the mean P(death) one step ahead of the approaches on the ground and in the air"
+            "passing, and the mean P(death) one step ahead of the dying and of the passing"
         )
         for d in report["decisions"]:
             g = d["grounded"]
             lines.append(
                 f"  x {d['x']:>5}  {d['episodes']:>6} {d['positives']:>6}  AUC {format_auc_ci(d['auc'], d['auc_ci'])}"
                 f"  on the ground {g['dying']}/{d['positives']} dying, {g['passing']}/{d['episodes'] - d['positives']}"
-                f" passing  P ground {format_auc(d['p_ground'])} air {format_auc(d['p_air'])}"
+                f" passing  P {d['p_positive']:.3f} vs {format_auc(d['p_negative'])}"
             )
     if report.get("flag") is not None:
         f = report["flag"]
